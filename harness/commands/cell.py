@@ -1,0 +1,84 @@
+"""`harness cell`: train and measure one grid cell."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from ..config import CellConfig, build_config
+from ..train import EXTRA_COLUMNS, RESULT_COLUMNS, run_cell
+
+HELP = {
+    "cell": "recurrent cell type", "layers": "number of recurrent layers", "direction": "uni or bi",
+    "device": "cpu or cuda", "seed": "seed of weights and data order", "epochs": "training epochs",
+    "hidden": "hidden units per layer and direction", "corpus": "gutenberg-35, d2l, or a file path",
+    "threads": "CPU threads for torch", "prefixes": "comma-separated generation prefixes",
+}
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("cell", help="train and measure one grid cell",
+                                   description="Train one cell with the lesson's recipe and measure it.")
+    for name, field in CellConfig.model_fields.items():
+        if name == "timeout":
+            continue
+        default = field.default
+        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, default=None, metavar=name.upper(),
+                            help=f"{HELP.get(name, name.replace('_', ' '))} (default: {_show(default)})")
+    parser.add_argument("--config-json", help="read the whole configuration from this JSON file")
+    parser.add_argument("--json", action="store_true", help="print one JSON object of result columns")
+    parser.add_argument("--result-file", help="write the full record (with per-epoch rows) to this file")
+    parser.set_defaults(func=main)
+
+
+def _show(value):
+    return ",".join(value) if isinstance(value, tuple) else value
+
+
+def config_from_args(args) -> CellConfig:
+    values = {}
+    if args.config_json:
+        with open(args.config_json) as f:
+            values.update(json.load(f))
+    for name in CellConfig.model_fields:
+        value = getattr(args, name, None)
+        if value is not None:
+            values[name] = value.split(",") if name == "prefixes" else value
+    names = {n: f"--{n.replace('_', '-')}" for n in CellConfig.model_fields}
+    return build_config(values, "command line", names)
+
+
+def main(args) -> int:
+    cfg = config_from_args(args)
+    progress = None
+    if not args.json:
+        print(f"training {cfg.cell_id} for {cfg.epochs} epochs", file=sys.stderr)
+    from tqdm import tqdm
+
+    bar = tqdm(total=cfg.epochs, desc=cfg.cell_id, unit="epoch", file=sys.stderr, disable=None)
+
+    def progress(row):
+        bar.update(1)
+        bar.set_postfix(ppl=f"{row['train_ppl']:.3f}", sec=f"{row['sec']:.3f}")
+
+    record = run_cell(cfg, on_epoch=progress)
+    bar.close()
+    if args.result_file:
+        from ..store import write_json_atomic
+
+        write_json_atomic(args.result_file, record)
+    flat = {key: record.get(key) for key in RESULT_COLUMNS + EXTRA_COLUMNS}
+    if args.json:
+        print(json.dumps(flat, default=str))
+    else:
+        _print_summary(flat, record.get("samples", []))
+    return 0 if record["status"] in ("ok", "skipped") else 1
+
+
+def _print_summary(flat: dict, samples: list[dict]) -> None:
+    from tabulate import tabulate
+
+    shown = [(k, flat[k]) for k in RESULT_COLUMNS if k != "sample" and flat.get(k) not in (None, "")]
+    print(tabulate(shown, tablefmt="plain", floatfmt=".4g"))
+    for s in samples:
+        print(f"sample[{s['prefix']}]: {s['text']}")

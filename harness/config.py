@@ -1,0 +1,112 @@
+"""The configuration of one grid cell: every key a suite may set as a default or vary as a matrix axis.
+
+Keys are flat and unique; a suite groups them in sections (``SECTIONS``) only for readability.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class CellConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # data
+    corpus: str = "gutenberg-35"
+    strip_boilerplate: bool = True
+    max_tokens: int = Field(10_000, gt=0)
+    val_tokens: int = Field(5_000, ge=0)
+    # model
+    cell: Literal["rnn", "gru", "lstm"] = "lstm"
+    layers: int = Field(2, ge=1, le=8)
+    direction: Literal["uni", "bi"] = "uni"
+    hidden: int = Field(256, ge=1)
+    # train
+    epochs: int = Field(500, ge=1)
+    batch_size: int = Field(32, ge=1)
+    num_steps: int = Field(35, ge=1)
+    lr: float = Field(1.0, gt=0)
+    clip: float = Field(1.0, gt=0)
+    sampling: Literal["sequential", "random"] = "sequential"
+    precision: Literal["fp32", "bf16"] = "fp32"
+    cuda_graphs: bool = False
+    # eval
+    eval_every: int = Field(50, ge=0)  # 0: evaluate only after the last epoch
+    prefixes: tuple[str, ...] = ("time traveller", "traveller")
+    sample_chars: int = Field(50, ge=0)
+    # run
+    device: Literal["cpu", "cuda"] = "cpu"
+    seed: int = Field(0, ge=0)
+    threads: Optional[int] = Field(None, ge=1)  # None: torch's default
+    timeout: float = Field(3600.0, gt=0)  # seconds, enforced by the grid runner
+
+    @field_validator("prefixes")
+    @classmethod
+    def _prefixes_are_text(cls, value):
+        for prefix in value:
+            if not prefix or any(not (c == " " or "a" <= c <= "z") for c in prefix):
+                raise ValueError(f"prefix {prefix!r} must be non-empty lower-case letters and spaces")
+        return value
+
+    @property
+    def bidirectional(self) -> bool:
+        return self.direction == "bi"
+
+    @property
+    def cell_id(self) -> str:
+        return f"{self.cell}-l{self.layers}-{self.direction}-{self.device}-s{self.seed}"
+
+    def config_hash(self) -> str:
+        payload = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+# Suite sections: section -> {key as written in the suite: CellConfig field}
+SECTIONS: dict[str, dict[str, str]] = {
+    "data": {"corpus": "corpus", "strip_boilerplate": "strip_boilerplate", "max_tokens": "max_tokens",
+             "val_tokens": "val_tokens"},
+    "model": {"cell": "cell", "layers": "layers", "direction": "direction", "hidden": "hidden"},
+    "train": {"epochs": "epochs", "batch_size": "batch_size", "num_steps": "num_steps", "lr": "lr",
+              "clip": "clip", "sampling": "sampling", "precision": "precision", "cuda_graphs": "cuda_graphs"},
+    "eval": {"every": "eval_every", "prefixes": "prefixes", "sample_chars": "sample_chars"},
+    "run": {"device": "device", "seed": "seed", "threads": "threads", "timeout": "timeout"},
+}
+
+FIELDS = tuple(CellConfig.model_fields)
+# The axes of the lesson's grid: they identify a cell in every table.
+GRID_KEYS = ("cell", "layers", "direction", "device", "seed")
+
+
+def format_validation_error(exc, where: str, names: dict[str, str] | None = None) -> str:
+    """One line from a pydantic ValidationError: where, which key, which value, what is allowed."""
+    err = exc.errors()[0]
+    key = ".".join(str(part) for part in err["loc"]) or "?"
+    key = (names or {}).get(key, key)
+    value = err.get("input")
+    if err["type"] == "extra_forbidden":
+        import difflib
+
+        close = difflib.get_close_matches(key.split(".")[-1], FIELDS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return f"{where}: unknown key {key!r}{hint}"
+    message = err["msg"]
+    if err.get("ctx", {}).get("expected"):
+        message = f"expected {err['ctx']['expected']}"
+    return f"{where}: {key} = {value!r}: {message}"
+
+
+def build_config(values: dict, where: str, names: dict[str, str] | None = None) -> CellConfig:
+    """Validate ``values`` into a CellConfig or raise HarnessError naming ``where`` and the bad key.
+    ``names`` maps field names back to how the user wrote them (e.g. eval_every -> eval.every)."""
+    from pydantic import ValidationError
+
+    from .errors import HarnessError
+
+    try:
+        return CellConfig(**values)
+    except ValidationError as exc:
+        raise HarnessError(format_validation_error(exc, where, names)) from None

@@ -1,0 +1,287 @@
+"""Corpus lookup and download, the seed's cleaning and tokenization, vocabulary, splits and minibatches.
+
+Everything random here takes an explicit ``torch.Generator`` so that a cell's data order depends on its
+seed alone, never on global random state.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import os
+import re
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .errors import DownloadError, HarnessError
+
+DATA_DIR_ENV = "HARNESS_DATA_DIR"
+CACHE_DIR_ENV = "HARNESS_CACHE_DIR"
+
+
+@dataclass(frozen=True)
+class CorpusSource:
+    name: str
+    filename: str
+    url: str
+    sha1: str | None = None  # None: the publisher re-releases the file, so any checksum is accepted
+
+
+CORPORA = {
+    "gutenberg-35": CorpusSource(
+        "gutenberg-35", "pg35.txt", "https://www.gutenberg.org/cache/epub/35/pg35.txt"
+    ),
+    "d2l": CorpusSource(
+        "d2l",
+        "timemachine.txt",
+        "http://d2l-data.s3-accelerate.amazonaws.com/timemachine.txt",
+        sha1="090b5e7e70c295757f55df93cb0a180b9691891a",
+    ),
+}
+
+
+def default_cache_dir() -> Path:
+    if os.environ.get(CACHE_DIR_ENV):
+        return Path(os.environ[CACHE_DIR_ENV])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "rnn-harness"
+
+
+def _sha1(path: Path) -> str:
+    return hashlib.sha1(path.read_bytes()).hexdigest()
+
+
+def _offline_hint(source: CorpusSource) -> str:
+    return (
+        f"to run offline, put {source.filename} in a folder and set {DATA_DIR_ENV} to it "
+        f"(e.g. {DATA_DIR_ENV}=../shared/data)"
+    )
+
+
+def resolve_corpus(name_or_path: str, cache_dir: Path | None = None, **download_options) -> Path:
+    """Find a corpus file: $HARNESS_DATA_DIR, then the cache folder, then a download into the cache."""
+    source = CORPORA.get(name_or_path)
+    if source is None:
+        path = Path(name_or_path).expanduser()
+        if not path.is_file():
+            known = ", ".join(CORPORA)
+            raise HarnessError(f"corpus {name_or_path!r} is neither a known corpus ({known}) nor a file")
+        return path
+    data_dir = os.environ.get(DATA_DIR_ENV)
+    if data_dir:
+        candidate = Path(data_dir) / source.filename
+        if candidate.is_file():
+            if source.sha1 and _sha1(candidate) != source.sha1:
+                raise HarnessError(
+                    f"{candidate}: SHA-1 {_sha1(candidate)} does not match {source.sha1} for corpus {source.name}"
+                )
+            return candidate
+    cache = Path(cache_dir) if cache_dir else default_cache_dir()
+    cached = cache / source.filename
+    if cached.is_file() and (source.sha1 is None or _sha1(cached) == source.sha1):
+        return cached
+    return download(source.url, cached, sha1=source.sha1, hint=_offline_hint(source), **download_options)
+
+
+class _Transient(Exception):
+    """A failure worth another attempt."""
+
+
+def download(
+    url: str,
+    dest: Path,
+    sha1: str | None = None,
+    timeout: float = 30.0,
+    retries: int = 3,
+    backoff: float = 1.0,
+    hint: str = "",
+) -> Path:
+    """Stream ``url`` into a temporary file beside ``dest``; rename it into place only when complete and
+    verified. Transient failures (connection errors, timeouts, 5xx, truncated bodies) are retried."""
+    import requests
+
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    suffix = f"; {hint}" if hint else ""
+    last_error = "no attempt made"
+    for attempt in range(1, retries + 1):
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+        tmp = Path(tmp_name)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                digest = hashlib.sha1()
+                received = 0
+                with requests.get(url, stream=True, timeout=timeout) as response:
+                    if response.status_code >= 400:
+                        last_error = f"HTTP {response.status_code} from {url}"
+                        if response.status_code < 500:
+                            raise DownloadError(f"download failed: {last_error}{suffix}")
+                        raise _Transient(last_error)
+                    expected = response.headers.get("Content-Length")
+                    for chunk in response.iter_content(chunk_size=1 << 16):
+                        out.write(chunk)
+                        digest.update(chunk)
+                        received += len(chunk)
+                if expected is not None and received != int(expected):
+                    raise _Transient(f"truncated body from {url}: {received} of {expected} bytes")
+                if sha1 is not None and digest.hexdigest() != sha1:
+                    raise DownloadError(
+                        f"download failed: checksum mismatch for {url}: SHA-1 {digest.hexdigest()}, "
+                        f"expected {sha1}{suffix}"
+                    )
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, dest)
+            return dest
+        except _Transient as exc:
+            last_error = str(exc)
+        except requests.RequestException as exc:
+            last_error = f"{type(exc).__name__} fetching {url}: {exc}"
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+        if attempt < retries:
+            time.sleep(backoff * attempt)
+    raise DownloadError(f"download failed after {retries} attempts: {last_error}{suffix}")
+
+
+# --- text ---------------------------------------------------------------------------------------------
+
+_START = re.compile(r"^\*\*\* ?START OF (THE|THIS) PROJECT GUTENBERG", re.IGNORECASE)
+_END = re.compile(r"^\*\*\* ?END OF (THE|THIS) PROJECT GUTENBERG", re.IGNORECASE)
+
+
+def strip_gutenberg_boilerplate(lines: list[str]) -> list[str]:
+    """Keep the lines between Gutenberg's START and END markers; text without markers is returned as is."""
+    start = next((i for i, line in enumerate(lines) if _START.match(line.lstrip("\ufeff"))), None)
+    end = next((i for i, line in enumerate(lines) if _END.match(line)), None)
+    if start is None:
+        return lines
+    return lines[start + 1 : end if end is not None and end > start else len(lines)]
+
+
+def clean_lines(lines: list[str]) -> list[str]:
+    """The seed's cleaning: runs of non-letters become one space, strip, lower case, drop empty lines."""
+    cleaned = [re.sub("[^A-Za-z]+", " ", line).strip().lower() for line in lines]
+    return [line for line in cleaned if line]
+
+
+def tokenize_chars(lines: list[str]) -> list[str]:
+    """Character tokens of all lines, flattened (the seed joins lines without a separator)."""
+    return [ch for line in lines for ch in line]
+
+
+class Vocab:
+    """Tokens by descending frequency, ties in alphabetical order; index 0 is ``<unk>``."""
+
+    UNK = "<unk>"
+
+    def __init__(self, tokens: list[str]):
+        counts = collections.Counter(tokens)
+        ordered = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+        self.idx_to_token = [self.UNK] + [token for token, _ in ordered]
+        self.token_to_idx = {token: i for i, token in enumerate(self.idx_to_token)}
+        self.token_freqs = ordered
+
+    def __len__(self) -> int:
+        return len(self.idx_to_token)
+
+    def encode(self, tokens) -> list[int]:
+        return [self.token_to_idx.get(t, 0) for t in tokens]
+
+    def decode(self, indices) -> str:
+        return "".join(self.idx_to_token[i] for i in indices)
+
+
+@dataclass
+class Corpus:
+    """A tokenized corpus with its training and held-out splits (1-D int64 tensors)."""
+
+    vocab: Vocab
+    tokens: torch.Tensor  # the whole cleaned text, encoded
+    train: torch.Tensor  # tokens[:max_tokens]
+    val: torch.Tensor  # tokens[max_tokens : max_tokens + val_tokens]
+    sha256: str  # of the file's bytes
+    path: str
+
+
+def load_corpus(
+    name_or_path: str = "gutenberg-35",
+    strip_boilerplate: bool = True,
+    max_tokens: int = 10_000,
+    val_tokens: int = 5_000,
+) -> Corpus:
+    path = resolve_corpus(name_or_path)
+    raw = path.read_bytes()
+    text = raw.decode("utf-8")
+    lines = text.splitlines()
+    if strip_boilerplate:
+        lines = strip_gutenberg_boilerplate(lines)
+    tokens = tokenize_chars(clean_lines(lines))
+    vocab = Vocab(tokens)
+    encoded = torch.tensor(vocab.encode(tokens), dtype=torch.long)
+    if max_tokens + val_tokens > len(encoded):
+        raise HarnessError(
+            f"corpus {name_or_path}: max_tokens + val_tokens = {max_tokens + val_tokens} "
+            f"exceeds its {len(encoded)} tokens"
+        )
+    return Corpus(
+        vocab=vocab,
+        tokens=encoded,
+        train=encoded[:max_tokens],
+        val=encoded[max_tokens : max_tokens + val_tokens],
+        sha256=hashlib.sha256(raw).hexdigest(),
+        path=str(path),
+    )
+
+
+# --- minibatches -------------------------------------------------------------------------------------
+
+
+def _randint(low: int, high_inclusive: int, generator: torch.Generator) -> int:
+    return int(torch.randint(low, high_inclusive + 1, (1,), generator=generator))
+
+
+def sequential_batches(
+    corpus: torch.Tensor, batch_size: int, num_steps: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The seed's sequential partition as two tensors of shape (num_batches, batch_size, num_steps).
+
+    A random offset in [0, num_steps] starts the epoch; row b of batch i continues row b of batch i-1,
+    which is why the recurrent state may be carried between batches."""
+    offset = _randint(0, num_steps, generator)
+    num_tokens = ((len(corpus) - offset - 1) // batch_size) * batch_size
+    xs = corpus[offset : offset + num_tokens].reshape(batch_size, -1)
+    ys = corpus[offset + 1 : offset + 1 + num_tokens].reshape(batch_size, -1)
+    num_batches = xs.shape[1] // num_steps
+    span = num_batches * num_steps
+    shape = (batch_size, num_batches, num_steps)
+    return (
+        xs[:, :span].reshape(shape).transpose(0, 1),
+        ys[:, :span].reshape(shape).transpose(0, 1),
+    )
+
+
+def random_batches(
+    corpus: torch.Tensor, batch_size: int, num_steps: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The seed's random sampling: subsequences from a random offset in [0, num_steps-1], shuffled, so
+    adjacent batches are not adjacent in the text. Shape (num_batches, batch_size, num_steps)."""
+    offset = _randint(0, num_steps - 1, generator)
+    corpus = corpus[offset:]
+    num_subseqs = (len(corpus) - 1) // num_steps
+    starts = torch.arange(0, num_subseqs * num_steps, num_steps)
+    starts = starts[torch.randperm(num_subseqs, generator=generator)]
+    num_batches = num_subseqs // batch_size
+    starts = starts[: num_batches * batch_size].to(corpus.device)
+    index = starts[:, None] + torch.arange(num_steps, device=corpus.device)[None, :]
+    xs = corpus[index].reshape(num_batches, batch_size, num_steps)
+    ys = corpus[index + 1].reshape(num_batches, batch_size, num_steps)
+    return xs, ys
+
+
+BATCHERS = {"sequential": sequential_batches, "random": random_batches}

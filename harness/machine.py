@@ -1,0 +1,109 @@
+"""What machine and software produced a number: recorded with every cell and every run."""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import sys
+from functools import lru_cache
+
+import psutil
+
+
+@lru_cache(maxsize=1)
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def gpu_name() -> str | None:
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    return None
+
+
+def versions() -> dict:
+    import torch
+
+    cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "cudnn": cudnn,
+    }
+
+
+def describe() -> dict:
+    """Host, processor, accelerator and versions, as plain JSON-able values."""
+    return {
+        "hostname": socket.gethostname(),
+        "platform": platform.platform(),
+        "cpu_model": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "memory_bytes": psutil.virtual_memory().total,
+        "gpu_name": gpu_name(),
+        "executable": sys.executable,
+        **versions(),
+    }
+
+
+def machine_id(info: dict | None = None) -> str:
+    """A short, file-name-safe identity of a machine: processor model and accelerator (not the hostname,
+    so identical machines share baselines)."""
+    import re
+
+    info = info or describe()
+    parts = [info.get("cpu_model") or "cpu", info.get("gpu_name") or "nogpu"]
+    slug = re.sub(r"[^a-z0-9]+", "-", "-".join(parts).lower()).strip("-")
+    return slug[:80]
+
+
+class PeakRSS:
+    """Peak resident set of this process over chosen regions of code (e.g. training epochs, not the
+    evaluations between them).
+
+    Linux resets the kernel's high-water mark (VmHWM) when 5 is written to /proc/self/clear_refs, so
+    each region's peak is its own; elsewhere the process's lifetime peak is all there is (``exact`` is
+    then False)."""
+
+    def __init__(self):
+        self.before = psutil.Process().memory_info().rss
+        self.peak = self.before
+        self.exact = True
+
+    def start_region(self) -> None:
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+        except OSError:
+            self.exact = False
+
+    def end_region(self) -> None:
+        self.peak = max(self.peak, _vm_hwm(), psutil.Process().memory_info().rss)
+
+    @property
+    def increase(self) -> int:
+        return max(0, self.peak - self.before)
+
+
+def _vm_hwm() -> int:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

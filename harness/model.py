@@ -1,0 +1,83 @@
+"""The character-level recurrent language model of the lesson, its size and its training FLOPs. No I/O."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+RNN_CLASSES = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
+# Gate blocks per recurrent layer: each is one (input + hidden) x hidden matrix product.
+GATES = {"rnn": 1, "gru": 3, "lstm": 4}
+
+
+class CharRNN(nn.Module):
+    """nn.RNN (tanh) / nn.GRU / nn.LSTM over one-hot characters, then a linear head over all directions.
+
+    Inputs are (batch, steps) token indices as in the seed; outputs are time-major logits of shape
+    (steps * batch, vocab), matching targets ``Y.T.reshape(-1)``. The one-hot encoding is an embedding
+    lookup into an identity matrix, which gives exactly ``F.one_hot(x).float()`` without the per-call
+    range check that forces a host-device synchronisation on CUDA.
+    """
+
+    def __init__(self, vocab_size: int, cell: str = "lstm", layers: int = 2, bidirectional: bool = False,
+                 hidden: int = 256):
+        super().__init__()
+        self.vocab_size = vocab_size
+        self.cell = cell
+        self.num_directions = 2 if bidirectional else 1
+        self.rnn = RNN_CLASSES[cell](vocab_size, hidden, layers, bidirectional=bidirectional)
+        self.head = nn.Linear(hidden * self.num_directions, vocab_size)
+        self.register_buffer("identity", torch.eye(vocab_size), persistent=False)
+
+    def one_hot(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(batch, steps) indices -> (steps, batch, vocab) float one-hot, time-major."""
+        return F.embedding(tokens.T, self.identity)
+
+    def forward(self, tokens: torch.Tensor, state=None):
+        return self.forward_one_hot(self.one_hot(tokens), state)
+
+    def forward_one_hot(self, x: torch.Tensor, state=None):
+        y, state = self.rnn(x, state)
+        return self.head(y.reshape(-1, y.shape[-1])), state
+
+    def begin_state(self, batch_size: int, device=None):
+        shape = (self.num_directions * self.rnn.num_layers, batch_size, self.rnn.hidden_size)
+        device = device if device is not None else self.identity.device
+        if self.cell == "lstm":
+            return (torch.zeros(shape, device=device), torch.zeros(shape, device=device))
+        return torch.zeros(shape, device=device)
+
+
+def detach_state(state):
+    if isinstance(state, tuple):
+        return tuple(s.detach() for s in state)
+    return state.detach()
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def forward_flops_per_token(vocab_size: int, cell: str, layers: int, bidirectional: bool, hidden: int) -> int:
+    """Matrix-product FLOPs of one forward time step for one sequence (a multiply-add counts 2).
+
+    Layer l, direction d: GATES[cell] blocks of (input_l + hidden) x hidden, where input_1 = vocab (the
+    one-hot input enters as a dense product) and input_l = directions * hidden above it. Head:
+    (directions * hidden) x vocab. Biases and element-wise gate arithmetic are O(hidden) and ignored.
+    """
+    directions = 2 if bidirectional else 1
+    gates = GATES[cell]
+    total = 0
+    for layer in range(layers):
+        inputs = vocab_size if layer == 0 else directions * hidden
+        total += directions * 2 * gates * hidden * (inputs + hidden)
+    total += 2 * directions * hidden * vocab_size
+    return total
+
+
+def training_flops(vocab_size: int, cell: str, layers: int, bidirectional: bool, hidden: int,
+                   tokens: int) -> int:
+    """Forward + backward FLOPs for ``tokens`` training positions: backward costs two forward products
+    (gradients with respect to inputs and to weights), so the total is 3x the forward count."""
+    return 3 * tokens * forward_flops_per_token(vocab_size, cell, layers, bidirectional, hidden)
