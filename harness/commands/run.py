@@ -1,0 +1,98 @@
+"""`harness run SUITE`: train a suite's grid into a results folder, then render its report."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+
+from tabulate import tabulate
+
+from ..errors import HarnessError
+from ..runner import default_out_dir, iter_cells_table, latest_run_dir, run_suite
+from ..suite import expand, filter_cells, load_suite
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("run", help="train a suite's grid, store results, render the report",
+                                   description="Train every cell of a suite (resumable) and render the report.")
+    add_selection_arguments(parser)
+    parser.add_argument("--out", help="results folder (default: results/<suite>-<timestamp>); "
+                                      "running again into it resumes")
+    parser.add_argument("--resume", nargs="?", const="latest", metavar="DIR",
+                        help="continue a run folder (default: the suite's latest under results/)")
+    parser.add_argument("--dry-run", action="store_true", help="list the cells and estimated times, train nothing")
+    parser.add_argument("--no-report", action="store_true", help="do not render report/<run>/ at the end")
+    parser.add_argument("--executor", choices=["local", "ray"], default="local",
+                        help="local: one cell at a time on this machine; ray: cells as Ray tasks")
+    parser.add_argument("--address", help="Ray cluster address (with --executor ray); default: a local instance")
+    parser.set_defaults(func=main)
+
+
+def add_selection_arguments(parser) -> None:
+    parser.add_argument("suite", help="suite file, e.g. suites/full.yaml")
+    parser.add_argument("--only", action="append", default=[], metavar="KEY=VALUE[,VALUE]",
+                        help="keep cells whose KEY has one of the values (repeatable)")
+    parser.add_argument("--set", action="append", default=[], dest="sets", metavar="SECTION.KEY=VALUE",
+                        help="override a default, e.g. train.epochs=20 (repeatable)")
+
+
+def select_cells(args):
+    suite = load_suite(args.suite, args.sets)
+    return suite, filter_cells(expand(suite), args.only)
+
+
+def print_cells(cells, stream=sys.stdout) -> None:
+    rows = iter_cells_table(cells)
+    print(tabulate(rows, headers="keys", tablefmt="simple"), file=stream)
+    total = sum(r["estimate_s"] for r in rows)
+    print(f"{len(rows)} cells, estimated {total / 60:.1f} min in all (a rough a-priori estimate)", file=stream)
+
+
+def make_executor(args):
+    if args.executor == "local":
+        if args.address:
+            raise HarnessError("--address needs --executor ray")
+        return None
+    try:
+        from ..ray_executor import RayExecutor
+    except ImportError as exc:
+        raise HarnessError(f"--executor ray needs Ray: pip install -e '.[ray]' ({exc})") from None
+    return RayExecutor(address=args.address)
+
+
+def main(args) -> int:
+    suite, cells = select_cells(args)
+    if args.dry_run:
+        print_cells(cells)
+        return 0
+    if args.resume and args.out and args.resume != "latest" and Path(args.resume) != Path(args.out):
+        raise HarnessError("--resume DIR and --out DIR name different folders")
+    if args.resume:
+        out = Path(args.out) if args.out else (latest_run_dir(suite) if args.resume == "latest" else Path(args.resume))
+        if not (out / "run.json").exists():
+            raise HarnessError(f"--resume {out}: not a run folder (no run.json)")
+    else:
+        out = Path(args.out) if args.out else default_out_dir(suite)
+    executor = make_executor(args)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    code, run_dir = run_suite(suite, cells, out, argv=["python", "-m", "harness", *sys.argv[1:]],
+                              executor=executor)
+    print(f"results: {run_dir}", file=sys.stderr)
+    if not args.no_report:
+        report_dir = _render_report(run_dir)
+        if report_dir:
+            print(f"report: {report_dir}", file=sys.stderr)
+    return code
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _render_report(run_dir):
+    try:
+        from ..report import build_report
+    except ImportError:
+        return None
+    return build_report(run_dir)

@@ -1,0 +1,424 @@
+"""The grid runner: trains pending cells one process each, stores each result as it finishes, resumes.
+
+Storage is crash-safe: a finished cell is one JSON file written atomically under ``cells/``; the CSV
+tables are rebuilt from those files (atomically) after every cell. Killing the runner at any moment
+therefore loses at most the cell in flight, and a resumed run trains exactly the missing cells.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+from .config import FIELDS, CellConfig
+from .errors import HarnessError
+from .store import write_json_atomic, write_text_atomic
+from .suite import GridCell, Suite
+from .train import EXTRA_COLUMNS, RESULT_COLUMNS
+from .worker import EPOCH_PREFIX
+
+PROBLEM_STATUSES = ("failed", "diverged", "timeout")
+EPOCH_COLUMNS = ("epoch", "train_ppl", "sec", "tokens_per_sec", "warmup", "val_ppl", "causal_ppl")
+LOG_TAIL_LINES = 8
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+# --- one cell in its own process ---------------------------------------------------------------------
+
+
+def failure_record(cell: GridCell, status: str, reason: str, epoch_log: list[dict]) -> dict:
+    record = {key: None for key in RESULT_COLUMNS + EXTRA_COLUMNS}
+    record.update(cell.config.model_dump(include=set(RESULT_COLUMNS) | {"precision", "threads", "corpus"}))
+    timed = [r["sec"] for r in epoch_log if not r.get("warmup")]
+    record.update(status=status, reason=reason, epochs_done=len(epoch_log), epoch_log=epoch_log, samples=[],
+                  config_hash=cell.config.config_hash(),
+                  train_ppl=epoch_log[-1]["train_ppl"] if epoch_log else None,
+                  sec_per_epoch=sorted(timed)[len(timed) // 2] if timed else None)
+    return record
+
+
+def run_cell_process(cell: GridCell, log, on_epoch: Callable[[dict], None] | None = None,
+                     timeout: float | None = None, stop: threading.Event | None = None) -> dict:
+    """Train ``cell`` in a fresh Python process. Everything it prints goes to ``log`` (a text file);
+    outcomes other than a result file become ``failed`` or ``timeout`` records keeping the epochs seen."""
+    timeout = timeout if timeout is not None else cell.config.timeout
+    epoch_log: list[dict] = []
+    with tempfile.TemporaryDirectory(prefix="harness-cell-") as tmp:
+        config_path, result_path = Path(tmp, "config.json"), Path(tmp, "result.json")
+        config_path.write_text(json.dumps(cell.config.model_dump(mode="json")))
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        if cell.config.threads:
+            env["OMP_NUM_THREADS"] = str(cell.config.threads)
+        start = time.monotonic()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "harness.worker", str(config_path), str(result_path)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True,
+        )
+        tail: list[str] = []
+        timed_out = threading.Event()
+
+        def watchdog():
+            while proc.poll() is None:
+                if time.monotonic() - start > timeout or (stop is not None and stop.is_set()):
+                    if not (stop is not None and stop.is_set()):
+                        timed_out.set()
+                    _kill_group(proc)
+                    return
+                time.sleep(0.2)
+
+        threading.Thread(target=watchdog, daemon=True).start()
+        try:
+            for line in proc.stdout:
+                if line.startswith(EPOCH_PREFIX):
+                    row = json.loads(line[len(EPOCH_PREFIX):])
+                    epoch_log.append(row)
+                    if on_epoch:
+                        on_epoch(row)
+                    continue
+                log.write(line)
+                log.flush()
+                tail = (tail + [line.rstrip()])[-LOG_TAIL_LINES:]
+            returncode = proc.wait()
+        except BaseException:  # interrupted: never leave the cell's process behind
+            _kill_group(proc)
+            proc.wait()
+            raise
+        total_sec = time.monotonic() - start
+        if stop is not None and stop.is_set():
+            raise KeyboardInterrupt
+        if timed_out.is_set():
+            record = failure_record(cell, "timeout", f"exceeded run.timeout = {timeout:g} s", epoch_log)
+        elif returncode == 0 and result_path.exists():
+            record = json.loads(result_path.read_text())
+        else:
+            if returncode < 0:
+                cause = f"killed by signal {signal.Signals(-returncode).name}"
+                if -returncode == signal.SIGKILL:
+                    cause += " (out of memory?)"
+            else:
+                cause = f"exit code {returncode}"
+            detail = " | ".join(line for line in tail if line.strip())
+            record = failure_record(cell, "failed", f"{cause}: {detail}" if detail else cause, epoch_log)
+    record["total_sec"] = total_sec
+    return record
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+class LocalExecutor:
+    """Runs cells one after another on this machine, so no two timed cells share its cores."""
+
+    name = "local"
+
+    def execute(self, cells: list[GridCell], run_dir: "RunDir", progress: "Progress",
+                stop: threading.Event) -> Iterator[tuple[GridCell, dict]]:
+        for cell in cells:
+            progress.start_cell(cell)
+            with open(run_dir.log_path(cell.cell_id), "w") as log:
+                record = run_cell_process(cell, log, on_epoch=progress.epoch, stop=stop)
+            yield cell, record
+
+
+# --- the results folder ------------------------------------------------------------------------------
+
+
+class RunDir:
+    def __init__(self, path):
+        self.path = Path(path)
+        self._lock_file = None
+
+    @property
+    def run_json(self) -> Path:
+        return self.path / "run.json"
+
+    def log_path(self, cell_id: str) -> Path:
+        return self.path / "logs" / f"{cell_id}.log"
+
+    def cell_path(self, cell_id: str) -> Path:
+        return self.path / "cells" / f"{cell_id}.json"
+
+    def lock(self) -> None:
+        """One writer at a time: a second run into the same folder refuses. The kernel drops the lock
+        when the process dies, even by SIGKILL."""
+        for folder in (self.path, self.path / "logs", self.path / "cells"):
+            folder.mkdir(parents=True, exist_ok=True)
+        self._lock_file = open(self.path / ".lock", "a+")
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock_file.seek(0)
+            holder = self._lock_file.read().strip() or "another process"
+            self._lock_file.close()
+            raise HarnessError(f"{self.path}: another run is writing into this folder ({holder}); "
+                               "wait for it or choose another --out") from None
+        self._lock_file.truncate(0)
+        self._lock_file.write(f"pid {os.getpid()}")
+        self._lock_file.flush()
+
+    def read_run_json(self) -> dict | None:
+        if not self.run_json.exists():
+            return None
+        try:
+            return json.loads(self.run_json.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise HarnessError(f"{self.run_json}: unreadable ({exc})") from None
+
+    def finished_records(self) -> dict[str, dict]:
+        records = {}
+        for path in sorted((self.path / "cells").glob("*.json")):
+            try:
+                records[path.stem] = json.loads(path.read_text())
+            except (OSError, json.JSONDecodeError):
+                continue  # cannot happen with atomic writes; such a cell is simply trained again
+        return records
+
+    def store(self, cell: GridCell, record: dict, calibration: dict | None) -> None:
+        record = dict(record)
+        record["cell_id"] = cell.cell_id
+        record["axes"] = cell.axes
+        record["config"] = cell.config.model_dump(mode="json")
+        record["flops_utilization"] = _utilization(record, calibration)
+        write_json_atomic(self.cell_path(cell.cell_id), record)
+
+    def rebuild_tables(self, order: list[str] | None = None) -> None:
+        rebuild_tables(self.path, self.finished_records(), order)
+
+
+def _utilization(record: dict, calibration: dict | None) -> float | None:
+    rate = ((calibration or {}).get(record.get("device") or "") or {}).get("flops_per_sec")
+    achieved = record.get("flops_per_sec")
+    if not rate or achieved is None or not math.isfinite(achieved):
+        return None
+    return achieved / rate
+
+
+def _csv_value(value):
+    if isinstance(value, (list, tuple)):
+        return "|".join(map(str, value))
+    return value
+
+
+def rebuild_tables(path: Path, records: dict[str, dict], order: list[str] | None = None) -> None:
+    """Write cells.csv, epochs.csv and samples.csv from the per-cell records (atomically each)."""
+    import pandas as pd
+
+    ids = [i for i in (order or []) if i in records] + sorted(set(records) - set(order or []))
+    cell_rows, epoch_rows, sample_rows = [], [], []
+    for cell_id in ids:
+        rec = records[cell_id]
+        config = rec.get("config", {})
+        axes = rec.get("axes", {})
+        row = {"cell_id": cell_id}
+        row.update({k: _csv_value(config.get(k)) for k in FIELDS})
+        row.update({k: _csv_value(rec.get(k)) for k in RESULT_COLUMNS + EXTRA_COLUMNS if k != "cell_id"})
+        row["flops_utilization"] = rec.get("flops_utilization")
+        row["total_sec"] = rec.get("total_sec")
+        for key in ("node", "executor"):
+            if key in rec:
+                row[key] = rec[key]
+        cell_rows.append(row)
+        keys = {"cell_id": cell_id, **axes}
+        for epoch in rec.get("epoch_log", []):
+            epoch_rows.append({**keys, **{k: epoch.get(k) for k in EPOCH_COLUMNS}})
+        for sample in rec.get("samples", []):
+            sample_rows.append({**keys, "prefix": sample["prefix"], "text": sample["text"]})
+    frames = {
+        "cells.csv": pd.DataFrame(cell_rows),
+        "epochs.csv": pd.DataFrame(epoch_rows, columns=None if epoch_rows else ["cell_id", *EPOCH_COLUMNS]),
+        "samples.csv": pd.DataFrame(sample_rows, columns=None if sample_rows else ["cell_id", "prefix", "text"]),
+    }
+    for name, frame in frames.items():
+        # Nullable dtypes keep integer columns integral when some cells have no value.
+        write_text_atomic(path / name, frame.convert_dtypes().to_csv(index=False))
+
+
+# --- progress ----------------------------------------------------------------------------------------
+
+
+class Progress:
+    """One bar over the grid (cells done, current cell and epoch, ETA) on a terminal; one plain line per
+    finished cell otherwise."""
+
+    def __init__(self, total: int, done: int, estimates: dict[str, float] | None = None, stream=None):
+        from tqdm import tqdm
+
+        self.stream = stream or sys.stderr
+        self.interactive = self.stream.isatty()
+        self.total, self.done = total, done
+        self.current: GridCell | None = None
+        self.bar = tqdm(total=total, initial=done, unit="cell", file=self.stream, disable=not self.interactive,
+                        dynamic_ncols=True)
+
+    def start_cell(self, cell: GridCell) -> None:
+        self.current = cell
+        self.bar.set_description(cell.cell_id)
+
+    def epoch(self, row: dict) -> None:
+        if self.current is not None:
+            self.bar.set_postfix_str(f"epoch {row['epoch']}/{self.current.config.epochs} "
+                                     f"ppl {row['train_ppl']:.3f}")
+
+    def finish_cell(self, cell: GridCell, record: dict) -> None:
+        self.done += 1
+        self.bar.update(1)
+        line = (f"[{self.done}/{self.total}] {cell.cell_id} {record['status']}"
+                f" {record.get('total_sec') or 0:.1f}s")
+        if record.get("train_ppl") is not None:
+            line += f" train_ppl {record['train_ppl']:.3f}"
+        if record.get("sec_per_epoch") is not None:
+            line += f" sec/epoch {record['sec_per_epoch']:.3f}"
+        if record.get("reason"):
+            line += f" ({record['reason'][:200]})"
+        if self.interactive:
+            self.bar.write(line)
+        else:
+            print(line, file=self.stream, flush=True)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+# --- the run -----------------------------------------------------------------------------------------
+
+
+def git_info(cwd=None) -> dict:
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10)
+
+    try:
+        head = git("rev-parse", "HEAD")
+        if head.returncode != 0:
+            return {"commit": None, "dirty": None}
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+        return {"commit": head.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+
+
+def default_out_dir(suite: Suite, root="results") -> Path:
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path(root) / f"{suite.name}-{stamp}"
+
+
+def latest_run_dir(suite: Suite, root="results") -> Path:
+    candidates = sorted(Path(root).glob(f"{suite.name}-*/run.json"))
+    if not candidates:
+        raise HarnessError(f"--resume: no earlier run of suite {suite.name!r} under {root}/")
+    return candidates[-1].parent
+
+
+def run_suite(suite: Suite, cells: list[GridCell], out_dir, argv: list[str], executor=None,
+              calibrate: bool = True, stream=None) -> tuple[int, Path]:
+    """Train every cell of ``cells`` not already stored in ``out_dir``. Returns (exit code, run folder)."""
+    from .machine import describe
+
+    executor = executor or LocalExecutor()
+    run_dir = RunDir(out_dir)
+    existing = run_dir.read_run_json() if run_dir.run_json.exists() else None
+    if existing is not None and existing.get("config_hash") != suite.config_hash():
+        raise HarnessError(
+            f"{run_dir.path}: refusing to resume: the suite's resolved configuration changed "
+            f"(hash {existing.get('config_hash')} there, {suite.config_hash()} now); use another --out")
+    run_dir.lock()
+    order = [c.cell_id for c in cells]
+    info = existing or {
+        "suite": {**suite.resolved(), "file": suite.path},
+        "config_hash": suite.config_hash(),
+        "started": now_iso(),
+    }
+    info.update(command=argv, git=git_info(), machine=describe(), executor=executor.name,
+                threads=sorted({c.config.threads for c in cells if c.config.threads}), finished=None)
+    info["cells"] = list(dict.fromkeys((info.get("cells") or []) + order))
+    if calibrate and "calibration" not in info:
+        info["calibration"] = _calibrate(cells)
+    write_json_atomic(run_dir.run_json, info)
+
+    done = run_dir.finished_records()
+    pending = [c for c in cells if c.cell_id not in done]
+    progress = Progress(len(cells), len(cells) - len(pending), stream=stream)
+    if len(pending) < len(cells):
+        print(f"resuming {run_dir.path}: {len(cells) - len(pending)} of {len(cells)} cells already stored",
+              file=progress.stream)
+    stop = threading.Event()
+    statuses = [done[c.cell_id]["status"] for c in cells if c.cell_id in done]
+    try:
+        for cell, record in executor.execute(pending, run_dir, progress, stop):
+            run_dir.store(cell, record, info.get("calibration"))
+            run_dir.rebuild_tables(info["cells"])
+            progress.finish_cell(cell, record)
+            statuses.append(record["status"])
+    except KeyboardInterrupt:
+        stop.set()
+        progress.close()
+        raise HarnessInterrupted(run_dir.path) from None
+    finally:
+        progress.close()
+    run_dir.rebuild_tables(info["cells"])
+    records = run_dir.finished_records()
+    info["corpus_sha256"] = sorted({r.get("corpus_sha256") for r in records.values() if r.get("corpus_sha256")})
+    info["finished"] = now_iso()
+    write_json_atomic(run_dir.run_json, info)
+    code = 1 if any(s in PROBLEM_STATUSES for s in statuses) else 0
+    return code, run_dir.path
+
+
+class HarnessInterrupted(HarnessError):
+    exit_code = 130
+
+    def __init__(self, path):
+        super().__init__(f"interrupted; finished cells are stored in {path}; continue with --resume {path}")
+
+
+def _calibrate(cells: list[GridCell]) -> dict:
+    try:
+        from .calibrate import calibrate
+    except ImportError:
+        return {}
+    import torch
+
+    devices = sorted({c.config.device for c in cells if c.config.device == "cpu" or torch.cuda.is_available()})
+    threads = max((c.config.threads or 0 for c in cells), default=0) or None
+    return calibrate(devices, threads)
+
+
+def estimate_seconds(config: CellConfig) -> float:
+    """A rough a-priori cost of a cell, for --dry-run: analytic FLOPs at a typical achieved rate plus a
+    per-step overhead per layer and direction (both fitted to 2-core CPU runs)."""
+    from .model import training_flops
+
+    vocab = 28
+    tokens = (config.max_tokens // (config.batch_size * config.num_steps)) * config.batch_size * config.num_steps
+    directions = 2 if config.direction == "bi" else 1
+    flops = training_flops(vocab, config.cell, config.layers, config.direction == "bi", config.hidden, tokens)
+    steps = tokens // (config.batch_size * config.num_steps)
+    if config.device == "cuda":
+        per_epoch = flops / 20e12 + steps * config.layers * 0.6e-3
+    else:
+        per_epoch = flops / 70e9 + steps * config.layers * directions * config.num_steps * 40e-6
+    evals = (config.epochs // config.eval_every if config.eval_every else 0) + 1
+    eval_cost = evals * per_epoch * 0.05 * config.val_tokens * config.num_steps / max(tokens, 1)
+    return config.epochs * per_epoch + eval_cost + 3.0
+
+
+def iter_cells_table(cells: Iterable[GridCell]) -> list[dict]:
+    return [{"cell_id": c.cell_id, **c.axes, "epochs": c.config.epochs,
+             "estimate_s": round(estimate_seconds(c.config), 1)} for c in cells]

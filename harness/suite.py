@@ -1,0 +1,248 @@
+"""Suites: declarative grids. A suite names defaults (grouped in sections) and a matrix of axes; it
+expands into cells, each a validated ``CellConfig``.
+
+Matrix semantics follow GitHub Actions: the product of the axes, minus every combination that matches
+all keys of an ``exclude`` entry, plus each ``include`` entry as an extra cell (defaults + the entry)
+unless the grid already has it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import itertools
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .config import FIELDS, GRID_KEYS, SECTIONS, CellConfig, build_config
+from .errors import HarnessError
+
+TOP_KEYS = ("name", "description", "data", "model", "train", "eval", "run", "matrix", "exclude", "include",
+            "claims")
+# How a field is written in a suite, for messages: eval_every -> eval.every
+FIELD_TO_SUITE_KEY = {fld: f"{sec}.{key}" for sec, keys in SECTIONS.items() for key, fld in keys.items()}
+
+
+@dataclass
+class Suite:
+    name: str
+    path: str
+    description: str = ""
+    defaults: dict = field(default_factory=dict)  # flat field -> value, as written (not yet filled in)
+    matrix: dict = field(default_factory=dict)  # flat field -> list of values
+    exclude: list = field(default_factory=list)  # list of {flat field: value}
+    include: list = field(default_factory=list)
+    claims: list = field(default_factory=list)  # as written; evaluated by harness.claims
+
+    def resolved(self) -> dict:
+        """The suite with every default filled in: what run.json records and the config hash covers."""
+        defaults = CellConfig.model_construct().model_dump(mode="json")
+        defaults.update(self.defaults)
+        return {
+            "name": self.name,
+            "description": self.description,
+            "defaults": {k: list(v) if isinstance(v, tuple) else v for k, v in defaults.items()},
+            "matrix": self.matrix,
+            "exclude": self.exclude,
+            "include": self.include,
+            "claims": self.claims,
+        }
+
+    def config_hash(self) -> str:
+        payload = json.dumps(self.resolved(), sort_keys=True, default=str)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    def extra_axes(self) -> list[str]:
+        """Axes beyond the lesson's grid keys: they are appended to cell ids to keep them unique."""
+        keys = set(self.matrix) | {k for entry in self.include for k in entry}
+        return [k for k in FIELDS if k in keys and k not in GRID_KEYS]
+
+
+@dataclass(frozen=True)
+class GridCell:
+    cell_id: str
+    config: CellConfig
+    axes: dict  # the matrix axes' values of this cell (grid keys + extra axes)
+
+
+def _suggest(key: str, candidates) -> str:
+    close = difflib.get_close_matches(key, list(candidates), n=1, cutoff=0.5)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _field_for_axis(key, where: str) -> str:
+    """A matrix/exclude/include/--only key: a flat field name or `section.key`."""
+    if not isinstance(key, str):
+        raise HarnessError(f"{where}: key {key!r} must be a string")
+    if key in FIELDS:
+        return key
+    if "." in key:
+        section, _, sub = key.partition(".")
+        if section in SECTIONS and sub in SECTIONS[section]:
+            return SECTIONS[section][sub]
+    for keys in SECTIONS.values():
+        if key in keys:
+            return keys[key]
+    valid = list(FIELDS) + list(FIELD_TO_SUITE_KEY.values())
+    raise HarnessError(f"{where}: unknown key {key!r}{_suggest(key, valid)}")
+
+
+def load_suite(path, sets: list[str] | None = None) -> Suite:
+    path = Path(path)
+    where = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise HarnessError(f"{where}: suite file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise HarnessError(f"{where}: cannot read suite: {exc}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise HarnessError(f"{where}: invalid YAML{at}: {problem}") from None
+    return parse_suite(raw, where, sets)
+
+
+def parse_suite(raw, where: str, sets: list[str] | None = None) -> Suite:
+    if not isinstance(raw, dict):
+        raise HarnessError(f"{where}: a suite must be a mapping with keys such as name, matrix (got "
+                           f"{type(raw).__name__})")
+    for key in raw:
+        if key not in TOP_KEYS:
+            raise HarnessError(f"{where}: unknown top-level key {key!r}{_suggest(str(key), TOP_KEYS)}")
+    name = raw.get("name")
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        raise HarnessError(f"{where}: name = {name!r}: required, letters, digits, '.', '_' or '-' only")
+    description = raw.get("description") or ""
+    if not isinstance(description, str):
+        raise HarnessError(f"{where}: description must be text")
+
+    defaults: dict = {}
+    for section, keys in SECTIONS.items():
+        values = raw.get(section)
+        if values is None:
+            continue
+        if not isinstance(values, dict):
+            raise HarnessError(f"{where}: {section} must be a mapping of keys to values")
+        for key, value in values.items():
+            if key not in keys:
+                other = next((s for s, k in SECTIONS.items() if key in k), None)
+                hint = f" (it belongs in {other!r})" if other else _suggest(str(key), keys)
+                raise HarnessError(f"{where}: unknown key {section}.{key}{hint}")
+            defaults[keys[key]] = value
+
+    matrix_raw = raw.get("matrix") or {}
+    if not isinstance(matrix_raw, dict):
+        raise HarnessError(f"{where}: matrix must be a mapping of axis to a list of values")
+    matrix: dict = {}
+    for key, values in matrix_raw.items():
+        fld = _field_for_axis(key, f"{where}: matrix")
+        if not isinstance(values, list) or not values:
+            raise HarnessError(f"{where}: matrix.{key} = {values!r}: must be a non-empty list")
+        if len(set(map(repr, values))) != len(values):
+            raise HarnessError(f"{where}: matrix.{key} = {values!r}: values repeat")
+        matrix[fld] = values
+
+    def entries(kind):
+        value = raw.get(kind) or []
+        if not isinstance(value, list) or not all(isinstance(e, dict) and e for e in value):
+            raise HarnessError(f"{where}: {kind} must be a list of non-empty mappings of axis to value")
+        return [{_field_for_axis(k, f"{where}: {kind}"): v for k, v in e.items()} for e in value]
+
+    claims = raw.get("claims") or []
+    if not isinstance(claims, list):
+        raise HarnessError(f"{where}: claims must be a list")
+    try:
+        from .claims import parse_claims
+    except ImportError:
+        pass
+    else:
+        parse_claims(claims, f"{where}: claims")
+
+    suite = Suite(name=name, path=where, description=description, defaults=defaults, matrix=matrix,
+                  exclude=entries("exclude"), include=entries("include"), claims=claims)
+    for assignment in sets or []:
+        apply_set(suite, assignment)
+    expand(suite)  # validates every cell now, before anything runs
+    return suite
+
+
+def _parse_value(text: str):
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_set(suite: Suite, assignment: str) -> None:
+    """``--set SECTION.KEY=VALUE`` overrides a default (and removes that axis from the matrix)."""
+    key, eq, value = assignment.partition("=")
+    if not eq or not key:
+        raise HarnessError(f"--set {assignment!r}: expected SECTION.KEY=VALUE, e.g. train.epochs=20")
+    fld = _field_for_axis(key.strip(), f"--set {assignment!r}")
+    suite.defaults[fld] = _parse_value(value)
+    suite.matrix.pop(fld, None)
+
+
+def _matches(axes: dict, entry: dict) -> bool:
+    return all(axes.get(k) == v for k, v in entry.items())
+
+
+def cell_id_for(config: CellConfig, extra_axes: list[str]) -> str:
+    parts = [config.cell_id]
+    for key in extra_axes:
+        value = getattr(config, key)
+        value = "+".join(value) if isinstance(value, tuple) else value
+        parts.append(f"{key}{value}")
+    return re.sub(r"[^A-Za-z0-9_.+-]", "", "-".join(str(p) for p in parts))
+
+
+def expand(suite: Suite) -> list[GridCell]:
+    keys = list(suite.matrix)
+    combos = [dict(zip(keys, values)) for values in itertools.product(*suite.matrix.values())]
+    combos = [c for c in combos if not any(_matches(c, e) for e in suite.exclude)]
+    for entry in suite.include:
+        if not any(_matches(c, entry) and set(entry) <= set(c) for c in combos):
+            combos.append(dict(entry))
+    extra = suite.extra_axes()
+    names = {fld: key for fld, key in FIELD_TO_SUITE_KEY.items()}
+    cells, seen = [], {}
+    for combo in combos:
+        config = build_config({**suite.defaults, **combo}, f"{suite.path}: cell {_describe(combo)}", names)
+        cell_id = cell_id_for(config, extra)
+        if cell_id in seen:
+            continue
+        seen[cell_id] = True
+        axes = {k: getattr(config, k) for k in list(GRID_KEYS) + extra}
+        cells.append(GridCell(cell_id, config, axes))
+    if not cells:
+        raise HarnessError(f"{suite.path}: the matrix expands to no cells")
+    return cells
+
+
+def _describe(combo: dict) -> str:
+    return "{" + ", ".join(f"{k}: {v}" for k, v in combo.items()) + "}" if combo else "(defaults)"
+
+
+def filter_cells(cells: list[GridCell], only: list[str]) -> list[GridCell]:
+    """``--only KEY=V1,V2`` keeps cells whose KEY is one of the values; several --only combine with AND."""
+    for spec in only or []:
+        key, eq, values = spec.partition("=")
+        if not eq or not values:
+            raise HarnessError(f"--only {spec!r}: expected KEY=VALUE[,VALUE...], e.g. cell=lstm")
+        fld = _field_for_axis(key.strip(), f"--only {spec!r}")
+        wanted = [_parse_value(v.strip()) for v in values.split(",")]
+        known = {getattr(c.config, fld) for c in cells}
+        unknown = [w for w in wanted if w not in known]
+        if unknown:
+            raise HarnessError(f"--only {spec!r}: no cell has {fld} = {unknown[0]!r} "
+                               f"(values: {', '.join(map(str, sorted(known, key=str)))})")
+        cells = [c for c in cells if getattr(c.config, fld) in wanted]
+    return cells
