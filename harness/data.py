@@ -217,8 +217,13 @@ def load_corpus(
 ) -> Corpus:
     path = resolve_corpus(name_or_path)
     raw = path.read_bytes()
-    text = raw.decode("utf-8")
-    lines = text.splitlines()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise HarnessError(f"corpus {path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    # The seed's readlines(): only \n, \r\n and \r end a line (str.splitlines also splits at form
+    # feeds and other separators, which the seed's cleaning turns into a space inside a line instead).
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     if strip_boilerplate:
         lines = strip_gutenberg_boilerplate(lines)
     tokens = tokenize_chars(clean_lines(lines))
