@@ -1,0 +1,97 @@
+"""`harness compare BASE NEW`: did training get slower? Exit 0: nothing regressed, 1: something did."""
+
+from __future__ import annotations
+
+import math
+import sys
+
+from ..baseline import DEFAULT_ROOT
+from ..compare import (DEFAULT_ALPHA, DEFAULT_THRESHOLD, METRICS, Report, Threshold, compare_measurements,
+                       open_measurements)
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "compare", help="compare per-epoch times of two runs or a baseline and a run",
+        description="Match the cells of BASE and NEW by configuration and compare their raw per-epoch times "
+                    "(warm-up excluded). A cell regresses when the ratio of medians exceeds 1 + threshold "
+                    "and a two-sided Mann-Whitney U test gives p < alpha. Exit 0 when nothing regressed, "
+                    "1 when something did, 2 for bad input.")
+    parser.add_argument("base", metavar="BASE", help="run folder, baseline JSON file, or baseline:NAME")
+    parser.add_argument("new", metavar="NEW", help="run folder, baseline JSON file, or baseline:NAME")
+    parser.add_argument("--threshold", default=DEFAULT_THRESHOLD,
+                        help="smallest change of the median that counts, e.g. 10%% or median:10%% "
+                             f"(default {DEFAULT_THRESHOLD.replace('%', '%%')})")
+    parser.add_argument("--metric", default="sec_per_epoch", choices=sorted(METRICS),
+                        help="what to compare (default sec_per_epoch)")
+    parser.add_argument("--alpha", type=float, default=DEFAULT_ALPHA,
+                        help=f"significance level of the Mann-Whitney U test (default {DEFAULT_ALPHA})")
+    parser.add_argument("--ignore", action="append", default=[], metavar="KEY",
+                        help="match cells ignoring this configuration key (repeatable), e.g. threads to "
+                             "measure what a setting costs")
+    parser.add_argument("--allow-different-machine", action="store_true",
+                        help="compare even when the machines or versions (run.json) differ")
+    parser.add_argument("--baselines", default=DEFAULT_ROOT, metavar="DIR",
+                        help=f"folder of saved baselines (default {DEFAULT_ROOT})")
+    parser.set_defaults(func=main)
+
+
+def main(args) -> int:
+    threshold = Threshold.parse(args.threshold)
+    base = open_measurements(args.base, args.baselines)
+    new = open_measurements(args.new, args.baselines)
+    report = compare_measurements(base, new, threshold, args.alpha, args.metric, args.ignore,
+                                  args.allow_different_machine)
+    print(format_report(report))
+    return report.exit_code
+
+
+def _number(value: float) -> str:
+    return "-" if value is None or math.isnan(value) else f"{value:.4g}"
+
+
+def _fixed(value: float) -> str:
+    return "-" if value is None or math.isnan(value) else f"{value:.3f}"
+
+
+def _describe(m) -> str:
+    commit = (m.git or {}).get("commit")
+    extra = [f"suite {m.suite}"] if m.suite else []
+    if commit:
+        extra.append(f"git {str(commit)[:10]}{'+dirty' if (m.git or {}).get('dirty') else ''}")
+    return f"{m.source}" + (f" ({', '.join(extra)})" if extra else "")
+
+
+def format_report(report: Report) -> str:
+    from tabulate import tabulate
+
+    unit = report.metric.unit
+    level = f"{(1 - report.alpha) * 100:g}%"
+    lines = [f"baseline: {_describe(report.base)}", f"new:      {_describe(report.new)}"]
+    if report.differences:
+        banner = "!" * 78
+        lines += [banner, "!! DIFFERENT MACHINES OR VERSIONS: these timings are not directly comparable"]
+        lines += [f"!!   {d}" for d in report.differences]
+        lines.append(banner)
+    if report.ignore:
+        lines.append(f"cells matched ignoring: {', '.join(report.ignore)}")
+    rows = []
+    for r in report.results:
+        c = r.comparison
+        rows.append([
+            r.cell.label, f"{len(c.base)}/{len(c.new)}", f"{_number(c.base_median)} {unit}",
+            f"{_number(c.new_median)} {unit}",
+            f"{_fixed(c.ratio)} [{_fixed(c.ci_low)}, {_fixed(c.ci_high)}]",
+            "-" if math.isnan(c.p_value) else f"{c.p_value:.2g}", c.verdict,
+        ])
+    headers = ["cell", "epochs", "baseline median", "new median", f"ratio [{level} CI]", "p", "verdict"]
+    lines.append(tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True))
+    m = report.matching
+    if m.only_base:
+        lines.append(f"only in baseline (not compared): {', '.join(m.only_base)}")
+    if m.only_new:
+        lines.append(f"only in new (not compared): {', '.join(m.only_new)}")
+    if m.not_ok:
+        lines.append(f"not finished (not compared): {', '.join(m.not_ok)}")
+    lines.append(report.summary())
+    return "\n".join(lines)

@@ -1,0 +1,517 @@
+"""Decide whether training got slower: noise-aware comparison of per-epoch times between two runs.
+
+A cell regresses only when both hold (the rule of asv and pytest-benchmark's thresholds combined):
+
+* the ratio of medians, new / baseline, exceeds ``1 + threshold`` (the slowdown is large enough to matter);
+* the two samples differ significantly: two-sided Mann-Whitney U test (scipy), ``p < alpha``.
+
+An improvement is the mirror image: ratio below ``1 / (1 + threshold)`` (symmetric on a log scale, so
+10% means "more than 1.1x slower" or "more than 1.1x faster") and ``p < alpha``. For a metric where
+higher is better (tokens per second) the directions swap.
+
+The samples are the raw per-epoch times of a cell, warm-up epoch excluded. Cells of the two runs are
+matched by the configuration keys that change the work of an epoch (``TIMING_IRRELEVANT_KEYS`` are left
+out); seeds are pooled, because a seed changes the weights and the data order but not the shapes or the
+number of batches, so every seed's epochs are draws of the same cost.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from .config import FIELDS, build_config
+from .errors import HarnessError
+
+DEFAULT_THRESHOLD = "10%"
+DEFAULT_ALPHA = 0.01
+MIN_SAMPLES = 3
+BOOTSTRAP_RESAMPLES = 2000
+BOOTSTRAP_SEED = 20240521  # fixed: the same samples always give the same interval
+
+# Configuration keys that do not change the cost of a training epoch (evaluation, generation, run limits,
+# length of the run) and the seed (pooled, see above).
+TIMING_IRRELEVANT_KEYS = ("epochs", "eval_every", "prefixes", "sample_chars", "timeout", "seed")
+# What run.json's ``machine`` must agree on for two timings to be comparable.
+PROVENANCE_KEYS = ("cpu_model", "gpu_name", "python", "torch", "cuda", "cudnn")
+
+VERDICTS = ("regression", "improvement", "same", "too few samples")
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    column: str  # column of epochs.csv
+    unit: str
+    higher_is_better: bool
+
+
+METRICS = {
+    "sec_per_epoch": Metric("sec_per_epoch", "sec", "s", higher_is_better=False),
+    "tokens_per_sec": Metric("tokens_per_sec", "tokens_per_sec", "tok/s", higher_is_better=True),
+}
+
+
+def get_metric(name: str) -> Metric:
+    try:
+        return METRICS[name]
+    except KeyError:
+        raise HarnessError(f"--metric {name!r}: unknown metric (choose from {', '.join(METRICS)})") from None
+
+
+# --------------------------------------------------------------------------------------------- decision
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """The smallest change of the median that counts, as a fraction (0.10 for 10%).
+
+    Parsed from pytest-benchmark style strings: ``10%``, ``median:10%``, ``2.5%``. Only the median is
+    compared, so another statistic (``mean:``, ``min:``) is refused rather than silently ignored."""
+
+    fraction: float
+    stat: str = "median"
+
+    _PATTERN = re.compile(r"^(?:(?P<stat>[a-z]+):)?(?P<number>[0-9]*\.?[0-9]+)%$")
+
+    @classmethod
+    def parse(cls, text) -> Threshold:
+        if isinstance(text, Threshold):
+            return text
+        raw = str(text).strip()
+        match = cls._PATTERN.match(raw.lower().replace(" ", ""))
+        if not match:
+            raise HarnessError(f"threshold {raw!r}: expected a percentage such as 10% or median:10%")
+        stat = match.group("stat") or "median"
+        if stat != "median":
+            raise HarnessError(f"threshold {raw!r}: only the median is compared; write "
+                               f"{match.group('number')}% or median:{match.group('number')}%")
+        fraction = float(match.group("number")) / 100
+        if not 0 <= fraction <= 10:
+            raise HarnessError(f"threshold {raw!r}: must be between 0% and 1000%")
+        return cls(fraction, stat)
+
+    @property
+    def slower_ratio(self) -> float:
+        """new / baseline above this is a slowdown large enough to matter."""
+        return 1 + self.fraction
+
+    @property
+    def faster_ratio(self) -> float:
+        return 1 / (1 + self.fraction)
+
+    def __str__(self) -> str:
+        return f"{self.stat}:{self.fraction * 100:g}%"
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The verdict on one cell, with the numbers behind it."""
+
+    base: tuple[float, ...]
+    new: tuple[float, ...]
+    threshold: Threshold
+    alpha: float
+    higher_is_better: bool
+    p_value: float
+    ci_low: float  # confidence interval of the ratio of medians, level 1 - alpha
+    ci_high: float
+    verdict: str
+
+    @property
+    def base_median(self) -> float:
+        return float(np.median(self.base)) if self.base else math.nan
+
+    @property
+    def new_median(self) -> float:
+        return float(np.median(self.new)) if self.new else math.nan
+
+    @property
+    def ratio(self) -> float:
+        """new median / baseline median."""
+        return _ratio(self.new_median, self.base_median)
+
+    @property
+    def confidence(self) -> float:
+        return 1 - self.alpha
+
+    @property
+    def significant(self) -> bool:
+        return self.p_value < self.alpha
+
+
+def _ratio(new: float, base: float) -> float:
+    if not (math.isfinite(new) and math.isfinite(base)) or base <= 0:
+        return math.nan
+    return new / base
+
+
+def enough_samples(n_base: int, n_new: int, alpha: float) -> bool:
+    """At least ``MIN_SAMPLES`` on each side, and enough that the exact two-sided Mann-Whitney test could
+    reach ``p < alpha`` at all: its smallest attainable p is 2 / C(n_base + n_new, n_base) (e.g. 5 and
+    5 epochs are the fewest for alpha = 0.01)."""
+    if min(n_base, n_new) < MIN_SAMPLES:
+        return False
+    return 2 / math.comb(n_base + n_new, n_base) < alpha
+
+
+def mann_whitney_p(base: Sequence[float], new: Sequence[float]) -> float:
+    from scipy.stats import mannwhitneyu
+
+    if not base or not new:
+        return math.nan
+    p = float(mannwhitneyu(new, base, alternative="two-sided").pvalue)
+    return 1.0 if math.isnan(p) else p  # all values tied: no evidence of a difference
+
+
+def bootstrap_ratio_ci(base: Sequence[float], new: Sequence[float], confidence: float,
+                       resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED) -> tuple[float, float]:
+    """Percentile bootstrap interval of median(new) / median(base), each sample resampled on its own."""
+    if len(base) < 2 or len(new) < 2:
+        return math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    base_arr, new_arr = np.asarray(base, float), np.asarray(new, float)
+    base_medians = np.median(rng.choice(base_arr, size=(resamples, len(base_arr))), axis=1)
+    new_medians = np.median(rng.choice(new_arr, size=(resamples, len(new_arr))), axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = new_medians / base_medians
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(ratios, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def compare_samples(base: Iterable[float], new: Iterable[float], threshold="10%", alpha: float = DEFAULT_ALPHA,
+                    higher_is_better: bool = False) -> Comparison:
+    """Compare two samples of one cell's per-epoch measurements (baseline, new) and give a verdict."""
+    threshold = Threshold.parse(threshold)
+    if not 0 < alpha < 1:
+        raise HarnessError(f"alpha {alpha!r}: must be between 0 and 1")
+    base_t = tuple(float(v) for v in base)
+    new_t = tuple(float(v) for v in new)
+    p = mann_whitney_p(base_t, new_t)
+    low, high = bootstrap_ratio_ci(base_t, new_t, 1 - alpha)
+    ratio = _ratio(float(np.median(new_t)) if new_t else math.nan, float(np.median(base_t)) if base_t else math.nan)
+    if not enough_samples(len(base_t), len(new_t), alpha) or math.isnan(ratio):
+        verdict = "too few samples"
+    elif p < alpha and ratio > threshold.slower_ratio:
+        verdict = "improvement" if higher_is_better else "regression"
+    elif p < alpha and ratio < threshold.faster_ratio:
+        verdict = "regression" if higher_is_better else "improvement"
+    else:
+        verdict = "same"
+    return Comparison(base_t, new_t, threshold, alpha, higher_is_better, p, low, high, verdict)
+
+
+# ----------------------------------------------------------------------------------------- measurements
+
+
+@dataclass(frozen=True)
+class CellTimes:
+    """One cell's raw per-epoch measurements, warm-up epochs included and flagged."""
+
+    cell_id: str
+    config: dict  # every CellConfig key, canonical JSON values
+    status: str
+    sec: tuple[float, ...]
+    tokens_per_sec: tuple[float, ...]
+    warmup: tuple[bool, ...]
+
+    def samples(self, metric: Metric) -> tuple[float, ...]:
+        values = self.sec if metric.column == "sec" else self.tokens_per_sec
+        return tuple(v for v, warm in zip(values, self.warmup) if not warm)
+
+
+@dataclass(frozen=True)
+class Measurements:
+    """What one side of a comparison holds: a run folder or a saved baseline."""
+
+    source: str
+    machine: dict
+    cells: tuple[CellTimes, ...]
+    suite: str | None = None
+    git: dict = field(default_factory=dict)
+
+
+def canonical_config(values: dict, where: str) -> dict:
+    """Validate a cell's configuration and return every key with canonical JSON values, so that a
+    configuration read from CSV text equals the same configuration read from JSON."""
+    known = {k: v for k, v in values.items() if k in FIELDS}
+    return build_config(known, where).model_dump(mode="json")
+
+
+def _read_csv(path: Path, required: Sequence[str]):
+    import pandas as pd
+
+    if not path.is_file():
+        raise HarnessError(f"{path}: missing (not a run folder?)")
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except Exception as exc:  # pandas raises several parser and decoding errors
+        raise HarnessError(f"{path}: unreadable CSV: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise HarnessError(f"{path}: missing column(s) {', '.join(missing)}")
+    return frame
+
+
+def _config_from_csv_row(row: dict, where: str) -> dict:
+    values = {}
+    for key in FIELDS:
+        if key not in row:
+            continue
+        text = row[key]
+        if key == "prefixes":
+            values[key] = [p for p in text.split("|") if p] if text else []
+        elif text == "":
+            values[key] = None if key == "threads" else text
+        else:
+            values[key] = text
+    return canonical_config(values, where)
+
+
+def _float(text: str, where: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise HarnessError(f"{where}: {text!r} is not a number") from None
+    if not math.isfinite(value) or value <= 0:
+        raise HarnessError(f"{where}: {text!r} is not a positive finite number")
+    return value
+
+
+def _bool(text: str) -> bool:
+    return str(text).strip().lower() in ("true", "1", "yes")
+
+
+def read_run(run_dir) -> Measurements:
+    """Read the raw per-epoch times, cell configurations and machine of a run folder
+    (``run.json``, ``cells.csv``, ``epochs.csv``; see docs/results-format.md)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise HarnessError(f"{run_dir}: no such run folder")
+    run_json = run_dir / "run.json"
+    try:
+        run = json.loads(run_json.read_text())
+    except FileNotFoundError:
+        raise HarnessError(f"{run_json}: missing (not a run folder?)") from None
+    except (OSError, ValueError) as exc:
+        raise HarnessError(f"{run_json}: unreadable: {exc}") from None
+    if not isinstance(run, dict):
+        raise HarnessError(f"{run_json}: expected a JSON object")
+    cells = _read_csv(run_dir / "cells.csv", ["cell_id", "status"])
+    epochs = _read_csv(run_dir / "epochs.csv", ["cell_id", "epoch", "sec", "tokens_per_sec", "warmup"])
+
+    rows_by_cell: dict[str, list[dict]] = {}
+    for row in epochs.to_dict("records"):
+        rows_by_cell.setdefault(row["cell_id"], []).append(row)
+    result = []
+    seen = set()
+    for row in cells.to_dict("records"):
+        cell_id = row["cell_id"]
+        if cell_id in seen:
+            raise HarnessError(f"{run_dir / 'cells.csv'}: cell {cell_id} appears twice")
+        seen.add(cell_id)
+        where = f"{run_dir / 'cells.csv'}: cell {cell_id}"
+        config = _config_from_csv_row(row, where)
+        epoch_rows = sorted(rows_by_cell.get(cell_id, []), key=lambda r: int(r["epoch"]))
+        ewhere = f"{run_dir / 'epochs.csv'}: cell {cell_id}"
+        result.append(CellTimes(
+            cell_id=cell_id,
+            config=config,
+            status=row["status"],
+            sec=tuple(_float(r["sec"], f"{ewhere} epoch {r['epoch']} sec") for r in epoch_rows),
+            tokens_per_sec=tuple(_float(r["tokens_per_sec"], f"{ewhere} epoch {r['epoch']} tokens_per_sec")
+                                 for r in epoch_rows),
+            warmup=tuple(_bool(r["warmup"]) for r in epoch_rows),
+        ))
+    suite = run.get("suite")
+    return Measurements(
+        source=str(run_dir),
+        machine=run.get("machine") or {},
+        cells=tuple(result),
+        suite=suite.get("name") if isinstance(suite, dict) else suite,
+        git=run.get("git") or {},
+    )
+
+
+def open_measurements(spec: str, baselines_root="results/baselines") -> Measurements:
+    """``baseline:NAME`` (this machine's saved baseline), a baseline JSON file, or a run folder."""
+    from .baseline import is_baseline_spec, load_baseline, read_baseline_file
+
+    if is_baseline_spec(spec):
+        return load_baseline(spec, root=baselines_root)
+    path = Path(spec)
+    if path.is_file():
+        return read_baseline_file(path)
+    return read_run(path)
+
+
+# ------------------------------------------------------------------------------------------- matching
+
+
+def match_key(config: dict, ignore: Iterable[str] = ()) -> tuple:
+    """The part of a cell's configuration that changes the cost of an epoch, as a hashable key."""
+    skip = set(TIMING_IRRELEVANT_KEYS) | set(ignore)
+    return tuple((k, _hashable(config.get(k))) for k in FIELDS if k not in skip)
+
+
+def _hashable(value):
+    return tuple(value) if isinstance(value, list) else value
+
+
+LABEL_KEYS = ("cell", "layers", "direction", "device")
+
+
+def cell_labels(keys: Iterable[tuple]) -> dict[tuple, str]:
+    """Readable names for matched cells: ``lstm-l2-bi-cpu`` plus ``-key=value`` for each other key whose
+    value differs between the cells shown."""
+    keys = list(dict.fromkeys(keys))
+    varying = []
+    if keys:
+        for i, (name, _) in enumerate(keys[0]):
+            if name not in LABEL_KEYS and len({k[i][1] for k in keys}) > 1:
+                varying.append(i)
+    labels = {}
+    for key in keys:
+        d = dict(key)
+        label = f"{d.get('cell')}-l{d.get('layers')}-{d.get('direction')}-{d.get('device')}"
+        labels[key] = label + "".join(f"-{key[i][0]}={key[i][1]}" for i in varying)
+    return labels
+
+
+@dataclass(frozen=True)
+class MatchedCell:
+    label: str
+    base_ids: tuple[str, ...]
+    new_ids: tuple[str, ...]
+    base: tuple[float, ...]  # pooled over seeds, warm-up excluded
+    new: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class Matching:
+    pairs: tuple[MatchedCell, ...]
+    only_base: tuple[str, ...]  # labels
+    only_new: tuple[str, ...]
+    not_ok: tuple[str, ...]  # "cell_id (status) in SOURCE", not compared
+
+
+def match_cells(base: Measurements, new: Measurements, metric: Metric, ignore: Iterable[str] = ()) -> Matching:
+    """Pair the ``ok`` cells of two runs by their timing-relevant configuration, pooling seeds."""
+    ignore = tuple(ignore)
+    unknown = [k for k in ignore if k not in FIELDS]
+    if unknown:
+        raise HarnessError(f"--ignore {unknown[0]!r}: not a configuration key")
+    not_ok = []
+    groups: list[dict[tuple, list[CellTimes]]] = []
+    for side in (base, new):
+        grouped: dict[tuple, list[CellTimes]] = {}
+        for cell in side.cells:
+            if cell.status != "ok":
+                not_ok.append(f"{cell.cell_id} ({cell.status}) in {side.source}")
+                continue
+            grouped.setdefault(match_key(cell.config, ignore), []).append(cell)
+        groups.append(grouped)
+    base_groups, new_groups = groups
+    labels = cell_labels(list(base_groups) + list(new_groups))
+    pairs = []
+    for key, base_cells in base_groups.items():
+        if key not in new_groups:
+            continue
+        new_cells = new_groups[key]
+        pairs.append(MatchedCell(
+            label=labels[key],
+            base_ids=tuple(c.cell_id for c in base_cells),
+            new_ids=tuple(c.cell_id for c in new_cells),
+            base=tuple(v for c in base_cells for v in c.samples(metric)),
+            new=tuple(v for c in new_cells for v in c.samples(metric)),
+        ))
+    return Matching(
+        pairs=tuple(sorted(pairs, key=lambda p: p.label)),
+        only_base=tuple(sorted(labels[k] for k in base_groups if k not in new_groups)),
+        only_new=tuple(sorted(labels[k] for k in new_groups if k not in base_groups)),
+        not_ok=tuple(not_ok),
+    )
+
+
+# ------------------------------------------------------------------------------------------ provenance
+
+
+def provenance_differences(base_machine: dict, new_machine: dict) -> list[str]:
+    """What differs between the machines and software versions of two measurements, one line each."""
+    if not base_machine or not new_machine:
+        which = "baseline" if not base_machine else "new run"
+        return [f"the {which} records no machine, so the machines cannot be compared"]
+    return [f"{key}: {base_machine.get(key)!r} -> {new_machine.get(key)!r}" for key in PROVENANCE_KEYS
+            if base_machine.get(key) != new_machine.get(key)]
+
+
+# --------------------------------------------------------------------------------------------- report
+
+
+@dataclass(frozen=True)
+class CellResult:
+    cell: MatchedCell
+    comparison: Comparison
+
+
+@dataclass(frozen=True)
+class Report:
+    base: Measurements
+    new: Measurements
+    metric: Metric
+    threshold: Threshold
+    alpha: float
+    ignore: tuple[str, ...]
+    results: tuple[CellResult, ...]
+    matching: Matching
+    differences: tuple[str, ...]
+
+    def count(self, verdict: str) -> int:
+        return sum(r.comparison.verdict == verdict for r in self.results)
+
+    @property
+    def regressed(self) -> bool:
+        return self.count("regression") > 0
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.regressed else 0
+
+    def summary(self) -> str:
+        words = {"regression": "regressed", "improvement": "improved", "same": "same",
+                 "too few samples": "with too few samples"}
+        parts = [f"{self.count(v)} {words[v]}" for v in VERDICTS]
+        word = "REGRESSION" if self.regressed else "OK"
+        return (f"{word}: {', '.join(parts)} in {len(self.results)} matched cell(s) "
+                f"({self.metric.name}, threshold {self.threshold}, alpha {self.alpha:g})")
+
+
+def compare_measurements(base: Measurements, new: Measurements, threshold="10%", alpha: float = DEFAULT_ALPHA,
+                         metric: str = "sec_per_epoch", ignore: Iterable[str] = (),
+                         allow_different_machine: bool = False) -> Report:
+    """Match the cells of two measurements and compare each; refuse (HarnessError) when no cell matches
+    or the machines differ without ``allow_different_machine``."""
+    threshold = Threshold.parse(threshold)
+    if not 0 < alpha < 1:
+        raise HarnessError(f"--alpha {alpha!r}: must be between 0 and 1")
+    metric_def = get_metric(metric)
+    differences = tuple(provenance_differences(base.machine, new.machine))
+    if differences and not allow_different_machine:
+        raise HarnessError(f"{base.source} and {new.source} were measured on different machines or versions "
+                           f"({'; '.join(differences)}); pass --allow-different-machine to compare anyway")
+    matching = match_cells(base, new, metric_def, ignore)
+    if not matching.pairs:
+        raise HarnessError(f"{base.source} and {new.source} have no cell in common "
+                           f"(baseline: {', '.join(matching.only_base) or 'no ok cell'}; "
+                           f"new: {', '.join(matching.only_new) or 'no ok cell'})")
+    results = tuple(CellResult(cell, compare_samples(cell.base, cell.new, threshold, alpha,
+                                                     metric_def.higher_is_better))
+                    for cell in matching.pairs)
+    return Report(base, new, metric_def, threshold, alpha, tuple(ignore), results, matching, differences)

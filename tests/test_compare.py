@@ -1,0 +1,348 @@
+"""The speed-regression decision on literal samples, and `harness compare` / `harness baseline` on small run
+folders built from literal data (run.json, cells.csv, epochs.csv as in docs/results-format.md)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import pytest
+
+from harness.baseline import list_baselines, load_baseline, save_baseline
+from harness.cli import main as cli
+from harness.compare import (Threshold, compare_measurements, compare_samples, enough_samples, match_cells,
+                             METRICS, provenance_differences, read_run)
+from harness.config import CellConfig
+from harness.errors import HarnessError
+from harness.machine import describe, machine_id
+
+# Distinct values (no ties), so that scipy uses the exact Mann-Whitney distribution.
+BASE = [1.000, 1.012, 0.991, 1.021, 0.982, 1.004, 1.015, 0.995]
+NOISE = [1.013, 0.993, 1.002, 1.019, 0.985, 1.006, 1.025, 0.978]
+SLOWER = [v * 1.3 for v in BASE]
+FASTER = [v * 0.7 for v in BASE]
+
+MACHINE = {"hostname": "bench-1", "cpu_model": "Test CPU 9000", "cpu_count": 2, "memory_bytes": 8_000_000_000,
+           "gpu_name": None, "python": "3.11.7", "torch": "2.13.0", "cuda": None, "cudnn": None}
+
+
+# ------------------------------------------------------------------------------------------ decision
+
+
+def test_clear_regression_is_flagged():
+    c = compare_samples(BASE, SLOWER, "10%", alpha=0.01)
+    assert c.verdict == "regression"
+    assert c.ratio == pytest.approx(1.3)
+    # 8 against 8 with no overlap: the exact two-sided p is 2 / C(16, 8)
+    assert c.p_value == pytest.approx(2 / math.comb(16, 8))
+    assert c.ci_low <= c.ratio <= c.ci_high
+    assert c.ci_low > 1.1
+
+
+def test_noise_only_is_not_flagged():
+    c = compare_samples(BASE, NOISE, "10%", alpha=0.01)
+    assert c.verdict == "same"
+    assert c.p_value > 0.5
+    assert c.ci_low < 1 < c.ci_high
+
+
+def test_improvement_is_reported_and_symmetric_on_a_log_scale():
+    assert compare_samples(BASE, FASTER).verdict == "improvement"
+    # 0.95x is within 1/1.1 = 0.909 of the baseline even though it is significant
+    slightly_faster = [v * 0.95 for v in BASE]
+    c = compare_samples(BASE, slightly_faster, "10%")
+    assert c.significant and c.verdict == "same"
+    assert compare_samples(BASE, [v * 0.90 for v in BASE], "10%").verdict == "improvement"
+
+
+def test_significant_but_small_slowdown_is_not_a_regression():
+    c = compare_samples(BASE, [v * 1.05 for v in BASE], "10%")
+    assert c.significant
+    assert c.verdict == "same"
+    assert compare_samples(BASE, [v * 1.05 for v in BASE], "2%").verdict == "regression"
+
+
+def test_large_but_insignificant_slowdown_is_not_a_regression():
+    base = [1.0, 2.0, 3.0, 1.0, 2.0, 3.0]
+    new = [1.3, 2.4, 3.3, 1.1, 2.5, 2.9]
+    c = compare_samples(base, new, "10%")
+    assert c.ratio > 1.1
+    assert not c.significant
+    assert c.verdict == "same"
+
+
+def test_too_few_samples():
+    # 3 against 3 cannot reach p < 0.01 whatever the data: the smallest two-sided p is 2 / C(6, 3) = 0.1
+    c = compare_samples([1.0, 1.0, 1.0], [2.0, 2.0, 2.0], "10%", alpha=0.01)
+    assert c.verdict == "too few samples"
+    assert compare_samples([1.0], SLOWER).verdict == "too few samples"
+    assert compare_samples([], SLOWER).verdict == "too few samples"
+    assert enough_samples(5, 5, 0.01)  # 2 / 252 < 0.01
+    assert not enough_samples(4, 5, 0.01)  # 2 / 126 > 0.01
+    assert enough_samples(4, 4, 0.05)
+    assert not enough_samples(2, 100, 0.05)  # fewer than MIN_SAMPLES on one side
+
+
+def test_higher_is_better_swaps_the_directions():
+    tokens_per_sec = [1000 / v for v in BASE]
+    fewer = [1000 / v for v in SLOWER]
+    assert compare_samples(tokens_per_sec, fewer, higher_is_better=True).verdict == "regression"
+    assert compare_samples(fewer, tokens_per_sec, higher_is_better=True).verdict == "improvement"
+
+
+def test_interval_is_deterministic():
+    a = compare_samples(BASE, NOISE)
+    b = compare_samples(BASE, NOISE)
+    assert (a.ci_low, a.ci_high) == (b.ci_low, b.ci_high)
+
+
+@pytest.mark.parametrize("text, fraction", [("10%", 0.10), ("median:10%", 0.10), ("2.5%", 0.025),
+                                            (" Median:5% ", 0.05), ("0%", 0.0)])
+def test_threshold_parsing(text, fraction):
+    t = Threshold.parse(text)
+    assert t.fraction == pytest.approx(fraction)
+    assert t.stat == "median"
+    assert Threshold.parse(str(t)) == t
+
+
+@pytest.mark.parametrize("text", ["10", "0.1", "mean:10%", "min:5%", "abc", "-5%", "median:%", "", "10%%",
+                                  "2000%"])
+def test_bad_thresholds_are_refused(text):
+    with pytest.raises(HarnessError, match="threshold"):
+        Threshold.parse(text)
+
+
+def test_bad_alpha_is_refused():
+    with pytest.raises(HarnessError, match="alpha"):
+        compare_samples(BASE, NOISE, alpha=1.5)
+
+
+def test_provenance_differences():
+    other = dict(MACHINE, torch="2.14.0", cpu_model="Other CPU", hostname="bench-2")
+    diff = provenance_differences(MACHINE, other)
+    assert diff == ["cpu_model: 'Test CPU 9000' -> 'Other CPU'", "torch: '2.13.0' -> '2.14.0'"]
+    assert provenance_differences(MACHINE, dict(MACHINE, hostname="twin")) == []  # same model: comparable
+    assert provenance_differences(MACHINE, {}) != []
+
+
+# ----------------------------------------------------------------------------------- fixture run folders
+
+
+def cell(secs, status="ok", suffix="", **config) -> dict:
+    """A literal cell: configuration overrides and raw per-epoch seconds (the first is the warm-up);
+    ``suffix`` extends the cell id as the runner does for other matrix axes."""
+    return {"config": dict({"hidden": 8, "epochs": len(secs)}, **config), "sec": secs, "status": status,
+            "suffix": suffix}
+
+
+def write_run(folder, cells, machine=MACHINE, tokens=1120):
+    """Write run.json, cells.csv and epochs.csv of a finished run holding ``cells``."""
+    folder.mkdir(parents=True)
+    (folder / "run.json").write_text(json.dumps({
+        "suite": {"name": "fixture"}, "git": {"commit": "0123456789abcdef", "dirty": False},
+        "machine": machine, "threads": 2, "started": "2024-01-01T00:00:00+00:00"}))
+    config_columns = [k for k in CellConfig.model_fields if k != "cuda_graphs"]
+    cell_rows, epoch_rows = [], []
+    for c in cells:
+        cfg = CellConfig(**c["config"])
+        cell_id = cfg.cell_id + c["suffix"]
+        values = cfg.model_dump()
+        row = {k: ("|".join(v) if k == "prefixes" else "" if v is None else v) for k, v in values.items()
+               if k in config_columns}
+        timed = sorted(c["sec"][1:])
+        row.update(cell_id=cell_id, config_hash=cfg.config_hash(), status=c["status"], reason="",
+                   sec_per_epoch=timed[len(timed) // 2] if timed else "")
+        cell_rows.append(row)
+        for epoch, sec in enumerate(c["sec"], start=1):
+            epoch_rows.append({"cell_id": cell_id, "cell": cfg.cell, "layers": cfg.layers,
+                               "direction": cfg.direction, "device": cfg.device, "seed": cfg.seed,
+                               "epoch": epoch, "train_ppl": 20.0, "sec": sec, "tokens_per_sec": tokens / sec,
+                               "warmup": epoch == 1, "val_ppl": "", "causal_ppl": ""})
+    for name, rows in (("cells.csv", cell_rows), ("epochs.csv", epoch_rows)):
+        with open(folder / name, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    return folder
+
+
+WARM = 3.0  # a slow first epoch, which must never enter the comparison
+
+
+def two_cells(lstm_secs, gru_secs, **extra):
+    return [cell([WARM] + lstm_secs, cell="lstm", direction="bi", **extra),
+            cell([WARM] + gru_secs, cell="gru", layers=1, **extra)]
+
+
+def test_read_run_excludes_warmup_and_canonicalises_config(tmp_path):
+    run = read_run(write_run(tmp_path / "a", two_cells(BASE, BASE, threads=2)))
+    lstm = next(c for c in run.cells if c.config["cell"] == "lstm")
+    assert lstm.samples(METRICS["sec_per_epoch"]) == tuple(BASE)
+    assert lstm.sec[0] == WARM and lstm.warmup[0]
+    assert lstm.config == CellConfig(hidden=8, epochs=9, cell="lstm", direction="bi", threads=2).model_dump(mode="json")
+    assert run.machine == MACHINE
+
+
+def test_cells_match_by_configuration_pooling_seeds(tmp_path):
+    base = read_run(write_run(tmp_path / "a", [cell([WARM] + BASE[:4], seed=0), cell([WARM] + BASE[4:], seed=1),
+                                               cell([WARM] + BASE, hidden=16, suffix="-hidden16")]))
+    # epochs and eval_every differ but do not change the cost of an epoch
+    new = read_run(write_run(tmp_path / "b", [cell([WARM] + NOISE, seed=3, eval_every=0),
+                                              cell([WARM] + NOISE, layers=3)]))
+    m = match_cells(base, new, METRICS["sec_per_epoch"])
+    assert len(m.pairs) == 1
+    pair = m.pairs[0]
+    assert sorted(pair.base) == sorted(BASE)  # seeds 0 and 1 pooled
+    assert pair.new == tuple(NOISE)
+    assert pair.base_ids == ("lstm-l2-uni-cpu-s0", "lstm-l2-uni-cpu-s1")
+    assert m.only_base == ("lstm-l2-uni-cpu-hidden=16",)
+    # hidden varies among the cells shown, so the labels name it
+    assert pair.label == "lstm-l2-uni-cpu-hidden=8"
+    assert m.only_new == ("lstm-l3-uni-cpu-hidden=8",)
+
+
+def test_mismatched_cells_are_refused(tmp_path):
+    base = read_run(write_run(tmp_path / "a", [cell([WARM] + BASE, hidden=8)]))
+    new = read_run(write_run(tmp_path / "b", [cell([WARM] + BASE, hidden=16)]))
+    with pytest.raises(HarnessError, match="no cell in common"):
+        compare_measurements(base, new)
+
+
+def test_ignored_key_lets_a_setting_be_compared(tmp_path):
+    base = read_run(write_run(tmp_path / "a", [cell([WARM] + BASE, threads=2)]))
+    new = read_run(write_run(tmp_path / "b", [cell([WARM] + SLOWER, threads=1)]))
+    with pytest.raises(HarnessError, match="no cell in common"):
+        compare_measurements(base, new)
+    report = compare_measurements(base, new, ignore=["threads"])
+    assert [r.comparison.verdict for r in report.results] == ["regression"]
+    with pytest.raises(HarnessError, match="not a configuration key"):
+        compare_measurements(base, new, ignore=["thread"])
+
+
+def test_unfinished_cells_are_not_compared(tmp_path):
+    base = read_run(write_run(tmp_path / "a", two_cells(BASE, BASE)))
+    new = read_run(write_run(tmp_path / "b", [cell([WARM] + NOISE, cell="lstm", direction="bi"),
+                                              cell([WARM] + SLOWER, cell="gru", layers=1, status="diverged")]))
+    report = compare_measurements(base, new)
+    assert [r.cell.label for r in report.results] == ["lstm-l2-bi-cpu"]
+    assert report.matching.not_ok[0].startswith("gru-l1-uni-cpu-s0 (diverged)")
+    assert report.exit_code == 0
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+
+
+def test_cli_regression_exits_1(tmp_path, capsys):
+    a = write_run(tmp_path / "a", two_cells(BASE, BASE))
+    b = write_run(tmp_path / "b", two_cells(SLOWER, NOISE))
+    assert cli(["compare", str(a), str(b)]) == 1
+    out = capsys.readouterr().out
+    lines = {line.split()[0]: line for line in out.splitlines() if line.startswith(("lstm", "gru"))}
+    assert lines["lstm-l2-bi-cpu"].rstrip().endswith("regression")
+    assert lines["gru-l1-uni-cpu"].rstrip().endswith("same")
+    assert "8/8" in lines["lstm-l2-bi-cpu"]  # the warm-up epoch is excluded
+    assert out.splitlines()[-1].startswith("REGRESSION: 1 regressed, 0 improved, 1 same")
+
+
+def test_cli_noise_and_improvement_exit_0(tmp_path, capsys):
+    a = write_run(tmp_path / "a", two_cells(BASE, BASE))
+    b = write_run(tmp_path / "b", two_cells(NOISE, FASTER))
+    assert cli(["compare", str(a), str(b)]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].startswith("OK: 0 regressed, 1 improved, 1 same")
+
+
+def test_cli_threshold_changes_the_verdict(tmp_path):
+    a = write_run(tmp_path / "a", two_cells(BASE, BASE))
+    b = write_run(tmp_path / "b", two_cells([v * 1.05 for v in BASE], BASE))
+    assert cli(["compare", str(a), str(b)]) == 0
+    assert cli(["compare", str(a), str(b), "--threshold", "median:2%"]) == 1
+    assert cli(["compare", str(a), str(b), "--threshold", "2%", "--metric", "tokens_per_sec"]) == 1
+
+
+def test_cli_bad_input_exits_2(tmp_path, capsys):
+    a = write_run(tmp_path / "a", two_cells(BASE, BASE))
+    other = write_run(tmp_path / "other", [cell([WARM] + BASE, hidden=64)])
+    assert cli(["compare", str(a), str(other)]) == 2
+    assert "no cell in common" in capsys.readouterr().err
+    assert cli(["compare", str(a), str(tmp_path / "missing")]) == 2
+    assert "no such run folder" in capsys.readouterr().err
+    assert cli(["compare", str(a), str(a), "--threshold", "ten"]) == 2
+    broken = write_run(tmp_path / "broken", two_cells(BASE, BASE))
+    (broken / "epochs.csv").unlink()
+    assert cli(["compare", str(a), str(broken)]) == 2
+    err = capsys.readouterr().err
+    assert "epochs.csv: missing" in err and "Traceback" not in err
+    (broken / "epochs.csv").write_text("cell_id,epoch\nx,1\n")
+    assert cli(["compare", str(a), str(broken)]) == 2
+    assert "missing column(s) sec" in capsys.readouterr().err
+    (broken / "run.json").write_text("{not json")
+    assert cli(["compare", str(a), str(broken)]) == 2
+    assert "run.json: unreadable" in capsys.readouterr().err
+
+
+def test_cli_refuses_different_machines_unless_allowed(tmp_path, capsys):
+    a = write_run(tmp_path / "a", two_cells(BASE, BASE))
+    b = write_run(tmp_path / "b", two_cells(NOISE, NOISE), machine=dict(MACHINE, torch="2.14.0"))
+    assert cli(["compare", str(a), str(b)]) == 2
+    err = capsys.readouterr().err
+    assert "different machines or versions" in err and "torch: '2.13.0' -> '2.14.0'" in err
+    assert "--allow-different-machine" in err
+    assert cli(["compare", str(a), str(b), "--allow-different-machine"]) == 0
+    out = capsys.readouterr().out
+    assert "DIFFERENT MACHINES OR VERSIONS" in out and "torch: '2.13.0' -> '2.14.0'" in out
+
+
+# ------------------------------------------------------------------------------------------ baselines
+
+
+def test_baseline_round_trip(tmp_path):
+    run_dir = write_run(tmp_path / "run", two_cells(BASE, NOISE, threads=2))
+    root = tmp_path / "baselines"
+    path = save_baseline(run_dir, "main", root=root)
+    assert path == root / machine_id(MACHINE) / "main.json"
+    assert list_baselines(root) == {machine_id(MACHINE): ["main"]}
+    loaded = load_baseline("baseline:main", root=root, machine=machine_id(MACHINE))
+    original = read_run(run_dir)
+    assert loaded.machine == MACHINE
+    assert [(c.cell_id, c.config, c.status, c.warmup) for c in loaded.cells] == \
+           [(c.cell_id, c.config, c.status, c.warmup) for c in original.cells]
+    for saved, raw in zip(loaded.cells, original.cells):
+        assert saved.sec == pytest.approx(raw.sec, rel=1e-6)
+    # a baseline compares like the run it came from
+    report = compare_measurements(loaded, original)
+    assert [r.comparison.verdict for r in report.results] == ["same", "same"]
+    with pytest.raises(HarnessError, match="exists; pass --force"):
+        save_baseline(run_dir, "main", root=root)
+    save_baseline(run_dir, "main", root=root, force=True)
+
+
+def test_missing_baseline_lists_what_exists(tmp_path):
+    root = tmp_path / "baselines"
+    save_baseline(write_run(tmp_path / "run", two_cells(BASE, BASE)), "main", root=root)
+    with pytest.raises(HarnessError) as info:
+        load_baseline("baseline:nightly", root=root, machine=machine_id(MACHINE))
+    assert "saved for it: main" in str(info.value)
+    with pytest.raises(HarnessError) as info:
+        load_baseline("baseline:main", root=root, machine="another-machine")
+    assert "exists for other machines: " + machine_id(MACHINE) in str(info.value)
+    with pytest.raises(HarnessError, match="baseline name"):
+        load_baseline("baseline:../etc", root=root)
+
+
+def test_cli_baseline_save_and_compare(tmp_path, capsys):
+    here = describe()  # baseline:NAME is looked up for the machine running the comparison
+    root = tmp_path / "baselines"
+    run_dir = write_run(tmp_path / "run", two_cells(BASE, BASE), machine=here)
+    slower = write_run(tmp_path / "slower", two_cells(SLOWER, BASE), machine=here)
+    assert cli(["baseline", "save", str(run_dir), "--name", "main", "--root", str(root)]) == 0
+    assert (root / machine_id(here) / "main.json").is_file()
+    assert cli(["baseline", "save", str(run_dir), "--name", "main", "--root", str(root)]) == 2
+    assert cli(["baseline", "save", str(run_dir), "--name", "bad/name", "--root", str(root)]) == 2
+    capsys.readouterr()
+    assert cli(["compare", "baseline:main", str(slower), "--baselines", str(root)]) == 1
+    assert cli(["compare", "baseline:main", str(run_dir), "--baselines", str(root)]) == 0
+    assert cli(["compare", "baseline:other", str(run_dir), "--baselines", str(root)]) == 2
+    assert "saved for it: main" in capsys.readouterr().err
+    # the saved file itself is accepted too
+    assert cli(["compare", str(root / machine_id(here) / "main.json"), str(slower)]) == 1
