@@ -125,7 +125,9 @@ def download(
                     for chunk in response.iter_content(chunk_size=1 << 16):
                         out.write(chunk)
                         digest.update(chunk)
-                        received += len(chunk)
+                    # Content-Length counts the bytes on the wire, which are compressed when the
+                    # server sends Content-Encoding: gzip; the chunks above are already decoded.
+                    received = response.raw.tell()
                 if expected is not None and received != int(expected):
                     raise _Transient(f"truncated body from {url}: {received} of {expected} bytes")
                 if sha1 is not None and digest.hexdigest() != sha1:
