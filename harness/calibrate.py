@@ -10,6 +10,7 @@ uses TF32 can exceed 1.
 from __future__ import annotations
 
 import contextlib
+import math
 import statistics
 import time
 
@@ -99,6 +100,6 @@ def flops_utilization(record: dict, calibration: dict | None) -> float | None:
     when either is unknown."""
     rate = ((calibration or {}).get(record.get("device")) or {}).get("flops_per_sec")
     achieved = record.get("flops_per_sec")
-    if not rate or rate <= 0 or achieved is None:
+    if not rate or rate <= 0 or achieved is None or not math.isfinite(achieved):
         return None
     return achieved / rate

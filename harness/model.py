@@ -38,8 +38,28 @@ class CharRNN(nn.Module):
         return self.forward_one_hot(self.one_hot(tokens), state)
 
     def forward_one_hot(self, x: torch.Tensor, state=None):
-        y, state = self.rnn(x, state)
+        dtype = _cpu_autocast_dtype(x)
+        if dtype is None:
+            y, state = self.rnn(x, state)
+        else:
+            y, state = self._recurrent_in(dtype, x, state)
         return self.head(y.reshape(-1, y.shape[-1])), state
+
+    def _recurrent_in(self, dtype: torch.dtype, x: torch.Tensor, state):
+        """The recurrent layers entirely in ``dtype``: weights (cast from the float32 masters, so their
+        gradients flow back to them), inputs and state.
+
+        CPU autocast alone does not do this. For LSTM it casts only inside the oneDNN layer, after
+        PyTorch has chosen that kernel for float32 inputs, so on a CPU without native bf16 the oneDNN
+        primitive cannot be created and the step fails; for GRU and tanh-RNN (which run PyTorch's own
+        cell loop) it casts each step's matrix products but keeps the state in float32, adding casts
+        every step. With everything in ``dtype`` PyTorch picks the kernel for that dtype: the oneDNN bf16
+        LSTM where the CPU supports it (the same call autocast makes there), its own cell loop in bf16
+        elsewhere."""
+        weights = {name: p.to(dtype) for name, p in self.rnn.named_parameters()}
+        if state is not None:
+            state = tuple(s.to(dtype) for s in state) if isinstance(state, tuple) else state.to(dtype)
+        return torch.func.functional_call(self.rnn, weights, (x.to(dtype), state))
 
     def begin_state(self, batch_size: int, device=None):
         shape = (self.num_directions * self.rnn.num_layers, batch_size, self.rnn.hidden_size)
@@ -47,6 +67,17 @@ class CharRNN(nn.Module):
         if self.cell == "lstm":
             return (torch.zeros(shape, device=device), torch.zeros(shape, device=device))
         return torch.zeros(shape, device=device)
+
+
+def _cpu_autocast_dtype(x: torch.Tensor) -> torch.dtype | None:
+    """The lower-precision dtype of CPU autocast when it is on for ``x``, else None."""
+    if x.device.type != "cpu":
+        return None
+    try:
+        enabled, dtype = torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")
+    except TypeError:  # torch < 2.4
+        enabled, dtype = torch.is_autocast_cpu_enabled(), torch.get_autocast_cpu_dtype()
+    return dtype if enabled and dtype != torch.float32 else None
 
 
 def detach_state(state):

@@ -39,50 +39,167 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def autocast(cfg: CellConfig, device: torch.device):
+def autocast(cfg: CellConfig, device: torch.device, cache_enabled: bool = True):
+    """bf16 autocast for ``precision: bf16`` (on CPU the model runs its recurrent layers wholly in bf16
+    inside it, see ``CharRNN._recurrent_in``). CUDA-graph capture needs ``cache_enabled=False``."""
     if cfg.precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16, cache_enabled=cache_enabled)
     return contextlib.nullcontext()
 
 
-class Trainer:
-    """The optimisation step of the recipe: cross-entropy, backward, clip to global norm, SGD."""
+def clip_global_norm_(grads: list[torch.Tensor], theta: float) -> torch.Tensor:
+    """The seed's clipping: if the L2 norm of all gradients together exceeds ``theta``, multiply every
+    gradient by ``theta / norm``. Decided on the device (no host synchronisation, unlike the seed's
+    ``if norm > theta``) and applied by one foreach kernel. Returns the norm before clipping.
 
-    def __init__(self, model: CharRNN, cfg: CellConfig, device: torch.device):
+    Unlike ``torch.nn.utils.clip_grad_norm_`` there is no 1e-6 added to the norm: this is the seed's rule."""
+    norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+    scale = torch.where(norm > theta, theta / norm, torch.ones_like(norm))
+    torch._foreach_mul_(grads, scale)
+    return norm
+
+
+_NOTHING = contextlib.nullcontext()
+
+
+def untimed_phase(name: str):
+    """The default phase marker of a step: does nothing (the profile command times the phases)."""
+    return _NOTHING
+
+
+def cpu_has_native_bf16() -> bool | None:
+    """Whether oneDNN finds bf16 instructions (AVX512-BF16 or AMX) on this CPU; None if it cannot say."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return None
+
+
+class Trainer:
+    """The optimisation step of the recipe: cross-entropy, backward, clip to global norm, SGD.
+
+    ``phase(name)`` returns a context manager wrapped around each part of a step ("data", "forward",
+    "backward", "clip", "optimizer"); by default it does nothing. ``notes`` collects what the run should
+    know about how it was executed (e.g. a setting that does not apply to this device)."""
+
+    def __init__(self, model: CharRNN, cfg: CellConfig, device: torch.device,
+                 phase: Callable[[str], contextlib.AbstractContextManager] | None = None):
         self.model = model
         self.cfg = cfg
         self.device = device
+        self.phase = phase or untimed_phase
         self.params = [p for p in model.parameters() if p.requires_grad]
         # foreach/fused: one kernel over all parameters instead of a Python loop of small ones.
         try:
             self.optimizer = torch.optim.SGD(self.params, lr=cfg.lr, fused=True)
         except (RuntimeError, TypeError):
             self.optimizer = torch.optim.SGD(self.params, lr=cfg.lr, foreach=True)
+        self.notes: list[str] = []
+        # CUDA graphs replay the step captured on fixed buffers; on a CPU there are no kernel launches
+        # to save, so the setting is ignored there and the record says so.
+        self.use_cuda_graphs = cfg.cuda_graphs and device.type == "cuda"
+        if cfg.cuda_graphs and not self.use_cuda_graphs:
+            self.notes.append(f"cuda_graphs ignored: device is {device.type}, CUDA graphs apply to cuda only")
+        self.use_static_step = self.use_cuda_graphs
+        self.static_step: StaticStep | None = None
+        if cfg.precision == "bf16" and device.type == "cpu" and cpu_has_native_bf16() is False:
+            self.notes.append("bf16 on a CPU without native bf16 instructions (no AVX512-BF16 or AMX): "
+                              "the recurrent layers run PyTorch's own bf16 cell loop, slower than fp32")
 
     def step(self, x_one_hot: torch.Tensor, targets: torch.Tensor, state):
-        with autocast(self.cfg, self.device):
-            logits, state = self.model.forward_one_hot(x_one_hot, state)
-        loss = F.cross_entropy(logits.float(), targets)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.params, self.cfg.clip, foreach=True)
-        self.optimizer.step()
+        with self.phase("forward"):
+            with autocast(self.cfg, self.device, cache_enabled=not self.use_cuda_graphs):
+                logits, state = self.model.forward_one_hot(x_one_hot, state)
+            loss = F.cross_entropy(logits.float(), targets)
+        with self.phase("backward"):
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+        with self.phase("clip"):
+            clip_global_norm_([p.grad for p in self.params], self.cfg.clip)
+        with self.phase("optimizer"):
+            self.optimizer.step()
         return loss.detach(), state
 
     def epoch(self, xs: torch.Tensor, ys: torch.Tensor) -> tuple[torch.Tensor, int]:
         """One pass over (num_batches, batch, steps) tensors. Returns the summed loss (a device tensor,
         token-weighted) and the number of target tokens."""
-        x_all = F.embedding(xs.transpose(1, 2), self.model.identity)  # (nb, steps, batch, vocab) one-hot
-        y_all = ys.transpose(1, 2).reshape(ys.shape[0], -1)  # time-major targets per batch
+        with self.phase("data"):
+            x_all = F.embedding(xs.transpose(1, 2), self.model.identity)  # (nb, steps, batch, vocab) one-hot
+            y_all = ys.transpose(1, 2).reshape(ys.shape[0], -1)  # time-major targets per batch
+        step = self.step
+        if self.use_static_step:
+            if self.static_step is None:
+                self.static_step = StaticStep(self, x_all[0], y_all[0])
+                if self.use_cuda_graphs:
+                    self.static_step.capture()
+            step = self.static_step
         carry = self.cfg.sampling == "sequential"
         total = torch.zeros((), device=self.device)
         state = None
         for i in range(xs.shape[0]):
-            loss, state = self.step(x_all[i], y_all[i], state)
+            loss, state = step(x_all[i], y_all[i], state)
             state = detach_state(state) if carry else None
             total += loss
         tokens_per_batch = y_all.shape[1]
         return total * tokens_per_batch, tokens_per_batch * xs.shape[0]
+
+
+class StaticStep:
+    """``Trainer.step`` on fixed input, target and state buffers, so that it can be captured once as a CUDA
+    graph and replayed: one launch for forward, backward, clipping and update, no Python in between.
+
+    Each call copies the batch (and the carried state, or zeros for a fresh one) into the buffers and then
+    replays the graph, or, before capture and on a CPU, runs the same step eagerly on the same buffers.
+    Passing zeros equals passing no state: the recurrent layers start from zeros either way."""
+
+    def __init__(self, trainer: Trainer, x_example: torch.Tensor, y_example: torch.Tensor):
+        self.trainer = trainer
+        self.x = x_example.clone()
+        self.y = y_example.clone()
+        self.state = trainer.model.begin_state(x_example.shape[1], x_example.device)
+        self.graph = None
+        self.loss: torch.Tensor | None = None
+        self.next_state = None
+
+    def _run(self) -> None:
+        self.loss, self.next_state = self.trainer.step(self.x, self.y, self.state)
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, state):
+        self.x.copy_(x)
+        self.y.copy_(y)
+        for buffer, value in zip(_as_tuple(self.state), _as_tuple(state) if state is not None else ()):
+            buffer.copy_(value)
+        if state is None:
+            for buffer in _as_tuple(self.state):
+                buffer.zero_()
+        if self.graph is None:
+            self._run()
+        else:
+            self.graph.replay()
+        return self.loss, self.next_state
+
+    def capture(self, warmup_steps: int = 3) -> None:
+        """Warm up on a side stream (as ``torch.cuda.graphs`` requires), capture, then put the parameters
+        back as they were, so that the warm-up steps leave no trace in training."""
+        device = self.x.device
+        saved = [p.detach().clone() for p in self.trainer.params]
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):
+            for _ in range(warmup_steps):
+                self._run()
+        torch.cuda.current_stream(device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            self._run()
+        with torch.no_grad():
+            for p, value in zip(self.trainer.params, saved):
+                p.copy_(value)
+        self.graph = graph
+
+
+def _as_tuple(state) -> tuple:
+    return state if isinstance(state, tuple) else (state,)
 
 
 @torch.no_grad()
@@ -152,7 +269,7 @@ def _skipped(cfg: CellConfig, reason: str) -> dict:
     record = {key: None for key in RESULT_COLUMNS + EXTRA_COLUMNS}
     record.update(cfg.model_dump(include=set(RESULT_COLUMNS) | {"precision", "threads", "corpus"}))
     record.update(status="skipped", reason=reason, cell_id=cfg.cell_id, config_hash=cfg.config_hash(),
-                  epochs_done=0, epoch_log=[], samples=[])
+                  epochs_done=0, epoch_log=[], samples=[], notes=[])
     return record
 
 
@@ -260,6 +377,7 @@ def run_cell(cfg: CellConfig, on_epoch: Callable[[dict], None] | None = None,
         torch_version=torch.__version__,
         epoch_log=[{k: v for k, v in r.items() if k != "tokens"} for r in epoch_log],
         samples=samples,
+        notes=trainer.notes,
     )
     return record
 
