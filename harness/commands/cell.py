@@ -19,24 +19,32 @@ HELP = {
 def register(subparsers) -> None:
     parser = subparsers.add_parser("cell", help="train and measure one grid cell",
                                    description="Train one cell with the lesson's recipe and measure it.")
-    for name, field in CellConfig.model_fields.items():
-        if name == "timeout":
-            continue
-        default = field.default
-        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, default=None, metavar=name.upper(),
-                            help=f"{HELP.get(name, name.replace('_', ' '))} (default: {_show(default)})")
-    parser.add_argument("--config-json", help="read the whole configuration from this JSON file")
+    add_config_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object of result columns")
     parser.add_argument("--result-file", help="write the full record (with per-epoch rows) to this file")
     parser.set_defaults(func=main)
+
+
+def add_config_arguments(parser, defaults: dict | None = None) -> None:
+    """One ``--key`` flag per CellConfig key (not ``timeout``, which only the grid runner enforces) and
+    ``--config-json``. ``defaults`` overrides CellConfig's defaults for this command (shown in --help)."""
+    defaults = defaults or {}
+    for name, field in CellConfig.model_fields.items():
+        if name == "timeout":
+            continue
+        default = defaults.get(name, field.default)
+        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, default=None, metavar=name.upper(),
+                            help=f"{HELP.get(name, name.replace('_', ' '))} (default: {_show(default)})")
+    parser.add_argument("--config-json", help="read the whole configuration from this JSON file")
 
 
 def _show(value):
     return ",".join(value) if isinstance(value, tuple) else value
 
 
-def config_from_args(args) -> CellConfig:
-    values = {}
+def config_from_args(args, defaults: dict | None = None) -> CellConfig:
+    """The CellConfig of the parsed flags: ``defaults``, then the --config-json file, then each flag given."""
+    values = dict(defaults or {})
     if args.config_json:
         with open(args.config_json) as f:
             values.update(json.load(f))
