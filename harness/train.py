@@ -175,7 +175,8 @@ class StaticStep:
         if self.graph is None:
             self._run()
         else:
-            self.graph.replay()
+            with self.trainer.phase("graph replay"):
+                self.graph.replay()
         return self.loss, self.next_state
 
     def capture(self, warmup_steps: int = 3) -> None:
