@@ -217,6 +217,13 @@ def _csv_value(value):
     return value
 
 
+def node_label(node: dict | None) -> str:
+    """One string naming the machine a cell ran on: ``hostname|cpu_model|gpu_name`` (empty when unknown)."""
+    if not node:
+        return ""
+    return "|".join("" if node.get(k) is None else str(node[k]) for k in ("hostname", "cpu_model", "gpu_name"))
+
+
 def rebuild_tables(path: Path, records: dict[str, dict], order: list[str] | None = None) -> None:
     """Write cells.csv, epochs.csv and samples.csv from the per-cell records (atomically each)."""
     import pandas as pd
@@ -232,9 +239,10 @@ def rebuild_tables(path: Path, records: dict[str, dict], order: list[str] | None
         row.update({k: _csv_value(rec.get(k)) for k in RESULT_COLUMNS + EXTRA_COLUMNS if k != "cell_id"})
         row["flops_utilization"] = rec.get("flops_utilization")
         row["total_sec"] = rec.get("total_sec")
-        for key in ("node", "executor"):
-            if key in rec:
-                row[key] = rec[key]
+        if "node" in rec:
+            row["node"] = node_label(rec["node"])
+        if "executor" in rec:
+            row["executor"] = rec["executor"]
         cell_rows.append(row)
         keys = {"cell_id": cell_id, **axes}
         for epoch in rec.get("epoch_log", []):

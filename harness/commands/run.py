@@ -26,6 +26,9 @@ def register(subparsers) -> None:
     parser.add_argument("--executor", choices=["local", "ray"], default="local",
                         help="local: one cell at a time on this machine; ray: cells as Ray tasks")
     parser.add_argument("--address", help="Ray cluster address (with --executor ray); default: a local instance")
+    parser.add_argument("--share-nodes", action="store_true",
+                        help="with --executor ray: a CPU cell takes run.threads CPUs, not its whole node "
+                             "(more cells at once; timings are then not clean)")
     parser.set_defaults(func=main)
 
 
@@ -51,14 +54,14 @@ def print_cells(cells, stream=sys.stdout) -> None:
 
 def make_executor(args):
     if args.executor == "local":
-        if args.address:
-            raise HarnessError("--address needs --executor ray")
+        if args.address or args.share_nodes:
+            raise HarnessError(f"{'--address' if args.address else '--share-nodes'} needs --executor ray")
         return None
     try:
         from ..ray_executor import RayExecutor
     except ImportError as exc:
         raise HarnessError(f"--executor ray needs Ray: pip install -e '.[ray]' ({exc})") from None
-    return RayExecutor(address=args.address)
+    return RayExecutor(address=args.address, exclusive_nodes=not args.share_nodes)
 
 
 def main(args) -> int:

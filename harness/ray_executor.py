@@ -1,0 +1,285 @@
+"""Runs a suite's cells as Ray tasks, on this machine or across a Ray cluster.
+
+Each cell is one Ray task that trains the cell exactly as the local executor does: a fresh
+``harness.worker`` process started by ``run_cell_process`` on the node, its output captured and sent back
+with the record. The driver (``run_suite``) alone writes the results folder, as cells finish.
+
+Placement keeps timings clean. The driver knows the alive nodes and what its own tasks hold on each, and
+sends every task to one node (hard node affinity) with a resource request that Ray enforces:
+
+- a CUDA cell asks for one whole GPU and ``run.threads`` CPUs (1 when unset);
+- a CPU cell asks, by default, for *all* CPUs of its node, so no other task of the cluster (no other cell,
+  no CUDA cell's host thread) shares its cores while it is timed; with ``exclusive_nodes=False``
+  (``--share-nodes``) it asks for ``run.threads`` CPUs only (the whole node when unset), for runs where
+  only perplexities matter.
+
+Asking for a node's CPU count rather than a fixed number lets clusters mix machine sizes; choosing the node
+in the driver also means every record, even one whose worker died, names the node it ran on. A cell that
+no alive node can serve (CUDA without a GPU in the cluster, more threads than any node has CPUs) is
+recorded as ``skipped`` with the reason instead of waiting forever, as Ray would.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import socket
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from typing import Iterator
+
+import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from .errors import HarnessError
+from .machine import cpu_model
+from .runner import failure_record, run_cell_process
+from .suite import GridCell
+
+POLL_SECONDS = 0.5
+NODE_INFO_TIMEOUT = 60.0
+
+
+# --- deciding where a cell may run (pure) ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Node:
+    """An alive node of the cluster and its total resources, as Ray reports them."""
+
+    node_id: str
+    hostname: str
+    cpus: float
+    gpus: float = 0.0
+
+
+def cluster_nodes(raw_nodes: list[dict]) -> list[Node]:
+    """The alive nodes of ``ray.nodes()``, in a stable order (host name, then node id)."""
+    nodes = [Node(node_id=n["NodeID"], hostname=n.get("NodeManagerHostname") or n.get("NodeManagerAddress", "?"),
+                  cpus=float(n.get("Resources", {}).get("CPU", 0.0)),
+                  gpus=float(n.get("Resources", {}).get("GPU", 0.0)))
+             for n in raw_nodes if n.get("Alive", n.get("alive"))]
+    return sorted(nodes, key=lambda n: (n.hostname, n.node_id))
+
+
+def resource_request(cell: GridCell, node: Node, exclusive_nodes: bool) -> dict[str, float]:
+    """What the cell's task asks Ray for on ``node`` (``num_cpus``, ``num_gpus``)."""
+    threads = cell.config.threads
+    if cell.config.device == "cuda":
+        return {"num_cpus": float(threads or 1), "num_gpus": 1.0}
+    if exclusive_nodes or not threads:
+        # Unset threads means torch uses every core, so the cell takes the node even when sharing.
+        return {"num_cpus": node.cpus, "num_gpus": 0.0}
+    return {"num_cpus": float(threads), "num_gpus": 0.0}
+
+
+def unservable_reason(cell: GridCell, nodes: list[Node]) -> str | None:
+    """Why no alive node can ever run ``cell`` (None when some node can)."""
+    if not nodes:
+        return "the Ray cluster has no alive node"
+    threads = cell.config.threads or 1
+    largest = max(n.cpus for n in nodes)
+    if cell.config.device == "cuda":
+        gpu_nodes = [n for n in nodes if n.gpus >= 1]
+        if not gpu_nodes:
+            return "CUDA cell: no node of the Ray cluster has a GPU"
+        if not any(n.cpus >= threads for n in gpu_nodes):
+            return (f"run.threads = {threads}: no GPU node of the Ray cluster has that many CPUs "
+                    f"(largest: {max(n.cpus for n in gpu_nodes):g})")
+        return None
+    if largest < threads:
+        return f"run.threads = {threads}: no node of the Ray cluster has that many CPUs (largest: {largest:g})"
+    return None
+
+
+def choose_node(cell: GridCell, nodes: list[Node], in_use: dict[str, dict[str, float]],
+                exclusive_nodes: bool) -> tuple[Node, dict[str, float]] | None:
+    """The first node whose resources not held by this run's tasks (``in_use``: node id -> held
+    ``num_cpus``/``num_gpus``) fit the cell's request now, with that request; None when the cell must wait."""
+    for node in nodes:
+        request = resource_request(cell, node, exclusive_nodes)
+        if node.cpus < (cell.config.threads or 1):
+            continue  # smaller than the cell's threads (a CPU cell's whole-node request would be too)
+        held = in_use.get(node.node_id, {})
+        fits_cpus = held.get("num_cpus", 0.0) + request["num_cpus"] <= node.cpus + 1e-9
+        fits_gpus = held.get("num_gpus", 0.0) + request["num_gpus"] <= node.gpus + 1e-9
+        if fits_cpus and fits_gpus:
+            return node, request
+    return None
+
+
+# --- what runs on the nodes --------------------------------------------------------------------------
+
+
+def describe_this_node() -> dict:
+    """Host name, processor model and first GPU of the machine this runs on. The GPU is read with
+    nvidia-smi, which sees the node's GPUs whatever CUDA_VISIBLE_DEVICES Ray set for this task."""
+    gpu = None
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=30)
+        names = [line.strip() for line in out.stdout.splitlines() if line.strip()]
+        if out.returncode == 0 and names:
+            gpu = names[0]
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {"hostname": socket.gethostname(), "cpu_model": cpu_model(), "gpu_name": gpu}
+
+
+@ray.remote(num_cpus=0, max_retries=0)
+def _describe_node_task() -> dict:
+    return describe_this_node()
+
+
+@ray.remote(max_retries=0)
+def _run_cell_task(cell: GridCell) -> tuple[dict, str]:
+    """Train one cell on this node, exactly as the local executor does; return its record and log."""
+    log = io.StringIO()
+    record = run_cell_process(cell, log)
+    return record, log.getvalue()
+
+
+# --- the executor (driver side) ----------------------------------------------------------------------
+
+
+@dataclass
+class _Flight:
+    cell: GridCell
+    node: Node
+    request: dict[str, float]
+    started: float
+
+
+class RayExecutor:
+    """Runs cells as Ray tasks. ``address`` names a running cluster (``ray start``); without it a local
+    Ray instance is started for the run (``num_cpus``: its CPUs, default all) and stopped after it.
+    If this process is already connected to Ray, that connection is used."""
+
+    def __init__(self, address: str | None = None, exclusive_nodes: bool = True, num_cpus: int | None = None):
+        self.address = address
+        self.exclusive_nodes = exclusive_nodes
+        self.num_cpus = num_cpus
+        # Shared nodes give perplexities but not clean timings: say so in run.json and cells.csv.
+        self.name = "ray" if exclusive_nodes else "ray-shared"
+        self._owns_ray = False
+        self._node_probes: dict[str, ray.ObjectRef] = {}
+        self._node_info: dict[str, dict] = {}
+
+    # connection
+
+    def connect(self) -> None:
+        if ray.is_initialized():
+            return
+        options = dict(logging_level=logging.WARNING, log_to_driver=False)
+        try:
+            if self.address:
+                ray.init(address=self.address, **options)
+            else:
+                ray.init(num_cpus=self.num_cpus, include_dashboard=False, **options)
+                self._owns_ray = True
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            where = f"--address {self.address}" if self.address else "a local Ray instance"
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise HarnessError(f"{where}: cannot start or reach Ray: {first_line}") from None
+
+    def close(self) -> None:
+        if self._owns_ray and ray.is_initialized():
+            ray.shutdown()
+        self._owns_ray = False
+
+    # nodes
+
+    def _alive_nodes(self) -> list[Node]:
+        nodes = cluster_nodes(ray.nodes())
+        for node in nodes:
+            if node.node_id not in self._node_probes:
+                strategy = NodeAffinitySchedulingStrategy(node.node_id, soft=False)
+                self._node_probes[node.node_id] = _describe_node_task.options(scheduling_strategy=strategy).remote()
+        return nodes
+
+    def _describe(self, node: Node) -> dict:
+        if node.node_id not in self._node_info:
+            try:
+                self._node_info[node.node_id] = ray.get(self._node_probes[node.node_id], timeout=NODE_INFO_TIMEOUT)
+            except (ray.exceptions.RayError, KeyError):
+                return {"hostname": node.hostname, "cpu_model": None, "gpu_name": None}
+        return self._node_info[node.node_id]
+
+    # the grid
+
+    def execute(self, cells: list[GridCell], run_dir, progress, stop: threading.Event
+                ) -> Iterator[tuple[GridCell, dict]]:
+        self.connect()
+        pending = list(cells)
+        in_flight: dict[ray.ObjectRef, _Flight] = {}
+        try:
+            while pending or in_flight:
+                if stop.is_set():
+                    raise KeyboardInterrupt
+                nodes = self._alive_nodes()
+                for cell in list(pending):
+                    reason = unservable_reason(cell, nodes)
+                    if reason:
+                        pending.remove(cell)
+                        yield cell, self._finish(cell, run_dir, failure_record(cell, "skipped", reason, []),
+                                                 f"skipped: {reason}\n", node=None)
+                in_use = _held(in_flight.values())
+                for cell in list(pending):
+                    placed = choose_node(cell, nodes, in_use, self.exclusive_nodes)
+                    if placed is None:
+                        continue
+                    node, request = placed
+                    ref = _run_cell_task.options(
+                        **request, scheduling_strategy=NodeAffinitySchedulingStrategy(node.node_id, soft=False)
+                    ).remote(cell)
+                    in_flight[ref] = _Flight(cell, node, request, time.monotonic())
+                    held = in_use.setdefault(node.node_id, {"num_cpus": 0.0, "num_gpus": 0.0})
+                    for key, value in request.items():
+                        held[key] += value
+                    pending.remove(cell)
+                    progress.start_cell(cell)
+                if not in_flight:
+                    time.sleep(POLL_SECONDS)  # nodes are busy with other jobs or still joining
+                    continue
+                ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=POLL_SECONDS)
+                for ref in ready:
+                    flight = in_flight.pop(ref)
+                    yield flight.cell, self._collect(ref, flight, run_dir)
+        finally:
+            for ref in in_flight:
+                # A plain cancel raises KeyboardInterrupt in the task, which stops the cell's process.
+                ray.cancel(ref)
+            self.close()
+
+    def _collect(self, ref, flight: _Flight, run_dir) -> dict:
+        try:
+            record, log_text = ray.get(ref)
+        except ray.exceptions.RayError as exc:
+            # The task's worker process or its node died, or the task could not run there.
+            lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+            summary = f"{type(exc).__name__}: {lines[0] if lines else 'no detail'}"[:500]
+            record = failure_record(flight.cell, "failed", f"Ray task failed on {flight.node.hostname}: {summary}", [])
+            record["total_sec"] = time.monotonic() - flight.started
+            log_text = f"Ray task failed on node {flight.node.hostname} ({flight.node.node_id}):\n{exc}\n"
+        return self._finish(flight.cell, run_dir, record, log_text, self._describe(flight.node))
+
+    def _finish(self, cell: GridCell, run_dir, record: dict, log_text: str, node: dict | None) -> dict:
+        run_dir.log_path(cell.cell_id).write_text(log_text)
+        record = dict(record)
+        record["node"] = node
+        record["executor"] = self.name
+        if "total_sec" not in record:
+            record["total_sec"] = None
+        return record
+
+
+def _held(flights) -> dict[str, dict[str, float]]:
+    held: dict[str, dict[str, float]] = {}
+    for flight in flights:
+        node = held.setdefault(flight.node.node_id, {"num_cpus": 0.0, "num_gpus": 0.0})
+        for key, value in flight.request.items():
+            node[key] += value
+    return held
+
