@@ -9,7 +9,7 @@ import hashlib
 import json
 from typing import Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class CellConfig(BaseModel):
@@ -51,6 +51,15 @@ class CellConfig(BaseModel):
             if not prefix or any(not (c == " " or "a" <= c <= "z") for c in prefix):
                 raise ValueError(f"prefix {prefix!r} must be non-empty lower-case letters and spaces")
         return value
+
+    @model_validator(mode="after")
+    def _one_batch_at_least(self):
+        # The sequential partition drops up to num_steps + 1 tokens, then needs one full batch.
+        needed = self.batch_size * self.num_steps + self.num_steps + 1
+        if self.max_tokens < needed:
+            raise ValueError(f"max_tokens = {self.max_tokens} is too small for one batch of "
+                             f"batch_size x num_steps; need at least {needed}")
+        return self
 
     @property
     def bidirectional(self) -> bool:

@@ -111,8 +111,9 @@ def run_cell_process(cell: GridCell, log, on_epoch: Callable[[dict], None] | Non
                     cause += " (out of memory?)"
             else:
                 cause = f"exit code {returncode}"
-            detail = " | ".join(line for line in tail if line.strip())
-            record = failure_record(cell, "failed", f"{cause}: {detail}" if detail else cause, epoch_log)
+            # The last line printed is the exception (or the harness's one-line error); the log has the rest.
+            last = next((line.strip() for line in reversed(tail) if line.strip()), "")
+            record = failure_record(cell, "failed", f"{cause}: {last}" if last else cause, epoch_log)
     record["total_sec"] = total_sec
     return record
 

@@ -13,9 +13,23 @@ import sys
 EPOCH_PREFIX = "@@epoch "
 
 
+def _die_with_parent() -> None:
+    """Linux: have the kernel kill this process when the runner dies (even by SIGKILL), so an
+    interrupted grid never leaves a cell training on in the background."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def main(argv: list[str]) -> int:
     config_path, result_path = argv
+    _die_with_parent()
     from .config import CellConfig
+    from .errors import HarnessError
     from .store import write_json_atomic
     from .train import run_cell
 
@@ -25,7 +39,11 @@ def main(argv: list[str]) -> int:
     def report(row: dict) -> None:
         print(EPOCH_PREFIX + json.dumps(row), flush=True)
 
-    record = run_cell(config, on_epoch=report)
+    try:
+        record = run_cell(config, on_epoch=report)
+    except HarnessError as exc:
+        print(f"error: {exc}", flush=True)
+        return exc.exit_code
     write_json_atomic(result_path, record)
     return 0
 

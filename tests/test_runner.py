@@ -1,0 +1,143 @@
+"""The grid runner end to end on CPU: outcomes, crash safety, resume, locking."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pandas as pd
+import pytest
+
+from harness.runner import RunDir
+
+from conftest import REPO
+
+TINY = """
+    name: tiny
+    data: {max_tokens: 1500, val_tokens: 200}
+    model: {layers: 1, hidden: 8}
+    train: {epochs: 2}
+    eval: {every: 0, sample_chars: 5}
+    run: {threads: 1, timeout: 120}
+"""
+
+
+def harness(*args, cwd, timeout=240):
+    return subprocess.run([sys.executable, "-m", "harness", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, timeout=timeout)
+
+
+def write_suite(tmp_path, body: str, name="tiny.yaml"):
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(TINY) + textwrap.dedent(body))
+    return path
+
+
+@pytest.mark.usefixtures("data_dir")
+def test_smoke_suite_end_to_end(tmp_path):
+    out = tmp_path / "run"
+    proc = harness("run", REPO / "suites" / "smoke.yaml", "--out", out, "--no-report", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    cells = pd.read_csv(out / "cells.csv")
+    assert len(cells) == 7 and cells["cell_id"].is_unique
+    cuda = cells[cells["device"] == "cuda"]
+    assert list(cuda["status"]) == ["skipped"] and "CUDA" in cuda["reason"].iloc[0]
+    cpu = cells[cells["device"] == "cpu"]
+    assert set(cpu["status"]) == {"ok"}
+    assert set(zip(cpu["cell"], cpu["direction"])) == {(c, d) for c in ("rnn", "gru", "lstm") for d in ("uni", "bi")}
+    assert (cpu["sec_per_epoch"] > 0).all() and (cpu["params"] > 0).all() and (cpu["train_ppl"] > 1).all()
+    epochs = pd.read_csv(out / "epochs.csv")
+    assert len(epochs) == 6 * 3 and epochs.groupby("cell_id")["epoch"].apply(list).map(lambda e: e == [1, 2, 3]).all()
+    assert epochs.loc[epochs["epoch"] == 1, "warmup"].all() and not epochs.loc[epochs["epoch"] > 1, "warmup"].any()
+    samples = pd.read_csv(out / "samples.csv", keep_default_na=False)
+    assert len(samples) == 6 * 2 and all(t.startswith(p) for t, p in zip(samples["text"], samples["prefix"]))
+    info = json.loads((out / "run.json").read_text())
+    assert info["finished"] and info["suite"]["name"] == "smoke" and info["machine"]["torch"]
+    assert info["git"].keys() == {"commit", "dirty"} and info["command"][:3] == ["python", "-m", "harness"]
+    assert len(info["corpus_sha256"]) == 1 and len(info["corpus_sha256"][0]) == 64
+    assert all((out / "logs" / f"{c}.log").exists() for c in cells["cell_id"])
+    show = harness("show", out, cwd=tmp_path)
+    assert show.returncode == 0 and "6 ok, 1 skipped" in show.stdout
+
+
+@pytest.mark.usefixtures("data_dir")
+def test_problem_cells_are_recorded_and_the_grid_goes_on(tmp_path):
+    suite = write_suite(tmp_path, """
+        matrix: {cell: [rnn, lstm]}
+        include:
+          - {cell: gru, lr: 1.0e+30}
+          - {cell: gru, timeout: 0.5}
+          - {cell: gru, corpus: /nonexistent/corpus.txt}
+    """)
+    out = tmp_path / "run"
+    proc = harness("run", suite, "--out", out, "--no-report", cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr
+    cells = pd.read_csv(out / "cells.csv").set_index("cell_id")
+    status = cells["status"].to_dict()
+    assert status["rnn-l1-uni-cpu-s0-corpusgutenberg-35-lr1.0-timeout120.0"] == "ok"
+    assert status["lstm-l1-uni-cpu-s0-corpusgutenberg-35-lr1.0-timeout120.0"] == "ok"
+    diverged = cells.loc["gru-l1-uni-cpu-s0-corpusgutenberg-35-lr1e+30-timeout120.0"]
+    assert diverged["status"] == "diverged" and "epoch" in diverged["reason"] and diverged["epochs_done"] >= 1
+    timed_out = cells.loc["gru-l1-uni-cpu-s0-corpusgutenberg-35-lr1.0-timeout0.5"]
+    assert timed_out["status"] == "timeout" and "0.5" in timed_out["reason"]
+    failed = cells.loc["gru-l1-uni-cpu-s0-corpusnonexistentcorpus.txt-lr1.0-timeout120.0"]
+    assert failed["status"] == "failed" and failed["reason"].startswith("exit code 2: error: corpus '/nonexistent")
+    epochs = pd.read_csv(out / "epochs.csv")
+    assert (epochs["cell_id"] == diverged.name).sum() == diverged["epochs_done"]
+
+
+@pytest.mark.usefixtures("data_dir")
+def test_sigkill_then_resume_trains_each_cell_exactly_once(tmp_path):
+    suite = write_suite(tmp_path, "matrix: {cell: [rnn, gru, lstm]}\n")
+    out = tmp_path / "run"
+    runner = subprocess.Popen([sys.executable, "-m", "harness", "run", str(suite), "--out", str(out), "--no-report"],
+                              cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not list((out / "cells").glob("*.json")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.kill(runner.pid, signal.SIGKILL)
+    runner.wait()
+    stored = {p.stem for p in (out / "cells").glob("*.json")}
+    assert 1 <= len(stored) < 3
+    # Whatever is on disk is whole: tables parse and hold only finished cells.
+    if (out / "cells.csv").exists():
+        assert set(pd.read_csv(out / "cells.csv")["cell_id"]) <= stored
+    proc = harness("run", suite, "--resume", out, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "already stored" in proc.stderr
+    cells = pd.read_csv(out / "cells.csv")
+    assert sorted(cells["cell_id"]) == sorted(f"{c}-l1-uni-cpu-s0" for c in ("rnn", "gru", "lstm"))
+    epochs = pd.read_csv(out / "epochs.csv")
+    assert len(epochs) == 3 * 2 and not epochs.duplicated(["cell_id", "epoch"]).any()
+    # Running again changes nothing: no duplicates, no retraining.
+    again = harness("run", suite, "--out", out, "--no-report", cwd=tmp_path)
+    assert again.returncode == 0 and "3 of 3 cells already stored" in again.stderr
+    assert len(pd.read_csv(out / "cells.csv")) == 3
+
+
+@pytest.mark.usefixtures("data_dir")
+def test_resume_refuses_a_changed_suite_and_a_second_writer(tmp_path):
+    suite = write_suite(tmp_path, "matrix: {cell: [rnn]}\n")
+    out = tmp_path / "run"
+    assert harness("run", suite, "--out", out, "--no-report", cwd=tmp_path).returncode == 0
+    before = (out / "cells.csv").read_bytes()
+    changed = harness("run", suite, "--out", out, "--set", "train.epochs=3", cwd=tmp_path)
+    assert changed.returncode == 2 and "configuration changed" in changed.stderr
+    assert changed.stderr.count("\n") == 1
+    assert (out / "cells.csv").read_bytes() == before
+    holder = RunDir(out)
+    holder.lock()
+    second = harness("run", suite, "--out", out, "--no-report", cwd=tmp_path)
+    assert second.returncode == 2 and "another run is writing" in second.stderr
+    assert (out / "cells.csv").read_bytes() == before
+
+
+def test_dry_run_lists_cells_with_estimates(tmp_path):
+    proc = harness("run", REPO / "suites" / "full.yaml", "--dry-run", "--only", "cell=lstm", "--only", "seed=0",
+                   cwd=tmp_path)
+    assert proc.returncode == 0
+    assert "16 cells" in proc.stdout and "estimate" in proc.stdout
+    assert not (tmp_path / "results").exists()

@@ -1,0 +1,165 @@
+"""Suite parsing, validation and grid expansion on literal suites."""
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from harness.cli import main
+from harness.errors import HarnessError
+from harness.suite import expand, filter_cells, load_suite, parse_suite
+
+from conftest import REPO
+
+
+def suite_of(text: str, tmp_path, name="s.yaml"):
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_matrix_product_with_exclude_and_include(tmp_path):
+    path = suite_of("""
+        name: t
+        model: {hidden: 8}
+        matrix:
+          cell: [rnn, lstm]
+          layers: [1, 2]
+          direction: [uni, bi]
+        exclude:
+          - {cell: rnn, direction: bi}
+        include:
+          - {cell: gru, layers: 3, direction: bi}
+          - {cell: lstm, layers: 1, direction: uni}
+    """, tmp_path)
+    cells = expand(load_suite(path))
+    ids = [c.cell_id for c in cells]
+    # 2*2*2 = 8, minus rnn x bi (2 cells), plus one new gru cell; the lstm include already exists.
+    assert len(ids) == 7
+    assert "rnn-l1-bi-cpu-s0" not in ids and "rnn-l2-bi-cpu-s0" not in ids
+    assert "gru-l3-bi-cpu-s0" in ids
+    assert ids.count("lstm-l1-uni-cpu-s0") == 1
+    assert all(c.config.hidden == 8 for c in cells)
+
+
+def test_defaults_from_sections_and_extra_axes_in_ids(tmp_path):
+    path = suite_of("""
+        name: t
+        train: {epochs: 7, precision: fp32}
+        eval: {every: 3}
+        matrix:
+          precision: [fp32, bf16]
+          seed: [0, 1]
+    """, tmp_path)
+    cells = expand(load_suite(path))
+    assert {c.cell_id for c in cells} == {
+        "lstm-l2-uni-cpu-s0-precisionfp32", "lstm-l2-uni-cpu-s0-precisionbf16",
+        "lstm-l2-uni-cpu-s1-precisionfp32", "lstm-l2-uni-cpu-s1-precisionbf16"}
+    assert all(c.config.epochs == 7 and c.config.eval_every == 3 for c in cells)
+    assert cells[0].axes["precision"] == "fp32"
+
+
+def test_set_overrides_default_and_axis(tmp_path):
+    path = suite_of("""
+        name: t
+        train: {epochs: 500}
+        matrix: {layers: [1, 2, 3]}
+    """, tmp_path)
+    suite = load_suite(path, ["train.epochs=20", "model.layers=4"])
+    cells = expand(suite)
+    assert [(c.config.epochs, c.config.layers) for c in cells] == [(20, 4)]
+
+
+def test_only_filters_with_several_values(tmp_path):
+    path = suite_of("""
+        name: t
+        matrix: {cell: [rnn, gru, lstm], layers: [1, 2, 3]}
+    """, tmp_path)
+    cells = filter_cells(expand(load_suite(path)), ["cell=lstm", "layers=1,2"])
+    assert [c.cell_id for c in cells] == ["lstm-l1-uni-cpu-s0", "lstm-l2-uni-cpu-s0"]
+    with pytest.raises(HarnessError, match="no cell has layers = 9"):
+        filter_cells(expand(load_suite(path)), ["layers=9"])
+
+
+def test_config_hash_changes_with_the_suite(tmp_path):
+    a = load_suite(suite_of("name: t\nmatrix: {layers: [1, 2]}\n", tmp_path, "a.yaml"))
+    b = load_suite(suite_of("name: t\nmatrix: {layers: [1, 2]}\n", tmp_path, "b.yaml"))
+    c = load_suite(suite_of("name: t\nmatrix: {layers: [1, 3]}\n", tmp_path, "c.yaml"))
+    assert a.config_hash() == b.config_hash() != c.config_hash()
+
+
+@pytest.mark.parametrize("name", ["full", "seed", "quick", "smoke", "regression"])
+def test_shipped_suites_are_valid(name):
+    path = REPO / "suites" / f"{name}.yaml"
+    if not path.exists():
+        pytest.skip(f"{path.name} not shipped")
+    assert expand(load_suite(path))
+
+
+def test_full_suite_is_the_lessons_grid():
+    cells = expand(load_suite(REPO / "suites" / "full.yaml"))
+    assert len(cells) == 3 * 4 * 2 * 2 * 3
+    assert {c.config.epochs for c in cells} == {500}
+
+
+MALFORMED = [
+    # (suite text, fragment the one-line message must contain)
+    ("name: t\nmatrx: {layers: [1]}\n", "unknown top-level key 'matrx' (did you mean 'matrix'?)"),
+    ("name: t\nmodel: {hiden: 8}\n", "unknown key model.hiden (did you mean 'hidden'?)"),
+    ("name: t\nmodel: {epochs: 8}\n", "unknown key model.epochs (it belongs in 'train')"),
+    ("name: t\nmatrix: {layer: [1, 2]}\n", "unknown key 'layer' (did you mean 'layers'?)"),
+    ("name: t\nmatrix: {layers: [1, 9]}\n", "model.layers = 9"),
+    ("name: t\nmatrix: {cell: [lstm, transformer]}\n", "model.cell = 'transformer'"),
+    ("name: t\ntrain: {lr: fast}\n", "train.lr = 'fast'"),
+    ("name: t\ntrain: {epochs: 0}\n", "train.epochs = 0"),
+    ("name: t\nmatrix: {layers: []}\n", "matrix.layers = []: must be a non-empty list"),
+    ("name: t\nmatrix: {layers: 2}\n", "matrix.layers = 2: must be a non-empty list"),
+    ("matrix: {layers: [1]}\n", "name = None: required"),
+    ("name: t\nmatrix: {layers: [1, 2\n", "invalid YAML"),
+    ("- just\n- a list\n", "a suite must be a mapping"),
+    ("name: t\nrun: !!python/object/apply:os.system [echo hi]\n", "invalid YAML"),
+    ("name: t\nexclude: {cell: rnn}\n", "exclude must be a list"),
+    ("name: t\neval: {prefixes: [Time Traveller]}\n", "eval.prefixes"),
+    ("name: t\nrun: {device: tpu}\n", "run.device = 'tpu'"),
+]
+
+
+@pytest.mark.parametrize("text,fragment", MALFORMED)
+def test_malformed_suite_is_one_line_exit_2(text, fragment, tmp_path, capsys):
+    path = suite_of(text, tmp_path)
+    code = main(["run", str(path), "--dry-run"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1, err
+    assert err.startswith(f"error: {path}") and fragment in err, err
+
+
+def test_bad_command_line_values_are_one_line_exit_2(tmp_path, capsys):
+    path = suite_of("name: t\nmatrix: {layers: [1, 2]}\n", tmp_path)
+    for argv, fragment in [
+        (["--set", "train.epoch=3"], "unknown key 'train.epoch'"),
+        (["--set", "epochs"], "expected SECTION.KEY=VALUE"),
+        (["--only", "layers=5"], "no cell has layers = 5"),
+        (["--set", "train.epochs=-1"], "train.epochs = -1"),
+    ]:
+        assert main(["list", str(path), *argv]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and fragment in err, err
+    assert main(["list", str(tmp_path / "missing.yaml")]) == 2
+    assert "suite file not found" in capsys.readouterr().err
+
+
+def test_no_traceback_from_a_real_process(tmp_path):
+    path = suite_of("name: t\nmatrix: {layers: [0]}\n", tmp_path)
+    proc = subprocess.run([sys.executable, "-m", "harness", "run", str(path)], capture_output=True, text=True,
+                          cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1
+    assert not (tmp_path / "results").exists()  # nothing written for bad input
+
+
+def test_parse_suite_rejects_unknown_claim_names_when_claims_are_known():
+    pytest.importorskip("harness.claims")
+    with pytest.raises(HarnessError):
+        parse_suite({"name": "t", "claims": ["the moon is cheese"]}, "inline")
