@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import sys
 
 from ..baseline import DEFAULT_ROOT
 from ..compare import (DEFAULT_ALPHA, DEFAULT_THRESHOLD, METRICS, Report, Threshold, compare_measurements,
