@@ -1,0 +1,23 @@
+"""`harness report`: turn a results folder into a Markdown and HTML report with figures."""
+
+from __future__ import annotations
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "report", help="write the report of a results folder",
+        description="Evaluate the suite's claims on a results folder and write index.md, index.html and "
+                    "figures/*.png.")
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="a results folder written by `harness run`")
+    parser.add_argument("--out", metavar="DIR", default=None,
+                        help="where to write the report (default: report/<run folder name>/)")
+    parser.set_defaults(func=main)
+
+
+def main(args) -> int:
+    from ..report import build_report
+
+    out = build_report(args.run_dir, args.out)
+    print(out / "index.md")
+    print(out / "index.html")
+    return 0
