@@ -1,0 +1,210 @@
+"""The report on small results folders built from literal numbers (tests/fixtures.py)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+from harness import cli
+from harness.errors import HarnessError
+from harness.figures import FIGURES
+from harness.claims import evaluate_claims
+from harness.report import (build_report, claim_specs, configuration_table, default_out_dir, load_run,
+                            samples_table)
+
+from fixtures import make_run_folder
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+DECLARED = ["depth_helps", {"name": "bidirectional_slow", "threshold": 1.5}, "bidirectional_useless"]
+NOT_OK = {"lstm-l2-uni-cpu-s2": ("failed", "RuntimeError: out of memory\nlast line"),
+          "rnn-l1-bi-cpu-s0": ("diverged", "training loss became nan in epoch 2")}
+
+
+@pytest.fixture(scope="module")
+def full_report(tmp_path_factory):
+    root = tmp_path_factory.mktemp("full")
+    run_dir = make_run_folder(root, statuses=NOT_OK, claims=DECLARED)
+    out = build_report(run_dir, root / "report")
+    return run_dir, out
+
+
+def _section(markdown: str, heading: str) -> str:
+    start = markdown.index(f"\n{heading}\n")
+    rest = markdown[start + len(heading) + 2:]
+    following = re.search(r"\n#{1,3} ", rest)
+    return rest[: following.start()] if following else rest
+
+
+def _table_rows(section: str) -> list[list[str]]:
+    """Body rows of the first Markdown table in a section (header and rule left out)."""
+    lines = [line for line in section.splitlines() if line.startswith("|")]
+    return [[c.strip() for c in line.strip("|").split("|")] for line in lines[2:]]
+
+
+def _assert_real_png(path: Path) -> None:
+    data = path.read_bytes()
+    assert data[:8] == PNG_MAGIC and len(data) > 10_000, path
+    with Image.open(path) as image:
+        image.verify()
+    with Image.open(path) as image:
+        assert image.width >= 400 and image.height >= 250
+
+
+def test_every_figure_exists_and_is_a_real_png(full_report):
+    _, out = full_report
+    for name in FIGURES:
+        _assert_real_png(out / "figures" / f"{name}.png")
+
+
+def test_markdown_and_html_reference_only_existing_images(full_report):
+    _, out = full_report
+    markdown = (out / "index.md").read_text()
+    linked = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", markdown)
+    assert sorted(linked) == sorted(f"figures/{name}.png" for name in FIGURES)
+    for link in linked:
+        _assert_real_png(out / link)
+
+    page = (out / "index.html").read_text()
+    sources = re.findall(r'<img src="([^"]+)"', page)
+    assert len(sources) == len(FIGURES)
+    for source in sources:
+        if source.startswith("data:image/png;base64,"):
+            assert base64.b64decode(source.split(",", 1)[1])[:8] == PNG_MAGIC
+        else:
+            _assert_real_png(out / source)
+    assert "<script" not in page and 'href="http' not in page  # nothing fetched from elsewhere
+
+
+def test_tables_have_the_expected_rows(full_report):
+    run_dir, out = full_report
+    markdown = (out / "index.md").read_text()
+    # 2 cell types x 2 depths x 2 directions x 2 devices, seeds aggregated.
+    configurations = _table_rows(_section(markdown, "## Configurations"))
+    assert len(configurations) == 16
+    header = [line for line in _section(markdown, "## Configurations").splitlines() if line.startswith("|")][0]
+    for column in ("params", "FLOPs/epoch", "train ppl", "causal ppl", "s/epoch", "tokens/s", "peak mem (MiB)",
+                   "status"):
+        assert column in header
+    by_key = {tuple(r[:4]): r for r in configurations}
+    assert by_key[("lstm", "2", "uni", "cpu")][-1] == "ok 2, failed 1"
+    assert by_key[("lstm", "2", "uni", "cuda")][-1] == "skipped 3"
+    assert by_key[("lstm", "2", "uni", "cuda")][5] == "-"  # no perplexity for skipped cells
+
+    claims = _table_rows(_section(markdown, "## Claims"))
+    assert [r[0] for r in claims] == ["Depth helps", "Bidirectional is slow",
+                                      "Bidirectional is useless for next-character prediction"]
+    assert [r[1] for r in claims] == ["supported", "supported", "supported"]
+
+    not_finished = _table_rows(_section(markdown, "## Cells that did not finish"))
+    assert len(not_finished) == 2 + 24  # the failed and diverged cells, and every CUDA cell
+    assert ["rnn-l1-bi-cpu-s0", "diverged"] == not_finished[[r[0] for r in not_finished].index("rnn-l1-bi-cpu-s0")][:2]
+
+    samples = _table_rows(_section(markdown, "## Generated samples"))
+    assert len(samples) == 8 * 2  # one seed of each finished configuration, two prefixes each
+    uni = [r for r in samples if "-uni-" in r[0]]
+    bi = [r for r in samples if "-bi-" in r[0]]
+    assert {r[3] for r in uni} == {"100%"} and {r[3] for r in bi} == {"0%"}
+    assert {int(r[4]) for r in bi} == {60}
+
+
+def test_header_and_footer_carry_provenance(full_report):
+    run_dir, out = full_report
+    markdown = (out / "index.md").read_text()
+    run = json.loads((run_dir / "run.json").read_text())
+    assert "| total time     | 3 min 25 s" in markdown
+    assert "Fixture CPU" in markdown and "torch 2.13.0+cpu" in markdown and "none (CUDA not available)" in markdown
+    command = " ".join(run["command"])
+    assert markdown.rstrip().endswith(f"```bash\n{command}\n```")
+    assert command in (out / "index.html").read_text()
+    assert "The claims are those the suite declares." in markdown
+    assert "threshold = 1.5" in markdown and "slower by more than x1.5" in markdown
+
+
+def test_configuration_table_from_literal_cells():
+    cells = pd.DataFrame({
+        "cell_id": ["a", "b", "c", "d"], "cell": "gru", "layers": [1, 1, 1, 2], "direction": "uni",
+        "device": "cpu", "seed": [0, 1, 2, 0], "status": ["ok", "ok", "failed", "ok"],
+        "causal_ppl": [4.0, 6.0, None, 3.0], "params": [100, 100, 100, 200],
+    })
+    table = configuration_table(cells)
+    assert len(table) == 2
+    first = table.iloc[0]
+    assert first["seeds ok"] == "2/3" and first["status"] == "ok 2, failed 1"
+    assert first["causal ppl"].startswith("5 ± ")  # mean 5 with an interval over two seeds
+    assert table.iloc[1]["causal ppl"] == "3"  # one seed: the value, no interval
+
+
+def test_partial_run_single_seed_single_depth_no_epochs_no_corpus(tmp_path):
+    run_dir = make_run_folder(tmp_path, cells=("lstm",), layers=(2,), seeds=(0,), devices=("cpu",),
+                              with_epochs_csv=False, corpus=str(tmp_path / "missing.txt"),
+                              statuses={"lstm-l2-bi-cpu-s0": ("failed", "crash")})
+    out = build_report(run_dir, tmp_path / "out")
+    markdown = (out / "index.md").read_text()
+    claims = _table_rows(_section(markdown, "## Claims"))
+    assert [r[1] for r in claims] == ["inconclusive"] * 3
+    assert "only one depth" in claims[0][2] and "cells missing" in claims[1][2]
+    assert "epochs.csv is missing" in markdown
+    assert "Share of generated words found in the corpus: unavailable" in markdown
+    assert len(_table_rows(_section(markdown, "## Configurations"))) == 2
+    for link in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", markdown):
+        _assert_real_png(out / link)
+    assert not (out / "figures" / "learning_curves.png").exists()
+    assert "### Learning curves\n\nNo data for this figure" in markdown
+
+
+def test_declared_claims_are_the_ones_evaluated(tmp_path):
+    run_dir = make_run_folder(tmp_path, cells=("gru",), devices=("cpu",),
+                              claims=[{"name": "bidirectional_slow", "threshold": 5.0}])
+    data = load_run(run_dir)
+    specs, origin = claim_specs(data.run, "run.json")
+    (result,) = evaluate_claims(data.cells, data.epochs, data.samples, specs)
+    assert origin.startswith("The claims are those") and result.name == "bidirectional_slow"
+    assert result.verdict == "not supported"  # twice as slow, but not five times
+    assert [s.name for s in claim_specs({}, "run.json")[0]] == ["depth_helps", "bidirectional_slow",
+                                                                "bidirectional_useless"]
+
+
+def test_cells_only_in_json_records_are_read(tmp_path):
+    run_dir = make_run_folder(tmp_path, cells=("gru",), layers=(1,), devices=("cpu",), seeds=(0, 1))
+    cells = pd.read_csv(run_dir / "cells.csv")
+    cells[cells["cell_id"] != "gru-l1-bi-cpu-s1"].to_csv(run_dir / "cells.csv", index=False)
+    data = load_run(run_dir)
+    assert len(data.cells) == 4 and "gru-l1-bi-cpu-s1" in set(data.cells["cell_id"])
+    assert any("cells/*.json only" in note for note in data.notes)
+    assert not samples_table(data.samples, data.cells, None).empty
+
+
+def test_default_out_dir_is_named_after_the_run(tmp_path):
+    assert default_out_dir(tmp_path / "quick-20250101-000000/") == Path("report/quick-20250101-000000")
+
+
+def test_cli_exit_codes(tmp_path, capsys):
+    run_dir = make_run_folder(tmp_path, cells=("rnn",), layers=(1,), directions=("uni",), devices=("cpu",),
+                              seeds=(0,))
+    assert cli.main(["report", str(run_dir), "--out", str(tmp_path / "elsewhere")]) == 0
+    assert (tmp_path / "elsewhere" / "index.md").is_file()
+    assert capsys.readouterr().out.splitlines() == [str(tmp_path / "elsewhere" / "index.md"),
+                                                    str(tmp_path / "elsewhere" / "index.html")]
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    broken = make_run_folder(tmp_path, cells=("rnn",), layers=(1,), directions=("uni",), devices=("cpu",),
+                             seeds=(0,), name="broken")
+    (broken / "run.json").write_text("{not json")
+    for bad in (tmp_path / "missing", empty, broken):
+        assert cli.main(["report", str(bad)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_bad_claims_in_run_json_are_bad_input(tmp_path):
+    run_dir = make_run_folder(tmp_path, cells=("rnn",), layers=(1,), devices=("cpu",), seeds=(0,),
+                              claims=["depth_helps", "wider_helps"])
+    with pytest.raises(HarnessError, match=r"claims\[1\]: unknown claim 'wider_helps'"):
+        build_report(run_dir, tmp_path / "out")
