@@ -222,7 +222,7 @@ def teacher_forced_ppl(model: CharRNN, tokens: torch.Tensor, cfg: CellConfig, de
             logits, state = model(x, state)
         total += float(F.cross_entropy(logits.float(), y, reduction="sum"))
         count += y.numel()
-    return math.exp(total / count)
+    return _exp(total / count)
 
 
 @torch.no_grad()
@@ -248,7 +248,7 @@ def causal_ppl(model: CharRNN, corpus_tokens: torch.Tensor, start: int, count: i
     targets = corpus_tokens[start : start + count]
     with autocast(cfg, device):
         logits = causal_logits(model, windows)
-    return math.exp(float(F.cross_entropy(logits.float(), targets)))
+    return _exp(float(F.cross_entropy(logits.float(), targets)))
 
 
 @torch.no_grad()
@@ -321,8 +321,9 @@ def run_cell(cfg: CellConfig, on_epoch: Callable[[dict], None] | None = None,
         mean_loss = float(loss_sum) / tokens
         row = {"epoch": epoch, "train_ppl": _exp(mean_loss), "sec": sec, "tokens": tokens,
                "tokens_per_sec": tokens / sec, "warmup": epoch == 1, "val_ppl": None, "causal_ppl": None}
-        if not math.isfinite(mean_loss):
-            status, reason = "diverged", f"training loss became {mean_loss} in epoch {epoch}"
+        # A finite loss above ~709 nats still overflows the perplexity: that run has diverged too.
+        if not math.isfinite(row["train_ppl"]):
+            status, reason = "diverged", f"training loss became {mean_loss:.6g} in epoch {epoch}"
             epoch_log.append(row)
             break
         last = epoch == cfg.epochs
