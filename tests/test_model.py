@@ -14,6 +14,14 @@ CELLS = ("rnn", "gru", "lstm")
 VOCAB, HIDDEN, BATCH, STEPS = 7, 5, 3, 4
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models: a second thread only adds waiting when the cores are busy
+    yield
+    torch.set_num_threads(threads)
+
+
 def _tokens(seed: int = 0, batch: int = BATCH, steps: int = STEPS) -> torch.Tensor:
     return torch.randint(0, VOCAB, (batch, steps), generator=torch.Generator().manual_seed(seed))
 
