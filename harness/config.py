@@ -93,7 +93,10 @@ GRID_KEYS = ("cell", "layers", "direction", "device", "seed")
 def format_validation_error(exc, where: str, names: dict[str, str] | None = None) -> str:
     """One line from a pydantic ValidationError: where, which key, which value, what is allowed."""
     err = exc.errors()[0]
-    key = ".".join(str(part) for part in err["loc"]) or "?"
+    if not err["loc"]:  # a rule over several keys: its own message names them and their values
+        error = err.get("ctx", {}).get("error")
+        return f"{where}: {error if error is not None else err['msg']}"
+    key = ".".join(str(part) for part in err["loc"])
     key = (names or {}).get(key, key)
     value = err.get("input")
     if err["type"] == "extra_forbidden":

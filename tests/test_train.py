@@ -305,6 +305,7 @@ def test_cell_command_rejects_a_bad_value_in_one_line(book):
     (("--hidden", "many"), "--hidden"),
     (("--cell", "transformer"), "--cell"),
     (("--max-tokens", "3000"), "exceeds"),  # 3000 + 400 held out > 3276 tokens
+    (("--max-tokens", "300"), "command line: max_tokens = 300 is too small"),  # one batch is 8 x 35 + 36
     (("--corpus", "/no/such/book.txt"), "neither a known corpus"),
 ])
 def test_cell_command_reports_bad_input_without_a_traceback(book, flags, message, capsys):
