@@ -1,0 +1,280 @@
+"""The Ray executor: placement decisions on literal clusters, then real runs on a local Ray instance
+(2 CPUs, no dashboard) started once for this file."""
+
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pandas as pd
+import pytest
+
+# A test cluster listens and advertises on loopback only (Ray otherwise picks the machine's address);
+# Ray reads this when it is first imported.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+ray = pytest.importorskip("ray")
+
+from harness import cli  # noqa: E402
+from harness.config import CellConfig  # noqa: E402
+from harness.machine import cpu_model  # noqa: E402
+from harness.ray_executor import (  # noqa: E402
+    Node, RayExecutor, choose_node, cluster_nodes, resource_request, unservable_reason)
+from harness.runner import node_label, run_suite  # noqa: E402
+from harness.suite import GridCell, expand, load_suite  # noqa: E402
+
+from conftest import REPO  # noqa: E402
+
+psutil = pytest.importorskip("psutil")
+
+
+def grid_cell(**keys) -> GridCell:
+    config = CellConfig(**keys)
+    return GridCell(config.cell_id, config, {})
+
+
+BIG = Node("n-big", "big", cpus=16)
+SMALL = Node("n-small", "small", cpus=2)
+GPU = Node("n-gpu", "gpu", cpus=8, gpus=2)
+
+
+# --- placement on literal clusters --------------------------------------------------------------------
+
+
+def test_cluster_nodes_keeps_alive_nodes_in_a_stable_order():
+    raw = [
+        {"NodeID": "b", "Alive": True, "NodeManagerHostname": "zeta", "Resources": {"CPU": 4.0, "GPU": 1.0}},
+        {"NodeID": "a", "Alive": False, "NodeManagerHostname": "alpha", "Resources": {"CPU": 8.0}},
+        {"NodeID": "c", "Alive": True, "NodeManagerHostname": "beta", "Resources": {"CPU": 2.0}},
+    ]
+    assert cluster_nodes(raw) == [Node("c", "beta", 2.0, 0.0), Node("b", "zeta", 4.0, 1.0)]
+
+
+def test_resource_requests_take_whole_nodes_for_cpu_cells_unless_shared():
+    cpu = grid_cell(device="cpu", threads=2)
+    assert resource_request(cpu, BIG, exclusive_nodes=True) == {"num_cpus": 16, "num_gpus": 0}
+    assert resource_request(cpu, BIG, exclusive_nodes=False) == {"num_cpus": 2, "num_gpus": 0}
+    # Unset threads: torch uses every core, so even a shared run gives the cell its node.
+    assert resource_request(grid_cell(device="cpu"), BIG, exclusive_nodes=False) == {"num_cpus": 16, "num_gpus": 0}
+    assert resource_request(grid_cell(device="cuda", threads=3), GPU, True) == {"num_cpus": 3, "num_gpus": 1}
+    assert resource_request(grid_cell(device="cuda"), GPU, True) == {"num_cpus": 1, "num_gpus": 1}
+
+
+def test_cells_no_node_can_serve_are_named_with_the_reason():
+    assert "no node of the Ray cluster has a GPU" in unservable_reason(grid_cell(device="cuda"), [BIG, SMALL])
+    assert unservable_reason(grid_cell(device="cuda"), [BIG, GPU]) is None
+    assert "largest: 8" in unservable_reason(grid_cell(device="cuda", threads=12), [BIG, GPU])
+    assert "run.threads = 32" in unservable_reason(grid_cell(device="cpu", threads=32), [BIG, SMALL])
+    assert unservable_reason(grid_cell(device="cpu", threads=16), [BIG, SMALL]) is None
+    assert "no alive node" in unservable_reason(grid_cell(device="cpu"), [])
+
+
+def test_exclusive_cpu_cells_wait_for_an_idle_node():
+    cell = grid_cell(device="cpu", threads=2)
+    nodes = [BIG, SMALL]
+    assert choose_node(cell, nodes, {}, True) == (BIG, {"num_cpus": 16, "num_gpus": 0})
+    # A CUDA cell's single CPU on the big node is enough to keep a timed cell off it.
+    assert choose_node(cell, nodes, {"n-big": {"num_cpus": 1, "num_gpus": 0}}, True) == (
+        SMALL, {"num_cpus": 2, "num_gpus": 0})
+    busy = {"n-big": {"num_cpus": 16, "num_gpus": 0}, "n-small": {"num_cpus": 2, "num_gpus": 0}}
+    assert choose_node(cell, nodes, busy, True) is None
+    # A node with fewer CPUs than the cell's threads is never chosen, even when idle.
+    assert choose_node(grid_cell(device="cpu", threads=4), [SMALL], {}, True) is None
+
+
+def test_shared_nodes_pack_cells_by_their_threads():
+    cell = grid_cell(device="cpu", threads=2)
+    assert choose_node(cell, [SMALL], {"n-small": {"num_cpus": 0, "num_gpus": 0}}, False)[0] == SMALL
+    assert choose_node(cell, [BIG], {"n-big": {"num_cpus": 14, "num_gpus": 0}}, False)[0] == BIG
+    assert choose_node(cell, [BIG], {"n-big": {"num_cpus": 15, "num_gpus": 0}}, False) is None
+
+
+def test_cuda_cells_take_one_free_gpu():
+    cell = grid_cell(device="cuda", threads=1)
+    assert choose_node(cell, [BIG, GPU], {}, True) == (GPU, {"num_cpus": 1, "num_gpus": 1})
+    assert choose_node(cell, [GPU], {"n-gpu": {"num_cpus": 1, "num_gpus": 1}}, True)[0] == GPU
+    assert choose_node(cell, [GPU], {"n-gpu": {"num_cpus": 2, "num_gpus": 2}}, True) is None
+    # An exclusive CPU cell holding all CPUs of the GPU node keeps CUDA cells off it too.
+    assert choose_node(cell, [GPU], {"n-gpu": {"num_cpus": 8, "num_gpus": 0}}, True) is None
+
+
+def test_node_label_flattens_a_node_for_cells_csv():
+    assert node_label({"hostname": "h1", "cpu_model": "Xeon", "gpu_name": None}) == "h1|Xeon|"
+    assert node_label({"hostname": "h2", "cpu_model": "EPYC", "gpu_name": "NVIDIA H100"}) == "h2|EPYC|NVIDIA H100"
+    assert node_label(None) == ""
+
+
+# --- command line -------------------------------------------------------------------------------------
+
+
+def test_executor_ray_without_ray_says_how_to_install_it(tmp_path, monkeypatch, capsys):
+    monkeypatch.delitem(sys.modules, "harness.ray_executor", raising=False)
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray now raises ImportError
+    out = tmp_path / "run"
+    code = cli.main(["run", str(REPO / "suites" / "smoke.yaml"), "--executor", "ray", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and "pip install -e '.[ray]'" in err
+    assert not out.exists()
+
+
+def test_share_nodes_and_address_need_the_ray_executor(tmp_path, capsys):
+    smoke = str(REPO / "suites" / "smoke.yaml")
+    assert cli.main(["run", smoke, "--share-nodes", "--out", str(tmp_path / "a")]) == 2
+    assert "--share-nodes needs --executor ray" in capsys.readouterr().err
+    assert cli.main(["run", smoke, "--address", "127.0.0.1:1", "--out", str(tmp_path / "b")]) == 2
+    assert "--address needs --executor ray" in capsys.readouterr().err
+
+
+# --- a real local Ray instance ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ray_address():
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+TINY = """
+    name: tiny
+    data: {max_tokens: 1500, val_tokens: 200}
+    model: {layers: 1, hidden: 8}
+    train: {epochs: 2}
+    eval: {every: 0, sample_chars: 5}
+    run: {threads: 1, timeout: 120}
+"""
+
+
+def write_suite(tmp_path, body: str):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(textwrap.dedent(TINY) + textwrap.dedent(body))
+    return path
+
+
+def this_node() -> str:
+    return node_label({"hostname": socket.gethostname(), "cpu_model": cpu_model(), "gpu_name": None})
+
+
+@pytest.mark.usefixtures("data_dir")
+def test_smoke_suite_gives_the_local_executors_cells_and_outcomes(tmp_path, ray_address):
+    suite = load_suite(REPO / "suites" / "smoke.yaml", ["train.epochs=1"])
+    cells = expand(suite)
+    local_code, local_dir = run_suite(suite, cells, tmp_path / "local", ["test"], calibrate=False)
+    ray_code, ray_dir = run_suite(suite, cells, tmp_path / "ray", ["test"], executor=RayExecutor(),
+                                  calibrate=False)
+    assert ray.is_initialized()  # an existing connection is used, and left open
+    assert (local_code, ray_code) == (0, 0)
+    local = pd.read_csv(local_dir / "cells.csv").set_index("cell_id")
+    remote = pd.read_csv(ray_dir / "cells.csv").set_index("cell_id")
+    assert list(remote.index) == list(local.index) and len(remote) == 7
+    assert remote["status"].to_dict() == local["status"].to_dict()
+    assert (remote["status"] == "skipped").sum() == 1 and remote.loc["lstm-l1-uni-cuda-s0", "status"] == "skipped"
+    assert "no node of the Ray cluster has a GPU" in remote.loc["lstm-l1-uni-cuda-s0", "reason"]
+    ok = remote[remote["status"] == "ok"]
+    assert (ok["node"] == this_node()).all() and (ok["executor"] == "ray").all()
+    assert pd.isna(remote.loc["lstm-l1-uni-cuda-s0", "node"])
+    assert (ok["epochs_done"] == 1).all() and (ok["train_ppl"] > 1).all() and (ok["total_sec"] > 0).all()
+    assert len(pd.read_csv(ray_dir / "epochs.csv")) == len(pd.read_csv(local_dir / "epochs.csv")) == 6
+    assert all((ray_dir / "logs" / f"{c}.log").exists() for c in remote.index)
+    assert "no node of the Ray cluster has a GPU" in (ray_dir / "logs" / "lstm-l1-uni-cuda-s0.log").read_text()
+    record = json.loads((ray_dir / "cells" / "rnn-l1-uni-cpu-s0.json").read_text())
+    assert record["node"] == {"hostname": socket.gethostname(), "cpu_model": cpu_model(), "gpu_name": None}
+    assert json.loads((ray_dir / "run.json").read_text())["executor"] == "ray"
+
+
+def _kill_ray_worker_of(marker_epochs: int, killed: dict, stop: threading.Event) -> None:
+    """Wait for the cell process whose config has ``epochs == marker_epochs`` and SIGKILL the Ray worker
+    process that started it (the cell process's parent)."""
+    while not stop.is_set():
+        for proc in psutil.process_iter(["cmdline"]):
+            cmdline = proc.info["cmdline"] or []
+            if "harness.worker" not in cmdline:
+                continue
+            try:
+                config = json.loads(open(cmdline[-2]).read())
+            except (OSError, ValueError, IndexError):
+                continue
+            if config.get("epochs") == marker_epochs:
+                parent = proc.parent()
+                killed.update(worker=parent.pid, worker_cmdline=" ".join(parent.cmdline()), cell_process=proc.pid)
+                os.kill(parent.pid, signal.SIGKILL)
+                return
+        time.sleep(0.05)
+
+
+@pytest.mark.usefixtures("data_dir")
+def test_failed_cells_and_a_killed_ray_worker_are_recorded_and_the_grid_goes_on(tmp_path, ray_address):
+    suite = load_suite(write_suite(tmp_path, """
+        matrix: {cell: [lstm]}
+        include:
+          - {cell: gru, corpus: /nonexistent/corpus.txt}
+          - {cell: rnn, epochs: 99999, timeout: 90}
+          - {cell: gru, threads: 64}
+    """))
+    cells = expand(suite)
+    killed, stop = {}, threading.Event()
+    killer = threading.Thread(target=_kill_ray_worker_of, args=(99999, killed, stop), daemon=True)
+    killer.start()
+    try:
+        code, out = run_suite(suite, cells, tmp_path / "run", ["test"], executor=RayExecutor(), calibrate=False)
+    finally:
+        stop.set()
+    assert code == 1
+    table = pd.read_csv(out / "cells.csv")
+    table["reason"] = table["reason"].fillna("")
+
+    def row(mask):
+        assert mask.sum() == 1
+        return table[mask].iloc[0]
+
+    assert row(table["cell"] == "lstm")["status"] == "ok"
+    bad_corpus = row(table["corpus"].str.contains("nonexistent"))
+    assert bad_corpus["status"] == "failed" and "corpus '/nonexistent" in bad_corpus["reason"]
+    crashed = row(table["epochs"] == 99999)
+    assert crashed["status"] == "failed" and "Ray task failed" in crashed["reason"], crashed["reason"]
+    assert crashed["node"] == this_node()
+    assert "_run_cell_task" in killed["worker_cmdline"]  # the process killed was the Ray task's worker
+    too_wide = row(table["threads"] == 64)
+    assert too_wide["status"] == "skipped" and "run.threads = 64" in too_wide["reason"]
+    assert len(table) == 4 and table["cell_id"].is_unique
+    # The killed worker's cell process does not train on in the background.
+    deadline = time.monotonic() + 10
+    while psutil.pid_exists(killed["cell_process"]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not psutil.pid_exists(killed["cell_process"]) or \
+        psutil.Process(killed["cell_process"]).status() == psutil.STATUS_ZOMBIE
+
+
+@pytest.mark.usefixtures("data_dir")
+def test_driver_killed_then_resumed_stores_every_cell_once(tmp_path, ray_address):
+    suite = write_suite(tmp_path, "matrix: {cell: [rnn, gru, lstm]}\n")
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "harness", "run", str(suite), "--executor", "ray", "--address", ray_address,
+               "--out", str(out), "--no-report"]
+    log = tmp_path / "driver.log"
+    with open(log, "w") as stderr:
+        driver = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=stderr)
+    deadline = time.monotonic() + 150
+    while not list((out / "cells").glob("*.json")) and time.monotonic() < deadline and driver.poll() is None:
+        time.sleep(0.05)
+    os.kill(driver.pid, signal.SIGKILL)
+    driver.wait()
+    stored = {p.stem for p in (out / "cells").glob("*.json")}
+    assert 1 <= len(stored) < 3, log.read_text()
+    again = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=240)
+    assert again.returncode == 0, again.stderr
+    assert f"{len(stored)} of 3 cells already stored" in again.stderr
+    cells = pd.read_csv(out / "cells.csv")
+    assert sorted(cells["cell_id"]) == sorted(f"{c}-l1-uni-cpu-s0" for c in ("rnn", "gru", "lstm"))
+    assert set(cells["status"]) == {"ok"} and set(cells["executor"]) == {"ray"}
+    assert set(cells["node"]) == {this_node()}
+    epochs = pd.read_csv(out / "epochs.csv")
+    assert len(epochs) == 3 * 2 and not epochs.duplicated(["cell_id", "epoch"]).any()
