@@ -89,7 +89,11 @@ class ClaimSpec:
 
     @property
     def title(self) -> str:
-        return CLAIM_TITLES[self.name]
+        """The claim's title, with the parameters that differ from the defaults."""
+        default = default_claim(self.name).to_dict()
+        changed = [f"{k} = {'/'.join(v) if isinstance(v, list) else v}" for k, v in self.to_dict().items()
+                   if v != default[k]]
+        return CLAIM_TITLES[self.name] + (f" ({', '.join(changed)})" if changed else "")
 
     def to_dict(self) -> dict:
         """The parameters that apply to this claim, as a suite would write them."""
@@ -455,9 +459,15 @@ def _decide(deciding: pd.DataFrame, spec: ClaimSpec, metric: str) -> tuple[str, 
     return INCONCLUSIVE, f"mixed results: {s} of {decided} comparisons support the claim, {c} contradict it"
 
 
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def _counts_phrase(deciding: pd.DataFrame, labels: dict[str, str]) -> str:
     counts = deciding["bearing"].value_counts()
     decided = int(sum(counts.get(b, 0) for b in (SUPPORTS, CONTRADICTS, UNCLEAR)))
+    if decided == 0:
+        return f"{_plural(len(deciding), 'comparison')}, none with enough seeds for an interval"
     parts = [f"{labels[b]} in {int(counts.get(b, 0))} of {decided}" for b in (SUPPORTS, CONTRADICTS, UNCLEAR)]
     skipped = int(counts.get(INSUFFICIENT, 0))
     if skipped:
@@ -486,7 +496,8 @@ def _left_out_note(cells: pd.DataFrame, keep) -> str:
     if bad.empty:
         return ""
     counts = bad["status"].value_counts()
-    return " Left out: " + ", ".join(f"{n} {status}" for status, n in counts.items()) + " cells."
+    listed = ", ".join(f"{n} {status}" for status, n in counts.items())
+    return f" Left out: {listed} {'cell' if len(bad) == 1 else 'cells'}."
 
 
 def _no_interval(result: Comparison) -> str:
@@ -501,7 +512,10 @@ def _empty_result(spec: ClaimSpec, reason: str, note: str = "") -> ClaimResult:
 
 
 def training_curves(epochs: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """Per cell_id: its epochs in order with ``elapsed`` (cumulative training seconds)."""
+    """Per cell_id: its epochs in order with ``elapsed`` (cumulative training seconds).
+
+    A warm-up epoch (one-time allocation and thread start-up, left out of ``sec_per_epoch`` for the same
+    reason) counts at the cell's median steady epoch time, so that it does not decide a comparison."""
     if epochs.empty or not {"cell_id", "epoch", "sec"} <= set(epochs.columns):
         return {}
     frame = epochs.copy()
@@ -511,7 +525,12 @@ def training_curves(epochs: pd.DataFrame) -> dict[str, pd.DataFrame]:
     curves = {}
     for cell_id, group in frame.groupby("cell_id", sort=False):
         group = group.sort_values("epoch").copy()
-        group["elapsed"] = group["sec"].fillna(0).cumsum()
+        seconds = group["sec"].fillna(0)
+        if "warmup" in group:
+            warmup = group["warmup"].astype(str).str.lower().isin(("true", "1", "1.0"))
+            if warmup.any() and (~warmup).any():
+                seconds = seconds.where(~warmup, float(seconds[~warmup].median()))
+        group["elapsed"] = seconds.cumsum()
         curves[cell_id] = group
     return curves
 
@@ -547,7 +566,7 @@ def _depth_helps(cells, epochs, samples, spec: ClaimSpec, corpus_words) -> Claim
     if ok.empty or "layers" not in ok:
         return _empty_result(spec, f"cells missing: no finished {directions} cells", note)
     if ok["layers"].nunique() < 2:
-        return _empty_result(spec, f"only one depth ({int(ok['layers'].iloc[0])} layers) among the finished "
+        return _empty_result(spec, f"only one depth ({_plural(int(ok['layers'].iloc[0]), 'layer')}) among the finished "
                                    f"{directions} cells", note)
     curves = training_curves(epochs)
     keys = context_keys(ok, "layers")

@@ -14,6 +14,7 @@ import hashlib
 import html
 import json
 import math
+import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -170,10 +171,21 @@ def claim_specs(run: dict, where: str) -> tuple[list, str]:
 # --- formatting -----------------------------------------------------------------------------------------
 
 
+def _sig(value: float, digits: int) -> str:
+    """Significant digits without scientific notation for large numbers (2,850 rather than 2.85e+03)."""
+    if abs(value) >= 10**digits:
+        return f"{value:,.0f}"
+    return f"{value:.{digits}g}"
+
+
 def fmt(value, digits: int = 4) -> str:
     """A number for a table: significant digits, thousands separators for integers, '-' for missing."""
     if value is None or (isinstance(value, str) and value == ""):
         return "-"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(fmt(v, digits) for v in value) or "-"
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {fmt(v, digits)}" for k, v in value.items()) or "-"
     if isinstance(value, (bool, np.bool_)):
         return str(bool(value)).lower()
     if isinstance(value, (int, np.integer)):
@@ -185,7 +197,7 @@ def fmt(value, digits: int = 4) -> str:
             return "inf" if value > 0 else "-inf"
         if value == int(value) and abs(value) < 1e15:
             return f"{int(value):,}"
-        return f"{value:.{digits}g}"
+        return _sig(value, digits)
     return str(value)
 
 
@@ -195,8 +207,8 @@ def fmt_mean_ci(values, digits: int = 4) -> str:
     if not math.isfinite(mean):
         return "-"
     if not math.isfinite(low):
-        return f"{mean:.{digits}g}"
-    return f"{mean:.{digits}g} ± {(high - low) / 2:.2g}"
+        return _sig(mean, digits)
+    return f"{_sig(mean, digits)} ± {_sig((high - low) / 2, 2)}"
 
 
 def fmt_duration(seconds: float | None) -> str:
@@ -296,13 +308,14 @@ def evidence_table(evidence: pd.DataFrame, confidence: float = 0.95) -> pd.DataF
     rows = []
     for _, row in evidence.iterrows():
         out = {c: fmt(row[c]) for c in context}
+        scale, unit = (MIB, " MiB") if row["metric"] == "peak_mem_bytes" else (1, "")
         out.update({
             "comparison": row["comparison"],
             "measure": claims_mod.METRIC_LABELS.get(row["metric"], row["metric"]),
             "at equal": {"epochs": "epochs", "time": "training time", "samples": "-"}.get(row["basis"], row["basis"]),
             "seeds": f"{int(row['n'])} ({row['pairing']})",
-            "reference": fmt(row["mean_a"]),
-            "compared": fmt(row["mean_b"]),
+            "reference": fmt(row["mean_a"] / scale) + (unit if math.isfinite(row["mean_a"]) else ""),
+            "compared": fmt(row["mean_b"] / scale) + (unit if math.isfinite(row["mean_b"]) else ""),
             f"effect [{confidence:.0%} CI]": _effect_text(row),
             "outcome": row["outcome"],
         })
@@ -334,6 +347,13 @@ def status_table(cells: pd.DataFrame) -> pd.DataFrame:
     })
 
 
+def visible_spaces(text: str) -> str:
+    """Show the spaces a page would swallow (leading, trailing, or two and more in a row) as '␣'."""
+    marked = re.sub(r" {2,}", lambda m: "␣" * len(m.group()), text)
+    marked = re.sub(r"^ | $", "␣", marked)
+    return marked
+
+
 def samples_table(samples: pd.DataFrame, cells: pd.DataFrame, words: set[str] | None) -> pd.DataFrame:
     """Generated text of each configuration's lowest finished seed, with its measured quality."""
     if samples.empty or "cell_id" not in samples:
@@ -349,7 +369,8 @@ def samples_table(samples: pd.DataFrame, cells: pd.DataFrame, words: set[str] | 
     return pd.DataFrame({
         "cell": scored["cell_id"].astype(str),
         "prefix": scored["prefix"].astype(str),
-        "generated": [claims_mod.generated_part(str(t), str(p)) for t, p in zip(scored["text"], scored["prefix"])],
+        "generated": [visible_spaces(claims_mod.generated_part(str(t), str(p)))
+                      for t, p in zip(scored["text"], scored["prefix"])],
         "words in corpus": [f"{v:.0%}" if math.isfinite(v) else "n/a" for v in scored["word_share"]],
         "longest repeat (chars)": [fmt(v) for v in scored["longest_repeat"]],
     })
@@ -374,9 +395,10 @@ def header_table(data: RunData) -> pd.DataFrame:
         ("GPU", gpu),
         ("versions", versions),
         ("threads", fmt(run.get("threads"))),
+        ("executor", fmt(run.get("executor"))),
         ("git", f"{git.get('commit', '-')}{' (dirty)' if git.get('dirty') else ''}"),
         ("config hash", run.get("config_hash") or "-"),
-        ("corpus SHA-256", run.get("corpus_sha256") or "-"),
+        ("corpus SHA-256", fmt(run.get("corpus_sha256"))),
         ("cells", f"{len(cells)} ({_status_counts(cells['status'])})"),
     ]
     return pd.DataFrame(rows, columns=["", "value"])
@@ -458,7 +480,7 @@ def build_blocks(data: RunData, results: list[ClaimResult], claims_origin: str, 
         blocks.append(("p", "Greedy generation of each configuration's lowest finished seed; the prompt is not "
                             "counted. Words in corpus: share of generated words (the last, usually cut off, left "
                             "out) that occur in the training text. Longest repeat: the longest run of one unit of "
-                            "1-4 characters repeated."))
+                            "1-4 characters repeated. '␣' marks spaces that a page would not show."))
         blocks.append(("table", samples))
 
     blocks.append(("h2", "Reproduce"))

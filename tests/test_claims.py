@@ -201,6 +201,18 @@ def test_depth_at_equal_time_can_reverse_the_verdict():
     assert run(cells, ClaimSpec("depth_helps", metric="train_ppl", basis="time")).reason.startswith("no per-epoch")
 
 
+def test_warm_up_epoch_counts_at_the_median_epoch_time():
+    epochs = epochs_frame({"c": [(5.0, 9.0, None), (1.0, 8.0, None), (2.0, 7.0, None), (1.0, 6.0, None)]})
+    epochs["warmup"] = [True, False, False, False]
+    assert list(training_curves(epochs)["c"]["elapsed"]) == [1.0, 2.0, 4.0, 5.0]
+
+
+def test_titles_name_the_parameters_that_differ():
+    assert default_claim("depth_helps").title == "Depth helps"
+    assert ClaimSpec("depth_helps", metric="train_ppl", basis="time").title == \
+        "Depth helps (metric = train_ppl, basis = time)"
+
+
 def test_value_at_time_takes_the_last_value_reached():
     curve = training_curves(epochs_frame({"c": [(1.0, 5.0, None), (1.0, 4.0, 4.5), (1.0, 3.0, None)]}))["c"]
     assert value_at_time(curve, 2.0, "train_ppl") == 4.0

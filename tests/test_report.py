@@ -15,8 +15,8 @@ from harness import cli
 from harness.errors import HarnessError
 from harness.figures import FIGURES
 from harness.claims import evaluate_claims
-from harness.report import (build_report, claim_specs, configuration_table, default_out_dir, load_run,
-                            samples_table)
+from harness.report import (build_report, claim_specs, configuration_table, default_out_dir, fmt, fmt_mean_ci,
+                            load_run, samples_table, visible_spaces)
 
 from fixtures import make_run_folder
 
@@ -97,7 +97,7 @@ def test_tables_have_the_expected_rows(full_report):
     assert by_key[("lstm", "2", "uni", "cuda")][5] == "-"  # no perplexity for skipped cells
 
     claims = _table_rows(_section(markdown, "## Claims"))
-    assert [r[0] for r in claims] == ["Depth helps", "Bidirectional is slow",
+    assert [r[0] for r in claims] == ["Depth helps", "Bidirectional is slow (threshold = 1.5)",
                                       "Bidirectional is useless for next-character prediction"]
     assert [r[1] for r in claims] == ["supported", "supported", "supported"]
 
@@ -208,3 +208,11 @@ def test_bad_claims_in_run_json_are_bad_input(tmp_path):
                               claims=["depth_helps", "wider_helps"])
     with pytest.raises(HarnessError, match=r"claims\[1\]: unknown claim 'wider_helps'"):
         build_report(run_dir, tmp_path / "out")
+
+
+def test_number_formatting_and_visible_spaces():
+    assert fmt(2850.4) == "2850" and fmt(28504.2) == "28,504" and fmt(0.12345) == "0.1235" and fmt(12_419_072) == "12,419,072"
+    assert fmt(float("nan")) == "-" and fmt(None) == "-" and fmt([2]) == "2" and fmt(float("inf")) == "inf"
+    assert fmt_mean_ci([2800.0, 2900.0], 3) == "2,850 ± 635"  # t(0.975, 1) x 50
+    assert visible_spaces("the time") == "the time"
+    assert visible_spaces(" the  end ") == "␣the␣␣end␣"
