@@ -163,6 +163,19 @@ def test_cuda_cell_is_skipped_with_a_reason_on_a_machine_without_cuda(book):
     assert record["train_ppl"] is None and record["sec_per_epoch"] is None
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+@pytest.mark.parametrize("cuda_graphs", [False, True])
+def test_cuda_cell_trains_like_the_cpu_one(book, corpus, cuda_graphs):
+    # Same seed: the same initial weights (made on the CPU) and the same batches, so the first epochs agree
+    # up to floating-point (and TF32) differences.
+    cpu = run_cell(tiny(book), corpus=corpus)
+    cuda = run_cell(tiny(book, device="cuda", cuda_graphs=cuda_graphs), corpus=corpus)
+    assert cuda["status"] == "ok" and cuda["epochs_done"] == 3
+    assert cuda["gpu_name"] and cuda["peak_mem_bytes"] > 0
+    assert cuda["epoch_log"][0]["train_ppl"] == pytest.approx(cpu["epoch_log"][0]["train_ppl"], rel=2e-2)
+    assert cuda["causal_ppl"] == pytest.approx(cpu["causal_ppl"], rel=5e-2)
+
+
 @pytest.mark.parametrize("lr", [1e30, 1e38])
 def test_a_huge_learning_rate_is_reported_as_diverged(book, corpus, lr):
     # Clipping bounds the gradient norm at 1, so the step is lr: 1e30 drives the loss far past the
