@@ -234,17 +234,18 @@ def slowdown_heatmap(cells: pd.DataFrame, path: Path) -> Path | None:
     if table.empty or not np.isfinite(table.to_numpy(dtype=float)).any():
         return None
     with sns.axes_style("white"):
-        fig = Figure(figsize=(1.2 * table.shape[1] + 3.5, 0.55 * table.shape[0] + 1.8), layout="constrained")
+        fig = Figure(figsize=(1.2 * table.shape[1] + 4.5, 0.55 * table.shape[0] + 1.8), layout="constrained")
         ax = fig.subplots()
         values = table.to_numpy(dtype=float)
         # Anchor the scale at 1 (no slowdown) so that colours compare across runs.
         low = min(1.0, float(np.nanmin(values)))
         high = max(low + 1.0, float(np.nanmax(values)))
         sns.heatmap(table.astype(float), annot=True, fmt=".2f", cmap=HEATMAP_CMAP, vmin=low, vmax=high,
-                    linewidths=0.5, ax=ax, cbar_kws={"label": "bi / uni seconds per epoch (ratio)"})
+                    linewidths=0.5, ax=ax, cbar_kws={"label": "bi / uni time per epoch (ratio)"})
+        ax.tick_params(axis="y", labelrotation=0)
         ax.set_xlabel("layers")
-        ax.set_ylabel("cell type, device")
-        ax.set_title("Bidirectional slowdown")
+        ax.set_ylabel("")
+        ax.set_title("Bidirectional slowdown by cell type, device and depth")
         return _save(fig, path)
 
 

@@ -24,7 +24,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from . import claims as claims_mod
-from .claims import ClaimResult, INSUFFICIENT, evaluate_claims, ok_cells, parse_claims, sample_quality, t_interval
+from .claims import ClaimResult, evaluate_claims, ok_cells, parse_claims, sample_quality, t_interval
 from .config import FIELDS
 from .errors import HarnessError
 from .figures import FIGURES, make_figures
@@ -47,11 +47,12 @@ class RunData:
     notes: list[str] = field(default_factory=list)  # what was missing or repaired while loading
 
 
-def _read_csv(path: Path) -> pd.DataFrame | None:
+def _read_csv(path: Path, text: bool = False) -> pd.DataFrame | None:
+    """A CSV file, or None when absent. ``text``: no value is taken for missing (a prefix may be "nan")."""
     if not path.is_file():
         return None
     try:
-        return pd.read_csv(path, keep_default_na=True)
+        return pd.read_csv(path, keep_default_na=not text)
     except pd.errors.EmptyDataError:
         return pd.DataFrame()
     except (OSError, ValueError, pd.errors.ParserError) as exc:
@@ -106,7 +107,7 @@ def load_run(run_dir) -> RunData:
         notes.append("run.json is missing: provenance unknown.")
     cells = _read_csv(folder / "cells.csv")
     epochs = _read_csv(folder / "epochs.csv")
-    samples = _read_csv(folder / "samples.csv")
+    samples = _read_csv(folder / "samples.csv", text=True)
     records = _cell_records(folder) if (folder / "cells").is_dir() else []
     if cells is None and not records:
         raise HarnessError(f"{folder}: not a results folder (no cells.csv and no cells/*.json)")

@@ -216,3 +216,13 @@ def test_number_formatting_and_visible_spaces():
     assert fmt_mean_ci([2800.0, 2900.0], 3) == "2,850 ± 635"  # t(0.975, 1) x 50
     assert visible_spaces("the time") == "the time"
     assert visible_spaces(" the  end ") == "␣the␣␣end␣"
+
+
+def test_sample_text_is_read_as_text(tmp_path):
+    run_dir = make_run_folder(tmp_path, cells=("gru",), layers=(1,), directions=("uni",), devices=("cpu",),
+                              seeds=(0,))
+    pd.DataFrame({"cell_id": ["gru-l1-uni-cpu-s0"], "cell": "gru", "layers": 1, "direction": "uni",
+                  "device": "cpu", "seed": 0, "prefix": ["nan"], "text": ["nan null"]}).to_csv(
+        run_dir / "samples.csv", index=False)
+    samples = load_run(run_dir).samples
+    assert list(samples["prefix"]) == ["nan"] and list(samples["text"]) == ["nan null"]
