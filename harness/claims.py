@@ -174,11 +174,13 @@ def parse_claims(raw, where: str) -> list[ClaimSpec]:
     the item and the key at fault."""
     if raw is None:
         return []
+    # The caller may already name the key ("suite.yaml: claims").
+    key = where if where.endswith("claims") else f"{where}: claims"
     if not isinstance(raw, list):
-        raise HarnessError(f"{where}: claims = {raw!r}: expected a list of claim names or mappings")
+        raise HarnessError(f"{key} = {raw!r}: expected a list of claim names or mappings")
     specs, seen = [], set()
     for i, item in enumerate(raw):
-        here = f"{where}: claims[{i}]"
+        here = f"{key}[{i}]"
         if isinstance(item, str):
             name, params = item, {}
         elif isinstance(item, dict):

@@ -71,6 +71,7 @@ def test_parse_claims_rejects_bad_input_with_one_line(raw, expected):
         parse_claims(raw, "suites/x.yaml")
     message = str(info.value)
     assert message.startswith("suites/x.yaml: ") and expected in message and "\n" not in message
+    assert str(info.value) == str(pytest.raises(HarnessError, parse_claims, raw, "suites/x.yaml: claims").value)
 
 
 # --- statistics -------------------------------------------------------------------------------------------
