@@ -49,6 +49,8 @@ def parse_args(argv=None):
     parser.add_argument("--max-tokens", type=int, default=10_000)
     parser.add_argument("--corpus", default="gutenberg-35")
     parser.add_argument("--calibration-size", type=int, default=2048)
+    parser.add_argument("--parts", default="loops,utilization,precision",
+                        help="comma-separated subset of loops,utilization,precision (default: all)")
     return parser.parse_args(argv)
 
 
@@ -250,8 +252,16 @@ def machine_section(args, calibration: dict) -> list[str]:
     return ["| | |", "| --- | --- |"] + [f"| {k} | {v} |" for k, v in rows] + [""]
 
 
+PARTS = ("loops", "utilization", "precision")
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    chosen = args.parts.split(",")
+    unknown = set(chosen) - set(PARTS)
+    if unknown:
+        print(f"error: --parts: unknown {', '.join(sorted(unknown))}; choose from {', '.join(PARTS)}", file=sys.stderr)
+        return 2
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -261,10 +271,11 @@ def main(argv=None) -> int:
     corpus = load_corpus(args.corpus, max_tokens=args.max_tokens, val_tokens=min(5000, args.max_tokens // 2))
     calibration = matmul_rate(args.device, args.threads, size=args.calibration_size)
     sections = ["## Speed study", ""] + machine_section(args, calibration)
-    for part in (lambda: loop_comparison(args, corpus, device),
-                 lambda: utilization_by_cell(args, corpus, device, calibration["flops_per_sec"]),
-                 lambda: precision_comparison(args, corpus, device)):
-        sections += part()
+    parts = {"loops": lambda: loop_comparison(args, corpus, device),
+             "utilization": lambda: utilization_by_cell(args, corpus, device, calibration["flops_per_sec"]),
+             "precision": lambda: precision_comparison(args, corpus, device)}
+    for name in chosen:
+        sections += parts[name]()
         print("\n".join(sections[-12:]), file=sys.stderr)
     Path(args.out).write_text("\n".join(sections))
     print(f"wrote {args.out}", file=sys.stderr)

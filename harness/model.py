@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -38,7 +40,7 @@ class CharRNN(nn.Module):
         return self.forward_one_hot(self.one_hot(tokens), state)
 
     def forward_one_hot(self, x: torch.Tensor, state=None):
-        dtype = _cpu_autocast_dtype(x)
+        dtype = _autocast_dtype(x)
         if dtype is None:
             y, state = self.rnn(x, state)
         else:
@@ -49,7 +51,8 @@ class CharRNN(nn.Module):
         """The recurrent layers entirely in ``dtype``: weights (cast from the float32 masters, so their
         gradients flow back to them), inputs and state.
 
-        CPU autocast alone does not do this. For LSTM it casts only inside the oneDNN layer, after
+        Autocast alone does not do this. On CUDA it runs cuDNN's recurrent kernels in float16 even when
+        bf16 was asked for. On CPU, for LSTM it casts only inside the oneDNN layer, after
         PyTorch has chosen that kernel for float32 inputs, so on a CPU without native bf16 the oneDNN
         primitive cannot be created and the step fails; for GRU and tanh-RNN (which run PyTorch's own
         cell loop) it casts each step's matrix products but keeps the state in float32, adding casts
@@ -59,7 +62,12 @@ class CharRNN(nn.Module):
         weights = {name: p.to(dtype) for name, p in self.rnn.named_parameters()}
         if state is not None:
             state = tuple(s.to(dtype) for s in state) if isinstance(state, tuple) else state.to(dtype)
-        return torch.func.functional_call(self.rnn, weights, (x.to(dtype), state))
+        # Autocast off for the call itself: everything is in ``dtype`` already, and CUDA autocast would
+        # recast cuDNN's inputs to float16. cuDNN copies the cast weights into one buffer per call (as
+        # autocast's own cast does) and warns that they are not one chunk: expected here.
+        with torch.autocast(x.device.type, enabled=False), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="RNN module weights are not part of single contiguous")
+            return torch.func.functional_call(self.rnn, weights, (x.to(dtype), state))
 
     def begin_state(self, batch_size: int, device=None):
         shape = (self.num_directions * self.rnn.num_layers, batch_size, self.rnn.hidden_size)
@@ -69,15 +77,25 @@ class CharRNN(nn.Module):
         return torch.zeros(shape, device=device)
 
 
-def _cpu_autocast_dtype(x: torch.Tensor) -> torch.dtype | None:
-    """The lower-precision dtype of CPU autocast when it is on for ``x``, else None."""
-    if x.device.type != "cpu":
+def _autocast_dtype(x: torch.Tensor) -> torch.dtype | None:
+    """The dtype the recurrent layers must be run in by hand, or None to leave them to autocast (or to
+    float32 when autocast is off).
+
+    CPU: any lower-precision autocast (see ``CharRNN._recurrent_in``). CUDA: bf16 only, because CUDA
+    autocast runs the cuDNN recurrent kernels in float16 whatever dtype was asked for."""
+    device = x.device.type
+    if device not in ("cpu", "cuda"):
         return None
     try:
-        enabled, dtype = torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")
+        enabled, dtype = torch.is_autocast_enabled(device), torch.get_autocast_dtype(device)
     except TypeError:  # torch < 2.4
-        enabled, dtype = torch.is_autocast_cpu_enabled(), torch.get_autocast_cpu_dtype()
-    return dtype if enabled and dtype != torch.float32 else None
+        if device == "cpu":
+            enabled, dtype = torch.is_autocast_cpu_enabled(), torch.get_autocast_cpu_dtype()
+        else:
+            enabled, dtype = torch.is_autocast_enabled(), torch.get_autocast_gpu_dtype()
+    if not enabled or dtype == torch.float32 or (device == "cuda" and dtype != torch.bfloat16):
+        return None
+    return dtype
 
 
 def detach_state(state):

@@ -23,7 +23,7 @@ from harness.config import CellConfig
 from harness.data import BATCHERS, load_corpus
 from harness.model import CharRNN
 from harness.profiling import PHASES, phase_shares
-from harness.train import Trainer, clip_global_norm_, run_cell
+from harness.train import Trainer, clip_global_norm_, cpu_has_native_bf16, run_cell
 
 RTOL, ATOL = 1e-5, 1e-7
 VOCAB, HIDDEN, BATCH, STEPS = 11, 8, 4, 6
@@ -144,7 +144,7 @@ def _bf16_available() -> bool:
 class MatmulDtypes(TorchDispatchMode):
     """Records the floating dtypes entering every matrix-product or recurrent-layer kernel."""
 
-    KERNELS = ("aten.mm", "aten.addmm", "aten.bmm", "aten.mkldnn_rnn_layer", "aten._thnn_fused")
+    KERNELS = ("aten.mm", "aten.addmm", "aten.bmm", "aten.mkldnn_rnn_layer", "aten._thnn_fused", "aten._cudnn_rnn")
 
     def __init__(self):
         super().__init__()
@@ -159,17 +159,23 @@ class MatmulDtypes(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
 @pytest.mark.skipif(not _bf16_available(), reason="bf16 autocast is not supported on this CPU")
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
-def test_bf16_runs_the_recurrent_layers_in_bf16_with_float32_master_weights(cell):
+def test_bf16_runs_the_recurrent_layers_in_bf16_with_float32_master_weights(cell, device):
+    """CPU autocast leaves GRU's state in float32 and fails for LSTM without native bf16; CUDA autocast
+    runs cuDNN in float16. The model runs every recurrent kernel in bf16 on both."""
     torch.manual_seed(0)
-    model = CharRNN(VOCAB, cell, 2, True, HIDDEN)
-    tokens = torch.randint(0, VOCAB, (BATCH, STEPS))
-    targets = torch.randint(0, VOCAB, (BATCH * STEPS,))
+    model = CharRNN(VOCAB, cell, 2, True, HIDDEN).to(device)
+    tokens = torch.randint(0, VOCAB, (BATCH, STEPS), device=device)
+    targets = torch.randint(0, VOCAB, (BATCH * STEPS,), device=device)
     with torch.no_grad():
         fp32_loss = F.cross_entropy(model(tokens)[0], targets)
     with MatmulDtypes() as recorded:
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast(device, dtype=torch.bfloat16):
             logits, state = model(tokens)
         loss = F.cross_entropy(logits.float(), targets)
         loss.backward()
@@ -232,3 +238,51 @@ def test_profile_command_prints_phases_and_operators(data_dir, capsys):
 def test_profile_command_rejects_bad_flags_in_one_line(data_dir, capsys):
     assert cli_main(["profile", "--layers", "0", "--epochs", "1"]) == 2
     assert "--layers" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("cell,direction", [("lstm", "uni"), ("lstm", "bi"), ("gru", "uni"), ("rnn", "bi")])
+def test_cuda_graph_epochs_match_eager_epochs(cell, direction, precision):
+    """The captured step replays what the eager step computes, and the warm-up before capture leaves the
+    weights untouched."""
+    device = torch.device("cuda")
+    tokens = torch.randint(0, VOCAB, (3000,), generator=torch.Generator().manual_seed(0)).to(device)
+    results = []
+    for graphs in (False, True):
+        torch.manual_seed(0)
+        model = CharRNN(VOCAB, cell, 2, direction == "bi", 32).to(device)
+        cfg = CellConfig(cell=cell, direction=direction, hidden=32, device="cuda", cuda_graphs=graphs,
+                         precision=precision)
+        trainer = Trainer(model, cfg, device)
+        generator = torch.Generator().manual_seed(0)
+        losses = []
+        for _ in range(3):
+            xs, ys = BATCHERS["sequential"](tokens, 16, 20, generator)
+            losses.append(float(trainer.epoch(xs, ys)[0]))
+        assert (trainer.static_step is not None and trainer.static_step.graph is not None) == graphs
+        results.append((losses, [p.detach().clone() for p in model.parameters()]))
+    torch.testing.assert_close(results[1][0], results[0][0], rtol=RTOL, atol=ATOL)
+    for a, b in zip(results[0][1], results[1][1]):
+        torch.testing.assert_close(b, a, rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.skipif(cpu_has_native_bf16() is not True, reason="needs a CPU with native bf16 (AVX512-BF16/AMX)")
+@pytest.mark.parametrize("direction", ["uni", "bi"])
+def test_explicit_bf16_lstm_is_what_autocast_runs_where_onednn_has_bf16(direction):
+    """Where CPU autocast works for nn.LSTM (oneDNN with bf16), the model's explicit bf16 path makes the
+    same oneDNN call: same outputs and gradients."""
+    torch.manual_seed(0)
+    model = CharRNN(VOCAB, "lstm", 2, direction == "bi", HIDDEN)
+    x = model.one_hot(torch.randint(0, VOCAB, (BATCH, STEPS)))
+    outputs, grads = [], []
+    for explicit in (True, False):
+        model.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y, _ = model._recurrent_in(torch.bfloat16, x, None) if explicit else model.rnn(x)
+        y.float().square().sum().backward()
+        outputs.append(y.detach())
+        grads.append([p.grad.clone() for p in model.rnn.parameters()])
+    assert torch.equal(outputs[0], outputs[1])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-2, atol=1e-3)
