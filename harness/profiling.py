@@ -39,8 +39,11 @@ class PhaseTimer:
             try:
                 yield
             finally:
-                synchronize(self.device)
-                self.seconds[name] += time.perf_counter() - start
+                # While a CUDA graph is captured nothing runs, and waiting for the device would break
+                # the capture: such a phase is not timed.
+                if not (self.device.type == "cuda" and torch.cuda.is_current_stream_capturing()):
+                    synchronize(self.device)
+                    self.seconds[name] += time.perf_counter() - start
 
 
 def marked_phase(name: str):
