@@ -48,8 +48,13 @@ def format_profile(result: dict) -> str:
               for name, share in result["phase_shares"].items()]
     lines += ["", "where an epoch's time goes (device synchronised at each phase's end):",
               tabulate(phases, headers=["phase", "sec/epoch", "share"], floatfmt=".4g")]
-    ops = [(r["op"], r["self_sec"] * 1e3, f"{r['share']:.1%}", r["calls"]) for r in result["top_ops"]]
+    ops = [(_short(r["op"]), r["self_sec"] * 1e3, f"{r['share']:.1%}", r["calls"]) for r in result["top_ops"]]
     lines += ["", "top operators by self time (one profiled epoch):",
               tabulate(ops, headers=["operator", "self ms", "share", "calls"], floatfmt=".4g")]
     lines += [f"note: {note}" for note in result["notes"]]
     return "\n".join(lines)
+
+
+def _short(name: str, width: int = 72) -> str:
+    """CUDA kernel names carry their whole template signature: keep the start."""
+    return name if len(name) <= width else name[: width - 3] + "..."
