@@ -110,6 +110,21 @@ def choose_node(cell: GridCell, nodes: list[Node], in_use: dict[str, dict[str, f
     return None
 
 
+def check_reachable(address: str, timeout: float = 10.0) -> None:
+    """Fail fast when nothing listens at ``HOST:PORT`` (Ray itself retries for minutes). Ray's other
+    address forms (``auto``, ``ray://...``) are left to Ray."""
+    if address == "auto" or "://" in address:
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise HarnessError(f"--address {address}: expected HOST:PORT of a Ray head node, e.g. 10.0.0.5:6379")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise HarnessError(f"--address {address}: no Ray head node answers there ({exc.strerror or exc}); "
+                           "start one with `ray start --head`") from None
+
+
 # --- what runs on the nodes --------------------------------------------------------------------------
 
 
@@ -158,6 +173,8 @@ class RayExecutor:
     If this process is already connected to Ray, that connection is used."""
 
     def __init__(self, address: str | None = None, exclusive_nodes: bool = True, num_cpus: int | None = None):
+        if address:
+            check_reachable(address)  # before the run writes anything
         self.address = address
         self.exclusive_nodes = exclusive_nodes
         self.num_cpus = num_cpus
@@ -182,7 +199,9 @@ class RayExecutor:
         except (ConnectionError, RuntimeError, ValueError) as exc:
             where = f"--address {self.address}" if self.address else "a local Ray instance"
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise HarnessError(f"{where}: cannot start or reach Ray: {first_line}") from None
+            hint = (" (a cluster with token authentication needs RAY_AUTH_MODE=token and its token here)"
+                    if self.address else "")
+            raise HarnessError(f"{where}: cannot start or reach Ray: {first_line}{hint}") from None
 
     def close(self) -> None:
         if self._owns_ray and ray.is_initialized():

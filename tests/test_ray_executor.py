@@ -278,3 +278,16 @@ def test_driver_killed_then_resumed_stores_every_cell_once(tmp_path, ray_address
     assert set(cells["node"]) == {this_node()}
     epochs = pd.read_csv(out / "epochs.csv")
     assert len(epochs) == 3 * 2 and not epochs.duplicated(["cell_id", "epoch"]).any()
+
+
+def test_an_address_where_no_ray_head_listens_fails_fast(tmp_path, capsys):
+    with socket.socket() as probe:  # a free port on loopback, closed again: nothing listens there
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    smoke = str(REPO / "suites" / "smoke.yaml")
+    args = ["run", smoke, "--executor", "ray", "--only", "cell=rnn", "--no-report"]
+    assert cli.main(args + ["--address", f"127.0.0.1:{port}", "--out", str(tmp_path / "a")]) == 2
+    assert "no Ray head node answers there" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists()
+    assert cli.main(args + ["--address", "nocolon", "--out", str(tmp_path / "b")]) == 2
+    assert "expected HOST:PORT" in capsys.readouterr().err
