@@ -283,6 +283,42 @@ def configuration_table(cells: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def machine_label(node: str) -> str:
+    """``host|cpu|gpu`` (the ``node`` column of Ray runs) as ``host: cpu, gpu``."""
+    host, cpu, gpu = (str(node).split("|") + ["", "", ""])[:3]
+    return f"{host}: {cpu or '?'}" + (f", {gpu}" if gpu else "")
+
+
+def run_machines(cells: pd.DataFrame) -> list[str]:
+    """The machines the cells ran on, from the ``node`` column (Ray runs); empty when not recorded."""
+    if "node" not in cells:
+        return []
+    return sorted({str(n) for n in cells["node"].dropna() if str(n)})
+
+
+def timings_by_machine(cells: pd.DataFrame) -> pd.DataFrame:
+    """Epoch time and throughput per machine and configuration (mean ± 95% t half-width over that machine's
+    finished seeds). Empty unless the cells ran on more than one machine: timings are never pooled across
+    machines silently."""
+    if len(run_machines(cells)) < 2:
+        return pd.DataFrame()
+    keys = configuration_keys(cells)
+    frame = cells[cells["node"].notna() & (cells["node"].astype(str) != "")].copy()
+    for column in ("sec_per_epoch", "tokens_per_sec"):
+        frame[column] = pd.to_numeric(frame[column], errors="coerce") if column in frame else np.nan
+    rows = []
+    for key, group in frame.groupby(["node", *keys], dropna=False, sort=True):
+        ok = group[group["status"] == "ok"]
+        sec, rate = ok["sec_per_epoch"], ok["tokens_per_sec"]
+        row = {"machine": machine_label(key[0])}
+        row.update({k: fmt(v) for k, v in zip(keys, key[1:])})
+        row.update({"seeds ok": f"{len(ok)}/{len(group)}",
+                    "s/epoch": fmt_mean_ci(sec[np.isfinite(sec)], 3),
+                    "tokens/s": fmt_mean_ci(rate[np.isfinite(rate)], 3)})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def claims_table(results: list[ClaimResult]) -> pd.DataFrame:
     return pd.DataFrame([{"claim": r.title, "verdict": r.verdict, "evidence": r.summary.split(": ", 1)[-1]}
                          for r in results])
@@ -394,6 +430,7 @@ def header_table(data: RunData) -> pd.DataFrame:
         ("machine", f"{machine.get('hostname', '-')}: {machine.get('cpu_model', '-')}, "
                     f"{machine.get('cpu_count', '-')} CPUs, {_bytes(machine.get('memory_bytes'))} memory"),
         ("GPU", gpu),
+        *([("cells ran on", "; ".join(machine_label(m) for m in run_machines(cells)))] if run_machines(cells) else []),
         ("versions", versions),
         ("threads", fmt(run.get("threads"))),
         ("executor", fmt(run.get("executor"))),
@@ -458,6 +495,13 @@ def build_blocks(data: RunData, results: list[ClaimResult], claims_origin: str, 
     blocks.append(("p", "One row per configuration; values are the mean over finished seeds ± the half-width of "
                         "the 95% t-interval (no interval for one seed). Perplexities are per character."))
     blocks.append(("table", configuration_table(data.cells)))
+    by_machine = timings_by_machine(data.cells)
+    if not by_machine.empty:
+        blocks.append(("h2", "Timings by machine"))
+        blocks.append(("p", "The cells ran on several machines, so epoch times are given per machine here; the "
+                            "configuration table above pools machines, and its timings and the figures' should "
+                            "not be compared across them."))
+        blocks.append(("table", by_machine))
 
     blocks.append(("h2", "Figures"))
     for name, caption in FIGURES.items():

@@ -1,0 +1,49 @@
+"""The report keeps timings of different machines apart when a run's cells ran on several (Ray runs)."""
+
+import pandas as pd
+
+from harness.report import build_report, machine_label, run_machines, timings_by_machine
+
+from fixtures import make_run_folder
+
+A = "host-a|Fixture CPU A|"
+B = "host-b|Fixture CPU B|NVIDIA H100"
+
+
+def literal_cells(nodes) -> pd.DataFrame:
+    rows = []
+    for seed, node in enumerate(nodes):
+        sec = 1.0 if node == A else 3.0
+        rows.append({"cell_id": f"lstm-l1-uni-cpu-s{seed}", "cell": "lstm", "layers": 1, "direction": "uni",
+                     "device": "cpu", "seed": seed, "status": "ok", "sec_per_epoch": sec + seed / 10,
+                     "tokens_per_sec": 1000 / sec, "node": node})
+    return pd.DataFrame(rows)
+
+
+def test_machine_label_reads_the_node_column():
+    assert machine_label(A) == "host-a: Fixture CPU A"
+    assert machine_label(B) == "host-b: Fixture CPU B, NVIDIA H100"
+
+
+def test_timings_are_grouped_by_machine_only_when_there_are_several():
+    table = timings_by_machine(literal_cells([A, A, B, B]))
+    assert list(table["machine"]) == ["host-a: Fixture CPU A", "host-b: Fixture CPU B, NVIDIA H100"]
+    # host-a has seeds 0 and 1 (1.0 and 1.1 s), host-b seeds 2 and 3 (3.2 and 3.3 s): means 1.05 and 3.25.
+    assert [s.split(" ± ")[0] for s in table["s/epoch"]] == ["1.05", "3.25"]
+    assert list(table["seeds ok"]) == ["2/2", "2/2"] and list(table["tokens/s"]) == ["1,000 ± 0", "333 ± 0"]
+    assert timings_by_machine(literal_cells([A, A, A])).empty
+    assert timings_by_machine(literal_cells([A, B]).drop(columns="node")).empty
+    assert run_machines(literal_cells([B, A, B])) == [A, B]
+
+
+def test_report_of_a_run_across_two_machines_has_per_machine_timings(tmp_path):
+    run_dir = make_run_folder(tmp_path, cells=("rnn",), layers=(1,), directions=("uni",), devices=("cpu",),
+                              seeds=(0, 1, 2, 3), claims=[])
+    cells = pd.read_csv(run_dir / "cells.csv")
+    cells["node"] = [A, A, B, B]
+    cells.to_csv(run_dir / "cells.csv", index=False)
+    text = (build_report(run_dir, tmp_path / "report") / "index.md").read_text()
+    assert "## Timings by machine" in text
+    section = text.split("## Timings by machine", 1)[1].split("\n## ", 1)[0]
+    assert "host-a: Fixture CPU A" in section and "host-b: Fixture CPU B, NVIDIA H100" in section
+    assert "cells ran on" in text
