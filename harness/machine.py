@@ -68,20 +68,31 @@ def machine_id(info: dict | None = None) -> str:
     return slug[:80]
 
 
-class PeakRSS:
-    """Peak resident set of this process over chosen regions of code (e.g. training epochs, not the
-    evaluations between them).
+class PeakMemory:
+    """Peak memory over chosen regions of code (the training epochs, not the evaluations between them).
 
-    Linux resets the kernel's high-water mark (VmHWM) when 5 is written to /proc/self/clear_refs, so
-    each region's peak is its own; elsewhere the process's lifetime peak is all there is (``exact`` is
-    then False)."""
+    CUDA: ``max_memory_allocated`` after ``reset_peak_memory_stats`` at each region's start.
+    CPU: the process's resident set. Linux resets the kernel's high-water mark (VmHWM) when 5 is written
+    to /proc/self/clear_refs, so each region's peak is its own (``exact`` is False where that fails and
+    the lifetime peak is all there is); ``release()`` hands memory freed by an evaluation back to the
+    system so that it does not count in the next region."""
 
-    def __init__(self):
+    def __init__(self, device):
+        import torch
+
+        self.device = torch.device(device)
+        self.cuda = self.device.type == "cuda"
         self.before = psutil.Process().memory_info().rss
         self.peak = self.before
+        self.peak_cuda = 0
         self.exact = True
 
     def start_region(self) -> None:
+        if self.cuda:
+            import torch
+
+            torch.cuda.reset_peak_memory_stats(self.device)
+            return
         try:
             with open("/proc/self/clear_refs", "w") as f:
                 f.write("5")
@@ -89,10 +100,28 @@ class PeakRSS:
             self.exact = False
 
     def end_region(self) -> None:
+        if self.cuda:
+            import torch
+
+            self.peak_cuda = max(self.peak_cuda, torch.cuda.max_memory_allocated(self.device))
+            return
         self.peak = max(self.peak, _vm_hwm(), psutil.Process().memory_info().rss)
+
+    def release(self) -> None:
+        if self.cuda:
+            return
+        try:
+            import ctypes
+
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):
+            pass
 
     @property
     def increase(self) -> int:
+        """The figure reported as ``peak_mem_bytes``."""
+        if self.cuda:
+            return self.peak_cuda
         return max(0, self.peak - self.before)
 
 

@@ -19,7 +19,7 @@ from torch.nn import functional as F
 
 from .config import CellConfig
 from .data import BATCHERS, Corpus, load_corpus
-from .machine import PeakRSS, cpu_model, gpu_name
+from .machine import PeakMemory, cpu_model, gpu_name
 from .model import CharRNN, count_params, detach_state, training_flops
 
 RESULT_COLUMNS = (
@@ -215,7 +215,8 @@ def _as_tuple(state) -> tuple:
 @torch.no_grad()
 def teacher_forced_ppl(model: CharRNN, tokens: torch.Tensor, cfg: CellConfig, device) -> float:
     """Held-out perplexity measured as training measures it: ``batch_size`` rows, windows of
-    ``num_steps``, state carried between windows, no random offset."""
+    ``num_steps``, state carried between windows (reset for each window under random sampling, as in
+    training), no random offset."""
     rows = min(cfg.batch_size, max(1, (len(tokens) - 1) // cfg.num_steps))
     length = (len(tokens) - 1) // rows
     windows = length // cfg.num_steps
@@ -227,6 +228,8 @@ def teacher_forced_ppl(model: CharRNN, tokens: torch.Tensor, cfg: CellConfig, de
     for w in range(windows):
         x = xs[:, w * cfg.num_steps : (w + 1) * cfg.num_steps]
         y = ys[:, w * cfg.num_steps : (w + 1) * cfg.num_steps].T.reshape(-1)
+        if cfg.sampling == "random":
+            state = None
         with autocast(cfg, device):
             logits, state = model(x, state)
         total += float(F.cross_entropy(logits.float(), y, reduction="sum"))
@@ -311,22 +314,20 @@ def run_cell(cfg: CellConfig, on_epoch: Callable[[dict], None] | None = None,
     all_tokens = corpus.tokens.to(device)
     batcher = BATCHERS[cfg.sampling]
 
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
     epoch_log: list[dict] = []
     status, reason = "ok", ""
     synchronize(device)
-    rss = PeakRSS()
+    memory = PeakMemory(device)
     for epoch in range(1, cfg.epochs + 1):
         model.train()
-        rss.start_region()
+        memory.start_region()
         synchronize(device)
         t0 = time.perf_counter()
         xs, ys = batcher(train_tokens, cfg.batch_size, cfg.num_steps, generator)
         loss_sum, tokens = trainer.epoch(xs, ys)
         synchronize(device)
         sec = time.perf_counter() - t0
-        rss.end_region()
+        memory.end_region()
         mean_loss = float(loss_sum) / tokens
         row = {"epoch": epoch, "train_ppl": _exp(mean_loss), "sec": sec, "tokens": tokens,
                "tokens_per_sec": tokens / sec, "warmup": epoch == 1, "val_ppl": None, "causal_ppl": None}
@@ -340,10 +341,10 @@ def run_cell(cfg: CellConfig, on_epoch: Callable[[dict], None] | None = None,
             model.eval()
             row["val_ppl"] = teacher_forced_ppl(model, corpus.val.to(device), cfg, device)
             row["causal_ppl"] = causal_ppl(model, all_tokens, cfg.max_tokens, cfg.val_tokens, cfg, device)
+            memory.release()
         epoch_log.append(row)
         if on_epoch:
             on_epoch(row)
-    peak_cuda = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
 
     model.eval()
     samples = []
@@ -367,7 +368,7 @@ def run_cell(cfg: CellConfig, on_epoch: Callable[[dict], None] | None = None,
         causal_ppl=last_eval.get("causal_ppl"),
         sec_per_epoch=sec_per_epoch,
         tokens_per_sec=tokens_per_epoch / sec_per_epoch,
-        peak_mem_bytes=peak_cuda if peak_cuda is not None else rss.increase,
+        peak_mem_bytes=memory.increase,
         params=count_params(model),
         flops_per_epoch=flops_per_epoch,
         flops_per_sec=flops_per_epoch / sec_per_epoch,
@@ -378,8 +379,8 @@ def run_cell(cfg: CellConfig, on_epoch: Callable[[dict], None] | None = None,
         epochs_done=len(epoch_log),
         sec_per_epoch_iqr=quartiles[2] - quartiles[0],
         tokens_per_epoch=tokens_per_epoch,
-        rss_before_bytes=rss.before,
-        peak_rss_bytes=rss.peak,
+        rss_before_bytes=memory.before,
+        peak_rss_bytes=memory.peak,
         corpus_sha256=corpus.sha256,
         vocab_size=len(corpus.vocab),
         hostname=__import__("socket").gethostname(),
