@@ -13,6 +13,7 @@ import json
 import math
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -21,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
+from .calibrate import calibrate, flops_utilization
 from .config import FIELDS, CellConfig
 from .errors import HarnessError
 from .store import write_json_atomic, write_text_atomic
@@ -40,14 +42,15 @@ def now_iso() -> str:
 # --- one cell in its own process ---------------------------------------------------------------------
 
 
-def failure_record(cell: GridCell, status: str, reason: str, epoch_log: list[dict]) -> dict:
+def failure_record(cell: GridCell, status: str, reason: str, epoch_log: list[dict],
+                   error_tail: list[str] | None = None) -> dict:
     record = {key: None for key in RESULT_COLUMNS + EXTRA_COLUMNS}
     record.update(cell.config.model_dump(include=set(RESULT_COLUMNS) | {"precision", "threads", "corpus"}))
     timed = [r["sec"] for r in epoch_log if not r.get("warmup")]
     record.update(status=status, reason=reason, epochs_done=len(epoch_log), epoch_log=epoch_log, samples=[],
-                  config_hash=cell.config.config_hash(),
+                  config_hash=cell.config.config_hash(), error_tail=error_tail or [],
                   train_ppl=epoch_log[-1]["train_ppl"] if epoch_log else None,
-                  sec_per_epoch=sorted(timed)[len(timed) // 2] if timed else None)
+                  sec_per_epoch=statistics.median(timed) if timed else None)
     return record
 
 
@@ -113,7 +116,8 @@ def run_cell_process(cell: GridCell, log, on_epoch: Callable[[dict], None] | Non
                 cause = f"exit code {returncode}"
             # The last line printed is the exception (or the harness's one-line error); the log has the rest.
             last = next((line.strip() for line in reversed(tail) if line.strip()), "")
-            record = failure_record(cell, "failed", f"{cause}: {last}" if last else cause, epoch_log)
+            record = failure_record(cell, "failed", f"{cause}: {last}" if last else cause, epoch_log,
+                                    error_tail=[line for line in tail if line.strip()])
     record["total_sec"] = total_sec
     return record
 
@@ -179,9 +183,12 @@ class RunDir:
         if not self.run_json.exists():
             return None
         try:
-            return json.loads(self.run_json.read_text())
+            info = json.loads(self.run_json.read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise HarnessError(f"{self.run_json}: unreadable ({exc})") from None
+        if not isinstance(info, dict) or not isinstance(info.get("suite"), dict):
+            raise HarnessError(f"{self.run_json}: not a run description (no 'suite' object)")
+        return info
 
     def finished_records(self) -> dict[str, dict]:
         records = {}
@@ -197,19 +204,11 @@ class RunDir:
         record["cell_id"] = cell.cell_id
         record["axes"] = cell.axes
         record["config"] = cell.config.model_dump(mode="json")
-        record["flops_utilization"] = _utilization(record, calibration)
+        record["flops_utilization"] = flops_utilization(record, calibration)
         write_json_atomic(self.cell_path(cell.cell_id), record)
 
     def rebuild_tables(self, order: list[str] | None = None) -> None:
         rebuild_tables(self.path, self.finished_records(), order)
-
-
-def _utilization(record: dict, calibration: dict | None) -> float | None:
-    rate = ((calibration or {}).get(record.get("device") or "") or {}).get("flops_per_sec")
-    achieved = record.get("flops_per_sec")
-    if not rate or achieved is None or not math.isfinite(achieved):
-        return None
-    return achieved / rate
 
 
 def _csv_value(value):
@@ -267,7 +266,7 @@ class Progress:
     """One bar over the grid (cells done, current cell and epoch, ETA) on a terminal; one plain line per
     finished cell otherwise."""
 
-    def __init__(self, total: int, done: int, estimates: dict[str, float] | None = None, stream=None):
+    def __init__(self, total: int, done: int, stream=None):
         from tqdm import tqdm
 
         self.stream = stream or sys.stderr
@@ -354,8 +353,15 @@ def run_suite(suite: Suite, cells: list[GridCell], out_dir, argv: list[str], exe
         "config_hash": suite.config_hash(),
         "started": now_iso(),
     }
-    info.update(command=argv, git=git_info(), machine=describe(), executor=executor.name,
-                threads=sorted({c.config.threads for c in cells if c.config.threads}), finished=None)
+    provenance = {"command": argv, "git": git_info(), "machine": describe(), "executor": executor.name}
+    if existing is None:
+        info.update(provenance)
+    else:
+        # The first part of a run defines its provenance; each resume is recorded beside it, and a
+        # change of code or machine between the parts is said out loud.
+        info.setdefault("resumes", []).append({**provenance, "started": now_iso()})
+        _warn_if_changed(info, provenance)
+    info.update(threads=sorted({c.config.threads for c in cells if c.config.threads}), finished=None)
     info["cells"] = list(dict.fromkeys((info.get("cells") or []) + order))
     if calibrate and "calibration" not in info:
         info["calibration"] = _calibrate(cells)
@@ -390,6 +396,19 @@ def run_suite(suite: Suite, cells: list[GridCell], out_dir, argv: list[str], exe
     return code, run_dir.path
 
 
+def _warn_if_changed(info: dict, now: dict) -> None:
+    changes = []
+    if (info.get("git") or {}).get("commit") != now["git"].get("commit"):
+        changes.append(f"git commit {(info.get('git') or {}).get('commit')} -> {now['git'].get('commit')}")
+    for key in ("cpu_model", "gpu_name", "torch", "python"):
+        before, after = (info.get("machine") or {}).get(key), now["machine"].get(key)
+        if before != after:
+            changes.append(f"{key} {before} -> {after}")
+    if changes:
+        print(f"warning: resuming {info['suite']['name']} with a different setup ({'; '.join(changes)}); "
+              "timings of the two parts are not comparable", file=sys.stderr)
+
+
 class HarnessInterrupted(HarnessError):
     exit_code = 130
 
@@ -398,10 +417,6 @@ class HarnessInterrupted(HarnessError):
 
 
 def _calibrate(cells: list[GridCell]) -> dict:
-    try:
-        from .calibrate import calibrate
-    except ImportError:
-        return {}
     import torch
 
     devices = sorted({c.config.device for c in cells if c.config.device == "cpu" or torch.cuda.is_available()})

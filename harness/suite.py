@@ -19,6 +19,7 @@ from pathlib import Path
 import yaml
 
 from .config import FIELDS, GRID_KEYS, SECTIONS, CellConfig, build_config
+from .claims import parse_claims
 from .errors import HarnessError
 
 TOP_KEYS = ("name", "description", "data", "model", "train", "eval", "run", "matrix", "exclude", "include",
@@ -159,12 +160,7 @@ def parse_suite(raw, where: str, sets: list[str] | None = None) -> Suite:
     claims = raw.get("claims") or []
     if not isinstance(claims, list):
         raise HarnessError(f"{where}: claims must be a list")
-    try:
-        from .claims import parse_claims
-    except ImportError:
-        pass
-    else:
-        parse_claims(claims, f"{where}: claims")
+    parse_claims(claims, f"{where}: claims")
 
     suite = Suite(name=name, path=where, description=description, defaults=defaults, matrix=matrix,
                   exclude=entries("exclude"), include=entries("include"), claims=claims)
@@ -218,8 +214,11 @@ def expand(suite: Suite) -> list[GridCell]:
         config = build_config({**suite.defaults, **combo}, f"{suite.path}: cell {_describe(combo)}", names)
         cell_id = cell_id_for(config, extra)
         if cell_id in seen:
+            if seen[cell_id] != config:
+                raise HarnessError(f"{suite.path}: cells {_describe(combo)} and another one both get the id "
+                                   f"{cell_id!r}; make their values differ in letters or digits")
             continue
-        seen[cell_id] = True
+        seen[cell_id] = config
         axes = {k: getattr(config, k) for k in list(GRID_KEYS) + extra}
         cells.append(GridCell(cell_id, config, axes))
     if not cells:
@@ -233,16 +232,19 @@ def _describe(combo: dict) -> str:
 
 def filter_cells(cells: list[GridCell], only: list[str]) -> list[GridCell]:
     """``--only KEY=V1,V2`` keeps cells whose KEY is one of the values; several --only combine with AND."""
+    grid = cells
     for spec in only or []:
         key, eq, values = spec.partition("=")
         if not eq or not values:
             raise HarnessError(f"--only {spec!r}: expected KEY=VALUE[,VALUE...], e.g. cell=lstm")
         fld = _field_for_axis(key.strip(), f"--only {spec!r}")
         wanted = [_parse_value(v.strip()) for v in values.split(",")]
-        known = {getattr(c.config, fld) for c in cells}
+        known = {getattr(c.config, fld) for c in grid}
         unknown = [w for w in wanted if w not in known]
         if unknown:
             raise HarnessError(f"--only {spec!r}: no cell has {fld} = {unknown[0]!r} "
                                f"(values: {', '.join(map(str, sorted(known, key=str)))})")
         cells = [c for c in cells if getattr(c.config, fld) in wanted]
+        if not cells:
+            raise HarnessError(f"--only {spec!r}: no cell matches all --only filters together")
     return cells

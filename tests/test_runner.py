@@ -108,6 +108,8 @@ def test_sigkill_then_resume_trains_each_cell_exactly_once(tmp_path):
     proc = harness("run", suite, "--resume", out, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "already stored" in proc.stderr
+    info = json.loads((out / "run.json").read_text())
+    assert "--resume" not in info["command"] and "--resume" in info["resumes"][0]["command"]
     cells = pd.read_csv(out / "cells.csv")
     assert sorted(cells["cell_id"]) == sorted(f"{c}-l1-uni-cpu-s0" for c in ("rnn", "gru", "lstm"))
     epochs = pd.read_csv(out / "epochs.csv")
@@ -141,3 +143,36 @@ def test_dry_run_lists_cells_with_estimates(tmp_path):
     assert proc.returncode == 0
     assert "16 cells" in proc.stdout and "estimate" in proc.stdout
     assert not (tmp_path / "results").exists()
+
+
+def test_bad_inputs_to_cell_and_show_are_one_line_exit_2(tmp_path, capsys):
+    from harness.cli import main
+
+    (tmp_path / "list.json").write_text("[1, 2]")
+    (tmp_path / "broken.json").write_text("{oops")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run.json").write_text("[]")
+    for argv, fragment in [
+        (["cell", "--config-json", str(tmp_path / "missing.json")], "cannot read"),
+        (["cell", "--config-json", str(tmp_path / "broken.json")], "invalid JSON at line 1"),
+        (["cell", "--config-json", str(tmp_path / "list.json")], "expected a JSON object"),
+        (["show", str(run)], "not a run description"),
+        (["show", str(tmp_path / "nowhere")], "not a run folder"),
+    ]:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and fragment in err, err
+
+
+@pytest.mark.usefixtures("data_dir")
+def test_cell_json_is_strict_json_for_a_diverged_cell(tmp_path):
+    proc = harness("cell", "--hidden", 8, "--layers", 1, "--epochs", 2, "--max-tokens", 1500, "--val-tokens", 200,
+                   "--lr", "1e30", "--json", cwd=tmp_path)
+    assert proc.returncode == 1  # diverged is a problem outcome
+
+    def reject(constant):
+        raise ValueError(f"non-standard JSON constant {constant}")
+
+    record = json.loads(proc.stdout, parse_constant=reject)
+    assert record["status"] == "diverged" and record["train_ppl"] is None

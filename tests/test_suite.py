@@ -82,6 +82,25 @@ def test_only_filters_with_several_values(tmp_path):
         filter_cells(expand(load_suite(path)), ["layers=9"])
 
 
+def test_only_filters_that_exclude_each_other_are_an_error(tmp_path):
+    path = suite_of("""
+        name: t
+        matrix: {cell: [rnn, lstm], layers: [1, 2]}
+        exclude: [{cell: lstm, layers: 2}]
+    """, tmp_path)
+    with pytest.raises(HarnessError, match="no cell matches all --only filters"):
+        filter_cells(expand(load_suite(path)), ["cell=lstm", "layers=2"])
+
+
+def test_cell_ids_that_would_collide_are_an_error(tmp_path):
+    path = suite_of("""
+        name: t
+        matrix: {corpus: [/a/b.txt, /ab.txt]}
+    """, tmp_path)
+    with pytest.raises(HarnessError, match="both get the id"):
+        load_suite(path)
+
+
 def test_config_hash_changes_with_the_suite(tmp_path):
     a = load_suite(suite_of("name: t\nmatrix: {layers: [1, 2]}\n", tmp_path, "a.yaml"))
     b = load_suite(suite_of("name: t\nmatrix: {layers: [1, 2]}\n", tmp_path, "b.yaml"))
@@ -159,7 +178,6 @@ def test_no_traceback_from_a_real_process(tmp_path):
     assert not (tmp_path / "results").exists()  # nothing written for bad input
 
 
-def test_parse_suite_rejects_unknown_claim_names_when_claims_are_known():
-    pytest.importorskip("harness.claims")
+def test_parse_suite_rejects_unknown_claim_names():
     with pytest.raises(HarnessError):
         parse_suite({"name": "t", "claims": ["the moon is cheese"]}, "inline")

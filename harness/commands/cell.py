@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 
 from ..config import CellConfig, build_config
@@ -46,8 +47,7 @@ def config_from_args(args, defaults: dict | None = None) -> CellConfig:
     """The CellConfig of the parsed flags: ``defaults``, then the --config-json file, then each flag given."""
     values = dict(defaults or {})
     if args.config_json:
-        with open(args.config_json) as f:
-            values.update(json.load(f))
+        values.update(_read_config_json(args.config_json))
     for name in CellConfig.model_fields:
         value = getattr(args, name, None)
         if value is not None:
@@ -56,9 +56,30 @@ def config_from_args(args, defaults: dict | None = None) -> CellConfig:
     return build_config(values, "command line", names)
 
 
+def _read_config_json(path) -> dict:
+    from ..errors import HarnessError
+
+    try:
+        with open(path) as f:
+            values = json.load(f)
+    except OSError as exc:
+        raise HarnessError(f"--config-json {path}: cannot read: {exc.strerror}") from None
+    except json.JSONDecodeError as exc:
+        raise HarnessError(f"--config-json {path}: invalid JSON at line {exc.lineno}: {exc.msg}") from None
+    if not isinstance(values, dict):
+        raise HarnessError(f"--config-json {path}: expected a JSON object of configuration keys")
+    return values
+
+
+def _finite_or_none(value):
+    """Strict JSON has no NaN or Infinity: a diverged cell's perplexity is printed as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 def main(args) -> int:
     cfg = config_from_args(args)
-    progress = None
     if not args.json:
         print(f"training {cfg.cell_id} for {cfg.epochs} epochs", file=sys.stderr)
     from tqdm import tqdm
@@ -77,7 +98,7 @@ def main(args) -> int:
         write_json_atomic(args.result_file, record)
     flat = {key: record.get(key) for key in RESULT_COLUMNS + EXTRA_COLUMNS}
     if args.json:
-        print(json.dumps(flat, default=str))
+        print(json.dumps({k: _finite_or_none(v) for k, v in flat.items()}, default=str, allow_nan=False))
     else:
         _print_summary(flat, record.get("samples", []))
     return 0 if record["status"] in ("ok", "skipped") else 1
