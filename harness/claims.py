@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .config import FIELDS
+from .config import FIELDS, GRID_KEYS
 from .errors import HarnessError
 
 SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE = "supported", "not supported", "inconclusive"
@@ -393,7 +393,7 @@ def evaluate_claims(cells: pd.DataFrame, epochs: pd.DataFrame, samples: pd.DataF
 
 # --- shared machinery -------------------------------------------------------------------------------
 
-GRID_AXES = ("cell", "layers", "direction", "device")
+GRID_AXES = tuple(k for k in GRID_KEYS if k != "seed")  # seeds are the replicates, not an axis
 
 
 def ok_cells(cells: pd.DataFrame) -> pd.DataFrame:
@@ -407,17 +407,25 @@ def ok_cells(cells: pd.DataFrame) -> pd.DataFrame:
     return ok
 
 
+def extra_keys(cells: pd.DataFrame) -> list[str]:
+    """Configuration keys beyond the grid axes that take more than one value in ``cells``: the suite's other
+    matrix axes (precision, hidden, threads, lr ...). Cells that differ in one are different configurations."""
+    return [k for k in FIELDS if k in cells and k not in GRID_KEYS and cells[k].nunique() > 1]
+
+
+def configuration_keys(cells: pd.DataFrame) -> list[str]:
+    """The grid axes and every other configuration key that varies: one configuration per combination."""
+    return [k for k in GRID_AXES if k in cells] + extra_keys(cells)
+
+
 def context_keys(cells: pd.DataFrame, compared: str) -> list[str]:
     """The keys that identify a group of seeds apart from the compared key: the grid axes, and every
     other configuration key that takes more than one value in ``cells``."""
-    keys = [k for k in GRID_AXES if k in cells and k != compared]
-    for key in FIELDS:
-        if key in cells and key not in keys and key not in ("seed", compared) and cells[key].nunique() > 1:
-            keys.append(key)
-    return keys
+    return [k for k in configuration_keys(cells) if k != compared]
 
 
-def _by_seed(group: pd.DataFrame, column: str) -> pd.Series:
+def by_seed(group: pd.DataFrame, column: str) -> pd.Series:
+    """``column`` of a group of cells as numbers indexed by seed (the replicates that compare() pairs)."""
     if column not in group or "seed" not in group:
         return pd.Series(dtype=float)
     return pd.Series(pd.to_numeric(group[column], errors="coerce").to_numpy(), index=group["seed"].to_numpy())
@@ -580,7 +588,7 @@ def _depth_helps(cells, epochs, samples, spec: ClaimSpec, corpus_words) -> Claim
             a_cells, b_cells = group[group["layers"] == lo], group[group["layers"] == hi]
             step = f"{int(lo)} -> {int(hi)} layers"
             for metric in PPL_METRICS:
-                result = compare(_by_seed(a_cells, metric), _by_seed(b_cells, metric), "difference",
+                result = compare(by_seed(a_cells, metric), by_seed(b_cells, metric), "difference",
                                  spec.confidence, spec.min_seeds)
                 rows.append(_row(context, step, metric, "epochs", result, *_depth_outcome(result, spec.margin)))
             if not curves:
@@ -652,7 +660,7 @@ def _bidirectional_slow(cells, epochs, samples, spec: ClaimSpec, corpus_words) -
     rows = []
     for context, uni, bi in direction_pairs(ok):
         for metric in COST_METRICS:
-            result = compare(_by_seed(uni, metric), _by_seed(bi, metric), "ratio", spec.confidence, spec.min_seeds)
+            result = compare(by_seed(uni, metric), by_seed(bi, metric), "ratio", spec.confidence, spec.min_seeds)
             rows.append(_row(context, "bi / uni", metric, "epochs", result, *_slow_outcome(result, spec.threshold)))
     evidence = pd.DataFrame(rows)
     if evidence.empty:
@@ -725,17 +733,17 @@ def _bidirectional_useless(cells, epochs, samples, spec: ClaimSpec, corpus_words
             ok[column] = ok["cell_id"].map(quality[column]).astype(float)
     rows = []
     for context, uni, bi in direction_pairs(ok):
-        result = compare(_by_seed(uni, "causal_ppl"), _by_seed(bi, "causal_ppl"), "ratio", spec.confidence,
+        result = compare(by_seed(uni, "causal_ppl"), by_seed(bi, "causal_ppl"), "ratio", spec.confidence,
                          spec.min_seeds)
         rows.append(_row(context, "bi / uni", "causal_ppl", "epochs", result, *_useless_outcome(result, spec.margin)))
         for direction, group in (("bi", bi), ("uni", uni)):
-            result = compare(_by_seed(group, "val_ppl"), _by_seed(group, "causal_ppl"), "ratio", spec.confidence,
+            result = compare(by_seed(group, "val_ppl"), by_seed(group, "causal_ppl"), "ratio", spec.confidence,
                              spec.min_seeds)
             outcome, _ = _leak_outcome(result, spec.margin)
             rows.append(_row(context, f"{direction}: causal / teacher-forced", "leak", "epochs", result, outcome,
                              "context"))
         for metric in ("word_share", "longest_repeat"):
-            result = compare(_by_seed(uni, metric), _by_seed(bi, metric), "difference", spec.confidence,
+            result = compare(by_seed(uni, metric), by_seed(bi, metric), "difference", spec.confidence,
                              spec.min_seeds)
             outcome = _difference_outcome(result)
             rows.append(_row(context, "bi - uni", metric, "samples", result, outcome, "context"))

@@ -26,8 +26,9 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .config import FIELDS, build_config
+from .config import FIELDS, GRID_KEYS, build_config
 from .errors import HarnessError
+from .store import read_csv_table
 
 DEFAULT_THRESHOLD = "10%"
 DEFAULT_ALPHA = 0.01
@@ -245,21 +246,6 @@ def canonical_config(values: dict, where: str) -> dict:
     return build_config(known, where).model_dump(mode="json")
 
 
-def _read_csv(path: Path, required: Sequence[str]):
-    import pandas as pd
-
-    if not path.is_file():
-        raise HarnessError(f"{path}: missing (not a run folder?)")
-    try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except Exception as exc:  # pandas raises several parser and decoding errors
-        raise HarnessError(f"{path}: unreadable CSV: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
-    missing = [c for c in required if c not in frame.columns]
-    if missing:
-        raise HarnessError(f"{path}: missing column(s) {', '.join(missing)}")
-    return frame
-
-
 def _config_from_csv_row(row: dict, where: str) -> dict:
     values = {}
     for key in FIELDS:
@@ -304,8 +290,8 @@ def read_run(run_dir) -> Measurements:
         raise HarnessError(f"{run_json}: unreadable: {exc}") from None
     if not isinstance(run, dict):
         raise HarnessError(f"{run_json}: expected a JSON object")
-    cells = _read_csv(run_dir / "cells.csv", ["cell_id", "status"])
-    epochs = _read_csv(run_dir / "epochs.csv", ["cell_id", "epoch", "sec", "tokens_per_sec", "warmup"])
+    cells = read_csv_table(run_dir / "cells.csv", ["cell_id", "status"], text=True)
+    epochs = read_csv_table(run_dir / "epochs.csv", ["cell_id", "epoch", "sec", "tokens_per_sec", "warmup"], text=True)
 
     rows_by_cell: dict[str, list[dict]] = {}
     for row in epochs.to_dict("records"):
@@ -365,7 +351,7 @@ def _hashable(value):
     return tuple(value) if isinstance(value, list) else value
 
 
-LABEL_KEYS = ("cell", "layers", "direction", "device")
+LABEL_KEYS = tuple(k for k in GRID_KEYS if k != "seed")  # seeds are pooled
 
 
 def cell_labels(keys: Iterable[tuple]) -> dict[tuple, str]:

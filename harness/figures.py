@@ -16,7 +16,8 @@ import seaborn as sns
 from matplotlib import ticker
 from matplotlib.figure import Figure
 
-from .claims import compare, direction_pairs, ok_cells, t_interval, training_curves
+from .claims import by_seed, compare, direction_pairs, ok_cells, t_interval, training_curves
+from .config import GRID_KEYS
 
 PALETTE = sns.color_palette("colorblind", 10)
 DIRECTION_COLORS = {"uni": PALETTE[0], "bi": PALETTE[1]}
@@ -144,7 +145,7 @@ def _final_long(ok: pd.DataFrame) -> pd.DataFrame:
     present = [c for c in names if c in ok]
     if not present:
         return pd.DataFrame()
-    keys = [k for k in ("cell", "layers", "direction", "device", "seed") if k in ok]
+    keys = [k for k in GRID_KEYS if k in ok]
     long = ok.melt(id_vars=keys, value_vars=present, var_name="metric", value_name="perplexity")
     long["metric"] = long["metric"].map(names)
     return _finite(long, "perplexity")
@@ -218,9 +219,7 @@ def slowdown_table(cells: pd.DataFrame, metric: str = "sec_per_epoch") -> pd.Dat
     """Geometric-mean bi/uni ratio per (cell type, device, other keys) row and depth column."""
     records = []
     for context, uni, bi in direction_pairs(ok_cells(cells)):
-        uni_values = pd.Series(pd.to_numeric(uni[metric], errors="coerce").to_numpy(), index=uni["seed"].to_numpy())
-        bi_values = pd.Series(pd.to_numeric(bi[metric], errors="coerce").to_numpy(), index=bi["seed"].to_numpy())
-        result = compare(uni_values, bi_values, "ratio")
+        result = compare(by_seed(uni, metric), by_seed(bi, metric), "ratio")
         label = ", ".join(str(v) for k, v in context.items() if k != "layers")
         records.append({"row": label, "layers": context.get("layers"), "ratio": result.effect})
     if not records:

@@ -24,13 +24,13 @@ import pandas as pd
 from tabulate import tabulate
 
 from . import claims as claims_mod
-from .claims import ClaimResult, evaluate_claims, ok_cells, parse_claims, sample_quality, t_interval
-from .config import FIELDS
+from .claims import (ClaimResult, configuration_keys, evaluate_claims, ok_cells, parse_claims, sample_quality,
+                     t_interval)
+from .config import GRID_KEYS
 from .errors import HarnessError
-from .figures import FIGURES, make_figures
-from .store import write_text_atomic
+from .figures import FIGURES, MIB, make_figures
+from .store import read_csv_table, write_text_atomic
 
-MIB = 1024 * 1024
 STATUSES = ("ok", "skipped", "diverged", "failed", "timeout")
 
 
@@ -45,18 +45,6 @@ class RunData:
     epochs: pd.DataFrame
     samples: pd.DataFrame
     notes: list[str] = field(default_factory=list)  # what was missing or repaired while loading
-
-
-def _read_csv(path: Path, text: bool = False) -> pd.DataFrame | None:
-    """A CSV file, or None when absent. ``text``: no value is taken for missing (a prefix may be "nan")."""
-    if not path.is_file():
-        return None
-    try:
-        return pd.read_csv(path, keep_default_na=not text)
-    except pd.errors.EmptyDataError:
-        return pd.DataFrame()
-    except (OSError, ValueError, pd.errors.ParserError) as exc:
-        raise HarnessError(f"{path}: cannot read: {str(exc).splitlines()[0]}") from None
 
 
 def _cell_records(folder: Path) -> list[dict]:
@@ -80,7 +68,7 @@ def _frames_from_records(records: list[dict]) -> tuple[pd.DataFrame, pd.DataFram
         if isinstance(flat.get("prefixes"), list):
             flat["prefixes"] = "|".join(flat["prefixes"])
         cells.append(flat)
-        keys = {k: flat.get(k) for k in claims_mod.GRID_AXES + ("seed",)}
+        keys = {k: flat.get(k) for k in GRID_KEYS}
         for row in record.get("epoch_log") or []:
             epochs.append({"cell_id": flat["cell_id"], **keys, **row})
         for sample in record.get("samples") or []:
@@ -105,9 +93,9 @@ def load_run(run_dir) -> RunData:
             raise HarnessError(f"{run_json}: expected a JSON object")
     else:
         notes.append("run.json is missing: provenance unknown.")
-    cells = _read_csv(folder / "cells.csv")
-    epochs = _read_csv(folder / "epochs.csv")
-    samples = _read_csv(folder / "samples.csv", text=True)
+    cells = read_csv_table(folder / "cells.csv", missing_ok=True)
+    epochs = read_csv_table(folder / "epochs.csv", missing_ok=True)
+    samples = read_csv_table(folder / "samples.csv", text=True, missing_ok=True)
     records = _cell_records(folder) if (folder / "cells").is_dir() else []
     if cells is None and not records:
         raise HarnessError(f"{folder}: not a results folder (no cells.csv and no cells/*.json)")
@@ -127,7 +115,7 @@ def load_run(run_dir) -> RunData:
         notes.append("samples.csv is missing: no generated text.")
     if cells.empty:
         raise HarnessError(f"{folder}: cells.csv holds no cells")
-    missing = [c for c in ("cell_id", "status") + claims_mod.GRID_AXES + ("seed",) if c not in cells]
+    missing = [c for c in ("cell_id", "status") + GRID_KEYS if c not in cells]
     if missing:
         raise HarnessError(f"{folder / 'cells.csv'}: missing columns {', '.join(missing)}")
     return RunData(folder, run, cells, epochs if epochs is not None else pd.DataFrame(),
@@ -238,13 +226,6 @@ def _bytes(value) -> str:
 
 
 # --- tables ---------------------------------------------------------------------------------------------
-
-
-def configuration_keys(cells: pd.DataFrame) -> list[str]:
-    """The grid axes and every other configuration key that varies: one row per combination."""
-    keys = [k for k in claims_mod.GRID_AXES if k in cells]
-    keys += [k for k in FIELDS if k in cells and k not in keys and k != "seed" and cells[k].nunique() > 1]
-    return keys
 
 
 def _status_counts(statuses: pd.Series) -> str:
