@@ -12,7 +12,7 @@ import torch
 import math
 from torch import nn
 from torch.nn import functional as F
-import json, os, sys, time
+import json, os, time
 
 # # 获取数据
 # url = "https://www.gutenberg.org/cache/epub/35/pg35.txt" 

@@ -17,9 +17,8 @@ import time
 import torch
 
 from .config import CellConfig
-from .data import BATCHERS, Corpus, load_corpus
-from .model import CharRNN
-from .train import Trainer, synchronize
+from .data import Corpus
+from .train import prepare_cell, synchronize
 
 PHASES = ("data", "forward", "backward", "clip", "optimizer", "graph replay")
 
@@ -88,21 +87,13 @@ def profile_cell(cfg: CellConfig, warmup_epochs: int = 1, top: int = 15, trace_p
         from .errors import HarnessError
 
         raise HarnessError("--device cuda: CUDA is not available here")
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    device = torch.device(cfg.device)
-    corpus = corpus or load_corpus(cfg.corpus, cfg.strip_boilerplate, cfg.max_tokens, cfg.val_tokens)
-    torch.manual_seed(cfg.seed)
-    generator = torch.Generator().manual_seed(cfg.seed)
-    model = CharRNN(len(corpus.vocab), cfg.cell, cfg.layers, cfg.bidirectional, cfg.hidden).to(device)
+    cell = prepare_cell(cfg, corpus, phase=marked_phase)
+    device, model, trainer = cell.device, cell.model, cell.trainer
     timer = PhaseTimer(device)
-    trainer = Trainer(model, cfg, device, phase=marked_phase)
-    train_tokens = corpus.train.to(device)
-    batcher = BATCHERS[cfg.sampling]
 
     def one_epoch():
         with trainer.phase("data"):
-            xs, ys = batcher(train_tokens, cfg.batch_size, cfg.num_steps, generator)
+            xs, ys = cell.next_batches()
         loss_sum, tokens = trainer.epoch(xs, ys)
         return float(loss_sum) / tokens
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import fcntl
 import json
-import math
 import os
 import signal
 import statistics

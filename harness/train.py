@@ -8,6 +8,7 @@ diverging loss is noticed). The clock is read only after the device has been syn
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 import math
 import statistics
 import time
@@ -294,6 +295,38 @@ def cuda_unavailable_reason() -> str | None:
     return "CUDA not available: no CUDA device is visible"
 
 
+@dataclass
+class PreparedCell:
+    """Everything a cell trains with, built from its configuration alone (seeded)."""
+
+    device: torch.device
+    corpus: Corpus
+    model: CharRNN
+    trainer: Trainer
+    train_tokens: torch.Tensor  # on the device
+    all_tokens: torch.Tensor  # on the device, for held-out windows that reach back into training text
+    batcher: Callable
+    generator: torch.Generator  # drives the data order
+
+    def next_batches(self):
+        cfg = self.trainer.cfg
+        return self.batcher(self.train_tokens, cfg.batch_size, cfg.num_steps, self.generator)
+
+
+def prepare_cell(cfg: CellConfig, corpus: Corpus | None = None, phase=None) -> PreparedCell:
+    """Threads, corpus, seeded model and data order, optimiser: the same for training and profiling."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = torch.device(cfg.device)
+    corpus = corpus or load_corpus(cfg.corpus, cfg.strip_boilerplate, cfg.max_tokens, cfg.val_tokens)
+    torch.manual_seed(cfg.seed)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    model = CharRNN(len(corpus.vocab), cfg.cell, cfg.layers, cfg.bidirectional, cfg.hidden).to(device)
+    trainer = Trainer(model, cfg, device, phase=phase)
+    return PreparedCell(device, corpus, model, trainer, corpus.train.to(device), corpus.tokens.to(device),
+                        BATCHERS[cfg.sampling], generator)
+
+
 def run_cell(cfg: CellConfig, on_epoch: Callable[[dict], None] | None = None,
              corpus: Corpus | None = None) -> dict:
     """Train one cell and measure it. Returns a flat record (``RESULT_COLUMNS`` + ``EXTRA_COLUMNS``) with
@@ -302,17 +335,8 @@ def run_cell(cfg: CellConfig, on_epoch: Callable[[dict], None] | None = None,
         reason = cuda_unavailable_reason()
         if reason:
             return _skipped(cfg, reason)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    device = torch.device(cfg.device)
-    corpus = corpus or load_corpus(cfg.corpus, cfg.strip_boilerplate, cfg.max_tokens, cfg.val_tokens)
-    torch.manual_seed(cfg.seed)
-    generator = torch.Generator().manual_seed(cfg.seed)
-    model = CharRNN(len(corpus.vocab), cfg.cell, cfg.layers, cfg.bidirectional, cfg.hidden).to(device)
-    trainer = Trainer(model, cfg, device)
-    train_tokens = corpus.train.to(device)
-    all_tokens = corpus.tokens.to(device)
-    batcher = BATCHERS[cfg.sampling]
+    cell = prepare_cell(cfg, corpus)
+    device, corpus, model, trainer, all_tokens = cell.device, cell.corpus, cell.model, cell.trainer, cell.all_tokens
 
     epoch_log: list[dict] = []
     status, reason = "ok", ""
@@ -323,8 +347,7 @@ def run_cell(cfg: CellConfig, on_epoch: Callable[[dict], None] | None = None,
         memory.start_region()
         synchronize(device)
         t0 = time.perf_counter()
-        xs, ys = batcher(train_tokens, cfg.batch_size, cfg.num_steps, generator)
-        loss_sum, tokens = trainer.epoch(xs, ys)
+        loss_sum, tokens = trainer.epoch(*cell.next_batches())
         synchronize(device)
         sec = time.perf_counter() - t0
         memory.end_region()
