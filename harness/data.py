@@ -62,8 +62,10 @@ def _offline_hint(source: CorpusSource) -> str:
     )
 
 
-def resolve_corpus(name_or_path: str, cache_dir: Path | None = None, **download_options) -> Path:
-    """Find a corpus file: $HARNESS_DATA_DIR, then the cache folder, then a download into the cache."""
+def resolve_corpus(name_or_path: str, cache_dir: Path | None = None, offline: bool = False,
+                   **download_options) -> Path:
+    """Find a corpus file: $HARNESS_DATA_DIR, then the cache folder, then (unless ``offline``) a download
+    into the cache. ``offline``: a corpus found in neither place is a HarnessError, nothing is fetched."""
     source = CORPORA.get(name_or_path)
     if source is None:
         path = Path(name_or_path).expanduser()
@@ -84,6 +86,9 @@ def resolve_corpus(name_or_path: str, cache_dir: Path | None = None, **download_
     cached = cache / source.filename
     if cached.is_file() and (source.sha1 is None or _sha1(cached) == source.sha1):
         return cached
+    if offline:
+        raise HarnessError(f"corpus {source.name}: {source.filename} is neither in ${DATA_DIR_ENV} nor in "
+                           f"the cache {cache} (not downloaded)")
     return download(source.url, cached, sha1=source.sha1, hint=_offline_hint(source), **download_options)
 
 
@@ -211,6 +216,20 @@ class Corpus:
     path: str
 
 
+def read_corpus_lines(path: Path, strip_boilerplate: bool) -> list[str]:
+    """The lines of a corpus file as training reads them (before cleaning): UTF-8, split as the seed's
+    readlines() splits, Gutenberg's header and footer left out when ``strip_boilerplate``."""
+    raw = Path(path).read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise HarnessError(f"corpus {path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    # The seed's readlines(): only \n, \r\n and \r end a line (str.splitlines also splits at form
+    # feeds and other separators, which the seed's cleaning turns into a space inside a line instead).
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    return strip_gutenberg_boilerplate(lines) if strip_boilerplate else lines
+
+
 def load_corpus(
     name_or_path: str = "gutenberg-35",
     strip_boilerplate: bool = True,
@@ -219,16 +238,7 @@ def load_corpus(
 ) -> Corpus:
     path = resolve_corpus(name_or_path)
     raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise HarnessError(f"corpus {path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    # The seed's readlines(): only \n, \r\n and \r end a line (str.splitlines also splits at form
-    # feeds and other separators, which the seed's cleaning turns into a space inside a line instead).
-    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
-    if strip_boilerplate:
-        lines = strip_gutenberg_boilerplate(lines)
-    tokens = tokenize_chars(clean_lines(lines))
+    tokens = tokenize_chars(clean_lines(read_corpus_lines(path, strip_boilerplate)))
     vocab = Vocab(tokens)
     encoded = torch.tensor(vocab.encode(tokens), dtype=torch.long)
     if max_tokens + val_tokens > len(encoded):

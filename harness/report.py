@@ -124,26 +124,24 @@ def load_run(run_dir) -> RunData:
 
 def corpus_words(cells: pd.DataFrame) -> tuple[set[str] | None, str]:
     """The words of the corpus the cells were trained on, cleaned as training cleaned them, or None
-    and why not. A file whose SHA-256 differs from the recorded one is not used."""
-    from .data import clean_lines, resolve_corpus, strip_gutenberg_boilerplate
+    and why not. Only $HARNESS_DATA_DIR and the cache are looked at: a report never downloads. A file
+    whose SHA-256 differs from the recorded one is not used."""
+    from .data import clean_lines, read_corpus_lines, resolve_corpus
 
     names = cells["corpus"].dropna() if "corpus" in cells else pd.Series(dtype=object)
     if names.empty:
         return None, "no corpus recorded in cells.csv"
     name = str(names.mode().iloc[0])
     try:
-        path = resolve_corpus(name, timeout=10.0, retries=1)
-        raw = path.read_bytes()
+        path = resolve_corpus(name, offline=True)
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        recorded = cells["corpus_sha256"].dropna() if "corpus_sha256" in cells else pd.Series(dtype=object)
+        if not recorded.empty and digest not in set(recorded.astype(str)):
+            return None, f"{path} differs from the text the cells were trained on (SHA-256 {digest[:12]})"
+        strip = cells["strip_boilerplate"].dropna() if "strip_boilerplate" in cells else pd.Series(dtype=object)
+        lines = read_corpus_lines(path, strip.empty or str(strip.iloc[0]).lower() in ("true", "1"))
     except (HarnessError, OSError) as exc:
-        return None, f"corpus {name!r} not found ({str(exc).splitlines()[0]})"
-    recorded = cells["corpus_sha256"].dropna() if "corpus_sha256" in cells else pd.Series(dtype=object)
-    digest = hashlib.sha256(raw).hexdigest()
-    if not recorded.empty and digest not in set(recorded.astype(str)):
-        return None, f"{path} differs from the text the cells were trained on (SHA-256 {digest[:12]})"
-    lines = raw.decode("utf-8", errors="replace").splitlines()
-    strip = cells["strip_boilerplate"].dropna() if "strip_boilerplate" in cells else pd.Series(dtype=object)
-    if strip.empty or str(strip.iloc[0]).lower() in ("true", "1"):
-        lines = strip_gutenberg_boilerplate(lines)
+        return None, f"corpus {name!r} unavailable ({str(exc).splitlines()[0]})"
     return claims_mod.corpus_word_set(clean_lines(lines)), f"{path}"
 
 

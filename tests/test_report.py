@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -14,9 +15,10 @@ from PIL import Image
 from harness import cli
 from harness.errors import HarnessError
 from harness.figures import FIGURES
-from harness.claims import evaluate_claims
-from harness.report import (build_report, claim_specs, configuration_table, default_out_dir, fmt, fmt_mean_ci,
-                            load_run, samples_table, visible_spaces)
+from harness.claims import corpus_word_set, evaluate_claims
+from harness.data import clean_lines, read_corpus_lines
+from harness.report import (build_report, claim_specs, configuration_table, corpus_words, default_out_dir, fmt,
+                            fmt_mean_ci, load_run, samples_table, visible_spaces)
 
 from fixtures import make_run_folder
 
@@ -226,3 +228,37 @@ def test_sample_text_is_read_as_text(tmp_path):
         run_dir / "samples.csv", index=False)
     samples = load_run(run_dir).samples
     assert list(samples["prefix"]) == ["nan"] and list(samples["text"]) == ["nan null"]
+
+
+def test_corpus_words_never_download(tmp_path, monkeypatch):
+    import harness.data
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("a report must not download")
+
+    monkeypatch.setattr(harness.data, "download", no_network)
+    monkeypatch.setenv("HARNESS_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
+    words, note = corpus_words(pd.DataFrame({"corpus": ["gutenberg-35"]}))
+    assert words is None and "not downloaded" in note
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "pg35.txt").write_text("the time traveller\n")
+    words, note = corpus_words(pd.DataFrame({"corpus": ["gutenberg-35"]}))
+    assert words == {"the", "time", "traveller"} and note == str(tmp_path / "data" / "pg35.txt")
+
+
+def test_corpus_words_split_lines_as_training_does(tmp_path):
+    # A form feed does not end a line for training (the seed's readlines), so this text has no START
+    # marker at the start of a line and nothing is stripped; str.splitlines would strip the zebra away.
+    text = ("zebra preface\f*** START OF THE PROJECT GUTENBERG EBOOK X ***\nthe time traveller\n"
+            "*** END OF THE PROJECT GUTENBERG EBOOK X ***\nyak\n")
+    path = tmp_path / "corpus.txt"
+    path.write_text(text)
+    cells = pd.DataFrame({"corpus": [str(path)], "strip_boilerplate": [True],
+                          "corpus_sha256": [hashlib.sha256(path.read_bytes()).hexdigest()]})
+    words, _ = corpus_words(cells)
+    assert {"zebra", "yak", "traveller"} <= words
+    assert words == corpus_word_set(clean_lines(read_corpus_lines(path, True)))
+    cells["corpus_sha256"] = "0" * 64
+    assert corpus_words(cells)[0] is None  # not the text the cells were trained on
