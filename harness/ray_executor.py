@@ -97,7 +97,10 @@ def unservable_reason(cell: GridCell, nodes: list[Node]) -> str | None:
 def choose_node(cell: GridCell, nodes: list[Node], in_use: dict[str, dict[str, float]],
                 exclusive_nodes: bool) -> tuple[Node, dict[str, float]] | None:
     """The first node whose resources not held by this run's tasks (``in_use``: node id -> held
-    ``num_cpus``/``num_gpus``) fit the cell's request now, with that request; None when the cell must wait."""
+    ``num_cpus``/``num_gpus``) fit the cell's request now, with that request; None when the cell must wait.
+    CPU cells try nodes without GPUs first, keeping GPU nodes free for CUDA cells."""
+    if cell.config.device == "cpu":
+        nodes = sorted(nodes, key=lambda n: n.gpus)  # stable: otherwise the cluster's order
     for node in nodes:
         request = resource_request(cell, node, exclusive_nodes)
         if node.cpus < (cell.config.threads or 1):
@@ -194,7 +197,8 @@ class RayExecutor:
             if self.address:
                 ray.init(address=self.address, **options)
             else:
-                ray.init(num_cpus=self.num_cpus, include_dashboard=False, **options)
+                # "local": a new instance even when `ray start` left a cluster running on this machine.
+                ray.init(address="local", num_cpus=self.num_cpus, include_dashboard=False, **options)
                 self._owns_ray = True
         except (ConnectionError, RuntimeError, ValueError) as exc:
             where = f"--address {self.address}" if self.address else "a local Ray instance"
