@@ -271,8 +271,40 @@ def _float(text: str, where: str) -> float:
     return value
 
 
-def _bool(text: str) -> bool:
-    return str(text).strip().lower() in ("true", "1", "yes")
+def _bool(text: str, where: str) -> bool:
+    value = str(text).strip().lower()
+    if value in ("true", "1", "yes"):
+        return True
+    if value in ("false", "0", "no"):
+        return False
+    raise HarnessError(f"{where}: {text!r} is not true or false")
+
+
+def _epoch_number(text: str, where: str) -> int:
+    try:
+        value = int(str(text).strip())
+    except ValueError:
+        raise HarnessError(f"{where}: epoch {text!r} is not a whole number") from None
+    if value < 1:
+        raise HarnessError(f"{where}: epoch {text!r} is not a positive number")
+    return value
+
+
+def _epoch_rows(rows: list[dict], where: str) -> list[dict]:
+    """A cell's epochs.csv rows in epoch order, each epoch once."""
+    numbered = sorted(((_epoch_number(r["epoch"], where), r) for r in rows), key=lambda pair: pair[0])
+    numbers = [n for n, _ in numbered]
+    repeated = sorted({n for n in numbers if numbers.count(n) > 1})
+    if repeated:
+        raise HarnessError(f"{where}: epoch {repeated[0]} appears more than once")
+    return [r for _, r in numbered]
+
+
+def _mapping(run: dict, key: str, run_json: Path) -> dict:
+    value = run.get(key) or {}
+    if not isinstance(value, dict):
+        raise HarnessError(f"{run_json}: {key} = {value!r}: expected an object")
+    return value
 
 
 def read_run(run_dir) -> Measurements:
@@ -305,8 +337,8 @@ def read_run(run_dir) -> Measurements:
         seen.add(cell_id)
         where = f"{run_dir / 'cells.csv'}: cell {cell_id}"
         config = _config_from_csv_row(row, where)
-        epoch_rows = sorted(rows_by_cell.get(cell_id, []), key=lambda r: int(r["epoch"]))
         ewhere = f"{run_dir / 'epochs.csv'}: cell {cell_id}"
+        epoch_rows = _epoch_rows(rows_by_cell.get(cell_id, []), ewhere)
         result.append(CellTimes(
             cell_id=cell_id,
             config=config,
@@ -314,15 +346,15 @@ def read_run(run_dir) -> Measurements:
             sec=tuple(_float(r["sec"], f"{ewhere} epoch {r['epoch']} sec") for r in epoch_rows),
             tokens_per_sec=tuple(_float(r["tokens_per_sec"], f"{ewhere} epoch {r['epoch']} tokens_per_sec")
                                  for r in epoch_rows),
-            warmup=tuple(_bool(r["warmup"]) for r in epoch_rows),
+            warmup=tuple(_bool(r["warmup"], f"{ewhere} epoch {r['epoch']} warmup") for r in epoch_rows),
         ))
     suite = run.get("suite")
     return Measurements(
         source=str(run_dir),
-        machine=run.get("machine") or {},
+        machine=_mapping(run, "machine", run_json),
         cells=tuple(result),
         suite=suite.get("name") if isinstance(suite, dict) else suite,
-        git=run.get("git") or {},
+        git=_mapping(run, "git", run_json),
     )
 
 

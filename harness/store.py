@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 
@@ -57,7 +58,11 @@ def read_csv_table(path, required=(), *, text: bool = False, missing_ok: bool = 
             return None
         raise HarnessError(f"{path}: missing (not a run folder?)")
     try:
-        frame = pd.read_csv(path, dtype=str if text else None, keep_default_na=not text)
+        with warnings.catch_warnings():
+            # A row longer than the header would otherwise be read with its first field as an index (or,
+            # with index_col=False, cut short with a warning): either way every column shifts silently.
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            frame = pd.read_csv(path, dtype=str if text else None, keep_default_na=not text, index_col=False)
     except pd.errors.EmptyDataError:
         frame = pd.DataFrame()
     except Exception as exc:  # pandas raises several parser, decoding and OS errors

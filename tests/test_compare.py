@@ -281,6 +281,49 @@ def test_cli_bad_input_exits_2(tmp_path, capsys):
     assert "run.json: unreadable" in capsys.readouterr().err
 
 
+def _replace_in_epochs(run_dir, old: str, new: str) -> None:
+    path = run_dir / "epochs.csv"
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new, 1))
+
+
+@pytest.mark.parametrize("old, new, message", [
+    (",2,20.0,", ",two,20.0,", "epoch 'two' is not a whole number"),
+    (",2,20.0,", ",2.5,20.0,", "epoch '2.5' is not a whole number"),
+    (",3,20.0,", ",2,20.0,", "epoch 2 appears more than once"),
+    (",2,20.0,1.0,", ",2,20.0,fast,", "epoch 2 sec: 'fast' is not a number"),
+    (",2,20.0,1.0,", ",2,20.0,-1.0,", "epoch 2 sec: '-1.0' is not a positive finite number"),
+    ("True", "maybe", "epoch 1 warmup: 'maybe' is not true or false"),
+    ("\n", "\nx,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16\n", "unreadable CSV"),
+])
+def test_cli_malformed_epochs_csv_is_bad_input(tmp_path, capsys, old, new, message):
+    a = write_run(tmp_path / "a", [cell([WARM] + BASE)])
+    b = write_run(tmp_path / "b", [cell([WARM] + [1.0] + BASE[1:])])
+    _replace_in_epochs(b, old, new)
+    assert cli(["compare", str(a), str(b)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "epochs.csv" in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_cli_malformed_files_are_bad_input(tmp_path, capsys):
+    a = write_run(tmp_path / "a", [cell([WARM] + BASE)])
+    b = write_run(tmp_path / "b", [cell([WARM] + BASE)])
+    (b / "epochs.csv").write_bytes(b"\xff\xfe\x00garbage\x00\n\x80\x81")
+    assert cli(["compare", str(a), str(b)]) == 2
+    assert "epochs.csv: unreadable CSV" in capsys.readouterr().err
+    (b / "epochs.csv").write_text("")
+    assert cli(["compare", str(a), str(b)]) == 2
+    assert "epochs.csv: missing column(s) cell_id" in capsys.readouterr().err
+    c = write_run(tmp_path / "c", [cell([WARM] + BASE)])
+    run = json.loads((c / "run.json").read_text())
+    (c / "run.json").write_text(json.dumps(dict(run, machine="bench-1")))
+    assert cli(["compare", str(a), str(c)]) == 2
+    err = capsys.readouterr().err
+    assert "machine = 'bench-1': expected an object" in err and err.count("\n") == 1
+
+
 def test_cli_refuses_different_machines_unless_allowed(tmp_path, capsys):
     a = write_run(tmp_path / "a", two_cells(BASE, BASE))
     b = write_run(tmp_path / "b", two_cells(NOISE, NOISE), machine=dict(MACHINE, torch="2.14.0"))
