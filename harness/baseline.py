@@ -46,7 +46,7 @@ def baseline_document(measurements: Measurements, name: str) -> dict:
         "cells": [
             {"cell_id": c.cell_id, "status": c.status, "config": c.config,
              "sec": [_round(v) for v in c.sec], "tokens_per_sec": [_round(v) for v in c.tokens_per_sec],
-             "warmup": list(c.warmup)}
+             "warmup": list(c.warmup), **({"machine": c.machine} if c.machine else {})}
             for c in measurements.cells
         ],
     }
@@ -95,8 +95,11 @@ def read_baseline_file(path) -> Measurements:
             warmup = tuple(bool(v) for v in cell["warmup"])
             if not len(sec) == len(tps) == len(warmup):
                 raise HarnessError(f"{where}: sec, tokens_per_sec and warmup differ in length")
+            machine = cell.get("machine") or {}
+            if not isinstance(machine, dict):
+                raise HarnessError(f"{where}: machine = {machine!r}: expected an object")
             cells.append(CellTimes(cell["cell_id"], canonical_config(cell["config"], where), cell["status"],
-                                   sec, tps, warmup))
+                                   sec, tps, warmup, machine))
     except (KeyError, TypeError, ValueError) as exc:
         raise HarnessError(f"{path}: malformed baseline ({type(exc).__name__}: {exc})") from None
     source = document.get("source") or {}

@@ -41,6 +41,9 @@ BOOTSTRAP_SEED = 20240521  # fixed: the same samples always give the same interv
 TIMING_IRRELEVANT_KEYS = ("epochs", "eval_every", "prefixes", "sample_chars", "timeout", "seed")
 # What run.json's ``machine`` must agree on for two timings to be comparable.
 PROVENANCE_KEYS = ("cpu_model", "gpu_name", "python", "torch", "cuda", "cudnn")
+# What each cell's own record (cells.csv) must agree on: the cells of a Ray run ran on several nodes,
+# whatever machine run.json names (the driver's).
+CELL_MACHINE_KEYS = ("cpu_model", "gpu_name")
 
 VERDICTS = ("regression", "improvement", "same", "too few samples")
 
@@ -222,6 +225,9 @@ class CellTimes:
     sec: tuple[float, ...]
     tokens_per_sec: tuple[float, ...]
     warmup: tuple[bool, ...]
+    # Where the cell ran (``CELL_MACHINE_KEYS`` from cells.csv); empty when not recorded per cell, and then
+    # the run's machine (run.json) is taken as the cell's.
+    machine: dict = field(default_factory=dict)
 
     def samples(self, metric: Metric) -> tuple[float, ...]:
         values = self.sec if metric.column == "sec" else self.tokens_per_sec
@@ -347,6 +353,7 @@ def read_run(run_dir) -> Measurements:
             tokens_per_sec=tuple(_float(r["tokens_per_sec"], f"{ewhere} epoch {r['epoch']} tokens_per_sec")
                                  for r in epoch_rows),
             warmup=tuple(_bool(r["warmup"], f"{ewhere} epoch {r['epoch']} warmup") for r in epoch_rows),
+            machine={k: row[k] or None for k in CELL_MACHINE_KEYS if k in row},
         ))
     suite = run.get("suite")
     return Measurements(
@@ -410,6 +417,7 @@ class MatchedCell:
     new_ids: tuple[str, ...]
     base: tuple[float, ...]  # pooled over seeds, warm-up excluded
     new: tuple[float, ...]
+    machines: str = ""  # how the machines of the cells differ (empty: all timed on one kind of machine)
 
 
 @dataclass(frozen=True)
@@ -418,6 +426,33 @@ class Matching:
     only_base: tuple[str, ...]  # labels
     only_new: tuple[str, ...]
     not_ok: tuple[str, ...]  # "cell_id (status) in SOURCE", not compared
+
+
+def cell_machine(cell: CellTimes, side: Measurements) -> tuple:
+    """(cpu_model, gpu_name) a cell was timed on: its own record, else its run's machine."""
+    def value(key):
+        found = cell.machine.get(key) if key in cell.machine else side.machine.get(key)
+        return None if found is None or found == "" or (isinstance(found, float) and math.isnan(found)) else found
+
+    return tuple(value(k) for k in CELL_MACHINE_KEYS)
+
+
+def machine_name(machine: tuple) -> str:
+    named = [str(v) for v in machine if v is not None]
+    return ", ".join(named) if named else "unrecorded machine"
+
+
+def machine_mismatch(base: set[tuple], new: set[tuple]) -> str:
+    """How the machines of a matched pair's cells differ, or "" when they were all timed on one kind
+    of machine (same CPU model and GPU)."""
+    if len(base | new) <= 1:
+        return ""
+    if len(base) == 1 and len(new) == 1:
+        (b,), (n,) = base, new
+        return "; ".join(f"{k} {bv!r} -> {nv!r}" for k, bv, nv in zip(CELL_MACHINE_KEYS, b, n) if bv != nv)
+    parts = [f"{side} cells on {len(ms)} machines ({' | '.join(machine_name(m) for m in sorted(ms, key=str))})"
+             for side, ms in (("baseline", base), ("new", new)) if len(ms) > 1]
+    return "; ".join(parts)
 
 
 def match_cells(base: Measurements, new: Measurements, metric: Metric, ignore: Iterable[str] = ()) -> Matching:
@@ -449,6 +484,8 @@ def match_cells(base: Measurements, new: Measurements, metric: Metric, ignore: I
             new_ids=tuple(c.cell_id for c in new_cells),
             base=tuple(v for c in base_cells for v in c.samples(metric)),
             new=tuple(v for c in new_cells for v in c.samples(metric)),
+            machines=machine_mismatch({cell_machine(c, base) for c in base_cells},
+                                      {cell_machine(c, new) for c in new_cells}),
         ))
     return Matching(
         pairs=tuple(sorted(pairs, key=lambda p: p.label)),
@@ -491,6 +528,11 @@ class Report:
     matching: Matching
     differences: tuple[str, ...]
 
+    @property
+    def mixed_machines(self) -> tuple[CellResult, ...]:
+        """Results whose cells were timed on different machines (compared only when allowed)."""
+        return tuple(r for r in self.results if r.cell.machines)
+
     def count(self, verdict: str) -> int:
         return sum(r.comparison.verdict == verdict for r in self.results)
 
@@ -507,7 +549,8 @@ class Report:
                  "too few samples": "with too few samples"}
         parts = [f"{self.count(v)} {words[v]}" for v in VERDICTS]
         word = "REGRESSION" if self.regressed else "OK"
-        return (f"{word}: {', '.join(parts)} in {len(self.results)} matched cell(s) "
+        mixed = f", {len(self.mixed_machines)} of them timed on different machines" if self.mixed_machines else ""
+        return (f"{word}: {', '.join(parts)} in {len(self.results)} matched cell(s){mixed} "
                 f"({self.metric.name}, threshold {self.threshold}, alpha {self.alpha:g})")
 
 
@@ -529,6 +572,12 @@ def compare_measurements(base: Measurements, new: Measurements, threshold="10%",
         raise HarnessError(f"{base.source} and {new.source} have no cell in common "
                            f"(baseline: {', '.join(matching.only_base) or 'no ok cell'}; "
                            f"new: {', '.join(matching.only_new) or 'no ok cell'})")
+    mixed = [p for p in matching.pairs if p.machines]
+    if mixed and not allow_different_machine:
+        listed = "; ".join(f"{p.label}: {p.machines}" for p in mixed[:3])
+        more = f"; and {len(mixed) - 3} more" if len(mixed) > 3 else ""
+        raise HarnessError(f"{len(mixed)} matched cell(s) of {base.source} and {new.source} were timed on "
+                           f"different machines ({listed}{more}); pass --allow-different-machine to compare anyway")
     results = tuple(CellResult(cell, compare_samples(cell.base, cell.new, threshold, alpha,
                                                      metric_def.higher_is_better))
                     for cell in matching.pairs)

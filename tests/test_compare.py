@@ -129,11 +129,12 @@ def test_provenance_differences():
 # ----------------------------------------------------------------------------------- fixture run folders
 
 
-def cell(secs, status="ok", suffix="", **config) -> dict:
+def cell(secs, status="ok", suffix="", ran_on=None, **config) -> dict:
     """A literal cell: configuration overrides and raw per-epoch seconds (the first is the warm-up);
-    ``suffix`` extends the cell id as the runner does for other matrix axes."""
+    ``suffix`` extends the cell id as the runner does for other matrix axes; ``ran_on``: the cell's own
+    cpu_model and gpu_name (a Ray node), by default the run's machine."""
     return {"config": dict({"hidden": 8, "epochs": len(secs)}, **config), "sec": secs, "status": status,
-            "suffix": suffix}
+            "suffix": suffix, "ran_on": ran_on}
 
 
 def write_run(folder, cells, machine=MACHINE, tokens=1120):
@@ -151,8 +152,10 @@ def write_run(folder, cells, machine=MACHINE, tokens=1120):
         row = {k: ("|".join(v) if k == "prefixes" else "" if v is None else v) for k, v in values.items()
                if k in config_columns}
         timed = sorted(c["sec"][1:])
+        ran_on = c["ran_on"] or machine
         row.update(cell_id=cell_id, config_hash=cfg.config_hash(), status=c["status"], reason="",
-                   sec_per_epoch=timed[len(timed) // 2] if timed else "")
+                   sec_per_epoch=timed[len(timed) // 2] if timed else "",
+                   cpu_model=ran_on["cpu_model"], gpu_name=ran_on["gpu_name"] or "")
         cell_rows.append(row)
         for epoch, sec in enumerate(c["sec"], start=1):
             epoch_rows.append({"cell_id": cell_id, "cell": cfg.cell, "layers": cfg.layers,
@@ -336,6 +339,42 @@ def test_cli_refuses_different_machines_unless_allowed(tmp_path, capsys):
     assert "DIFFERENT MACHINES OR VERSIONS" in out and "torch: '2.13.0' -> '2.14.0'" in out
 
 
+NODE_A = {"cpu_model": "Test CPU 9000", "gpu_name": None}
+NODE_B = {"cpu_model": "Other CPU 100", "gpu_name": "NVIDIA H100"}
+
+
+def test_cells_timed_on_other_machines_are_refused_even_when_run_json_agrees(tmp_path, capsys):
+    # A Ray run: run.json names the driver, cells.csv where each cell ran.
+    a = write_run(tmp_path / "a", [cell([WARM] + BASE, ran_on=NODE_A), cell([WARM] + BASE, layers=1)])
+    b = write_run(tmp_path / "b", [cell([WARM] + NOISE, ran_on=NODE_B), cell([WARM] + NOISE, layers=1)])
+    assert provenance_differences(read_run(a).machine, read_run(b).machine) == []
+    with pytest.raises(HarnessError, match="1 matched cell.s. .* timed on different machines "
+                                           r"\(lstm-l2-uni-cpu: cpu_model 'Test CPU 9000' -> 'Other CPU 100'; "
+                                           r"gpu_name None -> 'NVIDIA H100'\)"):
+        compare_measurements(read_run(a), read_run(b))
+    assert cli(["compare", str(a), str(b)]) == 2
+    err = capsys.readouterr().err
+    assert "--allow-different-machine" in err and err.count("\n") == 1
+
+    assert cli(["compare", str(a), str(b), "--allow-different-machine"]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line.split() for line in out.splitlines() if line.startswith("lstm")}
+    assert rows["lstm-l2-uni-cpu"][-1] == "DIFFERENT" and rows["lstm-l1-uni-cpu"][-1] == "same"
+    assert "!!   lstm-l2-uni-cpu: cpu_model 'Test CPU 9000' -> 'Other CPU 100'" in out
+    assert "1 of them timed on different machines" in out.splitlines()[-1]
+
+
+def test_seeds_pooled_from_several_machines_are_flagged(tmp_path):
+    a = write_run(tmp_path / "a", [cell([WARM] + BASE[:4], seed=0), cell([WARM] + BASE[4:], seed=1)])
+    b = write_run(tmp_path / "b", [cell([WARM] + NOISE[:4], seed=0), cell([WARM] + NOISE[4:], seed=1, ran_on=NODE_B)])
+    (pair,) = match_cells(read_run(a), read_run(b), METRICS["sec_per_epoch"]).pairs
+    assert pair.machines == "new cells on 2 machines (Other CPU 100, NVIDIA H100 | Test CPU 9000)"
+    report = compare_measurements(read_run(a), read_run(b), allow_different_machine=True)
+    assert [r.cell.label for r in report.mixed_machines] == ["lstm-l2-uni-cpu"]
+    # the same machine everywhere: nothing flagged
+    assert match_cells(read_run(a), read_run(a), METRICS["sec_per_epoch"]).pairs[0].machines == ""
+
+
 # ------------------------------------------------------------------------------------------ baselines
 
 
@@ -355,6 +394,7 @@ def test_baseline_round_trip(tmp_path):
     # a baseline compares like the run it came from
     report = compare_measurements(loaded, original)
     assert [r.comparison.verdict for r in report.results] == ["same", "same"]
+    assert [c.machine for c in loaded.cells] == [{"cpu_model": "Test CPU 9000", "gpu_name": None}] * 2
     with pytest.raises(HarnessError, match="exists; pass --force"):
         save_baseline(run_dir, "main", root=root)
     save_baseline(run_dir, "main", root=root, force=True)

@@ -29,7 +29,8 @@ def register(subparsers) -> None:
                         help="match cells ignoring this configuration key (repeatable), e.g. threads to "
                              "measure what a setting costs")
     parser.add_argument("--allow-different-machine", action="store_true",
-                        help="compare even when the machines or versions (run.json) differ")
+                        help="compare even when the machines or versions (run.json) differ, or a matched "
+                             "cell's timings come from different machines (cells.csv cpu_model, gpu_name)")
     parser.add_argument("--baselines", default=DEFAULT_ROOT, metavar="DIR",
                         help=f"folder of saved baselines (default {DEFAULT_ROOT})")
     parser.set_defaults(func=main)
@@ -74,6 +75,7 @@ def format_report(report: Report) -> str:
         lines.append(banner)
     if report.ignore:
         lines.append(f"cells matched ignoring: {', '.join(report.ignore)}")
+    mixed = report.mixed_machines
     rows = []
     for r in report.results:
         c = r.comparison
@@ -82,9 +84,13 @@ def format_report(report: Report) -> str:
             f"{_number(c.new_median)} {unit}",
             f"{_fixed(c.ratio)} [{_fixed(c.ci_low)}, {_fixed(c.ci_high)}]",
             "-" if math.isnan(c.p_value) else f"{c.p_value:.2g}", c.verdict,
-        ])
+        ] + (["DIFFERENT" if r.cell.machines else "same"] if mixed else []))
     headers = ["cell", "epochs", "baseline median", "new median", f"ratio [{level} CI]", "p", "verdict"]
+    headers += ["machines"] if mixed else []
     lines.append(tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True))
+    if mixed:
+        lines.append("!! cells timed on different machines (their verdicts mix machine and code):")
+        lines += [f"!!   {r.cell.label}: {r.cell.machines}" for r in mixed]
     m = report.matching
     if m.only_base:
         lines.append(f"only in baseline (not compared): {', '.join(m.only_base)}")
