@@ -21,6 +21,7 @@ recorded as ``skipped`` with the reason instead of waiting forever, as Ray would
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import socket
@@ -173,7 +174,7 @@ class _Flight:
 class RayExecutor:
     """Runs cells as Ray tasks. ``address`` names a running cluster (``ray start``); without it a local
     Ray instance is started for the run (``num_cpus``: its CPUs, default all) and stopped after it.
-    If this process is already connected to Ray, that connection is used."""
+    If this process is already connected to Ray, that connection is used and left open."""
 
     def __init__(self, address: str | None = None, exclusive_nodes: bool = True, num_cpus: int | None = None):
         if address:
@@ -183,7 +184,7 @@ class RayExecutor:
         self.num_cpus = num_cpus
         # Shared nodes give perplexities but not clean timings: say so in run.json and cells.csv.
         self.name = "ray" if exclusive_nodes else "ray-shared"
-        self._owns_ray = False
+        self._connected_here = False
         self._node_probes: dict[str, ray.ObjectRef] = {}
         self._node_info: dict[str, dict] = {}
 
@@ -199,18 +200,19 @@ class RayExecutor:
             else:
                 # "local": a new instance even when `ray start` left a cluster running on this machine.
                 ray.init(address="local", num_cpus=self.num_cpus, include_dashboard=False, **options)
-                self._owns_ray = True
         except (ConnectionError, RuntimeError, ValueError) as exc:
             where = f"--address {self.address}" if self.address else "a local Ray instance"
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             hint = (" (a cluster with token authentication needs RAY_AUTH_MODE=token and its token here)"
                     if self.address else "")
             raise HarnessError(f"{where}: cannot start or reach Ray: {first_line}{hint}") from None
+        self._connected_here = True
 
     def close(self) -> None:
-        if self._owns_ray and ray.is_initialized():
+        """Disconnect if ``connect`` connected (a local instance it started stops with it)."""
+        if self._connected_here and ray.is_initialized():
             ray.shutdown()
-        self._owns_ray = False
+        self._connected_here = False
 
     # nodes
 
@@ -272,8 +274,10 @@ class RayExecutor:
                     yield flight.cell, self._collect(ref, flight, run_dir)
         finally:
             for ref in in_flight:
-                # A plain cancel raises KeyboardInterrupt in the task, which stops the cell's process.
-                ray.cancel(ref)
+                # A plain cancel raises KeyboardInterrupt in the task, which stops the cell's process;
+                # best effort, as Ray may already be going away.
+                with contextlib.suppress(Exception):
+                    ray.cancel(ref)
             self.close()
 
     def _collect(self, ref, flight: _Flight, run_dir) -> dict:

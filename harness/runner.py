@@ -12,6 +12,7 @@ import fcntl
 import json
 import os
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -203,7 +204,9 @@ class RunDir:
         record["cell_id"] = cell.cell_id
         record["axes"] = cell.axes
         record["config"] = cell.config.model_dump(mode="json")
-        record["flops_utilization"] = flops_utilization(record, calibration)
+        # The calibration was measured on this machine: it says nothing of a cell that ran on another node.
+        ran_here = not record.get("node") or record["node"].get("hostname") == socket.gethostname()
+        record["flops_utilization"] = flops_utilization(record, calibration) if ran_here else None
         write_json_atomic(self.cell_path(cell.cell_id), record)
 
     def rebuild_tables(self, order: list[str] | None = None) -> None:

@@ -112,6 +112,22 @@ def test_node_label_flattens_a_node_for_cells_csv():
     assert node_label(None) == ""
 
 
+def test_flops_utilization_only_for_cells_run_on_the_calibrated_machine(tmp_path):
+    from harness.runner import RunDir
+
+    run_dir = RunDir(tmp_path / "run")
+    run_dir.lock()
+    calibration = {"cpu": {"flops_per_sec": 4.0e10}}
+    cell = grid_cell(device="cpu")
+    for cell_id, hostname in (("here", socket.gethostname()), ("elsewhere", "another-host")):
+        node = {"hostname": hostname, "cpu_model": "X", "gpu_name": None}
+        run_dir.store(GridCell(cell_id, cell.config, {}), {"device": "cpu", "flops_per_sec": 1.0e10, "node": node},
+                      calibration)
+    records = run_dir.finished_records()
+    assert records["here"]["flops_utilization"] == 0.25
+    assert records["elsewhere"]["flops_utilization"] is None
+
+
 # --- command line -------------------------------------------------------------------------------------
 
 
@@ -298,3 +314,15 @@ def test_an_address_where_no_ray_head_listens_fails_fast(tmp_path, capsys):
     assert not (tmp_path / "a").exists()
     assert cli.main(args + ["--address", "nocolon", "--out", str(tmp_path / "b")]) == 2
     assert "expected HOST:PORT" in capsys.readouterr().err
+
+
+def test_without_an_address_the_run_starts_its_own_ray_instance(tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "harness", "run", str(REPO / "suites" / "smoke.yaml"),
+                           "--executor", "ray", "--only", "device=cuda", "--out", str(out), "--no-report"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    cells = pd.read_csv(out / "cells.csv")
+    assert list(cells["cell_id"]) == ["lstm-l1-uni-cuda-s0"] and list(cells["status"]) == ["skipped"]
+    assert "no node of the Ray cluster has a GPU" in cells["reason"][0]
+    assert json.loads((out / "run.json").read_text())["executor"] == "ray"
