@@ -441,6 +441,48 @@ def _groups(frame: pd.DataFrame, keys: list[str]):
         yield (key if isinstance(key, tuple) else (key,)), group
 
 
+def _depth_steps(ok: pd.DataFrame, keys: list[str]):
+    """(context, "lo -> hi layers", shallower cells, deeper cells) for each pair of adjacent depths in each
+    group of cells that agree in ``keys``."""
+    for key, group in _groups(ok, keys):
+        depths = sorted(group["layers"].unique())
+        for lo, hi in zip(depths, depths[1:]):
+            yield (dict(zip(keys, key)), f"{int(lo)} -> {int(hi)} layers", group[group["layers"] == lo],
+                   group[group["layers"] == hi])
+
+
+MACHINE = "machine"
+
+
+def machine_of(cells: pd.DataFrame) -> pd.Series | None:
+    """Per cell, the machine its timings come from: the CPU model, and for CUDA cells the GPU too
+    (cells.csv ``cpu_model``, ``gpu_name``; a Ray run's ``node``, else ``hostname``). None when not recorded."""
+    def text(column):
+        return cells[column].fillna("").astype(str) if column in cells else pd.Series("", index=cells.index)
+
+    if "cpu_model" in cells:
+        cpu, gpu = text("cpu_model"), text("gpu_name")
+    elif "node" in cells:
+        parts = text("node").str.split("|", expand=True).reindex(columns=range(3)).fillna("")
+        cpu, gpu = parts[1], parts[2]
+    elif "hostname" in cells:
+        return text("hostname")
+    else:
+        return None
+    cuda = text("device") == "cuda"
+    return cpu.where(~cuda | (gpu == ""), cpu + ", " + gpu).where(cpu != "", "unrecorded")
+
+
+def with_machine(cells: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """``cells`` with a ``machine`` column, and ``["machine"]`` as a further context key, when the cells were
+    timed on more than one machine (a Ray run across nodes); otherwise ``cells`` unchanged and no key.
+    Timings are compared only between cells timed on the same machine."""
+    machines = machine_of(cells) if not cells.empty else None
+    if machines is None or machines.nunique() < 2:
+        return cells, []
+    return cells.assign(**{MACHINE: machines}), [MACHINE]
+
+
 def _row(context: dict, comparison: str, metric: str, basis: str, result: Comparison, outcome: str,
          bearing: str) -> dict:
     return {**context, "comparison": comparison, "metric": metric, "basis": basis, "n": result.n,
@@ -579,30 +621,26 @@ def _depth_helps(cells, epochs, samples, spec: ClaimSpec, corpus_words) -> Claim
         return _empty_result(spec, f"only one depth ({_plural(int(ok['layers'].iloc[0]), 'layer')}) among the finished "
                                    f"{directions} cells", note)
     curves = training_curves(epochs)
-    keys = context_keys(ok, "layers")
     rows = []
-    for key, group in _groups(ok, keys):
-        context = dict(zip(keys, key))
-        depths = sorted(group["layers"].unique())
-        for lo, hi in zip(depths, depths[1:]):
-            a_cells, b_cells = group[group["layers"] == lo], group[group["layers"] == hi]
-            step = f"{int(lo)} -> {int(hi)} layers"
-            for metric in PPL_METRICS:
-                result = compare(by_seed(a_cells, metric), by_seed(b_cells, metric), "difference",
-                                 spec.confidence, spec.min_seeds)
-                rows.append(_row(context, step, metric, "epochs", result, *_depth_outcome(result, spec.margin)))
-            if not curves:
-                continue
-            a_time = {int(s): curves[c]["elapsed"].iloc[-1] for s, c in zip(a_cells["seed"], a_cells["cell_id"])
-                      if c in curves}
-            fallback = float(np.median(list(a_time.values()))) if a_time else math.nan
-            for metric in PPL_METRICS:
-                a = pd.Series({s: value_at_time(curves[c], a_time.get(int(s), math.nan), metric)
-                               for s, c in zip(a_cells["seed"], a_cells["cell_id"]) if c in curves}, dtype=float)
-                b = pd.Series({s: value_at_time(curves[c], a_time.get(int(s), fallback), metric)
-                               for s, c in zip(b_cells["seed"], b_cells["cell_id"]) if c in curves}, dtype=float)
-                result = compare(a, b, "difference", spec.confidence, spec.min_seeds)
-                rows.append(_row(context, step, metric, "time", result, *_depth_outcome(result, spec.margin)))
+    keys = context_keys(ok, "layers")
+    for context, step, a_cells, b_cells in _depth_steps(ok, keys):
+        for metric in PPL_METRICS:
+            result = compare(by_seed(a_cells, metric), by_seed(b_cells, metric), "difference",
+                             spec.confidence, spec.min_seeds)
+            rows.append(_row(context, step, metric, "epochs", result, *_depth_outcome(result, spec.margin)))
+    # At equal training time the seconds count, so only cells timed on the same machine are compared.
+    ok, machine = with_machine(ok)
+    for context, step, a_cells, b_cells in _depth_steps(ok, keys + machine) if curves else ():
+        a_time = {int(s): curves[c]["elapsed"].iloc[-1] for s, c in zip(a_cells["seed"], a_cells["cell_id"])
+                  if c in curves}
+        fallback = float(np.median(list(a_time.values()))) if a_time else math.nan
+        for metric in PPL_METRICS:
+            a = pd.Series({s: value_at_time(curves[c], a_time.get(int(s), math.nan), metric)
+                           for s, c in zip(a_cells["seed"], a_cells["cell_id"]) if c in curves}, dtype=float)
+            b = pd.Series({s: value_at_time(curves[c], a_time.get(int(s), fallback), metric)
+                           for s, c in zip(b_cells["seed"], b_cells["cell_id"]) if c in curves}, dtype=float)
+            result = compare(a, b, "difference", spec.confidence, spec.min_seeds)
+            rows.append(_row(context, step, metric, "time", result, *_depth_outcome(result, spec.margin)))
     evidence = pd.DataFrame(rows)
     deciding = evidence[(evidence["metric"] == spec.metric) & (evidence["basis"] == spec.basis)] \
         if not evidence.empty else evidence
@@ -643,11 +681,16 @@ def _slow_outcome(result: Comparison, threshold: float) -> tuple[str, str]:
     return "unclear", UNCLEAR
 
 
-def direction_pairs(ok: pd.DataFrame):
-    """(context, uni cells, bi cells) for every group of cells that differ only in direction and seed."""
+def direction_pairs(ok: pd.DataFrame, timing: bool = False):
+    """(context, uni cells, bi cells) for every group of cells that differ only in direction and seed.
+    ``timing``: the pairs compare times or memory, so cells timed on different machines are not paired
+    (the context then names the machine when the cells ran on several)."""
     if ok.empty or "direction" not in ok:
         return
     keys = context_keys(ok, "direction")
+    if timing:
+        ok, machine = with_machine(ok)
+        keys += machine
     for key, group in _groups(ok, keys):
         uni, bi = group[group["direction"] == "uni"], group[group["direction"] == "bi"]
         if not uni.empty and not bi.empty:
@@ -658,7 +701,7 @@ def _bidirectional_slow(cells, epochs, samples, spec: ClaimSpec, corpus_words) -
     note = _left_out_note(cells, None)
     ok = ok_cells(cells)
     rows = []
-    for context, uni, bi in direction_pairs(ok):
+    for context, uni, bi in direction_pairs(ok, timing=True):
         for metric in COST_METRICS:
             result = compare(by_seed(uni, metric), by_seed(bi, metric), "ratio", spec.confidence, spec.min_seeds)
             rows.append(_row(context, "bi / uni", metric, "epochs", result, *_slow_outcome(result, spec.threshold)))

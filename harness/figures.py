@@ -218,7 +218,7 @@ def peak_memory(cells: pd.DataFrame, path: Path) -> Path | None:
 def slowdown_table(cells: pd.DataFrame, metric: str = "sec_per_epoch") -> pd.DataFrame:
     """Geometric-mean bi/uni ratio per (cell type, device, other keys) row and depth column."""
     records = []
-    for context, uni, bi in direction_pairs(ok_cells(cells)):
+    for context, uni, bi in direction_pairs(ok_cells(cells), timing=True):
         result = compare(by_seed(uni, metric), by_seed(bi, metric), "ratio")
         label = ", ".join(str(v) for k, v in context.items() if k != "layers")
         records.append({"row": label, "layers": context.get("layers"), "ratio": result.effect})

@@ -258,6 +258,52 @@ def test_bidirectional_slow_threshold_and_memory_metric():
     assert memory.verdict == SUPPORTED and "x1.9" in memory.summary
 
 
+def test_slowdown_pairs_only_cells_timed_on_the_same_machine():
+    # A Ray run over a fast and a three times slower machine: uni seeds 0-2 ran on the fast one and bi
+    # seeds 0-2 on the slow one, the other way round for seeds 3-5. Pairing seed 0 with seed 0 would
+    # compare machines (x3 and x1/3); on each machine bi is as fast as uni.
+    fast, slow = "Fast CPU", "Slow CPU"
+    uni = [1.0, 1.02, 0.98]
+    bi = [1.01, 0.99, 1.0]
+    rows, machines = [], []
+    for seed in range(6):
+        on_fast = seed < 3
+        rows.append(("gru", 1, "uni", seed, 8.0, 7.8, 6.0, uni[seed % 3] * (1 if on_fast else 3), 1e6))
+        machines.append(fast if on_fast else slow)
+        rows.append(("gru", 1, "bi", seed, 16.0, 1.3, 1.2, bi[seed % 3] * (3 if on_fast else 1), 1.9e6))
+        machines.append(slow if on_fast else fast)
+    cells = cells_frame(rows).assign(cpu_model=machines, gpu_name=None)
+    result = run(cells, default_claim("bidirectional_slow"))
+    assert result.verdict == NOT_SUPPORTED, result.summary
+    deciding = result.evidence[result.evidence.metric == "sec_per_epoch"]
+    assert list(deciding.machine) == [fast, slow] and set(deciding.pairing) == {"unpaired"}
+    assert deciding.effect.to_numpy() == pytest.approx([1.0, 1.0], abs=0.02)
+    # Without the machines the same numbers pair across them: ratios x3 and x1/3, no verdict.
+    assert run(cells.drop(columns=["cpu_model", "gpu_name"]), default_claim("bidirectional_slow")).verdict == INCONCLUSIVE
+    # Perplexity does not depend on the machine: those pairs stay by seed across machines.
+    useless = run(cells, default_claim("bidirectional_useless"))
+    causal = useless.evidence[useless.evidence.metric == "causal_ppl"]
+    assert len(causal) == 1 and causal.n.iloc[0] == 6 and causal.pairing.iloc[0] == "paired"
+    assert "machine" not in useless.evidence
+
+
+def test_equal_time_depth_comparisons_stay_on_one_machine():
+    curves, rows, machines = {}, [], []
+    for seed in range(4):
+        for depth, sec in ((1, 1.0), (2, 2.0)):
+            on_a = (seed + depth) % 2 == 0
+            curves[f"lstm-l{depth}-uni-cpu-s{seed}"] = [(sec * (1 if on_a else 2), 10.0 - depth - e, 10.0 - depth)
+                                                       for e in range(3)]
+            rows.append(("lstm", depth, "uni", seed, 9.0 - depth + seed / 10, 8.8, 8.0 - depth + seed / 10, sec, 1e6))
+            machines.append("CPU A" if on_a else "CPU B")
+    cells = cells_frame(rows).assign(cpu_model=machines)
+    result = run(cells, ClaimSpec("depth_helps", metric="causal_ppl", basis="time"), epochs_frame(curves))
+    by_time = result.evidence[(result.evidence.basis == "time") & (result.evidence.metric == "causal_ppl")]
+    by_epochs = result.evidence[(result.evidence.basis == "epochs") & (result.evidence.metric == "causal_ppl")]
+    assert list(by_time.machine) == ["CPU A", "CPU B"] and list(by_time.n) == [2, 2]
+    assert len(by_epochs) == 1 and by_epochs.n.iloc[0] == 4 and by_epochs.machine.isna().all()
+
+
 def test_bidirectional_claims_need_both_directions():
     only_uni = cells_frame(depth_rows(IMPROVING))
     for name in ("bidirectional_slow", "bidirectional_useless"):
