@@ -458,7 +458,9 @@ def machine_of(cells: pd.DataFrame) -> pd.Series | None:
     """Per cell, the machine its timings come from: the CPU model, and for CUDA cells the GPU too
     (cells.csv ``cpu_model``, ``gpu_name``; a Ray run's ``node``, else ``hostname``). None when not recorded."""
     def text(column):
-        return cells[column].fillna("").astype(str) if column in cells else pd.Series("", index=cells.index)
+        if column not in cells:
+            return pd.Series("", index=cells.index)
+        return cells[column].astype(object).where(cells[column].notna(), "").astype(str)
 
     if "cpu_model" in cells:
         cpu, gpu = text("cpu_model"), text("gpu_name")
