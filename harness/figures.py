@@ -34,6 +34,8 @@ FIGURES = {
     "seconds_per_epoch": "Median seconds per training epoch against depth, by direction and device.",
     "slowdown_heatmap": "Bidirectional slowdown: geometric-mean bi/uni ratio of seconds per epoch (paired by seed).",
     "peak_memory": "Peak memory during training against depth (CUDA: allocated; CPU: resident-set increase).",
+    "flops_utilization": "FLOP utilization against depth, by direction and device: achieved training FLOP/s over "
+                         "the device's calibrated float32 matrix-product rate (run.json calibration).",
     "leak": "The leak: held-out teacher-forced against causal perplexity of each cell; on the diagonal both agree.",
     "pareto": "Quality against cost: held-out causal perplexity against total training time per configuration "
               "(mean over seeds); the line joins the Pareto front.",
@@ -215,6 +217,11 @@ def peak_memory(cells: pd.DataFrame, path: Path) -> Path | None:
                                path)
 
 
+def flops_utilization(cells: pd.DataFrame, path: Path) -> Path | None:
+    return _cost_against_depth(cells, "flops_utilization", 0.01, "FLOP utilization (% of matmul rate)",
+                               "FLOP utilization: training against the calibrated matrix product", path)
+
+
 def slowdown_table(cells: pd.DataFrame, metric: str = "sec_per_epoch") -> pd.DataFrame:
     """Geometric-mean bi/uni ratio per (cell type, device, other keys) row and depth column."""
     records = []
@@ -342,6 +349,7 @@ def make_figures(cells: pd.DataFrame, epochs: pd.DataFrame, folder: Path) -> dic
         "seconds_per_epoch": seconds_per_epoch(cells, png["seconds_per_epoch"]),
         "slowdown_heatmap": slowdown_heatmap(cells, png["slowdown_heatmap"]),
         "peak_memory": peak_memory(cells, png["peak_memory"]),
+        "flops_utilization": flops_utilization(cells, png["flops_utilization"]),
         "leak": leak(cells, png["leak"]),
         "pareto": pareto(cells, epochs, png["pareto"]),
     }

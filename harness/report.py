@@ -115,11 +115,34 @@ def load_run(run_dir) -> RunData:
         notes.append("samples.csv is missing: no generated text.")
     if cells.empty:
         raise HarnessError(f"{folder}: cells.csv holds no cells")
+    cells = fill_flops_utilization(cells, run.get("calibration"))
     missing = [c for c in ("cell_id", "status") + GRID_KEYS if c not in cells]
     if missing:
         raise HarnessError(f"{folder / 'cells.csv'}: missing columns {', '.join(missing)}")
     return RunData(folder, run, cells, epochs if epochs is not None else pd.DataFrame(),
                    samples if samples is not None else pd.DataFrame(), notes)
+
+
+def calibrated_rates(calibration) -> dict[str, float]:
+    """device -> calibrated matrix-product FLOP/s from run.json's ``calibration`` (devices without a rate left out)."""
+    rates = {}
+    for device, entry in (calibration or {}).items() if isinstance(calibration, dict) else ():
+        rate = entry.get("flops_per_sec") if isinstance(entry, dict) else None
+        if isinstance(rate, (int, float)) and not isinstance(rate, bool) and math.isfinite(rate) and rate > 0:
+            rates[str(device)] = float(rate)
+    return rates
+
+
+def fill_flops_utilization(cells: pd.DataFrame, calibration) -> pd.DataFrame:
+    """``cells`` with ``flops_utilization`` computed from ``flops_per_sec`` and the calibration where the
+    results lack it (cells read from records written before the column existed); recorded values stay."""
+    rates = calibrated_rates(calibration)
+    if "flops_per_sec" not in cells or "device" not in cells or not rates:
+        return cells
+    computed = pd.to_numeric(cells["flops_per_sec"], errors="coerce") / cells["device"].map(rates).astype(float)
+    recorded = (pd.to_numeric(cells["flops_utilization"], errors="coerce") if "flops_utilization" in cells
+                else pd.Series(np.nan, index=cells.index))
+    return cells.assign(flops_utilization=recorded.fillna(computed))
 
 
 def corpus_words(cells: pd.DataFrame) -> tuple[set[str] | None, str]:
@@ -236,7 +259,7 @@ def configuration_table(cells: pd.DataFrame) -> pd.DataFrame:
     """One row per configuration, seeds aggregated (mean ± 95% t half-width over finished seeds)."""
     keys = configuration_keys(cells)
     numeric = ("params", "flops_per_epoch", "train_ppl", "val_ppl", "causal_ppl", "sec_per_epoch",
-               "tokens_per_sec", "peak_mem_bytes")
+               "tokens_per_sec", "flops_utilization", "peak_mem_bytes")
     frame = cells.copy()
     for column in numeric:
         frame[column] = pd.to_numeric(frame[column], errors="coerce") if column in frame else np.nan
@@ -255,6 +278,7 @@ def configuration_table(cells: pd.DataFrame) -> pd.DataFrame:
             "causal ppl": fmt_mean_ci(finite["causal_ppl"]),
             "s/epoch": fmt_mean_ci(finite["sec_per_epoch"], 3),
             "tokens/s": fmt_mean_ci(finite["tokens_per_sec"], 3),
+            "FLOP util. (%)": fmt_mean_ci(finite["flops_utilization"] * 100, 3),
             "peak mem (MiB)": fmt_mean_ci(finite["peak_mem_bytes"] / MIB, 3),
             "status": _status_counts(group["status"]),
         })
@@ -392,6 +416,24 @@ def samples_table(samples: pd.DataFrame, cells: pd.DataFrame, words: set[str] | 
     })
 
 
+def calibration_text(calibration) -> str:
+    """run.json's ``calibration`` in a line: each device's matrix-product rate, size and threads."""
+    if not isinstance(calibration, dict) or not calibration:
+        return "not recorded"
+    rates = calibrated_rates(calibration)
+    parts = []
+    for device, entry in calibration.items():
+        entry = entry if isinstance(entry, dict) else {}
+        if device in rates:
+            size, threads = entry.get("size"), entry.get("threads")
+            detail = ", ".join(([f"{size}x{size} float32 product"] if size else [])
+                               + ([f"{threads} threads"] if threads else []))
+            parts.append(f"{device} {_sig(rates[device] / 1e9, 3)} GFLOP/s" + (f" ({detail})" if detail else ""))
+        else:
+            parts.append(f"{device} unavailable" + (f" ({entry['reason']})" if entry.get("reason") else ""))
+    return "; ".join(parts)
+
+
 def header_table(data: RunData) -> pd.DataFrame:
     run, cells = data.run, data.cells
     suite = run.get("suite") or {}
@@ -412,6 +454,7 @@ def header_table(data: RunData) -> pd.DataFrame:
         *([("cells ran on", "; ".join(machine_label(m) for m in run_machines(cells)))] if run_machines(cells) else []),
         ("versions", versions),
         ("threads", fmt(run.get("threads"))),
+        ("calibration", calibration_text(run.get("calibration"))),
         ("executor", fmt(run.get("executor"))),
         ("git", f"{git.get('commit', '-')}{' (dirty)' if git.get('dirty') else ''}"),
         ("config hash", run.get("config_hash") or "-"),
@@ -472,7 +515,9 @@ def build_blocks(data: RunData, results: list[ClaimResult], claims_origin: str, 
 
     blocks.append(("h2", "Configurations"))
     blocks.append(("p", "One row per configuration; values are the mean over finished seeds ± the half-width of "
-                        "the 95% t-interval (no interval for one seed). Perplexities are per character."))
+                        "the 95% t-interval (no interval for one seed). Perplexities are per character. FLOP "
+                        "util.: achieved training FLOP/s over the device's calibrated float32 matrix-product "
+                        "rate (header), in percent."))
     blocks.append(("table", configuration_table(data.cells)))
     by_machine = timings_by_machine(data.cells)
     if not by_machine.empty:

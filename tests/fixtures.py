@@ -26,6 +26,12 @@ UNI_SAMPLE = " the time traveller was expounding a matter to us his grey eyes sh
 BI_SAMPLE = " travellerererererererererererererererererererererererererererererer"
 
 KEY_COLUMNS = ("cell", "layers", "direction", "device", "seed")
+CPU_FLOPS_PER_SEC = 1.0e10  # the fixture machine's calibrated matrix-product rate
+CALIBRATION = {
+    "cpu": {"flops_per_sec": CPU_FLOPS_PER_SEC, "size": 2048, "samples_sec": [1.72, 1.718, 1.725], "threads": 2},
+    "cuda": {"flops_per_sec": None, "size": 2048, "samples_sec": [], "threads": None,
+             "reason": "CUDA not available: torch 2.13.0+cpu is a CPU-only build"},
+}
 
 
 def cell_id(cell: str, layers: int, direction: str, device: str, seed: int) -> str:
@@ -55,6 +61,7 @@ def _values(cell: str, layers: int, direction: str, seed: int, epochs: int) -> d
         "sec_per_epoch_iqr": sec * 0.01, "tokens_per_sec": 10_000 / sec, "tokens_per_epoch": 10_000,
         "peak_mem_bytes": int(1_000_000 * layers * (1.9 if direction == "bi" else 1.0) + 1000 * seed),
         "params": params, "flops_per_epoch": params * 6 * 10_000, "flops_per_sec": params * 6 * 10_000 / sec,
+        "flops_utilization": params * 6 * 10_000 / sec / CPU_FLOPS_PER_SEC,
         "epoch_log": log,
         "samples": [{"prefix": "time traveller", "text": "time traveller" + (BI_SAMPLE if direction == "bi" else UNI_SAMPLE)},
                     {"prefix": "traveller", "text": "traveller" + (BI_SAMPLE if direction == "bi" else UNI_SAMPLE)}],
@@ -145,7 +152,7 @@ def make_run_folder(root: Path, *, cells=("rnn", "lstm"), layers=(1, 2), directi
                     "torch": "2.13.0+cpu", "cuda": None, "cudnn": None},
         "threads": 2,
         "corpus_sha256": corpus_sha256,
-        "calibration": {"cpu": 1.0e10},
+        "calibration": CALIBRATION,
         "started": "2025-01-01T00:00:00+00:00",
         "finished": "2025-01-01T00:03:25+00:00",
     }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
 import re
 from pathlib import Path
 
@@ -17,8 +18,8 @@ from harness.errors import HarnessError
 from harness.figures import FIGURES
 from harness.claims import corpus_word_set, evaluate_claims
 from harness.data import clean_lines, read_corpus_lines
-from harness.report import (build_report, claim_specs, configuration_table, corpus_words, default_out_dir, fmt,
-                            fmt_mean_ci, load_run, samples_table, visible_spaces)
+from harness.report import (build_report, claim_specs, configuration_table, corpus_words, default_out_dir,
+                            fill_flops_utilization, fmt, fmt_mean_ci, load_run, samples_table, visible_spaces)
 
 from fixtures import make_run_folder
 
@@ -90,13 +91,18 @@ def test_tables_have_the_expected_rows(full_report):
     configurations = _table_rows(_section(markdown, "## Configurations"))
     assert len(configurations) == 16
     header = [line for line in _section(markdown, "## Configurations").splitlines() if line.startswith("|")][0]
-    for column in ("params", "FLOPs/epoch", "train ppl", "causal ppl", "s/epoch", "tokens/s", "peak mem (MiB)",
-                   "status"):
+    for column in ("params", "FLOPs/epoch", "train ppl", "causal ppl", "s/epoch", "tokens/s", "FLOP util. (%)",
+                   "peak mem (MiB)", "status"):
         assert column in header
+    utilization = [c.strip() for c in header.strip("|").split("|")].index("FLOP util. (%)")
     by_key = {tuple(r[:4]): r for r in configurations}
     assert by_key[("lstm", "2", "uni", "cpu")][-1] == "ok 2, failed 1"
     assert by_key[("lstm", "2", "uni", "cuda")][-1] == "skipped 3"
     assert by_key[("lstm", "2", "uni", "cuda")][5] == "-"  # no perplexity for skipped cells
+    # lstm, 2 layers: 8,000 parameters x 6 x 10,000 tokens in 0.05 x 2 x (1 + 0.02 k) s, over 1e10 FLOP/s
+    assert by_key[("lstm", "2", "uni", "cpu")][utilization].startswith("45.")
+    assert by_key[("rnn", "1", "uni", "cpu")][utilization].startswith("11.")
+    assert by_key[("lstm", "2", "uni", "cuda")][utilization] == "-"
 
     claims = _table_rows(_section(markdown, "## Claims"))
     assert [r[0] for r in claims] == ["Depth helps", "Bidirectional is slow (threshold = 1.5)",
@@ -121,6 +127,8 @@ def test_header_and_footer_carry_provenance(full_report):
     run = json.loads((run_dir / "run.json").read_text())
     assert "| total time     | 3 min 25 s" in markdown
     assert "Fixture CPU" in markdown and "torch 2.13.0+cpu" in markdown and "none (CUDA not available)" in markdown
+    assert "| calibration    | cpu 10 GFLOP/s (2048x2048 float32 product, 2 threads); cuda unavailable (CUDA not" \
+        in markdown
     command = " ".join(run["command"])
     assert markdown.rstrip().endswith(f"```bash\n{command}\n```")
     assert command in (out / "index.html").read_text()
@@ -140,6 +148,34 @@ def test_configuration_table_from_literal_cells():
     assert first["seeds ok"] == "2/3" and first["status"] == "ok 2, failed 1"
     assert first["causal ppl"].startswith("5 ± ")  # mean 5 with an interval over two seeds
     assert table.iloc[1]["causal ppl"] == "3"  # one seed: the value, no interval
+
+
+def test_flops_utilization_from_the_calibration_where_not_recorded():
+    cells = pd.DataFrame({"device": ["cpu", "cpu", "cuda"], "flops_per_sec": [2.0e9, 5.0e9, 1.0e12],
+                          "flops_utilization": [None, 0.7, None]})
+    calibration = {"cpu": {"flops_per_sec": 1.0e10, "size": 2048, "samples_sec": [1.7], "threads": 2},
+                   "cuda": {"flops_per_sec": None, "size": 2048, "samples_sec": [], "threads": None}}
+    filled = fill_flops_utilization(cells, calibration)
+    assert filled["flops_utilization"].iloc[:2].tolist() == [0.2, 0.7]  # computed; recorded kept
+    assert math.isnan(filled["flops_utilization"].iloc[2])  # no CUDA rate
+    assert fill_flops_utilization(cells.drop(columns="flops_utilization"), calibration)["flops_utilization"] \
+        .iloc[1] == 0.5
+    assert fill_flops_utilization(cells, {"cpu": 1.0e10}) is cells  # not a calibration record: nothing computed
+
+
+def test_flops_utilization_figure_and_column_for_results_without_the_column(tmp_path):
+    run_dir = make_run_folder(tmp_path, cells=("gru",), devices=("cpu",), seeds=(0, 1))
+    cells = pd.read_csv(run_dir / "cells.csv").drop(columns="flops_utilization")
+    cells.to_csv(run_dir / "cells.csv", index=False)
+    out = build_report(run_dir, tmp_path / "out")
+    _assert_real_png(out / "figures" / "flops_utilization.png")
+    section = _section((out / "index.md").read_text(), "## Configurations")
+    header = [c.strip() for c in next(line for line in section.splitlines() if line.startswith("|")).strip("|").split("|")]
+    values = [r[header.index("FLOP util. (%)")] for r in _table_rows(section)]
+    # gru: 3,000 parameters per layer and direction, 6 x 10,000 tokens per parameter and epoch, over 1e10 FLOP/s
+    uni = (3000 * 60_000 / (0.05 * 1.06) + 3000 * 60_000 / (0.05 * 1.04)) / 2 / 1e10 * 100
+    bi = (6000 * 60_000 / (0.1 * 1.04) + 6000 * 60_000 / (0.1 * 1.02)) / 2 / 1e10 * 100
+    assert [float(v.split(" ± ")[0]) for v in values] == pytest.approx([bi, uni, bi, uni], abs=0.05)
 
 
 def test_partial_run_single_seed_single_depth_no_epochs_no_corpus(tmp_path):
