@@ -278,7 +278,7 @@ def test_failed_cells_and_a_killed_ray_worker_are_recorded_and_the_grid_goes_on(
 
 @pytest.mark.usefixtures("data_dir")
 def test_driver_killed_then_resumed_stores_every_cell_once(tmp_path, ray_address):
-    suite = write_suite(tmp_path, "matrix: {cell: [rnn, gru, lstm]}\n")
+    suite = write_suite(tmp_path, "matrix: {cell: [rnn, gru]}\n")
     out = tmp_path / "run"
     command = [sys.executable, "-m", "harness", "run", str(suite), "--executor", "ray", "--address", ray_address,
                "--out", str(out), "--no-report"]
@@ -291,16 +291,16 @@ def test_driver_killed_then_resumed_stores_every_cell_once(tmp_path, ray_address
     os.kill(driver.pid, signal.SIGKILL)
     driver.wait()
     stored = {p.stem for p in (out / "cells").glob("*.json")}
-    assert 1 <= len(stored) < 3, log.read_text()
+    assert len(stored) == 1, log.read_text()
     again = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=240)
     assert again.returncode == 0, again.stderr
-    assert f"{len(stored)} of 3 cells already stored" in again.stderr
+    assert "1 of 2 cells already stored" in again.stderr
     cells = pd.read_csv(out / "cells.csv")
-    assert sorted(cells["cell_id"]) == sorted(f"{c}-l1-uni-cpu-s0" for c in ("rnn", "gru", "lstm"))
+    assert sorted(cells["cell_id"]) == ["gru-l1-uni-cpu-s0", "rnn-l1-uni-cpu-s0"]
     assert set(cells["status"]) == {"ok"} and set(cells["executor"]) == {"ray"}
     assert set(cells["node"]) == {this_node()}
     epochs = pd.read_csv(out / "epochs.csv")
-    assert len(epochs) == 3 * 2 and not epochs.duplicated(["cell_id", "epoch"]).any()
+    assert len(epochs) == 2 * 2 and not epochs.duplicated(["cell_id", "epoch"]).any()
 
 
 def test_an_address_where_no_ray_head_listens_fails_fast(tmp_path, capsys):
