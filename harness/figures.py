@@ -16,7 +16,8 @@ import seaborn as sns
 from matplotlib import ticker
 from matplotlib.figure import Figure
 
-from .claims import by_seed, compare, direction_pairs, ok_cells, t_interval, training_curves
+from .claims import (GRID_AXES, MACHINE, by_seed, compare, direction_pairs, extra_keys, ok_cells, t_interval,
+                     training_curves, with_machine)
 from .config import GRID_KEYS
 
 PALETTE = sns.color_palette("colorblind", 10)
@@ -35,7 +36,8 @@ FIGURES = {
     "slowdown_heatmap": "Bidirectional slowdown: geometric-mean bi/uni ratio of seconds per epoch (paired by seed).",
     "peak_memory": "Peak memory during training against depth (CUDA: allocated; CPU: resident-set increase).",
     "flops_utilization": "FLOP utilization against depth, by direction and device: achieved training FLOP/s over "
-                         "the device's calibrated float32 matrix-product rate (run.json calibration).",
+                         "the device's calibrated float32 matrix-product rate (run.json calibration); bf16 cells "
+                         "can exceed 100%.",
     "leak": "The leak: held-out teacher-forced against causal perplexity of each cell; on the diagonal both agree.",
     "pareto": "Quality against cost: held-out causal perplexity against total training time per configuration "
               "(mean over seeds); the line joins the Pareto front.",
@@ -53,17 +55,26 @@ def _grid(rows: int, cols: int, width: float = 4.2, height: float = 3.2, **kwarg
     return fig, axes
 
 
-def _save(fig: Figure, path: Path) -> Path:
+def _save(fig: Figure | None, path: Path) -> Path | None:
+    if fig is None:
+        return None
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=DPI)
     return path
 
 
+class _PlainLogFormatter(ticker.LogFormatter):
+    """LogFormatter's choice of which ticks to label, written as plain numbers (0.2, 6, 10)."""
+
+    def __call__(self, x, pos=None):
+        return f"{x:g}" if super().__call__(x, pos) else ""
+
+
 def _log_axis(axis) -> None:
-    """Log scale labelled with plain numbers (6, 8, 10) rather than powers (6 x 10^0)."""
+    """Log scale labelled with plain numbers (0.2, 6, 10) rather than powers (2e-01, 6 x 10^0)."""
     axis.axes.set_xscale("log") if axis is axis.axes.xaxis else axis.axes.set_yscale("log")
-    axis.set_major_formatter(ticker.LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
-    axis.set_minor_formatter(ticker.LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
+    axis.set_major_formatter(_PlainLogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
+    axis.set_minor_formatter(_PlainLogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
 
 
 def _t_errorbar(values):
@@ -78,8 +89,28 @@ def _finite(frame: pd.DataFrame, column: str) -> pd.DataFrame:
     return out[np.isfinite(out[column])]
 
 
-def _panel_label(values: dict) -> str:
-    return ", ".join(str(v) for v in values.values())
+def config_label(frame: pd.DataFrame, keys: list[str]) -> pd.Series:
+    """Per row, the values of configuration keys beyond the grid (``precision=bf16, hidden=64``): what tells
+    apart cells that share cell type, depth, direction, device and seed."""
+    if not keys or frame.empty:
+        return pd.Series("", index=frame.index, dtype=object)
+    return frame[keys].apply(lambda row: ", ".join(f"{k}={_plain(v)}" for k, v in row.items()), axis=1)
+
+
+def _plain(value) -> str:
+    """1.0 as 1, so that a label reads like the suite's value."""
+    if isinstance(value, (float, np.floating)) and math.isfinite(value) and value == int(value):
+        return str(int(value))
+    return str(value)
+
+
+def _join(*parts) -> str:
+    return ", ".join(str(p) for p in parts if p is not None and str(p) != "")
+
+
+def _row_order(labels) -> list[str]:
+    """Panel rows: unidirectional first, then as sorted."""
+    return sorted(set(labels), key=lambda p: (not str(p).startswith("uni"), str(p)))
 
 
 def _seeds_and_means(ax, data, x, y, hue, order, hue_order, palette):
@@ -109,6 +140,10 @@ def _legend_once(axes, title: str) -> None:
 
 
 def learning_curves(cells: pd.DataFrame, epochs: pd.DataFrame, path: Path) -> Path | None:
+    return _save(learning_curves_figure(cells, epochs), path)
+
+
+def learning_curves_figure(cells: pd.DataFrame, epochs: pd.DataFrame) -> Figure | None:
     curves = training_curves(epochs)
     if not curves:
         return None
@@ -116,12 +151,19 @@ def learning_curves(cells: pd.DataFrame, epochs: pd.DataFrame, path: Path) -> Pa
     frame = _finite(frame, "train_ppl")
     if frame.empty or not {"cell", "direction", "layers", "seed"} <= set(frame.columns):
         return None
+    # Other matrix axes (precision, hidden ...) come from cells.csv, which has every key of every cell.
+    extras = extra_keys(cells) if "cell_id" in cells else []
+    labels = pd.Series(config_label(cells, extras).to_numpy(), index=cells["cell_id"]) if extras else None
+    config = ", ".join(extras) or "config"  # the legend's heading for the line styles
+    frame[config] = frame["cell_id"].map(labels).fillna("") if labels is not None else ""
     frame["panel"] = frame["direction"].astype(str)
     if "device" in frame and frame["device"].nunique() > 1:
         frame["panel"] = frame["direction"].astype(str) + ", " + frame["device"].astype(str)
     cell_types = sorted(frame["cell"].unique())
-    panels = sorted(frame["panel"].unique(), key=lambda p: (not p.startswith("uni"), p))
+    panels = _row_order(frame["panel"])
     depths = sorted(frame["layers"].unique())
+    configs = sorted(frame[config].unique())
+    style = {"style": config, "style_order": configs} if len(configs) > 1 else {}
     with sns.axes_style(STYLE):
         fig, axes = _grid(len(cell_types), len(panels), sharex=True, sharey=True)
         for i, cell in enumerate(cell_types):
@@ -129,17 +171,18 @@ def learning_curves(cells: pd.DataFrame, epochs: pd.DataFrame, path: Path) -> Pa
                 ax = axes[i, j]
                 data = frame[(frame["cell"] == cell) & (frame["panel"] == panel)]
                 if not data.empty:
+                    # One line per cell (cell_id): seeds of different configurations never join into one.
                     sns.lineplot(data=data, x="epoch", y="train_ppl", hue="layers", hue_order=depths,
-                                 palette=layer_colors(depths), units="seed", estimator=None, lw=1.1, alpha=0.85,
-                                 ax=ax)
+                                 palette=layer_colors(depths), units="cell_id", estimator=None, lw=1.1,
+                                 alpha=0.85, ax=ax, **style)
                 _log_axis(ax.yaxis)
                 ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
                 ax.set_title(f"{cell}, {panel}", fontsize=10)
                 ax.set_xlabel("epoch" if i == len(cell_types) - 1 else "")
                 ax.set_ylabel("training perplexity (log scale)" if j == 0 else "")
-        _legend_once(axes, "layers")
-        fig.suptitle("Learning curves")
-        return _save(fig, path)
+        _legend_once(axes, "" if style else "layers")
+        fig.suptitle("Learning curves" + (" (line style: " + ", ".join(extras) + ")" if style else ""))
+        return fig
 
 
 def _final_long(ok: pd.DataFrame) -> pd.DataFrame:
@@ -147,20 +190,26 @@ def _final_long(ok: pd.DataFrame) -> pd.DataFrame:
     present = [c for c in names if c in ok]
     if not present:
         return pd.DataFrame()
-    keys = [k for k in GRID_KEYS if k in ok]
+    ok = ok.assign(config=config_label(ok, extra_keys(ok)))
+    keys = [k for k in ("cell_id", *GRID_KEYS, "config") if k in ok]
     long = ok.melt(id_vars=keys, value_vars=present, var_name="metric", value_name="perplexity")
     long["metric"] = long["metric"].map(names)
     return _finite(long, "perplexity")
 
 
 def final_perplexity(cells: pd.DataFrame, path: Path) -> Path | None:
+    return _save(final_perplexity_figure(cells), path)
+
+
+def final_perplexity_figure(cells: pd.DataFrame) -> Figure | None:
     long = _final_long(ok_cells(cells))
     if long.empty:
         return None
-    long["row"] = long["direction"].astype(str)
-    if long["device"].nunique() > 1:
-        long["row"] = long["direction"].astype(str) + ", " + long["device"].astype(str)
-    rows = sorted(long["row"].unique(), key=lambda p: (not p.startswith("uni"), p))
+    several_devices = long["device"].nunique() > 1
+    # A panel row per direction, device and other configuration: seeds of fp32 and bf16 are never averaged.
+    long["row"] = [_join(d, v if several_devices else None, c)
+                   for d, v, c in zip(long["direction"], long["device"], long["config"])]
+    rows = _row_order(long["row"])
     cell_types = sorted(long["cell"].unique())
     depths = sorted(long["layers"].unique())
     hue_order = [m for m in METRIC_COLORS if m in set(long["metric"])]
@@ -178,56 +227,70 @@ def final_perplexity(cells: pd.DataFrame, path: Path) -> Path | None:
                 ax.set_ylabel("perplexity (log scale)" if j == 0 else "")
         _legend_once(axes, "perplexity")
         fig.suptitle("Final perplexity against depth")
-        return _save(fig, path)
+        return fig
 
 
-def _cost_against_depth(cells: pd.DataFrame, column: str, scale: float, ylabel: str, title: str,
-                        path: Path) -> Path | None:
+def cost_against_depth(cells: pd.DataFrame, column: str, scale: float, ylabel: str, title: str) -> Figure | None:
+    """Per-seed values and means against depth, coloured by direction; a panel per cell type (columns) and
+    per device, other configuration and machine (rows). Rows of one device share their y scale, so that
+    e.g. fp32 and bf16 read side by side; machines are never pooled."""
     ok = _finite(ok_cells(cells), column) if column in cells else pd.DataFrame()
     if ok.empty:
         return None
-    ok = ok.assign(value=ok[column] / scale)
-    devices = sorted(ok["device"].unique())
+    extras = extra_keys(ok)
+    ok, machine = with_machine(ok)
+    ok = ok.assign(value=ok[column] / scale, config=config_label(ok, extras))
+    machines = ok[MACHINE] if machine else pd.Series("", index=ok.index)
+    ok["row"] = [_join(d, c, m) for d, c, m in zip(ok["device"], ok["config"], machines)]
+    rows = sorted(ok["row"].unique())
+    device_of = dict(zip(ok["row"], ok["device"]))
     cell_types = sorted(ok["cell"].unique())
     depths = sorted(ok["layers"].unique())
     directions = [d for d in DIRECTION_COLORS if d in set(ok["direction"])]
     with sns.axes_style(STYLE):
-        fig, axes = _grid(len(devices), len(cell_types), sharey="row")
-        for i, device in enumerate(devices):
+        fig, axes = _grid(len(rows), len(cell_types))
+        first_of_device = {}
+        for i, row in enumerate(rows):
             for j, cell in enumerate(cell_types):
                 ax = axes[i, j]
-                data = ok[(ok["device"] == device) & (ok["cell"] == cell)]
+                anchor = first_of_device.setdefault(device_of[row], ax)
+                if ax is not anchor:
+                    ax.sharey(anchor)
+                data = ok[(ok["row"] == row) & (ok["cell"] == cell)]
                 if not data.empty:
                     _seeds_and_means(ax, data, "layers", "value", "direction", depths, directions, DIRECTION_COLORS)
-                ax.set_title(f"{cell}, {device}", fontsize=10)
+                ax.set_title(f"{cell}, {row}", fontsize=10)
                 ax.set_xlabel("layers")
                 ax.set_ylabel(ylabel if j == 0 else "")
-                ax.set_ylim(bottom=0)
+        for ax in first_of_device.values():
+            ax.set_ylim(bottom=0)
         _legend_once(axes, "direction")
         fig.suptitle(title)
-        return _save(fig, path)
+        return fig
 
 
 def seconds_per_epoch(cells: pd.DataFrame, path: Path) -> Path | None:
-    return _cost_against_depth(cells, "sec_per_epoch", 1.0, "seconds per epoch (s)", "Time per epoch", path)
+    return _save(cost_against_depth(cells, "sec_per_epoch", 1.0, "seconds per epoch (s)", "Time per epoch"), path)
 
 
 def peak_memory(cells: pd.DataFrame, path: Path) -> Path | None:
-    return _cost_against_depth(cells, "peak_mem_bytes", MIB, "peak memory (MiB)", "Peak memory during training",
-                               path)
+    return _save(cost_against_depth(cells, "peak_mem_bytes", MIB, "peak memory (MiB)", "Peak memory during training"),
+                 path)
 
 
 def flops_utilization(cells: pd.DataFrame, path: Path) -> Path | None:
-    return _cost_against_depth(cells, "flops_utilization", 0.01, "FLOP utilization (% of matmul rate)",
-                               "FLOP utilization: training against the calibrated matrix product", path)
+    return _save(cost_against_depth(cells, "flops_utilization", 0.01, "FLOP utilization (% of matmul rate)",
+                                    "FLOP utilization: training against the calibrated matrix product"), path)
 
 
 def slowdown_table(cells: pd.DataFrame, metric: str = "sec_per_epoch") -> pd.DataFrame:
-    """Geometric-mean bi/uni ratio per (cell type, device, other keys) row and depth column."""
+    """Geometric-mean bi/uni ratio per (cell type, device, other keys, machine) row and depth column."""
     records = []
     for context, uni, bi in direction_pairs(ok_cells(cells), timing=True):
         result = compare(by_seed(uni, metric), by_seed(bi, metric), "ratio")
-        label = ", ".join(str(v) for k, v in context.items() if k != "layers")
+        grid = [v for k, v in context.items() if k in GRID_AXES and k != "layers"]
+        others = [f"{k}={_plain(v)}" for k, v in context.items() if k not in GRID_AXES and k != MACHINE]
+        label = _join(*grid, *others, context.get(MACHINE))
         records.append({"row": label, "layers": context.get("layers"), "ratio": result.effect})
     if not records:
         return pd.DataFrame()
@@ -304,18 +367,39 @@ def pareto_front(points: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
     return ordered.loc[front]
 
 
-def pareto(cells: pd.DataFrame, epochs: pd.DataFrame, path: Path) -> Path | None:
+def pareto_points(cells: pd.DataFrame, epochs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Finished cells with their total training seconds, and their means per configuration (grid axes and
+    every other key that varies, so fp32 and bf16 stay apart; and machine, so seconds are not pooled
+    across machines) with a ``label``. Empty frames when nothing has both time and causal perplexity."""
     ok = ok_cells(cells)
     if ok.empty or "causal_ppl" not in ok:
-        return None
+        return pd.DataFrame(), pd.DataFrame()
     ok = ok.assign(train_sec=ok["cell_id"].map(training_seconds(ok, epochs)))
     ok = _finite(_finite(ok, "train_sec"), "causal_ppl")
     if ok.empty:
+        return ok, pd.DataFrame()
+    extras = extra_keys(ok)
+    ok, machine = with_machine(ok)
+    keys = [k for k in GRID_AXES if k in ok] + extras + machine
+    configs = ok.groupby(keys, as_index=False, dropna=False)[["train_sec", "causal_ppl"]].mean()
+    several_devices = ok["device"].nunique() > 1
+
+    def label(row) -> str:
+        text = f"{row['cell']}-l{int(row['layers'])}-{row['direction']}"
+        text += f"-{row['device']}" if several_devices else ""
+        text += "".join(f" {k}={_plain(row[k])}" for k in extras)
+        return text + (f" on {row[MACHINE]}" if machine else "")
+
+    configs["label"] = [label(row) for _, row in configs.iterrows()]
+    # The marker tells cell types and other configurations apart (lstm, precision=bf16).
+    configs["marker"] = [_join(c, x) for c, x in zip(configs["cell"], config_label(configs, extras))]
+    return ok, configs
+
+
+def pareto(cells: pd.DataFrame, epochs: pd.DataFrame, path: Path) -> Path | None:
+    ok, configs = pareto_points(cells, epochs)
+    if configs.empty:
         return None
-    keys = [k for k in ("cell", "layers", "direction", "device") if k in ok]
-    configs = ok.groupby(keys, as_index=False)[["train_sec", "causal_ppl"]].mean()
-    configs["label"] = configs.apply(lambda r: f"{r['cell']}-l{int(r['layers'])}-{r['direction']}"
-                                     + (f"-{r['device']}" if ok["device"].nunique() > 1 else ""), axis=1)
     front = pareto_front(configs, "train_sec", "causal_ppl")
     directions = [d for d in DIRECTION_COLORS if d in set(ok["direction"])]
     with sns.axes_style(STYLE):
@@ -323,8 +407,11 @@ def pareto(cells: pd.DataFrame, epochs: pd.DataFrame, path: Path) -> Path | None
         ax = fig.subplots()
         sns.scatterplot(data=ok, x="train_sec", y="causal_ppl", hue="direction", hue_order=directions,
                         palette=DIRECTION_COLORS, alpha=0.3, s=18, legend=False, ax=ax)
-        sns.scatterplot(data=configs, x="train_sec", y="causal_ppl", hue="direction", hue_order=directions,
-                        palette=DIRECTION_COLORS, style="cell", s=70, ax=ax)
+        heading = ", ".join(["cell", *extra_keys(ok)])  # the legend's heading for the markers
+        points = configs.drop(columns="cell").rename(columns={"marker": heading})
+        sns.scatterplot(data=points, x="train_sec", y="causal_ppl", hue="direction", hue_order=directions,
+                        palette=DIRECTION_COLORS, style=heading, style_order=sorted(points[heading].unique()),
+                        s=70, ax=ax)
         ax.plot(front["train_sec"], front["causal_ppl"], color="0.25", lw=1.2, drawstyle="steps-post",
                 label="Pareto front")
         for _, row in front.iterrows():

@@ -9,13 +9,15 @@ import math
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
 
 from harness import cli
 from harness.errors import HarnessError
-from harness.figures import FIGURES
+from harness.figures import (FIGURES, cost_against_depth, final_perplexity_figure, learning_curves_figure,
+                             pareto_points, slowdown_table)
 from harness.claims import corpus_word_set, evaluate_claims
 from harness.data import clean_lines, read_corpus_lines
 from harness.report import (build_report, claim_specs, configuration_table, corpus_words, default_out_dir,
@@ -170,7 +172,8 @@ def test_flops_utilization_figure_and_column_for_results_without_the_column(tmp_
     out = build_report(run_dir, tmp_path / "out")
     _assert_real_png(out / "figures" / "flops_utilization.png")
     section = _section((out / "index.md").read_text(), "## Configurations")
-    header = [c.strip() for c in next(line for line in section.splitlines() if line.startswith("|")).strip("|").split("|")]
+    header_line = next(line for line in section.splitlines() if line.startswith("|"))
+    header = [c.strip() for c in header_line.strip("|").split("|")]
     values = [r[header.index("FLOP util. (%)")] for r in _table_rows(section)]
     # gru: 3,000 parameters per layer and direction, 6 x 10,000 tokens per parameter and epoch, over 1e10 FLOP/s
     uni = (3000 * 60_000 / (0.05 * 1.06) + 3000 * 60_000 / (0.05 * 1.04)) / 2 / 1e10 * 100
@@ -298,3 +301,75 @@ def test_corpus_words_split_lines_as_training_does(tmp_path):
     assert words == corpus_word_set(clean_lines(read_corpus_lines(path, True)))
     cells["corpus_sha256"] = "0" * 64
     assert corpus_words(cells)[0] is None  # not the text the cells were trained on
+
+
+# --- figures of a run with another matrix axis (precision) ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def precision_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("precision")
+    run_dir = make_run_folder(root, cells=("lstm",), layers=(1, 2), devices=("cpu",), seeds=(0, 1),
+                              precisions=("fp32", "bf16"))
+    return load_run(run_dir)
+
+
+def test_learning_curves_draw_one_line_per_cell(precision_run):
+    fig = learning_curves_figure(precision_run.cells, precision_run.epochs)
+    lines = [line for ax in fig.axes for line in ax.get_lines() if len(line.get_xdata()) > 1]
+    # 2 depths x 2 directions x 2 seeds x 2 precisions, each its own line of 4 epochs (two cells sharing
+    # a seed drawn as one line would run back from epoch 4 to epoch 1).
+    assert len(lines) == 16
+    assert all(list(line.get_xdata()) == [1, 2, 3, 4] for line in lines)
+    assert {line.get_linestyle() for line in lines} == {"-", "--"}  # fp32 and bf16 told apart
+
+
+def test_cost_figures_keep_precisions_apart_on_one_scale(precision_run):
+    fig = cost_against_depth(precision_run.cells, "sec_per_epoch", 1.0, "s", "Time per epoch")
+    panels = {ax.get_title(): ax for ax in fig.axes if ax.get_title()}
+    assert set(panels) == {"lstm, cpu, precision=bf16", "lstm, cpu, precision=fp32"}
+    bf16, fp32 = panels["lstm, cpu, precision=bf16"], panels["lstm, cpu, precision=fp32"]
+    assert bf16.get_ylim() == fp32.get_ylim()  # one device: one scale
+
+    def plotted(ax):
+        return np.concatenate([np.asarray(c.get_offsets())[:, 1] for c in ax.collections if len(c.get_offsets())])
+
+    # fixture: bf16 epochs take 0.4 of the fp32 time; each panel holds only its own precision's seeds
+    assert np.sort(plotted(bf16)) == pytest.approx(0.4 * np.sort(plotted(fp32)))
+    assert plotted(fp32).max() == pytest.approx(0.05 * 2 * 2 * 1.04)  # 2 layers, bi, slowest seed
+
+
+def test_final_perplexity_and_slowdown_rows_per_precision(precision_run):
+    titles = {ax.get_title() for ax in final_perplexity_figure(precision_run.cells).axes if ax.get_title()}
+    assert titles == {"lstm, uni, precision=fp32", "lstm, uni, precision=bf16", "lstm, bi, precision=fp32",
+                      "lstm, bi, precision=bf16"}
+    table = slowdown_table(precision_run.cells)
+    assert list(table.index) == ["lstm, cpu, precision=bf16", "lstm, cpu, precision=fp32"]
+    assert table.to_numpy() == pytest.approx(np.full((2, 2), (1.04 * 1.02) ** 0.5 * 2 / (1.06 * 1.04) ** 0.5))
+
+
+def test_pareto_points_per_precision(precision_run):
+    cells, configs = pareto_points(precision_run.cells, precision_run.epochs)
+    assert len(configs) == 8 and len(cells) == 16
+    assert sorted(configs["label"])[:2] == ["lstm-l1-bi precision=bf16", "lstm-l1-bi precision=fp32"]
+    by_label = configs.set_index("label")
+    assert by_label.loc["lstm-l2-uni precision=bf16", "train_sec"] == pytest.approx(
+        0.4 * by_label.loc["lstm-l2-uni precision=fp32", "train_sec"])
+    assert by_label.loc["lstm-l2-uni precision=bf16", "causal_ppl"] == pytest.approx(
+        by_label.loc["lstm-l2-uni precision=fp32", "causal_ppl"] + 0.5)
+
+
+def test_cost_figures_and_slowdown_split_by_machine():
+    rows = []
+    for seed, machine in enumerate(["Fast CPU", "Fast CPU", "Slow CPU", "Slow CPU"]):
+        for direction, factor in (("uni", 1.0), ("bi", 2.0)):
+            rows.append({"cell_id": f"gru-l1-{direction}-cpu-s{seed}", "cell": "gru", "layers": 1,
+                         "direction": direction, "device": "cpu", "seed": seed, "status": "ok",
+                         "sec_per_epoch": factor * (1.0 if machine == "Fast CPU" else 3.0) * (1 + seed / 100),
+                         "cpu_model": machine, "gpu_name": None})
+    cells = pd.DataFrame(rows)
+    titles = {ax.get_title() for ax in cost_against_depth(cells, "sec_per_epoch", 1.0, "s", "t").axes}
+    assert {"gru, cpu, Fast CPU", "gru, cpu, Slow CPU"} <= titles
+    table = slowdown_table(cells)
+    assert list(table.index) == ["gru, cpu, Fast CPU", "gru, cpu, Slow CPU"]
+    assert table.to_numpy().ravel() == pytest.approx([2.0, 2.0])
