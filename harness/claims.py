@@ -55,6 +55,9 @@ METRIC_LABELS = {
     "leak": "causal / teacher-forced perplexity",
 }
 
+SHORT_LABELS = {"causal_ppl": "causal ppl", "val_ppl": "teacher-forced ppl", "train_ppl": "training ppl",
+                "sec_per_epoch": "s/epoch", "peak_mem_bytes": "peak memory"}
+
 # How a comparison bears on its claim.
 SUPPORTS, CONTRADICTS, UNCLEAR, INSUFFICIENT = "supports", "contradicts", "unclear", "insufficient"
 
@@ -369,6 +372,12 @@ class ClaimResult:
     summary: str  # one line with the numbers that decided
     reason: str = ""  # why, when inconclusive
     evidence: pd.DataFrame = field(default_factory=pd.DataFrame)
+    headline: str = ""  # the gist in a few words, for a table of claims
+
+    @property
+    def short(self) -> str:
+        """A few words for a table: the headline, else why inconclusive."""
+        return self.headline or self.reason or self.summary
 
     @property
     def name(self) -> str:
@@ -529,6 +538,25 @@ def _counts_phrase(deciding: pd.DataFrame, labels: dict[str, str]) -> str:
     return ", ".join(parts)
 
 
+def _headline(verdict: str, reason: str, deciding: pd.DataFrame, labels: dict[str, str]) -> str:
+    """How many comparisons went the verdict's way ("lower in 8 of 8"), or why there is no verdict."""
+    if verdict == INCONCLUSIVE:
+        return reason
+    bearing = SUPPORTS if verdict == SUPPORTED else CONTRADICTS
+    counts = deciding["bearing"].value_counts()
+    decided = int(sum(counts.get(b, 0) for b in (SUPPORTS, CONTRADICTS, UNCLEAR)))
+    return f"{labels[bearing]} in {int(counts.get(bearing, 0))} of {decided}"
+
+
+def _mean_phrase(values: pd.Series, kind: str) -> str:
+    """The mean alone of ``_range_phrase``: x1.96 (geometric mean of ratios) or -13.6% (relative changes)."""
+    values = values[np.isfinite(values)]
+    if kind == "ratio":
+        values = values[values > 0]
+        return f"x{float(np.exp(np.log(values).mean())):.3g}" if not values.empty else ""
+    return f"{values.mean():+.1%}" if not values.empty else ""
+
+
 def _range_phrase(values: pd.Series, kind: str) -> str:
     """Mean and range of ratios (geometric mean, shown as xR) or of relative changes (shown in percent)."""
     values = values[np.isfinite(values)]
@@ -667,7 +695,13 @@ def _depth_helps(cells, epochs, samples, spec: ClaimSpec, corpus_words) -> Claim
     summary = f"{verdict}: {summary}.{note}"
     if reason:
         summary = f"{summary} Inconclusive because {reason}."
-    return ClaimResult(spec, verdict, summary, reason, evidence)
+    short = SHORT_LABELS[spec.metric] + (" at equal time" if spec.basis == "time" else "")
+    headline = _headline(verdict, reason, deciding, {SUPPORTS: f"{short} lower with more layers",
+                                                      CONTRADICTS: f"{short} higher or unchanged with more layers"})
+    mean_change = _mean_phrase(relative[deciding["bearing"] != INSUFFICIENT], "relative")
+    if mean_change:
+        headline += f" ({mean_change} per step)"
+    return ClaimResult(spec, verdict, summary, reason, evidence, headline)
 
 
 # --- bidirectional is slow ------------------------------------------------------------------------------
@@ -725,7 +759,9 @@ def _bidirectional_slow(cells, epochs, samples, spec: ClaimSpec, corpus_words) -
     summary = f"{verdict}: {summary}.{note}"
     if reason:
         summary = f"{summary} Inconclusive because {reason}."
-    return ClaimResult(spec, verdict, summary, reason, evidence)
+    headline = f"bi/uni {SHORT_LABELS[spec.metric]} {_mean_phrase(deciding['effect'], 'ratio')}; " + _headline(
+        verdict, reason, deciding, {SUPPORTS: f"above x{spec.threshold:g}", CONTRADICTS: f"below x{spec.threshold:g}"})
+    return ClaimResult(spec, verdict, summary, reason, evidence, headline)
 
 
 # --- bidirectional is useless ---------------------------------------------------------------------------
@@ -811,7 +847,9 @@ def _bidirectional_useless(cells, epochs, samples, spec: ClaimSpec, corpus_words
     summary = f"{verdict}: {summary}.{note}"
     if reason:
         summary = f"{summary} Inconclusive because {reason}."
-    return ClaimResult(spec, verdict, summary, reason, evidence)
+    headline = f"bi/uni causal ppl {_mean_phrase(deciding['effect'], 'ratio')}; " + _headline(
+        verdict, reason, deciding, {SUPPORTS: "bi no better", CONTRADICTS: "bi better"})
+    return ClaimResult(spec, verdict, summary, reason, evidence, headline)
 
 
 def _quality_phrase(ok: pd.DataFrame, corpus_words) -> str:

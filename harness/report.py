@@ -323,8 +323,8 @@ def timings_by_machine(cells: pd.DataFrame) -> pd.DataFrame:
 
 
 def claims_table(results: list[ClaimResult]) -> pd.DataFrame:
-    return pd.DataFrame([{"claim": r.title, "verdict": r.verdict, "evidence": r.summary.split(": ", 1)[-1]}
-                         for r in results])
+    """One short row per claim; the numbers that decided are in the claim's own section."""
+    return pd.DataFrame([{"claim": r.title, "verdict": r.verdict, "in short": r.short} for r in results])
 
 
 def _effect_text(row) -> str:
@@ -490,7 +490,8 @@ def build_blocks(data: RunData, results: list[ClaimResult], claims_origin: str, 
                         "per-seed differences or ratios (paired by seed where both sides share seeds, Welch "
                         "otherwise). In the evidence tables the reference is the shallower cell, the "
                         "unidirectional cell, or the teacher-forced perplexity, and the effect is compared "
-                        "minus reference (differences) or compared / reference (ratios, geometric mean)."))
+                        "minus reference (differences) or compared / reference (ratios, geometric mean). The "
+                        "table gives the gist; each claim's section below gives the numbers that decided it."))
     blocks.append(("table", claims_table(results)))
     for result in results:
         blocks.append(("h3", result.title))

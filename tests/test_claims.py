@@ -250,6 +250,12 @@ def test_bidirectional_slow_supported_not_supported_and_inconclusive():
     single = run(cells_frame(direction_rows([1.0], [2.0], (8.0,), (16.0,))), spec)
     assert single.verdict == INCONCLUSIVE and single.reason.startswith("too few seeds")
 
+    # A few words for a table of claims: the gist and the count that decided, or why undecided.
+    ratio = (2.0 * 2.3 / 1.1 * 1.8 / 0.9) ** (1 / 3)
+    assert slow.short == f"bi/uni s/epoch x{ratio:.3g}; above x1.1 in 2 of 2"
+    assert fast.short == f"bi/uni s/epoch x{1 / ratio:.3g}; below x1.1 in 2 of 2"
+    assert noisy.short.endswith("; " + noisy.reason) and single.short.endswith(single.reason)
+
 
 def test_bidirectional_slow_threshold_and_memory_metric():
     cells = cells_frame(direction_rows([1.0, 1.1, 0.9], [2.0, 2.3, 1.8]))

@@ -110,6 +110,16 @@ def test_tables_have_the_expected_rows(full_report):
     assert [r[0] for r in claims] == ["Depth helps", "Bidirectional is slow (threshold = 1.5)",
                                       "Bidirectional is useless for next-character prediction"]
     assert [r[1] for r in claims] == ["supported", "supported", "supported"]
+    # The table stays narrow: the gist in a few words; the deciding numbers are in each claim's section.
+    # CPU cells only (CUDA skipped): 2 cell types x 1 depth step; 2 cell types x 2 depths for bi/uni
+    assert re.fullmatch(r"causal ppl lower with more layers in 2 of 2 \(-1[2-4]\.\d% per step\)", claims[0][2])
+    assert claims[1][2] == "bi/uni s/epoch x1.96; above x1.5 in 4 of 4"
+    assert claims[2][2] == "bi/uni causal ppl x2.2; bi no better in 4 of 4"
+    assert all(len(r[2]) <= 70 for r in claims)
+    depth = _section(markdown, "### Depth helps")
+    assert "**Verdict: supported.** held-out causal perplexity at equal epochs: lower with more layers in 2 of 2" in depth
+    assert "change per depth step" in depth and "(range " in depth
+    assert "x1.96 on average (range x1.96 to x1.96)" in _section(markdown, "### Bidirectional is slow (threshold = 1.5)")
 
     not_finished = _table_rows(_section(markdown, "## Cells that did not finish"))
     assert len(not_finished) == 2 + 24  # the failed and diverged cells, and every CUDA cell
