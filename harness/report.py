@@ -67,6 +67,10 @@ def _frames_from_records(records: list[dict]) -> tuple[pd.DataFrame, pd.DataFram
         flat = {**config, **{k: v for k, v in record.items() if k not in ("config", "epoch_log", "samples")}}
         if isinstance(flat.get("prefixes"), list):
             flat["prefixes"] = "|".join(flat["prefixes"])
+        if isinstance(flat.get("node"), dict):  # as cells.csv writes it
+            from .runner import node_label
+
+            flat["node"] = node_label(flat["node"])
         cells.append(flat)
         keys = {k: flat.get(k) for k in GRID_KEYS}
         for row in record.get("epoch_log") or []:

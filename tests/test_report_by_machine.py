@@ -1,8 +1,10 @@
 """The report keeps timings of different machines apart when a run's cells ran on several (Ray runs)."""
 
+import json
+
 import pandas as pd
 
-from harness.report import build_report, machine_label, run_machines, timings_by_machine
+from harness.report import build_report, load_run, machine_label, run_machines, timings_by_machine
 
 from fixtures import make_run_folder
 
@@ -47,3 +49,16 @@ def test_report_of_a_run_across_two_machines_has_per_machine_timings(tmp_path):
     section = text.split("## Timings by machine", 1)[1].split("\n## ", 1)[0]
     assert "host-a: Fixture CPU A" in section and "host-b: Fixture CPU B, NVIDIA H100" in section
     assert "cells ran on" in text
+
+
+def test_node_of_cells_read_from_records_only_is_the_csv_label(tmp_path):
+    run_dir = make_run_folder(tmp_path, cells=("rnn",), layers=(1,), directions=("uni",), devices=("cpu",),
+                              seeds=(0, 1), claims=[])
+    cells = pd.read_csv(run_dir / "cells.csv")
+    cells["node"] = [A, B]
+    cells.iloc[:1].to_csv(run_dir / "cells.csv", index=False)  # the second cell only in cells/*.json
+    path = run_dir / "cells" / "rnn-l1-uni-cpu-s1.json"
+    record = json.loads(path.read_text())
+    record["node"] = {"hostname": "host-b", "cpu_model": "Fixture CPU B", "gpu_name": "NVIDIA H100"}
+    path.write_text(json.dumps(record))
+    assert run_machines(load_run(run_dir).cells) == [A, B]
