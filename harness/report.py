@@ -119,7 +119,8 @@ def load_run(run_dir) -> RunData:
         notes.append("samples.csv is missing: no generated text.")
     if cells.empty:
         raise HarnessError(f"{folder}: cells.csv holds no cells")
-    cells = fill_flops_utilization(cells, run.get("calibration"))
+    machine = run.get("machine") if isinstance(run.get("machine"), dict) else {}
+    cells = fill_flops_utilization(cells, run.get("calibration"), machine.get("hostname"))
     missing = [c for c in ("cell_id", "status") + GRID_KEYS if c not in cells]
     if missing:
         raise HarnessError(f"{folder / 'cells.csv'}: missing columns {', '.join(missing)}")
@@ -137,16 +138,18 @@ def calibrated_rates(calibration) -> dict[str, float]:
     return rates
 
 
-def fill_flops_utilization(cells: pd.DataFrame, calibration) -> pd.DataFrame:
-    """``cells`` with ``flops_utilization`` computed from ``flops_per_sec`` and the calibration where the
-    results lack it (cells read from records written before the column existed); recorded values stay."""
+def fill_flops_utilization(cells: pd.DataFrame, calibration, hostname: str | None = None) -> pd.DataFrame:
+    """``cells`` with ``flops_utilization`` computed from ``flops_per_sec`` and run.json's calibration when the
+    results predate that column. A column that is present is kept as recorded: its empty values are cells
+    that ran on another host than the calibrated one (Ray). Only cells that ran on ``hostname`` (run.json's
+    machine, when the cells record theirs) are computed."""
     rates = calibrated_rates(calibration)
-    if "flops_per_sec" not in cells or "device" not in cells or not rates:
+    if "flops_utilization" in cells or "flops_per_sec" not in cells or "device" not in cells or not rates:
         return cells
     computed = pd.to_numeric(cells["flops_per_sec"], errors="coerce") / cells["device"].map(rates).astype(float)
-    recorded = (pd.to_numeric(cells["flops_utilization"], errors="coerce") if "flops_utilization" in cells
-                else pd.Series(np.nan, index=cells.index))
-    return cells.assign(flops_utilization=recorded.fillna(computed))
+    if hostname and "hostname" in cells:
+        computed = computed.where(cells["hostname"].astype(str) == str(hostname))
+    return cells.assign(flops_utilization=computed)
 
 
 def corpus_words(cells: pd.DataFrame) -> tuple[set[str] | None, str]:

@@ -162,17 +162,19 @@ def test_configuration_table_from_literal_cells():
     assert table.iloc[1]["causal ppl"] == "3"  # one seed: the value, no interval
 
 
-def test_flops_utilization_from_the_calibration_where_not_recorded():
+def test_flops_utilization_from_the_calibration_only_for_results_without_the_column():
     cells = pd.DataFrame({"device": ["cpu", "cpu", "cuda"], "flops_per_sec": [2.0e9, 5.0e9, 1.0e12],
-                          "flops_utilization": [None, 0.7, None]})
+                          "hostname": ["here", "elsewhere", "here"]})
     calibration = {"cpu": {"flops_per_sec": 1.0e10, "size": 2048, "samples_sec": [1.7], "threads": 2},
                    "cuda": {"flops_per_sec": None, "size": 2048, "samples_sec": [], "threads": None}}
-    filled = fill_flops_utilization(cells, calibration)
-    assert filled["flops_utilization"].iloc[:2].tolist() == [0.2, 0.7]  # computed; recorded kept
-    assert math.isnan(filled["flops_utilization"].iloc[2])  # no CUDA rate
-    assert fill_flops_utilization(cells.drop(columns="flops_utilization"), calibration)["flops_utilization"] \
-        .iloc[1] == 0.5
-    assert fill_flops_utilization(cells, {"cpu": 1.0e10}) is cells  # not a calibration record: nothing computed
+    filled = fill_flops_utilization(cells, calibration, "here")["flops_utilization"]
+    assert filled.iloc[0] == 0.2
+    assert math.isnan(filled.iloc[1])  # ran on another host than the calibrated one
+    assert math.isnan(filled.iloc[2])  # no CUDA rate
+    assert fill_flops_utilization(cells, calibration)["flops_utilization"].iloc[1] == 0.5  # hosts unknown
+    recorded = cells.assign(flops_utilization=[0.3, None, None])
+    assert fill_flops_utilization(recorded, calibration, "here") is recorded  # blanks are deliberate
+    assert fill_flops_utilization(cells, {"cpu": 1.0e10}) is cells  # not a calibration record
 
 
 def test_flops_utilization_figure_and_column_for_results_without_the_column(tmp_path):
