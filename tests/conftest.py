@@ -12,6 +12,16 @@ if not os.environ.get("HARNESS_DATA_DIR") and _default_data.is_dir():
     os.environ["HARNESS_DATA_DIR"] = str(_default_data)
 os.environ.setdefault("MPLBACKEND", "Agg")
 
+# A suite whose cells train in seconds: the defaults of the runner and executor tests.
+TINY = """
+    name: tiny
+    data: {max_tokens: 1500, val_tokens: 200}
+    model: {layers: 1, hidden: 8}
+    train: {epochs: 2}
+    eval: {every: 0, sample_chars: 5}
+    run: {threads: 1, timeout: 120}
+"""
+
 
 @pytest.fixture
 def data_dir() -> Path:

@@ -28,7 +28,7 @@ from harness.ray_executor import (  # noqa: E402
 from harness.runner import node_label, run_suite  # noqa: E402
 from harness.suite import GridCell, expand, load_suite  # noqa: E402
 
-from conftest import REPO  # noqa: E402
+from conftest import REPO, TINY  # noqa: E402
 
 psutil = pytest.importorskip("psutil")
 
@@ -161,15 +161,6 @@ def ray_address():
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
 
-
-TINY = """
-    name: tiny
-    data: {max_tokens: 1500, val_tokens: 200}
-    model: {layers: 1, hidden: 8}
-    train: {epochs: 2}
-    eval: {every: 0, sample_chars: 5}
-    run: {threads: 1, timeout: 120}
-"""
 
 
 def write_suite(tmp_path, body: str):

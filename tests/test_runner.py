@@ -13,16 +13,7 @@ import pytest
 
 from harness.runner import RunDir
 
-from conftest import REPO
-
-TINY = """
-    name: tiny
-    data: {max_tokens: 1500, val_tokens: 200}
-    model: {layers: 1, hidden: 8}
-    train: {epochs: 2}
-    eval: {every: 0, sample_chars: 5}
-    run: {threads: 1, timeout: 120}
-"""
+from conftest import REPO, TINY
 
 
 def harness(*args, cwd, timeout=240):
