@@ -1,18 +1,28 @@
-"""Decide whether training got slower: noise-aware comparison of per-epoch times between two runs.
+"""Decide whether training got slower: a noise-aware comparison of two measurements of the same cells.
+
+The unit of comparison is the run: one process that trained a cell (one ``cell_id`` of a run folder, e.g.
+one seed). Each run is summarised by the median of its per-epoch times, warm-up epochs excluded, and the
+two sides are compared through these run medians. Epochs are not the unit because, measured on a shared
+2-core machine, the level of a cell moves from one process to the next by far more than its epochs vary
+within a process (docs/regression.md): epochs of one process are not independent draws of what another
+process will measure, and a test on them flags the same code run twice.
 
 A cell regresses only when both hold (the rule of asv and pytest-benchmark's thresholds combined):
 
-* the ratio of medians, new / baseline, exceeds ``1 + threshold`` (the slowdown is large enough to matter);
-* the two samples differ significantly: two-sided Mann-Whitney U test (scipy), ``p < alpha``.
+* the ratio of medians of the run medians, new / baseline, exceeds ``1 + threshold`` (the slowdown is
+  large enough to matter);
+* the run medians of the two sides differ significantly: two-sided Mann-Whitney U test (scipy),
+  ``p < alpha``. The exact test needs enough runs to reach ``p < alpha`` at all: 5 against 5 at the
+  default alpha 0.01 (``runs_needed``); with fewer the verdict is "too few runs".
 
 An improvement is the mirror image: ratio below ``1 / (1 + threshold)`` (symmetric on a log scale, so
 10% means "more than 1.1x slower" or "more than 1.1x faster") and ``p < alpha``. For a metric where
 higher is better (tokens per second) the directions swap.
 
-The samples are the raw per-epoch times of a cell, warm-up epoch excluded. Cells of the two runs are
-matched by the configuration keys that change the work of an epoch (``TIMING_IRRELEVANT_KEYS`` are left
-out); seeds are pooled, because a seed changes the weights and the data order but not the shapes or the
-number of batches, so every seed's epochs are draws of the same cost.
+Cells of the two sides are matched by the configuration keys that change the work of an epoch
+(``TIMING_IRRELEVANT_KEYS`` are left out). The seed is one of them: a seed changes the weights and the data
+order but not the shapes or the number of batches, so the runs of every seed are repeats of the same cost,
+and a suite declares its repeats as seeds (``suites/regression.yaml``).
 """
 
 from __future__ import annotations
@@ -32,12 +42,12 @@ from .store import read_csv_table
 
 DEFAULT_THRESHOLD = "10%"
 DEFAULT_ALPHA = 0.01
-MIN_SAMPLES = 3
+MIN_RUNS = 3
 BOOTSTRAP_RESAMPLES = 2000
 BOOTSTRAP_SEED = 20240521  # fixed: the same samples always give the same interval
 
 # Configuration keys that do not change the cost of a training epoch (evaluation, generation, run limits,
-# length of the run) and the seed (pooled, see above).
+# length of the run) and the seed (repeats, see above).
 TIMING_IRRELEVANT_KEYS = ("epochs", "eval_every", "prefixes", "sample_chars", "timeout", "seed")
 # What run.json's ``machine`` must agree on for two timings to be comparable.
 PROVENANCE_KEYS = ("cpu_model", "gpu_name", "python", "torch", "cuda", "cudnn")
@@ -45,7 +55,7 @@ PROVENANCE_KEYS = ("cpu_model", "gpu_name", "python", "torch", "cuda", "cudnn")
 # whatever machine run.json names (the driver's).
 CELL_MACHINE_KEYS = ("cpu_model", "gpu_name")
 
-VERDICTS = ("regression", "improvement", "same", "too few samples")
+VERDICTS = ("regression", "improvement", "same", "too few runs")
 
 
 @dataclass(frozen=True)
@@ -116,30 +126,57 @@ class Threshold:
 
 @dataclass(frozen=True)
 class Comparison:
-    """The verdict on one cell, with the numbers behind it."""
+    """The verdict on one cell, with the numbers behind it: the raw per-epoch samples of every run of each
+    side (warm-up excluded), from which the statistics are derived."""
 
-    base: tuple[float, ...]
-    new: tuple[float, ...]
+    base_runs: tuple[tuple[float, ...], ...]
+    new_runs: tuple[tuple[float, ...], ...]
     threshold: Threshold
     alpha: float
     higher_is_better: bool
-    p_value: float
+    p_value: float  # Mann-Whitney U on the run medians
     ci_low: float  # confidence interval of the ratio of medians, level 1 - alpha
     ci_high: float
     verdict: str
 
     @property
+    def base(self) -> tuple[float, ...]:
+        """The baseline's run medians, one per run."""
+        return run_medians(self.base_runs)
+
+    @property
+    def new(self) -> tuple[float, ...]:
+        return run_medians(self.new_runs)
+
+    @property
     def base_median(self) -> float:
-        return float(np.median(self.base)) if self.base else math.nan
+        return _median(self.base)
 
     @property
     def new_median(self) -> float:
-        return float(np.median(self.new)) if self.new else math.nan
+        return _median(self.new)
 
     @property
     def ratio(self) -> float:
-        """new median / baseline median."""
+        """Median of the new run medians / median of the baseline's."""
         return _ratio(self.new_median, self.base_median)
+
+    @property
+    def base_spread(self) -> float:
+        """How far the baseline's runs disagree: interquartile range / median of the run medians."""
+        return relative_spread(self.base)
+
+    @property
+    def new_spread(self) -> float:
+        return relative_spread(self.new)
+
+    @property
+    def noisy(self) -> bool:
+        """The runs of one side differ among themselves by more than the threshold, so a change of the
+        threshold's size is hard to tell from run-to-run noise (as torch.utils.benchmark flags noisy
+        measurements): a verdict of "same" here is weak evidence."""
+        spreads = [s for s in (self.base_spread, self.new_spread) if math.isfinite(s)]
+        return bool(spreads) and max(spreads) > self.threshold.fraction
 
     @property
     def confidence(self) -> float:
@@ -150,19 +187,45 @@ class Comparison:
         return self.p_value < self.alpha
 
 
+def _median(values: Sequence[float]) -> float:
+    return float(np.median(values)) if len(values) else math.nan
+
+
 def _ratio(new: float, base: float) -> float:
     if not (math.isfinite(new) and math.isfinite(base)) or base <= 0:
         return math.nan
     return new / base
 
 
-def enough_samples(n_base: int, n_new: int, alpha: float) -> bool:
-    """At least ``MIN_SAMPLES`` on each side, and enough that the exact two-sided Mann-Whitney test could
+def run_medians(runs: Iterable[Sequence[float]]) -> tuple[float, ...]:
+    """Each run's median; runs without a timed epoch are left out."""
+    return tuple(float(np.median(r)) for r in runs if len(r))
+
+
+def relative_spread(values: Sequence[float]) -> float:
+    """Interquartile range / median of at least two values (NaN otherwise), the measure of noise that
+    torch.utils.benchmark warns on; one outlying run barely moves it."""
+    if len(values) < 2:
+        return math.nan
+    low, middle, high = np.percentile(np.asarray(values, float), [25, 50, 75])
+    return float(high - low) / float(middle) if middle > 0 else math.nan
+
+
+def enough_runs(n_base: int, n_new: int, alpha: float) -> bool:
+    """At least ``MIN_RUNS`` on each side, and enough that the exact two-sided Mann-Whitney test could
     reach ``p < alpha`` at all: its smallest attainable p is 2 / C(n_base + n_new, n_base) (e.g. 5 and
-    5 epochs are the fewest for alpha = 0.01)."""
-    if min(n_base, n_new) < MIN_SAMPLES:
+    5 runs are the fewest for alpha = 0.01)."""
+    if min(n_base, n_new) < MIN_RUNS:
         return False
     return 2 / math.comb(n_base + n_new, n_base) < alpha
+
+
+def runs_needed(alpha: float) -> int:
+    """The fewest runs per side (the same on both) with which the test can decide at ``alpha``."""
+    n = MIN_RUNS
+    while not enough_runs(n, n, alpha):
+        n += 1
+    return n
 
 
 def mann_whitney_p(base: Sequence[float], new: Sequence[float]) -> float:
@@ -190,26 +253,34 @@ def bootstrap_ratio_ci(base: Sequence[float], new: Sequence[float], confidence: 
     return float(low), float(high)
 
 
-def compare_samples(base: Iterable[float], new: Iterable[float], threshold="10%", alpha: float = DEFAULT_ALPHA,
-                    higher_is_better: bool = False) -> Comparison:
-    """Compare two samples of one cell's per-epoch measurements (baseline, new) and give a verdict."""
+def compare_runs(base_runs: Iterable[Sequence[float]], new_runs: Iterable[Sequence[float]], threshold="10%",
+                 alpha: float = DEFAULT_ALPHA, higher_is_better: bool = False) -> Comparison:
+    """Compare one cell's runs (each a sequence of per-epoch measurements, warm-up excluded) between a
+    baseline and a new measurement, and give a verdict."""
     threshold = Threshold.parse(threshold)
     if not 0 < alpha < 1:
         raise HarnessError(f"alpha {alpha!r}: must be between 0 and 1")
-    base_t = tuple(float(v) for v in base)
-    new_t = tuple(float(v) for v in new)
-    p = mann_whitney_p(base_t, new_t)
-    low, high = bootstrap_ratio_ci(base_t, new_t, 1 - alpha)
-    ratio = _ratio(float(np.median(new_t)) if new_t else math.nan, float(np.median(base_t)) if base_t else math.nan)
-    if not enough_samples(len(base_t), len(new_t), alpha) or math.isnan(ratio):
-        verdict = "too few samples"
+    base_runs = tuple(tuple(float(v) for v in run) for run in base_runs if len(run))
+    new_runs = tuple(tuple(float(v) for v in run) for run in new_runs if len(run))
+    base, new = run_medians(base_runs), run_medians(new_runs)
+    p = mann_whitney_p(base, new)
+    low, high = bootstrap_ratio_ci(base, new, 1 - alpha)
+    ratio = _ratio(_median(new), _median(base))
+    if not enough_runs(len(base), len(new), alpha) or math.isnan(ratio):
+        verdict = "too few runs"
     elif p < alpha and ratio > threshold.slower_ratio:
         verdict = "improvement" if higher_is_better else "regression"
     elif p < alpha and ratio < threshold.faster_ratio:
         verdict = "regression" if higher_is_better else "improvement"
     else:
         verdict = "same"
-    return Comparison(base_t, new_t, threshold, alpha, higher_is_better, p, low, high, verdict)
+    return Comparison(base_runs, new_runs, threshold, alpha, higher_is_better, p, low, high, verdict)
+
+
+def compare_samples(base: Iterable[float], new: Iterable[float], threshold="10%", alpha: float = DEFAULT_ALPHA,
+                    higher_is_better: bool = False) -> Comparison:
+    """``compare_runs`` where every value is a run of its own (an independent measurement)."""
+    return compare_runs([(v,) for v in base], [(v,) for v in new], threshold, alpha, higher_is_better)
 
 
 # ----------------------------------------------------------------------------------------- measurements
@@ -390,7 +461,7 @@ def _hashable(value):
     return tuple(value) if isinstance(value, list) else value
 
 
-LABEL_KEYS = tuple(k for k in GRID_KEYS if k != "seed")  # seeds are pooled
+LABEL_KEYS = tuple(k for k in GRID_KEYS if k != "seed")  # seeds are the repeats of a matched cell
 
 
 def cell_labels(keys: Iterable[tuple]) -> dict[tuple, str]:
@@ -415,8 +486,8 @@ class MatchedCell:
     label: str
     base_ids: tuple[str, ...]
     new_ids: tuple[str, ...]
-    base: tuple[float, ...]  # pooled over seeds, warm-up excluded
-    new: tuple[float, ...]
+    base_runs: tuple[tuple[float, ...], ...]  # per run (cell_id), its timed epochs (warm-up excluded)
+    new_runs: tuple[tuple[float, ...], ...]
     machines: str = ""  # how the machines of the cells differ (empty: all timed on one kind of machine)
 
 
@@ -456,7 +527,8 @@ def machine_mismatch(base: set[tuple], new: set[tuple]) -> str:
 
 
 def match_cells(base: Measurements, new: Measurements, metric: Metric, ignore: Iterable[str] = ()) -> Matching:
-    """Pair the ``ok`` cells of two runs by their timing-relevant configuration, pooling seeds."""
+    """Pair the ``ok`` cells of two measurements by their timing-relevant configuration; the cells that
+    match one configuration (its seeds) are the runs of that matched cell."""
     ignore = tuple(ignore)
     unknown = [k for k in ignore if k not in FIELDS]
     if unknown:
@@ -482,8 +554,8 @@ def match_cells(base: Measurements, new: Measurements, metric: Metric, ignore: I
             label=labels[key],
             base_ids=tuple(c.cell_id for c in base_cells),
             new_ids=tuple(c.cell_id for c in new_cells),
-            base=tuple(v for c in base_cells for v in c.samples(metric)),
-            new=tuple(v for c in new_cells for v in c.samples(metric)),
+            base_runs=tuple(c.samples(metric) for c in base_cells),
+            new_runs=tuple(c.samples(metric) for c in new_cells),
             machines=machine_mismatch({cell_machine(c, base) for c in base_cells},
                                       {cell_machine(c, new) for c in new_cells}),
         ))
@@ -541,17 +613,33 @@ class Report:
         return self.count("regression") > 0
 
     @property
+    def undecided(self) -> bool:
+        """No matched cell had enough runs on both sides for the test to decide anything."""
+        return self.count("too few runs") == len(self.results)
+
+    @property
     def exit_code(self) -> int:
-        return 1 if self.regressed else 0
+        """1: something regressed; 2: nothing could be decided (too few runs everywhere); 0 otherwise."""
+        if self.regressed:
+            return 1
+        return 2 if self.undecided else 0
+
+    @property
+    def runs_needed(self) -> int:
+        return runs_needed(self.alpha)
 
     def summary(self) -> str:
         words = {"regression": "regressed", "improvement": "improved", "same": "same",
-                 "too few samples": "with too few samples"}
+                 "too few runs": "with too few runs"}
         parts = [f"{self.count(v)} {words[v]}" for v in VERDICTS]
-        word = "REGRESSION" if self.regressed else "OK"
+        word = "REGRESSION" if self.regressed else "UNDECIDED" if self.undecided else "OK"
         mixed = f", {len(self.mixed_machines)} of them timed on different machines" if self.mixed_machines else ""
+        hint = ""
+        if self.count("too few runs"):
+            hint = (f"; a verdict needs {self.runs_needed} runs per side at alpha {self.alpha:g}: repeat the "
+                    "cells as seeds, as suites/regression.yaml does")
         return (f"{word}: {', '.join(parts)} in {len(self.results)} matched cell(s){mixed} "
-                f"({self.metric.name}, threshold {self.threshold}, alpha {self.alpha:g})")
+                f"({self.metric.name}, threshold {self.threshold}, alpha {self.alpha:g}){hint}")
 
 
 def compare_measurements(base: Measurements, new: Measurements, threshold="10%", alpha: float = DEFAULT_ALPHA,
@@ -578,7 +666,7 @@ def compare_measurements(base: Measurements, new: Measurements, threshold="10%",
         more = f"; and {len(mixed) - 3} more" if len(mixed) > 3 else ""
         raise HarnessError(f"{len(mixed)} matched cell(s) of {base.source} and {new.source} were timed on "
                            f"different machines ({listed}{more}); pass --allow-different-machine to compare anyway")
-    results = tuple(CellResult(cell, compare_samples(cell.base, cell.new, threshold, alpha,
-                                                     metric_def.higher_is_better))
+    results = tuple(CellResult(cell, compare_runs(cell.base_runs, cell.new_runs, threshold, alpha,
+                                                  metric_def.higher_is_better))
                     for cell in matching.pairs)
     return Report(base, new, metric_def, threshold, alpha, tuple(ignore), results, matching, differences)

@@ -1,5 +1,9 @@
 """The speed-regression decision on literal samples, and `harness compare` / `harness baseline` on small run
-folders built from literal data (run.json, cells.csv, epochs.csv as in docs/results-format.md)."""
+folders built from literal data (run.json, cells.csv, epochs.csv as in docs/results-format.md).
+
+In the fixture run folders each matched cell has several runs (seeds); a run's epochs are its level times
+``SHAPE``, so its median is the level times a constant and the verdicts on run medians are those of the
+levels themselves."""
 
 from __future__ import annotations
 
@@ -11,8 +15,8 @@ import pytest
 
 from harness.baseline import list_baselines, load_baseline, save_baseline
 from harness.cli import main as cli
-from harness.compare import (Threshold, compare_measurements, compare_samples, enough_samples, match_cells,
-                             METRICS, provenance_differences, read_run)
+from harness.compare import (Threshold, compare_measurements, compare_runs, compare_samples, enough_runs,
+                             match_cells, METRICS, provenance_differences, read_run, relative_spread, runs_needed)
 from harness.config import CellConfig
 from harness.errors import HarnessError
 from harness.machine import describe, machine_id
@@ -72,16 +76,61 @@ def test_large_but_insignificant_slowdown_is_not_a_regression():
     assert c.verdict == "same"
 
 
-def test_too_few_samples():
+def test_too_few_runs():
     # 3 against 3 cannot reach p < 0.01 whatever the data: the smallest two-sided p is 2 / C(6, 3) = 0.1
-    c = compare_samples([1.0, 1.0, 1.0], [2.0, 2.0, 2.0], "10%", alpha=0.01)
-    assert c.verdict == "too few samples"
-    assert compare_samples([1.0], SLOWER).verdict == "too few samples"
-    assert compare_samples([], SLOWER).verdict == "too few samples"
-    assert enough_samples(5, 5, 0.01)  # 2 / 252 < 0.01
-    assert not enough_samples(4, 5, 0.01)  # 2 / 126 > 0.01
-    assert enough_samples(4, 4, 0.05)
-    assert not enough_samples(2, 100, 0.05)  # fewer than MIN_SAMPLES on one side
+    c = compare_samples([1.0, 1.1, 1.2], [2.0, 2.1, 2.2], "10%", alpha=0.01)
+    assert c.verdict == "too few runs"
+    assert c.ratio == pytest.approx(2.1 / 1.1)  # still shown
+    assert compare_samples([1.0], SLOWER).verdict == "too few runs"
+    assert compare_samples([], SLOWER).verdict == "too few runs"
+    assert enough_runs(5, 5, 0.01)  # 2 / 252 < 0.01
+    assert not enough_runs(4, 5, 0.01)  # 2 / 126 > 0.01
+    assert enough_runs(4, 4, 0.05)
+    assert not enough_runs(2, 100, 0.05)  # fewer than MIN_RUNS on one side
+    assert (runs_needed(0.01), runs_needed(0.05), runs_needed(0.001)) == (5, 4, 7)
+    # one run per side, however many epochs: nothing can be decided
+    c = compare_runs([BASE], [SLOWER])
+    assert c.verdict == "too few runs" and c.ratio == pytest.approx(1.3)
+
+
+SHAPE = (1.000, 1.012, 0.991, 1.021)  # the epochs of a run at level 1 (median 1.006)
+
+
+def runs(levels) -> list[tuple[float, ...]]:
+    return [tuple(level * v for v in SHAPE) for level in levels]
+
+
+def test_the_run_is_the_unit_so_a_level_shift_between_processes_is_noise():
+    # Epochs within a run agree to 3%, but the level moves from run to run, as measured on a shared
+    # machine: two of five new runs happen to be slow.
+    base = runs([1.00, 1.01, 0.99, 1.02, 0.98])
+    new = runs([1.15, 0.99, 1.13, 1.01, 1.14])
+    c = compare_runs(base, new, "10%", alpha=0.01)
+    assert c.base == pytest.approx([level * 1.006 for level in (1.00, 1.01, 0.99, 1.02, 0.98)])
+    assert c.ratio == pytest.approx(1.13)
+    assert not c.significant and c.verdict == "same"
+    assert c.noisy  # the new runs disagree by more than the threshold
+    # pooling the epochs as if they were independent draws would call the same data a regression
+    pooled = compare_samples([v for r in base for v in r], [v for r in new for v in r], "10%", alpha=0.01)
+    assert pooled.verdict == "regression"
+    # every new run slower: a regression
+    c = compare_runs(base, runs([1.15, 1.16, 1.13, 1.17, 1.14]), "10%")
+    assert c.verdict == "regression" and not c.noisy
+    assert c.p_value == pytest.approx(2 / math.comb(10, 5))
+    assert c.ci_low <= c.ratio <= c.ci_high
+
+
+def test_runs_keep_their_raw_epochs_and_empty_runs_are_left_out():
+    c = compare_runs([(1.0, 2.0, 9.0), (), (3.0,)], [(1.0,), (2.0,)])
+    assert c.base_runs == ((1.0, 2.0, 9.0), (3.0,))
+    assert c.base == (2.0, 3.0)
+    assert c.new_median == 1.5
+
+
+def test_relative_spread_is_the_interquartile_range_over_the_median():
+    assert relative_spread([1.0, 2.0, 3.0, 4.0, 5.0]) == pytest.approx((4.0 - 2.0) / 3.0)
+    assert relative_spread([1.0, 1.0, 1.0, 1.0, 9.0]) == 0.0  # one outlying run does not make it noisy
+    assert math.isnan(relative_spread([1.0]))
 
 
 def test_higher_is_better_swaps_the_directions():
@@ -173,13 +222,19 @@ def write_run(folder, cells, machine=MACHINE, tokens=1120):
 WARM = 3.0  # a slow first epoch, which must never enter the comparison
 
 
-def two_cells(lstm_secs, gru_secs, **extra):
-    return [cell([WARM] + lstm_secs, cell="lstm", direction="bi", **extra),
-            cell([WARM] + gru_secs, cell="gru", layers=1, **extra)]
+def cells_of(levels, **config) -> list[dict]:
+    """One cell per level, seeds 0, 1, ...: the runs of one matched cell, each a warm-up epoch and then
+    its level times SHAPE."""
+    return [cell([WARM] + [level * v for v in SHAPE], seed=seed, **config) for seed, level in enumerate(levels)]
+
+
+def two_cells(lstm_levels, gru_levels, **extra):
+    return cells_of(lstm_levels, cell="lstm", direction="bi", **extra) + \
+        cells_of(gru_levels, cell="gru", layers=1, **extra)
 
 
 def test_read_run_excludes_warmup_and_canonicalises_config(tmp_path):
-    run = read_run(write_run(tmp_path / "a", two_cells(BASE, BASE, threads=2)))
+    run = read_run(write_run(tmp_path / "a", [cell([WARM] + BASE, cell="lstm", direction="bi", threads=2)]))
     lstm = next(c for c in run.cells if c.config["cell"] == "lstm")
     assert lstm.samples(METRICS["sec_per_epoch"]) == tuple(BASE)
     assert lstm.sec[0] == WARM and lstm.warmup[0]
@@ -187,7 +242,7 @@ def test_read_run_excludes_warmup_and_canonicalises_config(tmp_path):
     assert run.machine == MACHINE
 
 
-def test_cells_match_by_configuration_pooling_seeds(tmp_path):
+def test_cells_match_by_configuration_seeds_are_the_runs(tmp_path):
     base = read_run(write_run(tmp_path / "a", [cell([WARM] + BASE[:4], seed=0), cell([WARM] + BASE[4:], seed=1),
                                                cell([WARM] + BASE, hidden=16, suffix="-hidden16")]))
     # epochs and eval_every differ but do not change the cost of an epoch
@@ -196,8 +251,8 @@ def test_cells_match_by_configuration_pooling_seeds(tmp_path):
     m = match_cells(base, new, METRICS["sec_per_epoch"])
     assert len(m.pairs) == 1
     pair = m.pairs[0]
-    assert sorted(pair.base) == sorted(BASE)  # seeds 0 and 1 pooled
-    assert pair.new == tuple(NOISE)
+    assert pair.base_runs == (tuple(BASE[:4]), tuple(BASE[4:]))  # seeds 0 and 1: two runs
+    assert pair.new_runs == (tuple(NOISE),)
     assert pair.base_ids == ("lstm-l2-uni-cpu-s0", "lstm-l2-uni-cpu-s1")
     assert m.only_base == ("lstm-l2-uni-cpu-hidden=16",)
     # hidden varies among the cells shown, so the labels name it
@@ -213,8 +268,8 @@ def test_mismatched_cells_are_refused(tmp_path):
 
 
 def test_ignored_key_lets_a_setting_be_compared(tmp_path):
-    base = read_run(write_run(tmp_path / "a", [cell([WARM] + BASE, threads=2)]))
-    new = read_run(write_run(tmp_path / "b", [cell([WARM] + SLOWER, threads=1)]))
+    base = read_run(write_run(tmp_path / "a", cells_of(BASE, threads=2)))
+    new = read_run(write_run(tmp_path / "b", cells_of(SLOWER, threads=1)))
     with pytest.raises(HarnessError, match="no cell in common"):
         compare_measurements(base, new)
     report = compare_measurements(base, new, ignore=["threads"])
@@ -225,8 +280,8 @@ def test_ignored_key_lets_a_setting_be_compared(tmp_path):
 
 def test_unfinished_cells_are_not_compared(tmp_path):
     base = read_run(write_run(tmp_path / "a", two_cells(BASE, BASE)))
-    new = read_run(write_run(tmp_path / "b", [cell([WARM] + NOISE, cell="lstm", direction="bi"),
-                                              cell([WARM] + SLOWER, cell="gru", layers=1, status="diverged")]))
+    new = read_run(write_run(tmp_path / "b", cells_of(NOISE, cell="lstm", direction="bi")
+                             + cells_of(SLOWER, cell="gru", layers=1, status="diverged")))
     report = compare_measurements(base, new)
     assert [r.cell.label for r in report.results] == ["lstm-l2-bi-cpu"]
     assert report.matching.not_ok[0].startswith("gru-l1-uni-cpu-s0 (diverged)")
@@ -244,8 +299,24 @@ def test_cli_regression_exits_1(tmp_path, capsys):
     lines = {line.split()[0]: line for line in out.splitlines() if line.startswith(("lstm", "gru"))}
     assert lines["lstm-l2-bi-cpu"].rstrip().endswith("regression")
     assert lines["gru-l1-uni-cpu"].rstrip().endswith("same")
-    assert "8/8" in lines["lstm-l2-bi-cpu"]  # the warm-up epoch is excluded
+    assert "8/8" in lines["lstm-l2-bi-cpu"]  # eight runs (seeds) a side
+    assert f"{BASE[0] * SHAPE[1]:.4g} s" not in out  # the medians are of runs, not of epochs
     assert out.splitlines()[-1].startswith("REGRESSION: 1 regressed, 0 improved, 1 same")
+
+
+def test_cli_too_few_runs_everywhere_is_undecided_and_exits_2(tmp_path, capsys):
+    a = write_run(tmp_path / "a", [cell([WARM] + BASE, cell="lstm")])
+    b = write_run(tmp_path / "b", [cell([WARM] + SLOWER, cell="lstm")])
+    assert cli(["compare", str(a), str(b)]) == 2
+    out = capsys.readouterr().out
+    assert "too few runs" in out
+    assert out.splitlines()[-1].startswith("UNDECIDED: 0 regressed, 0 improved, 0 same, 1 with too few runs")
+    assert "needs 5 runs per side at alpha 0.01" in out
+    # one cell decided, another not: the decided one gives the exit code
+    a = write_run(tmp_path / "c", cells_of(BASE, cell="gru") + [cell([WARM] + BASE, cell="lstm")])
+    b = write_run(tmp_path / "d", cells_of(NOISE, cell="gru") + [cell([WARM] + SLOWER, cell="lstm")])
+    assert cli(["compare", str(a), str(b)]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].startswith("OK: 0 regressed, 0 improved, 1 same, 1 with too")
 
 
 def test_cli_noise_and_improvement_exit_0(tmp_path, capsys):
@@ -345,8 +416,8 @@ NODE_B = {"cpu_model": "Other CPU 100", "gpu_name": "NVIDIA H100"}
 
 def test_cells_timed_on_other_machines_are_refused_even_when_run_json_agrees(tmp_path, capsys):
     # A Ray run: run.json names the driver, cells.csv where each cell ran.
-    a = write_run(tmp_path / "a", [cell([WARM] + BASE, ran_on=NODE_A), cell([WARM] + BASE, layers=1)])
-    b = write_run(tmp_path / "b", [cell([WARM] + NOISE, ran_on=NODE_B), cell([WARM] + NOISE, layers=1)])
+    a = write_run(tmp_path / "a", cells_of(BASE, ran_on=NODE_A) + cells_of(BASE, layers=1))
+    b = write_run(tmp_path / "b", cells_of(NOISE, ran_on=NODE_B) + cells_of(NOISE, layers=1))
     assert provenance_differences(read_run(a).machine, read_run(b).machine) == []
     with pytest.raises(HarnessError, match="1 matched cell.s. .* timed on different machines "
                                            r"\(lstm-l2-uni-cpu: cpu_model 'Test CPU 9000' -> 'Other CPU 100'; "
@@ -390,11 +461,11 @@ def test_baseline_round_trip(tmp_path):
     assert [(c.cell_id, c.config, c.status, c.warmup) for c in loaded.cells] == \
            [(c.cell_id, c.config, c.status, c.warmup) for c in original.cells]
     for saved, raw in zip(loaded.cells, original.cells):
-        assert saved.sec == pytest.approx(raw.sec, rel=1e-6)
+        assert saved.sec == pytest.approx(raw.sec, rel=5e-6)  # six significant digits
     # a baseline compares like the run it came from
     report = compare_measurements(loaded, original)
     assert [r.comparison.verdict for r in report.results] == ["same", "same"]
-    assert [c.machine for c in loaded.cells] == [{"cpu_model": "Test CPU 9000", "gpu_name": None}] * 2
+    assert [c.machine for c in loaded.cells] == [{"cpu_model": "Test CPU 9000", "gpu_name": None}] * len(BASE) * 2
     with pytest.raises(HarnessError, match="exists; pass --force"):
         save_baseline(run_dir, "main", root=root)
     save_baseline(run_dir, "main", root=root, force=True)

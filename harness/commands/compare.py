@@ -1,4 +1,5 @@
-"""`harness compare BASE NEW`: did training get slower? Exit 0: nothing regressed, 1: something did."""
+"""`harness compare BASE NEW`: did training get slower? Exit 0: nothing regressed, 1: something did,
+2: bad input, or too few runs to decide anything."""
 
 from __future__ import annotations
 
@@ -12,10 +13,12 @@ from ..compare import (DEFAULT_ALPHA, DEFAULT_THRESHOLD, METRICS, Report, Thresh
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "compare", help="compare per-epoch times of two runs or a baseline and a run",
-        description="Match the cells of BASE and NEW by configuration and compare their raw per-epoch times "
-                    "(warm-up excluded). A cell regresses when the ratio of medians exceeds 1 + threshold "
-                    "and a two-sided Mann-Whitney U test gives p < alpha. Exit 0 when nothing regressed, "
-                    "1 when something did, 2 for bad input.")
+        description="Match the cells of BASE and NEW by configuration; the cells that differ only in their "
+                    "seed are the runs of a matched cell, each summarised by the median of its per-epoch "
+                    "times (warm-up excluded). A cell regresses when the ratio of the medians of its run "
+                    "medians exceeds 1 + threshold and a two-sided Mann-Whitney U test on the run medians "
+                    "gives p < alpha (at alpha 0.01 that takes 5 runs per side). Exit 0 when nothing "
+                    "regressed, 1 when something did, 2 for bad input or when no cell had enough runs.")
     parser.add_argument("base", metavar="BASE", help="run folder, baseline JSON file, or baseline:NAME")
     parser.add_argument("new", metavar="NEW", help="run folder, baseline JSON file, or baseline:NAME")
     parser.add_argument("--threshold", default=DEFAULT_THRESHOLD,
@@ -24,7 +27,8 @@ def register(subparsers) -> None:
     parser.add_argument("--metric", default="sec_per_epoch", choices=sorted(METRICS),
                         help="what to compare (default sec_per_epoch)")
     parser.add_argument("--alpha", type=float, default=DEFAULT_ALPHA,
-                        help=f"significance level of the Mann-Whitney U test (default {DEFAULT_ALPHA})")
+                        help="significance level of the Mann-Whitney U test on run medians "
+                             f"(default {DEFAULT_ALPHA})")
     parser.add_argument("--ignore", action="append", default=[], metavar="KEY",
                         help="match cells ignoring this configuration key (repeatable), e.g. threads to "
                              "measure what a setting costs")
@@ -52,6 +56,10 @@ def _number(value: float) -> str:
 
 def _fixed(value: float) -> str:
     return "-" if value is None or math.isnan(value) else f"{value:.3f}"
+
+
+def _percent(value: float) -> str:
+    return "-" if value is None or math.isnan(value) else f"{value * 100:.0f}%"
 
 
 def _describe(m) -> str:
@@ -83,9 +91,11 @@ def format_report(report: Report) -> str:
             r.cell.label, f"{len(c.base)}/{len(c.new)}", f"{_number(c.base_median)} {unit}",
             f"{_number(c.new_median)} {unit}",
             f"{_fixed(c.ratio)} [{_fixed(c.ci_low)}, {_fixed(c.ci_high)}]",
-            "-" if math.isnan(c.p_value) else f"{c.p_value:.2g}", c.verdict,
+            "-" if math.isnan(c.p_value) else f"{c.p_value:.2g}",
+            f"{_percent(c.base_spread)} / {_percent(c.new_spread)}" + (" noisy" if c.noisy else ""), c.verdict,
         ] + (["DIFFERENT" if r.cell.machines else "same"] if mixed else []))
-    headers = ["cell", "epochs", "baseline median", "new median", f"ratio [{level} CI]", "p", "verdict"]
+    headers = ["cell", "runs", "baseline median", "new median", f"ratio [{level} CI]", "p", "run spread",
+               "verdict"]
     headers += ["machines"] if mixed else []
     lines.append(tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True))
     if mixed:
@@ -98,5 +108,9 @@ def format_report(report: Report) -> str:
         lines.append(f"only in new (not compared): {', '.join(m.only_new)}")
     if m.not_ok:
         lines.append(f"not finished (not compared): {', '.join(m.not_ok)}")
+    if any(r.comparison.noisy for r in report.results):
+        lines.append(f"noisy: the runs of one side differ by more than the threshold ({report.threshold}) among "
+                     "themselves (run spread: interquartile range / median of the run medians); a 'same' there is weak "
+                     "evidence")
     lines.append(report.summary())
     return "\n".join(lines)
