@@ -9,7 +9,7 @@ import json
 import re
 from pathlib import Path
 
-from .compare import CellTimes, Measurements, canonical_config, read_run
+from .compare import CellTimes, Measurements, calibration_rates, canonical_config, read_run
 from .errors import HarnessError
 from .machine import machine_id
 from .store import write_text_atomic
@@ -43,6 +43,7 @@ def baseline_document(measurements: Measurements, name: str) -> dict:
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "source": {"run_dir": measurements.source, "suite": measurements.suite, "git": measurements.git},
         "machine": measurements.machine,
+        "calibration": measurements.calibration,
         "cells": [
             {"cell_id": c.cell_id, "status": c.status, "config": c.config,
              "sec": [_round(v) for v in c.sec], "tokens_per_sec": [_round(v) for v in c.tokens_per_sec],
@@ -103,9 +104,13 @@ def read_baseline_file(path) -> Measurements:
     except (KeyError, TypeError, ValueError) as exc:
         raise HarnessError(f"{path}: malformed baseline ({type(exc).__name__}: {exc})") from None
     source = document.get("source") or {}
+    calibration = document.get("calibration") or {}
+    if not isinstance(calibration, dict):
+        raise HarnessError(f"{path}: calibration = {calibration!r}: expected an object")
     return Measurements(source=f"{PREFIX}{document.get('name', path.stem)} ({path})",
                         machine=document.get("machine") or {}, cells=tuple(cells),
-                        suite=source.get("suite"), git=source.get("git") or {})
+                        suite=source.get("suite"), git=source.get("git") or {},
+                        calibration=calibration_rates(calibration))
 
 
 def list_baselines(root=DEFAULT_ROOT) -> dict[str, list[str]]:

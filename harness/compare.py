@@ -314,6 +314,9 @@ class Measurements:
     cells: tuple[CellTimes, ...]
     suite: str | None = None
     git: dict = field(default_factory=dict)
+    # device -> float32 matrix-product rate (FLOP/s) calibrated at the run's start (run.json calibration):
+    # how fast the machine itself was then.
+    calibration: dict = field(default_factory=dict)
 
 
 def canonical_config(values: dict, where: str) -> dict:
@@ -433,7 +436,18 @@ def read_run(run_dir) -> Measurements:
         cells=tuple(result),
         suite=suite.get("name") if isinstance(suite, dict) else suite,
         git=_mapping(run, "git", run_json),
+        calibration=calibration_rates(_mapping(run, "calibration", run_json)),
     )
+
+
+def calibration_rates(calibration: dict) -> dict[str, float]:
+    """device -> calibrated FLOP/s from run.json's ``calibration`` (devices without a usable rate left out)."""
+    rates = {}
+    for device, entry in calibration.items():
+        rate = entry.get("flops_per_sec") if isinstance(entry, dict) else entry
+        if isinstance(rate, (int, float)) and not isinstance(rate, bool) and math.isfinite(rate) and rate > 0:
+            rates[str(device)] = float(rate)
+    return rates
 
 
 def open_measurements(spec: str, baselines_root="results/baselines") -> Measurements:
@@ -489,6 +503,7 @@ class MatchedCell:
     base_runs: tuple[tuple[float, ...], ...]  # per run (cell_id), its timed epochs (warm-up excluded)
     new_runs: tuple[tuple[float, ...], ...]
     machines: str = ""  # how the machines of the cells differ (empty: all timed on one kind of machine)
+    device: str = "cpu"
 
 
 @dataclass(frozen=True)
@@ -558,6 +573,7 @@ def match_cells(base: Measurements, new: Measurements, metric: Metric, ignore: I
             new_runs=tuple(c.samples(metric) for c in new_cells),
             machines=machine_mismatch({cell_machine(c, base) for c in base_cells},
                                       {cell_machine(c, new) for c in new_cells}),
+            device=str(dict(key).get("device", "cpu")),
         ))
     return Matching(
         pairs=tuple(sorted(pairs, key=lambda p: p.label)),
@@ -599,6 +615,25 @@ class Report:
     results: tuple[CellResult, ...]
     matching: Matching
     differences: tuple[str, ...]
+
+    @property
+    def machine_speed(self) -> dict[str, tuple[float, float]]:
+        """device -> (baseline rate, new rate) of the calibrated matrix product, for the devices of the
+        matched cells that both sides calibrated."""
+        devices = sorted({r.cell.device for r in self.results})
+        return {d: (self.base.calibration[d], self.new.calibration[d]) for d in devices
+                if d in self.base.calibration and d in self.new.calibration}
+
+    @property
+    def machine_speed_changed(self) -> dict[str, float]:
+        """device -> new / baseline calibrated rate, where the machine itself ran faster or slower by more
+        than the threshold: then part of any difference of the cells is the machine's state, not the code."""
+        changed = {}
+        for device, (base, new) in self.machine_speed.items():
+            ratio = new / base
+            if ratio > self.threshold.slower_ratio or ratio < self.threshold.faster_ratio:
+                changed[device] = ratio
+        return changed
 
     @property
     def mixed_machines(self) -> tuple[CellResult, ...]:

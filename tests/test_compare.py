@@ -186,12 +186,14 @@ def cell(secs, status="ok", suffix="", ran_on=None, **config) -> dict:
             "suffix": suffix, "ran_on": ran_on}
 
 
-def write_run(folder, cells, machine=MACHINE, tokens=1120):
-    """Write run.json, cells.csv and epochs.csv of a finished run holding ``cells``."""
+def write_run(folder, cells, machine=MACHINE, tokens=1120, cpu_rate=100e9):
+    """Write run.json, cells.csv and epochs.csv of a finished run holding ``cells``; ``cpu_rate``: the
+    calibrated float32 matrix-product rate at the run's start."""
     folder.mkdir(parents=True)
     (folder / "run.json").write_text(json.dumps({
         "suite": {"name": "fixture"}, "git": {"commit": "0123456789abcdef", "dirty": False},
-        "machine": machine, "threads": 2, "started": "2024-01-01T00:00:00+00:00"}))
+        "machine": machine, "threads": 2, "started": "2024-01-01T00:00:00+00:00",
+        "calibration": {"cpu": {"flops_per_sec": cpu_rate, "size": 2048, "samples_sec": [0.17], "threads": 2}}}))
     config_columns = [k for k in CellConfig.model_fields if k != "cuda_graphs"]
     cell_rows, epoch_rows = [], []
     for c in cells:
@@ -326,6 +328,21 @@ def test_cli_noise_and_improvement_exit_0(tmp_path, capsys):
     assert capsys.readouterr().out.splitlines()[-1].startswith("OK: 0 regressed, 1 improved, 1 same")
 
 
+def test_cli_says_when_the_machine_itself_ran_at_another_speed(tmp_path, capsys):
+    a = write_run(tmp_path / "a", two_cells(BASE, BASE), cpu_rate=150e9)
+    b = write_run(tmp_path / "b", two_cells(NOISE, NOISE), cpu_rate=110e9)
+    assert cli(["compare", str(a), str(b)]) == 0
+    out = capsys.readouterr().out
+    assert "!! machine speed at each run's start (cpu, calibrated float32 matrix product): 150 -> 110 GFLOP/s " \
+           "(0.733x)" in out
+    assert "the machine itself was faster or slower by more than the threshold" in out
+    c = write_run(tmp_path / "c", two_cells(NOISE, NOISE), cpu_rate=145e9)
+    assert cli(["compare", str(a), str(c)]) == 0
+    out = capsys.readouterr().out
+    assert "machine speed at each run's start (cpu, calibrated float32 matrix product): 150 -> 145" in out
+    assert "!!" not in out
+
+
 def test_cli_threshold_changes_the_verdict(tmp_path):
     a = write_run(tmp_path / "a", two_cells(BASE, BASE))
     b = write_run(tmp_path / "b", two_cells([v * 1.05 for v in BASE], BASE))
@@ -458,6 +475,7 @@ def test_baseline_round_trip(tmp_path):
     loaded = load_baseline("baseline:main", root=root, machine=machine_id(MACHINE))
     original = read_run(run_dir)
     assert loaded.machine == MACHINE
+    assert loaded.calibration == original.calibration == {"cpu": 100e9}
     assert [(c.cell_id, c.config, c.status, c.warmup) for c in loaded.cells] == \
            [(c.cell_id, c.config, c.status, c.warmup) for c in original.cells]
     for saved, raw in zip(loaded.cells, original.cells):

@@ -83,6 +83,14 @@ def format_report(report: Report) -> str:
         lines.append(banner)
     if report.ignore:
         lines.append(f"cells matched ignoring: {', '.join(report.ignore)}")
+    changed = report.machine_speed_changed
+    for device, (base_rate, new_rate) in report.machine_speed.items():
+        mark = "!! " if device in changed else ""
+        lines.append(f"{mark}machine speed at each run's start ({device}, calibrated float32 matrix product): "
+                     f"{base_rate / 1e9:.4g} -> {new_rate / 1e9:.4g} GFLOP/s ({new_rate / base_rate:.3f}x)")
+    if changed:
+        lines.append(f"!! the machine itself was faster or slower by more than the threshold ({report.threshold}), "
+                     "so part of any difference below may be the machine's state rather than the code: run again")
     mixed = report.mixed_machines
     rows = []
     for r in report.results:
