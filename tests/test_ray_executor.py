@@ -269,7 +269,9 @@ def test_failed_cells_and_a_killed_ray_worker_are_recorded_and_the_grid_goes_on(
 
 @pytest.mark.usefixtures("data_dir")
 def test_driver_killed_then_resumed_stores_every_cell_once(tmp_path, ray_address):
-    suite = write_suite(tmp_path, "matrix: {cell: [rnn, gru]}\n")
+    # The two cells run side by side; the gru cell trains for many more (tiny) epochs, so that it is still
+    # running when the rnn cell has been stored and the driver is killed.
+    suite = write_suite(tmp_path, "matrix: {cell: [rnn]}\ninclude:\n  - {cell: gru, epochs: 300}\n")
     out = tmp_path / "run"
     command = [sys.executable, "-m", "harness", "run", str(suite), "--executor", "ray", "--address", ray_address,
                "--out", str(out), "--no-report"]
@@ -279,6 +281,7 @@ def test_driver_killed_then_resumed_stores_every_cell_once(tmp_path, ray_address
     deadline = time.monotonic() + 150
     while not list((out / "cells").glob("*.json")) and time.monotonic() < deadline and driver.poll() is None:
         time.sleep(0.05)
+    assert driver.poll() is None, "the driver finished before one cell was stored alone: " + log.read_text()
     os.kill(driver.pid, signal.SIGKILL)
     driver.wait()
     stored = {p.stem for p in (out / "cells").glob("*.json")}
@@ -287,11 +290,11 @@ def test_driver_killed_then_resumed_stores_every_cell_once(tmp_path, ray_address
     assert again.returncode == 0, again.stderr
     assert "1 of 2 cells already stored" in again.stderr
     cells = pd.read_csv(out / "cells.csv")
-    assert sorted(cells["cell_id"]) == ["gru-l1-uni-cpu-s0", "rnn-l1-uni-cpu-s0"]
+    assert sorted(cells["cell_id"]) == ["gru-l1-uni-cpu-s0-epochs300", "rnn-l1-uni-cpu-s0-epochs2"]
     assert set(cells["status"]) == {"ok"} and set(cells["executor"]) == {"ray"}
     assert set(cells["node"]) == {this_node()}
     epochs = pd.read_csv(out / "epochs.csv")
-    assert len(epochs) == 2 * 2 and not epochs.duplicated(["cell_id", "epoch"]).any()
+    assert len(epochs) == 2 + 300 and not epochs.duplicated(["cell_id", "epoch"]).any()
 
 
 def test_an_address_where_no_ray_head_listens_fails_fast(tmp_path, capsys):
