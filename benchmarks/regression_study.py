@@ -2,20 +2,23 @@
 
     python benchmarks/regression_study.py docs/regression.md [--repeats 5] [--work DIR]
 
-Run it on a quiet machine (about 25 minutes of CPU with the default suite). It runs ``suites/regression.yaml``
+Run it on a quiet machine (about 30 minutes with the default suite). It runs ``suites/regression.yaml``
 ``repeats + 1`` times as it is (A: threads 2) and ``repeats`` times with ``--set run.threads=1`` (B), interleaved
 in time (A0, A1, B1, A2, B2, ...) so that slow drifts of the machine touch both, then:
 
 * A/A: compares consecutive A runs (A0 with A1, A1 with A2, ...) with the default settings; none should be
-  flagged. All pairs of A runs give the false-alarm rate per cell comparison.
+  flagged. All pairs of A runs give the false-alarm rate per cell comparison, per threshold, and under the
+  rule that pools epochs instead of comparing run medians (to show why the run is the unit).
 * A/B: compares A_i with B_i (cells matched ignoring ``threads``); every pair should be flagged.
 * Sensitivity: the smallest slowdown the default settings detect reliably. On every pair of A runs the
-  new run's raw epoch times are multiplied by a factor (1.00, 1.02, ... 1.30) and compared again; a factor
-  is detected reliably when every (pair, cell) comparison is flagged. This injects a uniform proportional
-  slowdown into real noise; a real slowdown may also change the spread, which this does not model.
+  epochs of the new side's runs are multiplied by a factor and compared again; a factor is detected
+  reliably when every (pair, cell) comparison is flagged. This injects a uniform proportional slowdown
+  into real noise; a real slowdown may also change the spread, which this does not model.
+* Noise: how far the runs (seeds) of a cell disagree within one suite run, and how far the epochs of one
+  run disagree, per cell.
 
-Run folders live under ``--work`` (default ``results/regression-study``); running the study again resumes
-the runs there (the runner resumes a folder it is pointed at) and ``--analyse-only`` re-reads them.
+Each suite run is a folder under ``--work`` (default ``results/regression-study``); running the study again
+resumes the runs there (the runner resumes a folder it is pointed at) and ``--analyse-only`` re-reads them.
 """
 
 from __future__ import annotations
@@ -33,11 +36,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from harness.compare import (DEFAULT_ALPHA, DEFAULT_THRESHOLD, METRICS, Threshold,  # noqa: E402
-                             compare_measurements, compare_samples, match_cells, read_run)
+import numpy as np  # noqa: E402
 
-FACTORS = [round(1 + 0.02 * i, 2) for i in range(16)]  # 1.00 .. 1.30
-THRESHOLDS = ["10%", "5%", "2%"]  # the default first; the others show what a tighter setting would cost
+from harness.compare import (DEFAULT_ALPHA, DEFAULT_THRESHOLD, METRICS, Threshold,  # noqa: E402
+                             compare_measurements, compare_runs, compare_samples, match_cells, read_run,
+                             relative_spread, run_medians, runs_needed)
+
+FACTORS = [round(1 + 0.05 * i, 2) for i in range(11)] + [1.6, 1.7, 1.8, 1.9, 2.0]  # 1.00 .. 2.00
+THRESHOLDS = ["10%", "5%", "20%"]  # the default first; the others show what another setting would change
 SLOW_SETTING = "run.threads=1"
 
 
@@ -74,7 +80,7 @@ def measure(work: Path, suite: str, repeats: int, extra: list[str]) -> None:
 
 
 def verdict_counts(report) -> str:
-    counts = {v: report.count(v) for v in ("regression", "improvement", "same", "too few samples")}
+    counts = {v: report.count(v) for v in ("regression", "improvement", "same", "too few runs")}
     return ", ".join(f"{n} {v}" for v, n in counts.items() if n)
 
 
@@ -89,22 +95,26 @@ def pair_rows(pairs, runs, ignore=()):
     return rows
 
 
-def matched_samples(runs, pairs):
-    """(pair, cell label, base sample, new sample) for every matched cell of every pair."""
+def matched_runs(runs, pairs):
+    """(pair, cell label, base runs, new runs) for every matched cell of every pair."""
     metric = METRICS["sec_per_epoch"]
     for base_name, new_name in pairs:
         for cell in match_cells(runs[base_name], runs[new_name], metric).pairs:
-            yield (base_name, new_name), cell.label, cell.base, cell.new
+            yield (base_name, new_name), cell.label, cell.base_runs, cell.new_runs
+
+
+def scaled(runs, factor):
+    return [[v * factor for v in run] for run in runs]
 
 
 def sensitivity(samples, threshold: str, alpha: float = DEFAULT_ALPHA):
     """For each factor: the share of (pair, cell) comparisons flagged as a regression after multiplying
-    the new sample by the factor, and per cell whether every pair was flagged."""
+    the new side's epochs by the factor, and per cell whether every pair was flagged."""
     table = {}
     for factor in FACTORS:
         flagged, per_cell = [], {}
         for _, label, base, new in samples:
-            hit = compare_samples(base, [v * factor for v in new], threshold, alpha).verdict == "regression"
+            hit = compare_runs(base, scaled(new, factor), threshold, alpha).verdict == "regression"
             flagged.append(hit)
             per_cell.setdefault(label, []).append(hit)
         table[factor] = (sum(flagged) / len(flagged), {k: all(v) for k, v in per_cell.items()})
@@ -113,6 +123,29 @@ def sensitivity(samples, threshold: str, alpha: float = DEFAULT_ALPHA):
 
 def smallest_reliable(table) -> float | None:
     return next((f for f, (rate, _) in table.items() if f > 1 and rate == 1.0), None)
+
+
+def pooled_verdict(base_runs, new_runs, threshold="10%") -> str:
+    """The rule that pools every epoch of a side into one sample (each epoch taken as an independent draw)."""
+    return compare_samples([v for r in base_runs for v in r], [v for r in new_runs for v in r], threshold).verdict
+
+
+def noise_rows(runs, a_names):
+    """Per cell: spread of run medians within a suite run, spread of epochs within a run, and the range of
+    the ratio of medians between suite runs of the same code."""
+    metric = METRICS["sec_per_epoch"]
+    per_cell = {}
+    for name in a_names:
+        for cell in match_cells(runs[name], runs[name], metric).pairs:
+            entry = per_cell.setdefault(cell.label, {"between": [], "within": [], "median": [], "ratio": []})
+            medians = run_medians(cell.base_runs)
+            entry["between"].append(relative_spread(medians))
+            entry["within"] += [relative_spread(r) for r in cell.base_runs]
+            entry["median"].append(float(np.median(medians)))
+    for label, entry in per_cell.items():
+        levels = entry["median"]
+        entry["ratio"] = [b / a for a, b in zip(levels, levels[1:])]
+    return per_cell
 
 
 def summarise(work: Path, repeats: int, suite: str, extra: list[str]) -> str:
@@ -126,8 +159,9 @@ def summarise(work: Path, repeats: int, suite: str, extra: list[str]) -> str:
     aa = pair_rows(list(zip(a_names, a_names[1:])), runs)
     ab = pair_rows([(f"A{i}", f"B{i}") for i in range(1, repeats + 1)], runs, ignore=["threads"])
     all_pairs = list(itertools.combinations(a_names, 2))
-    samples = list(matched_samples(runs, all_pairs))
+    samples = list(matched_runs(runs, all_pairs))
     labels = sorted({label for _, label, _, _ in samples})
+    n_runs = sorted({len(b) for _, _, b, _ in samples} | {len(n) for _, _, _, n in samples})
 
     first = json.loads((work / "A0" / "run.json").read_text())
     machine = first.get("machine", {})
@@ -142,12 +176,16 @@ def summarise(work: Path, repeats: int, suite: str, extra: list[str]) -> str:
         f"Python {machine.get('python')}, torch {machine.get('torch')}; git {str(git.get('commit'))[:10]}"
         f"{' (dirty)' if git.get('dirty') else ''}.",
         f"- Default settings: threshold {Threshold.parse(DEFAULT_THRESHOLD)}, alpha {DEFAULT_ALPHA}, metric "
-        "sec_per_epoch (raw per-epoch times, warm-up excluded; two-sided Mann-Whitney U; a regression needs "
-        "ratio of medians > 1 + threshold and p < alpha).",
-        f"- Runs, in the order measured: {', '.join(names)} (A: the suite as it is; B: `--set {SLOW_SETTING}`).",
+        "sec_per_epoch. The unit is the run (one process, one seed): each run is summarised by the median of "
+        "its timed epochs; a cell regresses when the median of the new run medians over the baseline's "
+        "exceeds 1 + threshold and a two-sided Mann-Whitney U test on the run medians gives p < alpha "
+        f"({runs_needed(DEFAULT_ALPHA)} runs a side are the fewest that can). Runs per cell and side here: "
+        f"{', '.join(map(str, n_runs))}.",
+        f"- Suite runs, in the order measured: {', '.join(names)} (A: the suite as it is; B: "
+        f"`--set {SLOW_SETTING}`).",
     ]
     if log:
-        lines += ["", "| run | wall s | load average before | after |", "| --- | ---: | ---: | ---: |"]
+        lines += ["", "| suite run | wall s | load average before | after |", "| --- | ---: | ---: | ---: |"]
         lines += [f"| {n} | {log[n]['wall_s']} | {log[n]['load_before']} | {log[n]['load_after']} |"
                   for n in names if n in log]
 
@@ -157,18 +195,22 @@ def summarise(work: Path, repeats: int, suite: str, extra: list[str]) -> str:
               "| baseline | new | flagged | verdicts | ratios (min .. max) |", "| --- | --- | --- | --- | --- |"]
     lines += [f"| {r['base']} | {r['new']} | {'yes' if r['flagged'] else 'no'} | {r['verdicts']} | "
               f"{r['min_ratio']:.3f} .. {r['max_ratio']:.3f} |" for r in aa]
+    pooled = [pooled_verdict(b, n) for _, _, b, n in samples]
     lines += ["", f"False alarms over all {len(all_pairs)} pairs of A runs ({len(samples)} cell comparisons), "
-                  "per threshold (alpha stays at the default):", "",
-              "| threshold | regressions flagged | improvements flagged | smallest reliably detected slowdown |",
-              "| --- | ---: | ---: | ---: |"]
+                  "per threshold (alpha stays at the default), and under the rule this replaced, which pools "
+                  "the epochs of all runs of a side as if each were an independent draw:", "",
+              "| rule | threshold | regressions flagged | improvements flagged | smallest reliably detected slowdown |",
+              "| --- | --- | ---: | ---: | ---: |"]
     tables = {}
     for threshold in THRESHOLDS:
-        verdicts = [compare_samples(b, n, threshold).verdict for _, _, b, n in samples]
+        verdicts = [compare_runs(b, n, threshold).verdict for _, _, b, n in samples]
         tables[threshold] = sensitivity(samples, threshold)
         smallest = smallest_reliable(tables[threshold])
-        lines.append(f"| {threshold}{' (default)' if threshold == DEFAULT_THRESHOLD else ''} | "
+        lines.append(f"| run medians | {threshold}{' (default)' if threshold == DEFAULT_THRESHOLD else ''} | "
                      f"{verdicts.count('regression')} | {verdicts.count('improvement')} | "
                      f"{f'{smallest:.2f}x' if smallest else f'> {FACTORS[-1]:.2f}x'} |")
+    lines.append(f"| pooled epochs | {DEFAULT_THRESHOLD} | {pooled.count('regression')} | "
+                 f"{pooled.count('improvement')} | - |")
 
     ab_flagged = sum(r["flagged"] for r in ab)
     lines += ["", f"## A/B: `{SLOW_SETTING}` against the suite's threads", "",
@@ -182,9 +224,10 @@ def summarise(work: Path, repeats: int, suite: str, extra: list[str]) -> str:
     default = tables[DEFAULT_THRESHOLD]
     smallest = smallest_reliable(default)
     lines += ["", "## Smallest slowdown detected reliably (default settings)", "",
-              "Method: on every pair of A runs, the new run's raw epoch times are multiplied by the factor "
+              "Method: on every pair of A runs, the epochs of the new side's runs are multiplied by the factor "
               "(a uniform proportional slowdown injected into real noise) and compared again. Reliable: "
-              "every (pair, cell) comparison flagged.", "",
+              "every (pair, cell) comparison flagged; per cell, `all` marks the factors at which that cell was "
+              "flagged in every pair.", "",
               f"**{f'{smallest:.2f}x' if smallest else f'not reached up to {FACTORS[-1]:.2f}x'}** "
               f"over {len(samples)} cell comparisons.", "",
               "| factor | flagged | " + " | ".join(labels) + " |",
@@ -192,6 +235,19 @@ def summarise(work: Path, repeats: int, suite: str, extra: list[str]) -> str:
     for factor, (rate, per_cell) in default.items():
         marks = " | ".join("all" if per_cell.get(label) else "-" for label in labels)
         lines.append(f"| {factor:.2f} | {rate:.0%} | {marks} |")
+
+    noise = noise_rows(runs, a_names)
+    lines += ["", "## Noise: runs against epochs", "",
+              "Per cell over the A suite runs: the spread of the run medians within a suite run (interquartile "
+              "range / median, median over suite runs), the spread of the epochs within a run (the same "
+              "measure, median over runs), and the ratio of the cell's median between consecutive suite runs "
+              "of the same code.", "",
+              "| cell | median s/epoch | spread of runs | spread of epochs in a run | ratio between suite runs |",
+              "| --- | ---: | ---: | ---: | --- |"]
+    for label in labels:
+        e = noise[label]
+        lines.append(f"| {label} | {np.median(e['median']):.3f} | {np.nanmedian(e['between']):.1%} | "
+                     f"{np.nanmedian(e['within']):.1%} | {min(e['ratio']):.3f} .. {max(e['ratio']):.3f} |")
     return "\n".join(lines) + "\n"
 
 
