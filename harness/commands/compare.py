@@ -15,14 +15,16 @@ def register(subparsers) -> None:
         "compare", help="compare per-epoch times of two runs or a baseline and a run",
         description="Match the cells of BASE and NEW by configuration; the cells that differ only in their "
                     "seed are the runs of a matched cell, each summarised by the median of its per-epoch "
-                    "times (warm-up excluded). A cell regresses when the ratio of the medians of its run "
-                    "medians exceeds 1 + threshold and a two-sided Mann-Whitney U test on the run medians "
-                    "gives p < alpha (at alpha 0.01 that takes 5 runs per side). Exit 0 when nothing "
+                    "times (warm-up excluded). A cell regresses when the 1 - alpha confidence interval of "
+                    "the ratio of the medians of its run medians lies above 1 + threshold and a two-sided "
+                    "Mann-Whitney U test on the run medians gives p < alpha (at alpha 0.01 that takes 5 runs "
+                    "per side). Exit 0 when nothing "
                     "regressed, 1 when something did, 2 for bad input or when no cell had enough runs.")
     parser.add_argument("base", metavar="BASE", help="run folder, baseline JSON file, or baseline:NAME")
     parser.add_argument("new", metavar="NEW", help="run folder, baseline JSON file, or baseline:NAME")
     parser.add_argument("--threshold", default=DEFAULT_THRESHOLD,
-                        help="smallest change of the median that counts, e.g. 10%% or median:10%% "
+                        help="smallest change of the median that counts (the confidence interval of the "
+                             "ratio must lie beyond it), e.g. 10%% or median:10%% "
                              f"(default {DEFAULT_THRESHOLD.replace('%', '%%')})")
     parser.add_argument("--metric", default="sec_per_epoch", choices=sorted(METRICS),
                         help="what to compare (default sec_per_epoch)")
