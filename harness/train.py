@@ -96,9 +96,8 @@ class ForeachSGD:
 
     @torch.no_grad()
     def step(self) -> None:
-        with_grad = [p for p in self.params if p.grad is not None]
-        if with_grad:
-            torch._foreach_add_(with_grad, [p.grad for p in with_grad], alpha=-self.lr)
+        # Every parameter has a gradient here: the step's clipping has just scaled all of them.
+        torch._foreach_add_(self.params, [p.grad for p in self.params], alpha=-self.lr)
 
 
 class Trainer:
