@@ -36,7 +36,7 @@ from harness.config import CellConfig  # noqa: E402
 from harness.data import BATCHERS, load_corpus  # noqa: E402
 from harness.machine import describe  # noqa: E402
 from harness.model import CharRNN, detach_state, training_flops  # noqa: E402
-from harness.train import ForeachSGD, Trainer, cpu_has_native_bf16, synchronize, teacher_forced_ppl  # noqa: E402
+from harness.train import ForeachSGD, Trainer, cpu_has_native_bf16, synchronize, heldout_ppl  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -249,7 +249,8 @@ def precision_comparison(args, corpus, device) -> list[str]:
     for precision, loop in loops.items():
         median, iqr = spread(seconds[precision])
         loop.model.eval()
-        val = teacher_forced_ppl(loop.model, corpus.val.to(device), loop.cfg, device)
+        val, _ = heldout_ppl(loop.model, corpus.tokens.to(device), loop.cfg.max_tokens, loop.cfg.val_tokens,
+                             loop.cfg, device)
         lines.append(f"| {precision} | {median:.4g} | {iqr:.2g} | {fp32_median / median:.3f} | "
                      f"{loop.train_ppl:.4g} | {val:.4g} |")
     return lines + [""]

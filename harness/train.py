@@ -232,31 +232,6 @@ def _as_tuple(state) -> tuple:
 
 
 @torch.no_grad()
-def teacher_forced_ppl(model: CharRNN, tokens: torch.Tensor, cfg: CellConfig, device) -> float:
-    """Held-out perplexity measured as training measures it: ``batch_size`` rows, windows of
-    ``num_steps``, state carried between windows (reset for each window under random sampling, as in
-    training), no random offset."""
-    rows = min(cfg.batch_size, max(1, (len(tokens) - 1) // cfg.num_steps))
-    length = (len(tokens) - 1) // rows
-    windows = length // cfg.num_steps
-    if windows == 0:
-        return float("nan")
-    xs = tokens[: rows * length].reshape(rows, length)
-    ys = tokens[1 : rows * length + 1].reshape(rows, length)
-    state, total, count = None, 0.0, 0
-    for w in range(windows):
-        x = xs[:, w * cfg.num_steps : (w + 1) * cfg.num_steps]
-        y = ys[:, w * cfg.num_steps : (w + 1) * cfg.num_steps].T.reshape(-1)
-        if cfg.sampling == "random":
-            state = None
-        with autocast(cfg, device):
-            logits, state = model(x, state)
-        total += float(F.cross_entropy(logits.float(), y, reduction="sum"))
-        count += y.numel()
-    return _exp(total / count)
-
-
-@torch.no_grad()
 def causal_logits(model: CharRNN, windows: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
     """Logits for the character after each window, computed from that window alone (fresh state), so
     that nothing after the predicted position can influence the prediction, whatever the direction."""
@@ -266,6 +241,46 @@ def causal_logits(model: CharRNN, windows: torch.Tensor, chunk: int = 1024) -> t
         logits, _ = model(part, None)
         out.append(logits.reshape(part.shape[1], part.shape[0], -1)[-1])
     return torch.cat(out)
+
+
+@torch.no_grad()
+def position_logits(model: CharRNN, windows: torch.Tensor, position: int, chunk: int = 1024) -> torch.Tensor:
+    """Logits at ``position`` of each window, every window read from a fresh state."""
+    out = []
+    for start in range(0, len(windows), chunk):
+        part = windows[start : start + chunk]
+        logits, _ = model(part, None)
+        out.append(logits.reshape(part.shape[1], part.shape[0], -1)[position])
+    return torch.cat(out)
+
+
+def causal_logits(model: CharRNN, windows: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
+    """Logits for the character after each window, computed from that window alone (fresh state), so
+    that nothing after the predicted position can influence the prediction, whatever the direction."""
+    return position_logits(model, windows, -1, chunk)
+
+
+@torch.no_grad()
+def heldout_ppl(model: CharRNN, corpus_tokens: torch.Tensor, start: int, count: int, cfg: CellConfig,
+                device) -> tuple[float, float]:
+    """Teacher-forced and causal perplexity of tokens[start:start+count] on one set of windows.
+
+    Every target t is predicted by the output at the position that has read the ``num_steps`` characters
+    before it. Causal: the window is exactly those characters. Teacher-forced: the window also holds the
+    target itself, as in training, where a bidirectional layer's backward half reads the characters it is
+    asked to predict. Same targets, same context: their ratio is the leak alone (1 for a unidirectional
+    model, whose output there cannot depend on a later input, so one pass serves both)."""
+    if count == 0:
+        return float("nan"), float("nan")
+    lo = start - cfg.num_steps
+    targets = corpus_tokens[start : start + count]
+    with_target = corpus_tokens[lo : start + count].unfold(0, cfg.num_steps + 1, 1)
+    with autocast(cfg, device):
+        forced = position_logits(model, with_target, cfg.num_steps - 1)
+        causal = causal_logits(model, with_target[:, :-1]) if model.num_directions == 2 else forced
+    forced_ppl = _exp(float(F.cross_entropy(forced.float(), targets)))
+    causal_ppl = _exp(float(F.cross_entropy(causal.float(), targets)))
+    return forced_ppl, causal_ppl
 
 
 @torch.no_grad()
@@ -380,8 +395,8 @@ def run_cell(cfg: CellConfig, on_epoch: Callable[[dict], None] | None = None,
         last = epoch == cfg.epochs
         if last or (cfg.eval_every and epoch % cfg.eval_every == 0):
             model.eval()
-            row["val_ppl"] = teacher_forced_ppl(model, corpus.val.to(device), cfg, device)
-            row["causal_ppl"] = causal_ppl(model, all_tokens, cfg.max_tokens, cfg.val_tokens, cfg, device)
+            row["val_ppl"], row["causal_ppl"] = heldout_ppl(model, all_tokens, cfg.max_tokens, cfg.val_tokens,
+                                                            cfg, device)
             memory.release()
         epoch_log.append(row)
         if on_epoch:

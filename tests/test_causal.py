@@ -111,3 +111,26 @@ def test_causal_logits_do_not_depend_on_the_chunk_size():
     tokens, _ = _text_and_future_changed()
     windows = _windows(tokens)
     assert torch.allclose(causal_logits(model, windows, chunk=7), causal_logits(model, windows), atol=1e-6)
+
+
+@pytest.mark.parametrize("cell, bidirectional", CASES)
+def test_heldout_teacher_forced_and_causal_share_windows(cell, bidirectional):
+    """Same targets, same context: a unidirectional model scores both the same; a bidirectional one
+    gets a different teacher-forced score only because it reads the target (change only the character
+    after each target and the teacher-forced score stays)."""
+    from harness.train import heldout_ppl
+
+    model = _model(cell, bidirectional)
+    tokens, _ = _text_and_future_changed()
+    cfg = CellConfig(num_steps=NUM_STEPS, batch_size=1, max_tokens=HELD_OUT_START, val_tokens=20)
+    forced, causal = heldout_ppl(model, tokens, HELD_OUT_START, 20, cfg, torch.device("cpu"))
+    assert causal == pytest.approx(causal_ppl(model, tokens, HELD_OUT_START, 20, cfg, torch.device("cpu")),
+                                   rel=1e-5)
+    if bidirectional:
+        assert forced != pytest.approx(causal, rel=1e-4)
+    else:
+        assert forced == causal
+    # Teacher-forced windows end at the target: the characters after the last target do not count.
+    later = tokens.clone()
+    later[HELD_OUT_START + 20 :] = (later[HELD_OUT_START + 20 :] % (VOCAB - 1)) + 1
+    assert heldout_ppl(model, later, HELD_OUT_START, 20, cfg, torch.device("cpu")) == (forced, causal)
