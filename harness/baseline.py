@@ -134,3 +134,14 @@ def load_baseline(spec: str, root=DEFAULT_ROOT, machine: str | None = None) -> M
     hint = f"; {name!r} exists for other machines: {', '.join(elsewhere)}" if elsewhere else ""
     raise HarnessError(f"{path}: no baseline {name!r} for this machine ({machine}); "
                        f"saved for it: {here}{hint}")
+
+
+def open_measurements(spec: str, baselines_root=DEFAULT_ROOT) -> Measurements:
+    """``baseline:NAME`` (this machine's saved baseline), a baseline JSON file, or a run folder. Here
+    rather than in compare.py, which baselines build on: compare.py imports nothing of this module."""
+    if is_baseline_spec(spec):
+        return load_baseline(spec, root=baselines_root)
+    path = Path(spec)
+    if path.is_file():
+        return read_baseline_file(path)
+    return read_run(path)

@@ -37,8 +37,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
-import numpy as np
-
 from .config import FIELDS, GRID_KEYS, build_config
 from .errors import HarnessError
 from .store import read_csv_table
@@ -191,6 +189,8 @@ class Comparison:
 
 
 def _median(values: Sequence[float]) -> float:
+    import numpy as np  # here, not at the top: `compare --help` needs none of it
+
     return float(np.median(values)) if len(values) else math.nan
 
 
@@ -202,12 +202,16 @@ def _ratio(new: float, base: float) -> float:
 
 def run_medians(runs: Iterable[Sequence[float]]) -> tuple[float, ...]:
     """Each run's median; runs without a timed epoch are left out."""
+    import numpy as np
+
     return tuple(float(np.median(r)) for r in runs if len(r))
 
 
 def relative_spread(values: Sequence[float]) -> float:
     """Interquartile range / median of at least two values (NaN otherwise), the measure of noise that
     torch.utils.benchmark warns on; one outlying run barely moves it."""
+    import numpy as np
+
     if len(values) < 2:
         return math.nan
     low, middle, high = np.percentile(np.asarray(values, float), [25, 50, 75])
@@ -245,6 +249,8 @@ def bootstrap_ratio_ci(base: Sequence[float], new: Sequence[float], confidence: 
     """Percentile bootstrap interval of median(new) / median(base), each sample resampled on its own."""
     if len(base) < 2 or len(new) < 2:
         return math.nan, math.nan
+    import numpy as np
+
     rng = np.random.default_rng(seed)
     base_arr, new_arr = np.asarray(base, float), np.asarray(new, float)
     base_medians = np.median(rng.choice(base_arr, size=(resamples, len(base_arr))), axis=1)
@@ -451,18 +457,6 @@ def calibration_rates(calibration: dict) -> dict[str, float]:
         if isinstance(rate, (int, float)) and not isinstance(rate, bool) and math.isfinite(rate) and rate > 0:
             rates[str(device)] = float(rate)
     return rates
-
-
-def open_measurements(spec: str, baselines_root="results/baselines") -> Measurements:
-    """``baseline:NAME`` (this machine's saved baseline), a baseline JSON file, or a run folder."""
-    from .baseline import is_baseline_spec, load_baseline, read_baseline_file
-
-    if is_baseline_spec(spec):
-        return load_baseline(spec, root=baselines_root)
-    path = Path(spec)
-    if path.is_file():
-        return read_baseline_file(path)
-    return read_run(path)
 
 
 # ------------------------------------------------------------------------------------------- matching

@@ -22,12 +22,10 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from .calibrate import calibrate, flops_utilization
 from .config import FIELDS, CellConfig
 from .errors import HarnessError
 from .store import write_json_atomic, write_text_atomic
 from .suite import GridCell, Suite
-from .train import EXTRA_COLUMNS, RESULT_COLUMNS
 from .worker import EPOCH_PREFIX
 
 PROBLEM_STATUSES = ("failed", "diverged", "timeout")
@@ -44,6 +42,8 @@ def now_iso() -> str:
 
 def failure_record(cell: GridCell, status: str, reason: str, epoch_log: list[dict],
                    error_tail: list[str] | None = None) -> dict:
+    from .train import EXTRA_COLUMNS, RESULT_COLUMNS  # torch: only where a cell is run
+
     record = {key: None for key in RESULT_COLUMNS + EXTRA_COLUMNS}
     record.update(cell.config.model_dump(include=set(RESULT_COLUMNS) | {"precision", "threads", "corpus"}))
     timed = [r["sec"] for r in epoch_log if not r.get("warmup")]
@@ -206,6 +206,8 @@ class RunDir:
         record["config"] = cell.config.model_dump(mode="json")
         # The calibration was measured on this machine: it says nothing of a cell that ran on another node.
         ran_here = not record.get("node") or record["node"].get("hostname") == socket.gethostname()
+        from .calibrate import flops_utilization  # torch: only where a cell is stored
+
         record["flops_utilization"] = flops_utilization(record, calibration) if ran_here else None
         write_json_atomic(self.cell_path(cell.cell_id), record)
 
@@ -229,6 +231,8 @@ def node_label(node: dict | None) -> str:
 def rebuild_tables(path: Path, records: dict[str, dict], order: list[str] | None = None) -> None:
     """Write cells.csv, epochs.csv and samples.csv from the per-cell records (atomically each)."""
     import pandas as pd
+
+    from .train import EXTRA_COLUMNS, RESULT_COLUMNS
 
     ids = [i for i in (order or []) if i in records] + sorted(set(records) - set(order or []))
     cell_rows, epoch_rows, sample_rows = [], [], []
@@ -421,6 +425,8 @@ class HarnessInterrupted(HarnessError):
 def _calibrate(cells: list[GridCell]) -> dict:
     import torch
 
+    from .calibrate import calibrate
+
     devices = sorted({c.config.device for c in cells if c.config.device == "cpu" or torch.cuda.is_available()})
     threads = max((c.config.threads or 0 for c in cells), default=0) or None
     return calibrate(devices, threads)
@@ -429,7 +435,7 @@ def _calibrate(cells: list[GridCell]) -> dict:
 def estimate_seconds(config: CellConfig) -> float:
     """A rough a-priori cost of a cell, for --dry-run: analytic FLOPs at a typical achieved rate plus a
     per-step overhead per layer and direction (both fitted to 2-core CPU runs)."""
-    from .model import training_flops
+    from .flops import training_flops
 
     vocab = 28
     tokens = (config.max_tokens // (config.batch_size * config.num_steps)) * config.batch_size * config.num_steps

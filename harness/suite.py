@@ -19,7 +19,6 @@ from pathlib import Path
 import yaml
 
 from .config import FIELDS, GRID_KEYS, SECTIONS, CellConfig, build_config
-from .claims import parse_claims
 from .errors import HarnessError
 
 TOP_KEYS = ("name", "description", "data", "model", "train", "eval", "run", "matrix", "exclude", "include",
@@ -160,6 +159,8 @@ def parse_suite(raw, where: str, sets: list[str] | None = None) -> Suite:
     claims = raw.get("claims") or []
     if not isinstance(claims, list):
         raise HarnessError(f"{where}: claims must be a list")
+    from .claims import parse_claims  # pandas and scipy: not for a command that only reads a run
+
     parse_claims(claims, f"{where}: claims")
 
     suite = Suite(name=name, path=where, description=description, defaults=defaults, matrix=matrix,

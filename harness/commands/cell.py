@@ -7,7 +7,6 @@ import math
 import sys
 
 from ..config import CellConfig, build_config
-from ..train import EXTRA_COLUMNS, RESULT_COLUMNS, run_cell
 
 HELP = {
     "cell": "recurrent cell type", "layers": "number of recurrent layers", "direction": "uni or bi",
@@ -79,6 +78,8 @@ def _finite_or_none(value):
 
 
 def main(args) -> int:
+    from ..train import EXTRA_COLUMNS, RESULT_COLUMNS, run_cell  # torch: not for --help
+
     cfg = config_from_args(args)
     if not args.json:
         print(f"training {cfg.cell_id} for {cfg.epochs} epochs", file=sys.stderr)

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import math
 
-from ..baseline import DEFAULT_ROOT
-from ..compare import (DEFAULT_ALPHA, DEFAULT_THRESHOLD, METRICS, Report, Threshold, compare_measurements,
-                       open_measurements)
+from ..baseline import DEFAULT_ROOT, open_measurements
+from ..compare import DEFAULT_ALPHA, DEFAULT_THRESHOLD, METRICS, Report, Threshold, compare_measurements
 
 
 def register(subparsers) -> None:
