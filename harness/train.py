@@ -232,18 +232,6 @@ def _as_tuple(state) -> tuple:
 
 
 @torch.no_grad()
-def causal_logits(model: CharRNN, windows: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
-    """Logits for the character after each window, computed from that window alone (fresh state), so
-    that nothing after the predicted position can influence the prediction, whatever the direction."""
-    out = []
-    for start in range(0, len(windows), chunk):
-        part = windows[start : start + chunk]
-        logits, _ = model(part, None)
-        out.append(logits.reshape(part.shape[1], part.shape[0], -1)[-1])
-    return torch.cat(out)
-
-
-@torch.no_grad()
 def position_logits(model: CharRNN, windows: torch.Tensor, position: int, chunk: int = 1024) -> torch.Tensor:
     """Logits at ``position`` of each window, every window read from a fresh state."""
     out = []

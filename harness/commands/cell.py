@@ -108,6 +108,8 @@ def main(args) -> int:
 def _print_summary(flat: dict, samples: list[dict]) -> None:
     from tabulate import tabulate
 
+    from ..train import RESULT_COLUMNS
+
     shown = [(k, flat[k]) for k in RESULT_COLUMNS if k != "sample" and flat.get(k) not in (None, "")]
     print(tabulate(shown, tablefmt="plain", floatfmt=".4g"))
     for s in samples:
