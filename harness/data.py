@@ -23,23 +23,34 @@ DATA_DIR_ENV = "HARNESS_DATA_DIR"
 CACHE_DIR_ENV = "HARNESS_CACHE_DIR"
 
 
+# The named corpora ship with the package (public domain, about 0.4 MB together), so that a machine needs
+# neither the network nor a data folder; each copy is checked against its SHA-256 whenever it is read.
+EMBEDDED_DIR = Path(__file__).resolve().parent / "corpora"
+
+
 @dataclass(frozen=True)
 class CorpusSource:
     name: str
     filename: str
     url: str
-    sha1: str | None = None  # None: the publisher re-releases the file, so any checksum is accepted
+    sha1: str | None = None  # a file in $HARNESS_DATA_DIR must match it; None: any copy is accepted there
+    sha256: str | None = None  # of the shipped copy; a cached or downloaded copy must match it too
+    embedded: bool = False  # shipped in EMBEDDED_DIR
 
 
 CORPORA = {
     "gutenberg-35": CorpusSource(
-        "gutenberg-35", "pg35.txt", "https://www.gutenberg.org/cache/epub/35/pg35.txt"
+        "gutenberg-35", "pg35.txt", "https://www.gutenberg.org/cache/epub/35/pg35.txt",
+        sha256="0359cedc583179f3e417605eb36efc1dc97b042a76ea67fac1e8c11109b0e2c9",
+        embedded=True,
     ),
     "d2l": CorpusSource(
         "d2l",
         "timemachine.txt",
         "http://d2l-data.s3-accelerate.amazonaws.com/timemachine.txt",
         sha1="090b5e7e70c295757f55df93cb0a180b9691891a",
+        sha256="8424dbd9532ac81f7e5f0b6add90e6952baea29158309d7d1bf3884f4e12c516",
+        embedded=True,
     ),
 }
 
@@ -55,25 +66,38 @@ def _sha1(path: Path) -> str:
     return hashlib.sha1(path.read_bytes()).hexdigest()
 
 
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def _offline_hint(source: CorpusSource) -> str:
-    return (
-        f"to run offline, put {source.filename} in a folder and set {DATA_DIR_ENV} to it "
-        f"(e.g. {DATA_DIR_ENV}=../shared/data)"
-    )
+    return f"to run offline, put {source.filename} in a folder and set {DATA_DIR_ENV} to it"
+
+
+def _verified_cache(path: Path, source: CorpusSource) -> bool:
+    if not path.is_file():
+        return False
+    if source.sha256 is not None:
+        return _sha256(path) == source.sha256
+    return source.sha1 is None or _sha1(path) == source.sha1
 
 
 def resolve_corpus(name_or_path: str, cache_dir: Path | None = None, offline: bool = False,
                    **download_options) -> Path:
-    """Find a corpus file: $HARNESS_DATA_DIR, then the cache folder, then (unless ``offline``) a download
-    into the cache. ``offline``: a corpus found in neither place is a HarnessError, nothing is fetched."""
+    """Find a corpus file. A named corpus: $HARNESS_DATA_DIR (an explicit choice, e.g. a newer Gutenberg
+    release), then the copy shipped with the package, then the cache folder, then (unless ``offline``) a
+    download into the cache. Anything else: a file path, or a file of that name in $HARNESS_DATA_DIR.
+    ``offline``: a corpus found nowhere is a HarnessError, nothing is fetched."""
     source = CORPORA.get(name_or_path)
+    data_dir = os.environ.get(DATA_DIR_ENV)
     if source is None:
         path = Path(name_or_path).expanduser()
+        if not path.is_file() and data_dir and not path.is_absolute() and (Path(data_dir) / path).is_file():
+            path = Path(data_dir) / path
         if not path.is_file():
             known = ", ".join(CORPORA)
             raise HarnessError(f"corpus {name_or_path!r} is neither a known corpus ({known}) nor a file")
         return path
-    data_dir = os.environ.get(DATA_DIR_ENV)
     if data_dir:
         candidate = Path(data_dir) / source.filename
         if candidate.is_file():
@@ -82,14 +106,22 @@ def resolve_corpus(name_or_path: str, cache_dir: Path | None = None, offline: bo
                     f"{candidate}: SHA-1 {_sha1(candidate)} does not match {source.sha1} for corpus {source.name}"
                 )
             return candidate
+    if source.embedded:
+        shipped = EMBEDDED_DIR / source.filename
+        if shipped.is_file():
+            if source.sha256 and _sha256(shipped) != source.sha256:
+                raise HarnessError(f"{shipped}: SHA-256 {_sha256(shipped)} does not match {source.sha256} for "
+                                   f"corpus {source.name}: the installed package is damaged; reinstall it")
+            return shipped
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
     cached = cache / source.filename
-    if cached.is_file() and (source.sha1 is None or _sha1(cached) == source.sha1):
+    if _verified_cache(cached, source):
         return cached
     if offline:
         raise HarnessError(f"corpus {source.name}: {source.filename} is neither in ${DATA_DIR_ENV} nor in "
                            f"the cache {cache} (not downloaded)")
-    return download(source.url, cached, sha1=source.sha1, hint=_offline_hint(source), **download_options)
+    return download(source.url, cached, sha1=None if source.sha256 else source.sha1, sha256=source.sha256,
+                    hint=_offline_hint(source), **download_options)
 
 
 class _Transient(Exception):
@@ -104,6 +136,7 @@ def download(
     retries: int = 3,
     backoff: float = 1.0,
     hint: str = "",
+    sha256: str | None = None,
 ) -> Path:
     """Stream ``url`` into a temporary file beside ``dest``; rename it into place only when complete and
     verified. Transient failures (connection errors, timeouts, 5xx, truncated bodies) are retried."""
@@ -119,6 +152,7 @@ def download(
         try:
             with os.fdopen(fd, "wb") as out:
                 digest = hashlib.sha1()
+                digest256 = hashlib.sha256()
                 received = 0
                 with requests.get(url, stream=True, timeout=timeout) as response:
                     if response.status_code >= 400:
@@ -130,6 +164,7 @@ def download(
                     for chunk in response.iter_content(chunk_size=1 << 16):
                         out.write(chunk)
                         digest.update(chunk)
+                        digest256.update(chunk)
                     # Content-Length counts the bytes on the wire, which are compressed when the
                     # server sends Content-Encoding: gzip; the chunks above are already decoded.
                     received = response.raw.tell()
@@ -139,6 +174,11 @@ def download(
                     raise DownloadError(
                         f"download failed: checksum mismatch for {url}: SHA-1 {digest.hexdigest()}, "
                         f"expected {sha1}{suffix}"
+                    )
+                if sha256 is not None and digest256.hexdigest() != sha256:
+                    raise DownloadError(
+                        f"download failed: checksum mismatch for {url}: SHA-256 {digest256.hexdigest()}, "
+                        f"expected {sha256}{suffix}"
                     )
                 out.flush()
                 os.fsync(out.fileno())

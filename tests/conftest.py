@@ -1,16 +1,39 @@
-"""Shared test setup: corpora come from HARNESS_DATA_DIR (../shared/data beside the repository by default),
-never from the network; plots render without a display."""
+"""Shared test setup: the tests see what a fresh machine gets, the corpora shipped with the package (no
+HARNESS_DATA_DIR, an empty cache), and never reach the network; plots render without a display."""
 
+import atexit
+import ipaddress
 import os
+import shutil
+import socket
+import tempfile
 from pathlib import Path
 
-import pytest
-
 REPO = Path(__file__).resolve().parents[1]
-_default_data = REPO.parent / "shared" / "data"
-if not os.environ.get("HARNESS_DATA_DIR") and _default_data.is_dir():
-    os.environ["HARNESS_DATA_DIR"] = str(_default_data)
+# Set before any test or cell process starts, so that cells trained in subprocesses see the same.
+os.environ.pop("HARNESS_DATA_DIR", None)
+os.environ["HARNESS_CACHE_DIR"] = tempfile.mkdtemp(prefix="harness-test-cache-")
+atexit.register(shutil.rmtree, os.environ["HARNESS_CACHE_DIR"], ignore_errors=True)
 os.environ.setdefault("MPLBACKEND", "Agg")
+
+_connect = socket.socket.connect
+
+
+def _local_only_connect(self, address):
+    """Connections to this machine only (the download tests' HTTP server, a local Ray instance): a test
+    that would reach the network fails instead of depending on it."""
+    if self.family in (socket.AF_INET, socket.AF_INET6):
+        host = address[0]
+        try:
+            local = host == "localhost" or ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            local = False
+        if not local:
+            raise OSError(f"tests must not use the network (connect to {host})")
+    return _connect(self, address)
+
+
+socket.socket.connect = _local_only_connect
 
 # A suite whose cells train in seconds: the defaults of the runner and executor tests.
 TINY = """
@@ -21,11 +44,3 @@ TINY = """
     eval: {every: 0, sample_chars: 5}
     run: {threads: 1, timeout: 120}
 """
-
-
-@pytest.fixture
-def data_dir() -> Path:
-    value = os.environ.get("HARNESS_DATA_DIR")
-    if not value or not (Path(value) / "pg35.txt").is_file():
-        pytest.skip("HARNESS_DATA_DIR with pg35.txt is needed")
-    return Path(value)

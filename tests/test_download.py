@@ -284,3 +284,58 @@ def test_cell_command_without_data_or_network_exits_2_with_one_line(folders, mon
     assert lines[0].startswith("error: download failed") and "HARNESS_DATA_DIR" in lines[0]
     assert "Traceback" not in captured.err
     assert _leftovers(folders.cache) == []
+
+
+# --- the corpora shipped with the package -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["gutenberg-35", "d2l"])
+def test_named_corpora_come_from_the_package_without_data_folder_cache_or_network(name, folders, sleeps):
+    source = data.CORPORA[name]
+    path = resolve_corpus(name, cache_dir=folders.cache)
+    assert path == data.EMBEDDED_DIR / source.filename
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == source.sha256
+    assert _leftovers(folders.cache) == [] and sleeps == []
+
+
+def test_the_data_folder_overrides_the_shipped_copy(folders, monkeypatch):
+    (folders.data / "pg35.txt").write_text("a newer Gutenberg release")
+    monkeypatch.setenv(data.DATA_DIR_ENV, str(folders.data))
+    assert resolve_corpus("gutenberg-35", cache_dir=folders.cache) == folders.data / "pg35.txt"
+
+
+def test_a_damaged_shipped_copy_is_refused_with_its_path(folders, tmp_path, monkeypatch):
+    shipped = tmp_path / "corpora"
+    shipped.mkdir()
+    (shipped / "pg35.txt").write_bytes((data.EMBEDDED_DIR / "pg35.txt").read_bytes()[:-1])
+    monkeypatch.setattr(data, "EMBEDDED_DIR", shipped)
+    with pytest.raises(HarnessError, match=r"pg35.txt: SHA-256 .* reinstall"):
+        resolve_corpus("gutenberg-35", cache_dir=folders.cache)
+
+
+def test_a_named_corpus_download_is_checked_against_its_sha256(server, folders, monkeypatch, sleeps):
+    monkeypatch.setitem(data.CORPORA, "gutenberg-35",
+                        CorpusSource("gutenberg-35", "pg35.txt", f"{server.url}/book.txt", sha256="0" * 64))
+    with pytest.raises(DownloadError, match="SHA-256"):
+        resolve_corpus("gutenberg-35", cache_dir=folders.cache)
+    assert _leftovers(folders.cache) == []
+    good = hashlib.sha256(BODY).hexdigest()
+    monkeypatch.setitem(data.CORPORA, "gutenberg-35",
+                        CorpusSource("gutenberg-35", "pg35.txt", f"{server.url}/book.txt", sha256=good))
+    assert resolve_corpus("gutenberg-35", cache_dir=folders.cache).read_bytes() == BODY
+
+
+def test_another_corpus_is_found_by_name_in_the_data_folder(folders, monkeypatch):
+    (folders.data / "my-book.txt").write_text("hello")
+    monkeypatch.setenv(data.DATA_DIR_ENV, str(folders.data))
+    assert resolve_corpus("my-book.txt") == folders.data / "my-book.txt"
+
+
+def test_the_offline_hint_names_no_folder_beside_the_repository():
+    hint = data._offline_hint(data.CORPORA["gutenberg-35"])
+    assert data.DATA_DIR_ENV in hint and "shared" not in hint
+
+
+def test_the_test_suite_cannot_reach_the_network():
+    with pytest.raises(OSError, match="network"):
+        socket.create_connection(("192.0.2.1", 80), timeout=1)  # TEST-NET-1, never routed

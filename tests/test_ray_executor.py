@@ -173,7 +173,6 @@ def this_node() -> str:
     return node_label({"hostname": socket.gethostname(), "cpu_model": cpu_model(), "gpu_name": None})
 
 
-@pytest.mark.usefixtures("data_dir")
 def test_smoke_suite_gives_the_local_executors_cells_and_outcomes(tmp_path, ray_address):
     # Shrunk to keep the test short: one cell type (both directions, plus the CUDA cell), one epoch, one
     # thread per cell and shared nodes, so two cells run at a time on the 2-CPU instance (whole-node
@@ -224,7 +223,6 @@ def _kill_ray_worker_of(marker_epochs: int, killed: dict, stop: threading.Event)
         time.sleep(0.05)
 
 
-@pytest.mark.usefixtures("data_dir")
 def test_failed_cells_and_a_killed_ray_worker_are_recorded_and_the_grid_goes_on(tmp_path, ray_address):
     suite = load_suite(write_suite(tmp_path, """
         matrix: {cell: [lstm]}
@@ -267,7 +265,6 @@ def test_failed_cells_and_a_killed_ray_worker_are_recorded_and_the_grid_goes_on(
         psutil.Process(killed["cell_process"]).status() == psutil.STATUS_ZOMBIE
 
 
-@pytest.mark.usefixtures("data_dir")
 def test_driver_killed_then_resumed_stores_every_cell_once(tmp_path, ray_address):
     # The two cells run side by side; the gru cell trains for many more (tiny) epochs, so that it is still
     # running when the rnn cell has been stored and the driver is killed.

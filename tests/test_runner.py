@@ -27,7 +27,6 @@ def write_suite(tmp_path, body: str, name="tiny.yaml"):
     return path
 
 
-@pytest.mark.usefixtures("data_dir")
 def test_smoke_suite_end_to_end(tmp_path):
     out = tmp_path / "run"
     proc = harness("run", REPO / "suites" / "smoke.yaml", "--out", out, "--no-report", cwd=tmp_path)
@@ -54,7 +53,6 @@ def test_smoke_suite_end_to_end(tmp_path):
     assert show.returncode == 0 and "6 ok, 1 skipped" in show.stdout
 
 
-@pytest.mark.usefixtures("data_dir")
 def test_problem_cells_are_recorded_and_the_grid_goes_on(tmp_path):
     suite = write_suite(tmp_path, """
         matrix: {cell: [rnn, lstm]}
@@ -80,7 +78,6 @@ def test_problem_cells_are_recorded_and_the_grid_goes_on(tmp_path):
     assert (epochs["cell_id"] == diverged.name).sum() == diverged["epochs_done"]
 
 
-@pytest.mark.usefixtures("data_dir")
 def test_sigkill_then_resume_trains_each_cell_exactly_once(tmp_path):
     suite = write_suite(tmp_path, "matrix: {cell: [rnn, gru, lstm]}\n")
     out = tmp_path / "run"
@@ -111,7 +108,6 @@ def test_sigkill_then_resume_trains_each_cell_exactly_once(tmp_path):
     assert len(pd.read_csv(out / "cells.csv")) == 3
 
 
-@pytest.mark.usefixtures("data_dir")
 def test_resume_refuses_a_changed_suite_and_a_second_writer(tmp_path):
     suite = write_suite(tmp_path, "matrix: {cell: [rnn]}\n")
     out = tmp_path / "run"
@@ -156,7 +152,6 @@ def test_bad_inputs_to_cell_and_show_are_one_line_exit_2(tmp_path, capsys):
         assert err.count("\n") == 1 and fragment in err, err
 
 
-@pytest.mark.usefixtures("data_dir")
 def test_cell_json_is_strict_json_for_a_diverged_cell(tmp_path):
     proc = harness("cell", "--hidden", 8, "--layers", 1, "--epochs", 2, "--max-tokens", 1500, "--val-tokens", 200,
                    "--lr", "1e30", "--json", cwd=tmp_path)

@@ -97,7 +97,7 @@ def test_clipping_follows_the_seed_rule_on_known_numbers():
 
 
 @pytest.fixture
-def small_corpus(data_dir):
+def small_corpus():
     return load_corpus(max_tokens=TINY["max_tokens"], val_tokens=TINY["val_tokens"])
 
 
@@ -226,7 +226,7 @@ def test_phase_shares_leave_the_rest_to_other():
     assert set(PHASES) >= {"data", "forward", "backward", "clip", "optimizer"}
 
 
-def test_profile_command_prints_phases_and_operators(data_dir, capsys):
+def test_profile_command_prints_phases_and_operators(capsys):
     code = cli_main(["profile", "--cell", "gru", "--hidden", "8", "--epochs", "1", "--max-tokens", "1500",
                      "--val-tokens", "300", "--threads", "1", "--warmup-epochs", "0", "--top", "5"])
     out = capsys.readouterr().out
@@ -235,7 +235,7 @@ def test_profile_command_prints_phases_and_operators(data_dir, capsys):
         assert word in out, word
 
 
-def test_profile_command_rejects_bad_flags_in_one_line(data_dir, capsys):
+def test_profile_command_rejects_bad_flags_in_one_line(capsys):
     assert cli_main(["profile", "--layers", "0", "--epochs", "1"]) == 2
     assert "--layers" in capsys.readouterr().err
 
