@@ -11,8 +11,9 @@ import importlib
 import sys
 
 from . import __version__
-from .errors import HarnessError
+from .errors import HarnessError, shorten
 
+MAX_MESSAGE = 1000
 COMMANDS = ("cell", "run", "list", "show", "report", "compare", "baseline", "profile")
 
 
@@ -34,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except HarnessError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        # One bounded line whatever the message quotes (a path, a value the user wrote).
+        print(f"error: {shorten(str(exc).replace(chr(10), ' '), MAX_MESSAGE)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

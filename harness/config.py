@@ -92,6 +92,8 @@ GRID_KEYS = ("cell", "layers", "direction", "device", "seed")
 
 def format_validation_error(exc, where: str, names: dict[str, str] | None = None) -> str:
     """One line from a pydantic ValidationError: where, which key, which value, what is allowed."""
+    from .errors import quote
+
     err = exc.errors()[0]
     if not err["loc"]:  # a rule over several keys: its own message names them and their values
         error = err.get("ctx", {}).get("error")
@@ -104,11 +106,11 @@ def format_validation_error(exc, where: str, names: dict[str, str] | None = None
 
         close = difflib.get_close_matches(key.split(".")[-1], FIELDS, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        return f"{where}: unknown key {key!r}{hint}"
+        return f"{where}: unknown key {quote(key)}{hint}"
     message = err["msg"]
     if err.get("ctx", {}).get("expected"):
         message = f"expected {err['ctx']['expected']}"
-    return f"{where}: {key} = {value!r}: {message}"
+    return f"{where}: {key} = {quote(value)}: {message}"
 
 
 def build_config(values: dict, where: str, names: dict[str, str] | None = None) -> CellConfig:

@@ -19,12 +19,15 @@ from pathlib import Path
 import yaml
 
 from .config import FIELDS, GRID_KEYS, SECTIONS, CellConfig, build_config
-from .errors import HarnessError
+from .errors import HarnessError, quote, shorten
 
 TOP_KEYS = ("name", "description", "data", "model", "train", "eval", "run", "matrix", "exclude", "include",
             "claims")
 # How a field is written in a suite, for messages: eval_every -> eval.every
 FIELD_TO_SUITE_KEY = {fld: f"{sec}.{key}" for sec, keys in SECTIONS.items() for key, fld in keys.items()}
+# YAML aliases let a few hundred bytes name billions of values: bound what a suite may expand to.
+MAX_VALUES = 100_000  # nodes of the parsed file, each alias counted as often as it is used
+MAX_CELLS = 10_000
 
 
 @dataclass
@@ -77,7 +80,7 @@ def _suggest(key: str, candidates) -> str:
 def _field_for_axis(key, where: str) -> str:
     """A matrix/exclude/include/--only key: a flat field name or `section.key`."""
     if not isinstance(key, str):
-        raise HarnessError(f"{where}: key {key!r} must be a string")
+        raise HarnessError(f"{where}: key {quote(key)} must be a string")
     if key in FIELDS:
         return key
     if "." in key:
@@ -88,7 +91,7 @@ def _field_for_axis(key, where: str) -> str:
         if key in keys:
             return keys[key]
     valid = list(FIELDS) + list(FIELD_TO_SUITE_KEY.values())
-    raise HarnessError(f"{where}: unknown key {key!r}{_suggest(key, valid)}")
+    raise HarnessError(f"{where}: unknown key {quote(key)}{_suggest(key, valid)}")
 
 
 def load_suite(path, sets: list[str] | None = None) -> Suite:
@@ -106,8 +109,28 @@ def load_suite(path, sets: list[str] | None = None) -> Suite:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise HarnessError(f"{where}: invalid YAML{at}: {problem}") from None
+        raise HarnessError(f"{where}: invalid YAML{at}: {shorten(str(problem), 200)}") from None
+    except ValueError as exc:  # an integer of more than 4,300 digits
+        raise HarnessError(f"{where}: invalid value: {shorten(str(exc), 200)}") from None
+    _check_size(raw, where)
     return parse_suite(raw, where, sets)
+
+
+def _check_size(raw, where: str) -> None:
+    """Count the parsed document's nodes as a walk would meet them (an alias as often as it is used),
+    stopping at MAX_VALUES: a suite of nested aliases is refused before anything walks it whole."""
+    stack, count = [raw], 0
+    while stack:
+        node = stack.pop()
+        count += 1
+        if count > MAX_VALUES:
+            raise HarnessError(f"{where}: the suite expands to more than {MAX_VALUES:,} values "
+                               "(nested YAML aliases?)")
+        if isinstance(node, dict):
+            stack.extend(node)
+            stack.extend(node.values())
+        elif isinstance(node, (list, tuple)):
+            stack.extend(node)
 
 
 def parse_suite(raw, where: str, sets: list[str] | None = None) -> Suite:
@@ -116,10 +139,10 @@ def parse_suite(raw, where: str, sets: list[str] | None = None) -> Suite:
                            f"{type(raw).__name__})")
     for key in raw:
         if key not in TOP_KEYS:
-            raise HarnessError(f"{where}: unknown top-level key {key!r}{_suggest(str(key), TOP_KEYS)}")
+            raise HarnessError(f"{where}: unknown top-level key {quote(key)}{_suggest(shorten(str(key)), TOP_KEYS)}")
     name = raw.get("name")
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
-        raise HarnessError(f"{where}: name = {name!r}: required, letters, digits, '.', '_' or '-' only")
+        raise HarnessError(f"{where}: name = {quote(name)}: required, letters, digits, '.', '_' or '-' only")
     description = raw.get("description") or ""
     if not isinstance(description, str):
         raise HarnessError(f"{where}: description must be text")
@@ -134,8 +157,8 @@ def parse_suite(raw, where: str, sets: list[str] | None = None) -> Suite:
         for key, value in values.items():
             if key not in keys:
                 other = next((s for s, k in SECTIONS.items() if key in k), None)
-                hint = f" (it belongs in {other!r})" if other else _suggest(str(key), keys)
-                raise HarnessError(f"{where}: unknown key {section}.{key}{hint}")
+                hint = f" (it belongs in {other!r})" if other else _suggest(shorten(str(key)), keys)
+                raise HarnessError(f"{where}: unknown key {section}.{shorten(str(key))}{hint}")
             defaults[keys[key]] = value
 
     matrix_raw = raw.get("matrix") or {}
@@ -145,9 +168,9 @@ def parse_suite(raw, where: str, sets: list[str] | None = None) -> Suite:
     for key, values in matrix_raw.items():
         fld = _field_for_axis(key, f"{where}: matrix")
         if not isinstance(values, list) or not values:
-            raise HarnessError(f"{where}: matrix.{key} = {values!r}: must be a non-empty list")
+            raise HarnessError(f"{where}: matrix.{key} = {quote(values)}: must be a non-empty list")
         if len(set(map(repr, values))) != len(values):
-            raise HarnessError(f"{where}: matrix.{key} = {values!r}: values repeat")
+            raise HarnessError(f"{where}: matrix.{key} = {quote(values)}: values repeat")
         matrix[fld] = values
 
     def entries(kind):
@@ -174,7 +197,7 @@ def parse_suite(raw, where: str, sets: list[str] | None = None) -> Suite:
 def _parse_value(text: str):
     try:
         return yaml.safe_load(text)
-    except yaml.YAMLError:
+    except (yaml.YAMLError, ValueError):  # ValueError: an integer of more than 4,300 digits
         return text
 
 
@@ -182,8 +205,8 @@ def apply_set(suite: Suite, assignment: str) -> None:
     """``--set SECTION.KEY=VALUE`` overrides a default (and removes that axis from the matrix)."""
     key, eq, value = assignment.partition("=")
     if not eq or not key:
-        raise HarnessError(f"--set {assignment!r}: expected SECTION.KEY=VALUE, e.g. train.epochs=20")
-    fld = _field_for_axis(key.strip(), f"--set {assignment!r}")
+        raise HarnessError(f"--set {quote(assignment)}: expected SECTION.KEY=VALUE, e.g. train.epochs=20")
+    fld = _field_for_axis(key.strip(), f"--set {quote(assignment)}")
     suite.defaults[fld] = _parse_value(value)
     suite.matrix.pop(fld, None)
 
@@ -202,6 +225,12 @@ def cell_id_for(config: CellConfig, extra_axes: list[str]) -> str:
 
 
 def expand(suite: Suite) -> list[GridCell]:
+    size = 1
+    for values in suite.matrix.values():
+        size *= len(values)
+    if size + len(suite.include) > MAX_CELLS:
+        raise HarnessError(f"{suite.path}: the matrix expands to {size + len(suite.include):,} cells, more than "
+                           f"{MAX_CELLS:,}; split the suite")
     keys = list(suite.matrix)
     combos = [dict(zip(keys, values)) for values in itertools.product(*suite.matrix.values())]
     combos = [c for c in combos if not any(_matches(c, e) for e in suite.exclude)]
@@ -228,7 +257,7 @@ def expand(suite: Suite) -> list[GridCell]:
 
 
 def _describe(combo: dict) -> str:
-    return "{" + ", ".join(f"{k}: {v}" for k, v in combo.items()) + "}" if combo else "(defaults)"
+    return "{" + ", ".join(f"{k}: {shorten(str(v), 40)}" for k, v in combo.items()) + "}" if combo else "(defaults)"
 
 
 def filter_cells(cells: list[GridCell], only: list[str]) -> list[GridCell]:
@@ -237,15 +266,15 @@ def filter_cells(cells: list[GridCell], only: list[str]) -> list[GridCell]:
     for spec in only or []:
         key, eq, values = spec.partition("=")
         if not eq or not values:
-            raise HarnessError(f"--only {spec!r}: expected KEY=VALUE[,VALUE...], e.g. cell=lstm")
-        fld = _field_for_axis(key.strip(), f"--only {spec!r}")
+            raise HarnessError(f"--only {quote(spec)}: expected KEY=VALUE[,VALUE...], e.g. cell=lstm")
+        fld = _field_for_axis(key.strip(), f"--only {quote(spec)}")
         wanted = [_parse_value(v.strip()) for v in values.split(",")]
         known = {getattr(c.config, fld) for c in grid}
         unknown = [w for w in wanted if w not in known]
         if unknown:
-            raise HarnessError(f"--only {spec!r}: no cell has {fld} = {unknown[0]!r} "
-                               f"(values: {', '.join(map(str, sorted(known, key=str)))})")
+            raise HarnessError(f"--only {quote(spec)}: no cell has {fld} = {quote(unknown[0])} "
+                               f"(values: {shorten(', '.join(map(str, sorted(known, key=str))), 200)})")
         cells = [c for c in cells if getattr(c.config, fld) in wanted]
         if not cells:
-            raise HarnessError(f"--only {spec!r}: no cell matches all --only filters together")
+            raise HarnessError(f"--only {quote(spec)}: no cell matches all --only filters together")
     return cells

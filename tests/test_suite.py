@@ -181,3 +181,56 @@ def test_no_traceback_from_a_real_process(tmp_path):
 def test_parse_suite_rejects_unknown_claim_names():
     with pytest.raises(HarnessError):
         parse_suite({"name": "t", "claims": ["the moon is cheese"]}, "inline")
+
+
+def nested_alias_bomb(levels: int = 8) -> str:
+    """A few hundred bytes whose matrix.seed names 9**levels values through nested anchors."""
+    rows = ["name: bomb", "matrix:", "  seed:", "    - &a0 [0, 1, 2, 3, 4, 5, 6, 7, 8]"]
+    rows += [f"    - &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, levels + 1)]
+    return "\n".join(rows) + "\n"
+
+
+def test_a_yaml_alias_bomb_is_refused_before_it_is_walked(tmp_path, capsys):
+    path = suite_of(nested_alias_bomb(), tmp_path)
+    assert path.stat().st_size < 1000
+    assert main(["list", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "more than 100,000 values" in err, err[:300]
+
+
+def test_a_self_referencing_alias_is_refused(tmp_path):
+    with pytest.raises(HarnessError, match="more than 100,000 values"):
+        load_suite(suite_of("name: t\nmatrix:\n  seed: &a [1, *a]\n", tmp_path))
+
+
+def test_a_grid_of_too_many_cells_is_refused_before_expansion(tmp_path):
+    axis = "[" + ", ".join(map(str, range(1, 101))) + "]"
+    path = suite_of(f"name: t\nmatrix: {{seed: {axis}, hidden: {axis}, epochs: {axis}}}\n", tmp_path)
+    with pytest.raises(HarnessError, match="1,000,000 cells, more than 10,000"):
+        load_suite(path)
+
+
+def test_values_quoted_in_errors_are_shortened(tmp_path, capsys):
+    # Within the value bound, but each repeated value quoted whole would be a 40 kB "line".
+    big = "[" + ", ".join(["[" + ", ".join(["12345678"] * 500) + "]"] * 2) + "]"
+    path = suite_of(f"name: t\nmatrix: {{prefixes: {big}}}\n", tmp_path)
+    assert main(["list", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "values repeat" in err and len(err) < 300, len(err)
+    path = suite_of("name: t\n", tmp_path, "ok.yaml")
+    assert main(["list", str(path), "--only", "seed=" + "9" * 5000]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no cell has seed" in err and len(err) < 400, len(err)
+
+
+def test_every_error_message_is_one_bounded_line(capsys, monkeypatch):
+    from harness import cli
+    from harness.commands import list as list_command
+
+    def fail(args):
+        raise HarnessError("x" * 10_000 + "\nsecond line")
+
+    monkeypatch.setattr(list_command, "main", fail)
+    assert cli.main(["list", "s.yaml"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and len(err) <= cli.MAX_MESSAGE + len("error: \n"), len(err)
