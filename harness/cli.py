@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from . import __version__
@@ -17,9 +18,16 @@ MAX_MESSAGE = 1000
 COMMANDS = ("cell", "run", "list", "show", "report", "compare", "baseline", "profile")
 
 
+def prog_name(argv0: str | None = None) -> str:
+    """How the user called the harness, for help and hints: the ``harness`` console script by its name,
+    ``python -m harness`` otherwise."""
+    name = os.path.basename(sys.argv[0] if argv0 is None else argv0)
+    return name if name.startswith("harness") and not name.endswith(".py") else "python -m harness"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m harness",
+        prog=prog_name(),
         description="Train, measure and compare character-level RNN language models.",
     )
     parser.add_argument("--version", action="version", version=f"rnn-harness {__version__}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..baseline import DEFAULT_ROOT, list_baselines, save_baseline
+from ..cli import prog_name
 
 
 def register(subparsers) -> None:
@@ -23,7 +24,7 @@ def register(subparsers) -> None:
 
 def main_save(args) -> int:
     path = save_baseline(args.run_dir, args.name, args.root, force=args.force)
-    print(f"saved {path} (compare with: python -m harness compare baseline:{args.name} RUN_DIR)")
+    print(f"saved {path} (compare with: {prog_name()} compare baseline:{args.name} RUN_DIR)")
     return 0
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
+from ..cli import prog_name
 from ..errors import HarnessError
 from ..runner import default_out_dir, iter_cells_table, latest_run_dir, run_suite
 from ..suite import expand, filter_cells, load_suite
@@ -79,7 +80,7 @@ def main(args) -> int:
         out = Path(args.out) if args.out else default_out_dir(suite)
     executor = make_executor(args)
     signal.signal(signal.SIGTERM, _raise_interrupt)
-    code, run_dir = run_suite(suite, cells, out, argv=["python", "-m", "harness", *sys.argv[1:]],
+    code, run_dir = run_suite(suite, cells, out, argv=[*prog_name().split(), *sys.argv[1:]],
                               executor=executor)
     print(f"results: {run_dir}", file=sys.stderr)
     if not args.no_report:
@@ -102,5 +103,5 @@ def _render_report(run_dir):
         return build_report(run_dir)
     except Exception as exc:  # noqa: BLE001 - any report failure must not hide the run's result
         print(f"warning: report not rendered ({type(exc).__name__}: {exc}); "
-              f"try: python -m harness report {run_dir}", file=sys.stderr)
+              f"try: {prog_name()} report {run_dir}", file=sys.stderr)
         return None
