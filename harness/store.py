@@ -82,3 +82,22 @@ def read_csv_table(path, required=(), *, text: bool = False, missing_ok: bool = 
     if missing:
         raise HarnessError(f"{path}: missing column(s) {', '.join(missing)}")
     return frame
+
+
+def writable_folder(path, flag: str) -> Path:
+    """``path`` as a folder this process can write into, created if need be, or HarnessError (one line,
+    naming ``flag``). Checked before any work, so that a bad output path costs nothing."""
+    from .errors import HarnessError
+
+    if path is None or str(path).strip() == "":
+        raise HarnessError(f"{flag} '': an empty path names no folder")
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise HarnessError(f"{flag} {path}: exists and is not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):  # permissions, read-only or virtual file systems
+            pass
+    except OSError as exc:
+        raise HarnessError(f"{flag} {path}: cannot write there: {exc.strerror or exc}") from None
+    return path

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..baseline import DEFAULT_ROOT, list_baselines, save_baseline
+from ..store import writable_folder
 from ..cli import prog_name
 
 
@@ -23,6 +24,7 @@ def register(subparsers) -> None:
 
 
 def main_save(args) -> int:
+    writable_folder(args.root, "--root")
     path = save_baseline(args.run_dir, args.name, args.root, force=args.force)
     print(f"saved {path} (compare with: {prog_name()} compare baseline:{args.name} RUN_DIR)")
     return 0

@@ -15,6 +15,10 @@ def register(subparsers) -> None:
 
 
 def main(args) -> int:
+    from ..store import writable_folder
+
+    if args.out is not None:
+        writable_folder(args.out, "--out")
     from ..report import build_report
 
     out = build_report(args.run_dir, args.out)

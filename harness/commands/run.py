@@ -10,6 +10,7 @@ from tabulate import tabulate
 
 from ..cli import prog_name
 from ..errors import HarnessError
+from ..store import writable_folder
 from ..runner import default_out_dir, iter_cells_table, latest_run_dir, run_suite
 from ..suite import expand, filter_cells, load_suite
 
@@ -70,6 +71,9 @@ def main(args) -> int:
     if args.dry_run:
         print_cells(cells)
         return 0
+    for flag, value in (("--out", args.out), ("--resume", args.resume)):
+        if value is not None and not value.strip():  # not the default folder: an empty name is a slip
+            raise HarnessError(f"{flag} '': an empty path names no folder")
     if args.resume and args.out and args.resume != "latest" and Path(args.resume) != Path(args.out):
         raise HarnessError("--resume DIR and --out DIR name different folders")
     if args.resume:
@@ -78,6 +82,7 @@ def main(args) -> int:
             raise HarnessError(f"--resume {out}: not a run folder (no run.json)")
     else:
         out = Path(args.out) if args.out else default_out_dir(suite)
+    writable_folder(out, "--out" if args.out or not args.resume else "--resume")
     executor = make_executor(args)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     code, run_dir = run_suite(suite, cells, out, argv=[*prog_name().split(), *sys.argv[1:]],

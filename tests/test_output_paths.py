@@ -1,0 +1,55 @@
+"""Bad output folders are refused up front: one line, exit 2, nothing trained or written."""
+
+from pathlib import Path
+
+import pytest
+
+from harness.cli import main
+
+from conftest import TINY
+
+
+@pytest.fixture
+def suite(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY)
+    return path
+
+
+def bad_outs(tmp_path):
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a folder\n")
+    outs = [(str(a_file), "exists and is not a folder"), (str(a_file / "under"), "Not a directory"),
+            ("", "an empty path names no folder")]
+    if Path("/proc/self").is_dir():
+        outs.append(("/proc/harness-results", "cannot write there"))
+    return outs
+
+
+def one_line_error(capsys, fragment):
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and fragment in err, err
+    assert "Traceback" not in err
+
+
+def test_run_refuses_a_bad_out_before_training(suite, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for out, fragment in bad_outs(tmp_path):
+        assert main(["run", str(suite), "--out", out, "--no-report"]) == 2, out
+        one_line_error(capsys, fragment)
+    assert not (tmp_path / "results").exists()  # `--out ""` is not the default folder
+
+
+def test_run_refuses_an_empty_resume(suite, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", str(suite), "--resume", ""]) == 2
+    one_line_error(capsys, "--resume '': an empty path")
+
+
+def test_report_and_baseline_refuse_a_bad_folder(tmp_path, capsys):
+    run_dir = tmp_path / "run"  # never read: the output folder is checked first
+    for out, fragment in bad_outs(tmp_path):
+        assert main(["report", str(run_dir), "--out", out]) == 2, out
+        one_line_error(capsys, fragment)
+        assert main(["baseline", "save", str(run_dir), "--name", "x", "--root", out]) == 2, out
+        one_line_error(capsys, fragment)
