@@ -381,7 +381,8 @@ def run_cell(cfg: CellConfig, on_epoch: Callable[[dict], None] | None = None,
             epoch_log.append(row)
             break
         last = epoch == cfg.epochs
-        if last or (cfg.eval_every and epoch % cfg.eval_every == 0):
+        # val_tokens 0: no held-out evaluation at all; val_ppl and causal_ppl stay None (not NaN).
+        if cfg.val_tokens and (last or (cfg.eval_every and epoch % cfg.eval_every == 0)):
             model.eval()
             row["val_ppl"], row["causal_ppl"] = heldout_ppl(model, all_tokens, cfg.max_tokens, cfg.val_tokens,
                                                             cfg, device)

@@ -144,6 +144,13 @@ def test_evaluation_runs_every_eval_every_epochs_and_at_the_end(record, book, co
     assert [row["val_ppl"] is not None for row in only_last["epoch_log"]] == [False, True]
 
 
+def test_val_tokens_0_trains_without_held_out_evaluation(book):
+    record = run_cell(tiny(book, val_tokens=0, epochs=2))
+    assert record["status"] == "ok" and record["train_ppl"] > 1
+    assert record["val_ppl"] is None and record["causal_ppl"] is None
+    assert all(row["val_ppl"] is None and row["causal_ppl"] is None for row in record["epoch_log"])
+
+
 def test_run_cell_loads_the_corpus_named_by_the_config(book, corpus):
     cfg = tiny(book, cell="rnn", layers=1, epochs=1)
     assert curves(run_cell(cfg)) == curves(run_cell(cfg, corpus=corpus))

@@ -102,9 +102,9 @@ def _raise_interrupt(signum, frame):
 def _render_report(run_dir):
     """The run's own exit code stands whatever happens here: a report that cannot be rendered is a
     warning, and `harness report RUN_DIR` can be run again later."""
-    from ..report import build_report
-
     try:
+        from ..report import build_report
+
         return build_report(run_dir)
     except Exception as exc:  # noqa: BLE001 - any report failure must not hide the run's result
         print(f"warning: report not rendered ({type(exc).__name__}: {exc}); "
