@@ -279,6 +279,8 @@ def load_corpus(
     path = resolve_corpus(name_or_path)
     raw = path.read_bytes()
     tokens = tokenize_chars(clean_lines(read_corpus_lines(path, strip_boilerplate)))
+    if not tokens:
+        raise HarnessError(f"corpus {path}: no letters A-Z in it (empty, or not text the cleaning keeps)")
     vocab = Vocab(tokens)
     encoded = torch.tensor(vocab.encode(tokens), dtype=torch.long)
     if max_tokens + val_tokens > len(encoded):

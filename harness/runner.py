@@ -164,9 +164,13 @@ class RunDir:
     def lock(self) -> None:
         """One writer at a time: a second run into the same folder refuses. The kernel drops the lock
         when the process dies, even by SIGKILL."""
-        for folder in (self.path, self.path / "logs", self.path / "cells"):
-            folder.mkdir(parents=True, exist_ok=True)
-        self._lock_file = open(self.path / ".lock", "a+")
+        try:
+            for folder in (self.path, self.path / "logs", self.path / "cells"):
+                folder.mkdir(parents=True, exist_ok=True)
+            self._lock_file = open(self.path / ".lock", "a+")
+        except OSError as exc:
+            raise HarnessError(f"{self.path}: cannot write the results folder there "
+                               f"({exc.strerror or exc}); choose another --out") from None
         try:
             fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -270,29 +274,67 @@ def rebuild_tables(path: Path, records: dict[str, dict], order: list[str] | None
 
 class Progress:
     """One bar over the grid (cells done, current cell and epoch, ETA) on a terminal; one plain line per
-    finished cell otherwise."""
+    finished cell otherwise.
 
-    def __init__(self, total: int, done: int, stream=None):
+    The ETA weighs each cell by its a-priori cost (``estimates``, seconds, for the cells still to train) and
+    corrects the whole estimate by how long the work done so far really took, so that it settles as cells
+    finish. Until enough is done, the a-priori figures weigh in (``prior_sec`` of pretend-accurate work)."""
+
+    def __init__(self, total: int, done: int, stream=None, estimates: dict[str, float] | None = None,
+                 clock: Callable[[], float] = time.monotonic):
         from tqdm import tqdm
 
         self.stream = stream or sys.stderr
         self.interactive = self.stream.isatty()
         self.total, self.done = total, done
         self.current: GridCell | None = None
+        self.estimates = dict(estimates or {})
+        self.remaining_est = sum(self.estimates.values())  # cells not finished yet, in flight included
+        self.finished_est = 0.0
+        self.fractions: dict[str, float] = {}  # cells in flight: share of their epochs done
+        self.prior_sec = min(300.0, max(30.0, 0.02 * self.remaining_est))
+        self.clock = clock
+        self.started = clock()
+        self._postfix = ""
         self.bar = tqdm(total=total, initial=done, unit="cell", file=self.stream, disable=not self.interactive,
-                        dynamic_ncols=True)
+                        dynamic_ncols=True,
+                        bar_format="{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} cells [{elapsed}{postfix}]")
+
+    def eta_seconds(self) -> float:
+        in_flight = sum(self.estimates.get(cid, 0.0) * frac for cid, frac in self.fractions.items())
+        progress = self.finished_est + in_flight
+        elapsed = max(0.0, self.clock() - self.started)
+        factor = (elapsed + self.prior_sec) / (progress + self.prior_sec)
+        return max(0.0, self.remaining_est - in_flight) * factor
+
+    def eta_text(self) -> str:
+        return "ETA " + format_duration(self.eta_seconds())
+
+    def _refresh(self) -> None:
+        self.bar.set_postfix_str(", ".join(x for x in (self._postfix, self.eta_text()) if x))
 
     def start_cell(self, cell: GridCell) -> None:
         self.current = cell
+        self.fractions[cell.cell_id] = 0.0
         self.bar.set_description(cell.cell_id)
+        self._postfix = ""
+        self._refresh()
 
     def epoch(self, row: dict) -> None:
         if self.current is not None:
-            self.bar.set_postfix_str(f"epoch {row['epoch']}/{self.current.config.epochs} "
-                                     f"ppl {row['train_ppl']:.3f}")
+            epochs = max(1, self.current.config.epochs)
+            self.fractions[self.current.cell_id] = min(1.0, row["epoch"] / epochs)
+            self._postfix = f"epoch {row['epoch']}/{epochs} ppl {row['train_ppl']:.3f}"
+            self._refresh()
 
     def finish_cell(self, cell: GridCell, record: dict) -> None:
         self.done += 1
+        estimate = self.estimates.get(cell.cell_id, 0.0)
+        self.fractions.pop(cell.cell_id, None)
+        self.remaining_est = max(0.0, self.remaining_est - estimate)
+        # A cell skipped at once says nothing about the speed of training; its estimate just drops out.
+        if record.get("status") != "skipped":
+            self.finished_est += estimate
         self.bar.update(1)
         line = (f"[{self.done}/{self.total}] {cell.cell_id} {record['status']}"
                 f" {record.get('total_sec') or 0:.1f}s")
@@ -302,13 +344,25 @@ class Progress:
             line += f" sec/epoch {record['sec_per_epoch']:.3f}"
         if record.get("reason"):
             line += f" ({record['reason'][:200]})"
+        if self.done < self.total and self.estimates:
+            line += f" [{self.eta_text()}]"
         if self.interactive:
+            self._refresh()
             self.bar.write(line)
         else:
             print(line, file=self.stream, flush=True)
 
     def close(self) -> None:
         self.bar.close()
+
+
+def format_duration(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
 
 
 # --- the run -----------------------------------------------------------------------------------------
@@ -352,6 +406,14 @@ def run_suite(suite: Suite, cells: list[GridCell], out_dir, argv: list[str], exe
         raise HarnessError(
             f"{run_dir.path}: refusing to resume: the suite's resolved configuration changed "
             f"(hash {existing.get('config_hash')} there, {suite.config_hash()} now); use another --out")
+    stored = run_dir.finished_records() if existing is not None else {}
+    # Failed cells are trained again (a missing corpus or a crash may have been fixed since); a diverged or
+    # timed-out cell would only do the same again.
+    pending = [c for c in cells if stored.get(c.cell_id, {}).get("status", "failed") == "failed"]
+    local = executor.name == "local"
+    will_skip = set(cells_without_device(pending)) if local else set()
+    if local:
+        preflight(pending, will_skip)
     run_dir.lock()
     order = [c.cell_id for c in cells]
     info = existing or {
@@ -374,13 +436,16 @@ def run_suite(suite: Suite, cells: list[GridCell], out_dir, argv: list[str], exe
     write_json_atomic(run_dir.run_json, info)
 
     done = run_dir.finished_records()
-    pending = [c for c in cells if c.cell_id not in done]
-    progress = Progress(len(cells), len(cells) - len(pending), stream=stream)
-    if len(pending) < len(cells):
-        print(f"resuming {run_dir.path}: {len(cells) - len(pending)} of {len(cells)} cells already stored",
-              file=progress.stream)
+    retry = {c.cell_id for c in cells if done.get(c.cell_id, {}).get("status") == "failed"}
+    pending = [c for c in cells if c.cell_id not in done or c.cell_id in retry]
+    estimates = {c.cell_id: 0.0 if c.cell_id in will_skip else estimate_seconds(c.config) for c in pending}
+    progress = Progress(len(cells), len(cells) - len(pending), stream=stream, estimates=estimates)
+    if len(pending) < len(cells) or retry:
+        print(f"resuming {run_dir.path}: {len(cells) - len(pending)} of {len(cells)} cells already stored"
+              + (f"; training the {len(retry)} failed ones again" if retry else ""), file=progress.stream)
+    print(plan_text(suite, pending, estimates, will_skip, executor.name), file=progress.stream, flush=True)
     stop = threading.Event()
-    statuses = [done[c.cell_id]["status"] for c in cells if c.cell_id in done]
+    statuses = [done[c.cell_id]["status"] for c in cells if c.cell_id in done and c.cell_id not in retry]
     try:
         for cell, record in executor.execute(pending, run_dir, progress, stop):
             run_dir.store(cell, record, info.get("calibration"))
@@ -400,6 +465,61 @@ def run_suite(suite: Suite, cells: list[GridCell], out_dir, argv: list[str], exe
     write_json_atomic(run_dir.run_json, info)
     code = 1 if any(s in PROBLEM_STATUSES for s in statuses) else 0
     return code, run_dir.path
+
+
+def cells_without_device(cells: list[GridCell]) -> list[str]:
+    """The cells this machine will skip at once: CUDA cells without a CUDA device."""
+    if not any(c.config.device == "cuda" for c in cells):
+        return []
+    import torch
+
+    return [] if torch.cuda.is_available() else [c.cell_id for c in cells if c.config.device == "cuda"]
+
+
+def preflight(cells: list[GridCell], will_skip: set[str]) -> None:
+    """Stop before anything is written when every cell to train would fail the same way: each of their
+    corpora cannot be found, read or split as configured. A corpus that only some cells use fails those
+    cells alone, as before; a download is tried once here, not in every cell."""
+    from .data import load_corpus
+
+    runnable = [c for c in cells if c.cell_id not in will_skip]
+    errors: dict[tuple, str | None] = {}
+    for cell in runnable:
+        cfg = cell.config
+        key = (cfg.corpus, cfg.strip_boilerplate, cfg.max_tokens, cfg.val_tokens)
+        if key not in errors:
+            try:
+                load_corpus(*key)
+                errors[key] = None
+            except HarnessError as exc:
+                errors[key] = str(exc)
+            except OSError as exc:
+                errors[key] = f"corpus {cfg.corpus}: cannot read it ({exc.strerror or exc})"
+    if runnable and errors and all(errors.values()):
+        first = next(iter(errors.values()))
+        raise HarnessError(f"{first} (all {len(runnable)} cells to train need it; nothing was trained)")
+
+
+def plan_text(suite: Suite, pending: list[GridCell], estimates: dict[str, float], will_skip: set[str],
+              executor: str) -> str:
+    """What is about to happen, before it does: the cells by their axes and the estimated time."""
+    if not pending:
+        return f"{suite.name}: nothing to train"
+    axes: dict[str, list] = {}
+    for cell in pending:
+        for key, value in cell.axes.items():
+            axes.setdefault(key, [])
+            if value not in axes[key]:
+                axes[key].append(value)
+    shape = " x ".join(f"{key} {', '.join(map(str, values))}" for key, values in axes.items() if values)
+    total = sum(estimates.values())
+    when = "one at a time" if executor == "local" else "added up over the cells"
+    lines = [f"{suite.name}: {len(pending)} cells to train ({shape})",
+             f"estimated {format_duration(total)} ({when}; a rough a-priori estimate fitted on a 2-core CPU, "
+             "corrected by the ETA as cells finish)"]
+    if will_skip:
+        lines.append(f"{len(will_skip)} CUDA cells will be skipped: CUDA is not available on this machine")
+    return "\n".join(lines)
 
 
 def _warn_if_changed(info: dict, now: dict) -> None:

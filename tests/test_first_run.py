@@ -23,3 +23,133 @@ def test_the_command_names_itself_by_how_it_was_called(argv0, expected):
 def test_usage_shows_the_console_script_name(monkeypatch):
     monkeypatch.setattr(sys, "argv", ["/home/u/.venv/bin/harness", "run"])
     assert cli.build_parser().format_usage().startswith("usage: harness ")
+
+
+# --- the plan, the ETA ------------------------------------------------------------------------------------
+
+import io  # noqa: E402
+import json  # noqa: E402
+import subprocess  # noqa: E402
+import textwrap  # noqa: E402
+from types import SimpleNamespace  # noqa: E402
+
+import pandas as pd  # noqa: E402
+
+from harness.runner import Progress, format_duration  # noqa: E402
+
+from conftest import TINY  # noqa: E402
+
+
+def _cell(cell_id: str, epochs: int = 10):
+    return SimpleNamespace(cell_id=cell_id, config=SimpleNamespace(epochs=epochs))
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_eta_weighs_cells_by_their_estimated_cost_and_corrects_by_the_time_they_really_took():
+    clock = FakeClock()
+    progress = Progress(3, 0, stream=io.StringIO(), estimates={"cheap": 10.0, "dear": 1000.0, "mid": 90.0},
+                        clock=clock)
+    prior = progress.prior_sec
+    assert progress.eta_seconds() == pytest.approx(1100.0)  # nothing done: the a-priori sum
+    progress.start_cell(_cell("cheap"))
+    clock.now = 40.0  # the cheap cell took 4 times its estimate
+    progress.finish_cell(_cell("cheap"), {"status": "ok", "total_sec": 40.0})
+    # What is left is costed by estimate (1090 s, not 2 cells' worth), scaled by how slow the work was.
+    assert progress.eta_seconds() == pytest.approx(1090.0 * (40.0 + prior) / (10.0 + prior))
+    progress.start_cell(_cell("mid", epochs=10))
+    progress.epoch({"epoch": 5, "train_ppl": 9.0})
+    clock.now = 40.0 + 45.0  # half of mid, at exactly its estimated pace
+    assert progress.eta_seconds() == pytest.approx((1090.0 - 45.0) * (85.0 + prior) / (55.0 + prior))
+    assert "ETA" in progress.eta_text()
+
+
+def test_a_skipped_cell_does_not_count_as_fast_training():
+    clock = FakeClock()
+    progress = Progress(2, 0, stream=io.StringIO(), estimates={"gpu": 0.0, "cpu": 100.0}, clock=clock)
+    progress.finish_cell(_cell("gpu"), {"status": "skipped", "total_sec": 0.1})
+    assert progress.eta_seconds() == pytest.approx(100.0)
+
+
+def test_non_terminal_progress_lines_carry_the_eta():
+    stream = io.StringIO()
+    progress = Progress(2, 0, stream=stream, estimates={"a": 60.0, "b": 600.0}, clock=FakeClock())
+    progress.finish_cell(_cell("a"), {"status": "ok", "total_sec": 0.0})
+    assert "[1/2] a ok" in stream.getvalue() and "ETA" in stream.getvalue()
+
+
+def test_durations_read_as_seconds_minutes_or_hours():
+    assert [format_duration(s) for s in (42, 90, 3 * 3600 + 5 * 60)] == ["42 s", "1.5 min", "3 h 05 min"]
+
+
+# --- a run on the command line -----------------------------------------------------------------------------
+
+
+def _harness(*args, cwd, env=None, timeout=240):
+    import os
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "harness", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def _suite(tmp_path, body: str = "matrix: {cell: [rnn, gru]}\n"):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(textwrap.dedent(TINY) + textwrap.dedent(body))
+    return path
+
+
+def test_run_prints_its_cells_and_estimate_before_training(tmp_path):
+    out = tmp_path / "run"
+    proc = _harness("run", _suite(tmp_path), "--out", out, "--no-report", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    plan = proc.stderr.index("2 cells to train (cell rnn, gru x layers 1")
+    assert plan < proc.stderr.index("estimated") < proc.stderr.index("[1/2]")
+
+
+@pytest.mark.parametrize("content, fragment", [
+    (None, "neither a known corpus"),
+    ("", "no letters"),
+    ("1234 5678\n", "no letters"),
+])
+def test_a_corpus_every_cell_needs_stops_the_run_at_once_in_one_line(tmp_path, content, fragment):
+    corpus = tmp_path / "book.txt"
+    if content is not None:
+        corpus.write_text(content)
+    out = tmp_path / "run"
+    proc = _harness("run", _suite(tmp_path, f"data: {{corpus: {corpus}}}\nmatrix: {{cell: [rnn, gru]}}\n"),
+                    "--out", out, "--no-report", cwd=tmp_path)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], proc.stderr
+    assert "nothing was trained" in lines[0] and "Traceback" not in proc.stderr
+    assert not (out / "run.json").exists() and not (out / "cells").exists()
+
+
+def test_resume_trains_failed_cells_again(tmp_path):
+    book = tmp_path / "later.txt"
+    suite = _suite(tmp_path, f"""
+        matrix: {{cell: [rnn]}}
+        include:
+          - {{cell: gru, corpus: {book}}}
+    """)
+    out = tmp_path / "run"
+    first = _harness("run", suite, "--out", out, "--no-report", cwd=tmp_path)
+    assert first.returncode == 1, first.stderr
+    status = pd.read_csv(out / "cells.csv").set_index("cell")["status"].to_dict()
+    assert status == {"rnn": "ok", "gru": "failed"}
+    ok_before = json.loads(next((out / "cells").glob("rnn-*.json")).read_text())
+    book.write_text("the time machine by h g wells " * 400)
+    again = _harness("run", suite, "--resume", out, "--no-report", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "1 of 2 cells already stored; training the 1 failed ones again" in again.stderr
+    status = pd.read_csv(out / "cells.csv").set_index("cell")["status"].to_dict()
+    assert status == {"rnn": "ok", "gru": "ok"}
+    # the cell that was fine is not trained again
+    assert json.loads(next((out / "cells").glob("rnn-*.json")).read_text()) == ok_before
