@@ -25,7 +25,7 @@ from typing import Callable, Iterable, Iterator
 from .config import FIELDS, CellConfig
 from .errors import HarnessError
 from .store import write_json_atomic, write_text_atomic
-from .suite import GridCell, Suite
+from .suite import GridCell, Suite, cell_changes
 from .worker import EPOCH_PREFIX
 
 PROBLEM_STATUSES = ("failed", "diverged", "timeout")
@@ -403,9 +403,12 @@ def run_suite(suite: Suite, cells: list[GridCell], out_dir, argv: list[str], exe
     run_dir = RunDir(out_dir)
     existing = run_dir.read_run_json() if run_dir.run_json.exists() else None
     if existing is not None and existing.get("config_hash") != suite.config_hash():
-        raise HarnessError(
-            f"{run_dir.path}: refusing to resume: the suite's resolved configuration changed "
-            f"(hash {existing.get('config_hash')} there, {suite.config_hash()} now); use another --out")
+        changed = cell_changes(existing["suite"], suite)
+        if changed:
+            raise HarnessError(f"{run_dir.path}: refusing to resume: the suite's cells changed ({changed}); "
+                               "use another --out")
+        # The same cells: the edit (description, claims) applies to the run from now on.
+        existing.update(suite={**suite.resolved(), "file": suite.path}, config_hash=suite.config_hash())
     stored = run_dir.finished_records() if existing is not None else {}
     # Failed cells are trained again (a missing corpus or a crash may have been fixed since); a diverged or
     # timed-out cell would only do the same again.

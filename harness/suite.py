@@ -278,3 +278,36 @@ def filter_cells(cells: list[GridCell], only: list[str]) -> list[GridCell]:
         if not cells:
             raise HarnessError(f"--only {quote(spec)}: no cell matches all --only filters together")
     return cells
+
+
+def cell_changes(stored: dict, suite: Suite) -> str:
+    """What makes ``suite`` expand to other cells than the suite a run folder recorded (run.json's
+    ``suite``, resolved): "" when every cell is the same, else the keys that changed. A resume is refused
+    only for that: the description, the claims or the order of a matrix axis change no cell."""
+    after = {c.cell_id: c.config.config_hash() for c in expand(suite)}
+    try:
+        before_suite = Suite(name=str(stored.get("name")), path=f"{suite.path} (as recorded)",
+                             defaults=dict(stored.get("defaults") or {}), matrix=dict(stored.get("matrix") or {}),
+                             exclude=list(stored.get("exclude") or []), include=list(stored.get("include") or []))
+        before = {c.cell_id: c.config.config_hash() for c in expand(before_suite)}
+    except (HarnessError, AttributeError, TypeError) as exc:
+        return f"the recorded suite no longer expands: {shorten(str(exc), 200)}"
+    if before == after:
+        return ""
+    now = suite.resolved()
+    changes = []
+    old_defaults, new_defaults = stored.get("defaults") or {}, now["defaults"]
+    for key in [k for k in FIELDS if k in old_defaults or k in new_defaults]:
+        old, new = old_defaults.get(key), new_defaults.get(key)
+        if old != new:
+            changes.append(f"{FIELD_TO_SUITE_KEY.get(key, key)} {quote(old, 40)} -> {quote(new, 40)}")
+    old_matrix, new_matrix = stored.get("matrix") or {}, now["matrix"]
+    for key in [k for k in FIELDS if k in old_matrix or k in new_matrix]:
+        old, new = old_matrix.get(key), new_matrix.get(key)
+        if sorted(map(repr, old or [])) != sorted(map(repr, new or [])):
+            changes.append(f"matrix.{key} {quote(old, 40)} -> {quote(new, 40)}")
+    changes += [part for part in ("exclude", "include") if (stored.get(part) or []) != now[part]]
+    if not changes:  # same suite text, other cells: the code's defaults or cell ids changed
+        differ = sorted(set(before.items()) ^ set(after.items()))
+        changes.append(f"{len({cid for cid, _ in differ})} cells differ, e.g. {differ[0][0]}")
+    return "; ".join(changes[:5]) + (f"; and {len(changes) - 5} more" if len(changes) > 5 else "")

@@ -1,10 +1,15 @@
 """The runner and `run` command at their edges: what a careless edit, an odd setting or a killed process
 leaves behind."""
 
+import json
+import shutil
 import subprocess
 import sys
+import textwrap
 
 import pandas as pd
+import pytest
+import yaml
 
 from conftest import TINY
 
@@ -17,7 +22,7 @@ def harness(*args, cwd):
 
 def write_suite(tmp_path, extra: str = "", name="tiny.yaml"):
     path = tmp_path / name
-    path.write_text(TINY + extra)
+    path.write_text(textwrap.dedent(TINY) + extra)
     return path
 
 
@@ -29,3 +34,43 @@ def test_val_tokens_0_runs_without_held_out_evaluation(tmp_path):
     cells = pd.read_csv(out / "cells.csv")
     assert list(cells["status"]) == ["ok"] and cells["val_ppl"].isna().all() and cells["causal_ppl"].isna().all()
     assert pd.read_csv(out / "epochs.csv")["val_ppl"].isna().all()
+
+
+@pytest.fixture(scope="module")
+def stored_run(tmp_path_factory):
+    """A finished run of a two-cell suite; tests resume copies of it, which trains nothing."""
+    root = tmp_path_factory.mktemp("stored")
+    suite = write_suite(root, "description: first\nmatrix: {seed: [0, 1]}\n")
+    proc = harness("run", suite, "--out", root / "run", "--no-report", cwd=root)
+    assert proc.returncode == 0, proc.stderr
+    return root / "run"
+
+
+def resume_with(stored_run, tmp_path, extra: str):
+    out = tmp_path / "run"
+    shutil.copytree(stored_run, out)
+    suite = write_suite(tmp_path, extra, name="edited.yaml")
+    return out, harness("run", suite, "--resume", out, "--no-report", cwd=tmp_path)
+
+
+@pytest.mark.parametrize("extra", [
+    "description: edited\nmatrix: {seed: [0, 1]}\n",
+    "description: first\nmatrix: {seed: [1, 0]}\n",  # the order of an axis changes no cell
+    "description: first\nmatrix: {seed: [0, 1]}\nclaims: [bidirectional_slow]\n",
+])
+def test_resume_accepts_an_edit_that_changes_no_cell(stored_run, tmp_path, extra):
+    out, proc = resume_with(stored_run, tmp_path, extra)
+    assert proc.returncode == 0, proc.stderr
+    assert "2 of 2 cells already stored" in proc.stderr
+    info = json.loads((out / "run.json").read_text())
+    assert info["suite"]["description"] == yaml.safe_load(extra)["description"]  # the edit applies
+
+
+@pytest.mark.parametrize("extra,named", [
+    ("description: first\nmatrix: {seed: [0, 1]}\ntrain: {epochs: 3}\n", "train.epochs 2 -> 3"),
+    ("description: first\nmatrix: {seed: [0, 2]}\n", "matrix.seed [0, 1] -> [0, 2]"),
+])
+def test_resume_refuses_a_changed_cell_and_names_the_key(stored_run, tmp_path, extra, named):
+    out, proc = resume_with(stored_run, tmp_path, extra)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "refusing to resume: the suite's cells changed" in proc.stderr and named in proc.stderr, proc.stderr
