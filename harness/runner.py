@@ -388,10 +388,23 @@ def default_out_dir(suite: Suite, root="results") -> Path:
 
 
 def latest_run_dir(suite: Suite, root="results") -> Path:
-    candidates = sorted(Path(root).glob(f"{suite.name}-*/run.json"))
+    """The run of ``suite`` under ``root`` that started last, by each folder's own run.json (suite name,
+    start time): a folder's name may be anything (``--out``), or another suite's that shares a prefix."""
+    candidates = []
+    for path in Path(root).glob("*/run.json"):
+        try:
+            info = json.loads(path.read_text())
+            if info["suite"]["name"] != suite.name:
+                continue
+            started = dt.datetime.fromisoformat(info["started"])
+            if started.tzinfo is None:
+                started = started.replace(tzinfo=dt.timezone.utc)
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # not a run folder of this harness, or damaged: never a folder to resume
+        candidates.append((started, path.parent.name, path.parent))
     if not candidates:
         raise HarnessError(f"--resume: no earlier run of suite {suite.name!r} under {root}/")
-    return candidates[-1].parent
+    return max(candidates)[2]
 
 
 def run_suite(suite: Suite, cells: list[GridCell], out_dir, argv: list[str], executor=None,

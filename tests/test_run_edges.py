@@ -11,8 +11,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import TINY
+from harness.errors import HarnessError
 
+from conftest import TINY
 
 
 def harness(*args, cwd):
@@ -74,3 +75,26 @@ def test_resume_refuses_a_changed_cell_and_names_the_key(stored_run, tmp_path, e
     out, proc = resume_with(stored_run, tmp_path, extra)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
     assert "refusing to resume: the suite's cells changed" in proc.stderr and named in proc.stderr, proc.stderr
+
+
+def fake_run(root, folder: str, suite: str, started: str):
+    path = root / folder
+    path.mkdir(parents=True)
+    (path / "run.json").write_text(json.dumps({"suite": {"name": suite}, "started": started}))
+    return path
+
+
+def test_resume_latest_is_chosen_by_the_runs_own_record(tmp_path):
+    from harness.runner import latest_run_dir
+    from harness.suite import Suite
+
+    fake_run(tmp_path, "regression-20261201-100000", "regression", "2026-12-01T10:00:00+00:00")
+    newest = fake_run(tmp_path, "main", "regression", "2026-12-01T12:00:00+00:00")
+    fake_run(tmp_path, "regression-new", "regression", "2026-12-01T11:00:00+00:00")
+    fake_run(tmp_path, "regression-big-20261201-130000", "regression-big", "2026-12-01T13:00:00+00:00")
+    (tmp_path / "regression-broken").mkdir()
+    (tmp_path / "regression-broken" / "run.json").write_text("{not json")
+    assert latest_run_dir(Suite("regression", "s.yaml"), tmp_path) == newest
+    assert latest_run_dir(Suite("regression-big", "s.yaml"), tmp_path).name == "regression-big-20261201-130000"
+    with pytest.raises(HarnessError, match="no earlier run of suite 'other'"):
+        latest_run_dir(Suite("other", "s.yaml"), tmp_path)
