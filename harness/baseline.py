@@ -31,10 +31,6 @@ def check_name(name: str) -> str:
     return name
 
 
-def _round(value: float) -> float:
-    return float(f"{value:.6g}")  # microsecond-level precision, a fraction of the noise
-
-
 def baseline_document(measurements: Measurements, name: str) -> dict:
     return {
         "format": FORMAT,
@@ -46,7 +42,9 @@ def baseline_document(measurements: Measurements, name: str) -> dict:
         "calibration": measurements.calibration,
         "cells": [
             {"cell_id": c.cell_id, "status": c.status, "config": c.config,
-             "sec": [_round(v) for v in c.sec], "tokens_per_sec": [_round(v) for v in c.tokens_per_sec],
+             # Full precision (JSON keeps every bit of a float): a run compared with its own baseline
+             # must give identical sides.
+             "sec": list(c.sec), "tokens_per_sec": list(c.tokens_per_sec),
              "warmup": list(c.warmup), **({"machine": c.machine} if c.machine else {})}
             for c in measurements.cells
         ],

@@ -509,6 +509,7 @@ class Matching:
     only_base: tuple[str, ...]  # labels
     only_new: tuple[str, ...]
     not_ok: tuple[str, ...]  # "cell_id (status) in SOURCE", not compared
+    not_ok_cells: tuple[tuple[str, str, str], ...] = ()  # (side: "baseline" or "new", status, cell_id)
 
 
 def cell_machine(cell: CellTimes, side: Measurements) -> tuple:
@@ -545,13 +546,14 @@ def match_cells(base: Measurements, new: Measurements, metric: Metric, ignore: I
     unknown = [k for k in ignore if k not in FIELDS]
     if unknown:
         raise HarnessError(f"--ignore {unknown[0]!r}: not a configuration key")
-    not_ok = []
+    not_ok, not_ok_cells = [], []
     groups: list[dict[tuple, list[CellTimes]]] = []
-    for side in (base, new):
+    for side, name in ((base, "baseline"), (new, "new")):
         grouped: dict[tuple, list[CellTimes]] = {}
         for cell in side.cells:
             if cell.status != "ok":
                 not_ok.append(f"{cell.cell_id} ({cell.status}) in {side.source}")
+                not_ok_cells.append((name, cell.status, cell.cell_id))
                 continue
             grouped.setdefault(match_key(cell.config, ignore), []).append(cell)
         groups.append(grouped)
@@ -577,7 +579,23 @@ def match_cells(base: Measurements, new: Measurements, metric: Metric, ignore: I
         only_base=tuple(sorted(labels[k] for k in base_groups if k not in new_groups)),
         only_new=tuple(sorted(labels[k] for k in new_groups if k not in base_groups)),
         not_ok=tuple(not_ok),
+        not_ok_cells=tuple(not_ok_cells),
     )
+
+
+def not_compared_summary(not_ok_cells, listed: int = 3) -> str:
+    """Unfinished cells in one line: counts by side and status; the ids only of a few problem cells
+    (skipped cells, e.g. every CUDA cell of a CPU machine, are just counted)."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for side, status, cell_id in not_ok_cells:
+        groups.setdefault((side, status), []).append(cell_id)
+    parts = []
+    for (side, status), ids in groups.items():
+        part = f"{len(ids)} {status} in {side}"
+        if status != "skipped":
+            part += f" ({', '.join(ids[:listed])}{', ...' if len(ids) > listed else ''})"
+        parts.append(part)
+    return "; ".join(parts)
 
 
 # ------------------------------------------------------------------------------------------ provenance

@@ -310,6 +310,18 @@ def test_unfinished_cells_are_not_compared(tmp_path):
     assert report.exit_code == 0
 
 
+def test_unfinished_cells_are_summarised_in_one_line_skipped_ones_as_a_count(tmp_path, capsys):
+    base = write_run(tmp_path / "a", two_cells(BASE, BASE)
+                     + [cell([WARM] + BASE, status="skipped", device="cuda", seed=s) for s in range(40)])
+    new = write_run(tmp_path / "b", two_cells(NOISE, BASE)
+                    + [cell([WARM] + BASE, status="skipped", device="cuda", seed=s) for s in range(40)]
+                    + [cell([WARM], status="diverged", cell="rnn", layers=1, seed=s) for s in range(5)])
+    assert cli(["compare", str(base), str(new)]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("not finished")]
+    assert lines == ["not finished (not compared): 40 skipped in baseline; 40 skipped in new; 5 diverged in new "
+                     "(rnn-l1-uni-cpu-s0, rnn-l1-uni-cpu-s1, rnn-l1-uni-cpu-s2, ...)"]
+
+
 # ------------------------------------------------------------------------------------------------ CLI
 
 
@@ -499,10 +511,13 @@ def test_baseline_round_trip(tmp_path):
     assert [(c.cell_id, c.config, c.status, c.warmup) for c in loaded.cells] == \
            [(c.cell_id, c.config, c.status, c.warmup) for c in original.cells]
     for saved, raw in zip(loaded.cells, original.cells):
-        assert saved.sec == pytest.approx(raw.sec, rel=5e-6)  # six significant digits
-    # a baseline compares like the run it came from
+        assert saved.sec == raw.sec and saved.tokens_per_sec == raw.tokens_per_sec  # every bit kept
+    # a baseline compares like the run it came from: identical sides
     report = compare_measurements(loaded, original)
     assert [r.comparison.verdict for r in report.results] == ["same", "same"]
+    assert [r.comparison.ratio for r in report.results] == [1.0, 1.0]
+    assert [r.comparison.base_median == r.comparison.new_median for r in report.results] == [True, True]
+    assert [r.comparison.p_value for r in report.results] == [1.0, 1.0]
     assert [c.machine for c in loaded.cells] == [{"cpu_model": "Test CPU 9000", "gpu_name": None}] * len(BASE) * 2
     with pytest.raises(HarnessError, match="exists; pass --force"):
         save_baseline(run_dir, "main", root=root)

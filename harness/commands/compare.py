@@ -6,7 +6,8 @@ from __future__ import annotations
 import math
 
 from ..baseline import DEFAULT_ROOT, open_measurements
-from ..compare import DEFAULT_ALPHA, DEFAULT_THRESHOLD, METRICS, Report, Threshold, compare_measurements
+from ..compare import (DEFAULT_ALPHA, DEFAULT_THRESHOLD, METRICS, Report, Threshold, compare_measurements,
+                       not_compared_summary)
 
 
 def register(subparsers) -> None:
@@ -115,8 +116,8 @@ def format_report(report: Report) -> str:
         lines.append(f"only in baseline (not compared): {', '.join(m.only_base)}")
     if m.only_new:
         lines.append(f"only in new (not compared): {', '.join(m.only_new)}")
-    if m.not_ok:
-        lines.append(f"not finished (not compared): {', '.join(m.not_ok)}")
+    if m.not_ok_cells:
+        lines.append(f"not finished (not compared): {not_compared_summary(m.not_ok_cells)}")
     if any(r.comparison.noisy for r in report.results):
         lines.append(f"noisy: the runs of one side differ by more than the threshold ({report.threshold}) among "
                      "themselves (run spread: interquartile range / median of the run medians); a 'same' there is weak "
