@@ -31,7 +31,7 @@ RESULT_COLUMNS = (
 # Recorded beside the columns above: provenance and the spread behind the medians.
 EXTRA_COLUMNS = (
     "cell_id", "config_hash", "precision", "threads", "epochs_done", "sec_per_epoch_iqr",
-    "tokens_per_epoch", "rss_before_bytes", "peak_rss_bytes", "corpus", "corpus_sha256", "vocab_size",
+    "tokens_per_epoch", "rss_before_bytes", "peak_rss_bytes", "peak_mem_exact", "corpus", "corpus_sha256", "vocab_size",
     "hostname", "cpu_model", "gpu_name", "torch_version",
 )
 
@@ -426,6 +426,8 @@ def run_cell(cfg: CellConfig, on_epoch: Callable[[dict], None] | None = None,
         tokens_per_epoch=tokens_per_epoch,
         rss_before_bytes=memory.before,
         peak_rss_bytes=memory.peak,
+        # False: /proc/self/clear_refs could not be written, so peak_mem_bytes is the whole process's peak.
+        peak_mem_exact=memory.exact,
         corpus_sha256=corpus.sha256,
         vocab_size=len(corpus.vocab),
         hostname=__import__("socket").gethostname(),

@@ -15,7 +15,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from harness import cli, train
+from harness import cli, machine, train
 from harness.config import CellConfig
 from harness.data import load_corpus, random_batches, sequential_batches
 from harness.model import CharRNN, count_params, training_flops
@@ -149,6 +149,29 @@ def test_val_tokens_0_trains_without_held_out_evaluation(book):
     assert record["status"] == "ok" and record["train_ppl"] > 1
     assert record["val_ppl"] is None and record["causal_ppl"] is None
     assert all(row["val_ppl"] is None and row["causal_ppl"] is None for row in record["epoch_log"])
+
+
+def clear_refs_writable() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def test_record_says_whether_peak_memory_is_the_epochs_own(book, corpus, monkeypatch):
+    assert run_cell(tiny(book, epochs=1), corpus=corpus)["peak_mem_exact"] is clear_refs_writable()
+
+    real_open = open
+
+    def no_clear_refs(path, *args, **kwargs):
+        if str(path) == "/proc/self/clear_refs":
+            raise PermissionError(13, "Permission denied", path)
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(machine, "open", no_clear_refs, raising=False)
+    assert run_cell(tiny(book, epochs=1), corpus=corpus)["peak_mem_exact"] is False
 
 
 def test_run_cell_loads_the_corpus_named_by_the_config(book, corpus):
