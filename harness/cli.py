@@ -15,7 +15,7 @@ from . import __version__
 from .errors import HarnessError, shorten
 
 MAX_MESSAGE = 1000
-COMMANDS = ("cell", "run", "list", "show", "report", "compare", "baseline", "profile")
+COMMANDS = ("cell", "run", "list", "show", "report", "compare", "ab", "baseline", "profile")
 
 
 def prog_name(argv0: str | None = None) -> str:

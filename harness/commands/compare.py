@@ -39,6 +39,8 @@ def register(subparsers) -> None:
                              "cell's timings come from different machines (cells.csv cpu_model, gpu_name)")
     parser.add_argument("--baselines", default=DEFAULT_ROOT, metavar="DIR",
                         help=f"folder of saved baselines (default {DEFAULT_ROOT})")
+    parser.add_argument("--json", metavar="FILE", help="also write the comparison as JSON")
+    parser.add_argument("--markdown", metavar="FILE", help="also write it as Markdown (a pull-request comment)")
     parser.set_defaults(func=main)
 
 
@@ -49,6 +51,14 @@ def main(args) -> int:
     report = compare_measurements(base, new, threshold, args.alpha, args.metric, args.ignore,
                                   args.allow_different_machine)
     print(format_report(report))
+    if args.json or args.markdown:
+        from ..speed_output import compare_json, compare_markdown
+        from ..store import write_json_atomic, write_text_atomic
+
+        if args.json:
+            write_json_atomic(args.json, compare_json(report))
+        if args.markdown:
+            write_text_atomic(args.markdown, compare_markdown(report))
     return report.exit_code
 
 

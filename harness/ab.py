@@ -1,0 +1,557 @@
+"""`harness ab`: interleaved A/B speed check of two revisions (or settings) of the training code.
+
+Each side's code comes from its own temporary ``git worktree`` of a revision (or the working tree) and
+runs in this Python environment. For every cell of the suite the driver starts one long-lived worker per
+side (``harness.ab_worker`` of that side's code) and lets them train one epoch at a time in turn,
+A B B A A B ..., so that the two epochs of a round see the same seconds of the machine: on a shared
+machine whose speed moves by a third between few-minute windows, interleaving cancels what comparing two
+suite runs (``harness compare``) cannot. The unit is the pair of adjacent epochs, one per side, warm-up
+excluded; the decision on their log-ratios is ``harness.ab_stats``.
+
+Each side's results go to a normal results folder (``OUT/base``, ``OUT/new``), written with the runner's
+own functions, so ``show``, ``report`` and ``compare`` read them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import ab_stats
+from .compare import Threshold, cell_labels, match_key
+from .errors import HarnessError
+from .suite import GridCell, expand, filter_cells, load_suite
+
+WORKER_MODULE = "harness.ab_worker"
+WORKER_PATH = "harness/ab_worker.py"
+PROTOCOL = 1
+PREFIX = "@@ab "
+DEFAULT_ROUNDS = 6
+HELLO_TIMEOUT = 300.0  # seconds for a worker to import torch and the harness on a loaded machine
+
+
+# ------------------------------------------------------------------------------------------ revisions
+
+
+def _git(repo: Path, *args: str) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise HarnessError(f"git {' '.join(args)} in {repo}: {exc}") from None
+
+
+def find_repo(start: Path) -> Path:
+    """The top folder of the git repository holding ``start``."""
+    out = _git(start, "rev-parse", "--show-toplevel")
+    if out.returncode != 0:
+        raise HarnessError(f"{start}: not inside a git repository, so --base/--new cannot name revisions")
+    return Path(out.stdout.strip())
+
+
+def resolve_revision(repo: Path, rev: str, option: str) -> str:
+    """The commit ``rev`` names in ``repo``, checked to be a revision of this project that has the
+    worker ``harness ab`` drives (HarnessError otherwise)."""
+    out = _git(repo, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{rev}^{{commit}}")
+    if out.returncode != 0 or not out.stdout.strip():
+        raise HarnessError(f"{option} {rev!r}: no such revision in {repo}")
+    commit = out.stdout.strip()
+    if _git(repo, "cat-file", "-e", f"{commit}:harness/__init__.py").returncode != 0:
+        raise HarnessError(f"{option} {rev!r} ({commit[:10]}): not a revision of this project "
+                           f"(no harness/__init__.py there)")
+    if _git(repo, "cat-file", "-e", f"{commit}:{WORKER_PATH}").returncode != 0:
+        raise HarnessError(f"{option} {rev!r} ({commit[:10]}): has no {WORKER_PATH}, the worker that harness ab "
+                           "runs on each side; it can only measure revisions that have it")
+    return commit
+
+
+@contextlib.contextmanager
+def worktree(repo: Path, commit: str, option: str):
+    """A temporary detached ``git worktree`` of ``commit``, removed afterwards."""
+    parent = Path(tempfile.mkdtemp(prefix="harness-ab-"))
+    path = parent / commit[:10]
+    out = _git(repo, "worktree", "add", "--detach", "--quiet", str(path), commit)
+    if out.returncode != 0:
+        shutil.rmtree(parent, ignore_errors=True)
+        raise HarnessError(f"{option}: git worktree add {commit[:10]} failed: {out.stderr.strip().splitlines()[-1:]}")
+    try:
+        yield path
+    finally:
+        _git(repo, "worktree", "remove", "--force", str(path))
+        shutil.rmtree(parent, ignore_errors=True)
+        _git(repo, "worktree", "prune")
+
+
+@dataclass
+class Side:
+    name: str  # "base" or "new"
+    rev: str | None  # as given; None: the working tree
+    commit: str | None
+    root: Path  # the folder holding this side's harness package
+    sets: tuple[str, ...] = ()
+    dirty: bool | None = None
+
+    @property
+    def label(self) -> str:
+        code = f"{self.rev} ({self.commit[:10]})" if self.rev else "working tree"
+        return code + "".join(f" --set {s}" for s in self.sets)
+
+    def as_dict(self) -> dict:
+        return {"rev": self.rev, "commit": self.commit, "dirty": self.dirty, "sets": list(self.sets),
+                "code": str(self.root)}
+
+
+def this_project_root() -> Path:
+    return Path(__file__).resolve().parents[1]
+
+
+@contextlib.contextmanager
+def prepare_sides(base_rev: str | None, new_rev: str | None, base_sets=(), new_sets=(), repo: Path | None = None):
+    """Both sides, with a worktree each for a named revision (checked before anything is checked out)."""
+    from .runner import git_info
+
+    root = this_project_root()
+    if repo is None and (base_rev or new_rev):
+        repo = find_repo(root)
+    commits = {}
+    for option, rev in (("--base", base_rev), ("--new", new_rev)):
+        if rev:
+            commits[option] = resolve_revision(Path(repo), rev, option)
+    with contextlib.ExitStack() as stack:
+        sides = []
+        for name, option, rev, sets in (("base", "--base", base_rev, base_sets), ("new", "--new", new_rev, new_sets)):
+            if rev:
+                path = stack.enter_context(worktree(Path(repo), commits[option], option))
+                sides.append(Side(name, rev, commits[option], path, tuple(sets), dirty=False))
+            else:
+                info = git_info(cwd=root)
+                sides.append(Side(name, None, info.get("commit"), root, tuple(sets), dirty=info.get("dirty")))
+        yield sides
+
+
+# --------------------------------------------------------------------------------------------- worker
+
+
+class WorkerGone(Exception):
+    """The worker's output ended (it exited or crashed)."""
+
+
+class Worker:
+    """One side's long-lived worker process for one cell, spoken to in JSON lines."""
+
+    def __init__(self, side: Side, log):
+        self.side = side
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env["PYTHONPATH"] = os.pathsep.join([str(side.root)] + [p for p in [env.get("PYTHONPATH")] if p])
+        for key in ("HARNESS_DATA_DIR", "HARNESS_CACHE_DIR"):  # the same corpora from any working folder
+            if env.get(key):
+                env[key] = os.path.abspath(env[key])
+        # -P: the caller's folder is not put first on sys.path, so `harness` is this side's code even when
+        # the driver runs from a checkout (Python 3.11+; before it, start in the side's folder instead).
+        flags, cwd = (["-P"], None) if sys.version_info >= (3, 11) else ([], str(side.root))
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen([sys.executable, *flags, "-m", WORKER_MODULE], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=log, text=True, env=env, cwd=cwd,
+                                     start_new_session=True)
+        self.messages: queue.Queue = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            if line.startswith(PREFIX):
+                try:
+                    self.messages.put(json.loads(line[len(PREFIX):]))
+                except ValueError:
+                    pass
+        self.messages.put(None)
+
+    def send(self, **msg) -> None:
+        try:
+            self.proc.stdin.write(json.dumps(msg, default=str) + "\n")
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            pass  # it has exited; the next expect() says so
+
+    def expect(self, timeout: float) -> dict:
+        try:
+            msg = self.messages.get(timeout=timeout)
+        except queue.Empty:
+            raise TimeoutError from None
+        if msg is None:
+            self.messages.put(None)
+            raise WorkerGone
+        return msg
+
+    def close(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.proc.wait()
+
+    @property
+    def seconds(self) -> float:
+        return time.monotonic() - self.started
+
+
+def _hello(worker: Worker) -> None:
+    side = worker.side
+    try:
+        msg = worker.expect(HELLO_TIMEOUT)
+    except (WorkerGone, TimeoutError):
+        code = worker.proc.poll()
+        raise HarnessError(f"{side.name} side ({side.label}): the worker {WORKER_MODULE} did not start "
+                           f"(exit code {code}); see the cell's log") from None
+    if msg.get("event") != "hello" or msg.get("protocol") != PROTOCOL:
+        raise HarnessError(f"{side.name} side ({side.label}): the worker speaks protocol {msg.get('protocol')!r}, "
+                           f"this driver {PROTOCOL}")
+    expected = (side.root / "harness").resolve()
+    if Path(str(msg.get("harness"))).resolve() != expected:
+        raise HarnessError(f"{side.name} side ({side.label}): the worker imported harness from {msg.get('harness')}, "
+                           f"not from {expected}")
+
+
+@dataclass
+class PairResult:
+    records: tuple[dict, dict]  # base, new
+    pairs: list[tuple[float, float]] = field(default_factory=list)  # (base sec, new sec) per timed round
+
+
+def run_pair(cells: tuple[GridCell, GridCell], sides: tuple[Side, Side], logs) -> PairResult:
+    """Train one cell on both sides, epoch by epoch in turn (A B B A ...). Returns each side's record
+    (the worker's own ``run_cell`` record, or a failure record keeping the epochs seen) and the timed
+    rounds both sides completed."""
+    from .runner import failure_record
+
+    workers = [Worker(side, log) for side, log in zip(sides, logs)]
+    rows: list[list[dict]] = [[], []]
+    records: list[dict | None] = [None, None]
+    try:
+        for w in workers:  # both start at once: start-up is not timed
+            _hello(w)
+        for w, cell in zip(workers, cells):
+            w.send(cmd="start", config=cell.config.model_dump(mode="json"))
+        epochs = cells[0].config.epochs
+        for k in range(epochs + 1):  # the extra round lets each side finish (final evaluation, samples)
+            order = (0, 1) if k % 2 == 0 else (1, 0)
+            for i in order:
+                if records[i] is not None:
+                    continue
+                w, cell = workers[i], cells[i]
+                w.send(cmd="epoch" if k < epochs else "finish")
+                try:
+                    msg = w.expect(cell.config.timeout)
+                except TimeoutError:
+                    w.close()
+                    records[i] = failure_record(cell, "timeout", f"exceeded run.timeout = {cell.config.timeout:g} s "
+                                                "for one epoch", rows[i])
+                    continue
+                except WorkerGone:
+                    code = w.proc.wait()
+                    records[i] = failure_record(cell, "failed", f"worker exited with code {code} (see its log)",
+                                                rows[i])
+                    continue
+                event = msg.get("event")
+                if event == "epoch":
+                    rows[i].append(msg["row"])
+                elif event == "done":
+                    records[i] = msg["record"]
+                elif event == "error" and not rows[i]:
+                    # Before any epoch: this side cannot train the suite's cells at all.
+                    raise HarnessError(f"{sides[i].name} side ({sides[i].label}), cell {cell.cell_id}: "
+                                       f"{msg.get('message')}")
+                else:
+                    records[i] = failure_record(cell, "failed", str(msg.get("message") or msg), rows[i])
+        for i, w in enumerate(workers):
+            if records[i] is None:
+                records[i] = failure_record(cells[i], "failed", "the worker did not finish the cell", rows[i])
+            records[i]["total_sec"] = w.seconds
+    finally:
+        for w in workers:
+            w.send(cmd="stop")
+            w.close()
+    return PairResult((records[0], records[1]), timed_pairs(rows[0], rows[1]))
+
+
+def timed_pairs(base_rows: list[dict], new_rows: list[dict]) -> list[tuple[float, float]]:
+    """(base sec, new sec) of the rounds both sides completed, warm-up epochs left out."""
+    return [(float(a["sec"]), float(b["sec"])) for a, b in zip(base_rows, new_rows)
+            if not a.get("warmup") and not b.get("warmup")]
+
+
+# ------------------------------------------------------------------------------------------ the check
+
+
+@dataclass
+class CellOutcome:
+    label: str
+    cell_ids: list[str]
+    pairs: list[tuple[float, float]]  # (base s, new s) per timed round, all runs (seeds) in turn
+    units: list[float]  # mean log-ratio of two consecutive rounds of one run (ab_stats.abba_units)
+    statuses: list[str]  # "base/new" status per run
+    decision: ab_stats.Decision
+
+
+@dataclass
+class Outcome:
+    suite: str
+    sides: tuple[Side, Side]
+    out: Path
+    threshold: Threshold
+    alpha: float
+    rule: str
+    rounds: int
+    cells: list[CellOutcome]
+    pooled: ab_stats.Decision
+    wall_s: float
+    not_compared: list[str]
+
+    @property
+    def exit_code(self) -> int:
+        return ab_stats.exit_code([c.decision.verdict for c in self.cells] + [self.pooled.verdict])
+
+    def count(self, verdict: str) -> int:
+        return sum(c.decision.verdict == verdict for c in self.cells)
+
+    @property
+    def word(self) -> str:
+        code = self.exit_code
+        if code == 1:
+            return "REGRESSION"
+        if code == 2:
+            return "UNDECIDED"
+        return {"improvement": "IMPROVEMENT", "no change": "NO CHANGE"}.get(self.pooled.verdict, "UNDECIDED")
+
+    def summary(self) -> str:
+        p = self.pooled
+        counts = ", ".join(f"{self.count(v)} {v}" for v in ab_stats.VERDICTS if self.count(v))
+        return (f"{self.word}: pooled new/base {_fixed(p.ratio)} [{_fixed(p.low)}, {_fixed(p.high)}] over {p.n} "
+                f"units ({p.verdict}); cells: {counts or 'none'} (threshold {self.threshold}, alpha {self.alpha:g}, "
+                f"rule {self.rule})")
+
+    def as_dict(self) -> dict:
+        return {
+            "suite": self.suite, "out": str(self.out), "wall_s": round(self.wall_s, 1),
+            "threshold": self.threshold.fraction, "alpha": self.alpha, "rule": self.rule, "rounds": self.rounds,
+            "base": {**self.sides[0].as_dict(), "run_dir": str(self.out / "base")},
+            "new": {**self.sides[1].as_dict(), "run_dir": str(self.out / "new")},
+            "cells": [{"cell": c.label, "runs": c.cell_ids, "statuses": c.statuses,
+                       "base_median_s": _median([a for a, _ in c.pairs]),
+                       "new_median_s": _median([b for _, b in c.pairs]),
+                       "pairs": [list(p) for p in c.pairs], "units": c.units, **c.decision.as_dict()}
+                      for c in self.cells],
+            "pooled": self.pooled.as_dict(),
+            "not_compared": self.not_compared,
+            "verdict": self.word.lower(), "exit_code": self.exit_code,
+        }
+
+
+def _median(values) -> float | None:
+    import statistics
+
+    return statistics.median(values) if values else None
+
+
+def _fixed(value) -> str:
+    import math
+
+    return "-" if value is None or not math.isfinite(value) else f"{value:.3f}"
+
+
+def pair_cells(base: list[GridCell], new: list[GridCell], suite_path: str) -> list[tuple[GridCell, GridCell]]:
+    """The cells of the two sides' expansions, matched one to one by their grid position (the settings
+    of a side may change any key, but not the grid itself)."""
+    if len(base) != len(new):
+        raise HarnessError(f"{suite_path}: the two sides expand to {len(base)} and {len(new)} cells; "
+                           "--set-base/--set-new may change settings but not the grid")
+    for a, b in zip(base, new):
+        if {k: v for k, v in a.axes.items() if k != "seed"} != {k: v for k, v in b.axes.items() if k != "seed"} \
+                or a.config.seed != b.config.seed:
+            raise HarnessError(f"{suite_path}: cell {a.cell_id} has no counterpart on the new side ({b.cell_id}); "
+                               "--set-base/--set-new may change settings but not the grid")
+    return list(zip(base, new))
+
+
+def _run_info(suite, side: Side, cells: list[GridCell], argv: list[str], calibration: dict, other: Path,
+              rounds: int) -> dict:
+    """run.json of one side, as ``run_suite`` writes it, plus what this A/B check was."""
+    from .machine import describe
+    from .runner import now_iso
+
+    return {
+        "suite": {**suite.resolved(), "file": suite.path},
+        "config_hash": suite.config_hash(),
+        "started": now_iso(),
+        "command": argv,
+        "git": {"commit": side.commit, "dirty": side.dirty},
+        "machine": describe(),
+        "executor": "ab",
+        "threads": sorted({c.config.threads for c in cells if c.config.threads}),
+        "finished": None,
+        "cells": [c.cell_id for c in cells],
+        "calibration": calibration,
+        "ab": {"side": side.name, **side.as_dict(), "other_side": str(other), "rounds": rounds},
+    }
+
+
+def run_ab(suite_path: str, base_rev: str | None = None, new_rev: str | None = None, base_sets=(), new_sets=(),
+           only=(), rounds: int = DEFAULT_ROUNDS, threshold="10%", alpha: float = 0.01,
+           rule: str = ab_stats.DEFAULT_RULE, out=None, repo=None, argv=None, stream=None) -> Outcome:
+    """Run the interleaved check and decide (see the module's docstring)."""
+    from .runner import RunDir, _calibrate
+    from .store import write_json_atomic
+
+    stream = stream or sys.stderr
+    threshold = Threshold.parse(threshold)
+    if not 0 < alpha < 1:
+        raise HarnessError(f"--alpha {alpha!r}: must be between 0 and 1")
+    if rounds < 1:
+        raise HarnessError(f"--rounds {rounds}: must be at least 1")
+    epochs = [f"train.epochs={rounds + 1}"]  # one warm-up epoch, then the timed rounds
+    suites = [load_suite(suite_path, list(sets) + epochs) for sets in (base_sets, new_sets)]
+    grids = [filter_cells(expand(s), list(only)) for s in suites]
+    matched = pair_cells(grids[0], grids[1], suite_path)
+    name = suites[0].name
+    out = Path(out) if out else Path("results") / f"ab-{name}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    dirs = [RunDir(out / "base"), RunDir(out / "new")]
+    for d in dirs:
+        if d.run_json.exists():
+            raise HarnessError(f"--out {out}: already holds an A/B check ({d.run_json}); choose another folder")
+    argv = argv or ["python", "-m", "harness", "ab", suite_path]
+    start = time.monotonic()
+    with prepare_sides(base_rev, new_rev, base_sets, new_sets, Path(repo) if repo else None) as sides:
+        for d in dirs:
+            d.lock()
+        # One calibration for both sides: they share the machine and the minutes.
+        calibration = _calibrate(grids[0])
+        infos = [_run_info(suites[i], sides[i], grids[i], argv, calibration, dirs[1 - i].path, rounds)
+                 for i in (0, 1)]
+        for d, info in zip(dirs, infos):
+            write_json_atomic(d.run_json, info)
+        print(f"A/B check of {suite_path}: base = {sides[0].label}; new = {sides[1].label}; "
+              f"{len(matched)} cells, {rounds} timed rounds each; results in {out}", file=stream, flush=True)
+        results: list[tuple[GridCell, GridCell, PairResult]] = []
+        for n, (a, b) in enumerate(matched, 1):
+            with open(dirs[0].log_path(a.cell_id), "w") as log_a, open(dirs[1].log_path(b.cell_id), "w") as log_b:
+                result = run_pair((a, b), (sides[0], sides[1]), (log_a, log_b))
+            for d, cell, record, info in zip(dirs, (a, b), result.records, infos):
+                d.store(cell, record, calibration)
+                d.rebuild_tables(info["cells"])
+            results.append((a, b, result))
+            print(_progress_line(n, len(matched), a, result), file=stream, flush=True)
+        for d, info in zip(dirs, infos):
+            records = d.finished_records()
+            info["corpus_sha256"] = sorted({r.get("corpus_sha256") for r in records.values() if r.get("corpus_sha256")})
+            info["finished"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+            write_json_atomic(d.run_json, info)
+    return decide_outcome(name, tuple(sides), out, results, threshold, alpha, rule, rounds, time.monotonic() - start)
+
+
+def _progress_line(n: int, total: int, cell: GridCell, result: PairResult) -> str:
+    base, new = result.records
+    line = f"[{n}/{total}] {cell.cell_id}: base {base.get('status')}, new {new.get('status')}"
+    if result.pairs:
+        ratio = ab_stats.decide_pairs([a for a, _ in result.pairs], [b for _, b in result.pairs], 0, 0.5).ratio
+        line += (f", {len(result.pairs)} rounds, base {_median([a for a, _ in result.pairs]):.3f} s, "
+                 f"new {_median([b for _, b in result.pairs]):.3f} s per epoch, new/base {ratio:.3f}")
+    return line
+
+
+def decide_outcome(suite: str, sides, out: Path, results, threshold: Threshold, alpha: float, rule: str,
+                   rounds: int, wall_s: float) -> Outcome:
+    """Group the cells' rounds by matched cell (the seeds of a configuration are its repeats, as in
+    ``harness compare``), decide each and all of them pooled."""
+    keys = {id(a): match_key(a.config.model_dump(mode="json")) for a, _, _ in results}
+    labels = cell_labels(keys.values())
+    grouped: dict[str, list] = {}
+    not_compared = []
+    for a, b, result in results:
+        statuses = [r.get("status") for r in result.records]
+        if statuses != ["ok", "ok"]:
+            not_compared.append(f"{a.cell_id} (base {statuses[0]}, new {statuses[1]})")
+        grouped.setdefault(labels[keys[id(a)]], []).append((a, b, result, statuses))
+    cells = []
+    for label, members in grouped.items():
+        compared = [r for _, _, r, statuses in members if statuses == ["ok", "ok"]]
+        pairs = [p for r in compared for p in r.pairs]
+        # Units within each run only: two rounds of different processes do not form an ABBA unit.
+        units = [u for r in compared
+                 for u in ab_stats.abba_units(ab_stats.log_ratios([a for a, _ in r.pairs], [b for _, b in r.pairs]))]
+        decision = ab_stats.decide(units, threshold.fraction, alpha, rule)
+        cells.append(CellOutcome(label, [a.cell_id for a, _, _, _ in members], pairs, units,
+                                 [f"{s[0]}/{s[1]}" for *_, s in members], decision))
+    pooled = ab_stats.decide([u for c in cells for u in c.units], threshold.fraction, alpha, rule)
+    return Outcome(suite, sides, out, threshold, alpha, rule, rounds, cells, pooled, wall_s, not_compared)
+
+
+# ------------------------------------------------------------------------------------------- output
+
+
+def format_text(outcome: Outcome) -> str:
+    from tabulate import tabulate
+
+    level = f"{(1 - outcome.alpha) * 100:g}%"
+    lines = [f"base: {outcome.sides[0].label}  ({outcome.out / 'base'})",
+             f"new:  {outcome.sides[1].label}  ({outcome.out / 'new'})"]
+    rows = [[c.label, c.decision.n, _fixed(_median([a for a, _ in c.pairs])), _fixed(_median([b for _, b in c.pairs])),
+             f"{_fixed(c.decision.ratio)} [{_fixed(c.decision.low)}, {_fixed(c.decision.high)}]",
+             _percent(c.decision.sd), c.decision.verdict] for c in outcome.cells]
+    p = outcome.pooled
+    rows.append(["all cells", p.n, "", "", f"{_fixed(p.ratio)} [{_fixed(p.low)}, {_fixed(p.high)}]",
+                 _percent(p.sd), p.verdict])
+    lines.append(tabulate(rows, headers=["cell", "units", "base s/epoch", "new s/epoch", f"new/base [{level} CI]",
+                                         "unit noise", "verdict"], tablefmt="simple", disable_numparse=True))
+    if outcome.not_compared:
+        lines.append(f"not finished on both sides (not compared): {', '.join(outcome.not_compared)}")
+    lines.append(f"wall time {outcome.wall_s:.0f} s")
+    lines.append(outcome.summary())
+    return "\n".join(lines)
+
+
+def _percent(sd) -> str:
+    import math
+
+    return "-" if sd is None or not math.isfinite(sd) else f"{sd * 100:.1f}%"
+
+
+def format_markdown(outcome: Outcome) -> str:
+    """A pull-request comment: the verdict first, then the table and how it was decided."""
+    from .speed_output import markdown_table
+
+    icon = {"REGRESSION": ":red_circle:", "IMPROVEMENT": ":green_circle:", "NO CHANGE": ":white_check_mark:"}
+    level = f"{(1 - outcome.alpha) * 100:g}%"
+    rows = [[f"`{c.label}`", str(c.decision.n), _fixed(_median([a for a, _ in c.pairs])),
+             _fixed(_median([b for _, b in c.pairs])),
+             f"{_fixed(c.decision.ratio)} [{_fixed(c.decision.low)}, {_fixed(c.decision.high)}]",
+             f"**{c.decision.verdict}**" if c.decision.verdict in ("regression", "improvement") else c.decision.verdict]
+            for c in outcome.cells]
+    p = outcome.pooled
+    rows.append(["**all cells**", str(p.n), "", "", f"{_fixed(p.ratio)} [{_fixed(p.low)}, {_fixed(p.high)}]",
+                 f"**{p.verdict}**"])
+    lines = [f"### {icon.get(outcome.word, ':grey_question:')} Training speed: {outcome.word.lower()}", "",
+             f"`harness ab {outcome.suite}`: base = {outcome.sides[0].label}, new = {outcome.sides[1].label}.", "",
+             markdown_table(["cell", "units", "base s/epoch", "new s/epoch", f"new/base [{level} CI]", "verdict"], rows,
+                            align="lrrrrl"), ""]
+    if outcome.not_compared:
+        lines += [f"Not finished on both sides (not compared): {', '.join(outcome.not_compared)}.", ""]
+    lines += [f"{outcome.summary()}", "",
+              f"<details><summary>How this was decided</summary>\n\n"
+              f"Both sides trained each cell in two long-lived processes, one epoch at a time in turn (A B B A ...), "
+              f"{outcome.rounds} timed rounds per cell after a warm-up epoch, {outcome.wall_s:.0f} s in all. "
+              f"A unit is two consecutive rounds (one new-first, one base-first) of one epoch per side; the ratio is the "
+              f"geometric mean of the units' new/base times with a {level} t-interval. Regression: the interval above 1 and the "
+              f"{'estimate' if outcome.rule == 'estimate' else 'whole interval'} above 1 + {outcome.threshold.fraction:g}; "
+              f"no change: the whole interval within the threshold; otherwise undecided (more rounds would tell)."
+              f"\n\n</details>"]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,93 @@
+"""The long-lived process of one side of `harness ab`: ``python -m harness.ab_worker``.
+
+It trains one cell with this revision's own ``run_cell``, one epoch at a time when the driver says so,
+so that the driver can interleave the epochs of two revisions (A B B A ...) on the same seconds of the
+machine. The protocol is JSON, one object a line (the driver's side is ``harness.ab``):
+
+* worker -> driver, each line prefixed ``@@ab ``:
+  ``{"event": "hello", "protocol": 1, "harness": "<path of the harness package>"}`` once imported;
+  ``{"event": "epoch", "row": {...}}`` after each epoch (the row ``run_cell`` reports);
+  ``{"event": "done", "record": {...}}`` when the cell has finished (the record ``run_cell`` returns);
+  ``{"event": "error", "message": "...", "exit_code": N}`` when it cannot go on.
+* driver -> worker: ``{"cmd": "start", "config": {...}}`` (a ``CellConfig``) once, then
+  ``{"cmd": "epoch"}`` before each epoch, ``{"cmd": "finish"}`` after the last one (the cell's final
+  evaluation and samples), or ``{"cmd": "stop"}`` to end without finishing the cell.
+
+Only protocol lines go to the real standard output; anything else the process prints (warnings, the
+cell's own messages) goes to standard error, which the driver keeps as the cell's log.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+PROTOCOL = 1
+PREFIX = "@@ab "
+
+
+class _Stopped(Exception):
+    pass
+
+
+def main() -> int:
+    # The protocol channel is a private copy of stdout; fd 1 then points at stderr, so that nothing
+    # printed by the training code can corrupt the protocol.
+    channel = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+
+    def send(obj: dict) -> None:
+        channel.write(PREFIX + json.dumps(obj, default=str, allow_nan=True) + "\n")
+        channel.flush()
+
+    def receive() -> dict:
+        line = sys.stdin.readline()
+        if not line:  # the driver has gone
+            raise _Stopped
+        msg = json.loads(line)
+        if msg.get("cmd") == "stop":
+            raise _Stopped
+        return msg
+
+    from .worker import _die_with_parent
+
+    _die_with_parent()
+    import harness
+    from .config import CellConfig
+    from .errors import HarnessError
+    from .train import run_cell
+
+    send({"event": "hello", "protocol": PROTOCOL, "harness": os.path.dirname(os.path.abspath(harness.__file__))})
+    try:
+        start = receive()
+        try:
+            config = CellConfig(**start["config"])
+        except Exception as exc:  # noqa: BLE001 - a configuration this revision cannot read
+            message = str(exc).replace("\n", " ")
+            send({"event": "error", "message": f"this revision refuses the cell's configuration: {message}",
+                  "exit_code": 2})
+            return 2
+        if receive().get("cmd") != "epoch":
+            send({"event": "error", "message": "expected an epoch command", "exit_code": 2})
+            return 2
+
+        def on_epoch(row: dict) -> None:
+            send({"event": "epoch", "row": row})
+            # Wait for our turn: the next epoch, or after the last one the final evaluation and samples,
+            # which must not run while the other side is timing its epoch.
+            receive()
+
+        record = run_cell(config, on_epoch=on_epoch)
+    except _Stopped:
+        return 0
+    except HarnessError as exc:
+        send({"event": "error", "message": str(exc), "exit_code": exc.exit_code})
+        return exc.exit_code
+    send({"event": "done", "record": record})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

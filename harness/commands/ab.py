@@ -1,0 +1,60 @@
+"""`harness ab SUITE`: interleaved A/B speed check of two revisions or settings. Exit 0: nothing
+regressed, 1: something did, 2: bad input, or too few rounds to decide anything."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+DEFAULT_ROUNDS = 6  # harness.ab.DEFAULT_ROUNDS, repeated here so that --help imports no torch or scipy
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "ab", help="interleaved A/B speed check of two revisions or settings (catches ~10%%)",
+        description="Train every cell of SUITE with two versions of the code (git revisions, each from its own "
+                    "temporary worktree; default: the working tree on both sides, an A/A check) and/or settings, "
+                    "in two long-lived processes per cell that take turns epoch by epoch (A B B A ...), so both "
+                    "see the same seconds of the machine. Each pair of adjacent epochs gives a ratio new/base; a "
+                    "cell (and all cells pooled) regresses when the 1 - alpha t-interval of the geometric-mean "
+                    "ratio lies above 1 and the estimate above 1 + threshold. Exit 0 when nothing regressed, 1 "
+                    "when something did, 2 for bad input or when nothing could be decided.")
+    parser.add_argument("suite", help="suite file, e.g. suites/regression.yaml")
+    parser.add_argument("--base", metavar="REV", help="git revision of the base side (default: the working tree)")
+    parser.add_argument("--new", metavar="REV", help="git revision of the new side (default: the working tree)")
+    parser.add_argument("--set-base", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override a default on the base side only (repeatable)")
+    parser.add_argument("--set-new", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override a default on the new side only (repeatable), e.g. model.hidden=272")
+    parser.add_argument("--only", action="append", default=[], metavar="KEY=VALUE[,VALUE]",
+                        help="keep cells whose KEY has one of the values (repeatable)")
+    parser.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS,
+                        help=f"timed epochs per side and cell, after one warm-up epoch (default {DEFAULT_ROUNDS})")
+    parser.add_argument("--threshold", default="10%",
+                        help="smallest slowdown that counts, e.g. 10%% or median:5%% (default 10%%)")
+    parser.add_argument("--alpha", type=float, default=0.01,
+                        help="1 - confidence level of the interval of the ratio (default 0.01)")
+    parser.add_argument("--rule", choices=["estimate", "interval"], default="estimate",
+                        help="what must pass the threshold: the estimate (default) or the whole interval")
+    parser.add_argument("--out", metavar="DIR",
+                        help="folder for the two run folders OUT/base and OUT/new (default results/ab-<suite>-<time>)")
+    parser.add_argument("--json", metavar="FILE", help="also write the result as JSON")
+    parser.add_argument("--markdown", metavar="FILE", help="also write the result as Markdown (a PR comment)")
+    parser.add_argument("--repo", metavar="DIR", help="git repository of the revisions (default: the one holding "
+                                                      "this harness)")
+    parser.set_defaults(func=main)
+
+
+def main(args) -> int:
+    from ..ab import format_markdown, format_text, run_ab
+    from ..store import write_json_atomic, write_text_atomic
+
+    outcome = run_ab(args.suite, args.base, args.new, args.set_base, args.set_new, args.only, args.rounds,
+                     args.threshold, args.alpha, args.rule, args.out, args.repo,
+                     argv=["python", "-m", "harness", *sys.argv[1:]])
+    print(format_text(outcome))
+    if args.json:
+        write_json_atomic(Path(args.json), outcome.as_dict())
+    if args.markdown:
+        write_text_atomic(Path(args.markdown), format_markdown(outcome))
+    return outcome.exit_code

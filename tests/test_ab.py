@@ -1,0 +1,257 @@
+"""`harness ab`: the paired decision on literal data, the handling of revisions on a temporary git
+repository, and tiny real interleaved runs (asserting what they write, never how fast they were)."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import pandas as pd
+import pytest
+
+from harness import ab_stats
+from harness.ab import resolve_revision, worktree
+from harness.cli import main as cli
+from harness.compare import read_run
+from harness.errors import HarnessError
+
+from conftest import REPO, TINY
+
+# Paired epoch times (seconds) of the base side: the machine drifts by a factor of two over the rounds,
+# as a busy machine does; what a pair shares cancels in its ratio.
+DRIFT = [1.00, 1.31, 0.82, 1.55, 1.12, 0.91, 1.78, 1.24, 0.97, 1.43, 2.01, 1.08]
+# Small per-epoch noise (about 1-2%), distinct values.
+JITTER = [1.012, 0.991, 1.004, 0.987, 1.019, 0.996, 1.008, 0.983, 1.015, 0.999, 1.006, 0.989]
+BASE = [0.5 * d for d in DRIFT]
+
+
+def new_side(factor: float) -> list[float]:
+    return [b * factor * j for b, j in zip(BASE, JITTER)]
+
+
+# ------------------------------------------------------------------------------------------ decision
+
+
+def test_clear_regression_despite_the_drift():
+    d = ab_stats.decide_pairs(BASE, new_side(1.30))
+    assert d.verdict == "regression"
+    assert d.ratio == pytest.approx(1.30, rel=0.02)
+    assert 1.1 < d.low < d.ratio < d.high < 1.4
+    assert d.n == len(BASE) // 2  # units of two rounds
+
+
+def test_noise_only_is_no_change():
+    d = ab_stats.decide_pairs(BASE, new_side(1.0))
+    assert d.verdict == "no change"
+    assert 1 / 1.1 < d.low < 1 < d.high < 1.1
+
+
+def test_improvement_mirrors_a_regression():
+    d = ab_stats.decide_pairs(BASE, new_side(1 / 1.30))
+    assert d.verdict == "improvement"
+    assert d.ratio == pytest.approx(1 / 1.30, rel=0.02)
+    assert d.high < 1
+
+
+def test_too_few_rounds():
+    d = ab_stats.decide_pairs(BASE[:5], new_side(2.0)[:5])
+    assert d.verdict == "too few rounds" and d.n == 2 and math.isnan(d.low)
+    assert ab_stats.exit_code([d.verdict]) == 2
+    assert ab_stats.decide([]).verdict == "too few rounds"
+
+
+def test_the_cost_of_going_second_cancels_in_a_unit_of_two_rounds():
+    # Rounds alternate new-first and base-first; whoever goes second is 6% slower.
+    second = [1.06 if i % 2 == 0 else 1 / 1.06 for i in range(len(BASE))]  # base second in even rounds
+    new = [b * s * j for b, s, j in zip(BASE, second, JITTER)]
+    assert ab_stats.abba_units([0.1, -0.1, 0.3, -0.1, 7.0]) == pytest.approx([0.0, 0.1])
+    by_unit = ab_stats.decide_pairs(BASE, new)
+    by_pair = ab_stats.decide(ab_stats.log_ratios(BASE, new))
+    assert by_unit.verdict == "no change" and by_unit.high - by_unit.low < (by_pair.high - by_pair.low) / 3
+
+
+def test_significant_but_smaller_than_the_threshold_is_no_change():
+    d = ab_stats.decide_pairs(BASE, new_side(1.03))
+    assert d.low > 1  # real...
+    assert d.verdict == "no change"  # ...but within 10%
+
+
+def test_large_but_uncertain_is_undecided():
+    wild = [0.9, 1.6, 1.1, 1.5, 0.95, 1.45]  # a 20% slowdown on average, pairs disagreeing widely
+    d = ab_stats.decide([math.log(r) for r in wild])
+    assert d.ratio > 1.1 and d.low < 1
+    assert d.verdict == "undecided"
+
+
+def test_the_interval_rule_asks_the_whole_interval_beyond_the_threshold():
+    ratios = [math.log(1.12 * j) for j in JITTER[:5]]  # 12% slower, interval roughly [1.09, 1.15]
+    by_estimate = ab_stats.decide(ratios, rule="estimate")
+    by_interval = ab_stats.decide(ratios, rule="interval")
+    assert by_estimate.verdict == "regression"
+    assert by_interval.low < 1.1 and by_interval.verdict == "undecided"
+    assert ab_stats.decide(ratios, threshold=0.05, rule="interval").verdict == "regression"
+
+
+def test_identical_ratios_need_no_scipy_interval():
+    d = ab_stats.decide([math.log(1.5)] * 4)
+    assert d.low == d.high == pytest.approx(1.5) and d.verdict == "regression"
+    assert ab_stats.decide([0.0] * 4).verdict == "no change"
+
+
+def test_log_ratios_leave_out_pairs_without_a_ratio():
+    assert ab_stats.log_ratios([1.0, 0.0, 2.0, float("nan")], [2.0, 1.0, 2.0, 1.0]) == [math.log(2.0), 0.0]
+    with pytest.raises(ValueError):
+        ab_stats.log_ratios([1.0], [1.0, 2.0])
+
+
+def test_exit_codes_follow_compare():
+    assert ab_stats.exit_code(["no change", "regression", "too few rounds"]) == 1
+    assert ab_stats.exit_code(["no change", "undecided", "too few rounds"]) == 0
+    assert ab_stats.exit_code(["improvement"]) == 0
+    assert ab_stats.exit_code(["too few rounds", "too few rounds"]) == 2
+    assert ab_stats.exit_code([]) == 2
+
+
+def test_bad_arguments_are_refused():
+    with pytest.raises(ValueError):
+        ab_stats.decide([0.0] * 5, alpha=1.5)
+    with pytest.raises(ValueError):
+        ab_stats.decide([0.0] * 5, rule="median")
+
+
+# ------------------------------------------------------------------------------------------ revisions
+
+
+def git(repo, *args) -> str:
+    out = subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.com", *args],
+                         capture_output=True, text=True, check=True)
+    return out.stdout.strip()
+
+
+@pytest.fixture
+def repo(tmp_path):
+    """A git repository with three commits: not this project, this project without the ab worker, and this
+    project (the working tree's harness package) with a training loop that sleeps 0.3 s per epoch."""
+    root = tmp_path / "repo"
+    root.mkdir()
+    git(root, "init", "--quiet")
+    (root / "notes.txt").write_text("not the harness\n")
+    git(root, "add", ".")
+    git(root, "commit", "--quiet", "-m", "unrelated")
+    shutil.copytree(REPO / "harness", root / "harness", ignore=shutil.ignore_patterns("__pycache__"))
+    (root / "harness" / "ab_worker.py").unlink()
+    git(root, "add", ".")
+    git(root, "commit", "--quiet", "-m", "no worker")
+    shutil.copy(REPO / "harness" / "ab_worker.py", root / "harness" / "ab_worker.py")
+    train = root / "harness" / "train.py"
+    text = train.read_text()
+    marker = '        """One pass over (num_batches, batch, steps) tensors.'
+    assert marker in text
+    train.write_text(text.replace(marker, "        time.sleep(0.3)  # the slower training loop\n" + marker, 1))
+    git(root, "add", ".")
+    git(root, "commit", "--quiet", "-m", "slower")
+    return root
+
+
+def test_revisions_are_checked_before_anything_is_checked_out(repo):
+    with pytest.raises(HarnessError, match="no such revision"):
+        resolve_revision(repo, "no-such-branch", "--base")
+    with pytest.raises(HarnessError, match="not a revision of this project"):
+        resolve_revision(repo, "HEAD~2", "--base")
+    with pytest.raises(HarnessError, match="has no harness/ab_worker.py"):
+        resolve_revision(repo, "HEAD~1", "--new")
+    commit = resolve_revision(repo, "HEAD", "--new")
+    assert commit == git(repo, "rev-parse", "HEAD")
+    with worktree(repo, commit, "--new") as path:
+        assert (path / "harness" / "ab_worker.py").is_file()
+        assert "time.sleep(0.3)" in (path / "harness" / "train.py").read_text()
+        assert str(path) in git(repo, "worktree", "list")
+    assert not path.exists()
+    assert str(path) not in git(repo, "worktree", "list")
+
+
+def write_suite(tmp_path, body: str = "matrix: {seed: [0, 1], cell: [rnn, lstm]}\n"):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(textwrap.dedent(TINY) + textwrap.dedent(body))
+    return path
+
+
+@pytest.mark.parametrize("option, rev, message", [
+    ("--base", "no-such-branch", "--base 'no-such-branch': no such revision in"),
+    ("--new", "HEAD~2", "not a revision of this project"),
+    ("--new", "HEAD~1", "has no harness/ab_worker.py, the worker that harness ab runs on each side"),
+])
+def test_cli_bad_revision_exits_2_in_one_line(tmp_path, repo, capsys, option, rev, message):
+    out = tmp_path / "out"
+    assert cli(["ab", str(write_suite(tmp_path)), option, rev, "--repo", str(repo), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and message in err
+    assert not out.exists()
+
+
+def test_help_imports_no_torch_or_scipy():
+    probe = ("import sys\nfrom harness.cli import main\ntry:\n    main(['ab', '--help'])\nexcept SystemExit:\n    pass\n"
+             "print('LOADED', [m for m in ('torch', 'scipy') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert "--set-new" in out.stdout and out.stdout.splitlines()[-1] == "LOADED []"
+
+
+def test_cli_settings_may_not_change_the_grid(tmp_path, capsys):
+    assert cli(["ab", str(write_suite(tmp_path)), "--set-new", "model.cell=gru", "--out", str(tmp_path / "o")]) == 2
+    assert "may change settings but not the grid" in capsys.readouterr().err
+
+
+def test_the_new_revision_trains_with_its_own_code(tmp_path, repo, capsys):
+    out = tmp_path / "out"
+    suite = write_suite(tmp_path, "matrix: {cell: [rnn]}\n")
+    code = cli(["ab", str(suite), "--new", "HEAD", "--repo", str(repo), "--rounds", "2", "--out", str(out),
+                "--json", str(tmp_path / "ab.json")])
+    result = json.loads((tmp_path / "ab.json").read_text())
+    assert code == result["exit_code"]
+    assert result["new"]["commit"] == git(repo, "rev-parse", "HEAD") and result["base"]["rev"] is None
+    new_epochs = pd.read_csv(out / "new" / "epochs.csv")
+    assert len(new_epochs) == 3 and (new_epochs["sec"] >= 0.3).all()  # the revision's sleep was timed
+    info = json.loads((out / "new" / "run.json").read_text())
+    assert info["git"]["commit"] == result["new"]["commit"] and info["ab"]["side"] == "new"
+    assert not (tmp_path / "harness-ab").exists() and "harness-ab-" not in git(repo, "worktree", "list")
+
+
+# ------------------------------------------------------------------------------------------ end to end
+
+
+def test_tiny_ab_writes_two_run_folders_and_its_outputs(tmp_path, capsys):
+    out = tmp_path / "out"
+    suite = write_suite(tmp_path)
+    code = cli(["ab", str(suite), "--rounds", "4", "--set-new", "model.hidden=12", "--out", str(out),
+                "--json", str(tmp_path / "ab.json"), "--markdown", str(tmp_path / "ab.md")])
+    captured = capsys.readouterr()
+    result = json.loads((tmp_path / "ab.json").read_text())
+    assert code == result["exit_code"] and code in (0, 1)  # an A/B of settings: any verdict, never bad input
+    assert [c["cell"] for c in result["cells"]] == ["rnn-l1-uni-cpu", "lstm-l1-uni-cpu"]
+    for c in result["cells"]:
+        assert c["runs"] == [f"{c['cell']}-s0", f"{c['cell']}-s1"] and c["statuses"] == ["ok/ok", "ok/ok"]
+        assert len(c["pairs"]) == 8 and c["n"] == len(c["units"]) == 4  # 4 timed rounds x 2 seeds, in units of 2
+        assert c["low"] <= c["ratio"] <= c["high"] and c["verdict"] in ab_stats.VERDICTS
+    assert result["pooled"]["n"] == 8 and result["new"]["sets"] == ["model.hidden=12"]
+    assert captured.out.splitlines()[-1].startswith(result["verdict"].upper() + ": pooled new/base")
+    markdown = (tmp_path / "ab.md").read_text()
+    assert markdown.startswith("### ") and "| `rnn-l1-uni-cpu` | 4 |" in markdown and "**all cells**" in markdown
+    for side, hidden in (("base", 8), ("new", 12)):
+        run = read_run(out / side)  # what `harness compare` reads
+        assert [c.status for c in run.cells] == ["ok"] * 4
+        assert {c.config["hidden"] for c in run.cells} == {hidden}
+        assert all(len(c.sec) == 5 and c.warmup == (True,) + (False,) * 4 for c in run.cells)
+        assert run.calibration["cpu"] > 0
+        epochs = pd.read_csv(out / side / "epochs.csv")
+        pairs = [p[0 if side == "base" else 1] for c in result["cells"] for p in c["pairs"]]
+        assert sorted(epochs.loc[~epochs["warmup"], "sec"]) == pytest.approx(sorted(pairs))
+    assert cli(["show", str(out / "new")]) == 0
+    assert cli(["compare", str(out / "base"), str(out / "new"), "--ignore", "hidden",
+                "--json", str(tmp_path / "compare.json"), "--markdown", str(tmp_path / "compare.md")]) == 2
+    compared = json.loads((tmp_path / "compare.json").read_text())
+    assert [c["verdict"] for c in compared["cells"]] == ["too few runs"] * 2 and compared["exit_code"] == 2
+    assert (tmp_path / "compare.md").read_text().startswith("### ")
