@@ -82,9 +82,14 @@ def matmul_rate(device: str = "cpu", threads: int | None = None, size: int = 204
     }
 
 
-def calibrate(devices, threads: int | None = None, size: int = 2048, repeats: int = 7) -> dict:
+def calibrate(devices, threads: int | None = None, size: int = 2048, repeats: int = 7,
+              thread_counts=()) -> dict:
     """Calibration for run.json: ``{device: matmul_rate(...)}`` for each distinct device in ``devices``.
-    A CUDA device that is not available gets ``flops_per_sec: None`` and a ``reason``."""
+    A CUDA device that is not available gets ``flops_per_sec: None`` and a ``reason``.
+
+    ``thread_counts``: the CPU cells' thread settings. When they differ, the CPU entry also holds
+    ``by_threads``: {threads used: that rate}, so that a 1-thread cell is measured against what one thread
+    can do, not what all can (the top-level rate, at ``threads``, stays for readers that know no more)."""
     result = {}
     for device in dict.fromkeys(devices):
         if device == "cuda" and not torch.cuda.is_available():
@@ -92,13 +97,23 @@ def calibrate(devices, threads: int | None = None, size: int = 2048, repeats: in
                               "reason": "CUDA not available"}
             continue
         result[device] = matmul_rate(device, threads if device == "cpu" else None, size, repeats)
+    if "cpu" in result and len(set(thread_counts)) > 1:
+        main = result["cpu"]
+        by_threads = {str(main["threads"]): main}
+        for count in dict.fromkeys(thread_counts):
+            rate = main if count == threads else matmul_rate("cpu", count, size, repeats)
+            by_threads.setdefault(str(rate["threads"]), rate)
+        main["by_threads"] = {key: {k: rate[k] for k in ("flops_per_sec", "samples_sec", "threads")}
+                              for key, rate in sorted(by_threads.items(), key=lambda kv: int(kv[0]))}
     return result
 
 
 def flops_utilization(record: dict, calibration: dict | None) -> float | None:
     """A cell's achieved training FLOP/s over the calibrated matrix-product rate of its device, or None
     when either is unknown."""
-    rate = ((calibration or {}).get(record.get("device")) or {}).get("flops_per_sec")
+    entry = (calibration or {}).get(record.get("device")) or {}
+    entry = (entry.get("by_threads") or {}).get(str(record.get("threads"))) or entry
+    rate = entry.get("flops_per_sec")
     achieved = record.get("flops_per_sec")
     if not rate or rate <= 0 or achieved is None or not math.isfinite(achieved):
         return None

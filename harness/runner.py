@@ -565,7 +565,8 @@ def _calibrate(cells: list[GridCell]) -> dict:
 
     devices = sorted({c.config.device for c in cells if c.config.device == "cpu" or torch.cuda.is_available()})
     threads = max((c.config.threads or 0 for c in cells), default=0) or None
-    return calibrate(devices, threads)
+    counts = sorted({c.config.threads for c in cells if c.config.device == "cpu"}, key=lambda t: t or 0)
+    return calibrate(devices, threads, thread_counts=counts)
 
 
 def estimate_seconds(config: CellConfig) -> float:

@@ -219,6 +219,38 @@ def test_flops_utilization_divides_by_the_devices_rate():
     assert flops_utilization({"device": "cpu", "flops_per_sec": 50.0}, None) is None
 
 
+def test_calibrate_measures_each_thread_count_the_cells_use():
+    result = calibrate(["cpu"], threads=2, size=64, repeats=2, thread_counts=[1, 2])
+    by_threads = result["cpu"]["by_threads"]
+    assert list(by_threads) == ["1", "2"] and by_threads["1"]["threads"] == 1
+    assert by_threads["2"]["flops_per_sec"] == result["cpu"]["flops_per_sec"]  # the top-level rate, not re-measured
+    assert "by_threads" not in calibrate(["cpu"], threads=1, size=64, repeats=1, thread_counts=[1])["cpu"]
+
+
+def test_flops_utilization_uses_the_rate_of_the_cells_thread_count():
+    calibration = {"cpu": {"flops_per_sec": 200.0, "threads": 2,
+                           "by_threads": {"1": {"flops_per_sec": 100.0}, "2": {"flops_per_sec": 200.0}}}}
+    assert flops_utilization({"device": "cpu", "flops_per_sec": 50.0, "threads": 1}, calibration) == 0.5
+    assert flops_utilization({"device": "cpu", "flops_per_sec": 50.0, "threads": 2}, calibration) == 0.25
+    # A thread count not calibrated (an older run folder, a record without threads): the top-level rate.
+    assert flops_utilization({"device": "cpu", "flops_per_sec": 50.0, "threads": 8}, calibration) == 0.25
+    assert flops_utilization({"device": "cpu", "flops_per_sec": 50.0}, calibration) == 0.25
+
+
+def test_the_runner_calibrates_the_thread_counts_of_its_cpu_cells(monkeypatch, tmp_path):
+    import harness.calibrate
+    from harness.runner import _calibrate
+    from harness.suite import expand, load_suite
+
+    path = tmp_path / "s.yaml"
+    path.write_text("name: t\nmatrix: {threads: [2, 1], device: [cpu, cuda]}\n")
+    seen = {}
+    monkeypatch.setattr(harness.calibrate, "calibrate",
+                        lambda devices, threads, thread_counts=(): seen.update(threads=threads, counts=thread_counts))
+    _calibrate(expand(load_suite(path)))
+    assert seen == {"threads": 2, "counts": [1, 2]}
+
+
 def test_phase_shares_leave_the_rest_to_other():
     shares = phase_shares({"forward": 0.3, "backward": 0.5, "clip": 0.1}, 1.0)
     assert list(shares) == ["forward", "backward", "clip", "other"]
