@@ -47,9 +47,9 @@ MIN_RUNS = 3
 BOOTSTRAP_RESAMPLES = 2000
 BOOTSTRAP_SEED = 20240521  # fixed: the same samples always give the same interval
 
-# Configuration keys that do not change the cost of a training epoch (evaluation, generation, run limits,
-# length of the run) and the seed (repeats, see above).
-TIMING_IRRELEVANT_KEYS = ("epochs", "eval_every", "prefixes", "sample_chars", "timeout", "seed")
+# Configuration keys that do not change the cost of a training epoch (evaluation and its held-out tokens,
+# generation, run limits, length of the run) and the seed (repeats, see above).
+TIMING_IRRELEVANT_KEYS = ("epochs", "val_tokens", "eval_every", "prefixes", "sample_chars", "timeout", "seed")
 # What run.json's ``machine`` must agree on for two timings to be comparable.
 PROVENANCE_KEYS = ("cpu_model", "gpu_name", "python", "torch", "cuda", "cudnn")
 # What each cell's own record (cells.csv) must agree on: the cells of a Ray run ran on several nodes,

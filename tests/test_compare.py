@@ -282,6 +282,14 @@ def test_cells_match_by_configuration_seeds_are_the_runs(tmp_path):
     assert m.only_new == ("lstm-l3-uni-cpu-hidden=8",)
 
 
+def test_cells_that_differ_only_in_val_tokens_match(tmp_path):
+    # Held-out tokens are read only by the evaluation, which an epoch's time leaves out.
+    base = read_run(write_run(tmp_path / "a", [cell([WARM] + BASE, val_tokens=5000)]))
+    new = read_run(write_run(tmp_path / "b", [cell([WARM] + NOISE, val_tokens=200)]))
+    m = match_cells(base, new, METRICS["sec_per_epoch"])
+    assert len(m.pairs) == 1 and not m.only_base and not m.only_new
+
+
 def test_mismatched_cells_are_refused(tmp_path):
     base = read_run(write_run(tmp_path / "a", [cell([WARM] + BASE, hidden=8)]))
     new = read_run(write_run(tmp_path / "b", [cell([WARM] + BASE, hidden=16)]))
