@@ -1,408 +1,66 @@
-"""The lesson's claims as tests on a results folder's tables, and the measures of generated text.
+"""The lesson's claims tested on a run's tables: one pooled effect per claim decides.
 
-A suite lists its claims (``claims:``), each a name or a mapping of a name and parameters:
+Each claim compares cells that differ in one key (layers, or direction) and agree in every other key
+that varies in the run: one *configuration* per such pair of groups (e.g. 2-layer GRU on CPU, bi against
+uni), with its seeds as replicates. Per configuration the effect is a ratio (compared / reference),
+computed on the log scale over seeds, with an interval whose spread is pooled over configurations
+(``harness.stats``). The configurations' effects are then combined into one pooled ratio with a 95%
+interval (random effects: configurations differ in their true effects, and the interval says so), and
+the claim's verdict follows from where that interval lies against the claim's threshold:
 
-```yaml
-claims:
-  - depth_helps
-  - {name: bidirectional_slow, threshold: 1.5}
-  - {name: bidirectional_useless, min_seeds: 3, confidence: 0.99}
-```
+- depth_helps (deeper / shallower perplexity, each step to the next depth): supported when the whole
+  interval lies below 1 - margin, not supported when it lies wholly above it;
+- bidirectional_slow (bi / uni seconds per epoch or peak memory): supported above ``threshold``, not
+  supported below it;
+- bidirectional_useless (bi / uni held-out causal perplexity): supported when the whole interval lies
+  above 1 - margin (bi no better), not supported when it lies below.
 
-Each claim compares groups of finished (``ok``) cells that differ in one key (layers, or direction) and
-agree in every other key that varies in the run. Seeds are the replicates: where both groups hold the
-same seeds, the per-seed differences (or log ratios) are paired; otherwise the groups are compared with
-Welch's interval. Every comparison is classified from its confidence interval, and a claim is
-``supported`` when most comparisons support it, ``not supported`` when most contradict it, and
-``inconclusive`` otherwise (too few seeds, cells missing, intervals too wide, or mixed results).
-
-Everything here is pure: data frames in, verdicts and evidence out.
+A cell "did not learn" when its best held-out causal perplexity is not below the unigram baseline (the
+perplexity of letter frequencies, ``harness.baselines``). A perplexity comparison in which neither side
+learned is shown but not pooled; one in which only one side learned counts (a real effect of depth or
+direction at that budget). Everything here is pure: tables in, verdicts and evidence out.
 """
 
 from __future__ import annotations
 
-import difflib
 import math
-import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
+from . import text_measures
+from .claim_specs import (CLAIM_NAMES, COST_METRICS, PPL_METRICS, ClaimSpec, default_claim,
+                          default_claims, parse_claims)
 from .config import FIELDS, GRID_KEYS
-from .errors import HarnessError
+from .stats import (EMPTY_POOL, Effect, Pooled, Replicates, configuration_effect, log_interval, pool,
+                    pooled_spread, sign_test, t_interval)
+
+__all__ = ["CLAIM_NAMES", "ClaimSpec", "ClaimResult", "default_claim", "default_claims", "evaluate_claims",
+           "parse_claims", "t_interval", "log_interval"]
 
 SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE = "supported", "not supported", "inconclusive"
+SUPPORTS, CONTRADICTS, UNCLEAR, INSUFFICIENT, NOT_COUNTED = (
+    "supports", "contradicts", "unclear", "no interval", "not counted")
 
-CLAIM_TITLES = {
-    "depth_helps": "Depth helps",
-    "bidirectional_slow": "Bidirectional is slow",
-    "bidirectional_useless": "Bidirectional is useless for next-character prediction",
-}
-CLAIM_NAMES = tuple(CLAIM_TITLES)
-
-PPL_METRICS = ("causal_ppl", "val_ppl", "train_ppl")
-COST_METRICS = ("sec_per_epoch", "peak_mem_bytes")
 METRIC_LABELS = {
     "causal_ppl": "held-out causal perplexity",
     "val_ppl": "held-out teacher-forced perplexity",
     "train_ppl": "training perplexity",
     "sec_per_epoch": "seconds per epoch",
     "peak_mem_bytes": "peak memory",
-    "word_share": "share of generated words found in the corpus",
-    "longest_repeat": "longest repeated run (characters)",
-    "leak": "causal / teacher-forced perplexity",
+    "sec_per_flop": "seconds per FLOP",
+    "leak": "causal / teacher-forced held-out perplexity",
 }
-
-SHORT_LABELS = {"causal_ppl": "causal ppl", "val_ppl": "teacher-forced ppl", "train_ppl": "training ppl",
-                "sec_per_epoch": "s/epoch", "peak_mem_bytes": "peak memory"}
-
-# How a comparison bears on its claim.
-SUPPORTS, CONTRADICTS, UNCLEAR, INSUFFICIENT = "supports", "contradicts", "unclear", "insufficient"
-
-
-# --- claim specifications -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ClaimSpec:
-    """One claim to test and the parameters of its test.
-
-    - ``min_seeds``: replicates needed on each side of a comparison (an interval needs at least 2).
-    - ``confidence``: level of the t-intervals.
-    - ``metric``: depth_helps: the perplexity that decides (causal_ppl, val_ppl, train_ppl);
-      bidirectional_slow: the cost that decides (sec_per_epoch, peak_mem_bytes).
-    - ``basis``: depth_helps: compare at equal ``epochs`` or at equal training ``time``.
-    - ``margin``: depth_helps and bidirectional_useless: the smallest relative change in perplexity that
-      counts as a change (0.01: one percent of the reference cell's perplexity).
-    - ``threshold``: bidirectional_slow: the bi/uni ratio above which bidirectional counts as slow.
-    - ``directions``: depth_helps: the directions whose depth is studied (bidirectional cells' causal
-      perplexity is dominated by the leak, which bidirectional_useless covers).
-    """
-
-    name: str
-    min_seeds: int = 2
-    confidence: float = 0.95
-    metric: str = ""
-    basis: str = "epochs"
-    margin: float = 0.01
-    threshold: float = 1.1
-    directions: tuple[str, ...] = ("uni",)
-
-    @property
-    def title(self) -> str:
-        """The claim's title, with the parameters that differ from the defaults."""
-        default = default_claim(self.name).to_dict()
-        changed = [f"{k} = {'/'.join(v) if isinstance(v, list) else v}" for k, v in self.to_dict().items()
-                   if v != default[k]]
-        return CLAIM_TITLES[self.name] + (f" ({', '.join(changed)})" if changed else "")
-
-    def to_dict(self) -> dict:
-        """The parameters that apply to this claim, as a suite would write them."""
-        out = {"name": self.name}
-        for key in _PARAMETERS[self.name]:
-            value = getattr(self, key)
-            out[key] = list(value) if isinstance(value, tuple) else value
-        return out
-
-
-def _int_at_least(low):
-    def check(value):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"expected an integer >= {low}")
-        return value
-
-    return check
-
-
-def _number_between(low, high, low_open=True, high_open=True):
-    def check(value):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ValueError(f"expected a number in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}")
-        too_low = value <= low if low_open else value < low
-        too_high = value >= high if high_open else value > high
-        if too_low or too_high:
-            raise ValueError(f"expected a number in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}")
-        return float(value)
-
-    return check
-
-
-def _one_of(*choices):
-    def check(value):
-        if value not in choices:
-            raise ValueError(f"expected one of {', '.join(choices)}")
-        return value
-
-    return check
-
-
-def _directions(value):
-    items = [value] if isinstance(value, str) else value
-    if not isinstance(items, (list, tuple)) or not items or any(v not in ("uni", "bi") for v in items):
-        raise ValueError("expected uni, bi, or a list of them")
-    return tuple(dict.fromkeys(items))
-
-
-_COMMON = {"min_seeds": _int_at_least(2), "confidence": _number_between(0, 1)}
-_PARAMETERS = {
-    "depth_helps": {**_COMMON, "metric": _one_of(*PPL_METRICS), "basis": _one_of("epochs", "time"),
-                    "margin": _number_between(0, 1, low_open=False), "directions": _directions},
-    "bidirectional_slow": {**_COMMON, "metric": _one_of(*COST_METRICS),
-                           "threshold": _number_between(0, math.inf)},
-    "bidirectional_useless": {**_COMMON, "margin": _number_between(0, 1, low_open=False)},
-}
-_DEFAULT_METRIC = {"depth_helps": "causal_ppl", "bidirectional_slow": "sec_per_epoch",
-                   "bidirectional_useless": "causal_ppl"}
-
-
-def default_claim(name: str) -> ClaimSpec:
-    return ClaimSpec(name=name, metric=_DEFAULT_METRIC[name])
-
-
-def default_claims() -> list[ClaimSpec]:
-    """The lesson's three claims with default parameters."""
-    return [default_claim(name) for name in CLAIM_NAMES]
-
-
-def _unknown(kind: str, value, known) -> str:
-    close = difflib.get_close_matches(str(value), list(known), n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(known)})"
-    return f"unknown {kind} {value!r}{hint}"
-
-
-def parse_claims(raw, where: str) -> list[ClaimSpec]:
-    """Validate a suite's ``claims`` list. ``None`` gives no claims. Raises HarnessError naming ``where``,
-    the item and the key at fault."""
-    if raw is None:
-        return []
-    # The caller may already name the key ("suite.yaml: claims").
-    key = where if where.endswith("claims") else f"{where}: claims"
-    if not isinstance(raw, list):
-        raise HarnessError(f"{key} = {raw!r}: expected a list of claim names or mappings")
-    specs, seen = [], set()
-    for i, item in enumerate(raw):
-        here = f"{key}[{i}]"
-        if isinstance(item, str):
-            name, params = item, {}
-        elif isinstance(item, dict):
-            if "name" not in item:
-                raise HarnessError(f"{here}: a claim mapping needs a 'name' (one of {', '.join(CLAIM_NAMES)})")
-            params = dict(item)
-            name = params.pop("name")
-        else:
-            raise HarnessError(f"{here} = {item!r}: expected a claim name or a mapping with 'name'")
-        if name not in CLAIM_TITLES:
-            raise HarnessError(f"{here}: {_unknown('claim', name, CLAIM_NAMES)}")
-        allowed = _PARAMETERS[name]
-        values = {}
-        for key, value in params.items():
-            if key not in allowed:
-                raise HarnessError(f"{here}: {name}: {_unknown('parameter', key, allowed)}")
-            try:
-                values[key] = allowed[key](value)
-            except ValueError as exc:
-                raise HarnessError(f"{here}: {name}.{key} = {value!r}: {exc}") from None
-        spec = replace(default_claim(name), **values)
-        if spec in seen:
-            raise HarnessError(f"{here}: claim {name!r} is listed twice with the same parameters")
-        seen.add(spec)
-        specs.append(spec)
-    return specs
-
-
-# --- statistics ---------------------------------------------------------------------------------------
-
-
-def t_interval(values, confidence: float = 0.95) -> tuple[float, float, float]:
-    """Mean of ``values`` and its Student-t confidence interval; the bounds are NaN below two values."""
-    x = np.asarray([v for v in values if np.isfinite(v)], dtype=float)
-    if len(x) == 0:
-        return math.nan, math.nan, math.nan
-    mean = float(x.mean())
-    if len(x) < 2:
-        return mean, math.nan, math.nan
-    se = float(x.std(ddof=1)) / math.sqrt(len(x))
-    if se == 0:
-        return mean, mean, mean
-    low, high = stats.t.interval(confidence, len(x) - 1, loc=mean, scale=se)
-    return mean, float(low), float(high)
-
-
-def welch_interval(a, b, confidence: float = 0.95) -> tuple[float, float, float]:
-    """Mean of b minus mean of a and its Welch confidence interval (unpaired, unequal variances)."""
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    diff = float(b.mean() - a.mean())
-    if len(a) < 2 or len(b) < 2:
-        return diff, math.nan, math.nan
-    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
-    se = math.sqrt(va + vb)
-    if se == 0:
-        return diff, diff, diff
-    dof = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
-    low, high = stats.t.interval(confidence, dof, loc=diff, scale=se)
-    return diff, float(low), float(high)
-
-
-@dataclass
-class Comparison:
-    """Group b against reference group a: their means, the effect (b - a, or b / a) and its interval."""
-
-    n: int
-    pairing: str  # "paired" (by seed), "unpaired" (Welch), or "too few" (no interval)
-    mean_a: float
-    mean_b: float
-    effect: float
-    low: float
-    high: float
-
-    @property
-    def has_interval(self) -> bool:
-        return math.isfinite(self.low) and math.isfinite(self.high)
-
-
-def compare(a: pd.Series, b: pd.Series, kind: str, confidence: float = 0.95, min_seeds: int = 2) -> Comparison:
-    """Compare per-seed values (Series indexed by seed). ``kind`` "difference": b - a; "ratio": b / a,
-    computed on logarithms (so the interval is of the geometric-mean ratio). Non-finite values (and, for
-    ratios, values that are not positive) are left out. Seeds present in both groups are paired."""
-    a, b = _clean(a, kind), _clean(b, kind)
-    mean_a = float(a.mean()) if len(a) else math.nan
-    mean_b = float(b.mean()) if len(b) else math.nan
-    transform = np.log if kind == "ratio" else (lambda v: v)
-    back = np.exp if kind == "ratio" else (lambda v: v)
-    paired = a.index.intersection(b.index)
-    if len(paired) >= min_seeds:
-        per_seed = transform(b[paired].to_numpy()) - transform(a[paired].to_numpy())
-        mean, low, high = t_interval(per_seed, confidence)
-        return Comparison(len(paired), "paired", mean_a, mean_b, float(back(mean)), float(back(low)),
-                          float(back(high)))
-    if len(a) >= min_seeds and len(b) >= min_seeds:
-        mean, low, high = welch_interval(transform(a.to_numpy()), transform(b.to_numpy()), confidence)
-        return Comparison(min(len(a), len(b)), "unpaired", mean_a, mean_b, float(back(mean)),
-                          float(back(low)), float(back(high)))
-    if len(a) and len(b):
-        effect = mean_b / mean_a if kind == "ratio" else mean_b - mean_a
-    else:
-        effect = math.nan
-    return Comparison(max(len(paired), min(len(a), len(b))), "too few", mean_a, mean_b, effect, math.nan,
-                      math.nan)
-
-
-def _clean(values: pd.Series, kind: str) -> pd.Series:
-    values = pd.to_numeric(values, errors="coerce")
-    values = values[np.isfinite(values)]
-    if kind == "ratio":
-        values = values[values > 0]
-    # Several rows for one seed (an axis the caller did not separate) are averaged.
-    return values.groupby(level=0).mean()
-
-
-# --- text quality -------------------------------------------------------------------------------------
-
-
-def generated_part(text: str, prefix: str) -> str:
-    """The characters a model generated: the text without its prompt."""
-    text = text if isinstance(text, str) else ""
-    return text[len(prefix):] if prefix and text.startswith(prefix) else text
-
-
-def words_of(text: str) -> list[str]:
-    return re.findall(r"[a-z]+", text.lower())
-
-
-def corpus_word_set(lines: list[str]) -> set[str]:
-    """The words of cleaned corpus lines (``harness.data.clean_lines``)."""
-    return {word for line in lines for word in words_of(line)}
-
-
-def word_share(text: str, corpus_words: set[str], drop_last: bool = True) -> float:
-    """Share of the words of ``text`` that occur in ``corpus_words``; NaN when there is no word.
-
-    Generation stops after a fixed number of characters, usually inside a word, so the last word is left
-    out (``drop_last``) unless it is the only one."""
-    words = words_of(text)
-    if drop_last and len(words) > 1:
-        words = words[:-1]
-    if not words:
-        return math.nan
-    return sum(word in corpus_words for word in words) / len(words)
-
-
-def longest_repeat(text: str, max_unit: int = 4) -> int:
-    """Length in characters of the longest run of one unit of 1 to ``max_unit`` characters repeated at
-    least twice in a row ("travellerererer" holds "erererer": 8). 0 when nothing repeats.
-
-    A run with period p is a stretch where every character equals the one p places later; it counts
-    when it spans at least two whole units (length >= 2p)."""
-    text = text if isinstance(text, str) else ""
-    best = 0
-    for period in range(1, max_unit + 1):
-        streak = 0
-        for i in range(len(text) - period):
-            streak = streak + 1 if text[i] == text[i + period] else 0
-            if streak >= period:
-                best = max(best, streak + period)
-    return best
-
-
-def sample_quality(samples: pd.DataFrame, corpus_words: set[str] | None) -> pd.DataFrame:
-    """Per sample row: ``word_share`` (NaN without corpus words) and ``longest_repeat`` of the generated
-    characters (the prompt left out)."""
-    out = samples.copy()
-    if out.empty:
-        out["word_share"] = pd.Series(dtype=float)
-        out["longest_repeat"] = pd.Series(dtype=float)
-        return out
-    prefixes = out["prefix"] if "prefix" in out else pd.Series("", index=out.index)
-    texts = out["text"] if "text" in out else pd.Series("", index=out.index)
-    generated = [generated_part(t, p if isinstance(p, str) else "") for t, p in zip(texts, prefixes)]
-    out["word_share"] = [word_share(g, corpus_words) if corpus_words else math.nan for g in generated]
-    out["longest_repeat"] = [float(longest_repeat(g)) for g in generated]
-    return out
-
-
-# --- results --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class ClaimResult:
-    spec: ClaimSpec
-    verdict: str
-    summary: str  # one line with the numbers that decided
-    reason: str = ""  # why, when inconclusive
-    evidence: pd.DataFrame = field(default_factory=pd.DataFrame)
-    headline: str = ""  # the gist in a few words, for a table of claims
-
-    @property
-    def short(self) -> str:
-        """A few words for a table: the headline, else why inconclusive."""
-        return self.headline or self.reason or self.summary
-
-    @property
-    def name(self) -> str:
-        return self.spec.name
-
-    @property
-    def title(self) -> str:
-        return self.spec.title
-
-
-def evaluate_claims(cells: pd.DataFrame, epochs: pd.DataFrame, samples: pd.DataFrame, specs,
-                    corpus_words: set[str] | None = None) -> list[ClaimResult]:
-    """Evaluate each claim of ``specs`` (default: the lesson's three) on a run's tables."""
-    specs = list(specs) if specs else default_claims()
-    cells = cells if cells is not None else pd.DataFrame()
-    epochs = epochs if epochs is not None else pd.DataFrame()
-    samples = samples if samples is not None else pd.DataFrame()
-    evaluators = {"depth_helps": _depth_helps, "bidirectional_slow": _bidirectional_slow,
-                  "bidirectional_useless": _bidirectional_useless}
-    return [evaluators[spec.name](cells, epochs, samples, spec, corpus_words) for spec in specs]
-
-
-# --- shared machinery -------------------------------------------------------------------------------
+SHORT_LABELS = {"causal_ppl": "held-out causal ppl", "val_ppl": "teacher-forced ppl", "train_ppl": "training ppl",
+                "sec_per_epoch": "s/epoch", "peak_mem_bytes": "peak memory", "sec_per_flop": "s/FLOP",
+                "leak": "causal / teacher-forced"}
 
 GRID_AXES = tuple(k for k in GRID_KEYS if k != "seed")  # seeds are the replicates, not an axis
+MACHINE = "machine"
+
+
+# --- tables -----------------------------------------------------------------------------------------------
 
 
 def ok_cells(cells: pd.DataFrame) -> pd.DataFrame:
@@ -410,15 +68,15 @@ def ok_cells(cells: pd.DataFrame) -> pd.DataFrame:
     if cells.empty or "status" not in cells:
         return cells.iloc[0:0].copy()
     ok = cells[cells["status"] == "ok"].copy()
-    for column in PPL_METRICS + COST_METRICS + ("seed", "layers", "total_sec"):
+    for column in PPL_METRICS + COST_METRICS + ("seed", "layers", "flops_per_epoch", "best_causal_ppl"):
         if column in ok:
             ok[column] = pd.to_numeric(ok[column], errors="coerce")
     return ok
 
 
 def extra_keys(cells: pd.DataFrame) -> list[str]:
-    """Configuration keys beyond the grid axes that take more than one value in ``cells``: the suite's other
-    matrix axes (precision, hidden, threads, lr ...). Cells that differ in one are different configurations."""
+    """Configuration keys beyond the grid axes that take more than one value in ``cells`` (precision,
+    hidden, threads ...): cells that differ in one are different configurations."""
     return [k for k in FIELDS if k in cells and k not in GRID_KEYS and cells[k].nunique() > 1]
 
 
@@ -428,16 +86,16 @@ def configuration_keys(cells: pd.DataFrame) -> list[str]:
 
 
 def context_keys(cells: pd.DataFrame, compared: str) -> list[str]:
-    """The keys that identify a group of seeds apart from the compared key: the grid axes, and every
-    other configuration key that takes more than one value in ``cells``."""
     return [k for k in configuration_keys(cells) if k != compared]
 
 
-def by_seed(group: pd.DataFrame, column: str) -> pd.Series:
-    """``column`` of a group of cells as numbers indexed by seed (the replicates that compare() pairs)."""
+def by_seed(group: pd.DataFrame, column: str) -> dict:
+    """``column`` of a group of cells as {seed: value} (several rows of one seed are averaged)."""
     if column not in group or "seed" not in group:
-        return pd.Series(dtype=float)
-    return pd.Series(pd.to_numeric(group[column], errors="coerce").to_numpy(), index=group["seed"].to_numpy())
+        return {}
+    values = pd.Series(pd.to_numeric(group[column], errors="coerce").to_numpy(), index=group["seed"].to_numpy())
+    values = values[np.isfinite(values)]
+    return {int(s): float(v) for s, v in values.groupby(level=0).mean().items()}
 
 
 def _groups(frame: pd.DataFrame, keys: list[str]):
@@ -448,19 +106,6 @@ def _groups(frame: pd.DataFrame, keys: list[str]):
         return
     for key, group in frame.groupby(keys, dropna=False, sort=True):
         yield (key if isinstance(key, tuple) else (key,)), group
-
-
-def _depth_steps(ok: pd.DataFrame, keys: list[str]):
-    """(context, "lo -> hi layers", shallower cells, deeper cells) for each pair of adjacent depths in each
-    group of cells that agree in ``keys``."""
-    for key, group in _groups(ok, keys):
-        depths = sorted(group["layers"].unique())
-        for lo, hi in zip(depths, depths[1:]):
-            yield (dict(zip(keys, key)), f"{int(lo)} -> {int(hi)} layers", group[group["layers"] == lo],
-                   group[group["layers"] == hi])
-
-
-MACHINE = "machine"
 
 
 def machine_of(cells: pd.DataFrame) -> pd.Series | None:
@@ -485,112 +130,38 @@ def machine_of(cells: pd.DataFrame) -> pd.Series | None:
 
 
 def with_machine(cells: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
-    """``cells`` with a ``machine`` column, and ``["machine"]`` as a further context key, when the cells were
-    timed on more than one machine (a Ray run across nodes); otherwise ``cells`` unchanged and no key.
-    Timings are compared only between cells timed on the same machine."""
+    """``cells`` with a ``machine`` column and ``["machine"]`` as a further context key when the cells were
+    timed on more than one machine; otherwise unchanged. Timings are compared only within a machine."""
     machines = machine_of(cells) if not cells.empty else None
     if machines is None or machines.nunique() < 2:
         return cells, []
     return cells.assign(**{MACHINE: machines}), [MACHINE]
 
 
-def _row(context: dict, comparison: str, metric: str, basis: str, result: Comparison, outcome: str,
-         bearing: str) -> dict:
-    return {**context, "comparison": comparison, "metric": metric, "basis": basis, "n": result.n,
-            "pairing": result.pairing, "mean_a": result.mean_a, "mean_b": result.mean_b,
-            "effect": result.effect, "ci_low": result.low, "ci_high": result.high, "outcome": outcome,
-            "bearing": bearing}
+def direction_pairs(ok: pd.DataFrame, timing: bool = False):
+    """(context, uni cells, bi cells) for every group of cells that differ only in direction and seed."""
+    if ok.empty or "direction" not in ok:
+        return
+    keys = context_keys(ok, "direction")
+    if timing:
+        ok, machine = with_machine(ok)
+        keys += machine
+    for key, group in _groups(ok, keys):
+        uni, bi = group[group["direction"] == "uni"], group[group["direction"] == "bi"]
+        if not uni.empty and not bi.empty:
+            yield dict(zip(keys, key)), uni, bi
 
 
-def _decide(deciding: pd.DataFrame, spec: ClaimSpec, metric: str) -> tuple[str, str]:
-    """A verdict from the bearings of the deciding comparisons, and the reason when inconclusive."""
-    counts = deciding["bearing"].value_counts() if not deciding.empty else pd.Series(dtype=int)
-    s, c, u = (int(counts.get(b, 0)) for b in (SUPPORTS, CONTRADICTS, UNCLEAR))
-    decided = s + c + u
-    if decided == 0:
-        most = int(deciding["n"].max()) if not deciding.empty else 0
-        if most == 0:
-            return INCONCLUSIVE, f"cells missing: no comparison has {metric} values on both sides"
-        return INCONCLUSIVE, (f"too few seeds: at most {most} per side of a comparison, "
-                              f"{spec.min_seeds} needed")
-    if s > c + u:
-        return SUPPORTED, ""
-    if c > s + u:
-        return NOT_SUPPORTED, ""
-    if u >= max(s, c):
-        return INCONCLUSIVE, f"spread too wide: {u} of {decided} intervals include the threshold"
-    return INCONCLUSIVE, f"mixed results: {s} of {decided} comparisons support the claim, {c} contradict it"
+def depth_steps(ok: pd.DataFrame, keys: list[str]):
+    """(context, "lo -> hi layers", shallower cells, deeper cells) for each pair of adjacent depths."""
+    for key, group in _groups(ok, keys):
+        depths = sorted(group["layers"].dropna().unique())
+        for lo, hi in zip(depths, depths[1:]):
+            yield (dict(zip(keys, key)), f"{int(lo)} -> {int(hi)} layers", group[group["layers"] == lo],
+                   group[group["layers"] == hi])
 
 
-def _plural(count: int, noun: str) -> str:
-    return f"{count} {noun}{'' if count == 1 else 's'}"
-
-
-def _counts_phrase(deciding: pd.DataFrame, labels: dict[str, str]) -> str:
-    counts = deciding["bearing"].value_counts()
-    decided = int(sum(counts.get(b, 0) for b in (SUPPORTS, CONTRADICTS, UNCLEAR)))
-    if decided == 0:
-        return f"{_plural(len(deciding), 'comparison')}, none with enough seeds for an interval"
-    parts = [f"{labels[b]} in {int(counts.get(b, 0))} of {decided}" for b in (SUPPORTS, CONTRADICTS, UNCLEAR)]
-    skipped = int(counts.get(INSUFFICIENT, 0))
-    if skipped:
-        parts.append(f"{skipped} without enough seeds")
-    return ", ".join(parts)
-
-
-def _headline(verdict: str, reason: str, deciding: pd.DataFrame, labels: dict[str, str]) -> str:
-    """How many comparisons went the verdict's way ("lower in 8 of 8"), or why there is no verdict."""
-    if verdict == INCONCLUSIVE:
-        return reason
-    bearing = SUPPORTS if verdict == SUPPORTED else CONTRADICTS
-    counts = deciding["bearing"].value_counts()
-    decided = int(sum(counts.get(b, 0) for b in (SUPPORTS, CONTRADICTS, UNCLEAR)))
-    return f"{labels[bearing]} in {int(counts.get(bearing, 0))} of {decided}"
-
-
-def _mean_phrase(values: pd.Series, kind: str) -> str:
-    """The mean alone of ``_range_phrase``: x1.96 (geometric mean of ratios) or -13.6% (relative changes)."""
-    values = values[np.isfinite(values)]
-    if kind == "ratio":
-        values = values[values > 0]
-        return f"x{float(np.exp(np.log(values).mean())):.3g}" if not values.empty else ""
-    return f"{values.mean():+.1%}" if not values.empty else ""
-
-
-def _range_phrase(values: pd.Series, kind: str) -> str:
-    """Mean and range of ratios (geometric mean, shown as xR) or of relative changes (shown in percent)."""
-    values = values[np.isfinite(values)]
-    if kind == "ratio":
-        values = values[values > 0]
-    if values.empty:
-        return ""
-    if kind == "ratio":
-        mean = float(np.exp(np.log(values).mean()))
-        return f"x{mean:.3g} on average (range x{values.min():.3g} to x{values.max():.3g})"
-    return f"{values.mean():+.1%} on average (range {values.min():+.1%} to {values.max():+.1%})"
-
-
-def _left_out_note(cells: pd.DataFrame, keep) -> str:
-    if cells.empty or "status" not in cells:
-        return ""
-    relevant = cells[keep(cells)] if keep else cells
-    bad = relevant[relevant["status"] != "ok"]
-    if bad.empty:
-        return ""
-    counts = bad["status"].value_counts()
-    listed = ", ".join(f"{n} {status}" for status, n in counts.items())
-    return f" Left out: {listed} {'cell' if len(bad) == 1 else 'cells'}."
-
-
-def _no_interval(result: Comparison) -> str:
-    return "no values" if result.n == 0 else "too few seeds"
-
-
-def _empty_result(spec: ClaimSpec, reason: str, note: str = "") -> ClaimResult:
-    return ClaimResult(spec, INCONCLUSIVE, f"{INCONCLUSIVE}: {reason}.{note}", reason, pd.DataFrame())
-
-
-# --- depth helps ------------------------------------------------------------------------------------
+# --- curves ----------------------------------------------------------------------------------------------
 
 
 def training_curves(epochs: pd.DataFrame) -> dict[str, pd.DataFrame]:
@@ -598,7 +169,7 @@ def training_curves(epochs: pd.DataFrame) -> dict[str, pd.DataFrame]:
 
     A warm-up epoch (one-time allocation and thread start-up, left out of ``sec_per_epoch`` for the same
     reason) counts at the cell's median steady epoch time, so that it does not decide a comparison."""
-    if epochs.empty or not {"cell_id", "epoch", "sec"} <= set(epochs.columns):
+    if epochs is None or epochs.empty or not {"cell_id", "epoch", "sec"} <= set(epochs.columns):
         return {}
     frame = epochs.copy()
     for column in ("epoch", "sec") + PPL_METRICS:
@@ -625,247 +196,508 @@ def value_at_time(curve: pd.DataFrame, seconds: float, metric: str) -> float:
     return float(reached[metric].iloc[-1]) if not reached.empty else math.nan
 
 
-def _depth_outcome(result: Comparison, margin: float) -> tuple[str, str]:
-    if not result.has_interval:
-        return _no_interval(result), INSUFFICIENT
-    tolerance = margin * abs(result.mean_a)
-    if result.high < -tolerance:
-        return "lower", SUPPORTS
-    if result.low > tolerance:
-        return "higher", CONTRADICTS
-    if result.low >= -tolerance and result.high <= tolerance:
-        return "no change", CONTRADICTS
-    return "unclear", UNCLEAR
+def best_causal(cells: pd.DataFrame, curves: dict) -> pd.Series:
+    """Per cell row: the lowest held-out causal perplexity it reached at any evaluation (its last one
+    when there are no curves)."""
+    last = pd.to_numeric(cells["causal_ppl"], errors="coerce") if "causal_ppl" in cells \
+        else pd.Series(np.nan, index=cells.index)
+    if "cell_id" not in cells:
+        return last
+    best = []
+    for cell_id, final in zip(cells["cell_id"], last):
+        curve = curves.get(cell_id)
+        values = curve["causal_ppl"].dropna() if curve is not None and "causal_ppl" in curve else pd.Series()
+        best.append(float(min(values.min(), final)) if len(values) and math.isfinite(final)
+                    else float(values.min()) if len(values) else final)
+    return pd.Series(best, index=cells.index, dtype=float)
 
 
-def _depth_helps(cells, epochs, samples, spec: ClaimSpec, corpus_words) -> ClaimResult:
-    in_scope = (lambda c: c["direction"].isin(spec.directions)) if "direction" in cells else None
-    note = _left_out_note(cells, in_scope)
-    ok = ok_cells(cells)
+# --- results ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ClaimResult:
+    spec: ClaimSpec
+    verdict: str
+    sentence: str  # the answer in plain words, with the number a reader should remember
+    reason: str = ""  # where the pooled interval lies against the threshold, or why there is no verdict
+    pooled: Pooled = field(default_factory=lambda: EMPTY_POOL)  # on the log scale
+    evidence: pd.DataFrame = field(default_factory=pd.DataFrame)  # one row per configuration and measure
+    pooled_table: pd.DataFrame = field(default_factory=pd.DataFrame)  # deciding measure, overall and per cell
+    context_table: pd.DataFrame = field(default_factory=pd.DataFrame)  # other measures, pooled
+    notes: list[str] = field(default_factory=list)
+    threshold: float = 1.0  # the ratio the pooled interval is held against
+    no_effect: float = 1.0
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def title(self) -> str:
+        return self.spec.title
+
+    @property
+    def ratio(self) -> tuple[float, float, float]:
+        p = self.pooled
+        return tuple(math.exp(v) if math.isfinite(v) else math.nan for v in (p.estimate, p.low, p.high))
+
+    @property
+    def effect_text(self) -> str:
+        return ratio_text(*self.ratio)
+
+    @property
+    def deciding(self) -> pd.DataFrame:
+        if self.evidence.empty:
+            return self.evidence
+        return self.evidence[self.evidence["role"] == "deciding"]
+
+
+def ratio_text(estimate: float, low: float, high: float) -> str:
+    """x2.31 [2.10, 2.54], or x2.31 alone without an interval, or '-'."""
+    if not math.isfinite(estimate):
+        return "-"
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return f"x{estimate:.3g}"
+    # As many digits as it takes for a narrow interval not to print as zero width.
+    digits = 3
+    while digits < 6 and f"{low:.{digits}g}" == f"{high:.{digits}g}":
+        digits += 1
+    return f"x{estimate:.{digits}g} [{low:.{digits}g}, {high:.{digits}g}]"
+
+
+# --- the shared machinery of every claim -----------------------------------------------------------
+
+
+@dataclass
+class Unit:
+    """One configuration's comparison of one measure: context, the two sides' seeds, whether it counts."""
+
+    context: dict
+    comparison: str
+    metric: str
+    basis: str
+    replicates: Replicates
+    learned_a: float = math.nan  # share of the reference side's seeds that learned (NaN: not applicable)
+    learned_b: float = math.nan
+    role: str = "deciding"
+
+    @property
+    def counts(self) -> bool:
+        # Neither side learned: a comparison of two plateaus at the letter frequencies says nothing.
+        return not (self.learned_a == 0 and self.learned_b == 0)
+
+
+def _outcome(effect: Effect, lower_bound: float, direction: str, counts: bool) -> tuple[str, str]:
+    """How one configuration's interval (ratio scale) lies against ``lower_bound``: ``direction`` "above"
+    when the claim wants the ratio above it, "below" when below."""
+    if not counts:
+        return "neither side learned", NOT_COUNTED
+    if not effect.has_interval:
+        return ("single seed" if effect.n else "no values"), INSUFFICIENT
+    low, high = math.exp(effect.low), math.exp(effect.high)
+    if direction == "above":
+        return (("above", SUPPORTS) if low > lower_bound else ("below", CONTRADICTS) if high < lower_bound
+                else ("unclear", UNCLEAR))
+    return (("below", SUPPORTS) if high < lower_bound else ("above", CONTRADICTS) if low > lower_bound
+            else ("unclear", UNCLEAR))
+
+
+def _evaluate_units(units: list[Unit], spec: ClaimSpec, kind_bound: float, direction: str) -> pd.DataFrame:
+    """Evidence rows for ``units``: each measure's spread is pooled over its own configurations."""
+    rows = []
+    by_measure: dict[tuple, list[Unit]] = {}
+    for unit in units:
+        by_measure.setdefault((unit.metric, unit.basis, unit.comparison.split(":")[0]), []).append(unit)
+    for measure_units in by_measure.values():
+        counted = [u for u in measure_units if u.counts]
+        spread = pooled_spread([u.replicates for u in counted] or [u.replicates for u in measure_units], "ratio")
+        for unit in measure_units:
+            effect = configuration_effect(unit.replicates, "ratio", spread, spec.confidence)
+            enough = min(len(unit.replicates.a), len(unit.replicates.b)) >= spec.min_seeds
+            counts = unit.counts and enough
+            outcome, bearing = _outcome(effect, kind_bound, direction, unit.counts)
+            if unit.counts and not enough:
+                outcome, bearing = f"fewer than {spec.min_seeds} seeds", INSUFFICIENT
+            a = np.array(list(unit.replicates.a.values()), dtype=float)
+            b = np.array(list(unit.replicates.b.values()), dtype=float)
+            rows.append({
+                **unit.context, "comparison": unit.comparison, "metric": unit.metric, "basis": unit.basis,
+                "role": unit.role, "seeds": effect.n, "pairing": effect.pairing,
+                "reference": _geomean(a), "compared": _geomean(b),
+                "ratio": math.exp(effect.estimate) if math.isfinite(effect.estimate) else math.nan,
+                "ci_low": math.exp(effect.low) if math.isfinite(effect.low) else math.nan,
+                "ci_high": math.exp(effect.high) if math.isfinite(effect.high) else math.nan,
+                "log_effect": effect.estimate, "log_se": effect.se, "bounded": effect.bounded,
+                "learned_reference": unit.learned_a, "learned_compared": unit.learned_b,
+                "counted": counts and math.isfinite(effect.estimate), "outcome": outcome, "bearing": bearing,
+            })
+    return pd.DataFrame(rows)
+
+
+def _geomean(values: np.ndarray) -> float:
+    values = values[np.isfinite(values) & (values > 0)]
+    return float(np.exp(np.log(values).mean())) if len(values) else math.nan
+
+
+def _effects(rows: pd.DataFrame) -> list[Effect]:
+    return [Effect(r.log_effect, r.log_se, 0, math.log(r.ci_low) if r.ci_low > 0 else math.nan,
+                   math.log(r.ci_high) if r.ci_high > 0 else math.nan, int(r.seeds), r.pairing)
+            for r in rows.itertuples() if r.counted]
+
+
+def pooled_rows(rows: pd.DataFrame, confidence: float, label: str) -> tuple[Pooled, list[dict]]:
+    """The pooled effect of the counted ``rows``, overall and per cell type: (overall, table rows)."""
+    overall = pool(_effects(rows), confidence) if not rows.empty else EMPTY_POOL
+    table = [_pool_row(label, "all", rows, overall)]
+    if "cell" in rows and rows["cell"].nunique() > 1:
+        for cell, group in rows.groupby("cell", sort=True):
+            table.append(_pool_row(label, str(cell), group, pool(_effects(group), confidence)))
+    return overall, table
+
+
+def _pool_row(label: str, cells: str, rows: pd.DataFrame, pooled: Pooled) -> dict:
+    estimates = rows.loc[rows["counted"], "log_effect"] if not rows.empty else pd.Series(dtype=float)
+    return {"measure": label, "cells": cells, "configurations": f"{pooled.k} of {len(rows)}",
+            "ratio": math.exp(pooled.estimate) if math.isfinite(pooled.estimate) else math.nan,
+            "ci_low": math.exp(pooled.low) if math.isfinite(pooled.low) else math.nan,
+            "ci_high": math.exp(pooled.high) if math.isfinite(pooled.high) else math.nan,
+            "i2": pooled.i2, "tau_factor": math.exp(pooled.tau) if math.isfinite(pooled.tau) else math.nan,
+            "sign_p": sign_test(estimates), "method": pooled.method}
+
+
+def _verdict(pooled: Pooled, bound: float, direction: str, units_total: int, counted: int,
+             not_counted: int) -> tuple[str, str]:
+    """The verdict from where the pooled interval lies against ``bound``, and its reason."""
+    if units_total == 0:
+        return INCONCLUSIVE, "no configurations to compare"
+    if counted == 0:
+        if not_counted:
+            return INCONCLUSIVE, (f"did not learn: in all {not_counted} comparisons neither side got below the "
+                                  f"unigram baseline")
+        return INCONCLUSIVE, "too few seeds for an interval"
+    if not pooled.has_interval:
+        return INCONCLUSIVE, "too few seeds for an interval (one seed per configuration and one configuration)"
+    low, high = math.exp(pooled.low), math.exp(pooled.high)
+    where = f"the {len_text(pooled)} interval [{low:.3g}, {high:.3g}]"
+    if direction == "above":
+        if low > bound:
+            return SUPPORTED, f"{where} lies above x{bound:.3g}"
+        if high < bound:
+            return NOT_SUPPORTED, f"{where} lies below x{bound:.3g}"
+    else:
+        if high < bound:
+            return SUPPORTED, f"{where} lies below x{bound:.3g}"
+        if low > bound:
+            return NOT_SUPPORTED, f"{where} lies above x{bound:.3g}"
+    return INCONCLUSIVE, f"too noisy: {where} includes x{bound:.3g}"
+
+
+def len_text(pooled: Pooled) -> str:
+    return "pooled" if pooled.k > 1 else "configuration's"
+
+
+def _learned_share(cells: pd.DataFrame, baseline: float | None) -> float:
+    """Share of ``cells`` whose best held-out causal perplexity is below ``baseline`` (NaN without one)."""
+    if baseline is None or not math.isfinite(baseline) or "best_causal_ppl" not in cells or cells.empty:
+        return math.nan
+    values = pd.to_numeric(cells["best_causal_ppl"], errors="coerce")
+    values = values[np.isfinite(values)]
+    return float((values < baseline).mean()) if len(values) else math.nan
+
+
+def _seed_note(rows: pd.DataFrame) -> list[str]:
+    if rows.empty:
+        return []
+    most = int(rows["seeds"].max())
+    if most < 3:
+        return [f"At most {most} seed{'s' if most != 1 else ''} per configuration: fewer than the 3 a claim "
+                "should rest on; the pooled interval borrows the spread of all configurations."]
+    return []
+
+
+def _bounded_note(rows: pd.DataFrame) -> list[str]:
+    if rows.empty or not rows["bounded"].any():
+        return []
+    n = int(rows["bounded"].sum())
+    return [f"In {n} configuration{'s' if n != 1 else ''} the seeds agreed closer than the resolution (0.1%): "
+            "the interval there (marked †) is bounded by that resolution, not by the seeds."]
+
+
+def _left_out_note(cells: pd.DataFrame, keep=None) -> list[str]:
+    if cells.empty or "status" not in cells:
+        return []
+    relevant = cells[keep(cells)] if keep is not None else cells
+    bad = relevant[relevant["status"] != "ok"]
+    if bad.empty:
+        return []
+    listed = ", ".join(f"{n} {status}" for status, n in bad["status"].value_counts().items())
+    return [f"Left out: {listed} {'cell' if len(bad) == 1 else 'cells'} (did not finish)."]
+
+
+def _finish(spec: ClaimSpec, evidence: pd.DataFrame, label: str, bound: float, direction: str,
+            context: list[tuple[str, pd.DataFrame]], notes: list[str], sentence) -> ClaimResult:
+    deciding = evidence[evidence["role"] == "deciding"] if not evidence.empty else evidence
+    if deciding.empty:
+        verdict, reason = INCONCLUSIVE, "no configurations to compare"
+        return ClaimResult(spec, verdict, f"Inconclusive: {reason}.", reason, EMPTY_POOL, evidence,
+                           notes=notes, threshold=bound)
+    pooled, table = pooled_rows(deciding, spec.confidence, label)
+    context_rows = []
+    for context_label, rows in context:
+        if not rows.empty:
+            context_rows += pooled_rows(rows, spec.confidence, context_label)[1][:1]
+    counted = int(deciding["counted"].sum())
+    not_counted = int((deciding["bearing"] == NOT_COUNTED).sum())
+    verdict, reason = _verdict(pooled, bound, direction, len(deciding), counted, not_counted)
+    notes = notes + _seed_note(deciding) + _bounded_note(deciding)
+    if not_counted:
+        notes.append(f"{not_counted} of {len(deciding)} comparisons are shown but not counted: neither side "
+                     "learned (best held-out causal perplexity not below the unigram baseline).")
+    result = ClaimResult(spec, verdict, "", reason, pooled, evidence, pd.DataFrame(table),
+                         pd.DataFrame(context_rows), notes, threshold=bound)
+    result.sentence = sentence(result)
+    return result
+
+
+# --- depth helps -----------------------------------------------------------------------------------------
+
+
+def _depth_helps(ok, cells, curves, spec: ClaimSpec, baselines, quality) -> ClaimResult:
+    notes = _left_out_note(cells, (lambda c: c["direction"].isin(spec.directions)) if "direction" in cells else None)
     if "direction" in ok:
         ok = ok[ok["direction"].isin(spec.directions)]
     directions = "/".join(spec.directions)
-    if ok.empty or "layers" not in ok:
-        return _empty_result(spec, f"cells missing: no finished {directions} cells", note)
-    if ok["layers"].nunique() < 2:
-        return _empty_result(spec, f"only one depth ({_plural(int(ok['layers'].iloc[0]), 'layer')}) among the finished "
-                                   f"{directions} cells", note)
-    curves = training_curves(epochs)
-    rows = []
+    if ok.empty or "layers" not in ok or ok["layers"].nunique() < 2:
+        reason = (f"only one depth among the finished {directions} cells" if not ok.empty and "layers" in ok
+                  else f"no finished {directions} cells")
+        return ClaimResult(spec, INCONCLUSIVE, f"Inconclusive: {reason}.", reason, notes=notes)
+    unigram = (baselines or {}).get("unigram")
+    units = []
     keys = context_keys(ok, "layers")
-    for context, step, a_cells, b_cells in _depth_steps(ok, keys):
-        for metric in PPL_METRICS:
-            result = compare(by_seed(a_cells, metric), by_seed(b_cells, metric), "difference",
-                             spec.confidence, spec.min_seeds)
-            rows.append(_row(context, step, metric, "epochs", result, *_depth_outcome(result, spec.margin)))
-    # At equal training time the seconds count, so only cells timed on the same machine are compared.
-    ok, machine = with_machine(ok)
-    for context, step, a_cells, b_cells in _depth_steps(ok, keys + machine) if curves else ():
-        a_time = {int(s): curves[c]["elapsed"].iloc[-1] for s, c in zip(a_cells["seed"], a_cells["cell_id"])
-                  if c in curves}
-        fallback = float(np.median(list(a_time.values()))) if a_time else math.nan
-        for metric in PPL_METRICS:
-            a = pd.Series({s: value_at_time(curves[c], a_time.get(int(s), math.nan), metric)
-                           for s, c in zip(a_cells["seed"], a_cells["cell_id"]) if c in curves}, dtype=float)
-            b = pd.Series({s: value_at_time(curves[c], a_time.get(int(s), fallback), metric)
-                           for s, c in zip(b_cells["seed"], b_cells["cell_id"]) if c in curves}, dtype=float)
-            result = compare(a, b, "difference", spec.confidence, spec.min_seeds)
-            rows.append(_row(context, step, metric, "time", result, *_depth_outcome(result, spec.margin)))
-    evidence = pd.DataFrame(rows)
-    deciding = evidence[(evidence["metric"] == spec.metric) & (evidence["basis"] == spec.basis)] \
-        if not evidence.empty else evidence
-    label = f"{METRIC_LABELS[spec.metric]} at equal {'training time' if spec.basis == 'time' else 'epochs'}"
-    if deciding.empty:
-        reason = ("no per-epoch times (epochs.csv missing or empty)" if spec.basis == "time"
-                  else f"no {spec.metric} values")
-        return ClaimResult(spec, INCONCLUSIVE, f"{INCONCLUSIVE}: {reason}.{note}", reason, evidence)
-    verdict, reason = _decide(deciding, spec, spec.metric)
-    words = {SUPPORTS: "lower with more layers", CONTRADICTS: "higher or unchanged", UNCLEAR: "unclear"}
-    relative = deciding["effect"] / deciding["mean_a"]
-    summary = f"{label}: {_counts_phrase(deciding, words)}"
-    change = _range_phrase(relative[deciding["bearing"] != INSUFFICIENT], "relative")
-    if change:
-        summary += f"; change per depth step {change}"
-    other_basis = "time" if spec.basis == "epochs" else "epochs"
-    other = evidence[(evidence["metric"] == "train_ppl") & (evidence["basis"] == other_basis)]
-    if not other.empty and (other["bearing"] != INSUFFICIENT).any():
-        lower = int((other["bearing"] == SUPPORTS).sum())
-        summary += (f"; training perplexity at equal {'training time' if other_basis == 'time' else 'epochs'}"
-                    f" lower in {lower} of {int((other['bearing'] != INSUFFICIENT).sum())}")
-    summary = f"{verdict}: {summary}.{note}"
-    if reason:
-        summary = f"{summary} Inconclusive because {reason}."
-    short = SHORT_LABELS[spec.metric] + (" at equal time" if spec.basis == "time" else "")
-    headline = _headline(verdict, reason, deciding, {SUPPORTS: f"{short} lower with more layers",
-                                                      CONTRADICTS: f"{short} higher or unchanged with more layers"})
-    mean_change = _mean_phrase(relative[deciding["bearing"] != INSUFFICIENT], "relative")
-    if mean_change:
-        headline += f" ({mean_change} per step)"
-    return ClaimResult(spec, verdict, summary, reason, evidence, headline)
+    if spec.basis == "epochs":
+        for context, step, a, b in depth_steps(ok, keys):
+            learned = (_learned_share(a, unigram), _learned_share(b, unigram))
+            for metric in PPL_METRICS:
+                role = "deciding" if metric == spec.metric else "context"
+                units.append(Unit(context, step, metric, "epochs",
+                                  Replicates(by_seed(a, metric), by_seed(b, metric)), *learned, role=role))
+    else:
+        # At equal training time the seconds count, so only cells timed on the same machine are compared.
+        timed, machine = with_machine(ok)
+        for context, step, a, b in depth_steps(timed, keys + machine):
+            learned = (_learned_share(a, unigram), _learned_share(b, unigram))
+            a_time = {int(s): curves[c]["elapsed"].iloc[-1] for s, c in zip(a["seed"], a["cell_id"]) if c in curves}
+            fallback = float(np.median(list(a_time.values()))) if a_time else math.nan
+            for metric in PPL_METRICS:
+                at = {int(s): value_at_time(curves.get(c), a_time.get(int(s), math.nan), metric)
+                      for s, c in zip(a["seed"], a["cell_id"])}
+                bt = {int(s): value_at_time(curves.get(c), a_time.get(int(s), fallback), metric)
+                      for s, c in zip(b["seed"], b["cell_id"])}
+                units.append(Unit(context, step, metric, "time",
+                                  Replicates({k: v for k, v in at.items() if math.isfinite(v)},
+                                             {k: v for k, v in bt.items() if math.isfinite(v)}),
+                                  *learned, role="deciding" if metric == spec.metric else "context"))
+    bound = 1 - spec.margin
+    evidence = _evaluate_units(units, spec, bound, "below")
+    label = METRIC_LABELS[spec.metric] + (" at equal training time" if spec.basis == "time" else "")
+    context = [(METRIC_LABELS[m] + (" at equal training time" if spec.basis == "time" else ""),
+                evidence[(evidence["metric"] == m) & (evidence["role"] == "context")])
+               for m in PPL_METRICS if m != spec.metric] if not evidence.empty else []
+
+    def sentence(result: ClaimResult) -> str:
+        r, low, high = result.ratio
+        if not math.isfinite(r):
+            return f"{result.verdict.capitalize()}: {result.reason}."
+        at = "at equal training time" if spec.basis == "time" else "after the same epochs"
+        change = "lower" if r < 1 else "higher"
+        text = (f"Each added layer left {SHORT_LABELS[spec.metric]} {ratio_text(r, low, high)} of the shallower "
+                f"network's ({abs(1 - r):.0%} {change}) {at}")
+        others = result.context_table
+        if not others.empty:
+            parts = [f"{SHORT_LABELS[m]} {ratio_text(row.ratio, row.ci_low, row.ci_high)}"
+                     for m, row in zip([m for m in PPL_METRICS if m != spec.metric], others.itertuples())
+                     if math.isfinite(row.ratio)]
+            if parts:
+                text += "; " + "; ".join(parts)
+        return text + "."
+
+    return _finish(spec, evidence, label, bound, "below", context, notes, sentence)
 
 
-# --- bidirectional is slow ------------------------------------------------------------------------------
+# --- bidirectional is slow -------------------------------------------------------------------------------
 
 
-def _slow_outcome(result: Comparison, threshold: float) -> tuple[str, str]:
-    if not result.has_interval:
-        return _no_interval(result), INSUFFICIENT
-    if result.low > threshold:
-        return "slower", SUPPORTS
-    if result.high < threshold:
-        return "not slower", CONTRADICTS
-    return "unclear", UNCLEAR
-
-
-def direction_pairs(ok: pd.DataFrame, timing: bool = False):
-    """(context, uni cells, bi cells) for every group of cells that differ only in direction and seed.
-    ``timing``: the pairs compare times or memory, so cells timed on different machines are not paired
-    (the context then names the machine when the cells ran on several)."""
-    if ok.empty or "direction" not in ok:
-        return
-    keys = context_keys(ok, "direction")
-    if timing:
-        ok, machine = with_machine(ok)
-        keys += machine
-    for key, group in _groups(ok, keys):
-        uni, bi = group[group["direction"] == "uni"], group[group["direction"] == "bi"]
-        if not uni.empty and not bi.empty:
-            yield dict(zip(keys, key)), uni, bi
-
-
-def _bidirectional_slow(cells, epochs, samples, spec: ClaimSpec, corpus_words) -> ClaimResult:
-    note = _left_out_note(cells, None)
-    ok = ok_cells(cells)
-    rows = []
+def _bidirectional_slow(ok, cells, curves, spec: ClaimSpec, baselines, quality) -> ClaimResult:
+    notes = _left_out_note(cells)
+    units = []
     for context, uni, bi in direction_pairs(ok, timing=True):
         for metric in COST_METRICS:
-            result = compare(by_seed(uni, metric), by_seed(bi, metric), "ratio", spec.confidence, spec.min_seeds)
-            rows.append(_row(context, "bi / uni", metric, "epochs", result, *_slow_outcome(result, spec.threshold)))
-    evidence = pd.DataFrame(rows)
-    if evidence.empty:
-        return _empty_result(spec, "cells missing: no finished uni and bi cells that differ only in direction",
-                             note)
-    deciding = evidence[evidence["metric"] == spec.metric]
-    if not np.isfinite(deciding["effect"]).any():
-        return ClaimResult(spec, INCONCLUSIVE, f"{INCONCLUSIVE}: no {spec.metric} values.{note}",
-                           f"no {spec.metric} values", evidence)
-    verdict, reason = _decide(deciding, spec, spec.metric)
-    words = {SUPPORTS: f"slower by more than x{spec.threshold:g}", CONTRADICTS: "not slower", UNCLEAR: "unclear"}
-    summary = f"bi/uni {METRIC_LABELS[spec.metric]}: {_range_phrase(deciding['effect'], 'ratio')}; " \
-              f"{_counts_phrase(deciding, words)}"
-    other = evidence[(evidence["metric"] != spec.metric) & np.isfinite(evidence["effect"])]
-    if not other.empty:
-        summary += f"; {METRIC_LABELS[other['metric'].iloc[0]]} {_range_phrase(other['effect'], 'ratio')}"
-    summary = f"{verdict}: {summary}.{note}"
-    if reason:
-        summary = f"{summary} Inconclusive because {reason}."
-    headline = f"bi/uni {SHORT_LABELS[spec.metric]} {_mean_phrase(deciding['effect'], 'ratio')}; " + _headline(
-        verdict, reason, deciding, {SUPPORTS: f"above x{spec.threshold:g}", CONTRADICTS: f"below x{spec.threshold:g}"})
-    return ClaimResult(spec, verdict, summary, reason, evidence, headline)
+            units.append(Unit(context, "bi / uni", metric, "epochs",
+                              Replicates(by_seed(uni, metric), by_seed(bi, metric)),
+                              role="deciding" if metric == spec.metric else "context"))
+        if spec.metric == "sec_per_epoch" and "flops_per_epoch" in uni:
+            # Time per unit of arithmetic: does bi run slower per FLOP, or only do more FLOPs?
+            per_flop = {}
+            for side, group in (("a", uni), ("b", bi)):
+                sec, flops = by_seed(group, "sec_per_epoch"), by_seed(group, "flops_per_epoch")
+                per_flop[side] = {s: sec[s] / flops[s] for s in sec if flops.get(s, 0) > 0}
+            units.append(Unit(context, "bi / uni", "sec_per_flop", "epochs",
+                              Replicates(per_flop["a"], per_flop["b"]), role="context"))
+    evidence = _evaluate_units(units, spec, spec.threshold, "above")
+    if not evidence.empty and "flops_per_epoch" in ok:
+        flops = {}
+        for context, uni, bi in direction_pairs(ok, timing=True):
+            fu, fb = _geomean(uni["flops_per_epoch"].to_numpy(float)), _geomean(bi["flops_per_epoch"].to_numpy(float))
+            flops[tuple(context.values())] = fb / fu if fu > 0 else math.nan
+        keys = [k for k in evidence.columns if k in context_keys(ok, "direction") + [MACHINE]]
+        evidence["flops_ratio"] = [flops.get(tuple(row[k] for k in keys), math.nan) for _, row in evidence.iterrows()]
+    label = f"bi / uni {METRIC_LABELS[spec.metric]}"
+    context = [(f"bi / uni {METRIC_LABELS[m]}", evidence[(evidence["metric"] == m) & (evidence["role"] == "context")])
+               for m in ("peak_mem_bytes", "sec_per_epoch", "sec_per_flop") if m != spec.metric] \
+        if not evidence.empty else []
+
+    def sentence(result: ClaimResult) -> str:
+        r, low, high = result.ratio
+        if not math.isfinite(r):
+            return f"{result.verdict.capitalize()}: {result.reason}."
+        what = "as long per epoch" if spec.metric == "sec_per_epoch" else "the peak memory"
+        text = f"Bidirectional cells took {ratio_text(r, low, high)} {what} of unidirectional ones"
+        if spec.metric == "sec_per_epoch" and "flops_ratio" in result.evidence:
+            deciding = result.deciding
+            f = _geomean(deciding["flops_ratio"].to_numpy(float))
+            if math.isfinite(f):
+                text += f"; they do x{f:.3g} the arithmetic"
+            per_flop = result.context_table[result.context_table["measure"].str.contains("FLOP")] \
+                if not result.context_table.empty else pd.DataFrame()
+            if not per_flop.empty and math.isfinite(per_flop["ratio"].iloc[0]):
+                row = per_flop.iloc[0]
+                text += f", so per FLOP they take {ratio_text(row['ratio'], row['ci_low'], row['ci_high'])}"
+        return text + "."
+
+    return _finish(spec, evidence, label, spec.threshold, "above", context, notes, sentence)
 
 
-# --- bidirectional is useless ---------------------------------------------------------------------------
+# --- bidirectional is useless -----------------------------------------------------------------------------
 
 
-def _useless_outcome(result: Comparison, margin: float) -> tuple[str, str]:
-    if not result.has_interval:
-        return _no_interval(result), INSUFFICIENT
-    if result.low > 1 - margin:
-        return "bi no better", SUPPORTS
-    if result.high < 1 - margin:
-        return "bi better", CONTRADICTS
-    return "unclear", UNCLEAR
+def _bidirectional_useless(ok, cells, curves, spec: ClaimSpec, baselines, quality) -> ClaimResult:
+    notes = _left_out_note(cells)
+    unigram = (baselines or {}).get("unigram")
+    units = []
+    for context, uni, bi in direction_pairs(ok):
+        learned = (_learned_share(uni, unigram), _learned_share(bi, unigram))
+        units.append(Unit(context, "bi / uni", "causal_ppl", "epochs",
+                          Replicates(by_seed(uni, "causal_ppl"), by_seed(bi, "causal_ppl")), *learned))
+        for direction, group in (("bi", bi), ("uni", uni)):
+            units.append(Unit(context, f"{direction}: causal / teacher-forced", "leak", "epochs",
+                              Replicates(by_seed(group, "val_ppl"), by_seed(group, "causal_ppl")),
+                              role="context"))
+    bound = 1 - spec.margin
+    evidence = _evaluate_units(units, spec, bound, "above")
+    label = "bi / uni held-out causal perplexity"
+    context = []
+    if not evidence.empty:
+        for direction in ("bi", "uni"):
+            context.append((f"{direction}: causal / teacher-forced (the leak)",
+                            evidence[evidence["comparison"] == f"{direction}: causal / teacher-forced"]))
+    if quality is not None and not quality.empty:
+        notes.append(_quality_note(ok, quality))
 
+    def sentence(result: ClaimResult) -> str:
+        r, low, high = result.ratio
+        if not math.isfinite(r):
+            return f"{result.verdict.capitalize()}: {result.reason}."
+        better = "worse" if r > 1 else "better"
+        text = (f"Predicting the next character from the past alone, bidirectional cells reached "
+                f"{ratio_text(r, low, high)} the held-out perplexity of unidirectional ones ({better})")
+        leak = result.context_table[result.context_table["measure"].str.startswith("bi:")] \
+            if not result.context_table.empty else pd.DataFrame()
+        if not leak.empty and math.isfinite(leak["ratio"].iloc[0]):
+            row = leak.iloc[0]
+            text += (f", while reading the character they predict made their perplexity "
+                     f"{ratio_text(1 / row['ratio'], 1 / row['ci_high'], 1 / row['ci_low'])} of that (the leak)")
+        return text + "."
 
-def _leak_outcome(result: Comparison, margin: float) -> tuple[str, str]:
-    if not result.has_interval:
-        return _no_interval(result), INSUFFICIENT
-    if result.low > 1 + margin:
-        return "leak", SUPPORTS
-    if result.high <= 1 + margin:
-        return "no leak", CONTRADICTS
-    return "unclear", UNCLEAR
-
-
-def _difference_outcome(result: Comparison) -> str:
-    if not result.has_interval:
-        return _no_interval(result)
-    if result.high < 0:
-        return "bi lower"
-    if result.low > 0:
-        return "bi higher"
-    return "no clear difference"
+    return _finish(spec, evidence, label, bound, "above", context, notes, sentence)
 
 
 def cell_quality(samples: pd.DataFrame, corpus_words: set[str] | None) -> pd.DataFrame:
-    """Per cell_id: mean share of generated words in the corpus and mean longest repeated run."""
-    if samples.empty or "cell_id" not in samples:
-        return pd.DataFrame(columns=["word_share", "longest_repeat"])
-    scored = sample_quality(samples, corpus_words)
-    return scored.groupby("cell_id")[["word_share", "longest_repeat"]].mean()
-
-
-def _bidirectional_useless(cells, epochs, samples, spec: ClaimSpec, corpus_words) -> ClaimResult:
-    note = _left_out_note(cells, None)
-    ok = ok_cells(cells)
-    quality = cell_quality(samples, corpus_words)
-    if "cell_id" in ok:
-        for column in ("word_share", "longest_repeat"):
-            ok[column] = ok["cell_id"].map(quality[column]).astype(float)
+    """Per cell_id: the mean of each text measure over its samples (``harness.text_measures``)."""
+    if samples is None or samples.empty or "cell_id" not in samples:
+        return pd.DataFrame(columns=list(text_measures.MEASURES))
     rows = []
-    for context, uni, bi in direction_pairs(ok):
-        result = compare(by_seed(uni, "causal_ppl"), by_seed(bi, "causal_ppl"), "ratio", spec.confidence,
-                         spec.min_seeds)
-        rows.append(_row(context, "bi / uni", "causal_ppl", "epochs", result, *_useless_outcome(result, spec.margin)))
-        for direction, group in (("bi", bi), ("uni", uni)):
-            result = compare(by_seed(group, "val_ppl"), by_seed(group, "causal_ppl"), "ratio", spec.confidence,
-                             spec.min_seeds)
-            outcome, _ = _leak_outcome(result, spec.margin)
-            rows.append(_row(context, f"{direction}: causal / teacher-forced", "leak", "epochs", result, outcome,
-                             "context"))
-        for metric in ("word_share", "longest_repeat"):
-            result = compare(by_seed(uni, metric), by_seed(bi, metric), "difference", spec.confidence,
-                             spec.min_seeds)
-            outcome = _difference_outcome(result)
-            rows.append(_row(context, "bi - uni", metric, "samples", result, outcome, "context"))
-    evidence = pd.DataFrame(rows)
-    if evidence.empty:
-        return _empty_result(spec, "cells missing: no finished uni and bi cells that differ only in direction",
-                             note)
-    deciding = evidence[evidence["metric"] == "causal_ppl"]
-    if not np.isfinite(deciding["effect"]).any():
-        return ClaimResult(spec, INCONCLUSIVE, f"{INCONCLUSIVE}: no causal_ppl values.{note}",
-                           "no causal_ppl values", evidence)
-    verdict, reason = _decide(deciding, spec, "causal_ppl")
-    words = {SUPPORTS: "bi no better", CONTRADICTS: "bi better", UNCLEAR: "unclear"}
-    summary = (f"bi/uni held-out causal perplexity {_range_phrase(deciding['effect'], 'ratio')}; "
-               f"{_counts_phrase(deciding, words)}")
-    leak = evidence[evidence["comparison"] == "bi: causal / teacher-forced"]
-    if np.isfinite(leak["effect"]).any():
-        summary += f"; bi causal/teacher-forced {_range_phrase(leak['effect'], 'ratio')}"
-    summary += "; " + _quality_phrase(ok, corpus_words)
-    summary = f"{verdict}: {summary}.{note}"
-    if reason:
-        summary = f"{summary} Inconclusive because {reason}."
-    headline = f"bi/uni causal ppl {_mean_phrase(deciding['effect'], 'ratio')}; " + _headline(
-        verdict, reason, deciding, {SUPPORTS: "bi no better", CONTRADICTS: "bi better"})
-    return ClaimResult(spec, verdict, summary, reason, evidence, headline)
+    for row in samples.itertuples():
+        prefix = row.prefix if isinstance(getattr(row, "prefix", ""), str) else ""
+        text = text_measures.generated_part(getattr(row, "text", ""), prefix)
+        rows.append({"cell_id": row.cell_id, **text_measures.measure(text, corpus_words)})
+    return pd.DataFrame(rows).groupby("cell_id").mean()
 
 
-def _quality_phrase(ok: pd.DataFrame, corpus_words) -> str:
-    if "word_share" not in ok or "direction" not in ok:
-        return "no generated samples"
-    by_direction = ok.groupby("direction")[["word_share", "longest_repeat"]].mean()
+def quality_by_direction(ok: pd.DataFrame, quality: pd.DataFrame) -> pd.DataFrame:
+    """Mean text measures of each direction's finished cells."""
+    if quality is None or quality.empty or "cell_id" not in ok or "direction" not in ok:
+        return pd.DataFrame()
+    joined = ok[["cell_id", "direction"]].join(quality, on="cell_id")
+    return joined.groupby("direction")[list(text_measures.MEASURES)].mean()
+
+
+def _quality_note(ok: pd.DataFrame, quality: pd.DataFrame) -> str:
+    table = quality_by_direction(ok, quality)
+    if table.empty:
+        return "No generated samples."
     parts = []
-    if corpus_words:
-        shares = [f"{d} {by_direction.loc[d, 'word_share']:.0%}" for d in ("uni", "bi")
-                  if d in by_direction.index and np.isfinite(by_direction.loc[d, "word_share"])]
-        if shares:
-            parts.append("words found in the corpus " + " vs ".join(shares))
+    for direction in ("uni", "bi"):
+        if direction in table.index:
+            row = table.loc[direction]
+            words = f"{row['word_share']:.0%} of words found in the book, " if math.isfinite(row["word_share"]) else ""
+            parts.append(f"{direction}: {words}{row['distinct_share']:.0%} distinct, "
+                         f"{row['degenerate']:.0%} of samples degenerate")
+    return "Generated text (greedy, after the prompt): " + "; ".join(parts) + "."
+
+
+# --- entry point --------------------------------------------------------------------------------------
+
+
+EVALUATORS = {"depth_helps": _depth_helps, "bidirectional_slow": _bidirectional_slow,
+              "bidirectional_useless": _bidirectional_useless}
+
+
+def learning_status(cells: pd.DataFrame, epochs: pd.DataFrame, baselines: dict | None) -> pd.DataFrame:
+    """Finished cells with ``best_causal_ppl`` and ``learned`` (best held-out causal perplexity below the
+    unigram baseline; NaN without baselines)."""
+    ok = ok_cells(cells)
+    curves = training_curves(epochs)
+    ok["best_causal_ppl"] = best_causal(ok, curves) if not ok.empty else pd.Series(dtype=float)
+    unigram = (baselines or {}).get("unigram")
+    if unigram is not None and math.isfinite(unigram):
+        ok["learned"] = ok["best_causal_ppl"] < unigram
     else:
-        parts.append("words found in the corpus: unavailable (corpus not found)")
-    repeats = [f"{d} {by_direction.loc[d, 'longest_repeat']:.3g}" for d in ("uni", "bi")
-               if d in by_direction.index and np.isfinite(by_direction.loc[d, "longest_repeat"])]
-    if repeats:
-        parts.append("longest repeated run " + " vs ".join(repeats) + " characters")
-    return "; ".join(parts) if parts else "no generated samples"
+        ok["learned"] = np.nan
+    return ok
+
+
+def evaluate_claims(cells: pd.DataFrame, epochs: pd.DataFrame, samples: pd.DataFrame, specs,
+                    corpus_words: set[str] | None = None, baselines: dict | None = None,
+                    timing_warnings: list[str] | None = None) -> list[ClaimResult]:
+    """Evaluate each claim of ``specs`` (default: the lesson's three) on a run's tables.
+
+    ``baselines``: the no-learning perplexities (``harness.baselines``); without them every comparison
+    counts. ``timing_warnings``: reasons the run's timings are unreliable; claims on timings are then
+    not decided."""
+    specs = list(specs) if specs else default_claims()
+    cells = cells if cells is not None else pd.DataFrame()
+    epochs = epochs if epochs is not None else pd.DataFrame()
+    curves = training_curves(epochs)
+    ok = learning_status(cells, epochs, baselines) if not cells.empty else pd.DataFrame()
+    quality = cell_quality(samples, corpus_words)
+    results = []
+    for spec in specs:
+        result = EVALUATORS[spec.name](ok.copy(), cells, curves, spec, baselines, quality)
+        timed = spec.name == "bidirectional_slow" or (spec.name == "depth_helps" and spec.basis == "time")
+        if timed and timing_warnings and result.verdict != INCONCLUSIVE:
+            result.notes.append(f"Would be {result.verdict} on these timings, which are flagged as unreliable.")
+            result.verdict = INCONCLUSIVE
+            result.reason = "timings unreliable: " + "; ".join(timing_warnings)
+        results.append(result)
+    return results

@@ -182,15 +182,19 @@ def parse_suite(raw, where: str, sets: list[str] | None = None) -> Suite:
     claims = raw.get("claims") or []
     if not isinstance(claims, list):
         raise HarnessError(f"{where}: claims must be a list")
-    from .claims import parse_claims  # pandas and scipy: not for a command that only reads a run
+    from .claim_specs import claims_needing_curves, parse_claims
 
-    parse_claims(claims, f"{where}: claims")
+    specs = parse_claims(claims, f"{where}: claims")
 
     suite = Suite(name=name, path=where, description=description, defaults=defaults, matrix=matrix,
                   exclude=entries("exclude"), include=entries("include"), claims=claims)
     for assignment in sets or []:
         apply_set(suite, assignment)
-    expand(suite)  # validates every cell now, before anything runs
+    cells = expand(suite)  # validates every cell now, before anything runs
+    needing = claims_needing_curves(specs)
+    if needing and any(cell.config.eval_every == 0 for cell in cells):
+        raise HarnessError(f"{where}: claims: {needing[0].title} compares held-out perplexity at equal "
+                           f"training time, which needs eval.every > 0 (held-out perplexity during training)")
     return suite
 
 

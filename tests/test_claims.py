@@ -1,5 +1,6 @@
-"""The claims engine on literal tables with known answers: each claim supported, not supported and
-inconclusive, and the same code turning its verdict when the data turn."""
+"""The claims engine on literal tables with known answers: pooled effects decide, comparisons where
+neither side learned do not count, no interval has zero width, and the text measures catch degenerate
+samples."""
 
 from __future__ import annotations
 
@@ -8,14 +9,16 @@ import math
 import pandas as pd
 import pytest
 
-from harness.claims import (
-    INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED, ClaimSpec, compare, default_claim, evaluate_claims,
-    longest_repeat, parse_claims, t_interval, value_at_time, word_share, training_curves,
-)
+from harness.baselines import no_learning_baselines
+from harness.claims import (INCONCLUSIVE, NOT_COUNTED, NOT_SUPPORTED, SUPPORTED, default_claim, evaluate_claims,
+                            parse_claims, ratio_text, training_curves, value_at_time)
 from harness.errors import HarnessError
+from harness.stats import Effect, Replicates, configuration_effect, log_interval, pool, pooled_spread, t_interval
+from harness.text_measures import compression, distinct_share, is_degenerate, longest_repeat, measure, word_share
 
 COLUMNS = ["cell", "layers", "direction", "seed", "causal_ppl", "val_ppl", "train_ppl", "sec_per_epoch",
            "peak_mem_bytes"]
+BASELINES = {"uniform": 28.0, "unigram": 16.9, "bigram": 9.9}
 
 
 def cells_frame(rows, status=None) -> pd.DataFrame:
@@ -27,11 +30,184 @@ def cells_frame(rows, status=None) -> pd.DataFrame:
     return frame
 
 
-def run(cells, spec, epochs=None, samples=None, words=None):
+def run(cells, spec, epochs=None, samples=None, words=None, baselines=BASELINES, warnings=None):
     epochs = epochs if epochs is not None else pd.DataFrame()
     samples = samples if samples is not None else pd.DataFrame()
-    (result,) = evaluate_claims(cells, epochs, samples, [spec], words)
+    (result,) = evaluate_claims(cells, epochs, samples, [spec], words, baselines, warnings)
     return result
+
+
+def grid(cells=("rnn", "gru", "lstm"), layers=(1, 2, 3, 4), seeds=(0, 1), causal=None, sec=None, train=None,
+         val=None):
+    """A uni/bi grid whose values come from functions of (cell, layers, direction, seed)."""
+    rows = []
+    for cell in cells:
+        for n in layers:
+            for direction in ("uni", "bi"):
+                for seed in seeds:
+                    key = (cell, n, direction, seed)
+                    c = causal(*key) if causal else 8.0
+                    rows.append((cell, n, direction, seed, c, val(*key) if val else c * 0.97,
+                                 train(*key) if train else c * 0.8, sec(*key) if sec else 1.0, 1e6))
+    return cells_frame(rows)
+
+
+# --- the decisions the claims must reach ------------------------------------------------------------------
+
+
+def test_twelve_configurations_all_about_twice_as_slow_with_two_seeds_are_supported():
+    # Seeds differ by a few percent, configurations by their own slowdown (1.8x to 2.2x).
+    slowdown = {("rnn", 1): 1.8, ("rnn", 2): 2.0, ("rnn", 3): 2.1, ("rnn", 4): 2.2, ("gru", 1): 1.9,
+                ("gru", 2): 2.0, ("gru", 3): 2.05, ("gru", 4): 2.15, ("lstm", 1): 1.85, ("lstm", 2): 2.1,
+                ("lstm", 3): 1.95, ("lstm", 4): 2.2}
+    cells = grid(sec=lambda c, n, d, s: 0.1 * n * (slowdown[(c, n)] if d == "bi" else 1.0) * (1.03 if s else 0.98))
+    result = run(cells, default_claim("bidirectional_slow"))
+    assert result.verdict == SUPPORTED
+    ratio, low, high = result.ratio
+    assert 1.9 < ratio < 2.1 and 1.1 < low < ratio < high < 2.5
+    assert result.pooled.k == 12
+    # Per cell type too, and every configuration is shown with its own interval (evidence, not votes).
+    assert set(result.pooled_table["cells"]) == {"all", "rnn", "gru", "lstm"}
+    deciding = result.deciding
+    assert len(deciding) == 12 and (deciding["ci_low"] < deciding["ratio"]).all()
+    assert (deciding["ci_high"] - deciding["ci_low"] > 0).all()
+
+
+def test_effects_of_mixed_sign_are_inconclusive():
+    # Half the configurations 1.5x slower, half 1.5x faster: the pooled interval straddles the threshold.
+    cells = grid(sec=lambda c, n, d, s: 0.1 * n * ((1.5 if n % 2 else 1 / 1.5) if d == "bi" else 1.0)
+                 * (1.02 if s else 0.99))
+    result = run(cells, default_claim("bidirectional_slow"))
+    assert result.verdict == INCONCLUSIVE and "includes x1.1" in result.reason
+    ratio, low, high = result.ratio
+    assert low < 1.0 < high
+
+
+def test_clear_effect_opposite_to_the_claim_is_not_supported():
+    cells = grid(sec=lambda c, n, d, s: 0.1 * n * (0.8 if d == "bi" else 1.0) * (1.01 if s else 0.99))
+    result = run(cells, default_claim("bidirectional_slow"))
+    assert result.verdict == NOT_SUPPORTED and "below x1.1" in result.reason
+
+
+def test_comparisons_where_neither_side_learned_are_shown_but_not_counted():
+    # GRU and LSTM cells sit at the unigram plateau (16.9) in both directions; RNN cells learned, and there
+    # bidirectional is 1.4x worse.
+    def causal(cell, n, direction, seed):
+        if cell != "rnn":
+            return 16.9 + 0.01 * seed
+        return 7.0 * (1.4 if direction == "bi" else 1.0) * (1.01 if seed else 1.0)
+
+    result = run(grid(causal=causal), default_claim("bidirectional_useless"))
+    deciding = result.deciding
+    not_counted = deciding[deciding["bearing"] == NOT_COUNTED]
+    assert set(not_counted["cell"]) == {"gru", "lstm"} and len(not_counted) == 8
+    assert not not_counted["counted"].any()
+    assert result.pooled.k == 4 and result.verdict == SUPPORTED
+    assert any("neither side learned" in note for note in result.notes)
+    # All at the plateau: nothing to decide on.
+    flat = run(grid(causal=lambda c, n, d, s: 17.0 + 0.01 * s), default_claim("bidirectional_useless"))
+    assert flat.verdict == INCONCLUSIVE and "did not learn" in flat.reason
+
+
+def test_one_side_learning_counts_as_an_effect():
+    # 1-layer cells learned, 2-layer cells stayed at the plateau: depth hurt at this budget, and that counts.
+    cells = grid(layers=(1, 2), causal=lambda c, n, d, s: (8.0 if n == 1 else 17.5) * (1.01 if s else 1.0))
+    result = run(cells, default_claim("depth_helps"))
+    assert result.verdict == NOT_SUPPORTED and result.deciding["counted"].all()
+
+
+def test_agreeing_seeds_never_give_a_zero_width_interval():
+    cells = grid(sec=lambda c, n, d, s: 0.1 * n * (2.0 if d == "bi" else 1.0))  # seeds agree exactly
+    result = run(cells, default_claim("bidirectional_slow"))
+    deciding = result.deciding
+    assert (deciding["ci_high"] > deciding["ci_low"]).all() and deciding["bounded"].all()
+    ratio, low, high = result.ratio
+    assert high > low
+    assert any("resolution" in note for note in result.notes)
+    # The printed interval never shows two equal bounds.
+    text = ratio_text(*result.ratio)
+    low_text, high_text = text.split("[")[1].rstrip("]").split(", ")
+    assert low_text != high_text
+
+
+def test_depth_helps_supported_on_held_out_and_training_perplexity():
+    cells = grid(causal=lambda c, n, d, s: 9.0 * 0.9 ** (n - 1) * (1.01 if s else 0.99))
+    result = run(cells, default_claim("depth_helps"))
+    assert result.verdict == SUPPORTED
+    assert result.pooled.k == 9  # three depth steps for each of three uni cell types
+    assert 0.88 < result.ratio[0] < 0.92
+    assert "lower" in result.sentence and "x0.9" in result.sentence
+
+
+def test_depth_at_equal_time_needs_curves_and_can_reverse_the_verdict():
+    # Deeper cells reach lower perplexity after the same epochs but each epoch costs twice as long.
+    rows, epochs = [], []
+    for n in (1, 2):
+        for seed in (0, 1, 2):
+            final = 8.0 - n + 0.01 * seed
+            rows.append(("lstm", n, "uni", seed, final, final, final, 0.1 * n, 1e6))
+            for epoch in range(1, 11):
+                value = final + 20.0 / epoch
+                epochs.append({"cell_id": f"lstm-l{n}-uni-cpu-s{seed}", "epoch": epoch, "sec": 0.1 * n,
+                               "warmup": False, "causal_ppl": value, "val_ppl": value, "train_ppl": value})
+    cells, curves = cells_frame(rows), pd.DataFrame(epochs)
+    assert run(cells, default_claim("depth_helps"), curves).verdict == SUPPORTED
+    at_time = run(cells, parse_claims([{"name": "depth_helps", "basis": "time"}], "x")[0], curves)
+    assert at_time.verdict == NOT_SUPPORTED
+
+
+def test_timing_claims_are_not_decided_on_flagged_timings():
+    cells = grid(sec=lambda c, n, d, s: 0.1 * n * (2.0 if d == "bi" else 1.0) * (1.03 if s else 0.98))
+    result = run(cells, default_claim("bidirectional_slow"), warnings=["calibration moved by 30%"])
+    assert result.verdict == INCONCLUSIVE and "calibration moved by 30%" in result.reason
+    assert any("Would be supported" in note for note in result.notes)
+
+
+def test_slowdown_is_set_beside_the_arithmetic():
+    cells = grid(sec=lambda c, n, d, s: 0.1 * n * (2.4 if d == "bi" else 1.0) * (1.02 if s else 0.99))
+    cells["flops_per_epoch"] = [2e9 if d == "bi" else 1e9 for d in cells["direction"]]
+    result = run(cells, default_claim("bidirectional_slow"))
+    assert "x2 the arithmetic" in result.sentence
+    per_flop = result.context_table[result.context_table["measure"].str.contains("FLOP")].iloc[0]
+    assert per_flop["ratio"] == pytest.approx(1.2, rel=0.02)
+
+
+def test_the_leak_is_reported_beside_bidirectional_uselessness():
+    cells = grid(causal=lambda c, n, d, s: 8.0 * (1.3 if d == "bi" else 1.0) * (1.01 if s else 1.0),
+                 val=lambda c, n, d, s: 1.2 if d == "bi" else 8.0 * (1.01 if s else 1.0))
+    result = run(cells, default_claim("bidirectional_useless"))
+    assert result.verdict == SUPPORTED
+    leak = result.context_table.set_index("measure")["ratio"]
+    assert leak["bi: causal / teacher-forced (the leak)"] > 5
+    assert leak["uni: causal / teacher-forced (the leak)"] == pytest.approx(1.0, rel=0.01)
+    # Bidirectional that predicts better is "not supported".
+    better = grid(causal=lambda c, n, d, s: 8.0 * (0.7 if d == "bi" else 1.0) * (1.01 if s else 1.0))
+    assert run(better, default_claim("bidirectional_useless")).verdict == NOT_SUPPORTED
+
+
+def test_no_cells_gives_inconclusive_claims_not_errors():
+    results = evaluate_claims(pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), None, None)
+    assert [r.name for r in results] == ["depth_helps", "bidirectional_slow", "bidirectional_useless"]
+    assert all(r.verdict == INCONCLUSIVE and r.reason for r in results)
+
+
+def test_cells_that_did_not_finish_are_left_out_and_named():
+    cells = grid(layers=(1, 2), sec=lambda c, n, d, s: 0.1 * n * (2.0 if d == "bi" else 1.0) * (1.02 if s else 0.99))
+    cells.loc[0, "status"] = "failed"
+    result = run(cells, default_claim("bidirectional_slow"))
+    assert result.verdict == SUPPORTED and any("1 failed cell" in note for note in result.notes)
+
+
+def test_a_time_basis_claim_needs_held_out_curves_in_the_suite(tmp_path):
+    from harness.suite import load_suite
+
+    suite = tmp_path / "s.yaml"
+    suite.write_text("name: s\ntrain: {epochs: 2}\neval: {every: 0}\nmatrix: {layers: [1, 2]}\n"
+                     "claims: [{name: depth_helps, basis: time}]\n")
+    with pytest.raises(HarnessError, match=r"s.yaml: claims: Depth helps \(basis = time\).*eval.every > 0"):
+        load_suite(suite)
+    suite.write_text(suite.read_text().replace("every: 0", "every: 1"))
+    assert load_suite(suite).claims
 
 
 # --- specs ------------------------------------------------------------------------------------------------
@@ -56,7 +232,7 @@ def test_parse_claims_accepts_names_and_mappings():
     ([{"threshold": 2}], "claims[0]: a claim mapping needs a 'name'"),
     ([3], "claims[0] = 3: expected a claim name"),
     ([{"name": "depth_helps", "min_seed": 3}], "claims[0]: depth_helps: unknown parameter 'min_seed' (did you mean 'min_seeds'?)"),
-    ([{"name": "depth_helps", "min_seeds": 1}], "claims[0]: depth_helps.min_seeds = 1: expected an integer >= 2"),
+    ([{"name": "depth_helps", "min_seeds": 0}], "claims[0]: depth_helps.min_seeds = 0: expected an integer >= 1"),
     ([{"name": "bidirectional_slow", "confidence": 1.5}], "bidirectional_slow.confidence = 1.5: expected a number in (0, 1)"),
     ([{"name": "depth_helps", "metric": "sec_per_epoch"}], "depth_helps.metric = 'sec_per_epoch': expected one of"),
     ([{"name": "bidirectional_slow", "threshold": 1.1}], None),
@@ -78,309 +254,95 @@ def test_parse_claims_rejects_bad_input_with_one_line(raw, expected):
 
 
 def test_t_interval_matches_the_textbook():
-    mean, low, high = t_interval([1.0, 2.0, 3.0])
-    half = 4.302653 / math.sqrt(3)  # t(0.975, 2 degrees of freedom) x sd 1 / sqrt(3)
-    assert mean == 2.0 and low == pytest.approx(2 - half, abs=1e-5) and high == pytest.approx(2 + half, abs=1e-5)
-    assert math.isnan(t_interval([5.0])[1])
-    assert t_interval([4.0, 4.0]) == (4.0, 4.0, 4.0)
+    mean, low, high = t_interval([1.0, 2.0, 3.0, 4.0])
+    # mean 2.5, sd 1.291, se 0.6455, t(0.975, 3) = 3.182
+    assert mean == 2.5 and low == pytest.approx(2.5 - 3.182446 * 0.645497, abs=1e-5)
+    assert high == pytest.approx(2.5 + 3.182446 * 0.645497, abs=1e-5)
 
 
-def test_compare_pairs_by_seed_and_falls_back_to_welch():
-    a = pd.Series([10.0, 12.0, 14.0], index=[0, 1, 2])
-    b = pd.Series([9.0, 11.0, 13.5], index=[0, 1, 2])
-    paired = compare(a, b, "difference")
-    assert paired.pairing == "paired" and paired.n == 3
-    assert paired.effect == pytest.approx(-2.5 / 3)
-    assert paired.high < 0  # per-seed differences are consistent although the seeds spread widely
-    unpaired = compare(a, pd.Series([9.0, 11.0, 13.5], index=[3, 4, 5]), "difference")
-    assert unpaired.pairing == "unpaired" and unpaired.low < 0 < unpaired.high
-    ratio = compare(pd.Series([1.0, 2.0]), pd.Series([2.0, 4.0]), "ratio")
-    assert ratio.effect == pytest.approx(2.0) and ratio.low == pytest.approx(2.0)
-    single = compare(pd.Series([1.0]), pd.Series([2.0]), "ratio")
-    assert single.pairing == "too few" and not single.has_interval and single.effect == 2.0
+def test_log_interval_never_reaches_below_zero():
+    mean, low, high = log_interval([0.1, 1.0, 10.0])
+    assert mean == pytest.approx(1.0) and 0 < low < 0.1 and high > 10
 
 
-# --- depth helps ------------------------------------------------------------------------------------------
+def test_pooled_spread_and_configuration_effect_from_literal_values():
+    # Two configurations, paired seeds; per-seed log ratios log(2)+-0.1 and log(3)+-0.1.
+    groups = [Replicates({0: 1.0, 1: 1.0}, {0: 2 * math.exp(0.1), 1: 2 * math.exp(-0.1)}),
+              Replicates({0: 1.0, 1: 1.0}, {0: 3 * math.exp(0.1), 1: 3 * math.exp(-0.1)})]
+    sd, dof = pooled_spread(groups, "ratio")
+    assert dof == 2 and sd == pytest.approx(math.sqrt(0.02 * 2 / 2))
+    effect = configuration_effect(groups[0], "ratio", (sd, dof))
+    assert math.exp(effect.estimate) == pytest.approx(2.0)
+    # t(0.975, 2) = 4.303 times sd / sqrt(2)
+    assert effect.high - effect.estimate == pytest.approx(4.302653 * sd / math.sqrt(2), rel=1e-5)
 
 
-def depth_rows(causal_by_depth, cell="lstm", direction="uni"):
-    rows = []
-    for layers, values in causal_by_depth.items():
-        for seed, causal in enumerate(values):
-            rows.append((cell, layers, direction, seed, causal, causal * 0.98, causal * 0.8, 0.1 * layers, 1e6))
-    return rows
+def test_pool_without_standard_errors_takes_configurations_as_units():
+    effects = [Effect(v, math.nan, 0, math.nan, math.nan, 1, "single seeds") for v in (0.5, 0.7, 0.6)]
+    pooled = pool(effects)
+    mean, low, high = t_interval([0.5, 0.7, 0.6])
+    assert (pooled.estimate, pooled.low, pooled.high) == pytest.approx((mean, low, high))
 
 
-IMPROVING = {1: [10.0, 10.3, 9.8], 2: [8.0, 8.4, 7.9], 3: [7.0, 7.2, 6.8]}
-WORSENING = {1: [7.0, 7.2, 6.8], 2: [8.0, 8.4, 7.9], 3: [10.0, 10.3, 9.8]}
-
-
-def test_depth_helps_supported_and_opposite_not_supported():
-    spec = default_claim("depth_helps")
-    supported = run(cells_frame(depth_rows(IMPROVING) + depth_rows(IMPROVING, cell="gru")), spec)
-    assert supported.verdict == SUPPORTED, supported.summary
-    deciding = supported.evidence[(supported.evidence.metric == "causal_ppl") & (supported.evidence.basis == "epochs")]
-    assert len(deciding) == 4 and set(deciding.outcome) == {"lower"}
-    step = deciding[(deciding.cell == "lstm") & (deciding.comparison == "1 -> 2 layers")].iloc[0]
-    assert step.effect == pytest.approx(((8.0 - 10.0) + (8.4 - 10.3) + (7.9 - 9.8)) / 3)
-    assert step.pairing == "paired" and step.n == 3 and step.ci_high < 0
-    assert "lower with more layers in 4 of 4" in supported.summary
-
-    opposite = run(cells_frame(depth_rows(WORSENING) + depth_rows(WORSENING, cell="gru")), spec)
-    assert opposite.verdict == NOT_SUPPORTED, opposite.summary
-    assert set(opposite.evidence.query("metric == 'causal_ppl' and basis == 'epochs'").outcome) == {"higher"}
-
-
-def test_depth_helps_equal_perplexity_is_not_support():
-    flat = {1: [8.0, 8.01, 7.99], 2: [8.0, 8.01, 7.99]}
-    result = run(cells_frame(depth_rows(flat)), default_claim("depth_helps"))
-    assert result.verdict == NOT_SUPPORTED
-    assert list(result.evidence.query("metric == 'causal_ppl' and basis == 'epochs'").outcome) == ["no change"]
-
-
-def test_depth_helps_inconclusive_with_one_seed_wide_spread_or_one_depth():
-    spec = default_claim("depth_helps")
-    one_seed = run(cells_frame(depth_rows({1: [10.0], 2: [8.0]})), spec)
-    assert one_seed.verdict == INCONCLUSIVE and one_seed.reason.startswith("too few seeds")
-
-    wide = run(cells_frame(depth_rows({1: [10.0, 10.0, 10.0], 2: [4.0, 15.0, 9.0]})), spec)
-    assert wide.verdict == INCONCLUSIVE and wide.reason.startswith("spread too wide")
-
-    one_depth = run(cells_frame(depth_rows({2: [8.0, 8.1]})), spec)
-    assert one_depth.verdict == INCONCLUSIVE and "only one depth" in one_depth.reason
-
-    more_seeds = run(cells_frame(depth_rows(IMPROVING)), ClaimSpec("depth_helps", metric="causal_ppl", min_seeds=4))
-    assert more_seeds.verdict == INCONCLUSIVE and "4 needed" in more_seeds.reason
-
-
-def test_depth_helps_ignores_cells_that_did_not_finish_and_says_so():
-    rows = depth_rows(IMPROVING)
-    cells = pd.concat([cells_frame(rows),
-                       cells_frame([("lstm", 2, "uni", 3, 100.0, 100.0, 100.0, 0.2, 1e6)], status="diverged")])
-    result = run(cells, default_claim("depth_helps"))
-    assert result.verdict == SUPPORTED and "1 diverged" in result.summary
-
-
-def test_depth_helps_bidirectional_cells_only_when_asked():
-    cells = cells_frame(depth_rows(IMPROVING, direction="bi"))
-    assert "cells missing" in run(cells, default_claim("depth_helps")).reason
-    asked = run(cells, ClaimSpec("depth_helps", metric="causal_ppl", directions=("bi",)))
-    assert asked.verdict == SUPPORTED
-
-
-def epochs_frame(curves):
-    """curves: cell_id -> list of (sec, train_ppl, causal_ppl or None) per epoch."""
-    rows = []
-    for cell_id, epochs in curves.items():
-        for epoch, (sec, train, causal) in enumerate(epochs, start=1):
-            rows.append({"cell_id": cell_id, "epoch": epoch, "sec": sec, "train_ppl": train, "causal_ppl": causal})
-    return pd.DataFrame(rows)
-
-
-def test_depth_at_equal_time_can_reverse_the_verdict():
-    # The deeper cell ends lower after 4 epochs, but each of its epochs takes twice as long: at the 4
-    # seconds the shallow cell trained, it has done 2 epochs and is still worse.
-    rows, curves = [], {}
-    for seed, jitter in enumerate([0.0, 0.1, -0.1]):
-        shallow = [(1.0, 12 + jitter, None), (1.0, 9 + jitter, 9.5 + jitter), (1.0, 7 + jitter, None),
-                   (1.0, 6 + jitter, 6.5 + jitter)]
-        deep = [(2.0, 11 + jitter, None), (2.0, 8 + jitter, 8.5 + jitter), (2.0, 5 + jitter, None),
-                (2.0, 4 + jitter, 4.5 + jitter)]
-        curves[f"lstm-l1-uni-cpu-s{seed}"] = shallow
-        curves[f"lstm-l2-uni-cpu-s{seed}"] = deep
-        rows.append(("lstm", 1, "uni", seed, 6.5 + jitter, 6.4, 6 + jitter, 1.0, 1e6))
-        rows.append(("lstm", 2, "uni", seed, 4.5 + jitter, 4.4, 4 + jitter, 2.0, 1e6))
-    cells, epochs = cells_frame(rows), epochs_frame(curves)
-    by_epochs = run(cells, ClaimSpec("depth_helps", metric="train_ppl", basis="epochs"), epochs)
-    by_time = run(cells, ClaimSpec("depth_helps", metric="train_ppl", basis="time"), epochs)
-    assert by_epochs.verdict == SUPPORTED and by_time.verdict == NOT_SUPPORTED
-    at_time = by_time.evidence.query("metric == 'train_ppl' and basis == 'time'").iloc[0]
-    assert at_time.mean_a == pytest.approx(6.0) and at_time.mean_b == pytest.approx(8.0)
-    causal = by_time.evidence.query("metric == 'causal_ppl' and basis == 'time'").iloc[0]
-    assert causal.mean_b == pytest.approx(8.5) and causal.outcome == "higher"
-    assert "training perplexity at equal epochs lower in 1 of 1" in by_time.summary
-    assert run(cells, ClaimSpec("depth_helps", metric="train_ppl", basis="time")).reason.startswith("no per-epoch")
-
-
-def test_warm_up_epoch_counts_at_the_median_epoch_time():
-    epochs = epochs_frame({"c": [(5.0, 9.0, None), (1.0, 8.0, None), (2.0, 7.0, None), (1.0, 6.0, None)]})
-    epochs["warmup"] = [True, False, False, False]
-    assert list(training_curves(epochs)["c"]["elapsed"]) == [1.0, 2.0, 4.0, 5.0]
-
-
-def test_titles_name_the_parameters_that_differ():
-    assert default_claim("depth_helps").title == "Depth helps"
-    assert ClaimSpec("depth_helps", metric="train_ppl", basis="time").title == \
-        "Depth helps (metric = train_ppl, basis = time)"
+def test_pool_of_equal_effects_is_their_common_value_with_no_heterogeneity():
+    effects = [Effect(0.7, 0.05, 4, 0.6, 0.8, 2, "paired") for _ in range(5)]
+    pooled = pool(effects)
+    assert pooled.estimate == pytest.approx(0.7) and pooled.i2 == 0 and pooled.low < 0.7 < pooled.high
 
 
 def test_value_at_time_takes_the_last_value_reached():
-    curve = training_curves(epochs_frame({"c": [(1.0, 5.0, None), (1.0, 4.0, 4.5), (1.0, 3.0, None)]}))["c"]
-    assert value_at_time(curve, 2.0, "train_ppl") == 4.0
-    assert value_at_time(curve, 2.5, "causal_ppl") == 4.5
-    assert math.isnan(value_at_time(curve, 0.5, "train_ppl"))
+    epochs = pd.DataFrame({"cell_id": ["a"] * 4, "epoch": [1, 2, 3, 4], "sec": [3.0, 1.0, 1.0, 1.0],
+                           "warmup": [True, False, False, False], "causal_ppl": [None, 9.0, None, 7.0]})
+    curve = training_curves(epochs)["a"]
+    assert list(curve["elapsed"]) == [1.0, 2.0, 3.0, 4.0]  # the warm-up epoch counts at the median
+    assert value_at_time(curve, 2.5, "causal_ppl") == 9.0
+    assert value_at_time(curve, 4.0, "causal_ppl") == 7.0
+    assert math.isnan(value_at_time(curve, 1.5, "causal_ppl"))
 
 
-# --- bidirectional is slow --------------------------------------------------------------------------------
+# --- baselines ---------------------------------------------------------------------------------------------
 
 
-def direction_rows(uni_sec, bi_sec, uni_causal=(8.0, 8.2, 7.9), bi_causal=(16.0, 16.5, 15.8), layers=(1, 2)):
-    rows = []
-    for depth in layers:
-        for seed in range(len(uni_sec)):
-            rows.append(("gru", depth, "uni", seed, uni_causal[seed], uni_causal[seed] * 0.97, 6.0, uni_sec[seed] * depth,
-                         1e6 * depth))
-            rows.append(("gru", depth, "bi", seed, bi_causal[seed], 1.3, 1.2, bi_sec[seed] * depth, 1.9e6 * depth))
-    return rows
+def test_no_learning_baselines_on_a_literal_text():
+    # Training "abab", held out "ab"; vocabulary a, b and <unk>: 3 tokens.
+    baselines = no_learning_baselines(list("ababab"), 4, 2, 3)
+    assert baselines["uniform"] == 3.0
+    # unigram: p(a) = p(b) = (2 + 1) / (4 + 3)
+    assert baselines["unigram"] == pytest.approx(7 / 3)
+    # bigram: p(a | b) = (1 + 1) / (1 + 3) with b's one successor in training; p(b | a) = (2 + 1) / (2 + 3)
+    assert baselines["bigram"] == pytest.approx(math.exp(-(math.log(2 / 4) + math.log(3 / 5)) / 2))
 
 
-def test_bidirectional_slow_supported_not_supported_and_inconclusive():
-    spec = default_claim("bidirectional_slow")
-    slow = run(cells_frame(direction_rows([1.0, 1.1, 0.9], [2.0, 2.3, 1.8])), spec)
-    assert slow.verdict == SUPPORTED, slow.summary
-    deciding = slow.evidence[slow.evidence.metric == "sec_per_epoch"]
-    assert len(deciding) == 2 and deciding.effect.iloc[0] == pytest.approx((2.0 * 2.3 / 1.1 * 1.8 / 0.9) ** (1 / 3))
-
-    fast = run(cells_frame(direction_rows([2.0, 2.3, 1.8], [1.0, 1.1, 0.9])), spec)
-    assert fast.verdict == NOT_SUPPORTED and set(fast.evidence.query("metric == 'sec_per_epoch'").outcome) == {"not slower"}
-
-    noisy = run(cells_frame(direction_rows([1.0, 1.0, 1.0], [0.5, 3.0, 1.2])), spec)
-    assert noisy.verdict == INCONCLUSIVE and noisy.reason.startswith("spread too wide")
-
-    single = run(cells_frame(direction_rows([1.0], [2.0], (8.0,), (16.0,))), spec)
-    assert single.verdict == INCONCLUSIVE and single.reason.startswith("too few seeds")
-
-    # A few words for a table of claims: the gist and the count that decided, or why undecided.
-    ratio = (2.0 * 2.3 / 1.1 * 1.8 / 0.9) ** (1 / 3)
-    assert slow.short == f"bi/uni s/epoch x{ratio:.3g}; above x1.1 in 2 of 2"
-    assert fast.short == f"bi/uni s/epoch x{1 / ratio:.3g}; below x1.1 in 2 of 2"
-    assert noisy.short.endswith("; " + noisy.reason) and single.short.endswith(single.reason)
-
-
-def test_bidirectional_slow_threshold_and_memory_metric():
-    cells = cells_frame(direction_rows([1.0, 1.1, 0.9], [2.0, 2.3, 1.8]))
-    assert run(cells, ClaimSpec("bidirectional_slow", metric="sec_per_epoch", threshold=3.0)).verdict == NOT_SUPPORTED
-    memory = run(cells, ClaimSpec("bidirectional_slow", metric="peak_mem_bytes", threshold=1.5))
-    assert memory.verdict == SUPPORTED and "x1.9" in memory.summary
-
-
-def test_slowdown_pairs_only_cells_timed_on_the_same_machine():
-    # A Ray run over a fast and a three times slower machine: uni seeds 0-2 ran on the fast one and bi
-    # seeds 0-2 on the slow one, the other way round for seeds 3-5. Pairing seed 0 with seed 0 would
-    # compare machines (x3 and x1/3); on each machine bi is as fast as uni.
-    fast, slow = "Fast CPU", "Slow CPU"
-    uni = [1.0, 1.02, 0.98]
-    bi = [1.01, 0.99, 1.0]
-    rows, machines = [], []
-    for seed in range(6):
-        on_fast = seed < 3
-        rows.append(("gru", 1, "uni", seed, 8.0, 7.8, 6.0, uni[seed % 3] * (1 if on_fast else 3), 1e6))
-        machines.append(fast if on_fast else slow)
-        rows.append(("gru", 1, "bi", seed, 16.0, 1.3, 1.2, bi[seed % 3] * (3 if on_fast else 1), 1.9e6))
-        machines.append(slow if on_fast else fast)
-    cells = cells_frame(rows).assign(cpu_model=machines, gpu_name=None)
-    result = run(cells, default_claim("bidirectional_slow"))
-    assert result.verdict == NOT_SUPPORTED, result.summary
-    deciding = result.evidence[result.evidence.metric == "sec_per_epoch"]
-    assert list(deciding.machine) == [fast, slow] and set(deciding.pairing) == {"unpaired"}
-    assert deciding.effect.to_numpy() == pytest.approx([1.0, 1.0], abs=0.02)
-    # Without the machines the same numbers pair across them: ratios x3 and x1/3, no verdict.
-    assert run(cells.drop(columns=["cpu_model", "gpu_name"]), default_claim("bidirectional_slow")).verdict == INCONCLUSIVE
-    # Perplexity does not depend on the machine: those pairs stay by seed across machines.
-    useless = run(cells, default_claim("bidirectional_useless"))
-    causal = useless.evidence[useless.evidence.metric == "causal_ppl"]
-    assert len(causal) == 1 and causal.n.iloc[0] == 6 and causal.pairing.iloc[0] == "paired"
-    assert "machine" not in useless.evidence
-
-
-def test_equal_time_depth_comparisons_stay_on_one_machine():
-    curves, rows, machines = {}, [], []
-    for seed in range(4):
-        for depth, sec in ((1, 1.0), (2, 2.0)):
-            on_a = (seed + depth) % 2 == 0
-            curves[f"lstm-l{depth}-uni-cpu-s{seed}"] = [(sec * (1 if on_a else 2), 10.0 - depth - e, 10.0 - depth)
-                                                       for e in range(3)]
-            rows.append(("lstm", depth, "uni", seed, 9.0 - depth + seed / 10, 8.8, 8.0 - depth + seed / 10, sec, 1e6))
-            machines.append("CPU A" if on_a else "CPU B")
-    cells = cells_frame(rows).assign(cpu_model=machines)
-    result = run(cells, ClaimSpec("depth_helps", metric="causal_ppl", basis="time"), epochs_frame(curves))
-    by_time = result.evidence[(result.evidence.basis == "time") & (result.evidence.metric == "causal_ppl")]
-    by_epochs = result.evidence[(result.evidence.basis == "epochs") & (result.evidence.metric == "causal_ppl")]
-    assert list(by_time.machine) == ["CPU A", "CPU B"] and list(by_time.n) == [2, 2]
-    assert len(by_epochs) == 1 and by_epochs.n.iloc[0] == 4 and by_epochs.machine.isna().all()
-
-
-def test_bidirectional_claims_need_both_directions():
-    only_uni = cells_frame(depth_rows(IMPROVING))
-    for name in ("bidirectional_slow", "bidirectional_useless"):
-        result = run(only_uni, default_claim(name))
-        assert result.verdict == INCONCLUSIVE and "cells missing" in result.reason
-
-
-# --- bidirectional is useless -----------------------------------------------------------------------------
-
-
-def samples_frame(cells: pd.DataFrame, uni_text: str, bi_text: str) -> pd.DataFrame:
-    return pd.DataFrame({"cell_id": cells.cell_id, "prefix": "time traveller",
-                         "text": ["time traveller" + (bi_text if d == "bi" else uni_text) for d in cells.direction]})
-
-
-WORDS = {"the", "time", "traveller", "was", "expounding", "a", "matter", "to", "us"}
-
-
-def test_bidirectional_useless_supported_with_leak_and_quality():
-    cells = cells_frame(direction_rows([1.0, 1.1, 0.9], [2.0, 2.3, 1.8]))
-    samples = samples_frame(cells, " was expounding a matter to us", " travellererererererer")  # "ererererererer": 14 characters
-    result = run(cells, default_claim("bidirectional_useless"), samples=samples, words=WORDS)
-    assert result.verdict == SUPPORTED, result.summary
-    leak = result.evidence[result.evidence.comparison == "bi: causal / teacher-forced"]
-    assert (leak.outcome == "leak").all() and leak.effect.iloc[0] > 10
-    words = result.evidence[result.evidence.metric == "word_share"].iloc[0]
-    assert words.mean_a == 1.0 and words.mean_b == 0.0
-    repeat = result.evidence[result.evidence.metric == "longest_repeat"].iloc[0]
-    assert repeat.mean_b == 14 and repeat.outcome == "bi higher"
-    assert "words found in the corpus uni 100% vs bi 0%" in result.summary
-
-
-def test_bidirectional_useless_not_supported_when_bi_predicts_better():
-    cells = cells_frame(direction_rows([1.0, 1.1, 0.9], [2.0, 2.3, 1.8], uni_causal=(16.0, 16.5, 15.8),
-                                       bi_causal=(8.0, 8.2, 7.9)))
-    result = run(cells, default_claim("bidirectional_useless"))
-    assert result.verdict == NOT_SUPPORTED
-    assert set(result.evidence.query("metric == 'causal_ppl'").outcome) == {"bi better"}
-
-
-def test_bidirectional_useless_inconclusive_and_words_unavailable():
-    cells = cells_frame(direction_rows([1.0], [2.0], (8.0,), (16.0,)))
-    result = run(cells, default_claim("bidirectional_useless"), samples=samples_frame(cells, " the", " the"))
-    assert result.verdict == INCONCLUSIVE and result.reason.startswith("too few seeds")
-    assert "unavailable" in result.summary
-
-
-def test_no_cells_gives_inconclusive_claims_not_errors():
-    results = evaluate_claims(pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), None, None)
-    assert [r.name for r in results] == ["depth_helps", "bidirectional_slow", "bidirectional_useless"]
-    assert all(r.verdict == INCONCLUSIVE and r.reason for r in results)
-
-
-# --- text quality -----------------------------------------------------------------------------------------
+# --- text measures -----------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("text, expected", [
-    ("travellerererer", 8),  # "erererer"
+    ("travellerererer", 6),  # "ererer" occurs at two overlapping places
     ("abcdefg", 0),
-    ("aaaa", 4),
-    ("time traveller", 2),  # "ll"
-    ("the the the the", 15),  # unit "the " (period 4)
-    ("abcdeabcde", 0),  # a unit of 5 is longer than the longest unit counted
+    ("aaaa", 3),
+    ("and the time time time", 11),  # "e time time" at 6 and at 11: period 5
+    ("abcdeabcde", 5),  # any period
     ("", 0),
+    ("    ", 4),  # blank counts whole
 ])
-def test_longest_repeat(text, expected):
+def test_longest_repeat_at_any_period(text, expected):
     assert longest_repeat(text) == expected
+
+
+def test_text_measures_catch_every_degenerate_sample():
+    book = {"the", "time", "traveller", "smiled", "are", "you", "so", "sure", "we", "can", "move", "freely"}
+    good = " smiled are you so sure we can move freely in"
+    assert not is_degenerate(good) and word_share(good, book) == 1.0 and compression(good) > 0.8
+    for bad in ("erererererererererererererererererererererererer", "the the the the the the the the",
+                "and the time time time time time time time", "", "     "):
+        assert is_degenerate(bad), bad
+    assert word_share("the the the", book) == 1.0 and distinct_share("the the the") == pytest.approx(1 / 2)
+    blank = measure("   ", book)
+    assert all(not math.isnan(v) for v in blank.values()) and blank["degenerate"] == 1.0
+    assert blank["word_share"] == 0.0
 
 
 def test_word_share_leaves_out_the_cut_off_last_word():
     assert word_share("the time machin", {"the", "time"}) == 1.0
     assert word_share("the tiem was", {"the", "was"}) == 0.5
     assert word_share("the", {"the"}) == 1.0
-    assert math.isnan(word_share("   ", {"the"}))

@@ -1,0 +1,185 @@
+"""The claims a suite may declare, and their parameters: parsed and checked here, evaluated by
+``harness.claims``. Light on purpose (no pandas or scipy), so that loading a suite stays fast.
+
+A suite lists its claims (``claims:``), each a name or a mapping of a name and parameters:
+
+```yaml
+claims:
+  - depth_helps
+  - {name: bidirectional_slow, threshold: 1.5}
+  - {name: bidirectional_useless, confidence: 0.99}
+```
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from dataclasses import dataclass, replace
+
+from .errors import HarnessError
+
+CLAIM_TITLES = {
+    "depth_helps": "Depth helps",
+    "bidirectional_slow": "Bidirectional is slow",
+    "bidirectional_useless": "Bidirectional is useless for next-character prediction",
+}
+CLAIM_NAMES = tuple(CLAIM_TITLES)
+
+PPL_METRICS = ("causal_ppl", "val_ppl", "train_ppl")
+COST_METRICS = ("sec_per_epoch", "peak_mem_bytes")
+
+
+@dataclass(frozen=True)
+class ClaimSpec:
+    """One claim to test and the parameters of its test.
+
+    - ``min_seeds``: seeds a configuration needs on each side to count (below it, it is shown, not pooled).
+    - ``confidence``: level of the intervals (per configuration and pooled).
+    - ``metric``: depth_helps: the perplexity that decides (causal_ppl, val_ppl, train_ppl);
+      bidirectional_slow: the cost that decides (sec_per_epoch, peak_mem_bytes).
+    - ``basis``: depth_helps: compare at equal ``epochs`` or at equal training ``time``.
+    - ``margin``: depth_helps and bidirectional_useless: the smallest relative change in perplexity that
+      counts as a change (0.01: a ratio below 0.99 is an improvement).
+    - ``threshold``: bidirectional_slow: the bi/uni ratio above which bidirectional counts as slow.
+    - ``directions``: depth_helps: the directions whose depth is studied (bidirectional cells' causal
+      perplexity is dominated by the leak, which bidirectional_useless covers).
+    """
+
+    name: str
+    min_seeds: int = 1
+    confidence: float = 0.95
+    metric: str = ""
+    basis: str = "epochs"
+    margin: float = 0.01
+    threshold: float = 1.1
+    directions: tuple[str, ...] = ("uni",)
+
+    @property
+    def title(self) -> str:
+        """The claim's title, with the parameters that differ from the defaults."""
+        default = default_claim(self.name).to_dict()
+        changed = [f"{k} = {'/'.join(v) if isinstance(v, list) else v}" for k, v in self.to_dict().items()
+                   if v != default[k]]
+        return CLAIM_TITLES[self.name] + (f" ({', '.join(changed)})" if changed else "")
+
+    def to_dict(self) -> dict:
+        """The parameters that apply to this claim, as a suite would write them."""
+        out = {"name": self.name}
+        for key in _PARAMETERS[self.name]:
+            value = getattr(self, key)
+            out[key] = list(value) if isinstance(value, tuple) else value
+        return out
+
+
+def _int_at_least(low):
+    def check(value):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"expected an integer >= {low}")
+        return value
+
+    return check
+
+
+def _number_between(low, high, low_open=True, high_open=True):
+    def check(value):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"expected a number in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}")
+        too_low = value <= low if low_open else value < low
+        too_high = value >= high if high_open else value > high
+        if too_low or too_high:
+            raise ValueError(f"expected a number in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}")
+        return float(value)
+
+    return check
+
+
+def _one_of(*choices):
+    def check(value):
+        if value not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}")
+        return value
+
+    return check
+
+
+def _directions(value):
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not items or any(v not in ("uni", "bi") for v in items):
+        raise ValueError("expected uni, bi, or a list of them")
+    return tuple(dict.fromkeys(items))
+
+
+_COMMON = {"min_seeds": _int_at_least(1), "confidence": _number_between(0, 1)}
+_PARAMETERS = {
+    "depth_helps": {**_COMMON, "metric": _one_of(*PPL_METRICS), "basis": _one_of("epochs", "time"),
+                    "margin": _number_between(0, 1, low_open=False), "directions": _directions},
+    "bidirectional_slow": {**_COMMON, "metric": _one_of(*COST_METRICS),
+                           "threshold": _number_between(0, math.inf)},
+    "bidirectional_useless": {**_COMMON, "margin": _number_between(0, 1, low_open=False)},
+}
+_DEFAULT_METRIC = {"depth_helps": "causal_ppl", "bidirectional_slow": "sec_per_epoch",
+                   "bidirectional_useless": "causal_ppl"}
+
+
+def default_claim(name: str) -> ClaimSpec:
+    return ClaimSpec(name=name, metric=_DEFAULT_METRIC[name])
+
+
+def default_claims() -> list[ClaimSpec]:
+    """The lesson's three claims with default parameters."""
+    return [default_claim(name) for name in CLAIM_NAMES]
+
+
+def _unknown(kind: str, value, known) -> str:
+    close = difflib.get_close_matches(str(value), list(known), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(known)})"
+    return f"unknown {kind} {value!r}{hint}"
+
+
+def parse_claims(raw, where: str) -> list[ClaimSpec]:
+    """Validate a suite's ``claims`` list. ``None`` gives no claims. Raises HarnessError naming ``where``,
+    the item and the key at fault."""
+    if raw is None:
+        return []
+    # The caller may already name the key ("suite.yaml: claims").
+    key = where if where.endswith("claims") else f"{where}: claims"
+    if not isinstance(raw, list):
+        raise HarnessError(f"{key} = {raw!r}: expected a list of claim names or mappings")
+    specs, seen = [], set()
+    for i, item in enumerate(raw):
+        here = f"{key}[{i}]"
+        if isinstance(item, str):
+            name, params = item, {}
+        elif isinstance(item, dict):
+            if "name" not in item:
+                raise HarnessError(f"{here}: a claim mapping needs a 'name' (one of {', '.join(CLAIM_NAMES)})")
+            params = dict(item)
+            name = params.pop("name")
+        else:
+            raise HarnessError(f"{here} = {item!r}: expected a claim name or a mapping with 'name'")
+        if name not in CLAIM_TITLES:
+            raise HarnessError(f"{here}: {_unknown('claim', name, CLAIM_NAMES)}")
+        allowed = _PARAMETERS[name]
+        values = {}
+        for key, value in params.items():
+            if key not in allowed:
+                raise HarnessError(f"{here}: {name}: {_unknown('parameter', key, allowed)}")
+            try:
+                values[key] = allowed[key](value)
+            except ValueError as exc:
+                raise HarnessError(f"{here}: {name}.{key} = {value!r}: {exc}") from None
+        spec = replace(default_claim(name), **values)
+        if spec in seen:
+            raise HarnessError(f"{here}: claim {name!r} is listed twice with the same parameters")
+        seen.add(spec)
+        specs.append(spec)
+    return specs
+
+
+
+
+def claims_needing_curves(specs: list[ClaimSpec]) -> list[ClaimSpec]:
+    """Claims that compare held-out perplexity at equal training time: they need held-out perplexity
+    during training (``eval.every`` > 0), not only after the last epoch."""
+    return [s for s in specs if s.name == "depth_helps" and s.basis == "time" and s.metric != "train_ppl"]
