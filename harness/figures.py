@@ -1,8 +1,13 @@
-"""The report's figures: seaborn on matplotlib Figures (no pyplot state), one palette throughout.
+"""The report's figures: matplotlib Figures (no pyplot state) with one visual language throughout.
 
-Every function takes tidy tables, draws one PNG and returns its path, or None when the run holds no
-data for it (the report then says so instead of showing an empty plot). Seeds are drawn as individual
-points or lines; means carry the same t-intervals as the tables.
+- Direction is a colour (``DIRECTION_COLORS``), cell type a marker (``CELL_MARKERS``), depth a line style
+  (``DEPTH_STYLES``), in every figure.
+- Perplexities, times and ratios are drawn on log axes, and their intervals are computed on the log
+  scale (``harness.stats.log_interval``), so that no whisker reaches an impossible value.
+- Seeds are drawn individually (thin lines, small points); means over seeds are geometric.
+
+Every function takes tables, draws one PNG and returns its path, or None when the run holds no data for
+it (the report then says so instead of showing an empty plot).
 """
 
 from __future__ import annotations
@@ -12,47 +17,37 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import seaborn as sns
 from matplotlib import ticker
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
-from .claims import (GRID_AXES, MACHINE, by_seed, compare, direction_pairs, extra_keys, ok_cells, t_interval,
-                     training_curves, with_machine)
-from .config import GRID_KEYS
+from .claims import GRID_AXES, MACHINE, ClaimResult, direction_pairs, ok_cells, training_curves
 
-PALETTE = sns.color_palette("colorblind", 10)
-DIRECTION_COLORS = {"uni": PALETTE[0], "bi": PALETTE[1]}
-METRIC_COLORS = {"training": PALETTE[2], "held-out teacher-forced": PALETTE[4], "held-out causal": PALETTE[3]}
-HEATMAP_CMAP = "flare"
-STYLE = "whitegrid"
-DPI = 110
+DIRECTION_COLORS = {"uni": "#0173b2", "bi": "#de8f05"}
+CELL_MARKERS = {"rnn": "o", "gru": "s", "lstm": "^"}
+DEPTH_STYLES = {1: "-", 2: "--", 3: "-.", 4: ":"}
+MEASURE_COLORS = {"training": "#029e73", "held-out causal": "#d55e00", "held-out teacher-forced": "#cc78bc"}
+BASELINE_STYLES = {"uniform": ":", "unigram": "--", "bigram": "-."}
+DPI = 100
 MIB = 1024 * 1024
 
 FIGURES = {
-    "learning_curves": "Training perplexity by epoch, one line per seed, coloured by depth.",
-    "final_perplexity": "Final training, held-out teacher-forced and held-out causal perplexity against depth "
-                        "(small dots: seeds; diamonds: mean with 95% t-interval).",
-    "seconds_per_epoch": "Median seconds per training epoch against depth, by direction and device.",
-    "slowdown_heatmap": "Bidirectional slowdown: geometric-mean bi/uni ratio of seconds per epoch (paired by seed).",
-    "peak_memory": "Peak memory during training against depth (CUDA: allocated; CPU: resident-set increase).",
-    "flops_utilization": "FLOP utilization against depth, by direction and device: achieved training FLOP/s over "
-                         "the device's calibrated float32 matrix-product rate (run.json calibration); bf16 cells "
-                         "can exceed 100%.",
-    "leak": "The leak: held-out teacher-forced against causal perplexity of each cell; on the diagonal both agree.",
-    "pareto": "Quality against cost: held-out causal perplexity against total training time per configuration "
-              "(mean over seeds); the line joins the Pareto front.",
+    "heldout_curves": "Held-out causal perplexity against epochs (top) and against training seconds (bottom), "
+                      "one panel per cell type: thin lines are seeds, thick lines their geometric mean; colour is "
+                      "the direction, line style the depth; grey lines are the no-learning baselines.",
+    "train_vs_heldout": "Training (green) and held-out causal (red) perplexity by epoch, geometric mean over "
+                        "seeds, one panel per cell type and direction; line style is the depth. A gap where "
+                        "training perplexity is far below held-out is memorisation or, for bidirectional cells, "
+                        "the leak.",
+    "slowdown_heatmap": "Bidirectional slowdown: geometric-mean bi/uni seconds per epoch by cell type and depth, "
+                        "with the bi/uni ratio of FLOPs per epoch below each value.",
+    "seconds_per_epoch": "Seconds per epoch against depth: dots are seeds, bars the geometric mean with its 95% "
+                         "interval (log scale).",
 }
 
 
-def layer_colors(depths) -> dict:
-    """A depth keeps its colour in every figure."""
-    return {d: PALETTE[(int(d) - 1) % len(PALETTE)] for d in depths}
-
-
-def _grid(rows: int, cols: int, width: float = 4.2, height: float = 3.2, **kwargs):
-    fig = Figure(figsize=(max(5.0, width * cols), height * rows + 0.6), layout="constrained")
-    axes = fig.subplots(rows, cols, squeeze=False, **kwargs)
-    return fig, axes
+def depth_style(layers) -> str:
+    return DEPTH_STYLES.get(int(layers), (0, (1, 3)))
 
 
 def _save(fig: Figure | None, path: Path) -> Path | None:
@@ -70,373 +65,267 @@ class _PlainLogFormatter(ticker.LogFormatter):
         return f"{x:g}" if super().__call__(x, pos) else ""
 
 
-def _log_axis(axis) -> None:
-    """Log scale labelled with plain numbers (0.2, 6, 10) rather than powers (2e-01, 6 x 10^0)."""
-    axis.axes.set_xscale("log") if axis is axis.axes.xaxis else axis.axes.set_yscale("log")
+def _log_axis(ax, which: str = "y") -> None:
+    (ax.set_yscale if which == "y" else ax.set_xscale)("log")
+    axis = ax.yaxis if which == "y" else ax.xaxis
     axis.set_major_formatter(_PlainLogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
     axis.set_minor_formatter(_PlainLogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
 
 
-def _t_errorbar(values):
-    _, low, high = t_interval(list(values))
-    mean = float(np.mean(values))
-    return (mean, mean) if not (math.isfinite(low) and math.isfinite(high)) else (low, high)
+def _geomean(values) -> float:
+    x = np.asarray([v for v in values if np.isfinite(v) and v > 0], dtype=float)
+    return float(np.exp(np.log(x).mean())) if len(x) else math.nan
 
 
-def _finite(frame: pd.DataFrame, column: str) -> pd.DataFrame:
-    values = pd.to_numeric(frame[column], errors="coerce") if column in frame else pd.Series(dtype=float)
-    out = frame.assign(**{column: values})
-    return out[np.isfinite(out[column])]
+def _baselines(ax, baselines: dict | None, label: bool) -> None:
+    for name, style in BASELINE_STYLES.items():
+        value = (baselines or {}).get(name)
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            ax.axhline(value, color="0.45", lw=0.9, ls=style, zorder=1)
+            if label:
+                ax.annotate(f"{name} {value:.3g}", (1.0, value), xycoords=("axes fraction", "data"),
+                            xytext=(-2, 2), textcoords="offset points", ha="right", fontsize=7, color="0.35")
 
 
-def config_label(frame: pd.DataFrame, keys: list[str]) -> pd.Series:
-    """Per row, the values of configuration keys beyond the grid (``precision=bf16, hidden=64``): what tells
-    apart cells that share cell type, depth, direction, device and seed."""
-    if not keys or frame.empty:
-        return pd.Series("", index=frame.index, dtype=object)
-    return frame[keys].apply(lambda row: ", ".join(f"{k}={_plain(v)}" for k, v in row.items()), axis=1)
+def _style_legend(fig, directions, depths, cells, extra=()) -> None:
+    handles = [Line2D([], [], color=DIRECTION_COLORS[d], lw=2, label=d) for d in directions]
+    handles += [Line2D([], [], color="0.3", lw=1.3, ls=depth_style(n), label=f"{int(n)} layer{'s' if n > 1 else ''}")
+                for n in depths]
+    handles += [Line2D([], [], color="0.3", marker=CELL_MARKERS.get(c, "o"), ls="none", label=c) for c in cells]
+    handles += list(extra)
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(8, len(handles)), fontsize=8, frameon=False)
 
 
-def _plain(value) -> str:
-    """1.0 as 1, so that a label reads like the suite's value."""
-    if isinstance(value, (float, np.floating)) and math.isfinite(value) and value == int(value):
-        return str(int(value))
-    return str(value)
-
-
-def _join(*parts) -> str:
-    return ", ".join(str(p) for p in parts if p is not None and str(p) != "")
-
-
-def _row_order(labels) -> list[str]:
-    """Panel rows: unidirectional first, then as sorted."""
-    return sorted(set(labels), key=lambda p: (not str(p).startswith("uni"), str(p)))
-
-
-def _seeds_and_means(ax, data, x, y, hue, order, hue_order, palette):
-    """Per-seed dots and the mean with its t-interval, dodged by hue."""
-    sns.stripplot(data=data, x=x, y=y, hue=hue, order=order, hue_order=hue_order, palette=palette, dodge=True,
-                  alpha=0.45, size=3.5, jitter=0.12, legend=False, ax=ax)
-    sns.pointplot(data=data, x=x, y=y, hue=hue, order=order, hue_order=hue_order, palette=palette,
-                  dodge=0.8 - 0.8 / max(1, len(hue_order)), errorbar=_t_errorbar, markers="D", capsize=0.08,
-                  linestyle="none", ax=ax)
-
-
-def _legend_once(axes, title: str) -> None:
-    """Keep one legend (top-right panel) for a whole figure."""
-    flat = list(axes.flat)
-    handles, labels = [], []
-    for ax in flat:
-        if ax.get_legend() is not None:
-            if not handles:
-                handles, labels = ax.get_legend_handles_labels()
-            ax.get_legend().remove()
-    if handles:
-        seen = {}
-        for h, lbl in zip(handles, labels):
-            seen.setdefault(lbl, h)
-        flat[min(len(flat) - 1, axes.shape[1] - 1)].legend(seen.values(), seen.keys(), title=title, fontsize=8,
-                                                           title_fontsize=8)
-
-
-def learning_curves(cells: pd.DataFrame, epochs: pd.DataFrame, path: Path) -> Path | None:
-    return _save(learning_curves_figure(cells, epochs), path)
-
-
-def learning_curves_figure(cells: pd.DataFrame, epochs: pd.DataFrame) -> Figure | None:
+def _curve_frame(cells: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame:
+    """Every finished cell's epochs with ``elapsed`` seconds and its grid keys."""
     curves = training_curves(epochs)
-    if not curves:
-        return None
-    frame = pd.concat(curves.values(), ignore_index=True)
-    frame = _finite(frame, "train_ppl")
-    if frame.empty or not {"cell", "direction", "layers", "seed"} <= set(frame.columns):
-        return None
-    # Other matrix axes (precision, hidden ...) come from cells.csv, which has every key of every cell.
-    extras = extra_keys(cells) if "cell_id" in cells else []
-    labels = pd.Series(config_label(cells, extras).to_numpy(), index=cells["cell_id"]) if extras else None
-    config = ", ".join(extras) or "config"  # the legend's heading for the line styles
-    frame[config] = frame["cell_id"].map(labels).fillna("") if labels is not None else ""
-    frame["panel"] = frame["direction"].astype(str)
-    if "device" in frame and frame["device"].nunique() > 1:
-        frame["panel"] = frame["direction"].astype(str) + ", " + frame["device"].astype(str)
-    cell_types = sorted(frame["cell"].unique())
-    panels = _row_order(frame["panel"])
-    depths = sorted(frame["layers"].unique())
-    configs = sorted(frame[config].unique())
-    style = {"style": config, "style_order": configs} if len(configs) > 1 else {}
-    with sns.axes_style(STYLE):
-        fig, axes = _grid(len(cell_types), len(panels), sharex=True, sharey=True)
-        for i, cell in enumerate(cell_types):
-            for j, panel in enumerate(panels):
-                ax = axes[i, j]
-                data = frame[(frame["cell"] == cell) & (frame["panel"] == panel)]
-                if not data.empty:
-                    # One line per cell (cell_id): seeds of different configurations never join into one.
-                    sns.lineplot(data=data, x="epoch", y="train_ppl", hue="layers", hue_order=depths,
-                                 palette=layer_colors(depths), units="cell_id", estimator=None, lw=1.1,
-                                 alpha=0.85, ax=ax, **style)
-                _log_axis(ax.yaxis)
-                ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
-                ax.set_title(f"{cell}, {panel}", fontsize=10)
-                ax.set_xlabel("epoch" if i == len(cell_types) - 1 else "")
-                ax.set_ylabel("training perplexity (log scale)" if j == 0 else "")
-        _legend_once(axes, "" if style else "layers")
-        fig.suptitle("Learning curves" + (" (line style: " + ", ".join(extras) + ")" if style else ""))
-        return fig
-
-
-def _final_long(ok: pd.DataFrame) -> pd.DataFrame:
-    names = {"train_ppl": "training", "val_ppl": "held-out teacher-forced", "causal_ppl": "held-out causal"}
-    present = [c for c in names if c in ok]
-    if not present:
+    ok = ok_cells(cells)
+    if not curves or ok.empty:
         return pd.DataFrame()
-    ok = ok.assign(config=config_label(ok, extra_keys(ok)))
-    keys = [k for k in ("cell_id", *GRID_KEYS, "config") if k in ok]
-    long = ok.melt(id_vars=keys, value_vars=present, var_name="metric", value_name="perplexity")
-    long["metric"] = long["metric"].map(names)
-    return _finite(long, "perplexity")
+    keys = ok.set_index("cell_id")[[k for k in ("cell", "layers", "direction", "device", "seed") if k in ok]]
+    frames = []
+    for cell_id, curve in curves.items():
+        if cell_id in keys.index:
+            frames.append(curve.drop(columns=[c for c in keys.columns if c in curve]).assign(
+                **keys.loc[cell_id].to_dict(), cell_id=cell_id))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def final_perplexity(cells: pd.DataFrame, path: Path) -> Path | None:
-    return _save(final_perplexity_figure(cells), path)
-
-
-def final_perplexity_figure(cells: pd.DataFrame) -> Figure | None:
-    long = _final_long(ok_cells(cells))
-    if long.empty:
+def heldout_curves(cells, epochs, baselines, path: Path) -> Path | None:
+    frame = _curve_frame(cells, epochs)
+    if frame.empty or "causal_ppl" not in frame:
         return None
-    several_devices = long["device"].nunique() > 1
-    # A panel row per direction, device and other configuration: seeds of fp32 and bf16 are never averaged.
-    long["row"] = [_join(d, v if several_devices else None, c)
-                   for d, v, c in zip(long["direction"], long["device"], long["config"])]
-    rows = _row_order(long["row"])
-    cell_types = sorted(long["cell"].unique())
-    depths = sorted(long["layers"].unique())
-    hue_order = [m for m in METRIC_COLORS if m in set(long["metric"])]
-    with sns.axes_style(STYLE):
-        fig, axes = _grid(len(rows), len(cell_types), sharey=True)
-        for i, row in enumerate(rows):
-            for j, cell in enumerate(cell_types):
-                ax = axes[i, j]
-                data = long[(long["row"] == row) & (long["cell"] == cell)]
-                if not data.empty:
-                    _seeds_and_means(ax, data, "layers", "perplexity", "metric", depths, hue_order, METRIC_COLORS)
-                _log_axis(ax.yaxis)
-                ax.set_title(f"{cell}, {row}", fontsize=10)
-                ax.set_xlabel("layers")
-                ax.set_ylabel("perplexity (log scale)" if j == 0 else "")
-        _legend_once(axes, "perplexity")
-        fig.suptitle("Final perplexity against depth")
-        return fig
-
-
-def cost_against_depth(cells: pd.DataFrame, column: str, scale: float, ylabel: str, title: str) -> Figure | None:
-    """Per-seed values and means against depth, coloured by direction; a panel per cell type (columns) and
-    per device, other configuration and machine (rows). Rows of one device share their y scale, so that
-    e.g. fp32 and bf16 read side by side; machines are never pooled."""
-    ok = _finite(ok_cells(cells), column) if column in cells else pd.DataFrame()
-    if ok.empty:
+    frame = frame[np.isfinite(pd.to_numeric(frame["causal_ppl"], errors="coerce"))]
+    if frame.empty:
         return None
-    extras = extra_keys(ok)
-    ok, machine = with_machine(ok)
-    ok = ok.assign(value=ok[column] / scale, config=config_label(ok, extras))
-    machines = ok[MACHINE] if machine else pd.Series("", index=ok.index)
-    ok["row"] = [_join(d, c, m) for d, c, m in zip(ok["device"], ok["config"], machines)]
-    rows = sorted(ok["row"].unique())
-    device_of = dict(zip(ok["row"], ok["device"]))
-    cell_types = sorted(ok["cell"].unique())
-    depths = sorted(ok["layers"].unique())
-    directions = [d for d in DIRECTION_COLORS if d in set(ok["direction"])]
-    with sns.axes_style(STYLE):
-        fig, axes = _grid(len(rows), len(cell_types))
-        first_of_device = {}
-        for i, row in enumerate(rows):
-            for j, cell in enumerate(cell_types):
-                ax = axes[i, j]
-                anchor = first_of_device.setdefault(device_of[row], ax)
-                if ax is not anchor:
-                    ax.sharey(anchor)
-                data = ok[(ok["row"] == row) & (ok["cell"] == cell)]
-                if not data.empty:
-                    _seeds_and_means(ax, data, "layers", "value", "direction", depths, directions, DIRECTION_COLORS)
-                ax.set_title(f"{cell}, {row}", fontsize=10)
-                ax.set_xlabel("layers")
-                ax.set_ylabel(ylabel if j == 0 else "")
-        for ax in first_of_device.values():
-            ax.set_ylim(bottom=0)
-        _legend_once(axes, "direction")
-        fig.suptitle(title)
-        return fig
+    cell_types = [c for c in CELL_MARKERS if c in set(frame["cell"])] or sorted(frame["cell"].unique())
+    fig = Figure(figsize=(4.2 * len(cell_types) + 0.5, 7.4), layout="constrained")
+    axes = fig.subplots(2, len(cell_types), squeeze=False, sharey=True)
+    for j, cell in enumerate(cell_types):
+        data = frame[frame["cell"] == cell]
+        for i, x in enumerate(("epoch", "elapsed")):
+            ax = axes[i, j]
+            for (direction, layers), group in data.groupby(["direction", "layers"]):
+                color, style = DIRECTION_COLORS.get(direction, "0.3"), depth_style(layers)
+                for _, seed in group.groupby("cell_id"):
+                    ax.plot(seed[x], seed["causal_ppl"], color=color, ls=style, lw=0.6, alpha=0.3)
+                mean = group.groupby("epoch").agg(x=(x, "mean"), y=("causal_ppl", _geomean))
+                ax.plot(mean["x"], mean["y"], color=color, ls=style, lw=1.8)
+            _baselines(ax, baselines, label=j == len(cell_types) - 1)
+            _log_axis(ax)
+            if x == "elapsed" and data["elapsed"].max() > 20 * max(data["elapsed"].min(), 1e-9):
+                _log_axis(ax, "x")
+            ax.set_title(f"{cell}" + (", against epochs" if i == 0 else ", against training time"), fontsize=10)
+            ax.set_xlabel("epoch" if i == 0 else "training seconds")
+            ax.set_ylabel("held-out causal perplexity" if j == 0 else "")
+    _style_legend(fig, [d for d in DIRECTION_COLORS if d in set(frame["direction"])],
+                  sorted(frame["layers"].unique()), [])
+    return _save(fig, path)
 
 
-def seconds_per_epoch(cells: pd.DataFrame, path: Path) -> Path | None:
-    return _save(cost_against_depth(cells, "sec_per_epoch", 1.0, "seconds per epoch (s)", "Time per epoch"), path)
+def train_vs_heldout(cells, epochs, baselines, path: Path) -> Path | None:
+    frame = _curve_frame(cells, epochs)
+    if frame.empty or "train_ppl" not in frame:
+        return None
+    cell_types = [c for c in CELL_MARKERS if c in set(frame["cell"])] or sorted(frame["cell"].unique())
+    directions = [d for d in DIRECTION_COLORS if d in set(frame["direction"])]
+    fig = Figure(figsize=(4.2 * len(cell_types) + 0.5, 3.4 * len(directions) + 0.8), layout="constrained")
+    axes = fig.subplots(len(directions), len(cell_types), squeeze=False, sharey=True, sharex=True)
+    measures = {"training": "train_ppl", "held-out causal": "causal_ppl"}
+    for i, direction in enumerate(directions):
+        for j, cell in enumerate(cell_types):
+            ax = axes[i, j]
+            data = frame[(frame["cell"] == cell) & (frame["direction"] == direction)]
+            for layers, group in data.groupby("layers"):
+                for name, column in measures.items():
+                    if column not in group:
+                        continue
+                    values = group[np.isfinite(pd.to_numeric(group[column], errors="coerce"))]
+                    mean = values.groupby("epoch")[column].agg(_geomean)
+                    ax.plot(mean.index, mean.to_numpy(), color=MEASURE_COLORS[name], ls=depth_style(layers),
+                            lw=1.5)
+            _baselines(ax, baselines, label=j == len(cell_types) - 1)
+            _log_axis(ax)
+            ax.set_title(f"{cell}, {direction}", fontsize=10, color=DIRECTION_COLORS.get(direction, "black"))
+            ax.set_xlabel("epoch" if i == len(directions) - 1 else "")
+            ax.set_ylabel("perplexity" if j == 0 else "")
+    extra = [Line2D([], [], color=MEASURE_COLORS[n], lw=2, label=n) for n in measures]
+    _style_legend(fig, [], sorted(frame["layers"].unique()), [], extra)
+    return _save(fig, path)
 
 
-def peak_memory(cells: pd.DataFrame, path: Path) -> Path | None:
-    return _save(cost_against_depth(cells, "peak_mem_bytes", MIB, "peak memory (MiB)", "Peak memory during training"),
-                 path)
-
-
-def flops_utilization(cells: pd.DataFrame, path: Path) -> Path | None:
-    return _save(cost_against_depth(cells, "flops_utilization", 0.01, "FLOP utilization (% of matmul rate)",
-                                    "FLOP utilization: training against the calibrated matrix product"), path)
-
-
-def slowdown_table(cells: pd.DataFrame, metric: str = "sec_per_epoch") -> pd.DataFrame:
-    """Geometric-mean bi/uni ratio per (cell type, device, other keys, machine) row and depth column."""
+def slowdown_table(cells: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Geometric-mean bi/uni seconds per epoch and FLOPs per epoch, rows (cell type, device, other keys,
+    machine) by depth columns."""
     records = []
     for context, uni, bi in direction_pairs(ok_cells(cells), timing=True):
-        result = compare(by_seed(uni, metric), by_seed(bi, metric), "ratio")
-        grid = [v for k, v in context.items() if k in GRID_AXES and k != "layers"]
-        others = [f"{k}={_plain(v)}" for k, v in context.items() if k not in GRID_AXES and k != MACHINE]
-        label = _join(*grid, *others, context.get(MACHINE))
-        records.append({"row": label, "layers": context.get("layers"), "ratio": result.effect})
+        grid = [str(v) for k, v in context.items() if k in GRID_AXES and k != "layers"]
+        others = [f"{k}={v}" for k, v in context.items() if k not in GRID_AXES and k != MACHINE]
+        label = ", ".join(grid + others + ([str(context[MACHINE])] if MACHINE in context else []))
+
+        def ratio(column):
+            if column not in uni:
+                return math.nan
+            a = _geomean(pd.to_numeric(uni[column], errors="coerce"))
+            b = _geomean(pd.to_numeric(bi[column], errors="coerce"))
+            return b / a if a > 0 else math.nan
+
+        records.append({"row": label, "layers": context.get("layers"), "time": ratio("sec_per_epoch"),
+                        "flops": ratio("flops_per_epoch")})
     if not records:
-        return pd.DataFrame()
-    table = pd.DataFrame(records).pivot_table(index="row", columns="layers", values="ratio", aggfunc="first")
-    return table.dropna(how="all")
+        return pd.DataFrame(), pd.DataFrame()
+    frame = pd.DataFrame(records)
+    time = frame.pivot_table(index="row", columns="layers", values="time", aggfunc="first").dropna(how="all")
+    flops = frame.pivot_table(index="row", columns="layers", values="flops", aggfunc="first")
+    return time, flops.reindex(index=time.index, columns=time.columns)
 
 
 def slowdown_heatmap(cells: pd.DataFrame, path: Path) -> Path | None:
-    table = slowdown_table(cells)
-    if table.empty or not np.isfinite(table.to_numpy(dtype=float)).any():
+    time, flops = slowdown_table(cells)
+    if time.empty or not np.isfinite(time.to_numpy(dtype=float)).any():
         return None
-    with sns.axes_style("white"):
-        fig = Figure(figsize=(1.2 * table.shape[1] + 4.5, 0.55 * table.shape[0] + 1.8), layout="constrained")
-        ax = fig.subplots()
-        values = table.to_numpy(dtype=float)
-        # Anchor the scale at 1 (no slowdown) so that colours compare across runs.
-        low = min(1.0, float(np.nanmin(values)))
-        high = max(low + 1.0, float(np.nanmax(values)))
-        sns.heatmap(table.astype(float), annot=True, fmt=".2f", cmap=HEATMAP_CMAP, vmin=low, vmax=high,
-                    linewidths=0.5, ax=ax, cbar_kws={"label": "bi / uni time per epoch (ratio)"})
-        ax.tick_params(axis="y", labelrotation=0)
-        ax.set_xlabel("layers")
-        ax.set_ylabel("")
-        ax.set_title("Bidirectional slowdown by cell type, device and depth")
-        return _save(fig, path)
+    values = time.to_numpy(dtype=float)
+    fig = Figure(figsize=(1.3 * time.shape[1] + 4.0, 0.7 * time.shape[0] + 1.6), layout="constrained")
+    ax = fig.subplots()
+    # Anchored at 1 (no slowdown) so that colours compare across runs; log scale as for every ratio.
+    high = max(2.0, float(np.nanmax(values)))
+    from matplotlib.colors import LogNorm
+
+    image = ax.imshow(values, cmap="Oranges", norm=LogNorm(vmin=1.0, vmax=high), aspect="auto")
+    for i in range(values.shape[0]):
+        for j in range(values.shape[1]):
+            if math.isfinite(values[i, j]):
+                f = flops.to_numpy(dtype=float)[i, j]
+                text = f"{values[i, j]:.2f}" + (f"\n(FLOPs x{f:.2f})" if math.isfinite(f) else "")
+                dark = values[i, j] > math.sqrt(high)
+                ax.text(j, i, text, ha="center", va="center", fontsize=8, color="white" if dark else "black")
+    ax.set_xticks(range(time.shape[1]), [str(int(c)) for c in time.columns])
+    ax.set_yticks(range(time.shape[0]), list(time.index))
+    ax.set_xlabel("layers")
+    fig.colorbar(image, ax=ax, label="bi / uni seconds per epoch")
+    ax.set_title("Bidirectional slowdown")
+    return _save(fig, path)
 
 
-def leak(cells: pd.DataFrame, path: Path) -> Path | None:
-    ok = _finite(_finite(ok_cells(cells), "val_ppl"), "causal_ppl") if {"val_ppl", "causal_ppl"} <= set(cells) \
-        else pd.DataFrame()
-    if ok.empty:
-        return None
-    directions = [d for d in DIRECTION_COLORS if d in set(ok["direction"])]
-    with sns.axes_style(STYLE):
-        fig = Figure(figsize=(6.4, 5.0), layout="constrained")
-        ax = fig.subplots()
-        sns.scatterplot(data=ok, x="val_ppl", y="causal_ppl", hue="direction", hue_order=directions,
-                        palette=DIRECTION_COLORS, style="cell", s=45, alpha=0.85, ax=ax)
-        _log_axis(ax.xaxis)
-        _log_axis(ax.yaxis)
-        low = min(ok["val_ppl"].min(), ok["causal_ppl"].min()) * 0.9
-        high = max(ok["val_ppl"].max(), ok["causal_ppl"].max()) * 1.1
-        ax.plot([low, high], [low, high], color="0.5", lw=1, ls="--", label="causal = teacher-forced")
-        ax.set_xlim(low, high)
-        ax.set_ylim(low, high)
-        ax.set_xlabel("held-out teacher-forced perplexity (log scale)")
-        ax.set_ylabel("held-out causal perplexity (log scale)")
-        ax.set_title("The leak: bidirectional cells see the answer when teacher-forced")
-        ax.legend(fontsize=8)
-        return _save(fig, path)
+def seconds_per_epoch(cells: pd.DataFrame, path: Path) -> Path | None:
+    from .stats import log_interval
 
-
-def training_seconds(cells: pd.DataFrame, epochs: pd.DataFrame) -> pd.Series:
-    """Training seconds per cell_id: the sum of its epochs' times, else its process time."""
-    curves = training_curves(epochs)
-    values = {}
-    for _, row in cells.iterrows():
-        curve = curves.get(row.get("cell_id"))
-        if curve is not None and len(curve):
-            values[row["cell_id"]] = float(curve["elapsed"].iloc[-1])
-        else:
-            values[row["cell_id"]] = float(pd.to_numeric(pd.Series([row.get("total_sec")]), errors="coerce").iloc[0])
-    return pd.Series(values, dtype=float)
-
-
-def pareto_front(points: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
-    """Rows no other row beats on both ``x`` and ``y`` (lower is better), ordered by ``x``."""
-    ordered = points.sort_values([x, y])
-    front, best = [], math.inf
-    for index, row in ordered.iterrows():
-        if row[y] < best:
-            front.append(index)
-            best = row[y]
-    return ordered.loc[front]
-
-
-def pareto_points(cells: pd.DataFrame, epochs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Finished cells with their total training seconds, and their means per configuration (grid axes and
-    every other key that varies, so fp32 and bf16 stay apart; and machine, so seconds are not pooled
-    across machines) with a ``label``. Empty frames when nothing has both time and causal perplexity."""
     ok = ok_cells(cells)
-    if ok.empty or "causal_ppl" not in ok:
-        return pd.DataFrame(), pd.DataFrame()
-    ok = ok.assign(train_sec=ok["cell_id"].map(training_seconds(ok, epochs)))
-    ok = _finite(_finite(ok, "train_sec"), "causal_ppl")
-    if ok.empty:
-        return ok, pd.DataFrame()
-    extras = extra_keys(ok)
-    ok, machine = with_machine(ok)
-    keys = [k for k in GRID_AXES if k in ok] + extras + machine
-    configs = ok.groupby(keys, as_index=False, dropna=False)[["train_sec", "causal_ppl"]].mean()
-    several_devices = ok["device"].nunique() > 1
-
-    def label(row) -> str:
-        text = f"{row['cell']}-l{int(row['layers'])}-{row['direction']}"
-        text += f"-{row['device']}" if several_devices else ""
-        text += "".join(f" {k}={_plain(row[k])}" for k in extras)
-        return text + (f" on {row[MACHINE]}" if machine else "")
-
-    configs["label"] = [label(row) for _, row in configs.iterrows()]
-    # The marker tells cell types and other configurations apart (lstm, precision=bf16).
-    configs["marker"] = [_join(c, x) for c, x in zip(configs["cell"], config_label(configs, extras))]
-    return ok, configs
-
-
-def pareto(cells: pd.DataFrame, epochs: pd.DataFrame, path: Path) -> Path | None:
-    ok, configs = pareto_points(cells, epochs)
-    if configs.empty:
+    if ok.empty or "sec_per_epoch" not in ok:
         return None
-    front = pareto_front(configs, "train_sec", "causal_ppl")
+    ok = ok[np.isfinite(ok["sec_per_epoch"]) & (ok["sec_per_epoch"] > 0)]
+    if ok.empty:
+        return None
+    devices = sorted(ok["device"].unique()) if "device" in ok else ["cpu"]
+    fig = Figure(figsize=(6.5 * len(devices), 4.2), layout="constrained")
+    axes = fig.subplots(1, len(devices), squeeze=False)
+    cell_types = [c for c in CELL_MARKERS if c in set(ok["cell"])]
     directions = [d for d in DIRECTION_COLORS if d in set(ok["direction"])]
-    with sns.axes_style(STYLE):
-        fig = Figure(figsize=(7.2, 5.0), layout="constrained")
-        ax = fig.subplots()
-        sns.scatterplot(data=ok, x="train_sec", y="causal_ppl", hue="direction", hue_order=directions,
-                        palette=DIRECTION_COLORS, alpha=0.3, s=18, legend=False, ax=ax)
-        heading = ", ".join(["cell", *extra_keys(ok)])  # the legend's heading for the markers
-        points = configs.drop(columns="cell").rename(columns={"marker": heading})
-        sns.scatterplot(data=points, x="train_sec", y="causal_ppl", hue="direction", hue_order=directions,
-                        palette=DIRECTION_COLORS, style=heading, style_order=sorted(points[heading].unique()),
-                        s=70, ax=ax)
-        ax.plot(front["train_sec"], front["causal_ppl"], color="0.25", lw=1.2, drawstyle="steps-post",
-                label="Pareto front")
-        for _, row in front.iterrows():
-            ax.annotate(row["label"], (row["train_sec"], row["causal_ppl"]), textcoords="offset points",
-                        xytext=(4, 4), fontsize=7)
-        if ok["train_sec"].max() > 10 * ok["train_sec"].min():
-            _log_axis(ax.xaxis)
-        ax.set_xlabel("total training time (s)")
-        ax.set_ylabel("held-out causal perplexity")
-        ax.set_title("Quality against cost")
-        ax.legend(fontsize=8)
-        return _save(fig, path)
+    slots = [(c, d) for c in cell_types for d in directions]
+    width = 0.8 / max(1, len(slots))
+    for ax, device in zip(axes[0], devices):
+        data = ok[ok["device"] == device] if "device" in ok else ok
+        for k, (cell, direction) in enumerate(slots):
+            group = data[(data["cell"] == cell) & (data["direction"] == direction)]
+            for layers, seeds in group.groupby("layers"):
+                x = float(layers) - 0.4 + width * (k + 0.5)
+                values = seeds["sec_per_epoch"].to_numpy(float)
+                ax.scatter(np.full(len(values), x), values, s=9, alpha=0.45, color=DIRECTION_COLORS[direction],
+                           marker=CELL_MARKERS.get(cell, "o"), linewidths=0)
+                mean, low, high = log_interval(values)
+                if math.isfinite(low):
+                    ax.errorbar([x], [mean], yerr=[[mean - low], [high - mean]], color=DIRECTION_COLORS[direction],
+                                marker=CELL_MARKERS.get(cell, "o"), ms=5, capsize=2, lw=1)
+                else:
+                    ax.plot([x], [mean], color=DIRECTION_COLORS[direction], marker=CELL_MARKERS.get(cell, "o"), ms=5)
+        _log_axis(ax)
+        ax.set_xticks(sorted(data["layers"].unique()))
+        ax.set_xlabel("layers")
+        ax.set_ylabel("seconds per epoch")
+        ax.set_title(device)
+    _style_legend(fig, directions, [], cell_types)
+    return _save(fig, path)
 
 
-def make_figures(cells: pd.DataFrame, epochs: pd.DataFrame, folder: Path) -> dict[str, Path | None]:
-    """Draw every figure into ``folder``; name -> path, or None where the run has no data for it."""
+def forest_plot(result: ClaimResult, path: Path) -> Path | None:
+    """Each configuration's effect with its interval, the pooled effects, and the claim's no-effect and
+    threshold lines, on a log axis."""
+    rows = result.deciding
+    if rows.empty or not np.isfinite(rows["ratio"]).any():
+        return None
+    rows = rows[np.isfinite(rows["ratio"])]
+    keys = [k for k in rows.columns if k in GRID_AXES or k == MACHINE or k in ("hidden", "precision", "threads")]
+    pooled = result.pooled_table
+    n = len(rows) + len(pooled) + 1
+    fig = Figure(figsize=(7.6, 0.24 * n + 1.5), layout="constrained")
+    ax = fig.subplots()
+    labels = []
+    y = n - 1
+    for _, row in rows.iterrows():
+        label = " ".join(str(row[k]) for k in keys if k not in ("direction",) or result.name == "depth_helps")
+        labels.append((y, f"{label} {row['comparison']}" if result.name == "depth_helps" else label))
+        color = DIRECTION_COLORS["bi"] if result.name != "depth_helps" else DIRECTION_COLORS.get(
+            str(row.get("direction", "uni")), "0.3")
+        counted = bool(row["counted"])
+        marker = CELL_MARKERS.get(str(row.get("cell")), "o")
+        if math.isfinite(row["ci_low"]):
+            ax.plot([row["ci_low"], row["ci_high"]], [y, y], color=color if counted else "0.7", lw=1.2)
+        ax.plot([row["ratio"]], [y], marker=marker, ls="none", ms=5, color=color if counted else "white",
+                markeredgecolor=color if counted else "0.6")
+        y -= 1
+    y -= 1
+    for _, row in pooled.iterrows():
+        if math.isfinite(row["ratio"]):
+            label = "pooled, all" if row["cells"] == "all" else f"pooled, {row['cells']}"
+            labels.append((y, label))
+            if math.isfinite(row["ci_low"]):
+                ax.plot([row["ci_low"], row["ci_high"]], [y, y], color="black", lw=2.2 if row["cells"] == "all" else 1.4)
+            ax.plot([row["ratio"]], [y], marker="D", ms=7 if row["cells"] == "all" else 5, color="black")
+        y -= 1
+    ax.axvline(result.no_effect, color="0.5", lw=1, ls="-", label="no effect (x1)")
+    if result.threshold != result.no_effect:
+        ax.axvline(result.threshold, color="#d55e00", lw=1.2, ls="--", label=f"threshold (x{result.threshold:.3g})")
+    _log_axis(ax, "x")
+    shown = [v for v in [*rows["ci_low"], *rows["ci_high"], *rows["ratio"], *pooled["ci_low"], *pooled["ci_high"],
+                         result.no_effect, result.threshold] if math.isfinite(v) and v > 0]
+    ax.set_xlim(min(shown) / 1.15, max(shown) * 1.15)
+    ax.set_yticks([p for p, _ in labels], [t for _, t in labels], fontsize=7)
+    ax.set_ylim(y + 0.5, n - 0.5)
+    ax.set_xlabel(result.pooled_table["measure"].iloc[0] + " (ratio, log scale)" if not pooled.empty else "ratio")
+    ax.grid(axis="x", color="0.9")
+    fig.legend(loc="outside lower center", ncol=2, fontsize=7, frameon=False)
+    ax.set_title(result.title, fontsize=10)
+    return _save(fig, path)
+
+
+def make_figures(cells: pd.DataFrame, epochs: pd.DataFrame, baselines: dict | None, folder: Path
+                 ) -> dict[str, Path | None]:
+    """Draw the run's figures into ``folder``; name -> path, or None where the run has no data for it."""
     folder = Path(folder)
     png = {name: folder / f"{name}.png" for name in FIGURES}
     return {
-        "learning_curves": learning_curves(cells, epochs, png["learning_curves"]),
-        "final_perplexity": final_perplexity(cells, png["final_perplexity"]),
-        "seconds_per_epoch": seconds_per_epoch(cells, png["seconds_per_epoch"]),
+        "heldout_curves": heldout_curves(cells, epochs, baselines, png["heldout_curves"]),
+        "train_vs_heldout": train_vs_heldout(cells, epochs, baselines, png["train_vs_heldout"]),
         "slowdown_heatmap": slowdown_heatmap(cells, png["slowdown_heatmap"]),
-        "peak_memory": peak_memory(cells, png["peak_memory"]),
-        "flops_utilization": flops_utilization(cells, png["flops_utilization"]),
-        "leak": leak(cells, png["leak"]),
-        "pareto": pareto(cells, epochs, png["pareto"]),
+        "seconds_per_epoch": seconds_per_epoch(cells, png["seconds_per_epoch"]),
     }

@@ -1,7 +1,9 @@
 """Turn a results folder into a report: ``index.md`` (GitHub), ``index.html`` (self-contained) and figures.
 
-The report is assembled once as a list of blocks (headings, paragraphs, tables, figures) and rendered
-twice, so the Markdown and the HTML say the same thing. Whatever the run lacks (cells that did not
+The report is assembled once as a list of blocks (headings, paragraphs, tables, figures, folded details)
+and rendered twice, so the Markdown and the HTML say the same thing: the answers first (one row per claim),
+the run's provenance, then one section per claim with the figure and numbers that decided it, and the
+rest folded away (``<details>`` in HTML, an appendix at the end of the Markdown). Whatever the run lacks (cells that did not
 finish, one seed, one depth, no CUDA, no declared claims, no corpus file) is said in the report rather
 than raised, as long as the folder holds cells at all.
 """
@@ -24,11 +26,12 @@ import pandas as pd
 from tabulate import tabulate
 
 from . import claims as claims_mod
-from .claims import (ClaimResult, configuration_keys, evaluate_claims, ok_cells, parse_claims, sample_quality,
-                     t_interval)
+from . import text_measures
+from .claims import ClaimResult, configuration_keys, evaluate_claims, ok_cells, parse_claims
 from .config import GRID_KEYS
 from .errors import HarnessError
-from .figures import FIGURES, MIB, make_figures
+from .figures import FIGURES, MIB
+from .stats import log_interval
 from .store import read_csv_table, write_text_atomic
 
 STATUSES = ("ok", "skipped", "diverged", "failed", "timeout")
@@ -152,11 +155,10 @@ def fill_flops_utilization(cells: pd.DataFrame, calibration, hostname: str | Non
     return cells.assign(flops_utilization=computed)
 
 
-def corpus_words(cells: pd.DataFrame) -> tuple[set[str] | None, str]:
-    """The words of the corpus the cells were trained on, cleaned as training cleaned them, or None
-    and why not. Only $HARNESS_DATA_DIR and the cache are looked at: a report never downloads. A file
-    whose SHA-256 differs from the recorded one is not used."""
-    from .data import clean_lines, read_corpus_lines, resolve_corpus
+def corpus_file(cells: pd.DataFrame):
+    """The corpus file the cells were trained on and whether to strip its boilerplate, or (None, why not).
+    A report never downloads; a file whose SHA-256 differs from the recorded one is not used."""
+    from .data import resolve_corpus
 
     names = cells["corpus"].dropna() if "corpus" in cells else pd.Series(dtype=object)
     if names.empty:
@@ -165,14 +167,52 @@ def corpus_words(cells: pd.DataFrame) -> tuple[set[str] | None, str]:
     try:
         path = resolve_corpus(name, offline=True)
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        recorded = cells["corpus_sha256"].dropna() if "corpus_sha256" in cells else pd.Series(dtype=object)
-        if not recorded.empty and digest not in set(recorded.astype(str)):
-            return None, f"{path} differs from the text the cells were trained on (SHA-256 {digest[:12]})"
-        strip = cells["strip_boilerplate"].dropna() if "strip_boilerplate" in cells else pd.Series(dtype=object)
-        lines = read_corpus_lines(path, strip.empty or str(strip.iloc[0]).lower() in ("true", "1"))
     except (HarnessError, OSError) as exc:
         return None, f"corpus {name!r} unavailable ({str(exc).splitlines()[0]})"
-    return claims_mod.corpus_word_set(clean_lines(lines)), f"{path}"
+    recorded = cells["corpus_sha256"].dropna() if "corpus_sha256" in cells else pd.Series(dtype=object)
+    if not recorded.empty and digest not in set(recorded.astype(str)):
+        return None, f"{path} differs from the text the cells were trained on (SHA-256 {digest[:12]})"
+    return path, str(path)
+
+
+def _strip(cells: pd.DataFrame) -> bool:
+    strip = cells["strip_boilerplate"].dropna() if "strip_boilerplate" in cells else pd.Series(dtype=object)
+    return strip.empty or str(strip.iloc[0]).lower() in ("true", "1")
+
+
+def corpus_words(cells: pd.DataFrame) -> tuple[set[str] | None, str]:
+    """The words of the corpus the cells were trained on, cleaned as training cleaned them, or None
+    and why not."""
+    from .data import clean_lines, read_corpus_lines
+
+    path, note = corpus_file(cells)
+    if path is None:
+        return None, note
+    try:
+        lines = read_corpus_lines(path, _strip(cells))
+    except (HarnessError, OSError) as exc:
+        return None, f"corpus unreadable ({str(exc).splitlines()[0]})"
+    return text_measures.corpus_word_set(clean_lines(lines)), note
+
+
+def run_baselines(data: RunData) -> tuple[dict | None, str]:
+    """The no-learning baselines: as run.json records them, else computed from the corpus file with the
+    cells' split (``max_tokens``, ``val_tokens``)."""
+    recorded = data.run.get("baselines")
+    if isinstance(recorded, dict) and all(isinstance(recorded.get(k), (int, float)) for k in ("unigram", "bigram")):
+        return recorded, "recorded in run.json"
+    from .baselines import corpus_baselines
+
+    cells = data.cells
+    path, note = corpus_file(cells)
+    if path is None:
+        return None, note
+    try:
+        split = {k: int(pd.to_numeric(cells[k], errors="coerce").dropna().mode().iloc[0]) for k in ("max_tokens", "val_tokens")}
+        return corpus_baselines(path, _strip(cells), split["max_tokens"], split["val_tokens"]), \
+            "computed from the corpus file"
+    except (KeyError, IndexError, ValueError, HarnessError, OSError) as exc:
+        return None, f"no baselines ({exc})"
 
 
 def claim_specs(run: dict, where: str) -> tuple[list, str]:
@@ -190,7 +230,7 @@ def claim_specs(run: dict, where: str) -> tuple[list, str]:
 
 def _sig(value: float, digits: int) -> str:
     """Significant digits without scientific notation for large numbers (2,850 rather than 2.85e+03)."""
-    if abs(value) >= 10**digits:
+    if abs(float(f"{value:.{digits}g}")) >= 10**digits:  # 999.9999 rounds up to four digits
         return f"{value:,.0f}"
     return f"{value:.{digits}g}"
 
@@ -216,16 +256,6 @@ def fmt(value, digits: int = 4) -> str:
             return f"{int(value):,}"
         return _sig(value, digits)
     return str(value)
-
-
-def fmt_mean_ci(values, digits: int = 4) -> str:
-    """Mean over seeds with the half-width of its 95% t-interval (just the mean for one seed)."""
-    mean, low, high = t_interval(list(values))
-    if not math.isfinite(mean):
-        return "-"
-    if not math.isfinite(low):
-        return _sig(mean, digits)
-    return f"{_sig(mean, digits)} ± {_sig((high - low) / 2, 2)}"
 
 
 def fmt_duration(seconds: float | None) -> str:
@@ -262,11 +292,28 @@ def _status_counts(statuses: pd.Series) -> str:
     return ", ".join(f"{s} {int(counts[s])}" for s in order)
 
 
+def fmt_geo_ci(values, digits: int = 4) -> str:
+    """Geometric mean over seeds of positive values with its 95% interval computed on the log scale (just
+    the mean for one seed): never an impossible bound below zero."""
+    mean, low, high = log_interval(list(values))
+    if not math.isfinite(mean):
+        return "-"
+    if not math.isfinite(low):
+        return _sig(mean, digits)
+    return f"{_sig(mean, digits)} [{_sig(low, 3)}, {_sig(high, 3)}]"
+
+
+def _status_counts(statuses: pd.Series) -> str:
+    counts = statuses.value_counts()
+    order = [s for s in STATUSES if s in counts] + [s for s in counts.index if s not in STATUSES]
+    return ", ".join(f"{s} {int(counts[s])}" for s in order)
+
+
 def configuration_table(cells: pd.DataFrame) -> pd.DataFrame:
-    """One row per configuration, seeds aggregated (mean ± 95% t half-width over finished seeds)."""
+    """One row per configuration: geometric mean over finished seeds [95% interval on the log scale]."""
     keys = configuration_keys(cells)
     numeric = ("params", "flops_per_epoch", "train_ppl", "val_ppl", "causal_ppl", "sec_per_epoch",
-               "tokens_per_sec", "flops_utilization", "peak_mem_bytes")
+               "flops_utilization", "peak_mem_bytes")
     frame = cells.copy()
     for column in numeric:
         frame[column] = pd.to_numeric(frame[column], errors="coerce") if column in frame else np.nan
@@ -280,16 +327,89 @@ def configuration_table(cells: pd.DataFrame) -> pd.DataFrame:
             "seeds ok": f"{len(ok)}/{len(group)}",
             "params": fmt(finite["params"].median() if len(finite["params"]) else math.nan),
             "FLOPs/epoch": fmt(finite["flops_per_epoch"].median() if len(finite["flops_per_epoch"]) else math.nan, 3),
-            "train ppl": fmt_mean_ci(finite["train_ppl"]),
-            "val ppl (teacher-forced)": fmt_mean_ci(finite["val_ppl"]),
-            "causal ppl": fmt_mean_ci(finite["causal_ppl"]),
-            "s/epoch": fmt_mean_ci(finite["sec_per_epoch"], 3),
-            "tokens/s": fmt_mean_ci(finite["tokens_per_sec"], 3),
-            "FLOP util. (%)": fmt_mean_ci(finite["flops_utilization"] * 100, 3),
-            "peak mem (MiB)": fmt_mean_ci(finite["peak_mem_bytes"] / MIB, 3),
-            "status": _status_counts(group["status"]),
+            "train ppl": fmt_geo_ci(finite["train_ppl"]),
+            "teacher-forced ppl": fmt_geo_ci(finite["val_ppl"]),
+            "causal ppl": fmt_geo_ci(finite["causal_ppl"]),
+            "s/epoch": fmt_geo_ci(finite["sec_per_epoch"], 3),
+            "FLOP util. (%)": fmt_geo_ci(finite["flops_utilization"] * 100, 3),
+            "peak mem (MiB)": fmt_geo_ci(finite["peak_mem_bytes"] / MIB, 3),
         })
         rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def learning_table(ok: pd.DataFrame, baselines: dict | None) -> pd.DataFrame:
+    """The finished cells that did not learn: best held-out causal perplexity not below the unigram baseline."""
+    if ok.empty or "learned" not in ok or baselines is None:
+        return pd.DataFrame()
+    bad = ok[ok["learned"] == False]  # noqa: E712 - NaN (no baseline) is neither
+    return pd.DataFrame({"cell": bad["cell_id"].astype(str),
+                         "best causal ppl": [fmt(v) for v in bad["best_causal_ppl"]],
+                         "final causal ppl": [fmt(v) for v in bad["causal_ppl"]],
+                         "final training ppl": [fmt(v) for v in bad["train_ppl"]]})
+
+
+def learning_sentence(ok: pd.DataFrame, baselines: dict | None, note: str) -> str:
+    if baselines is None:
+        return f"No-learning baselines unavailable ({note}): every comparison counts."
+    text = (f"No-learning baselines of the held-out text ({fmt(baselines.get('tokens'))} characters; counted on "
+            f"the training split, add-one smoothed): uniform {fmt(baselines['uniform'], 3)}, unigram (letter "
+            f"frequencies) {fmt(baselines['unigram'], 3)}, bigram {fmt(baselines['bigram'], 3)}. ")
+    if ok.empty or "learned" not in ok:
+        return text
+    bad = ok[ok["learned"] == False]  # noqa: E712
+    if bad.empty:
+        return text + f"Every one of the {len(ok)} finished cells learned (best held-out causal perplexity below the unigram baseline)."
+    names = ", ".join(bad["cell_id"].astype(str).head(12)) + (" ..." if len(bad) > 12 else "")
+    return text + (f"{len(bad)} of {len(ok)} finished cells did not learn (best held-out causal perplexity not "
+                   f"below the unigram baseline): {names}.")
+
+
+def claims_summary(results: list[ClaimResult]) -> pd.DataFrame:
+    return pd.DataFrame([{"claim": r.title, "verdict": r.verdict, "pooled effect [95% CI]": r.effect_text,
+                          "in one sentence": r.sentence if r.verdict != claims_mod.INCONCLUSIVE or not r.reason
+                          or r.sentence.startswith("Inconclusive") else f"{r.sentence} Inconclusive: {r.reason}."}
+                         for r in results])
+
+
+def pooled_table(table: pd.DataFrame, confidence: float) -> pd.DataFrame:
+    if table.empty:
+        return table
+    return pd.DataFrame({
+        "measure": table["measure"], "cells": table["cells"], "configurations": table["configurations"],
+        f"ratio [{confidence:.0%} CI]": [claims_mod.ratio_text(r, lo, hi) for r, lo, hi
+                                          in zip(table["ratio"], table["ci_low"], table["ci_high"])],
+        "I²": [f"{v:.0%}" if math.isfinite(v) else "-" for v in table["i2"]],
+        "spread between configurations": [f"x{v:.3g}" if math.isfinite(v) else "-" for v in table["tau_factor"]],
+        "sign test p": [fmt(v, 2) for v in table["sign_p"]],
+    })
+
+
+def evidence_table(evidence: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
+    """Per-configuration rows: context, comparison, seeds, the two sides, the ratio with its interval."""
+    if evidence.empty:
+        return pd.DataFrame()
+    base = {"comparison", "metric", "basis", "role", "seeds", "pairing", "reference", "compared", "ratio",
+            "ci_low", "ci_high", "log_effect", "log_se", "bounded", "learned_reference", "learned_compared",
+            "counted", "outcome", "bearing", "flops_ratio"}
+    context = [c for c in evidence.columns if c not in base]
+    rows = []
+    for _, row in evidence.iterrows():
+        scale, unit = (MIB, " MiB") if row["metric"] == "peak_mem_bytes" else (1, "")
+        out = {c: fmt(row[c]) for c in context}
+        out.update({
+            "comparison": row["comparison"],
+            "measure": claims_mod.SHORT_LABELS.get(row["metric"], row["metric"]),
+            "seeds": f"{int(row['seeds'])}" + (" (unpaired)" if row["pairing"] == "unpaired" else ""),
+            "reference": fmt(row["reference"] / scale, 4) + (unit if math.isfinite(row["reference"]) else ""),
+            "compared": fmt(row["compared"] / scale, 4) + (unit if math.isfinite(row["compared"]) else ""),
+            f"ratio [{confidence:.0%} CI]": claims_mod.ratio_text(row["ratio"], row["ci_low"], row["ci_high"])
+            + (" †" if row["bounded"] else ""),
+        })
+        if "flops_ratio" in row and math.isfinite(row.get("flops_ratio", math.nan)):
+            out["FLOPs ratio"] = f"x{row['flops_ratio']:.3g}"
+        out["outcome"] = row["outcome"] if row["counted"] or row["bearing"] != "supports" else row["outcome"]
+        rows.append(out)
     return pd.DataFrame(rows)
 
 
@@ -323,61 +443,10 @@ def timings_by_machine(cells: pd.DataFrame) -> pd.DataFrame:
         row = {"machine": machine_label(key[0])}
         row.update({k: fmt(v) for k, v in zip(keys, key[1:])})
         row.update({"seeds ok": f"{len(ok)}/{len(group)}",
-                    "s/epoch": fmt_mean_ci(sec[np.isfinite(sec)], 3),
-                    "tokens/s": fmt_mean_ci(rate[np.isfinite(rate)], 3)})
+                    "s/epoch": fmt_geo_ci(sec[np.isfinite(sec)], 3),
+                    "tokens/s": fmt_geo_ci(rate[np.isfinite(rate)], 3)})
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-def claims_table(results: list[ClaimResult]) -> pd.DataFrame:
-    """One short row per claim; the numbers that decided are in the claim's own section."""
-    return pd.DataFrame([{"claim": r.title, "verdict": r.verdict, "in short": r.short} for r in results])
-
-
-def _effect_text(row) -> str:
-    ratio = "/" in str(row["comparison"])
-    effect, low, high = row["effect"], row["ci_low"], row["ci_high"]
-    if not math.isfinite(effect):
-        return "-"
-    text = f"x{effect:.3g}" if ratio else f"{effect:+.3g}"
-    if math.isfinite(low) and math.isfinite(high):
-        text += f" [{low:.3g}, {high:.3g}]" if ratio else f" [{low:+.3g}, {high:+.3g}]"
-    return text
-
-
-def evidence_table(evidence: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
-    """An evidence frame formatted for reading: context, comparison, means, effect with its interval."""
-    if evidence.empty:
-        return pd.DataFrame()
-    base = ["comparison", "metric", "basis", "n", "pairing", "mean_a", "mean_b", "effect", "ci_low", "ci_high",
-            "outcome", "bearing"]
-    context = [c for c in evidence.columns if c not in base]
-    rows = []
-    for _, row in evidence.iterrows():
-        out = {c: fmt(row[c]) for c in context}
-        scale, unit = (MIB, " MiB") if row["metric"] == "peak_mem_bytes" else (1, "")
-        out.update({
-            "comparison": row["comparison"],
-            "measure": claims_mod.METRIC_LABELS.get(row["metric"], row["metric"]),
-            "at equal": {"epochs": "epochs", "time": "training time", "samples": "-"}.get(row["basis"], row["basis"]),
-            "seeds": f"{int(row['n'])} ({row['pairing']})",
-            "reference": fmt(row["mean_a"] / scale) + (unit if math.isfinite(row["mean_a"]) else ""),
-            "compared": fmt(row["mean_b"] / scale) + (unit if math.isfinite(row["mean_b"]) else ""),
-            f"effect [{confidence:.0%} CI]": _effect_text(row),
-            "outcome": row["outcome"],
-        })
-        rows.append(out)
-    return pd.DataFrame(rows)
-
-
-def deciding_rows(result: ClaimResult) -> pd.Series:
-    """Which evidence rows decided the verdict (the others are context)."""
-    evidence, spec = result.evidence, result.spec
-    if evidence.empty:
-        return pd.Series(dtype=bool)
-    if spec.name == "depth_helps":
-        return (evidence["metric"] == spec.metric) & (evidence["basis"] == spec.basis)
-    return evidence["metric"] == spec.metric
 
 
 def status_table(cells: pd.DataFrame) -> pd.DataFrame:
@@ -410,17 +479,20 @@ def samples_table(samples: pd.DataFrame, cells: pd.DataFrame, words: set[str] | 
         return pd.DataFrame()
     keys = configuration_keys(ok)
     first = ok.sort_values("seed").groupby(keys, dropna=False, sort=True).head(1)
-    scored = sample_quality(samples[samples["cell_id"].isin(set(first["cell_id"]))], words)
     order = {cid: i for i, cid in enumerate(first.sort_values(keys)["cell_id"])}
-    scored = scored.assign(_order=scored["cell_id"].map(order)).sort_values(["_order", "prefix"])
-    return pd.DataFrame({
-        "cell": scored["cell_id"].astype(str),
-        "prefix": scored["prefix"].astype(str),
-        "generated": [visible_spaces(claims_mod.generated_part(str(t), str(p)))
-                      for t, p in zip(scored["text"], scored["prefix"])],
-        "words in corpus": [f"{v:.0%}" if math.isfinite(v) else "n/a" for v in scored["word_share"]],
-        "longest repeat (chars)": [fmt(v) for v in scored["longest_repeat"]],
-    })
+    chosen = samples[samples["cell_id"].isin(set(first["cell_id"]))]
+    chosen = chosen.assign(_order=chosen["cell_id"].map(order)).sort_values(["_order", "prefix"])
+    rows = []
+    for row in chosen.itertuples():
+        prefix = row.prefix if isinstance(row.prefix, str) else ""
+        generated = text_measures.generated_part(row.text if isinstance(row.text, str) else "", prefix)
+        m = text_measures.measure(generated, words)
+        rows.append({"cell": str(row.cell_id), "prefix": prefix, "generated": visible_spaces(generated),
+                     "words in book": f"{m['word_share']:.0%}" if math.isfinite(m["word_share"]) else "n/a",
+                     "distinct words": f"{m['distinct_share']:.0%}", "compression": f"{m['compression']:.2f}",
+                     "longest repeat": fmt(m["longest_repeat"]),
+                     "degenerate": "yes" if m["degenerate"] else "no"})
+    return pd.DataFrame(rows)
 
 
 def calibration_text(calibration) -> str:
@@ -441,36 +513,6 @@ def calibration_text(calibration) -> str:
     return "; ".join(parts)
 
 
-def header_table(data: RunData) -> pd.DataFrame:
-    run, cells = data.run, data.cells
-    suite = run.get("suite") or {}
-    machine = run.get("machine") or {}
-    git = run.get("git") or {}
-    started, finished = _parse_time(run.get("started")), _parse_time(run.get("finished"))
-    total = (finished - started).total_seconds() if started and finished else None
-    gpu = machine.get("gpu_name") or "none (CUDA not available)"
-    versions = ", ".join(f"{k} {machine.get(k) or '-'}" for k in ("python", "torch", "cuda", "cudnn"))
-    rows = [
-        ("suite", f"{suite.get('name', '-')} ({suite.get('file', '-')})"),
-        ("description", suite.get("description") or "-"),
-        ("date", f"{run.get('started', '-')} to {run.get('finished', 'unfinished')} (UTC)"),
-        ("total time", fmt_duration(total)),
-        ("machine", f"{machine.get('hostname', '-')}: {machine.get('cpu_model', '-')}, "
-                    f"{machine.get('cpu_count', '-')} CPUs, {_bytes(machine.get('memory_bytes'))} memory"),
-        ("GPU", gpu),
-        *([("cells ran on", "; ".join(machine_label(m) for m in run_machines(cells)))] if run_machines(cells) else []),
-        ("versions", versions),
-        ("threads", fmt(run.get("threads"))),
-        ("calibration", calibration_text(run.get("calibration"))),
-        ("executor", fmt(run.get("executor"))),
-        ("git", f"{git.get('commit', '-')}{' (dirty)' if git.get('dirty') else ''}"),
-        ("config hash", run.get("config_hash") or "-"),
-        ("corpus SHA-256", fmt(run.get("corpus_sha256"))),
-        ("cells", f"{len(cells)} ({_status_counts(cells['status'])})"),
-    ]
-    return pd.DataFrame(rows, columns=["", "value"])
-
-
 def reproduce_command(run: dict) -> str:
     command = run.get("command")
     if isinstance(command, list) and command:
@@ -480,125 +522,192 @@ def reproduce_command(run: dict) -> str:
     return "(not recorded in run.json)"
 
 
-# --- document --------------------------------------------------------------------------------------------
+# --- document ---------------------------------------------------------------------------------------------
+
+
+def provenance(data: RunData, baselines_note: str) -> list[tuple[str, str]]:
+    run, cells = data.run, data.cells
+    suite = run.get("suite") or {}
+    machine = run.get("machine") or {}
+    git = run.get("git") or {}
+    started, finished = _parse_time(run.get("started")), _parse_time(run.get("finished"))
+    total = (finished - started).total_seconds() if started and finished else None
+    versions = ", ".join(f"{k} {machine.get(k) or '-'}" for k in ("python", "torch", "cuda", "cudnn"))
+    facts = [
+        ("suite", f"{suite.get('name', '-')} ({suite.get('file', '-')}): {suite.get('description') or '-'}".strip()),
+        ("when", f"{run.get('started', '-')} to {run.get('finished', 'unfinished')} UTC ({fmt_duration(total)})"),
+        ("machine", f"{machine.get('hostname', '-')}: {machine.get('cpu_model', '-')}, {machine.get('cpu_count', '-')} "
+                    f"CPUs, {_bytes(machine.get('memory_bytes'))}; GPU {machine.get('gpu_name') or 'none'}"),
+        ("versions", f"{versions}; threads {fmt(run.get('threads'))}; git {git.get('commit', '-')}"
+                     f"{' (dirty)' if git.get('dirty') else ''}"),
+        ("calibration", calibration_text(run.get("calibration"))),
+        ("cells", f"{len(cells)} ({_status_counts(cells['status'])})"),
+        ("corpus", f"{fmt(run.get('corpus_sha256'))[:16]}... (SHA-256); baselines {baselines_note}"),
+    ]
+    machines = run_machines(cells)
+    if machines:
+        facts.append(("cells ran on", "; ".join(machine_label(m) for m in machines)))
+    return facts
+
+
+def slug(text: str) -> str:
+    """GitHub's heading anchor: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", text.lower()).strip().replace(" ", "-")
 
 
 def build_blocks(data: RunData, results: list[ClaimResult], claims_origin: str, figures: dict,
-                 words: set[str] | None, words_note: str) -> list[tuple]:
+                 words: set[str] | None, words_note: str, ok: pd.DataFrame, baselines: dict | None,
+                 baselines_note: str, timing_notes: list[str]) -> list[tuple]:
     suite = data.run.get("suite") or {}
-    blocks: list[tuple] = [("h1", f"Report: {suite.get('name') or data.folder.name}"),
-                           ("p", f"Results folder `{data.folder.name}`.")]
-    blocks.append(("table", header_table(data)))
-    for note in data.notes:
+    blocks: list[tuple] = [("h1", f"Report: {suite.get('name') or data.folder.name}")]
+    blocks.append(("p", f"Results folder `{data.folder.name}`. {claims_origin} Each verdict follows from one pooled "
+                        "ratio across configurations with its 95% interval (details: each claim's section)."))
+    blocks.append(("summary", claims_summary(results)))
+    blocks.append(("facts", provenance(data, baselines_note)))
+    for note in data.notes + timing_notes:
         blocks.append(("p", f"Note: {note}"))
+    sections = [(r.title, slug(r.title)) for r in results] + [
+        ("Learning", "learning"), ("Cost", "cost"), ("Generated text", "generated-text"), ("Appendix", "appendix")]
+    blocks.append(("toc", sections))
 
-    blocks.append(("h2", "Claims"))
-    blocks.append(("p", f"{claims_origin} Seeds are replicates; intervals are t-intervals over seeds of "
-                        "per-seed differences or ratios (paired by seed where both sides share seeds, Welch "
-                        "otherwise). In the evidence tables the reference is the shallower cell, the "
-                        "unidirectional cell, or the teacher-forced perplexity, and the effect is compared "
-                        "minus reference (differences) or compared / reference (ratios, geometric mean). The "
-                        "table gives the gist; each claim's section below gives the numbers that decided it."))
-    blocks.append(("table", claims_table(results)))
-    for result in results:
-        blocks.append(("h3", result.title))
-        blocks.append(("verdict", result.verdict, result.summary.split(": ", 1)[-1]))
-        if result.reason:
-            blocks.append(("p", f"Inconclusive because {result.reason}."))
+    for index, result in enumerate(results):
+        blocks.append(("h2", result.title))
+        blocks.append(("verdict", result.verdict,
+                       f"{result.reason[0].upper()}{result.reason[1:]}." if result.reason else ""))
+        path = figures.get(f"forest_{index}")
+        if path is not None:
+            blocks.append(("figure", f"figures/{path.name}",
+                           f"{result.title}: each configuration's ratio with its {result.spec.confidence:.0%} "
+                           "interval (hollow: not counted), the pooled ratios (diamonds), no effect (grey) and the "
+                           "claim's threshold (dashed)."))
+        blocks.append(("table", pooled_table(result.pooled_table, result.spec.confidence)))
         params = ", ".join(f"{k} = {'/'.join(v) if isinstance(v, list) else v}"
                            for k, v in result.spec.to_dict().items() if k != "name")
-        blocks.append(("p", f"Parameters: {params}."))
-        if result.evidence.empty:
-            continue
-        deciding = deciding_rows(result)
-        decided = evidence_table(result.evidence[deciding], result.spec.confidence)
-        blocks.append(("p", "Comparisons that decide the verdict:"))
-        blocks.append(("table", decided))
-        context = result.evidence[~deciding]
-        if not context.empty:
-            blocks.append(("p", "Other measures (context, not deciding):"))
-            blocks.append(("table", evidence_table(context, result.spec.confidence)))
-    if words is None:
-        blocks.append(("p", f"Share of generated words found in the corpus: unavailable ({words_note})."))
+        method = result.pooled_table["method"].iloc[0] if not result.pooled_table.empty else "-"
+        blocks.append(("p", " ".join([*result.notes, f"Pooling: {method}. Parameters: {params}."])))
+        if not result.deciding.empty:
+            blocks.append(("details", f"{result.title}: every configuration",
+                           [("table", evidence_table(result.deciding, result.spec.confidence))]))
+        if not result.context_table.empty:
+            context = result.evidence[result.evidence["role"] == "context"]
+            blocks.append(("details", f"{result.title}: other measures",
+                           [("table", pooled_table(result.context_table, result.spec.confidence)),
+                            ("table", evidence_table(context, result.spec.confidence))]))
 
-    blocks.append(("h2", "Configurations"))
-    blocks.append(("p", "One row per configuration; values are the mean over finished seeds ± the half-width of "
-                        "the 95% t-interval (no interval for one seed). Perplexities are per character. FLOP "
-                        "util.: achieved training FLOP/s over the device's calibrated float32 matrix-product "
-                        "rate (header), in percent."))
-    blocks.append(("table", configuration_table(data.cells)))
+    blocks.append(("h2", "Learning"))
+    blocks.append(("p", learning_sentence(ok, baselines, baselines_note)))
+    for name in ("heldout_curves", "train_vs_heldout"):
+        if figures.get(name) is not None:
+            blocks.append(("figure", f"figures/{figures[name].name}", FIGURES[name]))
+    not_learned = learning_table(ok, baselines)
+    if not not_learned.empty:
+        blocks.append(("details", "Cells that did not learn", [("table", not_learned)]))
+
+    blocks.append(("h2", "Cost"))
+    for name in ("slowdown_heatmap", "seconds_per_epoch"):
+        if figures.get(name) is not None:
+            blocks.append(("figure", f"figures/{figures[name].name}", FIGURES[name]))
+    if not any(figures.get(n) for n in ("slowdown_heatmap", "seconds_per_epoch")):
+        blocks.append(("p", "No timings to show."))
     by_machine = timings_by_machine(data.cells)
     if not by_machine.empty:
-        blocks.append(("h2", "Timings by machine"))
-        blocks.append(("p", "The cells ran on several machines, so epoch times are given per machine here; the "
-                            "configuration table above pools machines, and its timings and the figures' should "
-                            "not be compared across them."))
-        blocks.append(("table", by_machine))
+        blocks.append(("details", "Timings by machine", [
+            ("p", "The cells ran on several machines; timings are compared only within a machine."),
+            ("table", by_machine)]))
 
-    blocks.append(("h2", "Figures"))
-    for name, caption in FIGURES.items():
-        path = figures.get(name)
-        title = name.replace("_", " ").capitalize()
-        blocks.append(("h3", title))
-        if path is None:
-            blocks.append(("p", f"No data for this figure in this run ({caption[0].lower()}{caption[1:]})"))
-        else:
-            blocks.append(("figure", f"figures/{path.name}", caption))
-
-    status = status_table(data.cells)
-    blocks.append(("h2", "Cells that did not finish"))
-    blocks.append(("table", status) if not status.empty else ("p", "Every cell finished."))
-
-    blocks.append(("h2", "Generated samples"))
+    blocks.append(("h2", "Generated text"))
     samples = samples_table(data.samples, data.cells, words)
     if samples.empty:
         blocks.append(("p", "No generated samples in this run."))
     else:
-        blocks.append(("p", "Greedy generation of each configuration's lowest finished seed; the prompt is not "
-                            "counted. Words in corpus: share of generated words (the last, usually cut off, left "
-                            "out) that occur in the training text. Longest repeat: the longest run of one unit of "
-                            "1-4 characters repeated. '␣' marks spaces that a page would not show."))
-        blocks.append(("table", samples))
+        blocks.append(("p", "Greedy generation of each configuration's lowest finished seed, after the prompt. "
+                            "Words in book: share of generated words (the cut-off last one left out) found in the "
+                            "training text" + ("" if words else f" (unavailable: {words_note})") + "; distinct "
+                            "words: distinct over all; compression: deflate bytes per character (repetition at any "
+                            "period compresses well); longest repeat: longest substring occurring twice. '␣' marks "
+                            "spaces a page would not show."))
+        blocks.append(("details", "Samples", [("table", samples)]))
 
-    blocks.append(("h2", "Reproduce"))
+    blocks.append(("h2", "Appendix"))
+    blocks.append(("details", "Every configuration (geometric mean over seeds [95% interval])",
+                   [("table", configuration_table(data.cells))]))
+    status = status_table(data.cells)
+    blocks.append(("details", "Cells that did not finish",
+                   [("table", status) if not status.empty else ("p", "Every cell finished.")]))
+    blocks.append(("p", "Reproduce:"))
     blocks.append(("code", reproduce_command(data.run)))
     return blocks
 
 
 def _md_cell(value) -> str:
-    return str(value).replace("|", "\\|").replace("\n", " ")
+    return html.escape(str(value).replace("|", "\\|").replace("\n", " "), quote=False)
+
+
+def _md_text(text: str) -> str:
+    """Text from a run (a suite's description, a reason) shown as text by Markdown renderers that would
+    otherwise pass HTML through."""
+    return html.escape(text, quote=False)
+
+
+def _md_table(frame: pd.DataFrame) -> str:
+    table = frame.map(_md_cell) if not frame.empty else frame
+    return tabulate(table, headers=[_md_cell(c) for c in frame.columns], tablefmt="github", showindex=False,
+                    disable_numparse=True)
 
 
 def render_markdown(blocks: list[tuple]) -> str:
-    out = []
-    for block in blocks:
+    out, appendix = [], []
+
+    def render(block, sink):
         kind = block[0]
         if kind in ("h1", "h2", "h3"):
-            out.append("#" * int(kind[1]) + " " + block[1])
+            sink.append("#" * int(kind[1]) + " " + _md_text(block[1]))
         elif kind == "p":
-            out.append(block[1])
+            sink.append(_md_text(block[1]))
         elif kind == "verdict":
-            out.append(f"**Verdict: {block[1]}.** {block[2]}")
-        elif kind == "table":
-            table = block[1].map(_md_cell) if not block[1].empty else block[1]
-            out.append(tabulate(table, headers="keys", tablefmt="github", showindex=False, disable_numparse=True))
+            sink.append(f"**Verdict: {block[1]}.** {_md_text(block[2])}")
+        elif kind in ("table", "summary"):
+            sink.append(_md_table(block[1]))
+        elif kind == "facts":
+            sink.append("\n".join(f"- **{k}**: {_md_text(v)}" for k, v in block[1]))
+        elif kind == "toc":
+            sink.append("Contents: " + " · ".join(f"[{t}](#{a})" for t, a in block[1]))
         elif kind == "figure":
-            out.append(f"![{block[2]}]({block[1]})\n\n*{block[2]}*")
+            sink.append(f"![{block[2]}]({block[1]})\n\n*{block[2]}*")
         elif kind == "code":
-            out.append(f"```bash\n{block[1]}\n```")
-    return "\n\n".join(out) + "\n"
+            sink.append(f"```bash\n{block[1]}\n```")
+        elif kind == "details":
+            # Folded away in HTML; in Markdown moved to the end, so that the answer reads first.
+            heading = f"Appendix: {block[1]}"
+            sink.append(f"Details: [{block[1]}](#{slug(heading)}).")
+            appendix.append("### " + _md_text(heading))
+            for inner in block[2]:
+                render(inner, appendix)
+
+    for block in blocks:
+        render(block, out)
+    return "\n\n".join(out + appendix) + "\n"
 
 
 _CSS = """
-body { font-family: system-ui, -apple-system, Segoe UI, sans-serif; max-width: 1200px; margin: 2em auto;
-       padding: 0 1em; color: #222; line-height: 1.45; }
-table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.85em; }
-th, td { border: 1px solid #ccc; padding: 0.25em 0.55em; text-align: left; vertical-align: top; }
+* { box-sizing: border-box; }
+body { font-family: system-ui, -apple-system, Segoe UI, sans-serif; max-width: 1100px; margin: 1em auto;
+       padding: 0 0.8em; color: #222; line-height: 1.4; font-size: 15px; }
+h1 { font-size: 1.45em; margin: 0.3em 0; } h2 { font-size: 1.2em; margin-top: 1.6em; border-bottom: 1px solid #ddd; }
+.scroll { overflow-x: auto; max-width: 100%; }
+table { border-collapse: collapse; margin: 0.5em 0; font-size: 0.84em; }
+th, td { border: 1px solid #ccc; padding: 0.2em 0.45em; text-align: left; vertical-align: top; }
 th { background: #f3f3f3; }
-img { max-width: 100%; border: 1px solid #eee; }
-figure { margin: 1em 0; } figcaption { font-style: italic; color: #555; }
-pre { background: #f6f6f6; padding: 0.8em; overflow-x: auto; }
-.verdict { font-weight: bold; padding: 0.1em 0.5em; border-radius: 0.3em; }
+table.summary td { font-size: 1.05em; } table.summary td:nth-child(3) { white-space: nowrap; }
+table.summary td:last-child { min-width: 16em; }
+img { max-width: 100%; height: auto; border: 1px solid #eee; }
+figure { margin: 0.8em 0; } figcaption { font-size: 0.85em; color: #555; }
+pre { background: #f6f6f6; padding: 0.6em; overflow-x: auto; white-space: pre-wrap; word-break: break-all; }
+ul.facts { font-size: 0.85em; padding-left: 1.2em; margin: 0.5em 0; } ul.facts li { overflow-wrap: anywhere; }
+nav { font-size: 0.9em; margin: 0.6em 0; } nav a { margin-right: 0.8em; }
+details { margin: 0.5em 0; } summary { cursor: pointer; color: #0453a0; }
+p { overflow-wrap: anywhere; }
+.verdict { font-weight: bold; padding: 0.05em 0.45em; border-radius: 0.3em; white-space: nowrap; }
 .supported { background: #d4edda; } .not-supported { background: #f8d7da; } .inconclusive { background: #fff3cd; }
 """
 
@@ -609,27 +718,56 @@ def _inline_html(text: str) -> str:
     return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
 
 
-def render_html(blocks: list[tuple], folder: Path, title: str) -> str:
+def _verdict_span(verdict: str) -> str:
+    return f'<span class="verdict {verdict.replace(" ", "-")}">{html.escape(verdict)}</span>'
+
+
+def _html_table(frame: pd.DataFrame, css: str = "") -> str:
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
     body = []
-    for block in blocks:
+    for _, row in frame.iterrows():
+        cells = []
+        for column, value in row.items():
+            text = _verdict_span(str(value)) if column == "verdict" else html.escape(str(value))
+            cells.append(f"<td>{text}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return (f'<div class="scroll"><table{f" class={chr(34)}{css}{chr(34)}" if css else ""}><thead><tr>{head}</tr>'
+            f"</thead><tbody>{''.join(body)}</tbody></table></div>")
+
+
+def render_html(blocks: list[tuple], folder: Path, title: str) -> str:
+    def render(block) -> str:
         kind = block[0]
         if kind in ("h1", "h2", "h3"):
-            body.append(f"<{kind}>{html.escape(block[1])}</{kind}>")
-        elif kind == "p":
-            body.append(f"<p>{_inline_html(block[1])}</p>")
-        elif kind == "verdict":
-            css = block[1].replace(" ", "-")
-            body.append(f'<p><span class="verdict {css}">{html.escape(block[1])}</span> {html.escape(block[2])}</p>')
-        elif kind == "table":
-            body.append(tabulate(block[1], headers="keys", tablefmt="html", showindex=False, disable_numparse=True))
-        elif kind == "figure":
+            return f'<{kind} id="{slug(block[1])}">{html.escape(block[1])}</{kind}>'
+        if kind == "p":
+            return f"<p>{_inline_html(block[1])}</p>"
+        if kind == "verdict":
+            return f"<p>{_verdict_span(block[1])} {html.escape(block[2])}</p>"
+        if kind == "summary":
+            return _html_table(block[1], "summary")
+        if kind == "table":
+            return _html_table(block[1])
+        if kind == "facts":
+            return '<ul class="facts">' + "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>"
+                                                  for k, v in block[1]) + "</ul>"
+        if kind == "toc":
+            return "<nav>Contents: " + "".join(f'<a href="#{a}">{html.escape(t)}</a>' for t, a in block[1]) + "</nav>"
+        if kind == "figure":
             data = base64.b64encode((folder / block[1]).read_bytes()).decode("ascii")
             caption = html.escape(block[2])
-            body.append(f'<figure><img src="data:image/png;base64,{data}" alt="{caption}">'
-                        f"<figcaption>{caption}</figcaption></figure>")
-        elif kind == "code":
-            body.append(f"<pre><code>{html.escape(block[1])}</code></pre>")
+            return (f'<figure><img src="data:image/png;base64,{data}" alt="{caption}" loading="lazy">'
+                    f"<figcaption>{caption}</figcaption></figure>")
+        if kind == "code":
+            return f"<pre><code>{html.escape(block[1])}</code></pre>"
+        if kind == "details":
+            inner = "\n".join(render(b) for b in block[2])
+            return f'<details id="{slug("Appendix: " + block[1])}"><summary>{html.escape(block[1])}</summary>\n{inner}\n</details>'
+        return ""
+
+    body = [render(b) for b in blocks]
     return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
             f"<title>{html.escape(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
             + "\n".join(body) + "\n</body>\n</html>\n")
 
@@ -641,21 +779,41 @@ def default_out_dir(run_dir) -> Path:
     return Path("report") / Path(run_dir).resolve().name
 
 
-def build_report(run_dir, out_dir=None) -> Path:
+def build_report(run_dir, out_dir=None, timing_notes: list[str] | None = None) -> Path:
     """Write ``index.md``, ``index.html`` and ``figures/*.png`` for a results folder into ``out_dir``
     (default ``report/<run folder name>/``) and return that folder."""
+    from .figures import forest_plot, make_figures
+
     data = load_run(run_dir)
     out = Path(out_dir) if out_dir is not None else default_out_dir(run_dir)
     figures_dir = out / "figures"
     figures_dir.mkdir(parents=True, exist_ok=True)
-    for name in FIGURES:  # a figure this run cannot draw must not survive from an earlier report
-        (figures_dir / f"{name}.png").unlink(missing_ok=True)
+    for stale in figures_dir.glob("*.png"):  # a figure this run cannot draw must not survive from an earlier report
+        stale.unlink()
     specs, origin = claim_specs(data.run, f"{data.folder / 'run.json'}: suite")
     words, words_note = corpus_words(data.cells)
-    results = evaluate_claims(data.cells, data.epochs, data.samples, specs, words)
-    figures = make_figures(data.cells, data.epochs, figures_dir)
-    blocks = build_blocks(data, results, origin, figures, words, words_note)
+    baselines, baselines_note = run_baselines(data)
+    warnings = list(timing_notes or []) + timing_warnings_of(data)
+    results = evaluate_claims(data.cells, data.epochs, data.samples, specs, words, baselines, warnings)
+    ok = claims_mod.learning_status(data.cells, data.epochs, baselines)
+    figures = make_figures(data.cells, data.epochs, baselines, figures_dir)
+    for index, result in enumerate(results):
+        figures[f"forest_{index}"] = forest_plot(result, figures_dir / f"forest_{index}.png")
+    notes = [f"Timings unreliable: {w}." for w in warnings]
+    blocks = build_blocks(data, results, origin, figures, words, words_note, ok, baselines, baselines_note, notes)
     title = blocks[0][1]
     write_text_atomic(out / "index.md", render_markdown(blocks))
     write_text_atomic(out / "index.html", render_html(blocks, out, title))
     return out
+
+
+def timing_warnings_of(data: RunData) -> list[str]:
+    """Why the run's timings are unreliable (its machine's speed moved, epoch times spread), if anything."""
+    try:
+        from .machine import timing_warnings
+    except ImportError:
+        return []
+    try:
+        return list(timing_warnings(data.run, data.cells))
+    except (KeyError, TypeError, ValueError):
+        return []
