@@ -85,8 +85,9 @@ def read_csv_table(path, required=(), *, text: bool = False, missing_ok: bool = 
 
 
 def writable_folder(path, flag: str) -> Path:
-    """``path`` as a folder this process can write into, created if need be, or HarnessError (one line,
-    naming ``flag``). Checked before any work, so that a bad output path costs nothing."""
+    """``path`` if this process can create it (or write into it), or HarnessError (one line, naming
+    ``flag``). Checked before any work, so that a bad output path costs nothing; the check leaves no
+    folder behind, so a run refused later for another reason writes nothing either."""
     from .errors import HarnessError
 
     if path is None or str(path).strip() == "":
@@ -94,10 +95,17 @@ def writable_folder(path, flag: str) -> Path:
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise HarnessError(f"{flag} {path}: exists and is not a folder")
+    created = [p for p in (path, *path.parents) if not p.exists()]
     try:
         path.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=path):  # permissions, read-only or virtual file systems
             pass
     except OSError as exc:
         raise HarnessError(f"{flag} {path}: cannot write there: {exc.strerror or exc}") from None
+    finally:
+        for folder in created:  # deepest first
+            try:
+                folder.rmdir()
+            except OSError:
+                break
     return path

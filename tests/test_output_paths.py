@@ -40,6 +40,14 @@ def test_run_refuses_a_bad_out_before_training(suite, tmp_path, capsys, monkeypa
     assert not (tmp_path / "results").exists()  # `--out ""` is not the default folder
 
 
+def test_the_check_of_a_good_out_leaves_no_folder_behind(tmp_path):
+    from harness.store import writable_folder
+
+    out = tmp_path / "new" / "deeper" / "run"
+    assert writable_folder(out, "--out") == out
+    assert not (tmp_path / "new").exists()
+
+
 def test_run_refuses_an_empty_resume(suite, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(["run", str(suite), "--resume", ""]) == 2

@@ -114,7 +114,7 @@ def test_resume_refuses_a_changed_suite_and_a_second_writer(tmp_path):
     assert harness("run", suite, "--out", out, "--no-report", cwd=tmp_path).returncode == 0
     before = (out / "cells.csv").read_bytes()
     changed = harness("run", suite, "--out", out, "--set", "train.epochs=3", cwd=tmp_path)
-    assert changed.returncode == 2 and "configuration changed" in changed.stderr
+    assert changed.returncode == 2 and "the suite's cells changed (train.epochs 2 -> 3)" in changed.stderr
     assert changed.stderr.count("\n") == 1
     assert (out / "cells.csv").read_bytes() == before
     holder = RunDir(out)
