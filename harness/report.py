@@ -779,12 +779,58 @@ def default_out_dir(run_dir) -> Path:
     return Path("report") / Path(run_dir).resolve().name
 
 
-def build_report(run_dir, out_dir=None, timing_notes: list[str] | None = None) -> Path:
+TIMING_COLUMNS = ("sec_per_epoch", "sec_per_epoch_iqr", "tokens_per_sec", "flops_per_sec", "flops_utilization")
+
+
+def apply_timings(data: RunData, timing_dirs) -> tuple[RunData, list[str], list[str]]:
+    """``data`` with each cell's timings taken from the timing runs (matched by cell id: the same cell
+    type, depth, direction, device and seed), epoch times in ``epochs`` scaled to match; the conditions
+    to state; and the timing runs' own flags. Cells without a timing keep none (their timings blank), so
+    that timings of two conditions are never mixed silently."""
+    if not timing_dirs:
+        return data, [], []
+    timings, sources, flags = [], [], []
+    for folder in timing_dirs:
+        timing = load_run(folder)
+        ok = timing.cells[timing.cells["status"] == "ok"]
+        timings.append(ok)
+        machine = (timing.run.get("machine") or {})
+        epochs = pd.to_numeric(ok.get("epochs_done", pd.Series(dtype=float)), errors="coerce")
+        sources.append(f"{timing.folder.name} ({len(ok)} cells, {fmt(epochs.median())} epochs each, on "
+                       f"{machine.get('cpu_model', 'an unrecorded machine')}, {timing.run.get('started', '-')})")
+        flags += [f"{timing.folder.name}: {w}" for w in timing_warnings_of(timing)]
+    table = pd.concat(timings, ignore_index=True).drop_duplicates("cell_id", keep="last").set_index("cell_id")
+    cells = data.cells.copy()
+    before = pd.to_numeric(cells.get("sec_per_epoch"), errors="coerce")
+    for column in TIMING_COLUMNS:
+        if column in table:
+            cells[column] = cells["cell_id"].map(pd.to_numeric(table[column], errors="coerce"))
+    for column in ("cpu_model", "hostname", "node"):
+        if column in table and column in cells:
+            cells[column] = cells["cell_id"].map(table[column]).where(cells["cell_id"].isin(table.index), cells[column])
+    missing = int((~cells["cell_id"].isin(table.index) & (cells["status"] == "ok")).sum())
+    epochs = data.epochs.copy()
+    if not epochs.empty and {"cell_id", "sec"} <= set(epochs.columns):
+        factor = pd.Series((pd.to_numeric(cells["sec_per_epoch"], errors="coerce") / before).to_numpy(),
+                           index=cells["cell_id"])
+        epochs["sec"] = pd.to_numeric(epochs["sec"], errors="coerce") * epochs["cell_id"].map(factor)
+    conditions = [f"Timings (seconds per epoch, and the epoch times behind equal-time comparisons, rescaled) "
+                  f"come from a separate timing pass: {'; '.join(sources)}; the training run's own timings, taken "
+                  "while other work shared the machine, are not used."]
+    if missing:
+        conditions.append(f"{missing} finished cells have no timing in the timing pass and no timings here.")
+    return RunData(data.folder, data.run, cells, epochs, data.samples, data.notes), conditions, flags
+
+
+def build_report(run_dir, out_dir=None, timing_notes: list[str] | None = None, timing_dirs=()) -> Path:
     """Write ``index.md``, ``index.html`` and ``figures/*.png`` for a results folder into ``out_dir``
-    (default ``report/<run folder name>/``) and return that folder."""
+    (default ``report/<run folder name>/``) and return that folder. ``timing_dirs``: results folders of
+    quiet timing passes whose timings replace the run's own."""
     from .figures import forest_plot, make_figures
 
     data = load_run(run_dir)
+    own_flags = timing_warnings_of(data)
+    data, conditions, timing_flags = apply_timings(data, list(timing_dirs))
     out = Path(out_dir) if out_dir is not None else default_out_dir(run_dir)
     figures_dir = out / "figures"
     figures_dir.mkdir(parents=True, exist_ok=True)
@@ -793,13 +839,13 @@ def build_report(run_dir, out_dir=None, timing_notes: list[str] | None = None) -
     specs, origin = claim_specs(data.run, f"{data.folder / 'run.json'}: suite")
     words, words_note = corpus_words(data.cells)
     baselines, baselines_note = run_baselines(data)
-    warnings = list(timing_notes or []) + timing_warnings_of(data)
+    warnings = list(timing_notes or []) + (timing_flags if timing_dirs else own_flags)
     results = evaluate_claims(data.cells, data.epochs, data.samples, specs, words, baselines, warnings)
     ok = claims_mod.learning_status(data.cells, data.epochs, baselines)
     figures = make_figures(data.cells, data.epochs, baselines, figures_dir)
     for index, result in enumerate(results):
         figures[f"forest_{index}"] = forest_plot(result, figures_dir / f"forest_{index}.png")
-    notes = [f"Timings unreliable: {w}." for w in warnings]
+    notes = conditions + [f"Timings unreliable: {w}." for w in warnings]
     blocks = build_blocks(data, results, origin, figures, words, words_note, ok, baselines, baselines_note, notes)
     title = blocks[0][1]
     write_text_atomic(out / "index.md", render_markdown(blocks))
@@ -810,7 +856,7 @@ def build_report(run_dir, out_dir=None, timing_notes: list[str] | None = None) -
 def timing_warnings_of(data: RunData) -> list[str]:
     """Why the run's timings are unreliable (its machine's speed moved, epoch times spread), if anything."""
     try:
-        from .machine import timing_warnings
+        from .timing import timing_warnings
     except ImportError:
         return []
     try:

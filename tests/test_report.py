@@ -331,3 +331,30 @@ def test_corpus_words_split_lines_as_training_does(tmp_path):
     assert words == corpus_word_set(clean_lines(read_corpus_lines(path, True)))
     cells["corpus_sha256"] = "0" * 64
     assert corpus_words(cells)[0] is None  # not the text the cells were trained on
+
+
+def test_moved_calibration_is_flagged_and_timing_claims_are_not_decided(tmp_path):
+    run_dir = make_run_folder(tmp_path, cells=("rnn", "lstm"), devices=("cpu",), claims=DECLARED)
+    run = json.loads((run_dir / "run.json").read_text())
+    run["calibration_end"] = json.loads(json.dumps(run["calibration"]))
+    run["calibration_end"]["cpu"]["flops_per_sec"] *= 0.7  # the machine got 30% slower during the run
+    (run_dir / "run.json").write_text(json.dumps(run))
+    markdown = (build_report(run_dir, tmp_path / "out") / "index.md").read_text()
+    summary = {r[0]: r for r in _table_rows(markdown)}
+    slow = summary["Bidirectional is slow (threshold = 1.5)"]
+    assert slow[1] == "inconclusive" and "timings unreliable" in slow[3]
+    assert summary["Bidirectional is useless for next-character prediction"][1] == "supported"  # not a timing
+    assert "Note: Timings unreliable:" in markdown.split("## Depth helps")[0]
+
+
+def test_timings_from_a_quiet_timing_pass(tmp_path):
+    run_dir = make_run_folder(tmp_path, cells=("rnn", "lstm"), devices=("cpu",), claims=DECLARED)
+    timing_dir = make_run_folder(tmp_path, cells=("rnn", "lstm"), devices=("cpu",), name="timing-20250102-000000")
+    cells = pd.read_csv(timing_dir / "cells.csv")
+    cells.loc[cells["direction"] == "bi", "sec_per_epoch"] *= 1.5  # bi 3x as slow in the quiet pass
+    cells.to_csv(timing_dir / "cells.csv", index=False)
+    assert cli.main(["report", str(run_dir), "--out", str(tmp_path / "out"), "--timings", str(timing_dir)]) == 0
+    markdown = (tmp_path / "out" / "index.md").read_text()
+    slow = {r[0]: r for r in _table_rows(markdown)}["Bidirectional is slow (threshold = 1.5)"]
+    assert slow[2].startswith("x2.9") and "come from a separate timing pass: timing-20250102-000000" in markdown
+    assert cli.main(["report", str(run_dir), "--timings", str(tmp_path / "nowhere")]) == 2

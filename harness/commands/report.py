@@ -11,6 +11,9 @@ def register(subparsers) -> None:
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a results folder written by `harness run`")
     parser.add_argument("--out", metavar="DIR", default=None,
                         help="where to write the report (default: report/<run folder name>/)")
+    parser.add_argument("--timings", metavar="TIMING_RUN_DIR", action="append", default=[],
+                        help="take seconds per epoch from this results folder (a quiet timing pass of the same "
+                             "cells) instead of RUN_DIR's own; repeatable, cells matched by id (repeatable)")
     parser.set_defaults(func=main)
 
 
@@ -21,7 +24,7 @@ def main(args) -> int:
         writable_folder(args.out, "--out")
     from ..report import build_report
 
-    out = build_report(args.run_dir, args.out)
+    out = build_report(args.run_dir, args.out, timing_dirs=args.timings)
     print(out / "index.md")
     print(out / "index.html")
     return 0
