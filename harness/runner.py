@@ -66,6 +66,7 @@ def run_cell_process(cell: GridCell, log, on_epoch: Callable[[dict], None] | Non
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         if cell.config.threads:
             env["OMP_NUM_THREADS"] = str(cell.config.threads)
+        load_before = machine_load()
         start = time.monotonic()
         proc = subprocess.Popen(
             [sys.executable, "-m", "harness.worker", str(config_path), str(result_path)],
@@ -119,7 +120,38 @@ def run_cell_process(cell: GridCell, log, on_epoch: Callable[[dict], None] | Non
             record = failure_record(cell, "failed", f"{cause}: {last}" if last else cause, epoch_log,
                                     error_tail=[line for line in tail if line.strip()])
     record["total_sec"] = total_sec
+    record.update(load_columns(load_before, machine_load()))
     return record
+
+
+LOAD_COLUMNS = ("load_start", "load_end", "cpu_steal")
+
+
+def machine_load() -> dict:
+    """The 1-minute load average and the CPU time counters now (for the steal share over a cell)."""
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        load = None
+    try:
+        import psutil
+
+        times = psutil.cpu_times()
+        steal, total = getattr(times, "steal", None), sum(times)
+    except Exception:  # noqa: BLE001 - counters are a nicety; a cell's result never depends on them
+        steal, total = None, None
+    return {"load": load, "steal": steal, "total": total}
+
+
+def load_columns(before: dict, after: dict) -> dict:
+    """How busy the machine was around a cell: ``load_start`` and ``load_end``, the 1-minute load average
+    when its process started and ended (the cell's own threads included), and ``cpu_steal``, the share
+    of CPU time the hypervisor gave to other guests meanwhile (Linux; None where unknown)."""
+    steal = None
+    if None not in (before["steal"], after["steal"], before["total"], after["total"]):
+        elapsed = after["total"] - before["total"]
+        steal = (after["steal"] - before["steal"]) / elapsed if elapsed > 0 else None
+    return {"load_start": before["load"], "load_end": after["load"], "cpu_steal": steal}
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
@@ -249,6 +281,7 @@ def rebuild_tables(path: Path, records: dict[str, dict], order: list[str] | None
         row.update({k: _csv_value(rec.get(k)) for k in RESULT_COLUMNS + EXTRA_COLUMNS if k != "cell_id"})
         row["flops_utilization"] = rec.get("flops_utilization")
         row["total_sec"] = rec.get("total_sec")
+        row.update({k: rec.get(k) for k in LOAD_COLUMNS})
         if "node" in rec:
             row["node"] = node_label(rec["node"])
         if "executor" in rec:
@@ -447,8 +480,17 @@ def run_suite(suite: Suite, cells: list[GridCell], out_dir, argv: list[str], exe
         _warn_if_changed(info, provenance)
     info.update(threads=sorted({c.config.threads for c in cells if c.config.threads}), finished=None)
     info["cells"] = list(dict.fromkeys((info.get("cells") or []) + order))
-    if calibrate and "calibration" not in info:
-        info["calibration"] = _calibrate(cells)
+    if calibrate:
+        # The machine's speed at the start of each part and (below) at the end of the run: if it moved,
+        # timings from different parts of the run are not comparable (harness.timing flags it).
+        if "calibration" not in info:
+            info["calibration"] = _calibrate(cells)
+        elif existing is not None:
+            info["resumes"][-1]["calibration"] = _calibrate(cells)
+    if "baselines" not in info:
+        baselines = run_baselines(cells)
+        if baselines:
+            info["baselines"] = baselines
     write_json_atomic(run_dir.run_json, info)
 
     done = run_dir.finished_records()
@@ -477,10 +519,33 @@ def run_suite(suite: Suite, cells: list[GridCell], out_dir, argv: list[str], exe
     run_dir.rebuild_tables(info["cells"])
     records = run_dir.finished_records()
     info["corpus_sha256"] = sorted({r.get("corpus_sha256") for r in records.values() if r.get("corpus_sha256")})
+    if calibrate and pending:
+        info["calibration_end"] = _calibrate(cells)
     info["finished"] = now_iso()
     write_json_atomic(run_dir.run_json, info)
     code = 1 if any(s in PROBLEM_STATUSES for s in statuses) else 0
     return code, run_dir.path
+
+
+def run_baselines(cells: list[GridCell]) -> dict | None:
+    """The no-learning perplexities of the held-out text (``harness.baselines``) for the split most cells
+    use; None when the corpus cannot be read here or there is no held-out text."""
+    from collections import Counter
+
+    from .baselines import corpus_baselines
+    from .data import resolve_corpus
+
+    if not cells:
+        return None
+    keys = Counter((c.config.corpus, c.config.strip_boilerplate, c.config.max_tokens, c.config.val_tokens)
+                   for c in cells)
+    corpus, strip, max_tokens, val_tokens = keys.most_common(1)[0][0]
+    if val_tokens == 0:
+        return None
+    try:
+        return corpus_baselines(resolve_corpus(corpus, offline=True), strip, max_tokens, val_tokens)
+    except (HarnessError, OSError, ValueError):
+        return None
 
 
 def cells_without_device(cells: list[GridCell]) -> list[str]:
