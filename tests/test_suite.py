@@ -108,7 +108,7 @@ def test_config_hash_changes_with_the_suite(tmp_path):
     assert a.config_hash() == b.config_hash() != c.config_hash()
 
 
-@pytest.mark.parametrize("name", ["full", "seed", "quick", "smoke", "regression"])
+@pytest.mark.parametrize("name", ["full", "full-timing", "seed", "quick", "smoke", "regression"])
 def test_shipped_suites_are_valid(name):
     path = REPO / "suites" / f"{name}.yaml"
     if not path.exists():
@@ -120,6 +120,16 @@ def test_full_suite_is_the_lessons_grid():
     cells = expand(load_suite(REPO / "suites" / "full.yaml"))
     assert len(cells) == 3 * 4 * 2 * 2 * 3
     assert {c.config.epochs for c in cells} == {500}
+
+
+def test_timing_pass_has_the_full_runs_cpu_cells():
+    full = {c.cell_id for c in expand(load_suite(REPO / "suites" / "full.yaml")) if c.config.device == "cpu"}
+    timing = expand(load_suite(REPO / "suites" / "full-timing.yaml"))
+    assert {c.cell_id for c in timing} == full
+    # Round-robin: every configuration's first seed before any second seed.
+    assert [c.config.seed for c in timing] == sorted(c.config.seed for c in timing)
+    assert {(c.config.hidden, c.config.batch_size, c.config.num_steps, c.config.threads) for c in timing} == {
+        (256, 32, 35, 2)}
 
 
 MALFORMED = [
