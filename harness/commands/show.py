@@ -8,6 +8,7 @@ from tabulate import tabulate
 
 from ..errors import HarnessError
 from ..runner import RunDir
+from ..timing import timing_warnings
 
 
 def register(subparsers) -> None:
@@ -39,4 +40,18 @@ def main(args) -> int:
     for row in rows:
         counts[row["status"]] = counts.get(row["status"], 0) + 1
     print(", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
+    for warning in timing_warnings(info, _cells_table(run_dir.path / "cells.csv")):
+        print(f"!! {warning}")
     return 0
+
+
+def _cells_table(path: Path):
+    """cells.csv as a DataFrame, or None when there is none yet (a run that has not stored a cell)."""
+    import pandas as pd
+
+    if not path.is_file():
+        return None
+    try:
+        return pd.read_csv(path)
+    except (OSError, ValueError) as exc:
+        raise HarnessError(f"{path}: unreadable ({type(exc).__name__}: {exc})") from None

@@ -1,0 +1,137 @@
+"""Can a run's timings be trusted? Flags from what the run recorded about its machine.
+
+Pure functions over ``run.json`` (a dict) and ``cells.csv`` (a pandas DataFrame), without torch, for
+``harness show`` and the report. A flag is one line saying what moved and by how much; a run with flags
+should not decide timing claims (seconds per epoch, tokens/s, slowdowns).
+"""
+
+from __future__ import annotations
+
+import math
+
+# The calibrated speed of the machine (a float32 matrix product) may wander by a few percent between two
+# quiet measurements; the slowest more than this below the fastest: it has really changed (another job, thermal or frequency limits, a
+# noisy neighbour on a VM), and epochs timed at different moments of the run are not comparable.
+SPEED_TOLERANCE = 0.10
+# Within one cell, epochs of the same work normally agree within a few percent (interquartile range over
+# median); beyond this the cell's median is a measurement of the machine's load as much as of the cell.
+SPREAD_LIMIT = 0.20
+# Load average above the CPUs by this much: runnable threads were waiting for a core.
+LOAD_MARGIN = 0.5
+# Share of CPU time taken by the hypervisor for other guests.
+STEAL_LIMIT = 0.05
+
+
+def _rate(entry) -> float | None:
+    rate = entry.get("flops_per_sec") if isinstance(entry, dict) else None
+    if isinstance(rate, (int, float)) and not isinstance(rate, bool) and math.isfinite(rate) and rate > 0:
+        return float(rate)
+    return None
+
+
+def calibrations(run_json: dict) -> list[tuple[str, dict]]:
+    """The run's calibrations in time order, labelled: at the start, at the start of each resumed part,
+    at the end."""
+    found = []
+    if isinstance(run_json.get("calibration"), dict):
+        found.append(("start", run_json["calibration"]))
+    for i, part in enumerate(run_json.get("resumes") or [], start=1):
+        if isinstance(part, dict) and isinstance(part.get("calibration"), dict):
+            found.append((f"resume {i}", part["calibration"]))
+    if isinstance(run_json.get("calibration_end"), dict):
+        found.append(("end", run_json["calibration_end"]))
+    return found
+
+
+def _speed_warnings(run_json: dict) -> list[str]:
+    warnings = []
+    by_device: dict[str, list[tuple[str, float]]] = {}
+    for label, calibration in calibrations(run_json):
+        for device, entry in calibration.items():
+            rate = _rate(entry)
+            if rate is not None:
+                by_device.setdefault(str(device), []).append((label, rate))
+    for device, rates in by_device.items():
+        if len(rates) < 2:
+            continue
+        low, high = min(r for _, r in rates), max(r for _, r in rates)
+        if 1 - low / high > SPEED_TOLERANCE:
+            moments = ", ".join(f"{rate / 1e9:.4g} GFLOP/s at the {label}" for label, rate in rates)
+            warnings.append(f"machine speed moved during the run: {device} calibrated at {moments} (the slowest "
+                            f"{1 - low / high:.0%} below the fastest, more than {SPEED_TOLERANCE:.0%}); timings "
+                            "from this run are unreliable")
+    return warnings
+
+
+def _column(cells, name):
+    import pandas as pd
+
+    if name not in cells.columns:
+        return None
+    return pd.to_numeric(cells[name], errors="coerce")
+
+
+def _ok_cells(cells):
+    if cells is None or len(cells) == 0:
+        return None
+    if "status" in cells.columns:
+        cells = cells[cells["status"].astype(str) == "ok"]
+    return cells if len(cells) else None
+
+
+def _spread_warnings(cells) -> list[str]:
+    sec, iqr = _column(cells, "sec_per_epoch"), _column(cells, "sec_per_epoch_iqr")
+    if sec is None or iqr is None:
+        return []
+    spread = (iqr / sec).where(sec > 0).dropna()
+    wide = spread[spread > SPREAD_LIMIT]
+    if wide.empty:
+        return []
+    worst = wide.idxmax()
+    name = cells.loc[worst, "cell_id"] if "cell_id" in cells.columns else str(worst)
+    return [f"epoch times vary widely within {len(wide)} of {len(spread)} cells (interquartile range above "
+            f"{SPREAD_LIMIT:.0%} of the median, up to {wide.max():.0%} in {name}); their timings are unreliable"]
+
+
+def _load_warnings(run_json: dict, cells) -> list[str]:
+    cpus = (run_json.get("machine") or {}).get("cpu_count")
+    loads = [c for c in (_column(cells, "load_start"), _column(cells, "load_end")) if c is not None]
+    warnings = []
+    if loads and isinstance(cpus, (int, float)) and cpus > 0:
+        import pandas as pd
+
+        load = pd.concat(loads, axis=1).max(axis=1).dropna()
+        # Cells that ran on other nodes (Ray) are judged by the driver's CPU count only when no node is named.
+        if "node" in cells.columns:
+            load = load[cells.loc[load.index, "node"].isna() | (cells.loc[load.index, "node"].astype(str) == "")]
+        busy = load[load > cpus + LOAD_MARGIN]
+        if not busy.empty:
+            warnings.append(f"the machine was busy during {len(busy)} of {len(load)} cells (1-minute load average "
+                            f"up to {busy.max():.1f} on {cpus:g} CPUs): other work competed for the cores, so "
+                            "their timings are unreliable")
+    steal = _column(cells, "cpu_steal")
+    if steal is not None:
+        stolen = steal.dropna()
+        stolen = stolen[stolen > STEAL_LIMIT]
+        if not stolen.empty:
+            warnings.append(f"the hypervisor took CPU time from {len(stolen)} cells (steal up to {stolen.max():.0%}); "
+                            "their timings are unreliable")
+    return warnings
+
+
+def timing_warnings(run_json: dict, cells) -> list[str]:
+    """One-line warnings about the trustworthiness of a run's timings; empty when nothing is flagged.
+
+    ``run_json``: the run's run.json as a dict (``calibration``, ``calibration_end``, ``resumes[].calibration``,
+    ``machine.cpu_count`` are read when present). ``cells``: cells.csv as a pandas DataFrame (``status``,
+    ``cell_id``, ``sec_per_epoch``, ``sec_per_epoch_iqr``, ``load_start``, ``load_end``, ``cpu_steal``,
+    ``node`` are read when present; only ``ok`` cells count), or None. Missing fields flag nothing.
+    Flags: the calibrated speed of a device moved by more than SPEED_TOLERANCE between calibrations;
+    some cell's epoch-time spread exceeds SPREAD_LIMIT; the load average exceeded the CPU count by
+    LOAD_MARGIN, or the CPU steal exceeded STEAL_LIMIT, during some cell."""
+    warnings = _speed_warnings(run_json or {})
+    ok = _ok_cells(cells)
+    if ok is not None:
+        warnings += _spread_warnings(ok)
+        warnings += _load_warnings(run_json or {}, ok)
+    return warnings
