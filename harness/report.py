@@ -700,6 +700,12 @@ th, td { border: 1px solid #ccc; padding: 0.2em 0.45em; text-align: left; vertic
 th { background: #f3f3f3; }
 table.summary td { font-size: 1.05em; } table.summary td:nth-child(3) { white-space: nowrap; }
 table.summary td:last-child { min-width: 16em; }
+@media (max-width: 720px) {  /* the answers stacked, one card per claim, rather than scrolled sideways */
+  table.summary thead { display: none; }
+  table.summary, table.summary tbody, table.summary tr, table.summary td { display: block; min-width: 0; }
+  table.summary tr { border: 1px solid #ccc; margin-bottom: 0.5em; } table.summary td { border: none; }
+  table.summary td:first-child { font-weight: bold; }
+}
 img { max-width: 100%; height: auto; border: 1px solid #eee; }
 figure { margin: 0.8em 0; } figcaption { font-size: 0.85em; color: #555; }
 pre { background: #f6f6f6; padding: 0.6em; overflow-x: auto; white-space: pre-wrap; word-break: break-all; }
