@@ -9,6 +9,8 @@ import socket
 import tempfile
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 # Set before any test or cell process starts, so that cells trained in subprocesses see the same.
 os.environ.pop("HARNESS_DATA_DIR", None)
@@ -44,3 +46,15 @@ TINY = """
     eval: {every: 0, sample_chars: 5}
     run: {threads: 1, timeout: 120}
 """
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models gain nothing from a second thread and lose much when the cores are busy. torch's
+    setting is global to the process (run_cell applies cfg.threads to it): restore what it was."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -19,12 +19,7 @@ HELD_OUT_START = 30  # the held-out split starts here, as max_tokens would place
 T = 50  # the position whose prediction is examined
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: a second thread only adds waiting when the cores are busy
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny models, one thread
 
 
 def _model(cell: str, bidirectional: bool) -> CharRNN:

@@ -6,7 +6,6 @@ import gzip
 import hashlib
 import socket
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
@@ -18,7 +17,6 @@ from harness.data import CorpusSource, download, resolve_corpus
 from harness.errors import DownloadError, HarnessError
 
 BODY = b"The Time Machine\nby H. G. Wells\n" * 200
-SLOW_SECONDS = 1.0
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -32,8 +30,8 @@ class Handler(BaseHTTPRequestHandler):
         if self.path == "/book.txt":
             self._send(200, BODY)
         elif self.path == "/slow.txt":
-            time.sleep(SLOW_SECONDS)
-            self._send(200, BODY)
+            # No answer until the test is over, so the client's timeout is exceeded however busy the machine.
+            server.release.wait()
         elif self.path == "/truncated.txt":
             self.send_response(200)
             self.send_header("Content-Length", str(len(BODY) + 1000))
@@ -74,10 +72,12 @@ def server():
     httpd = QuietServer(("127.0.0.1", 0), Handler)
     httpd.hits = {}
     httpd.lock = threading.Lock()
+    httpd.release = threading.Event()
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     host, port = httpd.server_address
     yield SimpleNamespace(url=f"http://{host}:{port}", hits=httpd.hits)
+    httpd.release.set()
     httpd.shutdown()
     httpd.server_close()
 
@@ -119,7 +119,7 @@ def test_download_of_a_missing_file_fails_at_once_without_leftovers(server, tmp_
 def test_download_timeout_is_retried_then_reported(server, tmp_path, sleeps):
     dest = tmp_path / "book.txt"
     with pytest.raises(DownloadError) as info:
-        download(f"{server.url}/slow.txt", dest, timeout=SLOW_SECONDS / 5, retries=2, backoff=0)
+        download(f"{server.url}/slow.txt", dest, timeout=0.2, retries=2, backoff=0)
     assert "after 2 attempts" in str(info.value) and "Timeout" in str(info.value)
     assert server.hits["/slow.txt"] == 2
     assert sleeps == [0]

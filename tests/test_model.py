@@ -14,12 +14,7 @@ CELLS = ("rnn", "gru", "lstm")
 VOCAB, HIDDEN, BATCH, STEPS = 7, 5, 3, 4
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: a second thread only adds waiting when the cores are busy
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny models, one thread
 
 
 def _tokens(seed: int = 0, batch: int = BATCH, steps: int = STEPS) -> torch.Tensor:

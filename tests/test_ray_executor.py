@@ -1,5 +1,6 @@
 """The Ray executor: placement decisions on literal clusters, then real runs on a local Ray instance
-(2 CPUs, no dashboard) started once for this file."""
+(2 CPUs, no dashboard) started once for this file. Skipped as a whole without Ray; what the command line
+says without Ray is tested in test_executor_choice.py."""
 
 import json
 import logging
@@ -13,6 +14,7 @@ import threading
 import time
 
 import pandas as pd
+import psutil
 import pytest
 
 # A test cluster listens and advertises on loopback only (Ray otherwise picks the machine's address);
@@ -29,8 +31,6 @@ from harness.runner import node_label, run_suite  # noqa: E402
 from harness.suite import GridCell, expand, load_suite  # noqa: E402
 
 from conftest import REPO, TINY  # noqa: E402
-
-psutil = pytest.importorskip("psutil")
 
 
 def grid_cell(**keys) -> GridCell:
@@ -104,50 +104,6 @@ def test_cuda_cells_take_one_free_gpu():
     assert choose_node(cell, [GPU], {"n-gpu": {"num_cpus": 2, "num_gpus": 2}}, True) is None
     # An exclusive CPU cell holding all CPUs of the GPU node keeps CUDA cells off it too.
     assert choose_node(cell, [GPU], {"n-gpu": {"num_cpus": 8, "num_gpus": 0}}, True) is None
-
-
-def test_node_label_flattens_a_node_for_cells_csv():
-    assert node_label({"hostname": "h1", "cpu_model": "Xeon", "gpu_name": None}) == "h1|Xeon|"
-    assert node_label({"hostname": "h2", "cpu_model": "EPYC", "gpu_name": "NVIDIA H100"}) == "h2|EPYC|NVIDIA H100"
-    assert node_label(None) == ""
-
-
-def test_flops_utilization_only_for_cells_run_on_the_calibrated_machine(tmp_path):
-    from harness.runner import RunDir
-
-    run_dir = RunDir(tmp_path / "run")
-    run_dir.lock()
-    calibration = {"cpu": {"flops_per_sec": 4.0e10}}
-    cell = grid_cell(device="cpu")
-    for cell_id, hostname in (("here", socket.gethostname()), ("elsewhere", "another-host")):
-        node = {"hostname": hostname, "cpu_model": "X", "gpu_name": None}
-        run_dir.store(GridCell(cell_id, cell.config, {}), {"device": "cpu", "flops_per_sec": 1.0e10, "node": node},
-                      calibration)
-    records = run_dir.finished_records()
-    assert records["here"]["flops_utilization"] == 0.25
-    assert records["elsewhere"]["flops_utilization"] is None
-
-
-# --- command line -------------------------------------------------------------------------------------
-
-
-def test_executor_ray_without_ray_says_how_to_install_it(tmp_path, monkeypatch, capsys):
-    monkeypatch.delitem(sys.modules, "harness.ray_executor", raising=False)
-    monkeypatch.setitem(sys.modules, "ray", None)  # import ray now raises ImportError
-    out = tmp_path / "run"
-    code = cli.main(["run", str(REPO / "suites" / "smoke.yaml"), "--executor", "ray", "--out", str(out)])
-    err = capsys.readouterr().err
-    assert code == 2
-    assert err.count("\n") == 1 and "pip install -e '.[ray]'" in err
-    assert not out.exists()
-
-
-def test_share_nodes_and_address_need_the_ray_executor(tmp_path, capsys):
-    smoke = str(REPO / "suites" / "smoke.yaml")
-    assert cli.main(["run", smoke, "--share-nodes", "--out", str(tmp_path / "a")]) == 2
-    assert "--share-nodes needs --executor ray" in capsys.readouterr().err
-    assert cli.main(["run", smoke, "--address", "127.0.0.1:1", "--out", str(tmp_path / "b")]) == 2
-    assert "--address needs --executor ray" in capsys.readouterr().err
 
 
 # --- a real local Ray instance ------------------------------------------------------------------------
@@ -265,10 +221,25 @@ def test_failed_cells_and_a_killed_ray_worker_are_recorded_and_the_grid_goes_on(
         psutil.Process(killed["cell_process"]).status() == psutil.STATUS_ZOMBIE
 
 
-def test_driver_killed_then_resumed_stores_every_cell_once(tmp_path, ray_address):
-    # The two cells run side by side; the gru cell trains for many more (tiny) epochs, so that it is still
-    # running when the rnn cell has been stored and the driver is killed.
-    suite = write_suite(tmp_path, "matrix: {cell: [rnn]}\ninclude:\n  - {cell: gru, epochs: 300}\n")
+def cell_processes(epochs: int) -> list:
+    """The cell processes training a config with ``epochs`` epochs (a marker value)."""
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = proc.info["cmdline"] or []
+        if "harness.worker" in cmdline:
+            try:
+                if json.loads(open(cmdline[-2]).read()).get("epochs") == epochs:
+                    found.append(proc)
+            except (OSError, ValueError, IndexError):
+                continue
+    return found
+
+
+def test_driver_killed_then_resumed_keeps_each_stored_cell_once(tmp_path, ray_address):
+    # The two cells run side by side; the gru cell cannot finish, so it is still running when the rnn cell
+    # has been stored and the driver is killed, however fast or slow the machine. (That a resume trains
+    # the missing cells is the local runner's test; the executor only runs what it is given.)
+    suite = write_suite(tmp_path, "matrix: {cell: [rnn]}\ninclude:\n  - {cell: gru, epochs: 100000000}\n")
     out = tmp_path / "run"
     command = [sys.executable, "-m", "harness", "run", str(suite), "--executor", "ray", "--address", ray_address,
                "--out", str(out), "--no-report"]
@@ -278,20 +249,23 @@ def test_driver_killed_then_resumed_stores_every_cell_once(tmp_path, ray_address
     deadline = time.monotonic() + 150
     while not list((out / "cells").glob("*.json")) and time.monotonic() < deadline and driver.poll() is None:
         time.sleep(0.05)
-    assert driver.poll() is None, "the driver finished before one cell was stored alone: " + log.read_text()
+    assert driver.poll() is None, "the driver finished before one cell was stored: " + log.read_text()
     os.kill(driver.pid, signal.SIGKILL)
     driver.wait()
+    for proc in cell_processes(100000000):  # Ray may not end a dead driver's task at once: do not wait
+        proc.kill()
     stored = {p.stem for p in (out / "cells").glob("*.json")}
-    assert len(stored) == 1, log.read_text()
-    again = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=240)
+    assert stored == {"rnn-l1-uni-cpu-s0-epochs2"}, log.read_text()
+    again = subprocess.run(command + ["--only", "cell=rnn"], cwd=tmp_path, capture_output=True, text=True,
+                           timeout=240)
     assert again.returncode == 0, again.stderr
-    assert "1 of 2 cells already stored" in again.stderr
+    assert "1 of 1 cells already stored" in again.stderr
     cells = pd.read_csv(out / "cells.csv")
-    assert sorted(cells["cell_id"]) == ["gru-l1-uni-cpu-s0-epochs300", "rnn-l1-uni-cpu-s0-epochs2"]
+    assert list(cells["cell_id"]) == ["rnn-l1-uni-cpu-s0-epochs2"]
     assert set(cells["status"]) == {"ok"} and set(cells["executor"]) == {"ray"}
     assert set(cells["node"]) == {this_node()}
     epochs = pd.read_csv(out / "epochs.csv")
-    assert len(epochs) == 2 + 300 and not epochs.duplicated(["cell_id", "epoch"]).any()
+    assert len(epochs) == 2 and not epochs.duplicated(["cell_id", "epoch"]).any()
 
 
 def test_an_address_where_no_ray_head_listens_fails_fast(tmp_path, capsys):

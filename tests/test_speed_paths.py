@@ -31,13 +31,7 @@ TINY = dict(hidden=8, max_tokens=1500, val_tokens=300, eval_every=0, sample_char
             prefixes=("time",))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one thread avoids waiting on a second, busy core; restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny models, one thread
 
 
 def reference_step(model: CharRNN, optimizer, tokens, targets, state, theta: float):

@@ -44,14 +44,7 @@ def corpus(book):
     return load_corpus(str(book), max_tokens=2000, val_tokens=500)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny models gain nothing from a second thread and lose much when the cores are busy. run_cell
-    # applies cfg.threads to the whole process: give other tests back what they had.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny models, one thread
 
 
 def tiny(book: Path, **overrides) -> CellConfig:
