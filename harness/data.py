@@ -86,10 +86,13 @@ def resolve_corpus(name_or_path: str, cache_dir: Path | None = None, offline: bo
                    **download_options) -> Path:
     """Find a corpus file. A named corpus: $HARNESS_DATA_DIR (an explicit choice, e.g. a newer Gutenberg
     release), then the copy shipped with the package, then the cache folder, then (unless ``offline``) a
-    download into the cache. Anything else: a file path, or a file of that name in $HARNESS_DATA_DIR.
+    download into the cache. An http(s) URL: the cache, else a download into it. Anything else: a file
+    path, or a file of that name in $HARNESS_DATA_DIR.
     ``offline``: a corpus found nowhere is a HarnessError, nothing is fetched."""
     source = CORPORA.get(name_or_path)
     data_dir = os.environ.get(DATA_DIR_ENV)
+    if source is None and re.match(r"https?://", name_or_path):
+        return _resolve_url(name_or_path, cache_dir, offline, **download_options)
     if source is None:
         path = Path(name_or_path).expanduser()
         if not path.is_file() and data_dir and not path.is_absolute() and (Path(data_dir) / path).is_file():
@@ -122,6 +125,20 @@ def resolve_corpus(name_or_path: str, cache_dir: Path | None = None, offline: bo
                            f"the cache {cache} (not downloaded)")
     return download(source.url, cached, sha1=None if source.sha256 else source.sha1, sha256=source.sha256,
                     hint=_offline_hint(source), **download_options)
+
+
+def _resolve_url(url: str, cache_dir: Path | None, offline: bool, **download_options) -> Path:
+    """A corpus given by URL: downloaded once into the cache, under a name unique to the URL. There is no
+    published checksum to check it against; the SHA-256 of what was used is recorded with every result."""
+    tail = re.sub(r"[^A-Za-z0-9._-]+", "_", url.rstrip("/").rsplit("/", 1)[-1])[-60:] or "corpus"
+    cache = Path(cache_dir) if cache_dir else default_cache_dir()
+    cached = cache / "urls" / f"{hashlib.sha256(url.encode()).hexdigest()[:16]}-{tail}"
+    if cached.is_file():
+        return cached
+    if offline:
+        raise HarnessError(f"corpus {url}: not in the cache {cache} (not downloaded)")
+    hint = f"to run offline, save it as a file and pass its path, or put it in ${DATA_DIR_ENV} and name it"
+    return download(url, cached, hint=hint, **download_options)
 
 
 class _Transient(Exception):

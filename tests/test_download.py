@@ -339,3 +339,15 @@ def test_the_offline_hint_names_no_folder_beside_the_repository():
 def test_the_test_suite_cannot_reach_the_network():
     with pytest.raises(OSError, match="network"):
         socket.create_connection(("192.0.2.1", 80), timeout=1)  # TEST-NET-1, never routed
+
+
+def test_a_corpus_given_by_url_is_downloaded_once_into_the_cache(server, folders):
+    url = f"{server.url}/book.txt"
+    path = resolve_corpus(url, cache_dir=folders.cache)
+    assert path.read_bytes() == BODY and path.parent == folders.cache / "urls" and path.name.endswith("-book.txt")
+    assert resolve_corpus(url, cache_dir=folders.cache, offline=True) == path
+    assert server.hits == {"/book.txt": 1}
+    with pytest.raises(HarnessError, match="not in the cache"):
+        resolve_corpus(f"{server.url}/other.txt", cache_dir=folders.cache, offline=True)
+    with pytest.raises(DownloadError, match="HTTP 404"):
+        resolve_corpus(f"{server.url}/missing.txt", cache_dir=folders.cache)
