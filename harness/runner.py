@@ -325,7 +325,7 @@ class Progress:
         self.remaining_est = sum(self.estimates.values())  # cells not finished yet, in flight included
         self.finished_est = 0.0
         self.fractions: dict[str, float] = {}  # cells in flight: share of their epochs done
-        self.prior_sec = min(300.0, max(30.0, 0.02 * self.remaining_est))
+        self.prior_sec = min(300.0, max(1.0, 0.02 * self.remaining_est))
         self.clock = clock
         self.started = clock()
         self._postfix = ""
