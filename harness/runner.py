@@ -60,7 +60,8 @@ def run_cell_process(cell: GridCell, log, on_epoch: Callable[[dict], None] | Non
     outcomes other than a result file become ``failed`` or ``timeout`` records keeping the epochs seen."""
     timeout = timeout if timeout is not None else cell.config.timeout
     epoch_log: list[dict] = []
-    with tempfile.TemporaryDirectory(prefix="harness-cell-") as tmp:
+    remove_stale_cell_dirs_once()
+    with tempfile.TemporaryDirectory(prefix=f"{CELL_DIR_PREFIX}{os.getpid()}-") as tmp:
         config_path, result_path = Path(tmp, "config.json"), Path(tmp, "result.json")
         config_path.write_text(json.dumps(cell.config.model_dump(mode="json")))
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -152,6 +153,62 @@ def load_columns(before: dict, after: dict) -> dict:
         elapsed = after["total"] - before["total"]
         steal = (after["steal"] - before["steal"]) / elapsed if elapsed > 0 else None
     return {"load_start": before["load"], "load_end": after["load"], "cpu_steal": steal}
+
+
+CELL_DIR_PREFIX = "harness-cell-"
+_stale_dirs_removed = False
+
+
+def remove_stale_cell_dirs_once() -> None:
+    global _stale_dirs_removed
+    if not _stale_dirs_removed:
+        _stale_dirs_removed = True
+        remove_stale_cell_dirs()
+
+
+def remove_stale_cell_dirs(root=None, min_age_sec: float = 3600.0) -> list[Path]:
+    """Remove the temporary folders of cells whose runner died without removing them (SIGKILL). A folder
+    is named after its runner's pid (harness-cell-PID-xxxx): stale when that process is gone. An older
+    harness's folder (harness-cell-xxxx) names none: stale once untouched for ``min_age_sec`` and named by
+    no running process (a cell's worker has its config.json there on its command line)."""
+    import shutil
+
+    root = Path(root or tempfile.gettempdir())
+    removed = []
+    for path in root.glob(f"{CELL_DIR_PREFIX}*"):
+        pid, dash, _ = path.name[len(CELL_DIR_PREFIX):].partition("-")
+        try:
+            if not path.is_dir() or path.is_symlink():
+                continue
+            if dash and pid.isdigit():
+                if _process_alive(int(pid)):
+                    continue
+            elif time.time() - path.stat().st_mtime < min_age_sec or _named_by_a_process(path):
+                continue
+        except OSError:
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
+
+
+def _named_by_a_process(path: Path) -> bool:
+    import psutil
+
+    for proc in psutil.process_iter(["cmdline"]):
+        if any(str(path) in arg for arg in proc.info["cmdline"] or ()):
+            return True
+    return False
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
@@ -250,6 +307,15 @@ class RunDir:
     def rebuild_tables(self, order: list[str] | None = None) -> None:
         rebuild_tables(self.path, self.finished_records(), order)
 
+    def add_to_tables(self, cell_id: str, order: list[str] | None = None, rebuild: bool = False) -> None:
+        """The tables after storing ``cell_id``: its rows appended (the cost of one cell, where a rebuild
+        reads every record), or the tables rebuilt when ``rebuild`` (the cell had rows already: a failed
+        cell trained again) or appending cannot keep them whole. The runner rebuilds once more at the end,
+        which puts the rows in the grid's order."""
+        record = json.loads(self.cell_path(cell_id).read_text())
+        if rebuild or not append_tables(self.path, cell_id, record):
+            self.rebuild_tables(order)
+
 
 def _csv_value(value):
     if isinstance(value, (list, tuple)):
@@ -264,34 +330,69 @@ def node_label(node: dict | None) -> str:
     return "|".join("" if node.get(k) is None else str(node[k]) for k in ("hostname", "cpu_model", "gpu_name"))
 
 
+def table_rows(cell_id: str, rec: dict) -> tuple[dict, list[dict], list[dict]]:
+    """One stored cell's row of cells.csv and its rows of epochs.csv and samples.csv."""
+    from .train import EXTRA_COLUMNS, RESULT_COLUMNS
+
+    config = rec.get("config", {})
+    axes = rec.get("axes", {})
+    row = {"cell_id": cell_id}
+    row.update({k: _csv_value(config.get(k)) for k in FIELDS})
+    row.update({k: _csv_value(rec.get(k)) for k in RESULT_COLUMNS + EXTRA_COLUMNS if k != "cell_id"})
+    row["flops_utilization"] = rec.get("flops_utilization")
+    row["total_sec"] = rec.get("total_sec")
+    row.update({k: rec.get(k) for k in LOAD_COLUMNS})
+    if "node" in rec:
+        row["node"] = node_label(rec["node"])
+    if "executor" in rec:
+        row["executor"] = rec["executor"]
+    keys = {"cell_id": cell_id, **axes}
+    epochs = [{**keys, **{k: epoch.get(k) for k in EPOCH_COLUMNS}} for epoch in rec.get("epoch_log", [])]
+    samples = [{**keys, "prefix": s["prefix"], "text": s["text"]} for s in rec.get("samples", [])]
+    return row, epochs, samples
+
+
+def append_tables(path: Path, cell_id: str, rec: dict) -> bool:
+    """Append one cell's rows to the tables. False, having written nothing, when a table is missing, does
+    not end with a whole line (a crash mid-append) or has other columns than these rows (the first cell
+    run on a Ray node, an empty table): then the caller rebuilds them."""
+    import pandas as pd
+
+    row, epochs, samples = table_rows(cell_id, rec)
+    pieces = {}
+    for name, rows in (("cells.csv", [row]), ("epochs.csv", epochs), ("samples.csv", samples)):
+        if not rows:
+            continue
+        header, _, body = pd.DataFrame(rows).convert_dtypes().to_csv(index=False).partition("\n")
+        try:
+            with open(path / name, "rb") as f:
+                first = f.readline().decode("utf-8").rstrip("\r\n")
+                f.seek(-1, os.SEEK_END)
+                whole = f.read(1) == b"\n"
+        except (OSError, UnicodeDecodeError):
+            return False
+        if first != header or not whole:
+            return False
+        pieces[name] = body
+    for name, body in pieces.items():
+        with open(path / name, "a", encoding="utf-8") as f:
+            f.write(body)
+            f.flush()
+            os.fsync(f.fileno())
+    return True
+
+
 def rebuild_tables(path: Path, records: dict[str, dict], order: list[str] | None = None) -> None:
     """Write cells.csv, epochs.csv and samples.csv from the per-cell records (atomically each)."""
     import pandas as pd
 
-    from .train import EXTRA_COLUMNS, RESULT_COLUMNS
-
     ids = [i for i in (order or []) if i in records] + sorted(set(records) - set(order or []))
     cell_rows, epoch_rows, sample_rows = [], [], []
     for cell_id in ids:
-        rec = records[cell_id]
-        config = rec.get("config", {})
-        axes = rec.get("axes", {})
-        row = {"cell_id": cell_id}
-        row.update({k: _csv_value(config.get(k)) for k in FIELDS})
-        row.update({k: _csv_value(rec.get(k)) for k in RESULT_COLUMNS + EXTRA_COLUMNS if k != "cell_id"})
-        row["flops_utilization"] = rec.get("flops_utilization")
-        row["total_sec"] = rec.get("total_sec")
-        row.update({k: rec.get(k) for k in LOAD_COLUMNS})
-        if "node" in rec:
-            row["node"] = node_label(rec["node"])
-        if "executor" in rec:
-            row["executor"] = rec["executor"]
+        row, epochs, samples = table_rows(cell_id, records[cell_id])
         cell_rows.append(row)
-        keys = {"cell_id": cell_id, **axes}
-        for epoch in rec.get("epoch_log", []):
-            epoch_rows.append({**keys, **{k: epoch.get(k) for k in EPOCH_COLUMNS}})
-        for sample in rec.get("samples", []):
-            sample_rows.append({**keys, "prefix": sample["prefix"], "text": sample["text"]})
+        epoch_rows += epochs
+        sample_rows += samples
     frames = {
         "cells.csv": pd.DataFrame(cell_rows),
         "epochs.csv": pd.DataFrame(epoch_rows, columns=None if epoch_rows else ["cell_id", *EPOCH_COLUMNS]),
@@ -507,7 +608,7 @@ def run_suite(suite: Suite, cells: list[GridCell], out_dir, argv: list[str], exe
     try:
         for cell, record in executor.execute(pending, run_dir, progress, stop):
             run_dir.store(cell, record, info.get("calibration"))
-            run_dir.rebuild_tables(info["cells"])
+            run_dir.add_to_tables(cell.cell_id, info["cells"], rebuild=cell.cell_id in done)
             progress.finish_cell(cell, record)
             statuses.append(record["status"])
     except KeyboardInterrupt:

@@ -98,3 +98,109 @@ def test_resume_latest_is_chosen_by_the_runs_own_record(tmp_path):
     assert latest_run_dir(Suite("regression-big", "s.yaml"), tmp_path).name == "regression-big-20261201-130000"
     with pytest.raises(HarnessError, match="no earlier run of suite 'other'"):
         latest_run_dir(Suite("other", "s.yaml"), tmp_path)
+
+
+# --- tables appended, stale temporary folders removed -------------------------------------------------------
+
+
+def stored_cells(tmp_path, seeds=(0, 1, 2)):
+    """A run folder with one stored (failed) record per seed, each with epochs and a sample."""
+    from harness.runner import RunDir, failure_record
+    from harness.suite import expand, parse_suite
+
+    suite = parse_suite({"name": "t", "model": {"hidden": 8}, "matrix": {"seed": list(seeds)}}, "inline")
+    run_dir = RunDir(tmp_path / "run")
+    run_dir.lock()
+    cells = expand(suite)
+    for i, cell in enumerate(cells):
+        epochs = [{"epoch": e, "train_ppl": 20.0 - e - i / 10, "sec": 0.5 + i, "tokens_per_sec": 1e4,
+                   "warmup": e == 1, "val_ppl": None, "causal_ppl": None} for e in (1, 2)]
+        record = failure_record(cell, "failed", f"reason {i}", epochs)
+        record["samples"] = [{"prefix": "time", "text": f"time {i}"}]
+        run_dir.store(cell, record, None)
+    return run_dir, [c.cell_id for c in cells]
+
+
+def tables(run_dir):
+    return {name: pd.read_csv(run_dir.path / name).sort_values(["cell_id"], kind="stable").reset_index(drop=True)
+            for name in ("cells.csv", "epochs.csv", "samples.csv")}
+
+
+def test_a_stored_cell_is_appended_to_the_tables_without_reading_the_others(tmp_path, monkeypatch):
+    from harness.runner import RunDir, rebuild_tables
+
+    run_dir, ids = stored_cells(tmp_path)
+    records = run_dir.finished_records()
+    rebuild_tables(run_dir.path, {i: records[i] for i in ids[:1]}, ids)
+    monkeypatch.setattr(RunDir, "finished_records", lambda self: pytest.fail("read every record"))
+    for cell_id in ids[1:]:
+        run_dir.add_to_tables(cell_id, ids)
+    appended = tables(run_dir)
+    monkeypatch.undo()
+    run_dir.rebuild_tables(ids)
+    rebuilt = tables(run_dir)
+    assert len(appended["cells.csv"]) == 3 and len(appended["epochs.csv"]) == 6
+    for name in rebuilt:
+        pd.testing.assert_frame_equal(appended[name], rebuilt[name], check_dtype=False)
+
+
+def test_tables_are_rebuilt_when_appending_cannot_keep_them_whole(tmp_path):
+    run_dir, ids = stored_cells(tmp_path)
+    records = run_dir.finished_records()
+    from harness.runner import rebuild_tables
+
+    rebuild_tables(run_dir.path, {i: records[i] for i in ids[:2]}, ids)
+    cells_csv = run_dir.path / "cells.csv"
+    cells_csv.write_bytes(cells_csv.read_bytes()[:-20])  # a crash mid-append: the last line is cut
+    run_dir.add_to_tables(ids[2], ids)
+    assert list(pd.read_csv(cells_csv)["cell_id"]) == ids and pd.read_csv(cells_csv)["reason"].notna().all()
+    # A cell trained again (failed before) already has rows: rebuilt, not duplicated.
+    run_dir.add_to_tables(ids[0], ids, rebuild=True)
+    assert list(pd.read_csv(cells_csv)["cell_id"]) == ids
+    assert len(pd.read_csv(run_dir.path / "epochs.csv")) == 6
+
+
+def test_stale_cell_folders_are_removed_and_live_ones_kept(tmp_path):
+    import os
+    import time
+
+    from harness.runner import remove_stale_cell_dirs
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a pid no process has now
+    dead = tmp_path / f"harness-cell-{gone.pid}-abc123"
+    alive = tmp_path / f"harness-cell-{os.getpid()}-def456"
+    old_style, old_style_recent = tmp_path / "harness-cell-k2j4_x9q", tmp_path / "harness-cell-p0q9w8e7"
+    for folder in (dead, alive, old_style, old_style_recent):
+        folder.mkdir()
+        (folder / "config.json").write_text("{}")
+    hour_ago = time.time() - 7200
+    os.utime(old_style, (hour_ago, hour_ago))
+    assert sorted(remove_stale_cell_dirs(tmp_path)) == sorted([dead, old_style])
+    assert alive.is_dir() and old_style_recent.is_dir() and not dead.exists() and not old_style.exists()
+
+
+def test_a_killed_runners_cell_folder_is_removed_by_the_next_run(tmp_path):
+    import os
+    import signal
+    import time
+
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = {**os.environ, "TMPDIR": str(tmp)}
+    suite = write_suite(tmp_path, "train: {epochs: 100000000}\n")  # in flight when the runner is killed
+    runner = subprocess.Popen([sys.executable, "-m", "harness", "run", str(suite), "--out", str(tmp_path / "a"),
+                               "--no-report"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not list(tmp.glob("harness-cell-*/config.json")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.kill(runner.pid, signal.SIGKILL)
+    runner.wait()
+    left = list(tmp.glob("harness-cell-*"))
+    assert len(left) == 1  # SIGKILL gives the runner no chance to remove it
+    proc = subprocess.run([sys.executable, "-m", "harness", "run", str(write_suite(tmp_path, "", "other.yaml")),
+                           "--out", str(tmp_path / "b"), "--no-report"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert list(tmp.glob("harness-cell-*")) == []
