@@ -556,6 +556,12 @@ def run_suite(suite: Suite, cells: list[GridCell], out_dir, argv: list[str], exe
                                "use another --out")
         # The same cells: the edit (description, claims) applies to the run from now on.
         existing.update(suite={**suite.resolved(), "file": suite.path}, config_hash=suite.config_hash())
+    # Stored records are adopted by cell id: one trained with another configuration (a folder whose
+    # run.json is gone, another suite's folder) must not pass for this suite's cell.
+    foreign = foreign_records(run_dir.finished_records(), cells)
+    if foreign:
+        raise HarnessError(f"{run_dir.path}: {len(foreign)} stored cell(s) were trained with another configuration "
+                           f"than this suite's, e.g. {foreign[0]}; use another --out")
     stored = run_dir.finished_records() if existing is not None else {}
     # Failed cells are trained again (a missing corpus or a crash may have been fixed since); a diverged or
     # timed-out cell would only do the same again.
@@ -647,6 +653,31 @@ def run_baselines(cells: list[GridCell]) -> dict | None:
         return corpus_baselines(resolve_corpus(corpus, offline=True), strip, max_tokens, val_tokens)
     except (HarnessError, OSError, ValueError):
         return None
+
+
+def foreign_records(records: dict[str, dict], cells: list[GridCell]) -> list[str]:
+    """The stored records of ``cells`` whose recorded configuration is not the cell's, each as
+    ``cell_id (key old -> new)``. A key the record predates counts as its default value then."""
+    from .errors import quote
+    from .suite import FIELD_TO_SUITE_KEY
+
+    defaults = CellConfig.model_construct().model_dump(mode="json")
+    found = []
+    for cell in cells:
+        record = records.get(cell.cell_id)
+        if record is None:
+            continue
+        config = record.get("config")
+        if not isinstance(config, dict):
+            found.append(f"{cell.cell_id} (no configuration recorded)")
+            continue
+        old = {**defaults, **{k: v for k, v in config.items() if k in FIELDS}}
+        new = cell.config.model_dump(mode="json")
+        key = next((k for k in FIELDS if old.get(k) != new.get(k)), None)
+        if key is not None:
+            found.append(f"{cell.cell_id} ({FIELD_TO_SUITE_KEY.get(key, key)} {quote(old.get(key), 40)} -> "
+                         f"{quote(new.get(key), 40)})")
+    return found
 
 
 def cells_without_device(cells: list[GridCell]) -> list[str]:

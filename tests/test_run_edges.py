@@ -204,3 +204,16 @@ def test_a_killed_runners_cell_folder_is_removed_by_the_next_run(tmp_path):
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert list(tmp.glob("harness-cell-*")) == []
+
+
+def test_without_run_json_only_records_of_the_same_configuration_are_adopted(stored_run, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(stored_run, out)
+    (out / "run.json").unlink()
+    suite = write_suite(tmp_path, "description: first\nmatrix: {seed: [0, 1]}\n", name="again.yaml")
+    other = harness("run", suite, "--out", out, "--set", "model.hidden=16", "--no-report", cwd=tmp_path)
+    assert other.returncode == 2 and other.stderr.count("\n") == 1, other.stderr
+    assert "2 stored cell(s) were trained with another configuration" in other.stderr
+    assert "(model.hidden 8 -> 16)" in other.stderr and not (out / "run.json").exists()
+    same = harness("run", suite, "--out", out, "--no-report", cwd=tmp_path)
+    assert same.returncode == 0 and "2 of 2 cells already stored" in same.stderr, same.stderr
