@@ -22,7 +22,8 @@ def register(subparsers) -> None:
     parser.add_argument("--out", help="results folder (default: results/<suite>-<timestamp>); "
                                       "running again into it resumes")
     parser.add_argument("--resume", nargs="?", const="latest", metavar="DIR",
-                        help="continue a run folder (default: the suite's latest under results/)")
+                        help="continue a run folder (default: the suite's run under results/ that started "
+                             "last, by each folder's run.json)")
     parser.add_argument("--dry-run", action="store_true", help="list the cells and estimated times, train nothing")
     parser.add_argument("--no-report", action="store_true", help="do not render report/<run>/ at the end")
     parser.add_argument("--executor", choices=["local", "ray"], default="local",
