@@ -544,6 +544,18 @@ def provenance(data: RunData, baselines_note: str) -> list[tuple[str, str]]:
         ("cells", f"{len(cells)} ({_status_counts(cells['status'])})"),
         ("corpus", f"{fmt(run.get('corpus_sha256'))[:16]}... (SHA-256); baselines {baselines_note}"),
     ]
+    parts = [p for p in run.get("resumes") or [] if isinstance(p, dict)]
+    if parts:
+        described = []
+        for part in parts:
+            where = part.get("machine") or {}
+            commit = str((part.get("git") or {}).get("commit") or "-")[:10]
+            described.append(f"{part.get('started', '-')} on {where.get('hostname', '-')} "
+                             f"({where.get('cpu_model', '-')}), git {commit}")
+        facts.append(("resumed", f"{len(parts)} time{'s' if len(parts) > 1 else ''}: " + "; ".join(described)))
+    models = sorted({str(m) for m in cells.get("cpu_model", pd.Series(dtype=object)).dropna() if str(m)})
+    if len(models) > 1:
+        facts.append(("CPU models", f"{', '.join(models)}: timings are compared only between cells of one model"))
     machines = run_machines(cells)
     if machines:
         facts.append(("cells ran on", "; ".join(machine_label(m) for m in machines)))

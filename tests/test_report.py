@@ -358,3 +358,20 @@ def test_timings_from_a_quiet_timing_pass(tmp_path):
     slow = {r[0]: r for r in _table_rows(markdown)}["Bidirectional is slow (threshold = 1.5)"]
     assert slow[2].startswith("x2.9") and "come from a separate timing pass: timing-20250102-000000" in markdown
     assert cli.main(["report", str(run_dir), "--timings", str(tmp_path / "nowhere")]) == 2
+
+
+def test_a_run_resumed_on_another_cpu_keeps_its_timings_apart(tmp_path):
+    run_dir = make_run_folder(tmp_path, cells=("rnn", "lstm"), devices=("cpu",), claims=DECLARED)
+    run = json.loads((run_dir / "run.json").read_text())
+    run["resumes"] = [{"started": "2025-01-02T00:00:00+00:00", "git": {"commit": "abcdef1234567"},
+                       "machine": {"hostname": "other-host", "cpu_model": "Other CPU"}}]
+    (run_dir / "run.json").write_text(json.dumps(run))
+    cells = pd.read_csv(run_dir / "cells.csv")
+    cells["cpu_model"] = ["Other CPU" if d == "bi" else "Fixture CPU" for d in cells["direction"]]
+    cells.to_csv(run_dir / "cells.csv", index=False)
+    markdown = (build_report(run_dir, tmp_path / "out") / "index.md").read_text()
+    assert "**resumed**: 1 time: 2025-01-02T00:00:00+00:00 on other-host (Other CPU)" in markdown
+    assert "**CPU models**: Fixture CPU, Other CPU" in markdown
+    # Every bi cell was timed on the other CPU: no bi/uni timing pair is left.
+    slow = {r[0]: r for r in _table_rows(markdown)}["Bidirectional is slow (threshold = 1.5)"]
+    assert slow[1] == "inconclusive" and "no configurations" in slow[3]
