@@ -429,6 +429,7 @@ class Progress:
         self.prior_sec = min(300.0, max(1.0, 0.02 * self.remaining_est))
         self.clock = clock
         self.started = clock()
+        self.epoch_listeners: list[Callable[[GridCell, dict], None]] = []  # e.g. TensorBoard, per live epoch
         self._postfix = ""
         self.bar = tqdm(total=total, initial=done, unit="cell", file=self.stream, disable=not self.interactive,
                         dynamic_ncols=True,
@@ -456,6 +457,8 @@ class Progress:
 
     def epoch(self, row: dict) -> None:
         if self.current is not None:
+            for listener in self.epoch_listeners:
+                listener(self.current, row)
             epochs = max(1, self.current.config.epochs)
             self.fractions[self.current.cell_id] = min(1.0, row["epoch"] / epochs)
             self._postfix = f"epoch {row['epoch']}/{epochs} ppl {row['train_ppl']:.3f}"
@@ -542,8 +545,9 @@ def latest_run_dir(suite: Suite, root="results") -> Path:
 
 
 def run_suite(suite: Suite, cells: list[GridCell], out_dir, argv: list[str], executor=None,
-              calibrate: bool = True, stream=None) -> tuple[int, Path]:
-    """Train every cell of ``cells`` not already stored in ``out_dir``. Returns (exit code, run folder)."""
+              calibrate: bool = True, stream=None, tensorboard=None) -> tuple[int, Path]:
+    """Train every cell of ``cells`` not already stored in ``out_dir``. Returns (exit code, run folder).
+    ``tensorboard``: a ``harness.tensorboard.TensorBoardLog`` that gets each cell's epochs."""
     from .machine import describe
 
     executor = executor or LocalExecutor()
@@ -611,10 +615,14 @@ def run_suite(suite: Suite, cells: list[GridCell], out_dir, argv: list[str], exe
     print(plan_text(suite, pending, estimates, will_skip, executor.name), file=progress.stream, flush=True)
     stop = threading.Event()
     statuses = [done[c.cell_id]["status"] for c in cells if c.cell_id in done and c.cell_id not in retry]
+    if tensorboard is not None:
+        progress.epoch_listeners.append(lambda cell, row: tensorboard.epoch(cell.cell_id, row))
     try:
         for cell, record in executor.execute(pending, run_dir, progress, stop):
             run_dir.store(cell, record, info.get("calibration"))
             run_dir.add_to_tables(cell.cell_id, info["cells"], rebuild=cell.cell_id in done)
+            if tensorboard is not None:
+                tensorboard.finish(cell.cell_id, record)
             progress.finish_cell(cell, record)
             statuses.append(record["status"])
     except KeyboardInterrupt:
@@ -623,6 +631,8 @@ def run_suite(suite: Suite, cells: list[GridCell], out_dir, argv: list[str], exe
         raise HarnessInterrupted(run_dir.path) from None
     finally:
         progress.close()
+        if tensorboard is not None:
+            tensorboard.close()
     run_dir.rebuild_tables(info["cells"])
     records = run_dir.finished_records()
     info["corpus_sha256"] = sorted({r.get("corpus_sha256") for r in records.values() if r.get("corpus_sha256")})

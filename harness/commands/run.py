@@ -26,6 +26,9 @@ def register(subparsers) -> None:
                              "last, by each folder's run.json)")
     parser.add_argument("--dry-run", action="store_true", help="list the cells and estimated times, train nothing")
     parser.add_argument("--no-report", action="store_true", help="do not render report/<run>/ at the end")
+    parser.add_argument("--tensorboard", metavar="DIR",
+                        help="also log each cell's perplexities and seconds per epoch, live, as TensorBoard "
+                             "scalars under DIR/<results folder name>/<cell_id> (needs the tensorboard extra)")
     parser.add_argument("--executor", choices=["local", "ray"], default="local",
                         help="local: one cell at a time on this machine; ray: cells as Ray tasks")
     parser.add_argument("--address", help="Ray cluster address (with --executor ray); default: a local instance")
@@ -84,10 +87,15 @@ def main(args) -> int:
     else:
         out = Path(args.out) if args.out else default_out_dir(suite)
     writable_folder(out, "--out" if args.out or not args.resume else "--resume")
+    tensorboard = None
+    if args.tensorboard is not None:
+        from ..tensorboard import TensorBoardLog
+
+        tensorboard = TensorBoardLog(Path(writable_folder(args.tensorboard, "--tensorboard")) / out.name)
     executor = make_executor(args)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     code, run_dir = run_suite(suite, cells, out, argv=[*prog_name().split(), *sys.argv[1:]],
-                              executor=executor)
+                              executor=executor, tensorboard=tensorboard)
     print(f"results: {run_dir}", file=sys.stderr)
     if not args.no_report:
         report_dir = _render_report(run_dir)
