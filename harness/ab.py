@@ -84,7 +84,8 @@ def worktree(repo: Path, commit: str, option: str):
     out = _git(repo, "worktree", "add", "--detach", "--quiet", str(path), commit)
     if out.returncode != 0:
         shutil.rmtree(parent, ignore_errors=True)
-        raise HarnessError(f"{option}: git worktree add {commit[:10]} failed: {out.stderr.strip().splitlines()[-1:]}")
+        last = (out.stderr.strip().splitlines() or ["no message"])[-1]
+        raise HarnessError(f"{option}: git worktree add {commit[:10]} failed: {last}")
     try:
         yield path
     finally:
@@ -316,6 +317,19 @@ class Outcome:
     pooled: ab_stats.Decision
     wall_s: float
     not_compared: list[str]
+    load: tuple[float | None, float | None] = (None, None)  # 1-minute load average at the start and end
+
+    @property
+    def busy(self) -> str:
+        """A warning when other processes shared the CPUs (load average above their number): the pairs are
+        then noisier, and with several threads per cell, epochs can be many times slower at random."""
+        cpus = os.cpu_count() or 1
+        high = [v for v in self.load if v is not None and v > cpus]
+        if not high:
+            return ""
+        return (f"the machine was busy: load average {' -> '.join(f'{v:.1f}' for v in self.load if v is not None)} "
+                f"on {cpus} CPUs; other processes shared the cores, so the pairs are noisy and a verdict is "
+                "likelier to be undecided")
 
     @property
     def exit_code(self) -> int:
@@ -352,7 +366,7 @@ class Outcome:
                        "pairs": [list(p) for p in c.pairs], "units": c.units, **c.decision.as_dict()}
                       for c in self.cells],
             "pooled": self.pooled.as_dict(),
-            "not_compared": self.not_compared,
+            "not_compared": self.not_compared, "load_average": list(self.load), "busy": self.busy or None,
             "verdict": self.word.lower(), "exit_code": self.exit_code,
         }
 
@@ -429,7 +443,7 @@ def run_ab(suite_path: str, base_rev: str | None = None, new_rev: str | None = N
         if d.run_json.exists():
             raise HarnessError(f"--out {out}: already holds an A/B check ({d.run_json}); choose another folder")
     argv = argv or ["python", "-m", "harness", "ab", suite_path]
-    start = time.monotonic()
+    start, load_start = time.monotonic(), _load()
     with prepare_sides(base_rev, new_rev, base_sets, new_sets, Path(repo) if repo else None) as sides:
         for d in dirs:
             d.lock()
@@ -455,7 +469,17 @@ def run_ab(suite_path: str, base_rev: str | None = None, new_rev: str | None = N
             info["corpus_sha256"] = sorted({r.get("corpus_sha256") for r in records.values() if r.get("corpus_sha256")})
             info["finished"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
             write_json_atomic(d.run_json, info)
-    return decide_outcome(name, tuple(sides), out, results, threshold, alpha, rule, rounds, time.monotonic() - start)
+    outcome = decide_outcome(name, tuple(sides), out, results, threshold, alpha, rule, rounds,
+                             time.monotonic() - start)
+    outcome.load = (load_start, _load())
+    return outcome
+
+
+def _load() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
 
 
 def _progress_line(n: int, total: int, cell: GridCell, result: PairResult) -> str:
@@ -514,6 +538,8 @@ def format_text(outcome: Outcome) -> str:
                                          "unit noise", "verdict"], tablefmt="simple", disable_numparse=True))
     if outcome.not_compared:
         lines.append(f"not finished on both sides (not compared): {', '.join(outcome.not_compared)}")
+    if outcome.busy:
+        lines.append(f"!! {outcome.busy}")
     lines.append(f"wall time {outcome.wall_s:.0f} s")
     lines.append(outcome.summary())
     return "\n".join(lines)
@@ -545,6 +571,8 @@ def format_markdown(outcome: Outcome) -> str:
                             align="lrrrrl"), ""]
     if outcome.not_compared:
         lines += [f"Not finished on both sides (not compared): {', '.join(outcome.not_compared)}.", ""]
+    if outcome.busy:
+        lines += [f"> **Warning:** {outcome.busy}.", ""]
     lines += [f"{outcome.summary()}", "",
               f"<details><summary>How this was decided</summary>\n\n"
               f"Both sides trained each cell in two long-lived processes, one epoch at a time in turn (A B B A ...), "

@@ -237,6 +237,7 @@ def test_tiny_ab_writes_two_run_folders_and_its_outputs(tmp_path, capsys):
         assert len(c["pairs"]) == 8 and c["n"] == len(c["units"]) == 4  # 4 timed rounds x 2 seeds, in units of 2
         assert c["low"] <= c["ratio"] <= c["high"] and c["verdict"] in ab_stats.VERDICTS
     assert result["pooled"]["n"] == 8 and result["new"]["sets"] == ["model.hidden=12"]
+    assert len(result["load_average"]) == 2 and result["base"]["commit"] == result["new"]["commit"]
     assert captured.out.splitlines()[-1].startswith(result["verdict"].upper() + ": pooled new/base")
     markdown = (tmp_path / "ab.md").read_text()
     assert markdown.startswith("### ") and "| `rnn-l1-uni-cpu` | 4 |" in markdown and "**all cells**" in markdown

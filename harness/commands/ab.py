@@ -3,6 +3,7 @@ regressed, 1: something did, 2: bad input, or too few rounds to decide anything.
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 
@@ -49,6 +50,7 @@ def main(args) -> int:
     from ..ab import format_markdown, format_text, run_ab
     from ..store import write_json_atomic, write_text_atomic
 
+    signal.signal(signal.SIGTERM, _raise_interrupt)  # a stopped CI job still removes its worktrees
     outcome = run_ab(args.suite, args.base, args.new, args.set_base, args.set_new, args.only, args.rounds,
                      args.threshold, args.alpha, args.rule, args.out, args.repo,
                      argv=["python", "-m", "harness", *sys.argv[1:]])
@@ -58,3 +60,7 @@ def main(args) -> int:
     if args.markdown:
         write_text_atomic(Path(args.markdown), format_markdown(outcome))
     return outcome.exit_code
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt

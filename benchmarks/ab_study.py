@@ -1,0 +1,124 @@
+"""How far `harness ab` can be trusted on this machine: A/A trials (the same code on both sides) and A/B
+trials (a known change, e.g. ``--set-new model.hidden=272``) run alternately, then every trial decided
+again from its stored units under both rules and several thresholds. Writes one Markdown summary.
+
+Run (the issue's full study: 20 A/A and 10 A/B trials of the default settings):
+    python benchmarks/ab_study.py --aa 20 --ab 10 --out /tmp/ab-study --summary ab-study.md
+Preliminary:
+    python benchmarks/ab_study.py --aa 3 --ab 3 --only cell=lstm --out /tmp/ab-study --summary ab-study.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from harness import ab_stats  # noqa: E402
+from harness.speed_output import markdown_table  # noqa: E402
+
+RULES = ("estimate", "interval")
+THRESHOLDS = (0.03, 0.05, 0.10)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--suite", default="suites/regression.yaml")
+    parser.add_argument("--only", action="append", default=[])
+    parser.add_argument("--change", action="append", default=None, metavar="SECTION.KEY=VALUE",
+                        help="--set-new of the A/B trials (default model.hidden=272)")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="a setting of both sides in every trial (--set-base and --set-new)")
+    parser.add_argument("--aa", type=int, default=3, help="A/A trials")
+    parser.add_argument("--ab", type=int, default=3, help="A/B trials")
+    parser.add_argument("--rounds", type=int, default=None, help="--rounds of harness ab (default: its own)")
+    parser.add_argument("--out", required=True, help="folder for the trials' run folders and JSON")
+    parser.add_argument("--summary", required=True, help="Markdown file to write")
+    return parser.parse_args(argv)
+
+
+def run_trial(args, kind: str, index: int) -> dict:
+    out = Path(args.out) / f"{kind}{index}"
+    cmd = [sys.executable, "-m", "harness", "ab", args.suite, "--out", str(out), "--json", str(out) + ".json"]
+    cmd += [x for o in args.only for x in ("--only", o)]
+    cmd += [x for s in args.set for x in ("--set-base", s, "--set-new", s)]
+    if args.rounds:
+        cmd += ["--rounds", str(args.rounds)]
+    if kind == "ab":
+        cmd += [x for s in (args.change or ["model.hidden=272"]) for x in ("--set-new", s)]
+    load = os.getloadavg()[0]
+    start = time.monotonic()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.monotonic() - start
+    if not Path(str(out) + ".json").exists():
+        raise SystemExit(f"trial {kind}{index} failed (exit {proc.returncode}): {proc.stderr.strip()[-500:]}")
+    result = json.loads(Path(str(out) + ".json").read_text())
+    result.update(kind=kind, name=f"{kind.upper()}{index}", wall=wall, load_before=load,
+                  load_after=os.getloadavg()[0], exit=proc.returncode)
+    print(f"{result['name']}: exit {proc.returncode}, {wall:.0f} s, pooled {result['pooled']['ratio']:.3f} "
+          f"[{result['pooled']['low'] or float('nan'):.3f}, {result['pooled']['high'] or float('nan'):.3f}]",
+          flush=True)
+    return result
+
+
+def flagged(result: dict, rule: str, threshold: float, alpha: float) -> tuple[bool, bool]:
+    """(any regression, any improvement) over the trial's cells and the pool, decided again."""
+    decisions = [ab_stats.decide(c["units"], threshold, alpha, rule) for c in result["cells"]]
+    decisions.append(ab_stats.decide([u for c in result["cells"] for u in c["units"]], threshold, alpha, rule))
+    return (any(d.verdict == "regression" for d in decisions), any(d.verdict == "improvement" for d in decisions))
+
+
+def summarise(args, trials: list[dict]) -> str:
+    alpha = trials[0]["alpha"]
+    lines = [f"Measured {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC by `benchmarks/ab_study.py` "
+             f"with `{args.suite}` {' '.join('--only ' + o for o in args.only)} "
+             f"{' '.join('--set ' + s for s in args.set)}, rounds {trials[0]['rounds']}, "
+             f"alpha {alpha}; A/B: `--set-new {' '.join(args.change or ['model.hidden=272'])}`.", ""]
+    rows = []
+    for t in trials:
+        p = t["pooled"]
+        cells = "; ".join(f"{c['cell']} {c['ratio']:.3f} [{c['low']:.3f}, {c['high']:.3f}] {c['verdict']}"
+                          for c in t["cells"] if c["low"] is not None)
+        rows.append([t["name"], f"{t['wall']:.0f}", f"{t['load_before']:.1f} / {t['load_after']:.1f}", str(t["exit"]),
+                     f"{p['ratio']:.3f} [{p['low']:.3f}, {p['high']:.3f}]" if p["low"] is not None else "-",
+                     f"{p['sd'] * 100:.1f}%" if p["sd"] is not None else "-", cells])
+    lines += [markdown_table(["trial", "wall s", "load before / after", "exit", "pooled new/base [CI]", "unit SD",
+                              "cells"], rows, align="lrrrrrl"), ""]
+    rows = []
+    for rule in RULES:
+        for threshold in THRESHOLDS:
+            aa = [flagged(t, rule, threshold, alpha) for t in trials if t["kind"] == "aa"]
+            ab = [flagged(t, rule, threshold, alpha) for t in trials if t["kind"] == "ab"]
+            rows.append([rule, f"{threshold:.0%}", f"{sum(r or i for r, i in aa)} of {len(aa)}",
+                         f"{sum(r for r, _ in ab)} of {len(ab)}"])
+    lines += ["Every trial decided again from its stored units (per cell and pooled; a trial is flagged when "
+              "any of them is):", "",
+              markdown_table(["rule", "threshold", "A/A flagged (regression or improvement)", "A/B regressions"],
+                             rows, align="llrr"), ""]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    trials = []
+    # Alternate the kinds, so that a change of the machine's load during the study touches both alike.
+    order = [("aa", i) for i in range(args.aa)]
+    order = [x for pair in zip(order, [("ab", i) for i in range(args.ab)]) for x in pair] + \
+        order[args.ab:] + [("ab", i) for i in range(args.aa, args.ab)]
+    for kind, index in order:
+        trials.append(run_trial(args, kind, index))
+        Path(args.out, "trials.json").write_text(json.dumps(trials, indent=1))
+        Path(args.summary).write_text(summarise(args, trials))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
