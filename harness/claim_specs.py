@@ -27,6 +27,9 @@ CLAIM_TITLES = {
 CLAIM_NAMES = tuple(CLAIM_TITLES)
 
 PPL_METRICS = ("causal_ppl", "val_ppl", "train_ppl")
+# The lowest held-out causal perplexity of any evaluation during training (early stopping): apart from a
+# network that memorised its training text by the last epoch, what it could do.
+BEST_METRIC = "best_causal_ppl"
 COST_METRICS = ("sec_per_epoch", "peak_mem_bytes")
 
 
@@ -112,11 +115,12 @@ def _directions(value):
 
 _COMMON = {"min_seeds": _int_at_least(1), "confidence": _number_between(0, 1)}
 _PARAMETERS = {
-    "depth_helps": {**_COMMON, "metric": _one_of(*PPL_METRICS), "basis": _one_of("epochs", "time"),
+    "depth_helps": {**_COMMON, "metric": _one_of(*PPL_METRICS, BEST_METRIC), "basis": _one_of("epochs", "time"),
                     "margin": _number_between(0, 1, low_open=False), "directions": _directions},
     "bidirectional_slow": {**_COMMON, "metric": _one_of(*COST_METRICS),
                            "threshold": _number_between(0, math.inf)},
-    "bidirectional_useless": {**_COMMON, "margin": _number_between(0, 1, low_open=False)},
+    "bidirectional_useless": {**_COMMON, "margin": _number_between(0, 1, low_open=False),
+                              "metric": _one_of("causal_ppl", BEST_METRIC)},
 }
 _DEFAULT_METRIC = {"depth_helps": "causal_ppl", "bidirectional_slow": "sec_per_epoch",
                    "bidirectional_useless": "causal_ppl"}
@@ -170,13 +174,14 @@ def parse_claims(raw, where: str) -> list[ClaimSpec]:
             except ValueError as exc:
                 raise HarnessError(f"{here}: {name}.{key} = {value!r}: {exc}") from None
         spec = replace(default_claim(name), **values)
+        if spec.metric == BEST_METRIC and spec.basis == "time":
+            raise HarnessError(f"{here}: {name}: metric {BEST_METRIC} is compared after the same epochs only, "
+                               "not at equal training time")
         if spec in seen:
             raise HarnessError(f"{here}: claim {name!r} is listed twice with the same parameters")
         seen.add(spec)
         specs.append(spec)
     return specs
-
-
 
 
 def claims_needing_curves(specs: list[ClaimSpec]) -> list[ClaimSpec]:

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from . import text_measures
-from .claim_specs import (CLAIM_NAMES, COST_METRICS, PPL_METRICS, ClaimSpec, default_claim,
+from .claim_specs import (BEST_METRIC, CLAIM_NAMES, COST_METRICS, PPL_METRICS, ClaimSpec, default_claim,
                           default_claims, parse_claims)
 from .config import FIELDS, GRID_KEYS
 from .stats import (EMPTY_POOL, Effect, Pooled, Replicates, configuration_effect, log_interval, pool,
@@ -45,6 +45,7 @@ SUPPORTS, CONTRADICTS, UNCLEAR, INSUFFICIENT, NOT_COUNTED = (
 
 METRIC_LABELS = {
     "causal_ppl": "held-out causal perplexity",
+    BEST_METRIC: "best held-out causal perplexity (any evaluation)",
     "val_ppl": "held-out teacher-forced perplexity",
     "train_ppl": "training perplexity",
     "sec_per_epoch": "seconds per epoch",
@@ -52,7 +53,7 @@ METRIC_LABELS = {
     "sec_per_flop": "seconds per FLOP",
     "leak": "causal / teacher-forced held-out perplexity",
 }
-SHORT_LABELS = {"causal_ppl": "held-out causal ppl", "val_ppl": "teacher-forced ppl", "train_ppl": "training ppl",
+SHORT_LABELS = {"causal_ppl": "held-out causal ppl", BEST_METRIC: "best held-out causal ppl", "val_ppl": "teacher-forced ppl", "train_ppl": "training ppl",
                 "sec_per_epoch": "s/epoch", "peak_mem_bytes": "peak memory", "sec_per_flop": "s/FLOP",
                 "leak": "causal / teacher-forced"}
 
@@ -475,10 +476,11 @@ def _depth_helps(ok, cells, curves, spec: ClaimSpec, baselines, quality) -> Clai
     unigram = (baselines or {}).get("unigram")
     units = []
     keys = context_keys(ok, "layers")
+    metrics = (PPL_METRICS + (BEST_METRIC,)) if spec.basis == "epochs" else PPL_METRICS
     if spec.basis == "epochs":
         for context, step, a, b in depth_steps(ok, keys):
             learned = (_learned_share(a, unigram), _learned_share(b, unigram))
-            for metric in PPL_METRICS:
+            for metric in metrics:
                 role = "deciding" if metric == spec.metric else "context"
                 units.append(Unit(context, step, metric, "epochs",
                                   Replicates(by_seed(a, metric), by_seed(b, metric)), *learned, role=role))
@@ -503,7 +505,7 @@ def _depth_helps(ok, cells, curves, spec: ClaimSpec, baselines, quality) -> Clai
     label = METRIC_LABELS[spec.metric] + (" at equal training time" if spec.basis == "time" else "")
     context = [(METRIC_LABELS[m] + (" at equal training time" if spec.basis == "time" else ""),
                 evidence[(evidence["metric"] == m) & (evidence["role"] == "context")])
-               for m in PPL_METRICS if m != spec.metric] if not evidence.empty else []
+               for m in metrics if m != spec.metric] if not evidence.empty else []
 
     def sentence(result: ClaimResult) -> str:
         r, low, high = result.ratio
@@ -516,7 +518,7 @@ def _depth_helps(ok, cells, curves, spec: ClaimSpec, baselines, quality) -> Clai
         others = result.context_table
         if not others.empty:
             parts = [f"{SHORT_LABELS[m]} {ratio_text(row.ratio, row.ci_low, row.ci_high)}"
-                     for m, row in zip([m for m in PPL_METRICS if m != spec.metric], others.itertuples())
+                     for m, row in zip([m for m in metrics if m != spec.metric], others.itertuples())
                      if math.isfinite(row.ratio)]
             if parts:
                 text += "; " + "; ".join(parts)
@@ -587,17 +589,22 @@ def _bidirectional_useless(ok, cells, curves, spec: ClaimSpec, baselines, qualit
     units = []
     for context, uni, bi in direction_pairs(ok):
         learned = (_learned_share(uni, unigram), _learned_share(bi, unigram))
-        units.append(Unit(context, "bi / uni", "causal_ppl", "epochs",
-                          Replicates(by_seed(uni, "causal_ppl"), by_seed(bi, "causal_ppl")), *learned))
+        for metric in ("causal_ppl", BEST_METRIC):
+            units.append(Unit(context, "bi / uni", metric, "epochs",
+                              Replicates(by_seed(uni, metric), by_seed(bi, metric)), *learned,
+                              role="deciding" if metric == spec.metric else "context"))
         for direction, group in (("bi", bi), ("uni", uni)):
             units.append(Unit(context, f"{direction}: causal / teacher-forced", "leak", "epochs",
                               Replicates(by_seed(group, "val_ppl"), by_seed(group, "causal_ppl")),
                               role="context"))
     bound = 1 - spec.margin
     evidence = _evaluate_units(units, spec, bound, "above")
-    label = "bi / uni held-out causal perplexity"
+    label = f"bi / uni {METRIC_LABELS[spec.metric]}"
     context = []
     if not evidence.empty:
+        other = BEST_METRIC if spec.metric == "causal_ppl" else "causal_ppl"
+        context.append((f"bi / uni {METRIC_LABELS[other]}",
+                        evidence[(evidence["metric"] == other) & (evidence["comparison"] == "bi / uni")]))
         for direction in ("bi", "uni"):
             context.append((f"{direction}: causal / teacher-forced (the leak)",
                             evidence[evidence["comparison"] == f"{direction}: causal / teacher-forced"]))
@@ -609,8 +616,9 @@ def _bidirectional_useless(ok, cells, curves, spec: ClaimSpec, baselines, qualit
         if not math.isfinite(r):
             return f"{result.verdict.capitalize()}: {result.reason}."
         better = "worse" if r > 1 else "better"
+        when = "at their best evaluation" if spec.metric == BEST_METRIC else "after the last epoch"
         text = (f"Predicting the next character from the past alone, bidirectional cells reached "
-                f"{ratio_text(r, low, high)} the held-out perplexity of unidirectional ones ({better})")
+                f"{ratio_text(r, low, high)} the held-out perplexity of unidirectional ones ({better}, {when})")
         leak = result.context_table[result.context_table["measure"].str.startswith("bi:")] \
             if not result.context_table.empty else pd.DataFrame()
         if not leak.empty and math.isfinite(leak["ratio"].iloc[0]):

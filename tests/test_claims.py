@@ -346,3 +346,24 @@ def test_word_share_leaves_out_the_cut_off_last_word():
     assert word_share("the time machin", {"the", "time"}) == 1.0
     assert word_share("the tiem was", {"the", "was"}) == 0.5
     assert word_share("the", {"the"}) == 1.0
+
+
+def test_best_held_out_perplexity_separates_memorising_from_not_learning():
+    # Uni cells learn (best 8) then memorise their training text (last 40); bi cells reach 12 and stay.
+    rows, epochs = [], []
+    for direction, best, last in (("uni", 8.0, 40.0), ("bi", 12.0, 12.0)):
+        for seed in (0, 1, 2):
+            jitter = 1 + 0.01 * seed
+            rows.append(("gru", 1, direction, seed, last * jitter, last * jitter, 1.1, 1.0, 1e6))
+            for epoch, value in ((1, 20.0), (2, best * jitter), (3, last * jitter)):
+                epochs.append({"cell_id": f"gru-l1-{direction}-cpu-s{seed}", "epoch": epoch, "sec": 1.0,
+                               "warmup": False, "causal_ppl": value, "val_ppl": value, "train_ppl": 2.0})
+    cells, curves = cells_frame(rows), pd.DataFrame(epochs)
+    final = run(cells, default_claim("bidirectional_useless"), curves)
+    assert final.verdict == NOT_SUPPORTED and final.ratio[0] == pytest.approx(0.3, rel=0.01)  # uni memorised
+    best = run(cells, parse_claims([{"name": "bidirectional_useless", "metric": "best_causal_ppl"}], "x")[0],
+               curves)
+    assert best.verdict == SUPPORTED and best.ratio[0] == pytest.approx(1.5, rel=0.01)
+    assert "at their best evaluation" in best.sentence
+    with pytest.raises(HarnessError, match="best_causal_ppl is compared after the same epochs only"):
+        parse_claims([{"name": "depth_helps", "metric": "best_causal_ppl", "basis": "time"}], "x")
