@@ -535,14 +535,15 @@ def provenance(data: RunData, baselines_note: str) -> list[tuple[str, str]]:
     versions = ", ".join(f"{k} {machine.get(k) or '-'}" for k in ("python", "torch", "cuda", "cudnn"))
     facts = [
         ("suite", f"{suite.get('name', '-')} ({suite.get('file', '-')}): {suite.get('description') or '-'}".strip()),
-        ("when", f"{run.get('started', '-')} to {run.get('finished', 'unfinished')} UTC ({fmt_duration(total)})"),
+        ("when", f"{run.get('started') or '-'} to {run.get('finished') or 'unfinished'} UTC"
+                 + (f" ({fmt_duration(total)})" if total is not None else "")),
         ("machine", f"{machine.get('hostname', '-')}: {machine.get('cpu_model', '-')}, {machine.get('cpu_count', '-')} "
                     f"CPUs, {_bytes(machine.get('memory_bytes'))}; GPU {machine.get('gpu_name') or 'none'}"),
         ("versions", f"{versions}; threads {fmt(run.get('threads'))}; git {git.get('commit', '-')}"
                      f"{' (dirty)' if git.get('dirty') else ''}"),
         ("calibration", calibration_text(run.get("calibration"))),
         ("cells", f"{len(cells)} ({_status_counts(cells['status'])})"),
-        ("corpus", f"{fmt(run.get('corpus_sha256'))[:16]}... (SHA-256); baselines {baselines_note}"),
+        ("corpus", f"{corpus_text(run, cells)}; baselines {baselines_note}"),
     ]
     parts = [p for p in run.get("resumes") or [] if isinstance(p, dict)]
     if parts:
@@ -560,6 +561,16 @@ def provenance(data: RunData, baselines_note: str) -> list[tuple[str, str]]:
     if machines:
         facts.append(("cells ran on", "; ".join(machine_label(m) for m in machines)))
     return facts
+
+
+def corpus_text(run: dict, cells: pd.DataFrame) -> str:
+    """The corpus name and the SHA-256 of the text the cells were trained on (from the cells when the run
+    has not finished and run.json does not list them yet)."""
+    names = sorted({str(v) for v in cells.get("corpus", pd.Series(dtype=object)).dropna()})
+    digests = run.get("corpus_sha256") or sorted({str(v) for v in cells.get("corpus_sha256", pd.Series(dtype=object)).dropna()})
+    digests = [digests] if isinstance(digests, str) else list(digests)
+    shown = ", ".join(f"{d[:16]}..." for d in digests) or "unrecorded"
+    return f"{', '.join(names) or '-'} (SHA-256 {shown})"
 
 
 def slug(text: str) -> str:
