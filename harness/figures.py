@@ -277,7 +277,7 @@ def forest_plot(result: ClaimResult, path: Path) -> Path | None:
     keys = [k for k in rows.columns if k in GRID_AXES or k == MACHINE or k in ("hidden", "precision", "threads")]
     pooled = result.pooled_table
     n = len(rows) + len(pooled) + 1
-    fig = Figure(figsize=(7.6, 0.24 * n + 1.5), layout="constrained")
+    fig = Figure(figsize=(7.6, 0.2 * n + 1.4), layout="constrained")
     ax = fig.subplots()
     labels = []
     y = n - 1
