@@ -93,7 +93,9 @@ def _style_legend(fig, directions, depths, cells, extra=()) -> None:
                 for n in depths]
     handles += [Line2D([], [], color="0.3", marker=CELL_MARKERS.get(c, "o"), ls="none", label=c) for c in cells]
     handles += list(extra)
-    fig.legend(handles=handles, loc="outside lower center", ncol=min(8, len(handles)), fontsize=8, frameon=False)
+    # As many columns as the figure is wide for: a narrow figure's legend wraps instead of being cut.
+    columns = max(1, min(len(handles), int(fig.get_figwidth() // 1.15)))
+    fig.legend(handles=handles, loc="outside lower center", ncol=columns, fontsize=8, frameon=False)
 
 
 def _curve_frame(cells: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame:
