@@ -41,6 +41,8 @@ def parse_args(argv=None):
     parser.add_argument("--rounds", type=int, default=None, help="--rounds of harness ab (default: its own)")
     parser.add_argument("--out", required=True, help="folder for the trials' run folders and JSON")
     parser.add_argument("--summary", required=True, help="Markdown file to write")
+    parser.add_argument("--resummarise", nargs="+", metavar="TRIALS_JSON",
+                        help="only write the summary of trials already run (their trials.json files)")
     return parser.parse_args(argv)
 
 
@@ -68,10 +70,22 @@ def run_trial(args, kind: str, index: int) -> dict:
     return result
 
 
-def flagged(result: dict, rule: str, threshold: float, alpha: float) -> tuple[bool, bool]:
-    """(any regression, any improvement) over the trial's cells and the pool, decided again."""
-    decisions = [ab_stats.decide(c["units"], threshold, alpha, rule) for c in result["cells"]]
-    decisions.append(ab_stats.decide([u for c in result["cells"] for u in c["units"]], threshold, alpha, rule))
+def run_means(cell: dict) -> list[float]:
+    """The mean of each run's (process pair's) units: the unit of a more cautious interval, which also
+    counts what one pair of processes shares across its rounds (a level of its own, a spell of load)."""
+    units, runs = cell["units"], len(cell["runs"])
+    if not units or len(units) % runs:
+        return []
+    size = len(units) // runs
+    return [sum(units[i:i + size]) / size for i in range(0, len(units), size)]
+
+
+def flagged(result: dict, rule: str, threshold: float, alpha: float, unit: str = "rounds") -> tuple[bool, bool]:
+    """(any regression, any improvement) over the trial's cells and the pool, decided again; ``unit``:
+    "rounds" (the units of two rounds, as harness ab decides) or "runs" (their mean per process pair)."""
+    samples = [c["units"] if unit == "rounds" else run_means(c) for c in result["cells"]]
+    decisions = [ab_stats.decide(x, threshold, alpha, rule) for x in samples]
+    decisions.append(ab_stats.decide([u for x in samples for u in x], threshold, alpha, rule))
     return (any(d.verdict == "regression" for d in decisions), any(d.verdict == "improvement" for d in decisions))
 
 
@@ -92,21 +106,27 @@ def summarise(args, trials: list[dict]) -> str:
     lines += [markdown_table(["trial", "wall s", "load before / after", "exit", "pooled new/base [CI]", "unit SD",
                               "cells"], rows, align="lrrrrrl"), ""]
     rows = []
-    for rule in RULES:
-        for threshold in THRESHOLDS:
-            aa = [flagged(t, rule, threshold, alpha) for t in trials if t["kind"] == "aa"]
-            ab = [flagged(t, rule, threshold, alpha) for t in trials if t["kind"] == "ab"]
-            rows.append([rule, f"{threshold:.0%}", f"{sum(r or i for r, i in aa)} of {len(aa)}",
-                         f"{sum(r for r, _ in ab)} of {len(ab)}"])
+    for unit in ("rounds", "runs"):
+        for rule in RULES:
+            for threshold in THRESHOLDS:
+                aa = [flagged(t, rule, threshold, alpha, unit) for t in trials if t["kind"] == "aa"]
+                ab = [flagged(t, rule, threshold, alpha, unit) for t in trials if t["kind"] == "ab"]
+                rows.append([unit, rule, f"{threshold:.0%}", f"{sum(r or i for r, i in aa)} of {len(aa)}",
+                             f"{sum(r for r, _ in ab)} of {len(ab)}"])
     lines += ["Every trial decided again from its stored units (per cell and pooled; a trial is flagged when "
-              "any of them is):", "",
-              markdown_table(["rule", "threshold", "A/A flagged (regression or improvement)", "A/B regressions"],
-                             rows, align="llrr"), ""]
+              "any of them is). Unit `rounds`: two consecutive rounds, as `harness ab` decides; `runs`: the mean "
+              "of each process pair's units (one value per seed and cell):", "",
+              markdown_table(["unit", "rule", "threshold", "A/A flagged (regression or improvement)",
+                              "A/B regressions"], rows, align="lllrr"), ""]
     return "\n".join(lines)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.resummarise:
+        trials = [t for path in args.resummarise for t in json.loads(Path(path).read_text())]
+        Path(args.summary).write_text(summarise(args, trials))
+        return 0
     Path(args.out).mkdir(parents=True, exist_ok=True)
     trials = []
     # Alternate the kinds, so that a change of the machine's load during the study touches both alike.

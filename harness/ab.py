@@ -229,23 +229,31 @@ class PairResult:
     pairs: list[tuple[float, float]] = field(default_factory=list)  # (base sec, new sec) per timed round
 
 
-def run_pair(cells: tuple[GridCell, GridCell], sides: tuple[Side, Side], logs) -> PairResult:
+def run_pair(cells: tuple[GridCell, GridCell], sides: tuple[Side, Side], logs, first: int = 0) -> PairResult:
     """Train one cell on both sides, epoch by epoch in turn (A B B A ...). Returns each side's record
     (the worker's own ``run_cell`` record, or a failure record keeping the epochs seen) and the timed
-    rounds both sides completed."""
+    rounds both sides completed.
+
+    ``first`` (0: base, 1: new) is started first and goes first in the warm-up round and every even round
+    after it. The driver alternates it from one cell to the next: in A/A trials with a fixed order the
+    new side came out 3% faster (docs/regression.md), apparently a cost of being started or going first
+    that ABBA units alone do not cancel."""
     from .runner import failure_record
 
-    workers = [Worker(side, log) for side, log in zip(sides, logs)]
+    starting = (first, 1 - first)
+    workers: list[Worker | None] = [None, None]
     rows: list[list[dict]] = [[], []]
     records: list[dict | None] = [None, None]
     try:
-        for w in workers:  # both start at once: start-up is not timed
-            _hello(w)
+        for i in starting:  # both start at once: start-up is not timed
+            workers[i] = Worker(sides[i], logs[i])
+        for i in starting:
+            _hello(workers[i])
         for w, cell in zip(workers, cells):
             w.send(cmd="start", config=cell.config.model_dump(mode="json"))
         epochs = cells[0].config.epochs
         for k in range(epochs + 1):  # the extra round lets each side finish (final evaluation, samples)
-            order = (0, 1) if k % 2 == 0 else (1, 0)
+            order = starting if k % 2 == 0 else starting[::-1]
             for i in order:
                 if records[i] is not None:
                     continue
@@ -280,8 +288,9 @@ def run_pair(cells: tuple[GridCell, GridCell], sides: tuple[Side, Side], logs) -
             records[i]["total_sec"] = w.seconds
     finally:
         for w in workers:
-            w.send(cmd="stop")
-            w.close()
+            if w is not None:
+                w.send(cmd="stop")
+                w.close()
     return PairResult((records[0], records[1]), timed_pairs(rows[0], rows[1]))
 
 
@@ -458,7 +467,7 @@ def run_ab(suite_path: str, base_rev: str | None = None, new_rev: str | None = N
         results: list[tuple[GridCell, GridCell, PairResult]] = []
         for n, (a, b) in enumerate(matched, 1):
             with open(dirs[0].log_path(a.cell_id), "w") as log_a, open(dirs[1].log_path(b.cell_id), "w") as log_b:
-                result = run_pair((a, b), (sides[0], sides[1]), (log_a, log_b))
+                result = run_pair((a, b), (sides[0], sides[1]), (log_a, log_b), first=(n - 1) % 2)
             for d, cell, record, info in zip(dirs, (a, b), result.records, infos):
                 d.store(cell, record, calibration)
                 d.rebuild_tables(info["cells"])

@@ -76,8 +76,8 @@ def log_ratios(base: Sequence[float], new: Sequence[float]) -> list[float]:
 
 
 def abba_units(ratios: Sequence[float]) -> list[float]:
-    """The mean log-ratio of each two consecutive rounds, which ran in opposite orders (new first, then
-    base first: B A A B ...), so that whatever the order of a round adds to its ratio cancels inside the
+    """The mean log-ratio of each two consecutive rounds, which ran in opposite orders (one new first, the
+    other base first: B A A B ...), so that whatever the order of a round adds to its ratio cancels inside the
     unit. Measured here: the side that runs second in a round, after the other side's epoch, is slower by
     up to a few percent (and far more for millisecond epochs), since the caches are the other process's.
     A last round without its partner is left out."""
