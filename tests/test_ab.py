@@ -220,6 +220,18 @@ def test_the_new_revision_trains_with_its_own_code(tmp_path, repo, capsys):
     assert not (tmp_path / "harness-ab").exists() and "harness-ab-" not in git(repo, "worktree", "list")
 
 
+def test_a_worker_of_another_protocol_is_refused_in_one_line(tmp_path, repo, capsys):
+    worker = repo / "harness" / "ab_worker.py"
+    worker.write_text(worker.read_text().replace("PROTOCOL = 1\n", "PROTOCOL = 99\n", 1))
+    git(repo, "commit", "--quiet", "-am", "another protocol")
+    code = cli(["ab", str(write_suite(tmp_path, "matrix: {cell: [rnn]}\n")), "--base", "HEAD", "--repo", str(repo),
+                "--rounds", "2", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    last = err.splitlines()[-1]  # after the line that announces the check
+    assert code == 2 and last.startswith("error: base side (HEAD (") and "speaks protocol 99, this driver 1" in last
+    assert "harness-ab-" not in git(repo, "worktree", "list")
+
+
 # ------------------------------------------------------------------------------------------ end to end
 
 
