@@ -7,11 +7,13 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import re
+import sys
 from pathlib import Path
 
 from .compare import CellTimes, Measurements, calibration_rates, canonical_config, read_run
 from .errors import HarnessError
 from .machine import machine_id
+from .results import read_json_object
 from .store import write_text_atomic
 
 FORMAT = "rnn-harness-baseline/1"
@@ -67,6 +69,8 @@ def save_baseline(run_dir, name: str, root=DEFAULT_ROOT, force: bool = False) ->
         raise HarnessError(f"{Path(run_dir) / 'run.json'}: no 'machine' record, so the baseline's machine is unknown")
     if not any(c.status == "ok" and len(c.sec) > 1 for c in measurements.cells):
         raise HarnessError(f"{run_dir}: no finished cell with timed epochs to save")
+    for note in measurements.notes:  # damaged rows were read from the records: say so
+        print(f"warning: {note}", file=sys.stderr)
     document = baseline_document(measurements, name)
     path = Path(root) / document["machine_id"] / f"{name}.json"
     if path.exists() and not force:
@@ -77,13 +81,8 @@ def save_baseline(run_dir, name: str, root=DEFAULT_ROOT, force: bool = False) ->
 
 def read_baseline_file(path) -> Measurements:
     path = Path(path)
-    try:
-        document = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise HarnessError(f"{path}: no such baseline file") from None
-    except (OSError, ValueError) as exc:
-        raise HarnessError(f"{path}: unreadable baseline: {exc}") from None
-    if not isinstance(document, dict) or document.get("format") != FORMAT:
+    document = read_json_object(path, missing="no such baseline file")
+    if document.get("format") != FORMAT:
         raise HarnessError(f"{path}: not a baseline file (expected format {FORMAT!r})")
     cells = []
     try:

@@ -30,7 +30,6 @@ and a suite declares its repeats as seeds (``suites/regression.yaml``).
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -39,7 +38,7 @@ from typing import Iterable, Sequence
 
 from .config import FIELDS, GRID_KEYS, build_config
 from .errors import HarnessError
-from .store import read_csv_table
+from .results import read_checked_table, read_records, read_run_json
 
 DEFAULT_THRESHOLD = "10%"
 DEFAULT_ALPHA = 0.01
@@ -326,6 +325,8 @@ class Measurements:
     # device -> float32 matrix-product rate (FLOP/s) calibrated at the run's start (run.json calibration):
     # how fast the machine itself was then.
     calibration: dict = field(default_factory=dict)
+    # What was missing or damaged in the files read, and what was read instead (one line each).
+    notes: tuple[str, ...] = ()
 
 
 def canonical_config(values: dict, where: str) -> dict:
@@ -398,21 +399,22 @@ def _mapping(run: dict, key: str, run_json: Path) -> dict:
 
 def read_run(run_dir) -> Measurements:
     """Read the raw per-epoch times, cell configurations and machine of a run folder
-    (``run.json``, ``cells.csv``, ``epochs.csv``; see docs/results-format.md)."""
+    (``run.json``, ``cells.csv``, ``epochs.csv``; see docs/results-format.md). Rows that are cut short,
+    differ from their cell's record or are missing are read from the records (cells/*.json), and
+    ``notes`` says so."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise HarnessError(f"{run_dir}: no such run folder")
     run_json = run_dir / "run.json"
-    try:
-        run = json.loads(run_json.read_text())
-    except FileNotFoundError:
-        raise HarnessError(f"{run_json}: missing (not a run folder?)") from None
-    except (OSError, ValueError) as exc:
-        raise HarnessError(f"{run_json}: unreadable: {exc}") from None
-    if not isinstance(run, dict):
-        raise HarnessError(f"{run_json}: expected a JSON object")
-    cells = read_csv_table(run_dir / "cells.csv", ["cell_id", "status"], text=True)
-    epochs = read_csv_table(run_dir / "epochs.csv", ["cell_id", "epoch", "sec", "tokens_per_sec", "warmup"], text=True)
+    run = read_run_json(run_dir, required=True)
+    records, damaged = read_records(run_dir)
+    cells, notes = read_checked_table(run_dir, "cells.csv", records, required=["cell_id", "status"], text=True)
+    epochs, epoch_notes = read_checked_table(run_dir, "epochs.csv", records, text=True,
+                                             required=["cell_id", "epoch", "sec", "tokens_per_sec", "warmup"])
+    known = set(cells["cell_id"])
+    notes = [f"{problem}: " + ("its rows of the tables are used as they are" if cell_id in known
+                               else "the cell is left out") for cell_id, problem in damaged.items()] + notes
+    notes += epoch_notes
 
     rows_by_cell: dict[str, list[dict]] = {}
     for row in epochs.to_dict("records"):
@@ -446,6 +448,7 @@ def read_run(run_dir) -> Measurements:
         suite=suite.get("name") if isinstance(suite, dict) else suite,
         git=_mapping(run, "git", run_json),
         calibration=calibration_rates(_mapping(run, "calibration", run_json)),
+        notes=tuple(notes),
     )
 
 

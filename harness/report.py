@@ -14,7 +14,6 @@ import base64
 import datetime as dt
 import hashlib
 import html
-import json
 import math
 import re
 import shlex
@@ -32,7 +31,8 @@ from .config import GRID_KEYS
 from .errors import HarnessError
 from .figures import FIGURES, MIB
 from .stats import log_interval
-from .store import read_csv_table, write_text_atomic
+from .results import frames_from_records, read_checked_table, read_records, read_run_json
+from .store import write_text_atomic
 
 STATUSES = ("ok", "skipped", "diverged", "failed", "timeout")
 
@@ -50,72 +50,38 @@ class RunData:
     notes: list[str] = field(default_factory=list)  # what was missing or repaired while loading
 
 
-def _cell_records(folder: Path) -> list[dict]:
-    records = []
-    for path in sorted((folder / "cells").glob("*.json")):
-        try:
-            record = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            raise HarnessError(f"{path}: cannot read: {exc}") from None
-        if isinstance(record, dict) and record.get("cell_id"):
-            records.append(record)
-    return records
-
-
-def _frames_from_records(records: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """cells, epochs and samples rows rebuilt from cells/*.json records."""
-    cells, epochs, samples = [], [], []
-    for record in records:
-        config = record.get("config") or {}
-        flat = {**config, **{k: v for k, v in record.items() if k not in ("config", "epoch_log", "samples")}}
-        if isinstance(flat.get("prefixes"), list):
-            flat["prefixes"] = "|".join(flat["prefixes"])
-        if isinstance(flat.get("node"), dict):  # as cells.csv writes it
-            from .runner import node_label
-
-            flat["node"] = node_label(flat["node"])
-        cells.append(flat)
-        keys = {k: flat.get(k) for k in GRID_KEYS}
-        for row in record.get("epoch_log") or []:
-            epochs.append({"cell_id": flat["cell_id"], **keys, **row})
-        for sample in record.get("samples") or []:
-            samples.append({"cell_id": flat["cell_id"], **keys, **sample})
-    return pd.DataFrame(cells), pd.DataFrame(epochs), pd.DataFrame(samples)
-
-
 def load_run(run_dir) -> RunData:
-    """Read a results folder. Raises HarnessError when it is missing, unreadable or holds no cells."""
+    """Read a results folder. Raises HarnessError when it is missing, its run.json unreadable, or it holds
+    no cells; damaged or missing records and table rows are repaired where the records allow and named
+    in ``notes`` (``harness.results.read_checked_table``)."""
     folder = Path(run_dir)
     if not folder.is_dir():
         raise HarnessError(f"{folder}: no such results folder")
     notes = []
-    run_json = folder / "run.json"
-    run: dict = {}
-    if run_json.is_file():
-        try:
-            run = json.loads(run_json.read_text())
-        except (OSError, ValueError) as exc:
-            raise HarnessError(f"{run_json}: cannot read: {exc}") from None
-        if not isinstance(run, dict):
-            raise HarnessError(f"{run_json}: expected a JSON object")
-    else:
+    run = read_run_json(folder)
+    if run is None:
+        run = {}
         notes.append("run.json is missing: provenance unknown.")
-    cells = read_csv_table(folder / "cells.csv", missing_ok=True)
-    epochs = read_csv_table(folder / "epochs.csv", missing_ok=True)
-    samples = read_csv_table(folder / "samples.csv", text=True, missing_ok=True)
-    records = _cell_records(folder) if (folder / "cells").is_dir() else []
+    records, damaged = read_records(folder)
+    cells, cell_notes = read_checked_table(folder, "cells.csv", records, missing_ok=True)
+    epochs, epoch_notes = read_checked_table(folder, "epochs.csv", records, missing_ok=True)
+    samples, sample_notes = read_checked_table(folder, "samples.csv", records, text=True, missing_ok=True)
     if cells is None and not records:
+        if damaged:
+            raise HarnessError(next(iter(damaged.values())))
         raise HarnessError(f"{folder}: not a results folder (no cells.csv and no cells/*.json)")
-    cells = cells if cells is not None else pd.DataFrame()
-    known = set(cells["cell_id"]) if "cell_id" in cells else set()
-    extra = [r for r in records if r["cell_id"] not in known]
-    if extra:
-        # A run stopped between a cell's record and the CSV files: the records are the source of truth.
-        more_cells, more_epochs, more_samples = _frames_from_records(extra)
-        cells = pd.concat([cells, more_cells], ignore_index=True)
-        epochs = pd.concat([epochs, more_epochs], ignore_index=True) if epochs is not None else more_epochs
-        samples = pd.concat([samples, more_samples], ignore_index=True) if samples is not None else more_samples
-        notes.append(f"{len(extra)} cells were read from cells/*.json only (missing from cells.csv).")
+    if cells is None:
+        # A run stopped before its first table was written: the records are the source of truth.
+        made = frames_from_records(records)
+        cells = made[0]
+        epochs = epochs if epochs is not None else made[1]
+        samples = samples if samples is not None else made[2]
+        cell_notes = [f"{len(records)} cells were read from cells/*.json only (cells.csv is missing)."]
+    known = set(cells["cell_id"].astype(str)) if "cell_id" in cells else set()
+    for cell_id, problem in damaged.items():
+        notes.append(f"{problem}: " + ("its row of cells.csv is used as it is." if cell_id in known
+                                       else "the cell is left out."))
+    notes += cell_notes + epoch_notes + sample_notes
     if epochs is None:
         notes.append("epochs.csv is missing: no learning curves and no equal-time comparison.")
     if samples is None:

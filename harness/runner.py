@@ -8,11 +8,9 @@ therefore loses at most the cell in flight, and a resumed run trains exactly the
 from __future__ import annotations
 
 import datetime as dt
-import fcntl
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -24,12 +22,14 @@ from typing import Callable, Iterable, Iterator
 
 from .config import FIELDS, CellConfig
 from .errors import HarnessError
-from .store import write_json_atomic, write_text_atomic
+# The run folder and its tables are the results module's; imported here for the runner's callers too.
+from .results import (EXTRA_COLUMNS, LOAD_COLUMNS, RESULT_COLUMNS, RunDir, append_tables,  # noqa: F401
+                      node_label, read_json_object, rebuild_tables, table_rows)
+from .store import write_json_atomic
 from .suite import GridCell, Suite, cell_changes
 from .worker import EPOCH_PREFIX
 
 PROBLEM_STATUSES = ("failed", "diverged", "timeout")
-EPOCH_COLUMNS = ("epoch", "train_ppl", "sec", "tokens_per_sec", "warmup", "val_ppl", "causal_ppl")
 LOG_TAIL_LINES = 8
 
 
@@ -42,8 +42,6 @@ def now_iso() -> str:
 
 def failure_record(cell: GridCell, status: str, reason: str, epoch_log: list[dict],
                    error_tail: list[str] | None = None) -> dict:
-    from .train import EXTRA_COLUMNS, RESULT_COLUMNS  # torch: only where a cell is run
-
     record = {key: None for key in RESULT_COLUMNS + EXTRA_COLUMNS}
     record.update(cell.config.model_dump(include=set(RESULT_COLUMNS) | {"precision", "threads", "corpus"}))
     timed = [r["sec"] for r in epoch_log if not r.get("warmup")]
@@ -123,9 +121,6 @@ def run_cell_process(cell: GridCell, log, on_epoch: Callable[[dict], None] | Non
     record["total_sec"] = total_sec
     record.update(load_columns(load_before, machine_load()))
     return record
-
-
-LOAD_COLUMNS = ("load_start", "load_end", "cpu_steal")
 
 
 def machine_load() -> dict:
@@ -230,177 +225,6 @@ class LocalExecutor:
             with open(run_dir.log_path(cell.cell_id), "w") as log:
                 record = run_cell_process(cell, log, on_epoch=progress.epoch, stop=stop)
             yield cell, record
-
-
-# --- the results folder ------------------------------------------------------------------------------
-
-
-class RunDir:
-    def __init__(self, path):
-        self.path = Path(path)
-        self._lock_file = None
-
-    @property
-    def run_json(self) -> Path:
-        return self.path / "run.json"
-
-    def log_path(self, cell_id: str) -> Path:
-        return self.path / "logs" / f"{cell_id}.log"
-
-    def cell_path(self, cell_id: str) -> Path:
-        return self.path / "cells" / f"{cell_id}.json"
-
-    def lock(self) -> None:
-        """One writer at a time: a second run into the same folder refuses. The kernel drops the lock
-        when the process dies, even by SIGKILL."""
-        try:
-            for folder in (self.path, self.path / "logs", self.path / "cells"):
-                folder.mkdir(parents=True, exist_ok=True)
-            self._lock_file = open(self.path / ".lock", "a+")
-        except OSError as exc:
-            raise HarnessError(f"{self.path}: cannot write the results folder there "
-                               f"({exc.strerror or exc}); choose another --out") from None
-        try:
-            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._lock_file.seek(0)
-            holder = self._lock_file.read().strip() or "another process"
-            self._lock_file.close()
-            raise HarnessError(f"{self.path}: another run is writing into this folder ({holder}); "
-                               "wait for it or choose another --out") from None
-        self._lock_file.truncate(0)
-        self._lock_file.write(f"pid {os.getpid()}")
-        self._lock_file.flush()
-
-    def read_run_json(self) -> dict | None:
-        if not self.run_json.exists():
-            return None
-        try:
-            info = json.loads(self.run_json.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise HarnessError(f"{self.run_json}: unreadable ({exc})") from None
-        if not isinstance(info, dict) or not isinstance(info.get("suite"), dict):
-            raise HarnessError(f"{self.run_json}: not a run description (no 'suite' object)")
-        return info
-
-    def finished_records(self) -> dict[str, dict]:
-        records = {}
-        for path in sorted((self.path / "cells").glob("*.json")):
-            try:
-                records[path.stem] = json.loads(path.read_text())
-            except (OSError, json.JSONDecodeError):
-                continue  # cannot happen with atomic writes; such a cell is simply trained again
-        return records
-
-    def store(self, cell: GridCell, record: dict, calibration: dict | None) -> None:
-        record = dict(record)
-        record["cell_id"] = cell.cell_id
-        record["axes"] = cell.axes
-        record["config"] = cell.config.model_dump(mode="json")
-        # The calibration was measured on this machine: it says nothing of a cell that ran on another node.
-        ran_here = not record.get("node") or record["node"].get("hostname") == socket.gethostname()
-        from .calibrate import flops_utilization  # torch: only where a cell is stored
-
-        record["flops_utilization"] = flops_utilization(record, calibration) if ran_here else None
-        write_json_atomic(self.cell_path(cell.cell_id), record)
-
-    def rebuild_tables(self, order: list[str] | None = None) -> None:
-        rebuild_tables(self.path, self.finished_records(), order)
-
-    def add_to_tables(self, cell_id: str, order: list[str] | None = None, rebuild: bool = False) -> None:
-        """The tables after storing ``cell_id``: its rows appended (the cost of one cell, where a rebuild
-        reads every record), or the tables rebuilt when ``rebuild`` (the cell had rows already: a failed
-        cell trained again) or appending cannot keep them whole. The runner rebuilds once more at the end,
-        which puts the rows in the grid's order."""
-        record = json.loads(self.cell_path(cell_id).read_text())
-        if rebuild or not append_tables(self.path, cell_id, record):
-            self.rebuild_tables(order)
-
-
-def _csv_value(value):
-    if isinstance(value, (list, tuple)):
-        return "|".join(map(str, value))
-    return value
-
-
-def node_label(node: dict | None) -> str:
-    """One string naming the machine a cell ran on: ``hostname|cpu_model|gpu_name`` (empty when unknown)."""
-    if not node:
-        return ""
-    return "|".join("" if node.get(k) is None else str(node[k]) for k in ("hostname", "cpu_model", "gpu_name"))
-
-
-def table_rows(cell_id: str, rec: dict) -> tuple[dict, list[dict], list[dict]]:
-    """One stored cell's row of cells.csv and its rows of epochs.csv and samples.csv."""
-    from .train import EXTRA_COLUMNS, RESULT_COLUMNS
-
-    config = rec.get("config", {})
-    axes = rec.get("axes", {})
-    row = {"cell_id": cell_id}
-    row.update({k: _csv_value(config.get(k)) for k in FIELDS})
-    row.update({k: _csv_value(rec.get(k)) for k in RESULT_COLUMNS + EXTRA_COLUMNS if k != "cell_id"})
-    row["flops_utilization"] = rec.get("flops_utilization")
-    row["total_sec"] = rec.get("total_sec")
-    row.update({k: rec.get(k) for k in LOAD_COLUMNS})
-    if "node" in rec:
-        row["node"] = node_label(rec["node"])
-    if "executor" in rec:
-        row["executor"] = rec["executor"]
-    keys = {"cell_id": cell_id, **axes}
-    epochs = [{**keys, **{k: epoch.get(k) for k in EPOCH_COLUMNS}} for epoch in rec.get("epoch_log", [])]
-    samples = [{**keys, "prefix": s["prefix"], "text": s["text"]} for s in rec.get("samples", [])]
-    return row, epochs, samples
-
-
-def append_tables(path: Path, cell_id: str, rec: dict) -> bool:
-    """Append one cell's rows to the tables. False, having written nothing, when a table is missing, does
-    not end with a whole line (a crash mid-append) or has other columns than these rows (the first cell
-    run on a Ray node, an empty table): then the caller rebuilds them."""
-    import pandas as pd
-
-    row, epochs, samples = table_rows(cell_id, rec)
-    pieces = {}
-    for name, rows in (("cells.csv", [row]), ("epochs.csv", epochs), ("samples.csv", samples)):
-        if not rows:
-            continue
-        header, _, body = pd.DataFrame(rows).convert_dtypes().to_csv(index=False).partition("\n")
-        try:
-            with open(path / name, "rb") as f:
-                first = f.readline().decode("utf-8").rstrip("\r\n")
-                f.seek(-1, os.SEEK_END)
-                whole = f.read(1) == b"\n"
-        except (OSError, UnicodeDecodeError):
-            return False
-        if first != header or not whole:
-            return False
-        pieces[name] = body
-    for name, body in pieces.items():
-        with open(path / name, "a", encoding="utf-8") as f:
-            f.write(body)
-            f.flush()
-            os.fsync(f.fileno())
-    return True
-
-
-def rebuild_tables(path: Path, records: dict[str, dict], order: list[str] | None = None) -> None:
-    """Write cells.csv, epochs.csv and samples.csv from the per-cell records (atomically each)."""
-    import pandas as pd
-
-    ids = [i for i in (order or []) if i in records] + sorted(set(records) - set(order or []))
-    cell_rows, epoch_rows, sample_rows = [], [], []
-    for cell_id in ids:
-        row, epochs, samples = table_rows(cell_id, records[cell_id])
-        cell_rows.append(row)
-        epoch_rows += epochs
-        sample_rows += samples
-    frames = {
-        "cells.csv": pd.DataFrame(cell_rows),
-        "epochs.csv": pd.DataFrame(epoch_rows, columns=None if epoch_rows else ["cell_id", *EPOCH_COLUMNS]),
-        "samples.csv": pd.DataFrame(sample_rows, columns=None if sample_rows else ["cell_id", "prefix", "text"]),
-    }
-    for name, frame in frames.items():
-        # Nullable dtypes keep integer columns integral when some cells have no value.
-        write_text_atomic(path / name, frame.convert_dtypes().to_csv(index=False))
 
 
 # --- progress ----------------------------------------------------------------------------------------
@@ -530,13 +354,13 @@ def latest_run_dir(suite: Suite, root="results") -> Path:
     candidates = []
     for path in Path(root).glob("*/run.json"):
         try:
-            info = json.loads(path.read_text())
+            info = read_json_object(path)
             if info["suite"]["name"] != suite.name:
                 continue
             started = dt.datetime.fromisoformat(info["started"])
             if started.tzinfo is None:
                 started = started.replace(tzinfo=dt.timezone.utc)
-        except (OSError, ValueError, KeyError, TypeError):
+        except (HarnessError, ValueError, KeyError, TypeError):
             continue  # not a run folder of this harness, or damaged: never a folder to resume
         candidates.append((started, path.parent.name, path.parent))
     if not candidates:
@@ -562,11 +386,15 @@ def run_suite(suite: Suite, cells: list[GridCell], out_dir, argv: list[str], exe
         existing.update(suite={**suite.resolved(), "file": suite.path}, config_hash=suite.config_hash())
     # Stored records are adopted by cell id: one trained with another configuration (a folder whose
     # run.json is gone, another suite's folder) must not pass for this suite's cell.
-    foreign = foreign_records(run_dir.finished_records(), cells)
+    records, damaged = run_dir.read_records()
+    for problem in damaged.values():
+        # Cannot happen with atomic writes unless something else wrote there; such a cell is trained again.
+        print(f"warning: {problem}; the cell is trained again", file=stream or sys.stderr)
+    foreign = foreign_records(records, cells)
     if foreign:
         raise HarnessError(f"{run_dir.path}: {len(foreign)} stored cell(s) were trained with another configuration "
                            f"than this suite's, e.g. {foreign[0]}; use another --out")
-    stored = run_dir.finished_records() if existing is not None else {}
+    stored = records if existing is not None else {}
     # Failed cells are trained again (a missing corpus or a crash may have been fixed since); a diverged or
     # timed-out cell would only do the same again.
     pending = [c for c in cells if stored.get(c.cell_id, {}).get("status", "failed") == "failed"]

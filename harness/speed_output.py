@@ -29,7 +29,7 @@ def _fixed(value) -> str:
 
 def _side(m) -> dict:
     return {"source": m.source, "suite": m.suite, "git": m.git or {}, "machine": m.machine or {},
-            "calibration_flops_per_sec": m.calibration}
+            "calibration_flops_per_sec": m.calibration, "notes": list(getattr(m, "notes", ()))}
 
 
 def compare_json(report) -> dict:

@@ -22,18 +22,7 @@ from .config import CellConfig
 from .data import BATCHERS, Corpus, load_corpus
 from .machine import PeakMemory, cpu_model, gpu_name
 from .model import CharRNN, count_params, detach_state, training_flops
-
-RESULT_COLUMNS = (
-    "cell", "layers", "direction", "device", "seed", "hidden", "epochs", "status", "reason",
-    "train_ppl", "val_ppl", "causal_ppl", "sec_per_epoch", "tokens_per_sec", "peak_mem_bytes", "params",
-    "flops_per_epoch", "flops_per_sec", "sample",
-)
-# Recorded beside the columns above: provenance and the spread behind the medians.
-EXTRA_COLUMNS = (
-    "cell_id", "config_hash", "precision", "threads", "epochs_done", "sec_per_epoch_iqr",
-    "tokens_per_epoch", "rss_before_bytes", "peak_rss_bytes", "peak_mem_exact", "corpus", "corpus_sha256", "vocab_size",
-    "hostname", "cpu_model", "gpu_name", "torch_version",
-)
+from .results import EXTRA_COLUMNS, RESULT_COLUMNS  # the columns of a record: the results format's
 
 
 def synchronize(device: torch.device) -> None:

@@ -32,7 +32,8 @@ def test_flops_utilization_only_for_cells_run_on_the_calibrated_machine(tmp_path
     cell = grid_cell(device="cpu")
     for cell_id, hostname in (("here", socket.gethostname()), ("elsewhere", "another-host")):
         node = {"hostname": hostname, "cpu_model": "X", "gpu_name": None}
-        run_dir.store(GridCell(cell_id, cell.config, {}), {"device": "cpu", "flops_per_sec": 1.0e10, "node": node},
+        run_dir.store(GridCell(cell_id, cell.config, {}), {"status": "ok", "device": "cpu", "flops_per_sec": 1.0e10,
+                                                          "node": node},
                       calibration)
     records = run_dir.finished_records()
     assert records["here"]["flops_utilization"] == 0.25

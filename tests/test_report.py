@@ -297,6 +297,10 @@ def test_sample_text_is_read_as_text(tmp_path):
     pd.DataFrame({"cell_id": ["gru-l1-uni-cpu-s0"], "cell": "gru", "layers": 1, "direction": "uni",
                   "device": "cpu", "seed": 0, "prefix": ["nan"], "text": ["nan null"]}).to_csv(
         run_dir / "samples.csv", index=False)
+    # The cell's record says the same (samples.csv is checked against it).
+    record_path = run_dir / "cells" / "gru-l1-uni-cpu-s0.json"
+    record = json.loads(record_path.read_text())
+    record_path.write_text(json.dumps({**record, "samples": [{"prefix": "nan", "text": "nan null"}]}))
     samples = load_run(run_dir).samples
     assert list(samples["prefix"]) == ["nan"] and list(samples["text"]) == ["nan null"]
 
@@ -353,6 +357,10 @@ def test_timings_from_a_quiet_timing_pass(tmp_path):
     cells = pd.read_csv(timing_dir / "cells.csv")
     cells.loc[cells["direction"] == "bi", "sec_per_epoch"] *= 1.5  # bi 3x as slow in the quiet pass
     cells.to_csv(timing_dir / "cells.csv", index=False)
+    for path in (timing_dir / "cells").glob("*.json"):  # the records say the same (the tables are checked)
+        record = json.loads(path.read_text())
+        if record["direction"] == "bi":
+            path.write_text(json.dumps({**record, "sec_per_epoch": record["sec_per_epoch"] * 1.5}))
     assert cli.main(["report", str(run_dir), "--out", str(tmp_path / "out"), "--timings", str(timing_dir)]) == 0
     markdown = (tmp_path / "out" / "index.md").read_text()
     slow = {r[0]: r for r in _table_rows(markdown)}["Bidirectional is slow (threshold = 1.5)"]
@@ -369,6 +377,10 @@ def test_a_run_resumed_on_another_cpu_keeps_its_timings_apart(tmp_path):
     cells = pd.read_csv(run_dir / "cells.csv")
     cells["cpu_model"] = ["Other CPU" if d == "bi" else "Fixture CPU" for d in cells["direction"]]
     cells.to_csv(run_dir / "cells.csv", index=False)
+    for path in (run_dir / "cells").glob("*.json"):  # the records say the same (the tables are checked)
+        record = json.loads(path.read_text())
+        if record["direction"] == "bi":
+            path.write_text(json.dumps({**record, "cpu_model": "Other CPU"}))
     markdown = (build_report(run_dir, tmp_path / "out") / "index.md").read_text()
     assert "**resumed**: 1 time: 2025-01-02T00:00:00+00:00 on other-host (Other CPU)" in markdown
     assert "**CPU models**: Fixture CPU, Other CPU" in markdown

@@ -56,18 +56,9 @@ def config_from_args(args, defaults: dict | None = None) -> CellConfig:
 
 
 def _read_config_json(path) -> dict:
-    from ..errors import HarnessError
+    from ..results import read_json_object
 
-    try:
-        with open(path) as f:
-            values = json.load(f)
-    except OSError as exc:
-        raise HarnessError(f"--config-json {path}: cannot read: {exc.strerror}") from None
-    except json.JSONDecodeError as exc:
-        raise HarnessError(f"--config-json {path}: invalid JSON at line {exc.lineno}: {exc.msg}") from None
-    if not isinstance(values, dict):
-        raise HarnessError(f"--config-json {path}: expected a JSON object of configuration keys")
-    return values
+    return read_json_object(path, label=f"--config-json {path}", what="of configuration keys")
 
 
 def _finite_or_none(value):
@@ -78,7 +69,8 @@ def _finite_or_none(value):
 
 
 def main(args) -> int:
-    from ..train import EXTRA_COLUMNS, RESULT_COLUMNS, run_cell  # torch: not for --help
+    from ..results import EXTRA_COLUMNS, RESULT_COLUMNS
+    from ..train import run_cell  # torch: not for --help
 
     cfg = config_from_args(args)
     if not args.json:
@@ -108,7 +100,7 @@ def main(args) -> int:
 def _print_summary(flat: dict, samples: list[dict]) -> None:
     from tabulate import tabulate
 
-    from ..train import RESULT_COLUMNS
+    from ..results import RESULT_COLUMNS
 
     shown = [(k, flat[k]) for k in RESULT_COLUMNS if k != "sample" and flat.get(k) not in (None, "")]
     print(tabulate(shown, tablefmt="plain", floatfmt=".4g"))

@@ -88,6 +88,8 @@ def format_report(report: Report) -> str:
     unit = report.metric.unit
     level = f"{(1 - report.alpha) * 100:g}%"
     lines = [f"baseline: {_describe(report.base)}", f"new:      {_describe(report.new)}"]
+    # Damaged or missing rows were read from the cell records: say so, or a dropped row would go unseen.
+    lines += [f"!! {note}" for side in (report.base, report.new) for note in side.notes]
     if report.differences:
         banner = "!" * 78
         lines += [banner, "!! DIFFERENT MACHINES OR VERSIONS: these timings are not directly comparable"]

@@ -7,7 +7,7 @@ from pathlib import Path
 from tabulate import tabulate
 
 from ..errors import HarnessError
-from ..runner import RunDir
+from ..results import RunDir, read_checked_table
 from ..timing import timing_warnings
 
 
@@ -22,10 +22,15 @@ def main(args) -> int:
     info = run_dir.read_run_json()
     if info is None:
         raise HarnessError(f"{args.run_dir}: not a run folder (no run.json)")
-    records = run_dir.finished_records()
+    records, damaged = run_dir.read_records()
     rows = []
-    for cell_id in list(info.get("cells", [])) + sorted(set(records) - set(info.get("cells", []))):
+    listed = list(info.get("cells", []))
+    for cell_id in listed + sorted((set(records) | set(damaged)) - set(listed)):
         rec = records.get(cell_id)
+        if cell_id in damaged:
+            # Not "pending": the record is there, but unreadable (the runner trains the cell again).
+            rows.append({"cell_id": cell_id, "status": "damaged", "reason": damaged[cell_id][-60:]})
+            continue
         if rec is None:
             rows.append({"cell_id": cell_id, "status": "pending"})
             continue
@@ -40,18 +45,11 @@ def main(args) -> int:
     for row in rows:
         counts[row["status"]] = counts.get(row["status"], 0) + 1
     print(", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
-    for warning in timing_warnings(info, _cells_table(run_dir.path / "cells.csv")):
+    for problem in damaged.values():
+        print(f"!! {problem}")
+    cells, notes = read_checked_table(run_dir.path, "cells.csv", records, missing_ok=True)
+    for note in notes:
+        print(f"!! {note}")
+    for warning in timing_warnings(info, cells):
         print(f"!! {warning}")
     return 0
-
-
-def _cells_table(path: Path):
-    """cells.csv as a DataFrame, or None when there is none yet (a run that has not stored a cell)."""
-    import pandas as pd
-
-    if not path.is_file():
-        return None
-    try:
-        return pd.read_csv(path)
-    except (OSError, ValueError) as exc:
-        raise HarnessError(f"{path}: unreadable ({type(exc).__name__}: {exc})") from None

@@ -1,0 +1,439 @@
+"""The results format, in one place: what a run folder holds, how it is written and how it is read back.
+
+A run folder (docs/results-format.md)::
+
+    run.json          the suite, provenance, calibration (one JSON object)
+    cells/<id>.json   one record per finished cell, written atomically: the source of truth
+    cells.csv         one row per cell        } derived from the records (appended as cells finish,
+    epochs.csv        one row per cell epoch  }  rebuilt at the end of a run)
+    samples.csv       one row per sample      }
+    logs/<id>.log     what each cell's process printed
+
+Everything that reads a run folder (runner, ``show``, report, ``compare``, baselines) goes through this
+module, so that a damaged file is handled the same way everywhere: a record or run.json that cannot be
+read is named with what is wrong with it; a table row that is cut short, differs from its cell's record
+or is missing is read from the record instead, and said so (``Tables.notes``).
+
+No torch, pandas only inside the functions that build tables: read-only commands import this module.
+"""
+
+from __future__ import annotations
+
+import csv
+import fcntl
+import io
+import json
+import math
+import os
+import socket
+from pathlib import Path
+
+from .config import FIELDS, GRID_KEYS
+from .errors import HarnessError
+from .store import read_csv_table, write_json_atomic, write_text_atomic
+
+# --- the column schema ----------------------------------------------------------------------------------
+
+RESULT_COLUMNS = (
+    "cell", "layers", "direction", "device", "seed", "hidden", "epochs", "status", "reason",
+    "train_ppl", "val_ppl", "causal_ppl", "sec_per_epoch", "tokens_per_sec", "peak_mem_bytes", "params",
+    "flops_per_epoch", "flops_per_sec", "sample",
+)
+# Recorded beside the columns above: provenance and the spread behind the medians.
+EXTRA_COLUMNS = (
+    "cell_id", "config_hash", "precision", "threads", "epochs_done", "sec_per_epoch_iqr",
+    "tokens_per_epoch", "rss_before_bytes", "peak_rss_bytes", "peak_mem_exact", "corpus", "corpus_sha256", "vocab_size",
+    "hostname", "cpu_model", "gpu_name", "torch_version",
+)
+# How busy the machine was around a cell (the runner measures them).
+LOAD_COLUMNS = ("load_start", "load_end", "cpu_steal")
+# One row of epochs.csv per epoch of a record's ``epoch_log``, after the cell id and its axes.
+EPOCH_COLUMNS = ("epoch", "train_ppl", "sec", "tokens_per_sec", "warmup", "val_ppl", "causal_ppl")
+SAMPLE_COLUMNS = ("prefix", "text")
+TABLES = ("cells.csv", "epochs.csv", "samples.csv")
+
+
+# --- JSON files ----------------------------------------------------------------------------------------
+
+
+def read_json_object(path, *, label: str | None = None, missing: str | None = None, what: str = "") -> dict:
+    """The JSON object in ``path``, or HarnessError (one line) starting with ``label`` (the path by default):
+    ``missing`` is the message for an absent file (else the system's), ``what`` completes "expected a JSON
+    object" when the file holds another JSON value."""
+    path = Path(path)
+    label = label or str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise HarnessError(f"{label}: {missing or 'cannot read: no such file'}") from None
+    except OSError as exc:
+        raise HarnessError(f"{label}: cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise HarnessError(f"{label}: unreadable: not UTF-8 text") from None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise HarnessError(f"{label}: unreadable: invalid JSON at line {exc.lineno}: {exc.msg}") from None
+    except RecursionError:
+        raise HarnessError(f"{label}: unreadable: nested too deeply") from None
+    if not isinstance(value, dict):
+        raise HarnessError(f"{label}: expected a JSON object{' ' + what if what else ''}")
+    return value
+
+
+def read_run_json(path, required: bool = False) -> dict | None:
+    """A run folder's run.json (``path``: the folder), None when it has none and not ``required``."""
+    run_json = Path(path) / "run.json"
+    if not run_json.exists() and not required:
+        return None
+    return read_json_object(run_json, missing="missing (not a run folder?)", what="(not a run description)")
+
+
+def check_record(record) -> str | None:
+    """What makes ``record`` unusable as a cell record, or None."""
+    if not isinstance(record, dict):
+        return "expected a JSON object"
+    if not isinstance(record.get("status"), str):
+        return "not a cell record (no 'status')"
+    for key, kind in (("config", dict), ("axes", dict), ("epoch_log", list), ("samples", list)):
+        if key in record and record[key] is not None and not isinstance(record[key], kind):
+            return f"'{key}' is not a JSON {'object' if kind is dict else 'list'}"
+    if not all(isinstance(row, dict) for row in record.get("epoch_log") or []):
+        return "an entry of 'epoch_log' is not a JSON object"
+    if not all(isinstance(s, dict) and "prefix" in s and "text" in s for s in record.get("samples") or []):
+        return "an entry of 'samples' lacks its prefix or text"
+    return None
+
+
+def read_records(folder) -> tuple[dict[str, dict], dict[str, str]]:
+    """The cell records of a run folder by cell id (the file's name), and the damaged ones: cell id ->
+    one line naming the file and what is wrong with it."""
+    records, damaged = {}, {}
+    for path in sorted((Path(folder) / "cells").glob("*.json")):
+        try:
+            record = read_json_object(path)
+        except HarnessError as exc:
+            damaged[path.stem] = str(exc)
+            continue
+        problem = check_record(record)
+        if problem:
+            damaged[path.stem] = f"{path}: {problem}"
+        else:
+            records[path.stem] = record
+    return records, damaged
+
+
+# --- the run folder ------------------------------------------------------------------------------------
+
+
+class RunDir:
+    def __init__(self, path):
+        self.path = Path(path)
+        self._lock_file = None
+
+    @property
+    def run_json(self) -> Path:
+        return self.path / "run.json"
+
+    def log_path(self, cell_id: str) -> Path:
+        return self.path / "logs" / f"{cell_id}.log"
+
+    def cell_path(self, cell_id: str) -> Path:
+        return self.path / "cells" / f"{cell_id}.json"
+
+    def lock(self) -> None:
+        """One writer at a time: a second run into the same folder refuses. The kernel drops the lock
+        when the process dies, even by SIGKILL."""
+        try:
+            for folder in (self.path, self.path / "logs", self.path / "cells"):
+                folder.mkdir(parents=True, exist_ok=True)
+            self._lock_file = open(self.path / ".lock", "a+")
+        except OSError as exc:
+            raise HarnessError(f"{self.path}: cannot write the results folder there "
+                               f"({exc.strerror or exc}); choose another --out") from None
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock_file.seek(0)
+            holder = self._lock_file.read().strip() or "another process"
+            self._lock_file.close()
+            raise HarnessError(f"{self.path}: another run is writing into this folder ({holder}); "
+                               "wait for it or choose another --out") from None
+        self._lock_file.truncate(0)
+        self._lock_file.write(f"pid {os.getpid()}")
+        self._lock_file.flush()
+
+    def read_run_json(self) -> dict | None:
+        info = read_run_json(self.path)
+        if info is not None and not isinstance(info.get("suite"), dict):
+            raise HarnessError(f"{self.run_json}: not a run description (no 'suite' object)")
+        return info
+
+    def read_records(self) -> tuple[dict[str, dict], dict[str, str]]:
+        return read_records(self.path)
+
+    def finished_records(self) -> dict[str, dict]:
+        """The readable cell records; a damaged one is left out (``read_records`` says why), so its cell
+        counts as not run."""
+        return read_records(self.path)[0]
+
+    def store(self, cell, record: dict, calibration: dict | None) -> None:
+        """Write ``cell``'s (a ``GridCell``) record, with its id, axes and configuration."""
+        record = dict(record)
+        record["cell_id"] = cell.cell_id
+        record["axes"] = cell.axes
+        record["config"] = cell.config.model_dump(mode="json")
+        # The calibration was measured on this machine: it says nothing of a cell that ran on another node.
+        ran_here = not record.get("node") or record["node"].get("hostname") == socket.gethostname()
+        from .calibrate import flops_utilization  # torch: only where a cell is stored
+
+        record["flops_utilization"] = flops_utilization(record, calibration) if ran_here else None
+        write_json_atomic(self.cell_path(cell.cell_id), record)
+
+    def rebuild_tables(self, order: list[str] | None = None) -> None:
+        rebuild_tables(self.path, self.finished_records(), order)
+
+    def add_to_tables(self, cell_id: str, order: list[str] | None = None, rebuild: bool = False) -> None:
+        """The tables after storing ``cell_id``: its rows appended (the cost of one cell, where a rebuild
+        reads every record), or the tables rebuilt when ``rebuild`` (the cell had rows already: a failed
+        cell trained again) or appending cannot keep them whole. The runner rebuilds once more at the end,
+        which puts the rows in the grid's order."""
+        record = read_json_object(self.cell_path(cell_id))
+        if rebuild or not append_tables(self.path, cell_id, record):
+            self.rebuild_tables(order)
+
+
+# --- writing the tables --------------------------------------------------------------------------------
+
+
+def _csv_value(value):
+    if isinstance(value, (list, tuple)):
+        return "|".join(map(str, value))
+    return value
+
+
+def node_label(node: dict | None) -> str:
+    """One string naming the machine a cell ran on: ``hostname|cpu_model|gpu_name`` (empty when unknown)."""
+    if not node:
+        return ""
+    return "|".join("" if node.get(k) is None else str(node[k]) for k in ("hostname", "cpu_model", "gpu_name"))
+
+
+def table_rows(cell_id: str, rec: dict) -> tuple[dict, list[dict], list[dict]]:
+    """One stored cell's row of cells.csv and its rows of epochs.csv and samples.csv."""
+    config = rec.get("config", {})
+    axes = rec.get("axes", {})
+    row = {"cell_id": cell_id}
+    row.update({k: _csv_value(config.get(k)) for k in FIELDS})
+    row.update({k: _csv_value(rec.get(k)) for k in RESULT_COLUMNS + EXTRA_COLUMNS if k != "cell_id"})
+    row["flops_utilization"] = rec.get("flops_utilization")
+    row["total_sec"] = rec.get("total_sec")
+    row.update({k: rec.get(k) for k in LOAD_COLUMNS})
+    if "node" in rec:
+        row["node"] = node_label(rec["node"])
+    if "executor" in rec:
+        row["executor"] = rec["executor"]
+    keys = {"cell_id": cell_id, **axes}
+    epochs = [{**keys, **{k: epoch.get(k) for k in EPOCH_COLUMNS}} for epoch in rec.get("epoch_log", [])]
+    samples = [{**keys, "prefix": s["prefix"], "text": s["text"]} for s in rec.get("samples", [])]
+    return row, epochs, samples
+
+
+def append_tables(path: Path, cell_id: str, rec: dict) -> bool:
+    """Append one cell's rows to the tables. False, having written nothing, when a table is missing, does
+    not end with a whole line (a crash mid-append) or has other columns than these rows (the first cell
+    run on a Ray node, an empty table): then the caller rebuilds them."""
+    import pandas as pd
+
+    row, epochs, samples = table_rows(cell_id, rec)
+    pieces = {}
+    for name, rows in (("cells.csv", [row]), ("epochs.csv", epochs), ("samples.csv", samples)):
+        if not rows:
+            continue
+        header, _, body = pd.DataFrame(rows).convert_dtypes().to_csv(index=False).partition("\n")
+        try:
+            with open(path / name, "rb") as f:
+                first = f.readline().decode("utf-8").rstrip("\r\n")
+                f.seek(-1, os.SEEK_END)
+                whole = f.read(1) == b"\n"
+        except (OSError, UnicodeDecodeError):
+            return False
+        if first != header or not whole:
+            return False
+        pieces[name] = body
+    for name, body in pieces.items():
+        with open(path / name, "a", encoding="utf-8") as f:
+            f.write(body)
+            f.flush()
+            os.fsync(f.fileno())
+    return True
+
+
+def tables_text(records: dict[str, dict], order: list[str] | None = None) -> dict[str, str]:
+    """cells.csv, epochs.csv and samples.csv as the runner writes them from ``records``."""
+    import pandas as pd
+
+    ids = [i for i in (order or []) if i in records] + sorted(set(records) - set(order or []))
+    cell_rows, epoch_rows, sample_rows = [], [], []
+    for cell_id in ids:
+        row, epochs, samples = table_rows(cell_id, records[cell_id])
+        cell_rows.append(row)
+        epoch_rows += epochs
+        sample_rows += samples
+    frames = {
+        "cells.csv": pd.DataFrame(cell_rows),
+        "epochs.csv": pd.DataFrame(epoch_rows, columns=None if epoch_rows else ["cell_id", *EPOCH_COLUMNS]),
+        "samples.csv": pd.DataFrame(sample_rows, columns=None if sample_rows else ["cell_id", *SAMPLE_COLUMNS]),
+    }
+    # Nullable dtypes keep integer columns integral when some cells have no value.
+    return {name: frame.convert_dtypes().to_csv(index=False) for name, frame in frames.items()}
+
+
+def rebuild_tables(path: Path, records: dict[str, dict], order: list[str] | None = None) -> None:
+    """Write cells.csv, epochs.csv and samples.csv from the per-cell records (atomically each)."""
+    for name, text in tables_text(records, order).items():
+        write_text_atomic(Path(path) / name, text)
+
+
+# --- reading the tables, checked against the records ---------------------------------------------------
+
+
+def record_rows(cell_id: str, rec: dict) -> tuple[dict, list[dict], list[dict]]:
+    """The rows a record stands for, to check a table against or to stand in for a damaged row. A record
+    as the runner stores it gives the rows it wrote (``table_rows``); a flat record (its configuration
+    beside its results, no ``config`` object) gives its own keys."""
+    if isinstance(rec.get("config"), dict):
+        return table_rows(cell_id, rec)
+    flat = {"cell_id": cell_id, **{k: v for k, v in rec.items() if k not in ("epoch_log", "samples", "cell_id")}}
+    flat = {k: node_label(v) if k == "node" and isinstance(v, dict) else _csv_value(v) for k, v in flat.items()}
+    keys = {"cell_id": cell_id, **{k: flat.get(k) for k in GRID_KEYS}}
+    epochs = [{**keys, **row} for row in rec.get("epoch_log") or []]
+    samples = [{**keys, "prefix": s["prefix"], "text": s["text"]} for s in rec.get("samples") or []]
+    return flat, epochs, samples
+
+
+def _matches(text: str, value) -> bool:
+    """Whether a CSV field holds ``value`` as the writer renders it (pandas: floats in full, None empty)."""
+    if isinstance(value, dict):
+        return True  # not a column's value: nothing to check
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return text in ("", "nan", "NaN", "<NA>")
+    if isinstance(value, bool):
+        return text.strip().lower() in (("true", "1", "1.0") if value else ("false", "0", "0.0"))
+    if isinstance(value, (int, float)):
+        try:
+            number = float(text)
+        except ValueError:
+            return False
+        return number == value or math.isclose(number, value, rel_tol=1e-9)
+    return text == str(value)
+
+
+def _row_matches(header: list[str], fields: list[str], expected: dict) -> bool:
+    return all(_matches(text, expected[name]) for name, text in zip(header, fields) if name in expected)
+
+
+def _ids(cell_ids, listed: int = 3) -> str:
+    cell_ids = list(dict.fromkeys(cell_ids))
+    return ", ".join(cell_ids[:listed]) + (f" and {len(cell_ids) - listed} more" if len(cell_ids) > listed else "")
+
+
+def _raw_rows(path: Path) -> tuple[list[str], list[list[str]]] | None:
+    """The header and the non-empty rows of a CSV file as the csv module splits them (pandas pads a short
+    row with empty values without a word), or None when the file cannot be split."""
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = [r for r in csv.reader(f) if r]
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return None
+    return (rows[0], rows[1:]) if rows else ([], [])
+
+
+def read_checked_table(folder, name: str, records: dict[str, dict], *, required=(), text: bool = False,
+                       missing_ok: bool = False):
+    """A table of a run folder (``read_csv_table``'s frame) checked against the cells' records, and notes
+    saying what was repaired. Rows of a cell whose record says otherwise (a line cut short, a value
+    changed) and rows missing for a recorded cell are taken from the record; a row cut short with no
+    record to restore it is left out. Without records, only rows cut short can be found."""
+    import pandas as pd
+
+    path = Path(folder) / name
+    frame = read_csv_table(path, required, text=text, missing_ok=missing_ok)
+    if frame is None:
+        return None, []
+    raw = _raw_rows(path)
+    if raw is None or len(raw[1]) != len(frame):
+        return frame, []  # pandas read it otherwise than the csv module: nothing to check row by row
+    header, rows = raw
+    which = TABLES.index(name) if name in TABLES else 0
+    expected = {cid: record_rows(cid, rec)[which] for cid, rec in records.items()}
+    column = header.index("cell_id") if "cell_id" in header else None
+    short, unknown_short, drop = [], [], []
+    positions: dict[str, list[int]] = {}
+    for position, fields in enumerate(rows):
+        cell_id = fields[column] if column is not None and column < len(fields) else ""
+        cut = len(fields) < len(header)
+        if cell_id in expected:
+            positions.setdefault(cell_id, []).append(position)
+            if cut:
+                short.append(cell_id)
+        elif cut:
+            unknown_short.append(cell_id or f"line {position + 2}")
+            drop.append(position)
+    bad = []
+    for cell_id, found in positions.items():
+        want = expected[cell_id] if which else [expected[cell_id]]
+        if len(found) != len(want) or cell_id in short or not all(
+                _row_matches(header, rows[p], w) for p, w in zip(found, want)):
+            bad.append(cell_id)
+            drop += found
+    # A cell with no epochs or samples has no rows in those tables: missing only from cells.csv.
+    missing = [cid for cid in records if cid not in positions and (which == 0 or expected[cid])]
+    notes = []
+    if short:
+        notes.append(f"{path}: {len(set(short))} cell(s) with a row cut short ({_ids(short)}): read from cells/*.json")
+    changed = [cid for cid in bad if cid not in short]
+    if changed:
+        notes.append(f"{path}: {len(changed)} cell(s) whose rows differ from their record ({_ids(changed)}): "
+                     "read from cells/*.json")
+    if missing:
+        notes.append(f"{path}: {len(missing)} cell(s) missing ({_ids(missing)}): read from cells/*.json only")
+    if unknown_short:
+        notes.append(f"{path}: {len(unknown_short)} row(s) cut short with no cell record to restore them "
+                     f"({_ids(unknown_short)}): left out")
+    repaired = bad + missing
+    if not drop and not repaired:
+        return frame, notes
+    frame = frame.drop(index=frame.index[sorted(drop)])
+    if repaired:
+        restored = _read_rows([r for cid in repaired for r in (expected[cid] if which else [expected[cid]])],
+                              header, text)
+        frame = pd.concat([frame, restored], ignore_index=True) if len(frame) else restored
+    return frame.reset_index(drop=True), notes
+
+
+def _read_rows(rows: list[dict], header: list[str], text: bool):
+    """``rows`` as the table's reader would have read them from the file: written and read back as CSV,
+    so that their values have the types and spellings of the rows around them."""
+    import pandas as pd
+
+    if not rows:
+        return pd.DataFrame(columns=header)
+    columns = list(header) + [c for c in dict.fromkeys(k for r in rows for k in r) if c not in header]
+    body = pd.DataFrame(rows, columns=columns).convert_dtypes().to_csv(index=False)
+    return pd.read_csv(io.StringIO(body), dtype=str if text else None, keep_default_na=not text, index_col=False)
+
+
+def frames_from_records(records: dict[str, dict], text=("samples.csv",)) -> tuple:
+    """cells.csv, epochs.csv and samples.csv as DataFrames made from the records alone, as they would be
+    read from the files (``text``: the tables read as text)."""
+    headers = {"cells.csv": ["cell_id"], "epochs.csv": ["cell_id", *EPOCH_COLUMNS],
+               "samples.csv": ["cell_id", *SAMPLE_COLUMNS]}
+    frames = []
+    for which, name in enumerate(TABLES):
+        rows = []
+        for cell_id, record in records.items():
+            found = record_rows(cell_id, record)[which]
+            rows += [found] if which == 0 else found
+        frames.append(_read_rows(rows, [] if rows else headers[name], name in text))
+    return tuple(frames)
