@@ -39,12 +39,12 @@ from typing import Iterable, Sequence
 from .config import FIELDS, GRID_KEYS, build_config
 from .errors import HarnessError
 from .results import read_checked_table, read_records, read_run_json
+# The statistics live in the stats module, beside the claims' (one place for both).
+from .stats import (bootstrap_ratio_ci, enough_runs, mann_whitney_p, median_or_nan, relative_spread, run_medians,
+                    runs_needed, safe_ratio)
 
 DEFAULT_THRESHOLD = "10%"
 DEFAULT_ALPHA = 0.01
-MIN_RUNS = 3
-BOOTSTRAP_RESAMPLES = 2000
-BOOTSTRAP_SEED = 20240521  # fixed: the same samples always give the same interval
 
 # Configuration keys that do not change the cost of a training epoch (evaluation and its held-out tokens,
 # generation, run limits, length of the run) and the seed (repeats, see above).
@@ -150,16 +150,16 @@ class Comparison:
 
     @property
     def base_median(self) -> float:
-        return _median(self.base)
+        return median_or_nan(self.base)
 
     @property
     def new_median(self) -> float:
-        return _median(self.new)
+        return median_or_nan(self.new)
 
     @property
     def ratio(self) -> float:
         """Median of the new run medians / median of the baseline's."""
-        return _ratio(self.new_median, self.base_median)
+        return safe_ratio(self.new_median, self.base_median)
 
     @property
     def base_spread(self) -> float:
@@ -187,80 +187,6 @@ class Comparison:
         return self.p_value < self.alpha
 
 
-def _median(values: Sequence[float]) -> float:
-    import numpy as np  # here, not at the top: `compare --help` needs none of it
-
-    return float(np.median(values)) if len(values) else math.nan
-
-
-def _ratio(new: float, base: float) -> float:
-    if not (math.isfinite(new) and math.isfinite(base)) or base <= 0:
-        return math.nan
-    return new / base
-
-
-def run_medians(runs: Iterable[Sequence[float]]) -> tuple[float, ...]:
-    """Each run's median; runs without a timed epoch are left out."""
-    import numpy as np
-
-    return tuple(float(np.median(r)) for r in runs if len(r))
-
-
-def relative_spread(values: Sequence[float]) -> float:
-    """Interquartile range / median of at least two values (NaN otherwise), the measure of noise that
-    torch.utils.benchmark warns on; one outlying run barely moves it."""
-    import numpy as np
-
-    if len(values) < 2:
-        return math.nan
-    low, middle, high = np.percentile(np.asarray(values, float), [25, 50, 75])
-    return float(high - low) / float(middle) if middle > 0 else math.nan
-
-
-def enough_runs(n_base: int, n_new: int, alpha: float) -> bool:
-    """At least ``MIN_RUNS`` on each side, and enough that the exact two-sided Mann-Whitney test could
-    reach ``p < alpha`` at all: its smallest attainable p is 2 / C(n_base + n_new, n_base) (e.g. 5 and
-    5 runs are the fewest for alpha = 0.01)."""
-    if min(n_base, n_new) < MIN_RUNS:
-        return False
-    return 2 / math.comb(n_base + n_new, n_base) < alpha
-
-
-def runs_needed(alpha: float) -> int:
-    """The fewest runs per side (the same on both) with which the test can decide at ``alpha``."""
-    n = MIN_RUNS
-    while not enough_runs(n, n, alpha):
-        n += 1
-    return n
-
-
-def mann_whitney_p(base: Sequence[float], new: Sequence[float]) -> float:
-    from scipy.stats import mannwhitneyu
-
-    if not base or not new:
-        return math.nan
-    p = float(mannwhitneyu(new, base, alternative="two-sided").pvalue)
-    return 1.0 if math.isnan(p) else p  # all values tied: no evidence of a difference
-
-
-def bootstrap_ratio_ci(base: Sequence[float], new: Sequence[float], confidence: float,
-                       resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED) -> tuple[float, float]:
-    """Percentile bootstrap interval of median(new) / median(base), each sample resampled on its own."""
-    if len(base) < 2 or len(new) < 2:
-        return math.nan, math.nan
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    base_arr, new_arr = np.asarray(base, float), np.asarray(new, float)
-    base_medians = np.median(rng.choice(base_arr, size=(resamples, len(base_arr))), axis=1)
-    new_medians = np.median(rng.choice(new_arr, size=(resamples, len(new_arr))), axis=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratios = new_medians / base_medians
-    tail = (1 - confidence) / 2 * 100
-    low, high = np.percentile(ratios, [tail, 100 - tail])
-    return float(low), float(high)
-
-
 def compare_runs(base_runs: Iterable[Sequence[float]], new_runs: Iterable[Sequence[float]], threshold="10%",
                  alpha: float = DEFAULT_ALPHA, higher_is_better: bool = False) -> Comparison:
     """Compare one cell's runs (each a sequence of per-epoch measurements, warm-up excluded) between a
@@ -273,7 +199,7 @@ def compare_runs(base_runs: Iterable[Sequence[float]], new_runs: Iterable[Sequen
     base, new = run_medians(base_runs), run_medians(new_runs)
     p = mann_whitney_p(base, new)
     low, high = bootstrap_ratio_ci(base, new, 1 - alpha)
-    ratio = _ratio(_median(new), _median(base))
+    ratio = safe_ratio(median_or_nan(new), median_or_nan(base))
     if not enough_runs(len(base), len(new), alpha) or math.isnan(ratio):
         verdict = "too few runs"
     elif p < alpha and low > threshold.slower_ratio:

@@ -4,6 +4,9 @@ Effects are computed on an analysis scale where they add up: log ratios for rati
 perplexities), plain differences otherwise. A claim's evidence is a set of *configurations* (cell type,
 depth, device, ...), each with a few seeds as replicates; the claim is decided by one *pooled* effect
 across configurations (a random-effects combination, statsmodels' ``combine_effects``), not by a vote.
+
+The speed checks (``harness compare``, last section) summarise each run by its median and compare two
+sides by a bootstrap interval of the ratio of medians and a Mann-Whitney U test on the run medians.
 """
 
 from __future__ import annotations
@@ -11,8 +14,12 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Iterable, Sequence
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
+
+# numpy (and scipy) are imported by the functions that use them: `compare --help` imports this module.
 
 # The smallest standard error a per-configuration effect may have, on the analysis scale. Replicates that
 # agree exactly (deterministic outcomes, values rounded when stored) would otherwise give an interval of
@@ -23,6 +30,7 @@ RESOLUTION = {"ratio": 1e-3, "difference": 1e-3}
 
 def t_interval(values, confidence: float = 0.95) -> tuple[float, float, float]:
     """Mean of ``values`` and its Student-t confidence interval; the bounds are NaN below two values."""
+    import numpy as np
     from scipy import stats
 
     x = np.asarray([v for v in values if np.isfinite(v)], dtype=float)
@@ -41,6 +49,8 @@ def t_interval(values, confidence: float = 0.95) -> tuple[float, float, float]:
 def log_interval(values, confidence: float = 0.95) -> tuple[float, float, float]:
     """Geometric mean of positive ``values`` and its t-interval computed on the log scale, so that the
     interval of a perplexity or a time never reaches below zero (NaN bounds below two values)."""
+    import numpy as np
+
     x = np.asarray([v for v in values if np.isfinite(v) and v > 0], dtype=float)
     if len(x) == 0:
         return math.nan, math.nan, math.nan
@@ -51,6 +61,8 @@ def log_interval(values, confidence: float = 0.95) -> tuple[float, float, float]
 
 def transform(values, kind: str) -> np.ndarray:
     """Values on the analysis scale: logs for ratios (non-positive values become NaN), as they are otherwise."""
+    import numpy as np
+
     x = np.asarray(values, dtype=float)
     if kind == "ratio":
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -111,6 +123,8 @@ def pooled_spread(groups: list[Replicates], kind: str) -> tuple[float, float]:
     """The within-configuration standard deviation pooled over configurations (as one-way ANOVA pools
     it) and its degrees of freedom: of per-seed differences where a configuration's seeds pair up, and
     of each side's values otherwise. (NaN, 0) when no configuration has two seeds."""
+    import numpy as np
+
     squares, dof = 0.0, 0
     for group in groups:
         a, b = _clean(group.a, kind), _clean(group.b, kind)
@@ -140,6 +154,7 @@ def configuration_effect(group: Replicates, kind: str, spread: tuple[float, floa
     the sides' means. Its standard error is the pooled within-configuration SD over sqrt(n), so that two
     seeds give a usable interval (t with the pooled degrees of freedom, not 1), and never below the
     resolution floor. With no within-configuration spread anywhere (one seed each) there is no interval."""
+    import numpy as np
     from scipy import stats
 
     a, b = _clean(group.a, kind), _clean(group.b, kind)
@@ -193,6 +208,7 @@ def pool(effects: list[Effect], confidence: float = 0.95) -> Pooled:
     (k configurations): with few configurations the plain normal interval is too narrow. Without standard
     errors (one seed per configuration), the configurations are the units: a t-interval over their effects.
     """
+    import numpy as np
     from scipy import stats
     from statsmodels.stats.meta_analysis import combine_effects
 
@@ -223,9 +239,95 @@ def pool(effects: list[Effect], confidence: float = 0.95) -> Pooled:
 
 def sign_test(estimates) -> float:
     """Two-sided exact sign test of configuration effects against zero (ties dropped)."""
+    import numpy as np
     from scipy import stats
 
     x = np.asarray([e for e in estimates if math.isfinite(e) and e != 0])
     if len(x) == 0:
         return math.nan
     return float(stats.binomtest(int((x > 0).sum()), len(x)).pvalue)
+
+
+# --- speed checks (`harness compare`): runs summarised by their medians --------------------------------
+# A run is one process that trained a cell; each is summarised by the median of its timed epochs, and two
+# sides are compared through these run medians (harness.compare explains why).
+
+MIN_RUNS = 3
+BOOTSTRAP_RESAMPLES = 2000
+BOOTSTRAP_SEED = 20240521  # fixed: the same samples always give the same interval
+
+
+def median_or_nan(values: Sequence[float]) -> float:
+    """The median, NaN for no values."""
+    import numpy as np
+
+    return float(np.median(values)) if len(values) else math.nan
+
+
+def safe_ratio(new: float, base: float) -> float:
+    """new / base, NaN unless both are finite and base is positive."""
+    if not (math.isfinite(new) and math.isfinite(base)) or base <= 0:
+        return math.nan
+    return new / base
+
+
+def run_medians(runs: Iterable[Sequence[float]]) -> tuple[float, ...]:
+    """Each run's median; runs without a timed epoch are left out."""
+    import numpy as np
+
+    return tuple(float(np.median(r)) for r in runs if len(r))
+
+
+def relative_spread(values: Sequence[float]) -> float:
+    """Interquartile range / median of at least two values (NaN otherwise), the measure of noise that
+    torch.utils.benchmark warns on; one outlying run barely moves it."""
+    import numpy as np
+
+    if len(values) < 2:
+        return math.nan
+    low, middle, high = np.percentile(np.asarray(values, float), [25, 50, 75])
+    return float(high - low) / float(middle) if middle > 0 else math.nan
+
+
+def enough_runs(n_base: int, n_new: int, alpha: float) -> bool:
+    """At least ``MIN_RUNS`` on each side, and enough that the exact two-sided Mann-Whitney test could
+    reach ``p < alpha`` at all: its smallest attainable p is 2 / C(n_base + n_new, n_base) (e.g. 5 and
+    5 runs are the fewest for alpha = 0.01)."""
+    if min(n_base, n_new) < MIN_RUNS:
+        return False
+    return 2 / math.comb(n_base + n_new, n_base) < alpha
+
+
+def runs_needed(alpha: float) -> int:
+    """The fewest runs per side (the same on both) with which the test can decide at ``alpha``."""
+    n = MIN_RUNS
+    while not enough_runs(n, n, alpha):
+        n += 1
+    return n
+
+
+def mann_whitney_p(base: Sequence[float], new: Sequence[float]) -> float:
+    from scipy.stats import mannwhitneyu
+
+    if not base or not new:
+        return math.nan
+    p = float(mannwhitneyu(new, base, alternative="two-sided").pvalue)
+    return 1.0 if math.isnan(p) else p  # all values tied: no evidence of a difference
+
+
+def bootstrap_ratio_ci(base: Sequence[float], new: Sequence[float], confidence: float,
+                       resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED) -> tuple[float, float]:
+    """Percentile bootstrap interval of median(new) / median(base), each sample resampled on its own."""
+    if len(base) < 2 or len(new) < 2:
+        return math.nan, math.nan
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    base_arr, new_arr = np.asarray(base, float), np.asarray(new, float)
+    base_medians = np.median(rng.choice(base_arr, size=(resamples, len(base_arr))), axis=1)
+    new_medians = np.median(rng.choice(new_arr, size=(resamples, len(new_arr))), axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = new_medians / base_medians
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(ratios, [tail, 100 - tail])
+    return float(low), float(high)
