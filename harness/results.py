@@ -26,11 +26,12 @@ import json
 import math
 import os
 import socket
+import warnings
 from pathlib import Path
 
 from .config import FIELDS, GRID_KEYS
 from .errors import HarnessError
-from .store import read_csv_table, write_json_atomic, write_text_atomic
+from .store import write_json_atomic, write_text_atomic
 
 # --- the column schema ----------------------------------------------------------------------------------
 
@@ -296,6 +297,36 @@ def rebuild_tables(path: Path, records: dict[str, dict], order: list[str] | None
 
 
 # --- reading the tables, checked against the records ---------------------------------------------------
+
+
+def read_csv_table(path, required=(), *, text: bool = False, missing_ok: bool = False):
+    """A results CSV file as a pandas DataFrame, or HarnessError naming the file (one line).
+
+    ``required``: columns that must be present. ``text``: every value read as a string and nothing taken
+    for missing (a sample's prefix may be "nan"; the caller converts and checks each value it uses).
+    ``missing_ok``: an absent file gives None instead of an error. An empty file is an empty table."""
+    import pandas as pd
+
+    path = Path(path)
+    if not path.is_file():
+        if missing_ok:
+            return None
+        raise HarnessError(f"{path}: missing (not a run folder?)")
+    try:
+        with warnings.catch_warnings():
+            # A row longer than the header would otherwise be read with its first field as an index (or,
+            # with index_col=False, cut short with a warning): either way every column shifts silently.
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            frame = pd.read_csv(path, dtype=str if text else None, keep_default_na=not text, index_col=False)
+    except pd.errors.EmptyDataError:
+        frame = pd.DataFrame()
+    except Exception as exc:  # pandas raises several parser, decoding and OS errors
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise HarnessError(f"{path}: unreadable CSV: {first}") from None
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise HarnessError(f"{path}: missing column(s) {', '.join(missing)}")
+    return frame
 
 
 def record_rows(cell_id: str, rec: dict) -> tuple[dict, list[dict], list[dict]]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-import warnings
 from pathlib import Path
 
 
@@ -50,38 +49,6 @@ def _json_default(value):
     if isinstance(value, (set, tuple)):
         return list(value)
     return str(value)
-
-
-def read_csv_table(path, required=(), *, text: bool = False, missing_ok: bool = False):
-    """A results CSV file as a pandas DataFrame, or HarnessError naming the file (one line).
-
-    ``required``: columns that must be present. ``text``: every value read as a string and nothing taken
-    for missing (a sample's prefix may be "nan"; the caller converts and checks each value it uses).
-    ``missing_ok``: an absent file gives None instead of an error. An empty file is an empty table."""
-    import pandas as pd
-
-    from .errors import HarnessError
-
-    path = Path(path)
-    if not path.is_file():
-        if missing_ok:
-            return None
-        raise HarnessError(f"{path}: missing (not a run folder?)")
-    try:
-        with warnings.catch_warnings():
-            # A row longer than the header would otherwise be read with its first field as an index (or,
-            # with index_col=False, cut short with a warning): either way every column shifts silently.
-            warnings.simplefilter("error", pd.errors.ParserWarning)
-            frame = pd.read_csv(path, dtype=str if text else None, keep_default_na=not text, index_col=False)
-    except pd.errors.EmptyDataError:
-        frame = pd.DataFrame()
-    except Exception as exc:  # pandas raises several parser, decoding and OS errors
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise HarnessError(f"{path}: unreadable CSV: {first}") from None
-    missing = [c for c in required if c not in frame.columns]
-    if missing:
-        raise HarnessError(f"{path}: missing column(s) {', '.join(missing)}")
-    return frame
 
 
 def writable_folder(path, flag: str) -> Path:
