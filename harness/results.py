@@ -369,15 +369,37 @@ def _ids(cell_ids, listed: int = 3) -> str:
     return ", ".join(cell_ids[:listed]) + (f" and {len(cell_ids) - listed} more" if len(cell_ids) > listed else "")
 
 
-def _raw_rows(path: Path) -> tuple[list[str], list[list[str]]] | None:
+def _raw_rows(content: bytes) -> tuple[list[str], list[list[str]]] | None:
     """The header and the non-empty rows of a CSV file as the csv module splits them (pandas pads a short
     row with empty values without a word), or None when the file cannot be split."""
     try:
-        with open(path, newline="", encoding="utf-8") as f:
-            rows = [r for r in csv.reader(f) if r]
-    except (OSError, UnicodeDecodeError, csv.Error):
+        rows = [r for r in csv.reader(io.StringIO(content.decode("utf-8"), newline="")) if r]
+    except (UnicodeDecodeError, csv.Error):
         return None
     return (rows[0], rows[1:]) if rows else ([], [])
+
+
+def _without_cut_last_line(path: Path, required, text: bool):
+    """The table read without its last line when the file does not end with a whole line, and that
+    line's first field (the cell id as far as it goes); (None, None) when that does not help."""
+    import pandas as pd
+
+    try:
+        content = path.read_bytes()
+    except OSError:
+        return None, None
+    end = content.rfind(b"\n")
+    if content.endswith(b"\n") or end < 0:
+        return None, None
+    try:
+        frame = pd.read_csv(io.BytesIO(content[: end + 1]), dtype=str if text else None, keep_default_na=not text,
+                            index_col=False)
+    except Exception:  # noqa: BLE001 - still unreadable: the caller reports the first error
+        return None, None
+    if any(c not in frame.columns for c in required):
+        return None, None
+    tail = content[end + 1:].decode("utf-8", "replace")
+    return frame, tail.split(",", 1)[0]
 
 
 def read_checked_table(folder, name: str, records: dict[str, dict], *, required=(), text: bool = False,
@@ -389,13 +411,26 @@ def read_checked_table(folder, name: str, records: dict[str, dict], *, required=
     import pandas as pd
 
     path = Path(folder) / name
-    frame = read_csv_table(path, required, text=text, missing_ok=missing_ok)
+    tail = None
+    try:
+        frame = read_csv_table(path, required, text=text, missing_ok=missing_ok)
+    except HarnessError:
+        # A last line cut inside a quoted value makes the whole file unparsable: without that line, the
+        # rest may still be read, and the records restore the line.
+        frame, tail = _without_cut_last_line(path, required, text) if records else (None, None)
+        if frame is None:
+            raise
     if frame is None:
         return None, []
-    raw = _raw_rows(path)
+    content = path.read_bytes()
+    if tail is not None:
+        content = content[: content.rfind(b"\n") + 1]
+    raw = _raw_rows(content)
     if raw is None or len(raw[1]) != len(frame):
         return frame, []  # pandas read it otherwise than the csv module: nothing to check row by row
     header, rows = raw
+    if tail is not None:
+        rows.append([tail])  # stands for the cut line: a row cut short of that cell
     which = TABLES.index(name) if name in TABLES else 0
     expected = {cid: record_rows(cid, rec)[which] for cid, rec in records.items()}
     column = header.index("cell_id") if "cell_id" in header else None
@@ -435,7 +470,7 @@ def read_checked_table(folder, name: str, records: dict[str, dict], *, required=
     repaired = bad + missing
     if not drop and not repaired:
         return frame, notes
-    frame = frame.drop(index=frame.index[sorted(drop)])
+    frame = frame.drop(index=frame.index[sorted(p for p in set(drop) if p < len(frame))])  # not the cut line
     if repaired:
         restored = _read_rows([r for cid in repaired for r in (expected[cid] if which else [expected[cid]])],
                               header, text)

@@ -198,3 +198,19 @@ def test_table_rows_are_what_the_checked_reader_expects(tmp_path):
     records, _ = read_records(run)
     row, epochs, samples = table_rows("rnn-l1-uni-cpu-s0", records["rnn-l1-uni-cpu-s0"])
     assert row["cell_id"] == "rnn-l1-uni-cpu-s0" and len(epochs) == 5 and samples[0]["text"] == "the time 0"
+
+
+def test_a_last_line_cut_inside_a_quoted_value_is_restored_from_its_record(tmp_path):
+    run = make_run(tmp_path / "run")
+    records, _ = read_records(run)
+    path = run / "cells" / "rnn-l1-uni-cpu-s4.json"
+    path.write_text(json.dumps({**records["rnn-l1-uni-cpu-s4"], "sample": 'the "time", traveller'}))
+    records, _ = read_records(run)
+    rebuild_tables(run, records, sorted(records))
+    text = (run / "cells.csv").read_text()
+    (run / "cells.csv").write_text(text[: text.index('"the ""time') + 8])  # pandas: EOF inside string
+    with pytest.raises(HarnessError, match="unreadable CSV"):
+        read_checked_table(run, "cells.csv", {})  # nothing to restore it from: as before
+    cells, notes = read_checked_table(run, "cells.csv", records, text=True)
+    assert notes == [f"{run / 'cells.csv'}: 1 cell(s) with a row cut short (rnn-l1-uni-cpu-s4): read from cells/*.json"]
+    assert len(cells) == 5 and cells.set_index("cell_id").loc["rnn-l1-uni-cpu-s4", "sample"] == 'the "time", traveller'
