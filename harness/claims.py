@@ -687,12 +687,14 @@ def learning_status(cells: pd.DataFrame, epochs: pd.DataFrame, baselines: dict |
 
 def evaluate_claims(cells: pd.DataFrame, epochs: pd.DataFrame, samples: pd.DataFrame, specs,
                     corpus_words: set[str] | None = None, baselines: dict | None = None,
-                    timing_warnings: list[str] | None = None) -> list[ClaimResult]:
+                    timing_warnings: list[str] | None = None,
+                    flagged_cells: dict[str, str] | None = None) -> list[ClaimResult]:
     """Evaluate each claim of ``specs`` (default: the lesson's three) on a run's tables.
 
     ``baselines``: the no-learning perplexities (``harness.baselines``); without them every comparison
-    counts. ``timing_warnings``: reasons the run's timings are unreliable; claims on timings are then
-    not decided."""
+    counts. ``timing_warnings``: reasons the whole run's timings are unreliable; claims on timings are then
+    not decided. ``flagged_cells``: cell id -> why that cell's own timings are unreliable; its timings are
+    left out of timing comparisons (its perplexities still count)."""
     specs = list(specs) if specs else default_claims()
     cells = cells if cells is not None else pd.DataFrame()
     epochs = epochs if epochs is not None else pd.DataFrame()
@@ -700,9 +702,18 @@ def evaluate_claims(cells: pd.DataFrame, epochs: pd.DataFrame, samples: pd.DataF
     ok = learning_status(cells, epochs, baselines) if not cells.empty else pd.DataFrame()
     quality = cell_quality(samples, corpus_words)
     results = []
+    flagged = {k: v for k, v in (flagged_cells or {}).items() if "cell_id" in ok and k in set(ok["cell_id"])}
     for spec in specs:
-        result = EVALUATORS[spec.name](ok.copy(), cells, curves, spec, baselines, quality)
-        timed = spec.name == "bidirectional_slow" or (spec.name == "depth_helps" and spec.basis == "time")
+        timed = (spec.name == "bidirectional_slow" and spec.metric == "sec_per_epoch") or (
+            spec.name == "depth_helps" and spec.basis == "time")
+        cells_in = ok.copy()
+        if timed and flagged:
+            cells_in = cells_in[~cells_in["cell_id"].isin(set(flagged))]
+        result = EVALUATORS[spec.name](cells_in, cells, curves, spec, baselines, quality)
+        if timed and flagged:
+            listed = ", ".join(sorted(flagged)[:6]) + (" ..." if len(flagged) > 6 else "")
+            result.notes.append(f"{len(flagged)} of {len(ok)} cells left out for unreliable timings ({listed}): "
+                                f"{'; '.join(sorted(set(flagged.values())))}.")
         if timed and timing_warnings and result.verdict != INCONCLUSIVE:
             result.notes.append(f"Would be {result.verdict} on these timings, which are flagged as unreliable.")
             result.verdict = INCONCLUSIVE

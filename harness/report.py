@@ -777,14 +777,14 @@ def default_out_dir(run_dir) -> Path:
 TIMING_COLUMNS = ("sec_per_epoch", "sec_per_epoch_iqr", "tokens_per_sec", "flops_per_sec", "flops_utilization")
 
 
-def apply_timings(data: RunData, timing_dirs) -> tuple[RunData, list[str], list[str]]:
+def apply_timings(data: RunData, timing_dirs) -> tuple[RunData, list[str], tuple[list[str], dict[str, str]]]:
     """``data`` with each cell's timings taken from the timing runs (matched by cell id: the same cell
     type, depth, direction, device and seed), epoch times in ``epochs`` scaled to match; the conditions
-    to state; and the timing runs' own flags. Cells without a timing keep none (their timings blank), so
+    to state; and the timing runs' own flags (run-level, per cell). Cells without a timing keep none (their timings blank), so
     that timings of two conditions are never mixed silently."""
     if not timing_dirs:
-        return data, [], []
-    timings, sources, flags = [], [], []
+        return data, [], ([], {})
+    timings, sources, flags, flagged = [], [], [], {}
     for folder in timing_dirs:
         timing = load_run(folder)
         ok = timing.cells[timing.cells["status"] == "ok"]
@@ -793,7 +793,9 @@ def apply_timings(data: RunData, timing_dirs) -> tuple[RunData, list[str], list[
         epochs = pd.to_numeric(ok.get("epochs_done", pd.Series(dtype=float)), errors="coerce")
         sources.append(f"{timing.folder.name} ({len(ok)} cells, {fmt(epochs.median())} epochs each, on "
                        f"{machine.get('cpu_model', 'an unrecorded machine')}, {timing.run.get('started', '-')})")
-        flags += [f"{timing.folder.name}: {w}" for w in timing_warnings_of(timing)]
+        run_flags, cell_flags = timing_flags_of(timing)
+        flags += [f"{timing.folder.name}: {w}" for w in run_flags]
+        flagged.update(cell_flags)
     table = pd.concat(timings, ignore_index=True).drop_duplicates("cell_id", keep="last").set_index("cell_id")
     cells = data.cells.copy()
     before = pd.to_numeric(cells.get("sec_per_epoch"), errors="coerce")
@@ -814,7 +816,7 @@ def apply_timings(data: RunData, timing_dirs) -> tuple[RunData, list[str], list[
                   "while other work shared the machine, are not used."]
     if missing:
         conditions.append(f"{missing} finished cells have no timing in the timing pass and no timings here.")
-    return RunData(data.folder, data.run, cells, epochs, data.samples, data.notes), conditions, flags
+    return RunData(data.folder, data.run, cells, epochs, data.samples, data.notes), conditions, (flags, flagged)
 
 
 def build_report(run_dir, out_dir=None, timing_notes: list[str] | None = None, timing_dirs=()) -> Path:
@@ -824,8 +826,8 @@ def build_report(run_dir, out_dir=None, timing_notes: list[str] | None = None, t
     from .figures import forest_plot, make_figures
 
     data = load_run(run_dir)
-    own_flags = timing_warnings_of(data)
-    data, conditions, timing_flags = apply_timings(data, list(timing_dirs))
+    own_flags, own_cells = timing_flags_of(data)
+    data, conditions, (timing_flags, timing_cells) = apply_timings(data, list(timing_dirs))
     out = Path(out_dir) if out_dir is not None else default_out_dir(run_dir)
     figures_dir = out / "figures"
     figures_dir.mkdir(parents=True, exist_ok=True)
@@ -835,12 +837,16 @@ def build_report(run_dir, out_dir=None, timing_notes: list[str] | None = None, t
     words, words_note = corpus_words(data.cells)
     baselines, baselines_note = run_baselines(data)
     warnings = list(timing_notes or []) + (timing_flags if timing_dirs else own_flags)
-    results = evaluate_claims(data.cells, data.epochs, data.samples, specs, words, baselines, warnings)
+    flagged = timing_cells if timing_dirs else own_cells
+    results = evaluate_claims(data.cells, data.epochs, data.samples, specs, words, baselines, warnings, flagged)
     ok = claims_mod.learning_status(data.cells, data.epochs, baselines)
     figures = make_figures(data.cells, data.epochs, baselines, figures_dir)
     for index, result in enumerate(results):
         figures[f"forest_{index}"] = forest_plot(result, figures_dir / f"forest_{index}.png")
     notes = conditions + [f"Timings unreliable: {w}." for w in warnings]
+    if flagged:
+        notes.append(f"The timings of {len(flagged)} of {len(data.cells)} cells are unreliable "
+                     f"({'; '.join(sorted(set(flagged.values())))}) and left out of timing comparisons.")
     blocks = build_blocks(data, results, origin, figures, words, words_note, ok, baselines, baselines_note, notes)
     title = blocks[0][1]
     write_text_atomic(out / "index.md", render_markdown(blocks))
@@ -848,13 +854,12 @@ def build_report(run_dir, out_dir=None, timing_notes: list[str] | None = None, t
     return out
 
 
-def timing_warnings_of(data: RunData) -> list[str]:
-    """Why the run's timings are unreliable (its machine's speed moved, epoch times spread), if anything."""
+def timing_flags_of(data: RunData) -> tuple[list[str], dict[str, str]]:
+    """Why the whole run's timings are unreliable (the machine's speed moved), and which cells' own timings
+    are (epoch times spread, a busy machine during the cell)."""
+    from .timing import flagged_cells, run_warnings
+
     try:
-        from .timing import timing_warnings
-    except ImportError:
-        return []
-    try:
-        return list(timing_warnings(data.run, data.cells))
+        return list(run_warnings(data.run)), flagged_cells(data.run, data.cells)
     except (KeyError, TypeError, ValueError):
-        return []
+        return [], {}

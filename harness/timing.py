@@ -135,3 +135,41 @@ def timing_warnings(run_json: dict, cells) -> list[str]:
         warnings += _spread_warnings(ok)
         warnings += _load_warnings(run_json or {}, ok)
     return warnings
+
+
+def run_warnings(run_json: dict) -> list[str]:
+    """Flags on the whole run's timings (the machine's calibrated speed moved between calibrations): no
+    timing of the run can be compared with another when they hold."""
+    return _speed_warnings(run_json or {})
+
+
+def flagged_cells(run_json: dict, cells) -> dict[str, str]:
+    """Per cell whose own timings are unreliable, why: its epoch times spread beyond SPREAD_LIMIT, the load
+    average exceeded the CPUs during it, or the hypervisor stole CPU time. Such a cell's timings are left
+    out of timing comparisons; the rest of the run's timings stand."""
+    ok = _ok_cells(cells)
+    if ok is None or "cell_id" not in ok.columns:
+        return {}
+    import pandas as pd
+
+    reasons: dict[str, list[str]] = {}
+
+    def flag(mask, text):
+        for cell_id in ok.loc[mask[mask].index, "cell_id"].astype(str):
+            reasons.setdefault(cell_id, []).append(text)
+
+    sec, iqr = _column(ok, "sec_per_epoch"), _column(ok, "sec_per_epoch_iqr")
+    if sec is not None and iqr is not None:
+        flag(((iqr / sec).where(sec > 0) > SPREAD_LIMIT).fillna(False),
+             f"epoch-time spread above {SPREAD_LIMIT:.0%} of the median")
+    cpus = ((run_json or {}).get("machine") or {}).get("cpu_count")
+    loads = [c for c in (_column(ok, "load_start"), _column(ok, "load_end")) if c is not None]
+    if loads and isinstance(cpus, (int, float)) and cpus > 0:
+        load = pd.concat(loads, axis=1).max(axis=1)
+        if "node" in ok.columns:
+            load = load.where(ok["node"].isna() | (ok["node"].astype(str) == ""))
+        flag((load > cpus + LOAD_MARGIN).fillna(False), f"load average above {cpus + LOAD_MARGIN:g}")
+    steal = _column(ok, "cpu_steal")
+    if steal is not None:
+        flag((steal > STEAL_LIMIT).fillna(False), f"CPU steal above {STEAL_LIMIT:.0%}")
+    return {cell_id: "; ".join(texts) for cell_id, texts in reasons.items()}

@@ -387,3 +387,20 @@ def test_a_run_resumed_on_another_cpu_keeps_its_timings_apart(tmp_path):
     # Every bi cell was timed on the other CPU: no bi/uni timing pair is left.
     slow = {r[0]: r for r in _table_rows(markdown)}["Bidirectional is slow (threshold = 1.5)"]
     assert slow[1] == "inconclusive" and "no configurations" in slow[3]
+
+
+def test_a_cell_with_noisy_timings_is_left_out_not_the_whole_run(tmp_path):
+    run_dir = make_run_folder(tmp_path, cells=("rnn", "lstm"), devices=("cpu",), claims=DECLARED)
+    cells = pd.read_csv(run_dir / "cells.csv")
+    noisy = cells["cell_id"] == "lstm-l2-bi-cpu-s1"
+    cells.loc[noisy, "sec_per_epoch_iqr"] = cells.loc[noisy, "sec_per_epoch"] * 0.5  # epochs spread 50%
+    cells.to_csv(run_dir / "cells.csv", index=False)
+    for path in (run_dir / "cells").glob("lstm-l2-bi-cpu-s1.json"):  # the record is the source of truth
+        record = json.loads(path.read_text())
+        record["sec_per_epoch_iqr"] = record["sec_per_epoch"] * 0.5
+        path.write_text(json.dumps(record))
+    markdown = (build_report(run_dir, tmp_path / "out") / "index.md").read_text()
+    slow = {r[0]: r for r in _table_rows(markdown)}["Bidirectional is slow (threshold = 1.5)"]
+    assert slow[1] == "supported"
+    assert "The timings of 1 of 24 cells are unreliable (epoch-time spread above 20% of the median)" in markdown
+    assert "1 of 24 cells left out for unreliable timings (lstm-l2-bi-cpu-s1)" in markdown
