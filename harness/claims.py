@@ -515,13 +515,14 @@ def _depth_helps(ok, cells, curves, spec: ClaimSpec, baselines, quality) -> Clai
         change = "lower" if r < 1 else "higher"
         text = (f"Each added layer left {SHORT_LABELS[spec.metric]} {ratio_text(r, low, high)} of the shallower "
                 f"network's ({abs(1 - r):.0%} {change}) {at}")
-        others = result.context_table
-        if not others.empty:
-            parts = [f"{SHORT_LABELS[m]} {ratio_text(row.ratio, row.ci_low, row.ci_high)}"
-                     for m, row in zip([m for m in metrics if m != spec.metric], others.itertuples())
-                     if math.isfinite(row.ratio)]
-            if parts:
-                text += "; " + "; ".join(parts)
+        # One contrast, not every measure (those are in the claim's section): training perplexity beside a
+        # held-out one, held-out causal beside training.
+        contrast = "train_ppl" if spec.metric != "train_ppl" else "causal_ppl"
+        others = dict(zip([m for m in metrics if m != spec.metric], result.context_table.itertuples())) \
+            if not result.context_table.empty else {}
+        row = others.get(contrast)
+        if row is not None and math.isfinite(row.ratio):
+            text += f"; {SHORT_LABELS[contrast]} {ratio_text(row.ratio, row.ci_low, row.ci_high)}"
         return text + "."
 
     return _finish(spec, evidence, label, bound, "below", context, notes, sentence)

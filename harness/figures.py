@@ -28,7 +28,8 @@ CELL_MARKERS = {"rnn": "o", "gru": "s", "lstm": "^"}
 DEPTH_STYLES = {1: "-", 2: "--", 3: "-.", 4: ":"}
 MEASURE_COLORS = {"training": "#029e73", "held-out causal": "#d55e00", "held-out teacher-forced": "#cc78bc"}
 BASELINE_STYLES = {"uniform": ":", "unigram": "--", "bigram": "-."}
-DPI = 100
+DPI = 90
+FOREST_DPI = 80  # one forest plot per claim: smaller, so that a report of many claims stays short
 MIB = 1024 * 1024
 
 FIGURES = {
@@ -50,11 +51,11 @@ def depth_style(layers) -> str:
     return DEPTH_STYLES.get(int(layers), (0, (1, 3)))
 
 
-def _save(fig: Figure | None, path: Path) -> Path | None:
+def _save(fig: Figure | None, path: Path, dpi: int = DPI) -> Path | None:
     if fig is None:
         return None
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI)
+    fig.savefig(path, dpi=dpi)
     return path
 
 
@@ -317,7 +318,7 @@ def forest_plot(result: ClaimResult, path: Path) -> Path | None:
     ax.grid(axis="x", color="0.9")
     fig.legend(loc="outside lower center", ncol=2, fontsize=7, frameon=False)
     ax.set_title(result.title, fontsize=10)
-    return _save(fig, path)
+    return _save(fig, path, dpi=FOREST_DPI)
 
 
 def make_figures(cells: pd.DataFrame, epochs: pd.DataFrame, baselines: dict | None, folder: Path

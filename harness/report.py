@@ -266,7 +266,10 @@ def fmt_geo_ci(values, digits: int = 4) -> str:
         return "-"
     if not math.isfinite(low):
         return _sig(mean, digits)
-    return f"{_sig(mean, digits)} [{_sig(low, 3)}, {_sig(high, 3)}]"
+    shown = 3
+    while shown < 7 and _sig(low, shown) == _sig(high, shown):  # seeds that agree closely: more digits
+        shown += 1
+    return f"{_sig(mean, max(digits, shown))} [{_sig(low, shown)}, {_sig(high, shown)}]"
 
 
 def _status_counts(statuses: pd.Series) -> str:
@@ -574,14 +577,16 @@ def build_blocks(data: RunData, results: list[ClaimResult], claims_origin: str, 
                            for k, v in result.spec.to_dict().items() if k != "name")
         method = result.pooled_table["method"].iloc[0] if not result.pooled_table.empty else "-"
         blocks.append(("p", " ".join([*result.notes, f"Pooling: {method}. Parameters: {params}."])))
+        folded = []
         if not result.deciding.empty:
-            blocks.append(("details", f"{result.title}: every configuration",
-                           [("table", evidence_table(result.deciding, result.spec.confidence))]))
+            folded.append(("table", evidence_table(result.deciding, result.spec.confidence)))
         if not result.context_table.empty:
             context = result.evidence[result.evidence["role"] == "context"]
-            blocks.append(("details", f"{result.title}: other measures",
-                           [("table", pooled_table(result.context_table, result.spec.confidence)),
-                            ("table", evidence_table(context, result.spec.confidence))]))
+            folded += [("p", f"{result.title}, other measures: pooled, then per configuration."),
+                       ("table", pooled_table(result.context_table, result.spec.confidence)),
+                       ("table", evidence_table(context, result.spec.confidence))]
+        if folded:
+            blocks.append(("details", f"{result.title}: every configuration and other measures", folded))
 
     blocks.append(("h2", "Learning"))
     blocks.append(("p", learning_sentence(ok, baselines, baselines_note)))

@@ -1,0 +1,45 @@
+"""The studies the README cites are data (results/) and their reports are derived (report/): rendering a
+committed results folder again with today's code gives the verdicts its committed report shows, and the
+example says what the README says it shows."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from harness.report import build_report
+
+ROOT = Path(__file__).resolve().parent.parent
+STUDIES = [p.parent.name for p in sorted(ROOT.glob("report/*/index.md")) if (ROOT / "results" / p.parent.name).is_dir()]
+
+
+def summary(markdown: str) -> dict[str, list[str]]:
+    """The answers table at the top of a report: claim -> its row."""
+    rows = []
+    for line in markdown.splitlines():
+        if line.startswith("|"):
+            rows.append([c.strip() for c in line.strip("|").split("|")])
+        elif rows:
+            break
+    return {row[0]: row for row in rows[2:]}
+
+
+@pytest.mark.parametrize("name", STUDIES)
+def test_rendering_a_committed_study_again_gives_its_verdicts(name, tmp_path):
+    committed = summary((ROOT / "report" / name / "index.md").read_text())
+    again = summary((build_report(ROOT / "results" / name, tmp_path / name) / "index.md").read_text())
+    assert {claim: row[1] for claim, row in again.items()} == {claim: row[1] for claim, row in committed.items()}
+
+
+@pytest.mark.skipif("example" not in STUDIES, reason="results/example is not committed")
+def test_the_example_answers_as_the_readme_says(tmp_path):
+    markdown = (build_report(ROOT / "results" / "example", tmp_path / "example") / "index.md").read_text()
+    answers = summary(markdown)
+    assert answers["Bidirectional is slow"][1] == "supported"
+    assert "unigram (letter frequencies)" in markdown
+    assert re.search(r"\d+ of \d+ finished cells did not learn", markdown) or "Every one of the" in markdown
+    # No interval of zero width anywhere: [a, b] with a == b as printed.
+    for low, high in re.findall(r"\[(-?[\d.,]+), (-?[\d.,]+)\]", markdown):
+        assert low != high, (low, high)
