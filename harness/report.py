@@ -269,6 +269,8 @@ def fmt_geo_ci(values, digits: int = 4) -> str:
     shown = 3
     while shown < 7 and _sig(low, shown) == _sig(high, shown):  # seeds that agree closely: more digits
         shown += 1
+    if _sig(low, shown) == _sig(high, shown):
+        return f"{_sig(mean, digits)} (seeds equal)"  # no interval of zero width
     return f"{_sig(mean, max(digits, shown))} [{_sig(low, shown)}, {_sig(high, shown)}]"
 
 
