@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from harness import ab_stats  # noqa: E402
+from harness import stats  # noqa: E402
 from harness.speed_output import markdown_table  # noqa: E402
 
 RULES = ("estimate", "interval")
@@ -84,8 +84,8 @@ def flagged(result: dict, rule: str, threshold: float, alpha: float, unit: str =
     """(any regression, any improvement) over the trial's cells and the pool, decided again; ``unit``:
     "rounds" (the units of two rounds, as harness ab decides) or "runs" (their mean per process pair)."""
     samples = [c["units"] if unit == "rounds" else run_means(c) for c in result["cells"]]
-    decisions = [ab_stats.decide(x, threshold, alpha, rule) for x in samples]
-    decisions.append(ab_stats.decide([u for x in samples for u in x], threshold, alpha, rule))
+    decisions = [stats.decide(x, threshold, alpha, rule) for x in samples]
+    decisions.append(stats.decide([u for x in samples for u in x], threshold, alpha, rule))
     return (any(d.verdict == "regression" for d in decisions), any(d.verdict == "improvement" for d in decisions))
 
 

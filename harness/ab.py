@@ -6,7 +6,7 @@ side (``harness.ab_worker`` of that side's code) and lets them train one epoch a
 A B B A A B ..., so that the two epochs of a round see the same seconds of the machine: on a shared
 machine whose speed moves by a third between few-minute windows, interleaving cancels what comparing two
 suite runs (``harness compare``) cannot. The unit is the pair of adjacent epochs, one per side, warm-up
-excluded; the decision on their log-ratios is ``harness.ab_stats``.
+excluded; the decision on their log-ratios is ``harness.stats``.
 
 Each side's results go to a normal results folder (``OUT/base``, ``OUT/new``), written with the runner's
 own functions, so ``show``, ``report`` and ``compare`` read them.
@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import ab_stats
+from . import stats
 from .compare import Threshold, cell_labels, match_key
 from .errors import HarnessError
 from .suite import GridCell, expand, filter_cells, load_suite
@@ -308,9 +308,9 @@ class CellOutcome:
     label: str
     cell_ids: list[str]
     pairs: list[tuple[float, float]]  # (base s, new s) per timed round, all runs (seeds) in turn
-    units: list[float]  # mean log-ratio of two consecutive rounds of one run (ab_stats.abba_units)
+    units: list[float]  # mean log-ratio of two consecutive rounds of one run (stats.abba_units)
     statuses: list[str]  # "base/new" status per run
-    decision: ab_stats.Decision
+    decision: stats.Decision
 
 
 @dataclass
@@ -323,7 +323,7 @@ class Outcome:
     rule: str
     rounds: int
     cells: list[CellOutcome]
-    pooled: ab_stats.Decision
+    pooled: stats.Decision
     wall_s: float
     not_compared: list[str]
     load: tuple[float | None, float | None] = (None, None)  # 1-minute load average at the start and end
@@ -342,7 +342,7 @@ class Outcome:
 
     @property
     def exit_code(self) -> int:
-        return ab_stats.exit_code([c.decision.verdict for c in self.cells] + [self.pooled.verdict])
+        return stats.exit_code([c.decision.verdict for c in self.cells] + [self.pooled.verdict])
 
     def count(self, verdict: str) -> int:
         return sum(c.decision.verdict == verdict for c in self.cells)
@@ -358,7 +358,7 @@ class Outcome:
 
     def summary(self) -> str:
         p = self.pooled
-        counts = ", ".join(f"{self.count(v)} {v}" for v in ab_stats.VERDICTS if self.count(v))
+        counts = ", ".join(f"{self.count(v)} {v}" for v in stats.VERDICTS if self.count(v))
         return (f"{self.word}: pooled new/base {_fixed(p.ratio)} [{_fixed(p.low)}, {_fixed(p.high)}] over {p.n} "
                 f"units ({p.verdict}); cells: {counts or 'none'} (threshold {self.threshold}, alpha {self.alpha:g}, "
                 f"rule {self.rule})")
@@ -430,7 +430,7 @@ def _run_info(suite, side: Side, cells: list[GridCell], argv: list[str], calibra
 
 def run_ab(suite_path: str, base_rev: str | None = None, new_rev: str | None = None, base_sets=(), new_sets=(),
            only=(), rounds: int = DEFAULT_ROUNDS, threshold="10%", alpha: float = 0.01,
-           rule: str = ab_stats.DEFAULT_RULE, out=None, repo=None, argv=None, stream=None) -> Outcome:
+           rule: str = stats.DEFAULT_RULE, out=None, repo=None, argv=None, stream=None) -> Outcome:
     """Run the interleaved check and decide (see the module's docstring)."""
     from .runner import RunDir, _calibrate
     from .store import write_json_atomic
@@ -495,7 +495,7 @@ def _progress_line(n: int, total: int, cell: GridCell, result: PairResult) -> st
     base, new = result.records
     line = f"[{n}/{total}] {cell.cell_id}: base {base.get('status')}, new {new.get('status')}"
     if result.pairs:
-        ratio = ab_stats.decide_pairs([a for a, _ in result.pairs], [b for _, b in result.pairs], 0, 0.5).ratio
+        ratio = stats.decide_pairs([a for a, _ in result.pairs], [b for _, b in result.pairs], 0, 0.5).ratio
         line += (f", {len(result.pairs)} rounds, base {_median([a for a, _ in result.pairs]):.3f} s, "
                  f"new {_median([b for _, b in result.pairs]):.3f} s per epoch, new/base {ratio:.3f}")
     return line
@@ -520,11 +520,11 @@ def decide_outcome(suite: str, sides, out: Path, results, threshold: Threshold, 
         pairs = [p for r in compared for p in r.pairs]
         # Units within each run only: two rounds of different processes do not form an ABBA unit.
         units = [u for r in compared
-                 for u in ab_stats.abba_units(ab_stats.log_ratios([a for a, _ in r.pairs], [b for _, b in r.pairs]))]
-        decision = ab_stats.decide(units, threshold.fraction, alpha, rule)
+                 for u in stats.abba_units(stats.log_ratios([a for a, _ in r.pairs], [b for _, b in r.pairs]))]
+        decision = stats.decide(units, threshold.fraction, alpha, rule)
         cells.append(CellOutcome(label, [a.cell_id for a, _, _, _ in members], pairs, units,
                                  [f"{s[0]}/{s[1]}" for *_, s in members], decision))
-    pooled = ab_stats.decide([u for c in cells for u in c.units], threshold.fraction, alpha, rule)
+    pooled = stats.decide([u for c in cells for u in c.units], threshold.fraction, alpha, rule)
     return Outcome(suite, sides, out, threshold, alpha, rule, rounds, cells, pooled, wall_s, not_compared)
 
 

@@ -13,7 +13,7 @@ import textwrap
 import pandas as pd
 import pytest
 
-from harness import ab_stats
+from harness import stats
 from harness.ab import resolve_revision, worktree
 from harness.cli import main as cli
 from harness.compare import read_run
@@ -37,7 +37,7 @@ def new_side(factor: float) -> list[float]:
 
 
 def test_clear_regression_despite_the_drift():
-    d = ab_stats.decide_pairs(BASE, new_side(1.30))
+    d = stats.decide_pairs(BASE, new_side(1.30))
     assert d.verdict == "regression"
     assert d.ratio == pytest.approx(1.30, rel=0.02)
     assert 1.1 < d.low < d.ratio < d.high < 1.4
@@ -45,82 +45,82 @@ def test_clear_regression_despite_the_drift():
 
 
 def test_noise_only_is_no_change():
-    d = ab_stats.decide_pairs(BASE, new_side(1.0))
+    d = stats.decide_pairs(BASE, new_side(1.0))
     assert d.verdict == "no change"
     assert 1 / 1.1 < d.low < 1 < d.high < 1.1
 
 
 def test_improvement_mirrors_a_regression():
-    d = ab_stats.decide_pairs(BASE, new_side(1 / 1.30))
+    d = stats.decide_pairs(BASE, new_side(1 / 1.30))
     assert d.verdict == "improvement"
     assert d.ratio == pytest.approx(1 / 1.30, rel=0.02)
     assert d.high < 1
 
 
 def test_too_few_rounds():
-    d = ab_stats.decide_pairs(BASE[:5], new_side(2.0)[:5])
+    d = stats.decide_pairs(BASE[:5], new_side(2.0)[:5])
     assert d.verdict == "too few rounds" and d.n == 2 and math.isnan(d.low)
-    assert ab_stats.exit_code([d.verdict]) == 2
-    assert ab_stats.decide([]).verdict == "too few rounds"
+    assert stats.exit_code([d.verdict]) == 2
+    assert stats.decide([]).verdict == "too few rounds"
 
 
 def test_the_cost_of_going_second_cancels_in_a_unit_of_two_rounds():
     # Rounds alternate new-first and base-first; whoever goes second is 6% slower.
     second = [1.06 if i % 2 == 0 else 1 / 1.06 for i in range(len(BASE))]  # base second in even rounds
     new = [b * s * j for b, s, j in zip(BASE, second, JITTER)]
-    assert ab_stats.abba_units([0.1, -0.1, 0.3, -0.1, 7.0]) == pytest.approx([0.0, 0.1])
-    by_unit = ab_stats.decide_pairs(BASE, new)
-    by_pair = ab_stats.decide(ab_stats.log_ratios(BASE, new))
+    assert stats.abba_units([0.1, -0.1, 0.3, -0.1, 7.0]) == pytest.approx([0.0, 0.1])
+    by_unit = stats.decide_pairs(BASE, new)
+    by_pair = stats.decide(stats.log_ratios(BASE, new))
     assert by_unit.verdict == "no change" and by_unit.high - by_unit.low < (by_pair.high - by_pair.low) / 3
 
 
 def test_significant_but_smaller_than_the_threshold_is_no_change():
-    d = ab_stats.decide_pairs(BASE, new_side(1.03))
+    d = stats.decide_pairs(BASE, new_side(1.03))
     assert d.low > 1  # real...
     assert d.verdict == "no change"  # ...but within 10%
 
 
 def test_large_but_uncertain_is_undecided():
     wild = [0.9, 1.6, 1.1, 1.5, 0.95, 1.45]  # a 20% slowdown on average, pairs disagreeing widely
-    d = ab_stats.decide([math.log(r) for r in wild])
+    d = stats.decide([math.log(r) for r in wild])
     assert d.ratio > 1.1 and d.low < 1
     assert d.verdict == "undecided"
 
 
 def test_the_interval_rule_asks_the_whole_interval_beyond_the_threshold():
     ratios = [math.log(1.12 * j) for j in JITTER[:5]]  # 12% slower, interval roughly [1.09, 1.15]
-    by_estimate = ab_stats.decide(ratios, rule="estimate")
-    by_interval = ab_stats.decide(ratios, rule="interval")
+    by_estimate = stats.decide(ratios, rule="estimate")
+    by_interval = stats.decide(ratios, rule="interval")
     assert by_estimate.verdict == "regression"
     assert by_interval.low < 1.1 and by_interval.verdict == "undecided"
-    assert ab_stats.decide(ratios, threshold=0.05, rule="interval").verdict == "regression"
+    assert stats.decide(ratios, threshold=0.05, rule="interval").verdict == "regression"
 
 
 def test_identical_ratios_need_no_scipy_interval():
-    d = ab_stats.decide([math.log(1.5)] * 4)
+    d = stats.decide([math.log(1.5)] * 4)
     assert d.low == d.high == pytest.approx(1.5) and d.verdict == "regression"
-    assert ab_stats.decide([0.0] * 4).verdict == "no change"
+    assert stats.decide([0.0] * 4).verdict == "no change"
 
 
 def test_log_ratios_leave_out_pairs_without_a_ratio():
-    assert ab_stats.log_ratios([1.0, 0.0, 2.0, float("nan")], [2.0, 1.0, 2.0, 1.0]) == [math.log(2.0), 0.0]
+    assert stats.log_ratios([1.0, 0.0, 2.0, float("nan")], [2.0, 1.0, 2.0, 1.0]) == [math.log(2.0), 0.0]
     with pytest.raises(ValueError):
-        ab_stats.log_ratios([1.0], [1.0, 2.0])
+        stats.log_ratios([1.0], [1.0, 2.0])
 
 
 def test_exit_codes_follow_compare():
-    assert ab_stats.exit_code(["no change", "regression", "too few rounds"]) == 1
-    assert ab_stats.exit_code(["no change", "undecided", "too few rounds"]) == 0
-    assert ab_stats.exit_code(["improvement"]) == 0
-    assert ab_stats.exit_code(["too few rounds", "too few rounds"]) == 2
-    assert ab_stats.exit_code([]) == 2
+    assert stats.exit_code(["no change", "regression", "too few rounds"]) == 1
+    assert stats.exit_code(["no change", "undecided", "too few rounds"]) == 0
+    assert stats.exit_code(["improvement"]) == 0
+    assert stats.exit_code(["too few rounds", "too few rounds"]) == 2
+    assert stats.exit_code([]) == 2
 
 
 def test_bad_arguments_are_refused():
     with pytest.raises(ValueError):
-        ab_stats.decide([0.0] * 5, alpha=1.5)
+        stats.decide([0.0] * 5, alpha=1.5)
     with pytest.raises(ValueError):
-        ab_stats.decide([0.0] * 5, rule="median")
+        stats.decide([0.0] * 5, rule="median")
 
 
 # ------------------------------------------------------------------------------------------ revisions
@@ -247,7 +247,7 @@ def test_tiny_ab_writes_two_run_folders_and_its_outputs(tmp_path, capsys):
     for c in result["cells"]:
         assert c["runs"] == [f"{c['cell']}-s0", f"{c['cell']}-s1"] and c["statuses"] == ["ok/ok", "ok/ok"]
         assert len(c["pairs"]) == 8 and c["n"] == len(c["units"]) == 4  # 4 timed rounds x 2 seeds, in units of 2
-        assert c["low"] <= c["ratio"] <= c["high"] and c["verdict"] in ab_stats.VERDICTS
+        assert c["low"] <= c["ratio"] <= c["high"] and c["verdict"] in stats.VERDICTS
     assert result["pooled"]["n"] == 8 and result["new"]["sets"] == ["model.hidden=12"]
     assert len(result["load_average"]) == 2 and result["base"]["commit"] == result["new"]["commit"]
     assert captured.out.splitlines()[-1].startswith(result["verdict"].upper() + ": pooled new/base")
