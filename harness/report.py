@@ -379,7 +379,7 @@ def evidence_table(evidence: pd.DataFrame, confidence: float = 0.95) -> pd.DataF
         })
         if "flops_ratio" in row and math.isfinite(row.get("flops_ratio", math.nan)):
             out["FLOPs ratio"] = f"x{row['flops_ratio']:.3g}"
-        out["outcome"] = row["outcome"] if row["counted"] or row["bearing"] != "supports" else row["outcome"]
+        out["outcome"] = row["outcome"]
         rows.append(out)
     return pd.DataFrame(rows)
 

@@ -84,21 +84,26 @@ def longest_repeat(text: str) -> int:
     return best
 
 
-def is_degenerate(text: str) -> bool:
-    text = text if isinstance(text, str) else ""
+def _degenerate(text: str, packed: float, repeat: int, distinct: float) -> bool:
     if not text.strip():
         return True
-    words = _words(text, True)
-    return (compression(text) < DEGENERATE_COMPRESSION
-            or longest_repeat(text) >= DEGENERATE_REPEAT * len(text)
-            or (len(words) >= 4 and distinct_share(text) <= 0.5))
+    return (packed < DEGENERATE_COMPRESSION or repeat >= DEGENERATE_REPEAT * len(text)
+            or (len(_words(text, True)) >= 4 and distinct <= 0.5))
+
+
+def is_degenerate(text: str) -> bool:
+    text = text if isinstance(text, str) else ""
+    return _degenerate(text, compression(text), longest_repeat(text), distinct_share(text))
 
 
 def measure(text: str, corpus_words: set[str] | None) -> dict:
-    """Every measure of one generated text (``word_share`` NaN only when the corpus is unavailable)."""
+    """Every measure of one generated text (``word_share`` NaN only when the corpus is unavailable); each
+    is computed once, the degenerate flag from the others."""
+    text = text if isinstance(text, str) else ""
+    packed, repeat, distinct = compression(text), longest_repeat(text), distinct_share(text)
     return {"word_share": word_share(text, corpus_words) if corpus_words else math.nan,
-            "distinct_share": distinct_share(text), "compression": compression(text),
-            "longest_repeat": float(longest_repeat(text)), "degenerate": float(is_degenerate(text))}
+            "distinct_share": distinct, "compression": packed, "longest_repeat": float(repeat),
+            "degenerate": float(_degenerate(text, packed, repeat, distinct))}
 
 
 MEASURES = ("word_share", "distinct_share", "compression", "longest_repeat", "degenerate")
