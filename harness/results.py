@@ -178,12 +178,17 @@ class RunDir:
         counts as not run."""
         return read_records(self.path)[0]
 
-    def store(self, cell, record: dict, calibration: dict | None) -> None:
-        """Write ``cell``'s (a ``GridCell``) record, with its id, axes and configuration."""
+    def store(self, cell, record: dict, calibration: dict | None, run_facts: dict | None = None) -> None:
+        """Write ``cell``'s (a ``GridCell``) record, with its id, axes and configuration. ``calibration``:
+        the machine's speed now, for the FLOP utilisation; ``run_facts``: the run's own facts (start, machine,
+        calibration of its first part: ``RUN_FACTS``), kept in every record so that a run folder whose run.json
+        is lost can get them back (``run_facts_from_records``)."""
         record = dict(record)
         record["cell_id"] = cell.cell_id
         record["axes"] = cell.axes
         record["config"] = cell.config.model_dump(mode="json")
+        if run_facts:
+            record["run"] = {k: run_facts[k] for k in RUN_FACTS if k in run_facts}
         # The calibration was measured on this machine: it says nothing of a cell that ran on another node.
         ran_here = not record.get("node") or record["node"].get("hostname") == socket.gethostname()
         from .calibrate import flops_utilization  # torch: only where a cell is stored
@@ -202,6 +207,22 @@ class RunDir:
         record = read_json_object(self.cell_path(cell_id))
         if rebuild or not append_tables(self.path, cell_id, record):
             self.rebuild_tables(order)
+
+
+# The facts of a run that its cell records carry too (``RunDir.store``).
+RUN_FACTS = ("started", "command", "git", "machine", "executor", "calibration")
+
+
+def run_facts_from_records(records: dict[str, dict]) -> dict | None:
+    """The run's facts (``RUN_FACTS``) as its stored cell records carry them: those of the earliest start
+    among them (a run folder filled by two runs whose run.json is gone is taken for the first). None when
+    no record carries them (records stored before they did)."""
+    carried = [r["run"] for r in records.values()
+               if isinstance(r.get("run"), dict) and isinstance(r["run"].get("started"), str)]
+    if not carried:
+        return None
+    first = min(carried, key=lambda facts: facts["started"])  # ISO times in UTC sort as text
+    return {k: first[k] for k in RUN_FACTS if k in first}
 
 
 # --- writing the tables --------------------------------------------------------------------------------

@@ -209,6 +209,7 @@ def test_a_killed_runners_cell_folder_is_removed_by_the_next_run(tmp_path):
 def test_without_run_json_only_records_of_the_same_configuration_are_adopted(stored_run, tmp_path):
     out = tmp_path / "run"
     shutil.copytree(stored_run, out)
+    original = json.loads((out / "run.json").read_text())
     (out / "run.json").unlink()
     suite = write_suite(tmp_path, "description: first\nmatrix: {seed: [0, 1]}\n", name="again.yaml")
     other = harness("run", suite, "--out", out, "--set", "model.hidden=16", "--no-report", cwd=tmp_path)
@@ -217,3 +218,25 @@ def test_without_run_json_only_records_of_the_same_configuration_are_adopted(sto
     assert "(model.hidden 8 -> 16)" in other.stderr and not (out / "run.json").exists()
     same = harness("run", suite, "--out", out, "--no-report", cwd=tmp_path)
     assert same.returncode == 0 and "2 of 2 cells already stored" in same.stderr, same.stderr
+    assert "run.json is missing; the run's start" in same.stderr
+    # The original run's facts come back from its records; this part is recorded as a resume.
+    info = json.loads((out / "run.json").read_text())
+    for key in ("started", "machine", "git", "command", "calibration"):
+        assert info[key] == original[key], key
+    assert info["recovered"]["records"] == 2 and len(info["resumes"]) == 1
+
+
+def test_without_run_json_or_run_facts_in_the_records_the_start_is_unknown(stored_run, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(stored_run, out)
+    (out / "run.json").unlink()
+    for path in (out / "cells").glob("*.json"):  # records stored before they carried the run's facts
+        record = json.loads(path.read_text())
+        del record["run"]
+        path.write_text(json.dumps(record))
+    suite = write_suite(tmp_path, "description: first\nmatrix: {seed: [0, 1]}\n", name="again.yaml")
+    proc = harness("run", suite, "--out", out, "--no-report", cwd=tmp_path)
+    assert proc.returncode == 0 and "do not say when the run started" in proc.stderr, proc.stderr
+    info = json.loads((out / "run.json").read_text())
+    assert info["started"] is None and info["recovered"]["facts"] is False
+    assert info["calibration"]["cpu"]["flops_per_sec"] > 0  # measured now, in place of the lost one
