@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from .config import FIELDS, CellConfig
+from .cost import estimate_seconds
 from .errors import HarnessError
 # The run folder and its tables are the results module's; imported here for the runner's callers too.
 from .results import (EXTRA_COLUMNS, LOAD_COLUMNS, RESULT_COLUMNS, RunDir, append_tables,  # noqa: F401
@@ -624,25 +625,6 @@ def _calibrate(cells: list[GridCell]) -> dict:
     threads = max((c.config.threads or 0 for c in cells), default=0) or None
     counts = sorted({c.config.threads for c in cells if c.config.device == "cpu"}, key=lambda t: t or 0)
     return calibrate(devices, threads, thread_counts=counts)
-
-
-def estimate_seconds(config: CellConfig) -> float:
-    """A rough a-priori cost of a cell, for --dry-run: analytic FLOPs at a typical achieved rate plus a
-    per-step overhead per layer and direction (both fitted to 2-core CPU runs)."""
-    from .flops import training_flops
-
-    vocab = 28
-    tokens = (config.max_tokens // (config.batch_size * config.num_steps)) * config.batch_size * config.num_steps
-    directions = 2 if config.direction == "bi" else 1
-    flops = training_flops(vocab, config.cell, config.layers, config.direction == "bi", config.hidden, tokens)
-    steps = tokens // (config.batch_size * config.num_steps)
-    if config.device == "cuda":
-        per_epoch = flops / 20e12 + steps * config.layers * 0.6e-3
-    else:
-        per_epoch = flops / 70e9 + steps * config.layers * directions * config.num_steps * 40e-6
-    evals = (config.epochs // config.eval_every if config.eval_every else 0) + 1
-    eval_cost = evals * per_epoch * 0.05 * config.val_tokens * config.num_steps / max(tokens, 1)
-    return config.epochs * per_epoch + eval_cost + 3.0
 
 
 def iter_cells_table(cells: Iterable[GridCell]) -> list[dict]:

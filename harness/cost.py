@@ -1,0 +1,62 @@
+"""A cell's training time, estimated before it runs (``list``, ``run --dry-run``, the runner's ETA).
+
+Torch-free arithmetic. On a CPU an epoch costs its FLOPs at an effective rate plus a fixed cost per time
+step of every layer and direction (the recurrence runs step by step, and those steps' small products and
+kernel calls dominate a small network), which differs by cell type and grows with the hidden size. A
+held-out evaluation costs multiples of the same two parts, larger for bidirectional cells (their causal
+perplexity is computed step by step). Fitted to quiet runs on a 2-core CPU: the timing pass of the
+lesson's grid (``results/full-cpu-timing``, hidden 256, two threads; every configuration's median epoch
+within 25%), ``results/example`` (hidden 64) and the quiet cells of ``results/full-cpu`` (one thread, with
+evaluations). Rough by design: a machine of another kind is faster or slower as a whole, which the
+runner's ETA corrects as cells finish.
+"""
+
+from __future__ import annotations
+
+from .flops import training_flops
+
+VOCAB = 28  # a-z, space and the unknown token
+CPU_FLOPS_PER_SEC = 235e9  # effective, two threads
+# Per time step of one layer and direction: a fixed part and one proportional to the hidden size.
+CPU_STEP_SEC = {"rnn": (33e-6, 80e-6), "gru": (87e-6, 257e-6), "lstm": (2e-6, 165e-6)}  # (fixed, per 256 hidden)
+ONE_THREAD_FACTOR = 1.4  # one thread against two: 1.1-1.6x on the grid's LSTM and GRU cells
+# One held-out evaluation of EVAL_TOKENS tokens, as multiples of an epoch's (arithmetic, step) parts.
+EVAL_PARTS = {"uni": (8.6, 1.35), "bi": (19.0, 2.8)}
+EVAL_TOKENS = 5000
+CELL_START_SEC = 1.5  # data and model set-up in the cell's process
+CUDA_FLOPS_PER_SEC, CUDA_STEP_SEC = 20e12, 0.6e-3  # a guess: no CUDA run has been timed with this model
+
+
+def _epoch_parts(config) -> tuple[float, float]:
+    """(arithmetic, per-step) seconds of one epoch of ``config`` (a ``CellConfig``)."""
+    window = config.batch_size * config.num_steps
+    tokens = (config.max_tokens // window) * window
+    directions = 2 if config.direction == "bi" else 1
+    flops = training_flops(VOCAB, config.cell, config.layers, config.direction == "bi", config.hidden, tokens)
+    if config.device == "cuda":
+        return flops / CUDA_FLOPS_PER_SEC, (tokens // window) * config.layers * CUDA_STEP_SEC
+    fixed, per_256 = CPU_STEP_SEC[config.cell]
+    steps = (tokens // window) * config.num_steps * config.layers * directions
+    scale = ONE_THREAD_FACTOR if config.threads == 1 else 1.0
+    return scale * flops / CPU_FLOPS_PER_SEC, scale * steps * (fixed + per_256 * config.hidden / 256)
+
+
+def epoch_seconds(config) -> float:
+    """Estimated seconds of one training epoch of ``config``."""
+    return sum(_epoch_parts(config))
+
+
+def evaluations(config) -> int:
+    """How many held-out evaluations a cell runs: every ``eval_every`` epochs and after the last."""
+    if not config.val_tokens:
+        return 0
+    every = config.eval_every
+    return (config.epochs // every if every else 0) + (1 if not every or config.epochs % every else 0)
+
+
+def estimate_seconds(config) -> float:
+    """Estimated seconds of the whole cell: its epochs, its held-out evaluations and its set-up."""
+    arithmetic, steps = _epoch_parts(config)
+    a, b = EVAL_PARTS[config.direction]
+    per_eval = (a * arithmetic + b * steps) * config.val_tokens / EVAL_TOKENS
+    return config.epochs * (arithmetic + steps) + evaluations(config) * per_eval + CELL_START_SEC
