@@ -390,11 +390,24 @@ def machine_label(node: str) -> str:
     return f"{host}: {cpu or '?'}" + (f", {gpu}" if gpu else "")
 
 
+def cell_machines(cells: pd.DataFrame) -> pd.Series:
+    """Per cell, the machine it ran on as ``host|cpu|gpu``: a Ray run's ``node`` column, else the cell's own
+    ``hostname``, ``cpu_model`` and ``gpu_name`` (a run resumed elsewhere has cells of two machines); empty
+    where not recorded."""
+    def column(name):
+        if name not in cells:
+            return pd.Series("", index=cells.index, dtype=object)
+        return cells[name].astype(object).where(cells[name].notna(), "").astype(str)
+
+    own = column("hostname") + "|" + column("cpu_model") + "|" + column("gpu_name")
+    own = own.where(own != "||", "")
+    node = column("node")
+    return node.where(node != "", own)
+
+
 def run_machines(cells: pd.DataFrame) -> list[str]:
-    """The machines the cells ran on, from the ``node`` column (Ray runs); empty when not recorded."""
-    if "node" not in cells:
-        return []
-    return sorted({str(n) for n in cells["node"].dropna() if str(n)})
+    """The machines the cells ran on (``cell_machines``); empty when not recorded."""
+    return sorted({m for m in cell_machines(cells) if m})
 
 
 def timings_by_machine(cells: pd.DataFrame) -> pd.DataFrame:
@@ -404,11 +417,12 @@ def timings_by_machine(cells: pd.DataFrame) -> pd.DataFrame:
     if len(run_machines(cells)) < 2:
         return pd.DataFrame()
     keys = configuration_keys(cells)
-    frame = cells[cells["node"].notna() & (cells["node"].astype(str) != "")].copy()
+    frame = cells.assign(machine_label=cell_machines(cells))
+    frame = frame[frame["machine_label"] != ""].copy()
     for column in ("sec_per_epoch", "tokens_per_sec"):
         frame[column] = pd.to_numeric(frame[column], errors="coerce") if column in frame else np.nan
     rows = []
-    for key, group in frame.groupby(["node", *keys], dropna=False, sort=True):
+    for key, group in frame.groupby(["machine_label", *keys], dropna=False, sort=True):
         ok = group[group["status"] == "ok"]
         sec, rate = ok["sec_per_epoch"], ok["tokens_per_sec"]
         row = {"machine": machine_label(key[0])}
@@ -529,7 +543,7 @@ def provenance(data: RunData, baselines_note: str) -> list[tuple[str, str]]:
     if len(models) > 1:
         facts.append(("CPU models", f"{', '.join(models)}: timings are compared only between cells of one model"))
     machines = run_machines(cells)
-    if machines:
+    if len(machines) > 1 or "node" in cells and machines:
         facts.append(("cells ran on", "; ".join(machine_label(m) for m in machines)))
     return facts
 

@@ -6,6 +6,8 @@ import pandas as pd
 
 from harness.report import build_report, load_run, machine_label, run_machines, timings_by_machine
 
+from harness.results import RunDir
+
 from fixtures import make_run_folder
 
 A = "host-a|Fixture CPU A|"
@@ -62,3 +64,25 @@ def test_node_of_cells_read_from_records_only_is_the_csv_label(tmp_path):
     record["node"] = {"hostname": "host-b", "cpu_model": "Fixture CPU B", "gpu_name": "NVIDIA H100"}
     path.write_text(json.dumps(record))
     assert run_machines(load_run(run_dir).cells) == [A, B]
+
+
+def test_a_run_resumed_on_a_machine_with_another_cpu_keeps_its_timings_apart(tmp_path):
+    # A local run (no node column) whose second part ran on a machine of another CPU model: each cell's
+    # own hostname and cpu_model say where it ran.
+    run_dir = make_run_folder(tmp_path, cells=("rnn",), layers=(1,), directions=("uni", "bi"), devices=("cpu",),
+                              seeds=(0, 1, 2, 3), claims=["bidirectional_slow"])
+    for path in (run_dir / "cells").glob("*.json"):  # the records are the source of truth: edit them
+        record = json.loads(path.read_text())
+        second_part = record["seed"] >= 2
+        record.update(hostname="vm", cpu_model="Fixture CPU B" if second_part else "Fixture CPU A")
+        if second_part:
+            record["sec_per_epoch"] *= 3  # a slower machine: pooled, its seeds would look noisy
+        path.write_text(json.dumps(record))
+    RunDir(run_dir).rebuild_tables()
+    assert run_machines(pd.read_csv(run_dir / "cells.csv")) == ["vm|Fixture CPU A|", "vm|Fixture CPU B|"]
+    text = (build_report(run_dir, tmp_path / "report") / "index.md").read_text()
+    section = text.split("### Appendix: Timings by machine", 1)[1].split("\n### ", 1)[0]
+    assert "vm: Fixture CPU A" in section and "vm: Fixture CPU B" in section
+    assert "timings are compared only between cells of one model" in text
+    evidence = text.split("Bidirectional", 1)[1]
+    assert "Fixture CPU A" in evidence and "Fixture CPU B" in evidence  # one comparison per machine
