@@ -18,7 +18,8 @@ the claim's verdict follows from where that interval lies against the claim's th
 A cell "did not learn" when its best held-out causal perplexity is not below the unigram baseline (the
 perplexity of letter frequencies, ``harness.baselines``). A perplexity comparison in which neither side
 learned is shown but not pooled; one in which only one side learned counts (a real effect of depth or
-direction at that budget). Everything here is pure: tables in, verdicts and evidence out.
+direction at that budget). Everything here is pure: tables in, verdicts and evidence out, as data (why a
+verdict is what it is, notes, the numbers a sentence quotes); ``harness.claim_wording`` says them in words.
 """
 
 from __future__ import annotations
@@ -33,29 +34,28 @@ from . import text_measures
 from .claim_specs import (BEST_METRIC, CLAIM_NAMES, COST_METRICS, PPL_METRICS, ClaimSpec, default_claim,
                           default_claims, parse_claims)
 from .config import FIELDS, GRID_KEYS
-from .stats import (EMPTY_POOL, Effect, Pooled, Replicates, configuration_effect, log_interval, pool,
-                    pooled_spread, sign_test, t_interval)
+from .stats import (EMPTY_POOL, RESOLUTION, Effect, Pooled, Replicates, configuration_effect, log_interval,
+                    pool, pooled_spread, sign_test, t_interval)
 
-__all__ = ["CLAIM_NAMES", "ClaimSpec", "ClaimResult", "default_claim", "default_claims", "evaluate_claims",
-           "parse_claims", "t_interval", "log_interval"]
+__all__ = ["CLAIM_NAMES", "ClaimSpec", "ClaimResult", "Note", "Why", "default_claim", "default_claims",
+           "evaluate_claims", "parse_claims", "t_interval", "log_interval"]
 
 SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE = "supported", "not supported", "inconclusive"
 SUPPORTS, CONTRADICTS, UNCLEAR, INSUFFICIENT, NOT_COUNTED = (
     "supports", "contradicts", "unclear", "no interval", "not counted")
 
-METRIC_LABELS = {
-    "causal_ppl": "held-out causal perplexity",
-    BEST_METRIC: "best held-out causal perplexity (any evaluation)",
-    "val_ppl": "held-out teacher-forced perplexity",
-    "train_ppl": "training perplexity",
-    "sec_per_epoch": "seconds per epoch",
-    "peak_mem_bytes": "peak memory",
-    "sec_per_flop": "seconds per FLOP",
-    "leak": "causal / teacher-forced held-out perplexity",
-}
-SHORT_LABELS = {"causal_ppl": "held-out causal ppl", BEST_METRIC: "best held-out causal ppl", "val_ppl": "teacher-forced ppl", "train_ppl": "training ppl",
-                "sec_per_epoch": "s/epoch", "peak_mem_bytes": "peak memory", "sec_per_flop": "s/FLOP",
-                "leak": "causal / teacher-forced"}
+# What a comparison divides (compared / reference): the ``comparison`` column of the evidence and pooled
+# tables. A depth configuration names its step ("1 -> 2 layers"); its pooled rows pool every step.
+DEEPER = "deeper / shallower"
+BI_UNI = "bi / uni"
+
+
+def leak_comparison(direction: str) -> str:
+    """The comparison of one direction's held-out causal against teacher-forced perplexity (the leak)."""
+    return f"{direction}: causal / teacher-forced"
+
+
+ENOUGH_SEEDS = 3  # seeds per configuration a claim should rest on; fewer gets a note
 
 GRID_AXES = tuple(k for k in GRID_KEYS if k != "seed")  # seeds are the replicates, not an axis
 MACHINE = "machine"
@@ -216,17 +216,54 @@ def best_causal(cells: pd.DataFrame, curves: dict) -> pd.Series:
 # --- results ---------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Why:
+    """Why a verdict is what it is. ``kind`` and its ``values``:
+
+    - ``no_configurations``: nothing to compare;
+    - ``no_finished_cells``, ``one_depth`` (``directions``): depth_helps has no two depths to compare;
+    - ``did_not_learn`` (``comparisons``): in every comparison neither side learned;
+    - ``too_few_seeds``: no comparison had the seeds to count;
+    - ``one_seed_one_configuration``: one configuration of single seeds, so no interval;
+    - ``interval_above``, ``interval_below``, ``interval_includes`` (``low``, ``high``, ``bound`` on the
+      ratio scale; ``pooled``: pooled over configurations rather than one configuration's);
+    - ``timings_unreliable`` (``warnings``, ``would_be``: the verdict on these timings, ``interval``: the
+      Why behind it).
+    """
+
+    kind: str
+    values: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Note:
+    """Something a reader of a verdict should know. ``kind`` and its ``values``:
+
+    - ``left_out`` (``by_status``: status -> cells, ``cells``): cells that did not finish;
+    - ``few_seeds`` (``most``, ``enough``): at most ``most`` seeds per configuration;
+    - ``bounded`` (``configurations``, ``resolution``): intervals bounded by the resolution, not the seeds;
+    - ``not_counted`` (``comparisons``, ``of``): comparisons where neither side learned;
+    - ``generated_text`` (``by_direction``: direction -> mean text measures) or ``no_samples``;
+    - ``timings_left_out`` (``cells``, ``of``, ``reasons``): cells whose own timings are unreliable;
+    - ``would_be`` (``verdict``): the verdict on timings flagged as unreliable.
+    """
+
+    kind: str
+    values: dict = field(default_factory=dict)
+
+
 @dataclass
 class ClaimResult:
     spec: ClaimSpec
     verdict: str
-    sentence: str  # the answer in plain words, with the number a reader should remember
-    reason: str = ""  # where the pooled interval lies against the threshold, or why there is no verdict
+    why: Why
     pooled: Pooled = field(default_factory=lambda: EMPTY_POOL)  # on the log scale
     evidence: pd.DataFrame = field(default_factory=pd.DataFrame)  # one row per configuration and measure
     pooled_table: pd.DataFrame = field(default_factory=pd.DataFrame)  # deciding measure, overall and per cell
     context_table: pd.DataFrame = field(default_factory=pd.DataFrame)  # other measures, pooled
-    notes: list[str] = field(default_factory=list)
+    notes: list[Note] = field(default_factory=list)
+    # Numbers the claim's sentence quotes beside the pooled effect (the FLOPs ratio, the leak's pooled row ...).
+    facts: dict = field(default_factory=dict)
     threshold: float = 1.0  # the ratio the pooled interval is held against
     no_effect: float = 1.0
 
@@ -244,27 +281,21 @@ class ClaimResult:
         return tuple(math.exp(v) if math.isfinite(v) else math.nan for v in (p.estimate, p.low, p.high))
 
     @property
-    def effect_text(self) -> str:
-        return ratio_text(*self.ratio)
-
-    @property
     def deciding(self) -> pd.DataFrame:
         if self.evidence.empty:
             return self.evidence
         return self.evidence[self.evidence["role"] == "deciding"]
 
 
-def ratio_text(estimate: float, low: float, high: float) -> str:
-    """x2.31 [2.10, 2.54], or x2.31 alone without an interval, or '-'."""
-    if not math.isfinite(estimate):
-        return "-"
-    if not (math.isfinite(low) and math.isfinite(high)):
-        return f"x{estimate:.3g}"
-    # As many digits as it takes for a narrow interval not to print as zero width.
-    digits = 3
-    while digits < 6 and f"{low:.{digits}g}" == f"{high:.{digits}g}":
-        digits += 1
-    return f"x{estimate:.{digits}g} [{low:.{digits}g}, {high:.{digits}g}]"
+def _pooled_row(table: pd.DataFrame, **match) -> dict | None:
+    """The first row of a pooled table whose columns equal ``match`` (metric, comparison ...), or None."""
+    if table.empty:
+        return None
+    for column, value in match.items():
+        table = table[table[column] == value]
+    if table.empty:
+        return None
+    return {k: v.item() if isinstance(v, np.generic) else v for k, v in table.iloc[0].items()}
 
 
 # --- the shared machinery of every claim -----------------------------------------------------------
@@ -291,11 +322,12 @@ class Unit:
 
 def _outcome(effect: Effect, lower_bound: float, direction: str, counts: bool) -> tuple[str, str]:
     """How one configuration's interval (ratio scale) lies against ``lower_bound``: ``direction`` "above"
-    when the claim wants the ratio above it, "below" when below."""
+    when the claim wants the ratio above it, "below" when below. (outcome, bearing); the outcome is one of
+    above, below, unclear, single_seed, no_values, neither_learned (and too_few_seeds, set by the caller)."""
     if not counts:
-        return "neither side learned", NOT_COUNTED
+        return "neither_learned", NOT_COUNTED
     if not effect.has_interval:
-        return ("single seed" if effect.n else "no values"), INSUFFICIENT
+        return ("single_seed" if effect.n else "no_values"), INSUFFICIENT
     low, high = math.exp(effect.low), math.exp(effect.high)
     if direction == "above":
         return (("above", SUPPORTS) if low > lower_bound else ("below", CONTRADICTS) if high < lower_bound
@@ -309,7 +341,7 @@ def _evaluate_units(units: list[Unit], spec: ClaimSpec, kind_bound: float, direc
     rows = []
     by_measure: dict[tuple, list[Unit]] = {}
     for unit in units:
-        by_measure.setdefault((unit.metric, unit.basis, unit.comparison.split(":")[0]), []).append(unit)
+        by_measure.setdefault((unit.metric, unit.basis, unit.comparison), []).append(unit)
     for measure_units in by_measure.values():
         counted = [u for u in measure_units if u.counts]
         spread = pooled_spread([u.replicates for u in counted] or [u.replicates for u in measure_units], "ratio")
@@ -319,7 +351,7 @@ def _evaluate_units(units: list[Unit], spec: ClaimSpec, kind_bound: float, direc
             counts = unit.counts and enough
             outcome, bearing = _outcome(effect, kind_bound, direction, unit.counts)
             if unit.counts and not enough:
-                outcome, bearing = f"fewer than {spec.min_seeds} seeds", INSUFFICIENT
+                outcome, bearing = "too_few_seeds", INSUFFICIENT
             a = np.array(list(unit.replicates.a.values()), dtype=float)
             b = np.array(list(unit.replicates.b.values()), dtype=float)
             rows.append({
@@ -347,19 +379,24 @@ def _effects(rows: pd.DataFrame) -> list[Effect]:
             for r in rows.itertuples() if r.counted]
 
 
-def pooled_rows(rows: pd.DataFrame, confidence: float, label: str) -> tuple[Pooled, list[dict]]:
-    """The pooled effect of the counted ``rows``, overall and per cell type: (overall, table rows)."""
+def pooled_rows(rows: pd.DataFrame, confidence: float, measure: dict) -> tuple[Pooled, list[dict]]:
+    """The pooled effect of the counted ``rows``, overall and per cell type: (overall, table rows). Each
+    row starts with ``measure``: the metric, comparison and basis pooled."""
     overall = pool(_effects(rows), confidence) if not rows.empty else EMPTY_POOL
-    table = [_pool_row(label, "all", rows, overall)]
+    table = [_pool_row(measure, "all", rows, overall)]
     if "cell" in rows and rows["cell"].nunique() > 1:
         for cell, group in rows.groupby("cell", sort=True):
-            table.append(_pool_row(label, str(cell), group, pool(_effects(group), confidence)))
+            table.append(_pool_row(measure, str(cell), group, pool(_effects(group), confidence)))
     return overall, table
 
 
-def _pool_row(label: str, cells: str, rows: pd.DataFrame, pooled: Pooled) -> dict:
+def _measure(metric: str, comparison: str, basis: str = "epochs") -> dict:
+    return {"metric": metric, "comparison": comparison, "basis": basis}
+
+
+def _pool_row(measure: dict, cells: str, rows: pd.DataFrame, pooled: Pooled) -> dict:
     estimates = rows.loc[rows["counted"], "log_effect"] if not rows.empty else pd.Series(dtype=float)
-    return {"measure": label, "cells": cells, "configurations": f"{pooled.k} of {len(rows)}",
+    return {**measure, "cells": cells, "configurations": f"{pooled.k} of {len(rows)}",
             "ratio": math.exp(pooled.estimate) if math.isfinite(pooled.estimate) else math.nan,
             "ci_low": math.exp(pooled.low) if math.isfinite(pooled.low) else math.nan,
             "ci_high": math.exp(pooled.high) if math.isfinite(pooled.high) else math.nan,
@@ -368,34 +405,30 @@ def _pool_row(label: str, cells: str, rows: pd.DataFrame, pooled: Pooled) -> dic
 
 
 def _verdict(pooled: Pooled, bound: float, direction: str, units_total: int, counted: int,
-             not_counted: int) -> tuple[str, str]:
-    """The verdict from where the pooled interval lies against ``bound``, and its reason."""
+             not_counted: int) -> tuple[str, Why]:
+    """The verdict from where the pooled interval lies against ``bound``, and why."""
     if units_total == 0:
-        return INCONCLUSIVE, "no configurations to compare"
+        return INCONCLUSIVE, Why("no_configurations")
     if counted == 0:
         if not_counted:
-            return INCONCLUSIVE, (f"did not learn: in all {not_counted} comparisons neither side got below the "
-                                  f"unigram baseline")
-        return INCONCLUSIVE, "too few seeds for an interval"
+            return INCONCLUSIVE, Why("did_not_learn", {"comparisons": not_counted})
+        return INCONCLUSIVE, Why("too_few_seeds")
     if not pooled.has_interval:
-        return INCONCLUSIVE, "too few seeds for an interval (one seed per configuration and one configuration)"
+        return INCONCLUSIVE, Why("one_seed_one_configuration")
     low, high = math.exp(pooled.low), math.exp(pooled.high)
-    where = f"the {len_text(pooled)} interval [{low:.3g}, {high:.3g}]"
+    where = {"low": low, "high": high, "bound": bound, "pooled": pooled.k > 1}
+    above, below = Why("interval_above", where), Why("interval_below", where)
     if direction == "above":
         if low > bound:
-            return SUPPORTED, f"{where} lies above x{bound:.3g}"
+            return SUPPORTED, above
         if high < bound:
-            return NOT_SUPPORTED, f"{where} lies below x{bound:.3g}"
+            return NOT_SUPPORTED, below
     else:
         if high < bound:
-            return SUPPORTED, f"{where} lies below x{bound:.3g}"
+            return SUPPORTED, below
         if low > bound:
-            return NOT_SUPPORTED, f"{where} lies above x{bound:.3g}"
-    return INCONCLUSIVE, f"too noisy: {where} includes x{bound:.3g}"
-
-
-def len_text(pooled: Pooled) -> str:
-    return "pooled" if pooled.k > 1 else "configuration's"
+            return NOT_SUPPORTED, above
+    return INCONCLUSIVE, Why("interval_includes", where)
 
 
 def _learned_share(cells: pd.DataFrame, baseline: float | None) -> float:
@@ -407,58 +440,51 @@ def _learned_share(cells: pd.DataFrame, baseline: float | None) -> float:
     return float((values < baseline).mean()) if len(values) else math.nan
 
 
-def _seed_note(rows: pd.DataFrame) -> list[str]:
+def _seed_note(rows: pd.DataFrame) -> list[Note]:
     if rows.empty:
         return []
     most = int(rows["seeds"].max())
-    if most < 3:
-        return [f"At most {most} seed{'s' if most != 1 else ''} per configuration: fewer than the 3 a claim "
-                "should rest on; the pooled interval borrows the spread of all configurations."]
-    return []
+    return [Note("few_seeds", {"most": most, "enough": ENOUGH_SEEDS})] if most < ENOUGH_SEEDS else []
 
 
-def _bounded_note(rows: pd.DataFrame) -> list[str]:
+def _bounded_note(rows: pd.DataFrame) -> list[Note]:
     if rows.empty or not rows["bounded"].any():
         return []
-    n = int(rows["bounded"].sum())
-    return [f"In {n} configuration{'s' if n != 1 else ''} the seeds agreed closer than the resolution (0.1%): "
-            "the interval there (marked †) is bounded by that resolution, not by the seeds."]
+    return [Note("bounded", {"configurations": int(rows["bounded"].sum()), "resolution": RESOLUTION["ratio"]})]
 
 
-def _left_out_note(cells: pd.DataFrame, keep=None) -> list[str]:
+def _left_out_note(cells: pd.DataFrame, keep=None) -> list[Note]:
     if cells.empty or "status" not in cells:
         return []
     relevant = cells[keep(cells)] if keep is not None else cells
     bad = relevant[relevant["status"] != "ok"]
     if bad.empty:
         return []
-    listed = ", ".join(f"{n} {status}" for status, n in bad["status"].value_counts().items())
-    return [f"Left out: {listed} {'cell' if len(bad) == 1 else 'cells'} (did not finish)."]
+    by_status = {str(status): int(n) for status, n in bad["status"].value_counts().items()}
+    return [Note("left_out", {"by_status": by_status, "cells": len(bad)})]
 
 
-def _finish(spec: ClaimSpec, evidence: pd.DataFrame, label: str, bound: float, direction: str,
-            context: list[tuple[str, pd.DataFrame]], notes: list[str], sentence) -> ClaimResult:
+def _finish(spec: ClaimSpec, evidence: pd.DataFrame, measure: dict, bound: float, direction: str,
+            context: list[tuple[dict, pd.DataFrame]], notes: list[Note]) -> ClaimResult:
+    """The verdict on ``evidence``'s deciding rows (pooled as ``measure``), and each ``context`` measure's
+    rows pooled overall."""
     deciding = evidence[evidence["role"] == "deciding"] if not evidence.empty else evidence
     if deciding.empty:
-        verdict, reason = INCONCLUSIVE, "no configurations to compare"
-        return ClaimResult(spec, verdict, f"Inconclusive: {reason}.", reason, EMPTY_POOL, evidence,
-                           notes=notes, threshold=bound)
-    pooled, table = pooled_rows(deciding, spec.confidence, label)
+        return ClaimResult(spec, INCONCLUSIVE, Why("no_configurations"), EMPTY_POOL, evidence, notes=notes,
+                           threshold=bound)
+    pooled, table = pooled_rows(deciding, spec.confidence, measure)
     context_rows = []
-    for context_label, rows in context:
+    for context_measure, rows in context:
         if not rows.empty:
-            context_rows += pooled_rows(rows, spec.confidence, context_label)[1][:1]
+            context_rows += pooled_rows(rows, spec.confidence, context_measure)[1][:1]
     counted = int(deciding["counted"].sum())
     not_counted = int((deciding["bearing"] == NOT_COUNTED).sum())
-    verdict, reason = _verdict(pooled, bound, direction, len(deciding), counted, not_counted)
+    verdict, why = _verdict(pooled, bound, direction, len(deciding), counted, not_counted)
     notes = notes + _seed_note(deciding) + _bounded_note(deciding)
     if not_counted:
-        notes.append(f"{not_counted} of {len(deciding)} comparisons are shown but not counted: neither side "
-                     "learned (best held-out causal perplexity not below the unigram baseline).")
-    result = ClaimResult(spec, verdict, "", reason, pooled, evidence, pd.DataFrame(table),
-                         pd.DataFrame(context_rows), notes, threshold=bound)
-    result.sentence = sentence(result)
-    return result
+        notes.append(Note("not_counted", {"comparisons": not_counted, "of": len(deciding)}))
+    return ClaimResult(spec, verdict, why, pooled, evidence, pd.DataFrame(table), pd.DataFrame(context_rows),
+                       notes, threshold=bound)
 
 
 # --- depth helps -----------------------------------------------------------------------------------------
@@ -468,11 +494,9 @@ def _depth_helps(ok, cells, curves, spec: ClaimSpec, baselines, quality) -> Clai
     notes = _left_out_note(cells, (lambda c: c["direction"].isin(spec.directions)) if "direction" in cells else None)
     if "direction" in ok:
         ok = ok[ok["direction"].isin(spec.directions)]
-    directions = "/".join(spec.directions)
     if ok.empty or "layers" not in ok or ok["layers"].nunique() < 2:
-        reason = (f"only one depth among the finished {directions} cells" if not ok.empty and "layers" in ok
-                  else f"no finished {directions} cells")
-        return ClaimResult(spec, INCONCLUSIVE, f"Inconclusive: {reason}.", reason, notes=notes)
+        kind = "one_depth" if not ok.empty and "layers" in ok else "no_finished_cells"
+        return ClaimResult(spec, INCONCLUSIVE, Why(kind, {"directions": spec.directions}), notes=notes)
     unigram = (baselines or {}).get("unigram")
     units = []
     keys = context_keys(ok, "layers")
@@ -502,30 +526,14 @@ def _depth_helps(ok, cells, curves, spec: ClaimSpec, baselines, quality) -> Clai
                                   *learned, role="deciding" if metric == spec.metric else "context"))
     bound = 1 - spec.margin
     evidence = _evaluate_units(units, spec, bound, "below")
-    label = METRIC_LABELS[spec.metric] + (" at equal training time" if spec.basis == "time" else "")
-    context = [(METRIC_LABELS[m] + (" at equal training time" if spec.basis == "time" else ""),
-                evidence[(evidence["metric"] == m) & (evidence["role"] == "context")])
+    context = [(_measure(m, DEEPER, spec.basis), evidence[(evidence["metric"] == m) & (evidence["role"] == "context")])
                for m in metrics if m != spec.metric] if not evidence.empty else []
-
-    def sentence(result: ClaimResult) -> str:
-        r, low, high = result.ratio
-        if not math.isfinite(r):
-            return f"{result.verdict.capitalize()}: {result.reason}."
-        at = "at equal training time" if spec.basis == "time" else "after the same epochs"
-        change = "lower" if r < 1 else "higher"
-        text = (f"Each added layer left {SHORT_LABELS[spec.metric]} {ratio_text(r, low, high)} of the shallower "
-                f"network's ({abs(1 - r):.0%} {change}) {at}")
-        # One contrast, not every measure (those are in the claim's section): training perplexity beside a
-        # held-out one, held-out causal beside training.
-        contrast = "train_ppl" if spec.metric != "train_ppl" else "causal_ppl"
-        others = dict(zip([m for m in metrics if m != spec.metric], result.context_table.itertuples())) \
-            if not result.context_table.empty else {}
-        row = others.get(contrast)
-        if row is not None and math.isfinite(row.ratio):
-            text += f"; {SHORT_LABELS[contrast]} {ratio_text(row.ratio, row.ci_low, row.ci_high)}"
-        return text + "."
-
-    return _finish(spec, evidence, label, bound, "below", context, notes, sentence)
+    result = _finish(spec, evidence, _measure(spec.metric, DEEPER, spec.basis), bound, "below", context, notes)
+    # One contrast, not every measure (those are in the claim's section): training perplexity beside a
+    # held-out one, held-out causal beside training.
+    contrast = "train_ppl" if spec.metric != "train_ppl" else "causal_ppl"
+    result.facts["contrast"] = _pooled_row(result.context_table, metric=contrast)
+    return result
 
 
 # --- bidirectional is slow -------------------------------------------------------------------------------
@@ -555,30 +563,15 @@ def _bidirectional_slow(ok, cells, curves, spec: ClaimSpec, baselines, quality) 
             flops[tuple(context.values())] = fb / fu if fu > 0 else math.nan
         keys = [k for k in evidence.columns if k in context_keys(ok, "direction") + [MACHINE]]
         evidence["flops_ratio"] = [flops.get(tuple(row[k] for k in keys), math.nan) for _, row in evidence.iterrows()]
-    label = f"bi / uni {METRIC_LABELS[spec.metric]}"
-    context = [(f"bi / uni {METRIC_LABELS[m]}", evidence[(evidence["metric"] == m) & (evidence["role"] == "context")])
+    context = [(_measure(m, BI_UNI), evidence[(evidence["metric"] == m) & (evidence["role"] == "context")])
                for m in ("peak_mem_bytes", "sec_per_epoch", "sec_per_flop") if m != spec.metric] \
         if not evidence.empty else []
-
-    def sentence(result: ClaimResult) -> str:
-        r, low, high = result.ratio
-        if not math.isfinite(r):
-            return f"{result.verdict.capitalize()}: {result.reason}."
-        what = "as long per epoch" if spec.metric == "sec_per_epoch" else "the peak memory"
-        text = f"Bidirectional cells took {ratio_text(r, low, high)} {what} of unidirectional ones"
-        if spec.metric == "sec_per_epoch" and "flops_ratio" in result.evidence:
-            deciding = result.deciding
-            f = _geomean(deciding["flops_ratio"].to_numpy(float))
-            if math.isfinite(f):
-                text += f"; they do x{f:.3g} the arithmetic"
-            per_flop = result.context_table[result.context_table["measure"].str.contains("FLOP")] \
-                if not result.context_table.empty else pd.DataFrame()
-            if not per_flop.empty and math.isfinite(per_flop["ratio"].iloc[0]):
-                row = per_flop.iloc[0]
-                text += f", so per FLOP they take {ratio_text(row['ratio'], row['ci_low'], row['ci_high'])}"
-        return text + "."
-
-    return _finish(spec, evidence, label, spec.threshold, "above", context, notes, sentence)
+    result = _finish(spec, evidence, _measure(spec.metric, BI_UNI), spec.threshold, "above", context, notes)
+    if spec.metric == "sec_per_epoch" and "flops_ratio" in result.evidence:
+        # Beside the slowdown: how much more arithmetic bi does, and the slowdown per unit of it.
+        result.facts["flops_ratio"] = _geomean(result.deciding["flops_ratio"].to_numpy(float))
+        result.facts["per_flop"] = _pooled_row(result.context_table, metric="sec_per_flop")
+    return result
 
 
 # --- bidirectional is useless -----------------------------------------------------------------------------
@@ -595,40 +588,25 @@ def _bidirectional_useless(ok, cells, curves, spec: ClaimSpec, baselines, qualit
                               Replicates(by_seed(uni, metric), by_seed(bi, metric)), *learned,
                               role="deciding" if metric == spec.metric else "context"))
         for direction, group in (("bi", bi), ("uni", uni)):
-            units.append(Unit(context, f"{direction}: causal / teacher-forced", "leak", "epochs",
+            units.append(Unit(context, leak_comparison(direction), "leak", "epochs",
                               Replicates(by_seed(group, "val_ppl"), by_seed(group, "causal_ppl")),
                               role="context"))
     bound = 1 - spec.margin
     evidence = _evaluate_units(units, spec, bound, "above")
-    label = f"bi / uni {METRIC_LABELS[spec.metric]}"
     context = []
     if not evidence.empty:
         other = BEST_METRIC if spec.metric == "causal_ppl" else "causal_ppl"
-        context.append((f"bi / uni {METRIC_LABELS[other]}",
-                        evidence[(evidence["metric"] == other) & (evidence["comparison"] == "bi / uni")]))
+        context.append((_measure(other, BI_UNI),
+                        evidence[(evidence["metric"] == other) & (evidence["comparison"] == BI_UNI)]))
         for direction in ("bi", "uni"):
-            context.append((f"{direction}: causal / teacher-forced (the leak)",
-                            evidence[evidence["comparison"] == f"{direction}: causal / teacher-forced"]))
+            leak = leak_comparison(direction)
+            context.append((_measure("leak", leak),
+                            evidence[(evidence["metric"] == "leak") & (evidence["comparison"] == leak)]))
     if quality is not None and not quality.empty:
         notes.append(_quality_note(ok, quality))
-
-    def sentence(result: ClaimResult) -> str:
-        r, low, high = result.ratio
-        if not math.isfinite(r):
-            return f"{result.verdict.capitalize()}: {result.reason}."
-        better = "worse" if r > 1 else "better"
-        when = "at their best evaluation" if spec.metric == BEST_METRIC else "after the last epoch"
-        text = (f"Predicting the next character from the past alone, bidirectional cells reached "
-                f"{ratio_text(r, low, high)} the held-out perplexity of unidirectional ones ({better}, {when})")
-        leak = result.context_table[result.context_table["measure"].str.startswith("bi:")] \
-            if not result.context_table.empty else pd.DataFrame()
-        if not leak.empty and math.isfinite(leak["ratio"].iloc[0]):
-            row = leak.iloc[0]
-            text += (f", while reading the character they predict made their perplexity "
-                     f"{ratio_text(1 / row['ratio'], 1 / row['ci_high'], 1 / row['ci_low'])} of that (the leak)")
-        return text + "."
-
-    return _finish(spec, evidence, label, bound, "above", context, notes, sentence)
+    result = _finish(spec, evidence, _measure(spec.metric, BI_UNI), bound, "above", context, notes)
+    result.facts["leak"] = _pooled_row(result.context_table, metric="leak", comparison=leak_comparison("bi"))
+    return result
 
 
 def cell_quality(samples: pd.DataFrame, corpus_words: set[str] | None) -> pd.DataFrame:
@@ -651,18 +629,12 @@ def quality_by_direction(ok: pd.DataFrame, quality: pd.DataFrame) -> pd.DataFram
     return joined.groupby("direction")[list(text_measures.MEASURES)].mean()
 
 
-def _quality_note(ok: pd.DataFrame, quality: pd.DataFrame) -> str:
+def _quality_note(ok: pd.DataFrame, quality: pd.DataFrame) -> Note:
     table = quality_by_direction(ok, quality)
     if table.empty:
-        return "No generated samples."
-    parts = []
-    for direction in ("uni", "bi"):
-        if direction in table.index:
-            row = table.loc[direction]
-            words = f"{row['word_share']:.0%} of words found in the book, " if math.isfinite(row["word_share"]) else ""
-            parts.append(f"{direction}: {words}{row['distinct_share']:.0%} distinct, "
-                         f"{row['degenerate']:.0%} of samples degenerate")
-    return "Generated text (greedy, after the prompt): " + "; ".join(parts) + "."
+        return Note("no_samples")
+    by_direction = {d: {k: float(v) for k, v in table.loc[d].items()} for d in ("uni", "bi") if d in table.index}
+    return Note("generated_text", {"by_direction": by_direction})
 
 
 # --- entry point --------------------------------------------------------------------------------------
@@ -712,12 +684,12 @@ def evaluate_claims(cells: pd.DataFrame, epochs: pd.DataFrame, samples: pd.DataF
             cells_in = cells_in[~cells_in["cell_id"].isin(set(flagged))]
         result = EVALUATORS[spec.name](cells_in, cells, curves, spec, baselines, quality)
         if timed and flagged:
-            listed = ", ".join(sorted(flagged)[:6]) + (" ..." if len(flagged) > 6 else "")
-            result.notes.append(f"{len(flagged)} of {len(ok)} cells left out for unreliable timings ({listed}): "
-                                f"{'; '.join(sorted(set(flagged.values())))}.")
+            result.notes.append(Note("timings_left_out", {"cells": sorted(flagged), "of": len(ok),
+                                                          "reasons": sorted(set(flagged.values()))}))
         if timed and timing_warnings and result.verdict != INCONCLUSIVE:
-            result.notes.append(f"Would be {result.verdict} on these timings, which are flagged as unreliable.")
+            result.notes.append(Note("would_be", {"verdict": result.verdict}))
+            result.why = Why("timings_unreliable", {"warnings": list(timing_warnings), "would_be": result.verdict,
+                                                    "interval": result.why})
             result.verdict = INCONCLUSIVE
-            result.reason = "timings unreliable: " + "; ".join(timing_warnings)
         results.append(result)
     return results

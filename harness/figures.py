@@ -21,6 +21,7 @@ from matplotlib import ticker
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from .claim_wording import measure_labels
 from .claims import GRID_AXES, MACHINE, ClaimResult, direction_pairs, ok_cells, training_curves
 
 DIRECTION_COLORS = {"uni": "#0173b2", "bi": "#de8f05"}
@@ -314,7 +315,7 @@ def forest_plot(result: ClaimResult, path: Path) -> Path | None:
     ax.set_xlim(min(shown) / 1.15, max(shown) * 1.15)
     ax.set_yticks([p for p, _ in labels], [t for _, t in labels], fontsize=7)
     ax.set_ylim(y + 0.5, n - 0.5)
-    ax.set_xlabel(result.pooled_table["measure"].iloc[0] + " (ratio, log scale)" if not pooled.empty else "ratio")
+    ax.set_xlabel(measure_labels(pooled)[0] + " (ratio, log scale)" if not pooled.empty else "ratio")
     ax.grid(axis="x", color="0.9")
     fig.legend(loc="outside lower center", ncol=2, fontsize=7, frameon=False)
     ax.set_title(result.title, fontsize=10)

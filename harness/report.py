@@ -24,9 +24,10 @@ import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
+from . import claim_wording
 from . import claims as claims_mod
 from . import text_measures
-from .claims import ClaimResult, configuration_keys, evaluate_claims, ok_cells, parse_claims
+from .claims import ClaimResult, ClaimSpec, configuration_keys, evaluate_claims, ok_cells, parse_claims
 from .config import GRID_KEYS
 from .errors import HarnessError
 from .figures import FIGURES, MIB
@@ -337,18 +338,18 @@ def learning_sentence(ok: pd.DataFrame, baselines: dict | None, note: str) -> st
 
 
 def claims_summary(results: list[ClaimResult]) -> pd.DataFrame:
-    return pd.DataFrame([{"claim": r.title, "verdict": r.verdict, "pooled effect [95% CI]": r.effect_text,
-                          "in one sentence": r.sentence if r.verdict != claims_mod.INCONCLUSIVE or not r.reason
-                          or r.sentence.startswith("Inconclusive") else f"{r.sentence} Inconclusive: {r.reason}."}
-                         for r in results])
+    return pd.DataFrame([{"claim": r.title, "verdict": r.verdict,
+                          "pooled effect [95% CI]": claim_wording.effect_text(r),
+                          "in one sentence": claim_wording.summary_sentence(r)} for r in results])
 
 
 def pooled_table(table: pd.DataFrame, confidence: float) -> pd.DataFrame:
     if table.empty:
         return table
     return pd.DataFrame({
-        "measure": table["measure"], "cells": table["cells"], "configurations": table["configurations"],
-        f"ratio [{confidence:.0%} CI]": [claims_mod.ratio_text(r, lo, hi) for r, lo, hi
+        "measure": claim_wording.measure_labels(table), "cells": table["cells"],
+        "configurations": table["configurations"],
+        f"ratio [{confidence:.0%} CI]": [claim_wording.ratio_text(r, lo, hi) for r, lo, hi
                                           in zip(table["ratio"], table["ci_low"], table["ci_high"])],
         "I²": [f"{v:.0%}" if math.isfinite(v) else "-" for v in table["i2"]],
         "spread between configurations": [f"x{v:.3g}" if math.isfinite(v) else "-" for v in table["tau_factor"]],
@@ -356,8 +357,9 @@ def pooled_table(table: pd.DataFrame, confidence: float) -> pd.DataFrame:
     })
 
 
-def evidence_table(evidence: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
-    """Per-configuration rows: context, comparison, seeds, the two sides, the ratio with its interval."""
+def evidence_table(evidence: pd.DataFrame, spec: ClaimSpec) -> pd.DataFrame:
+    """Per-configuration rows of ``spec``'s claim: context, comparison, seeds, the two sides, the ratio with
+    its interval."""
     if evidence.empty:
         return pd.DataFrame()
     base = {"comparison", "metric", "basis", "role", "seeds", "pairing", "reference", "compared", "ratio",
@@ -370,16 +372,16 @@ def evidence_table(evidence: pd.DataFrame, confidence: float = 0.95) -> pd.DataF
         out = {c: fmt(row[c]) for c in context}
         out.update({
             "comparison": row["comparison"],
-            "measure": claims_mod.SHORT_LABELS.get(row["metric"], row["metric"]),
+            "measure": claim_wording.SHORT_LABELS.get(row["metric"], row["metric"]),
             "seeds": f"{int(row['seeds'])}" + (" (unpaired)" if row["pairing"] == "unpaired" else ""),
             "reference": fmt(row["reference"] / scale, 4) + (unit if math.isfinite(row["reference"]) else ""),
             "compared": fmt(row["compared"] / scale, 4) + (unit if math.isfinite(row["compared"]) else ""),
-            f"ratio [{confidence:.0%} CI]": claims_mod.ratio_text(row["ratio"], row["ci_low"], row["ci_high"])
+            f"ratio [{spec.confidence:.0%} CI]": claim_wording.ratio_text(row["ratio"], row["ci_low"], row["ci_high"])
             + (" †" if row["bounded"] else ""),
         })
         if "flops_ratio" in row and math.isfinite(row.get("flops_ratio", math.nan)):
             out["FLOPs ratio"] = f"x{row['flops_ratio']:.3g}"
-        out["outcome"] = row["outcome"]
+        out["outcome"] = claim_wording.outcome_text(row["outcome"], spec.min_seeds)
         rows.append(out)
     return pd.DataFrame(rows)
 
@@ -580,8 +582,8 @@ def build_blocks(data: RunData, results: list[ClaimResult], claims_origin: str, 
 
     for index, result in enumerate(results):
         blocks.append(("h2", result.title))
-        blocks.append(("verdict", result.verdict,
-                       f"{result.reason[0].upper()}{result.reason[1:]}." if result.reason else ""))
+        reason = claim_wording.reason(result)
+        blocks.append(("verdict", result.verdict, f"{reason[0].upper()}{reason[1:]}." if reason else ""))
         path = figures.get(f"forest_{index}")
         if path is not None:
             blocks.append(("figure", f"figures/{path.name}",
@@ -592,15 +594,15 @@ def build_blocks(data: RunData, results: list[ClaimResult], claims_origin: str, 
         params = ", ".join(f"{k} = {'/'.join(v) if isinstance(v, list) else v}"
                            for k, v in result.spec.to_dict().items() if k != "name")
         method = result.pooled_table["method"].iloc[0] if not result.pooled_table.empty else "-"
-        blocks.append(("p", " ".join([*result.notes, f"Pooling: {method}. Parameters: {params}."])))
+        blocks.append(("p", " ".join([*claim_wording.notes(result), f"Pooling: {method}. Parameters: {params}."])))
         folded = []
         if not result.deciding.empty:
-            folded.append(("table", evidence_table(result.deciding, result.spec.confidence)))
+            folded.append(("table", evidence_table(result.deciding, result.spec)))
         if not result.context_table.empty:
             context = result.evidence[result.evidence["role"] == "context"]
             folded += [("p", f"{result.title}, other measures: pooled, then per configuration."),
                        ("table", pooled_table(result.context_table, result.spec.confidence)),
-                       ("table", evidence_table(context, result.spec.confidence))]
+                       ("table", evidence_table(context, result.spec))]
         if folded:
             blocks.append(("details", f"{result.title}: every configuration and other measures", folded))
 

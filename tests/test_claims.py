@@ -5,13 +5,16 @@ samples."""
 from __future__ import annotations
 
 import math
+from dataclasses import fields
 
 import pandas as pd
 import pytest
 
+from harness import claim_wording as wording
+from harness import claims
 from harness.baselines import no_learning_baselines
-from harness.claims import (INCONCLUSIVE, NOT_COUNTED, NOT_SUPPORTED, SUPPORTED, default_claim, evaluate_claims,
-                            parse_claims, ratio_text, training_curves, value_at_time)
+from harness.claims import (DEEPER, INCONCLUSIVE, NOT_COUNTED, NOT_SUPPORTED, SUPPORTED, Note, Why, default_claim,
+                            evaluate_claims, leak_comparison, parse_claims, training_curves, value_at_time)
 from harness.errors import HarnessError
 from harness.stats import Effect, Replicates, configuration_effect, log_interval, pool, pooled_spread, t_interval
 from harness.text_measures import compression, distinct_share, is_degenerate, longest_repeat, measure, word_share
@@ -52,6 +55,17 @@ def grid(cells=("rnn", "gru", "lstm"), layers=(1, 2, 3, 4), seeds=(0, 1), causal
     return cells_frame(rows)
 
 
+def epochs_of(cells, epochs=5) -> pd.DataFrame:
+    """Learning curves that fall to each cell's final perplexities, one epoch lasting its sec_per_epoch."""
+    rows = []
+    for r in cells.itertuples():
+        for epoch in range(1, epochs + 1):
+            late = 10.0 / epoch
+            rows.append({"cell_id": r.cell_id, "epoch": epoch, "sec": r.sec_per_epoch, "warmup": False,
+                         "causal_ppl": r.causal_ppl + late, "val_ppl": r.val_ppl + late, "train_ppl": r.train_ppl + late})
+    return pd.DataFrame(rows)
+
+
 # --- the decisions the claims must reach ------------------------------------------------------------------
 
 
@@ -78,7 +92,7 @@ def test_effects_of_mixed_sign_are_inconclusive():
     cells = grid(sec=lambda c, n, d, s: 0.1 * n * ((1.5 if n % 2 else 1 / 1.5) if d == "bi" else 1.0)
                  * (1.02 if s else 0.99))
     result = run(cells, default_claim("bidirectional_slow"))
-    assert result.verdict == INCONCLUSIVE and "includes x1.1" in result.reason
+    assert result.verdict == INCONCLUSIVE and "includes x1.1" in wording.reason(result)
     ratio, low, high = result.ratio
     assert low < 1.0 < high
 
@@ -86,7 +100,7 @@ def test_effects_of_mixed_sign_are_inconclusive():
 def test_clear_effect_opposite_to_the_claim_is_not_supported():
     cells = grid(sec=lambda c, n, d, s: 0.1 * n * (0.8 if d == "bi" else 1.0) * (1.01 if s else 0.99))
     result = run(cells, default_claim("bidirectional_slow"))
-    assert result.verdict == NOT_SUPPORTED and "below x1.1" in result.reason
+    assert result.verdict == NOT_SUPPORTED and "below x1.1" in wording.reason(result)
 
 
 def test_comparisons_where_neither_side_learned_are_shown_but_not_counted():
@@ -103,10 +117,10 @@ def test_comparisons_where_neither_side_learned_are_shown_but_not_counted():
     assert set(not_counted["cell"]) == {"gru", "lstm"} and len(not_counted) == 8
     assert not not_counted["counted"].any()
     assert result.pooled.k == 4 and result.verdict == SUPPORTED
-    assert any("neither side learned" in note for note in result.notes)
+    assert any("neither side learned" in note for note in wording.notes(result))
     # All at the plateau: nothing to decide on.
     flat = run(grid(causal=lambda c, n, d, s: 17.0 + 0.01 * s), default_claim("bidirectional_useless"))
-    assert flat.verdict == INCONCLUSIVE and "did not learn" in flat.reason
+    assert flat.verdict == INCONCLUSIVE and "did not learn" in wording.reason(flat)
 
 
 def test_one_side_learning_counts_as_an_effect():
@@ -123,9 +137,9 @@ def test_agreeing_seeds_never_give_a_zero_width_interval():
     assert (deciding["ci_high"] > deciding["ci_low"]).all() and deciding["bounded"].all()
     ratio, low, high = result.ratio
     assert high > low
-    assert any("resolution" in note for note in result.notes)
+    assert any("resolution" in note for note in wording.notes(result))
     # The printed interval never shows two equal bounds.
-    text = ratio_text(*result.ratio)
+    text = wording.effect_text(result)
     low_text, high_text = text.split("[")[1].rstrip("]").split(", ")
     assert low_text != high_text
 
@@ -136,7 +150,7 @@ def test_depth_helps_supported_on_held_out_and_training_perplexity():
     assert result.verdict == SUPPORTED
     assert result.pooled.k == 9  # three depth steps for each of three uni cell types
     assert 0.88 < result.ratio[0] < 0.92
-    assert "lower" in result.sentence and "x0.9" in result.sentence
+    assert "lower" in wording.sentence(result) and "x0.9" in wording.sentence(result)
 
 
 def test_depth_at_equal_time_needs_curves_and_can_reverse_the_verdict():
@@ -159,17 +173,18 @@ def test_depth_at_equal_time_needs_curves_and_can_reverse_the_verdict():
 def test_timing_claims_are_not_decided_on_flagged_timings():
     cells = grid(sec=lambda c, n, d, s: 0.1 * n * (2.0 if d == "bi" else 1.0) * (1.03 if s else 0.98))
     result = run(cells, default_claim("bidirectional_slow"), warnings=["calibration moved by 30%"])
-    assert result.verdict == INCONCLUSIVE and "calibration moved by 30%" in result.reason
-    assert any("Would be supported" in note for note in result.notes)
+    assert result.verdict == INCONCLUSIVE and "calibration moved by 30%" in wording.reason(result)
+    assert any("Would be supported" in note for note in wording.notes(result))
 
 
 def test_slowdown_is_set_beside_the_arithmetic():
     cells = grid(sec=lambda c, n, d, s: 0.1 * n * (2.4 if d == "bi" else 1.0) * (1.02 if s else 0.99))
     cells["flops_per_epoch"] = [2e9 if d == "bi" else 1e9 for d in cells["direction"]]
     result = run(cells, default_claim("bidirectional_slow"))
-    assert "x2 the arithmetic" in result.sentence
-    per_flop = result.context_table[result.context_table["measure"].str.contains("FLOP")].iloc[0]
+    assert "x2 the arithmetic" in wording.sentence(result)
+    per_flop = result.context_table[result.context_table["metric"] == "sec_per_flop"].iloc[0]
     assert per_flop["ratio"] == pytest.approx(1.2, rel=0.02)
+    assert result.facts["per_flop"]["ratio"] == per_flop["ratio"] and result.facts["flops_ratio"] == pytest.approx(2)
 
 
 def test_the_leak_is_reported_beside_bidirectional_uselessness():
@@ -177,9 +192,11 @@ def test_the_leak_is_reported_beside_bidirectional_uselessness():
                  val=lambda c, n, d, s: 1.2 if d == "bi" else 8.0 * (1.01 if s else 1.0))
     result = run(cells, default_claim("bidirectional_useless"))
     assert result.verdict == SUPPORTED
-    leak = result.context_table.set_index("measure")["ratio"]
-    assert leak["bi: causal / teacher-forced (the leak)"] > 5
-    assert leak["uni: causal / teacher-forced (the leak)"] == pytest.approx(1.0, rel=0.01)
+    leak = result.context_table[result.context_table["metric"] == "leak"].set_index("comparison")["ratio"]
+    assert leak[leak_comparison("bi")] > 5
+    assert leak[leak_comparison("uni")] == pytest.approx(1.0, rel=0.01)
+    assert result.facts["leak"]["ratio"] == leak[leak_comparison("bi")]
+    assert "bi: causal / teacher-forced (the leak)" in wording.measure_labels(result.context_table)
     # Bidirectional that predicts better is "not supported".
     better = grid(causal=lambda c, n, d, s: 8.0 * (0.7 if d == "bi" else 1.0) * (1.01 if s else 1.0))
     assert run(better, default_claim("bidirectional_useless")).verdict == NOT_SUPPORTED
@@ -188,14 +205,14 @@ def test_the_leak_is_reported_beside_bidirectional_uselessness():
 def test_no_cells_gives_inconclusive_claims_not_errors():
     results = evaluate_claims(pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), None, None)
     assert [r.name for r in results] == ["depth_helps", "bidirectional_slow", "bidirectional_useless"]
-    assert all(r.verdict == INCONCLUSIVE and r.reason for r in results)
+    assert all(r.verdict == INCONCLUSIVE and wording.reason(r) for r in results)
 
 
 def test_cells_that_did_not_finish_are_left_out_and_named():
     cells = grid(layers=(1, 2), sec=lambda c, n, d, s: 0.1 * n * (2.0 if d == "bi" else 1.0) * (1.02 if s else 0.99))
     cells.loc[0, "status"] = "failed"
     result = run(cells, default_claim("bidirectional_slow"))
-    assert result.verdict == SUPPORTED and any("1 failed cell" in note for note in result.notes)
+    assert result.verdict == SUPPORTED and any("1 failed cell" in note for note in wording.notes(result))
 
 
 def test_a_time_basis_claim_needs_held_out_curves_in_the_suite(tmp_path):
@@ -208,6 +225,77 @@ def test_a_time_basis_claim_needs_held_out_curves_in_the_suite(tmp_path):
         load_suite(suite)
     suite.write_text(suite.read_text().replace("every: 0", "every: 1"))
     assert load_suite(suite).claims
+
+
+# --- results are data; the words are claim_wording's ------------------------------------------------------
+
+
+def test_why_a_verdict_is_data_with_the_interval_and_the_bound():
+    cells = grid(sec=lambda c, n, d, s: 0.1 * n * ((1.5 if n % 2 else 1 / 1.5) if d == "bi" else 1.0)
+                 * (1.02 if s else 0.99))
+    result = run(cells, default_claim("bidirectional_slow"))
+    assert result.verdict == INCONCLUSIVE and result.why.kind == "interval_includes"
+    values = result.why.values
+    assert (values["low"], values["high"]) == pytest.approx(result.ratio[1:]) and values["low"] < 1.1 < values["high"]
+    assert values["bound"] == 1.1 and values["pooled"] is True
+    assert wording.reason(result) == (f"too noisy: the pooled interval [{values['low']:.3g}, {values['high']:.3g}] "
+                                      "includes x1.1")
+
+
+def test_notes_are_data_and_a_flagged_timing_keeps_the_verdict_it_would_have_had():
+    cells = grid(layers=(1, 2), sec=lambda c, n, d, s: 0.1 * n * (2.0 if d == "bi" else 1.0) * (1.03 if s else 0.98))
+    cells.loc[0, "status"] = "failed"
+    result = run(cells, default_claim("bidirectional_slow"), warnings=["calibration moved by 30%"])
+    assert result.verdict == INCONCLUSIVE and result.why.kind == "timings_unreliable"
+    assert result.why.values["warnings"] == ["calibration moved by 30%"]
+    assert result.why.values["would_be"] == SUPPORTED and result.why.values["interval"].kind == "interval_above"
+    assert [n.kind for n in result.notes] == ["left_out", "few_seeds", "would_be"]
+    assert result.notes[0] == Note("left_out", {"by_status": {"failed": 1}, "cells": 1})
+    assert result.notes[1].values == {"most": 2, "enough": 3}
+    assert wording.summary_sentence(result).endswith(" Inconclusive: timings unreliable: calibration moved by 30%.")
+    # Comparisons where neither side learned: counted in the note, coded in the evidence.
+    plateau = run(grid(causal=lambda c, n, d, s: 16.9 + 0.01 * s if c != "rnn" else 7.0 * (1.4 if d == "bi" else 1)
+                       * (1.01 if s else 1.0)), default_claim("bidirectional_useless"))
+    assert Note("not_counted", {"comparisons": 8, "of": 12}) in plateau.notes
+    outcomes = set(plateau.deciding.loc[plateau.deciding["bearing"] == NOT_COUNTED, "outcome"])
+    assert outcomes == {"neither_learned"} and wording.outcome_text("neither_learned", 1) == "neither side learned"
+
+
+def test_rows_are_found_by_metric_and_comparison_and_labelled_by_the_wording():
+    cells = grid(causal=lambda c, n, d, s: 9.0 * 0.9 ** (n - 1) * (1.01 if s else 0.99))
+    result = run(cells, parse_claims([{"name": "depth_helps", "basis": "time"}], "x")[0], epochs_of(cells))
+    table = result.pooled_table
+    assert "measure" not in table and set(table[["metric", "comparison", "basis"]].itertuples(index=False)) == {
+        ("causal_ppl", DEEPER, "time")}
+    assert wording.measure_labels(table)[0] == "held-out causal perplexity at equal training time"
+    contrast = result.facts["contrast"]
+    assert contrast["metric"] == "train_ppl" and contrast["basis"] == "time"
+    assert contrast["ratio"] == result.context_table.set_index("metric").loc["train_ppl", "ratio"]
+    assert f"training ppl {wording.ratio_text(contrast['ratio'], contrast['ci_low'], contrast['ci_high'])}" \
+        in wording.sentence(result)
+
+
+def test_the_evaluation_holds_no_words_and_the_wording_needs_only_its_data():
+    # The labels, the ratio format and the sentences are the wording's; a result carries why, not a sentence.
+    for name in ("ratio_text", "SHORT_LABELS", "METRIC_LABELS"):
+        assert not hasattr(claims, name) and hasattr(wording, name)
+    assert not {"sentence", "reason", "effect_text"} & ({f.name for f in fields(claims.ClaimResult)}
+                                                        | set(dir(claims.ClaimResult)))
+    # Every kind the evaluation can say has its words.
+    assert set(wording.REASONS) >= {"no_configurations", "no_finished_cells", "one_depth", "did_not_learn",
+                                    "too_few_seeds", "one_seed_one_configuration", "interval_above",
+                                    "interval_below", "interval_includes", "timings_unreliable"}
+    # A result made by hand, with no tables behind it, reads as an evaluated one would.
+    spec = default_claim("bidirectional_slow")
+    made = claims.ClaimResult(spec, INCONCLUSIVE, Why("one_seed_one_configuration"),
+                              notes=[Note("timings_left_out", {"cells": [f"c{i}" for i in range(8)], "of": 20,
+                                                               "reasons": ["load 3.1", "throttled"]})])
+    assert wording.sentence(made) == ("Inconclusive: too few seeds for an interval (one seed per configuration and "
+                                      "one configuration).")
+    assert wording.notes(made) == ["8 of 20 cells left out for unreliable timings (c0, c1, c2, c3, c4, c5 ...): "
+                                   "load 3.1; throttled."]
+    assert wording.why_text(Why("one_depth", {"directions": ("uni", "bi")})) == \
+        "only one depth among the finished uni/bi cells"
 
 
 # --- specs ------------------------------------------------------------------------------------------------
@@ -364,6 +452,6 @@ def test_best_held_out_perplexity_separates_memorising_from_not_learning():
     best = run(cells, parse_claims([{"name": "bidirectional_useless", "metric": "best_causal_ppl"}], "x")[0],
                curves)
     assert best.verdict == SUPPORTED and best.ratio[0] == pytest.approx(1.5, rel=0.01)
-    assert "at their best evaluation" in best.sentence
+    assert "at their best evaluation" in wording.sentence(best)
     with pytest.raises(HarnessError, match="best_causal_ppl is compared after the same epochs only"):
         parse_claims([{"name": "depth_helps", "metric": "best_causal_ppl", "basis": "time"}], "x")
