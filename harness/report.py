@@ -529,7 +529,8 @@ def provenance(data: RunData, baselines_note: str) -> list[tuple[str, str]]:
         ("versions", f"{versions}; threads {fmt(run.get('threads'))}; git {git.get('commit', '-')}"
                      f"{' (dirty)' if git.get('dirty') else ''}"),
         ("calibration", calibration_text(run.get("calibration"))),
-        ("cells", f"{len(cells)} ({_status_counts(cells['status'])})"),
+        ("cells", (f"{len(cells)} of {planned_cells(run)} planned" if unfinished_cells(run, cells) else f"{len(cells)}")
+                  + f" ({_status_counts(cells['status'])})"),
         ("corpus", f"{corpus_text(run, cells)}; baselines {baselines_note}"),
     ]
     parts = [p for p in run.get("resumes") or [] if isinstance(p, dict)]
@@ -548,6 +549,17 @@ def provenance(data: RunData, baselines_note: str) -> list[tuple[str, str]]:
     if len(machines) > 1 or "node" in cells and machines:
         facts.append(("cells ran on", "; ".join(machine_label(m) for m in machines)))
     return facts
+
+
+def planned_cells(run: dict) -> int:
+    """How many cells the run (all its parts) set out to train, as run.json lists them."""
+    return len(run.get("cells") or [])
+
+
+def unfinished_cells(run: dict, cells: pd.DataFrame) -> int:
+    """How many of the run's planned cells have no result yet (0 for a finished run)."""
+    stored = set(cells["cell_id"].astype(str)) if "cell_id" in cells else set()
+    return len([c for c in run.get("cells") or [] if str(c) not in stored])
 
 
 def corpus_text(run: dict, cells: pd.DataFrame) -> str:
@@ -572,6 +584,11 @@ def build_blocks(data: RunData, results: list[ClaimResult], claims_origin: str, 
     blocks: list[tuple] = [("h1", f"Report: {suite.get('name') or data.folder.name}")]
     blocks.append(("p", f"Results folder `{data.folder.name}`. {claims_origin} Each verdict follows from one pooled "
                         "ratio across configurations with its 95% interval (details: each claim's section)."))
+    missing = unfinished_cells(data.run, data.cells)
+    if missing:
+        blocks.append(("p", f"Preliminary: {planned_cells(data.run) - missing} of the run's {planned_cells(data.run)} "
+                            f"cells have finished and {missing} are still to train; the verdicts rest on the "
+                            "finished ones and may change when the run is complete."))
     blocks.append(("summary", claims_summary(results)))
     blocks.append(("facts", provenance(data, baselines_note)))
     for note in data.notes + timing_notes:

@@ -404,3 +404,17 @@ def test_a_cell_with_noisy_timings_is_left_out_not_the_whole_run(tmp_path):
     assert slow[1] == "supported"
     assert "The timings of 1 of 24 cells are unreliable (epoch-time spread above 20% of the median)" in markdown
     assert "1 of 24 cells left out for unreliable timings (lstm-l2-bi-cpu-s1)" in markdown
+
+
+def test_an_unfinished_run_is_reported_as_preliminary(tmp_path):
+    run_dir = make_run_folder(tmp_path, cells=("rnn",), layers=(1,), directions=("uni", "bi"), devices=("cpu",),
+                              seeds=(0, 1), claims=[])
+    finished = (build_report(run_dir, tmp_path / "finished") / "index.md").read_text()
+    assert "Preliminary" not in finished and "planned" not in finished
+    run = json.loads((run_dir / "run.json").read_text())
+    stored = sorted(p.stem for p in (run_dir / "cells").glob("*.json"))
+    run.update(cells=stored + ["rnn-l1-uni-cpu-s2", "rnn-l1-bi-cpu-s2"], finished=None)
+    (run_dir / "run.json").write_text(json.dumps(run))
+    text = (build_report(run_dir, tmp_path / "unfinished") / "index.md").read_text()
+    assert f"Preliminary: {len(stored)} of the run's {len(stored) + 2} cells have finished and 2 are still" in text
+    assert f"**cells**: {len(stored)} of {len(stored) + 2} planned (ok {len(stored)})" in text
