@@ -49,6 +49,7 @@ class RunData:
     epochs: pd.DataFrame
     samples: pd.DataFrame
     notes: list[str] = field(default_factory=list)  # what was missing or repaired while loading
+    trained: pd.DataFrame | None = None  # the cells where they trained, when a timing pass replaced their timings
 
 
 def load_run(run_dir) -> RunData:
@@ -402,9 +403,15 @@ def cell_machines(cells: pd.DataFrame) -> pd.Series:
         return cells[name].astype(object).where(cells[name].notna(), "").astype(str)
 
     own = column("hostname") + "|" + column("cpu_model") + "|" + column("gpu_name")
-    own = own.where(own != "||", "")
     node = column("node")
-    return node.where(node != "", own)
+    label = node.where(node != "", own)
+    if "device" in cells:
+        # A machine is its host and CPU; its GPU names it only for the cells that used it (a node's label
+        # carries its GPU for every cell, a cell's own record only for CUDA cells).
+        parts = label.str.split("|", n=2, expand=True).reindex(columns=range(3)).fillna("")
+        gpu = parts[2].where(column("device") == "cuda", "")
+        label = parts[0] + "|" + parts[1] + "|" + gpu
+    return label.where(label.str.strip("|") != "", "")
 
 
 def run_machines(cells: pd.DataFrame) -> list[str]:
@@ -542,11 +549,14 @@ def provenance(data: RunData, baselines_note: str) -> list[tuple[str, str]]:
             described.append(f"{part.get('started', '-')} on {where.get('hostname', '-')} "
                              f"({where.get('cpu_model', '-')}), git {commit}")
         facts.append(("resumed", f"{len(parts)} time{'s' if len(parts) > 1 else ''}: " + "; ".join(described)))
-    models = sorted({str(m) for m in cells.get("cpu_model", pd.Series(dtype=object)).dropna() if str(m)})
+    trained = data.trained if data.trained is not None else cells  # where they ran, not where they were timed
+    models = sorted({str(m) for m in trained.get("cpu_model", pd.Series(dtype=object)).dropna() if str(m)})
     if len(models) > 1:
-        facts.append(("CPU models", f"{', '.join(models)}: timings are compared only between cells of one model"))
-    machines = run_machines(cells)
-    if len(machines) > 1 or "node" in cells and machines:
+        facts.append(("CPU models", f"{', '.join(models)}: " + (
+            "where the cells trained; their timings come from the timing pass" if data.trained is not None
+            else "timings are compared only between cells of one model")))
+    machines = run_machines(trained)
+    if len(machines) > 1 or "node" in trained and machines:
         facts.append(("cells ran on", "; ".join(machine_label(m) for m in machines)))
     return facts
 
@@ -842,9 +852,13 @@ def apply_timings(data: RunData, timing_dirs) -> tuple[RunData, list[str], tuple
     for column in TIMING_COLUMNS:
         if column in table:
             cells[column] = cells["cell_id"].map(pd.to_numeric(table[column], errors="coerce"))
-    for column in ("cpu_model", "hostname", "node"):
-        if column in table and column in cells:
-            cells[column] = cells["cell_id"].map(table[column]).where(cells["cell_id"].isin(table.index), cells[column])
+    timed = cells["cell_id"].isin(table.index)
+    for column in ("cpu_model", "hostname", "gpu_name", "node"):
+        # Where a cell's timings come from the timing pass, so does the machine they were taken on.
+        if column in table:
+            cells[column] = cells["cell_id"].map(table[column]).where(timed, cells.get(column))
+        elif column in cells:
+            cells[column] = cells[column].where(~timed, None)
     missing = int((~cells["cell_id"].isin(table.index) & (cells["status"] == "ok")).sum())
     epochs = data.epochs.copy()
     if not epochs.empty and {"cell_id", "sec"} <= set(epochs.columns):
@@ -856,7 +870,8 @@ def apply_timings(data: RunData, timing_dirs) -> tuple[RunData, list[str], tuple
                   "while other work shared the machine, are not used."]
     if missing:
         conditions.append(f"{missing} finished cells have no timing in the timing pass and no timings here.")
-    return RunData(data.folder, data.run, cells, epochs, data.samples, data.notes), conditions, (flags, flagged)
+    return (RunData(data.folder, data.run, cells, epochs, data.samples, data.notes, trained=data.cells), conditions,
+            (flags, flagged))
 
 
 def build_report(run_dir, out_dir=None, timing_notes: list[str] | None = None, timing_dirs=()) -> Path:

@@ -29,35 +29,49 @@ def _rate(entry) -> float | None:
     return None
 
 
-def calibrations(run_json: dict) -> list[tuple[str, dict]]:
-    """The run's calibrations in time order, labelled: at the start, at the start of each resumed part,
-    at the end."""
+def _machine_key(machine) -> str:
+    """A machine's kind as its calibration depends on it: processor and accelerator (identical hosts agree)."""
+    machine = machine if isinstance(machine, dict) else {}
+    return f"{machine.get('cpu_model') or '?'}|{machine.get('gpu_name') or ''}"
+
+
+def calibrations(run_json: dict) -> list[tuple[str, dict, str]]:
+    """The run's calibrations in time order: (label, calibration, machine kind), at the start, at the start
+    of each resumed part, at the end (on the machine of the last part)."""
     found = []
+    machine = _machine_key(run_json.get("machine"))
     if isinstance(run_json.get("calibration"), dict):
-        found.append(("start", run_json["calibration"]))
+        found.append(("start", run_json["calibration"], machine))
     for i, part in enumerate(run_json.get("resumes") or [], start=1):
-        if isinstance(part, dict) and isinstance(part.get("calibration"), dict):
-            found.append((f"resume {i}", part["calibration"]))
+        if isinstance(part, dict):
+            machine = _machine_key(part.get("machine")) if part.get("machine") else machine
+            if isinstance(part.get("calibration"), dict):
+                found.append((f"resume {i}", part["calibration"], machine))
     if isinstance(run_json.get("calibration_end"), dict):
-        found.append(("end", run_json["calibration_end"]))
+        found.append(("end", run_json["calibration_end"], machine))
     return found
 
 
 def _speed_warnings(run_json: dict) -> list[str]:
+    """A machine whose speed moved between calibrations. Only calibrations of one kind of machine are
+    compared: a part resumed on another kind is another machine (its cells record their CPU model, and
+    timings are compared only within one), not a machine that slowed down."""
     warnings = []
-    by_device: dict[str, list[tuple[str, float]]] = {}
-    for label, calibration in calibrations(run_json):
+    by_machine: dict[tuple[str, str], list[tuple[str, float]]] = {}
+    for label, calibration, machine in calibrations(run_json):
         for device, entry in calibration.items():
             rate = _rate(entry)
             if rate is not None:
-                by_device.setdefault(str(device), []).append((label, rate))
-    for device, rates in by_device.items():
+                by_machine.setdefault((str(device), machine), []).append((label, rate))
+    several = len({machine for _, machine in by_machine}) > 1
+    for (device, machine), rates in by_machine.items():
         if len(rates) < 2:
             continue
         low, high = min(r for _, r in rates), max(r for _, r in rates)
         if 1 - low / high > SPEED_TOLERANCE:
             moments = ", ".join(f"{rate / 1e9:.4g} GFLOP/s at the {label}" for label, rate in rates)
-            warnings.append(f"machine speed moved during the run: {device} calibrated at {moments} (the slowest "
+            on = f" on {machine.split('|')[0]}" if several else ""
+            warnings.append(f"machine speed moved during the run: {device}{on} calibrated at {moments} (the slowest "
                             f"{1 - low / high:.0%} below the fastest, more than {SPEED_TOLERANCE:.0%}); timings "
                             "from this run are unreliable")
     return warnings

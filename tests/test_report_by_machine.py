@@ -4,7 +4,8 @@ import json
 
 import pandas as pd
 
-from harness.report import build_report, load_run, machine_label, run_machines, timings_by_machine
+from harness.report import (apply_timings, build_report, load_run, machine_label, run_machines,
+                            timings_by_machine)
 
 from harness.results import RunDir
 
@@ -12,6 +13,7 @@ from fixtures import make_run_folder
 
 A = "host-a|Fixture CPU A|"
 B = "host-b|Fixture CPU B|NVIDIA H100"
+B_CPU = "host-b|Fixture CPU B|"  # B as its CPU cells name it: the GPU names a machine only for CUDA cells
 
 
 def literal_cells(nodes) -> pd.DataFrame:
@@ -31,13 +33,13 @@ def test_machine_label_reads_the_node_column():
 
 def test_timings_are_grouped_by_machine_only_when_there_are_several():
     table = timings_by_machine(literal_cells([A, A, B, B]))
-    assert list(table["machine"]) == ["host-a: Fixture CPU A", "host-b: Fixture CPU B, NVIDIA H100"]
+    assert list(table["machine"]) == ["host-a: Fixture CPU A", "host-b: Fixture CPU B"]
     # host-a has seeds 0 and 1 (1.0 and 1.1 s), host-b seeds 2 and 3 (3.2 and 3.3 s): geometric means.
     assert [s.split(" [")[0] for s in table["s/epoch"]] == ["1.05", "3.25"]
     assert list(table["seeds ok"]) == ["2/2", "2/2"] and table["tokens/s"].str.startswith(("1,000", "333")).all()
     assert timings_by_machine(literal_cells([A, A, A])).empty
     assert timings_by_machine(literal_cells([A, B]).drop(columns="node")).empty
-    assert run_machines(literal_cells([B, A, B])) == [A, B]
+    assert run_machines(literal_cells([B, A, B])) == [A, B_CPU]
 
 
 def test_report_of_a_run_across_two_machines_has_per_machine_timings(tmp_path):
@@ -49,7 +51,7 @@ def test_report_of_a_run_across_two_machines_has_per_machine_timings(tmp_path):
     text = (build_report(run_dir, tmp_path / "report") / "index.md").read_text()
     assert "### Appendix: Timings by machine" in text
     section = text.split("### Appendix: Timings by machine", 1)[1].split("\n### ", 1)[0]
-    assert "host-a: Fixture CPU A" in section and "host-b: Fixture CPU B, NVIDIA H100" in section
+    assert "host-a: Fixture CPU A" in section and "host-b: Fixture CPU B" in section
     assert "cells ran on" in text
 
 
@@ -63,7 +65,7 @@ def test_node_of_cells_read_from_records_only_is_the_csv_label(tmp_path):
     record = json.loads(path.read_text())
     record["node"] = {"hostname": "host-b", "cpu_model": "Fixture CPU B", "gpu_name": "NVIDIA H100"}
     path.write_text(json.dumps(record))
-    assert run_machines(load_run(run_dir).cells) == [A, B]
+    assert run_machines(load_run(run_dir).cells) == [A, B_CPU]
 
 
 def test_a_run_resumed_on_a_machine_with_another_cpu_keeps_its_timings_apart(tmp_path):
@@ -86,3 +88,36 @@ def test_a_run_resumed_on_a_machine_with_another_cpu_keeps_its_timings_apart(tmp
     assert "timings are compared only between cells of one model" in text
     evidence = text.split("Bidirectional", 1)[1]
     assert "Fixture CPU A" in evidence and "Fixture CPU B" in evidence  # one comparison per machine
+
+
+def test_a_gpu_machine_is_one_machine_for_its_cpu_and_cuda_cells():
+    rows = [{"cell_id": f"lstm-l1-uni-{device}-s{seed}", "device": device, "seed": seed, "hostname": "gpubox",
+             "cpu_model": "Xeon", "gpu_name": "NVIDIA H200" if device == "cuda" else None}
+            for device in ("cpu", "cuda") for seed in (0, 1)]
+    assert run_machines(pd.DataFrame(rows)) == ["gpubox|Xeon|", "gpubox|Xeon|NVIDIA H200"]  # its CUDA cells name the GPU
+    ray = pd.DataFrame(rows).assign(node="gpubox|Xeon|NVIDIA H200")  # a node's label names its GPU for every cell
+    assert run_machines(ray) == run_machines(pd.DataFrame(rows))
+    assert run_machines(pd.DataFrame(rows).query("device == 'cpu'")) == ["gpubox|Xeon|"]
+
+
+def test_timings_from_a_timing_pass_are_labelled_with_its_machine(tmp_path):
+    train = make_run_folder(tmp_path / "train", cells=("rnn",), layers=(1,), directions=("uni", "bi"),
+                            devices=("cpu",), seeds=(0, 1), claims=[])
+    timing = make_run_folder(tmp_path / "timing", cells=("rnn",), layers=(1,), directions=("uni", "bi"),
+                             devices=("cpu",), seeds=(0, 1), claims=[])
+    for path in (train / "cells").glob("*.json"):  # trained on two Ray nodes
+        record = json.loads(path.read_text())
+        record["node"] = {"hostname": f"n{record['seed']}", "cpu_model": f"CPU {record['seed']}", "gpu_name": None}
+        record.update(hostname=f"n{record['seed']}", cpu_model=f"CPU {record['seed']}")
+        path.write_text(json.dumps(record))
+    RunDir(train).rebuild_tables()
+    for path in (timing / "cells").glob("*.json"):  # timed on one quiet machine, locally
+        record = json.loads(path.read_text())
+        record.update(hostname="quiet", cpu_model="CPU Q")
+        path.write_text(json.dumps(record))
+    RunDir(timing).rebuild_tables()
+    data, _, _ = apply_timings(load_run(train), [timing])
+    assert run_machines(data.cells) == ["quiet|CPU Q|"] and timings_by_machine(data.cells).empty
+    text = (build_report(train, tmp_path / "report", timing_dirs=[timing]) / "index.md").read_text()
+    assert "n0: CPU 0; n1: CPU 1" in text  # where they trained
+    assert "Timings by machine" not in text

@@ -51,6 +51,17 @@ def test_a_resumed_part_on_a_slower_machine_is_flagged(run):
     assert "at the resume 1" in timing_warnings(info, cells)[0]
 
 
+def test_a_part_resumed_on_another_kind_of_machine_is_not_a_machine_that_slowed(run):
+    _, info, cells = run
+    slower = {"cpu": {**CALIBRATION["cpu"], "flops_per_sec": CPU_FLOPS_PER_SEC / 2}}
+    other = {**info["machine"], "cpu_model": "Another CPU"}
+    info["resumes"] = [{"started": "2025-01-02T00:00:00+00:00", "machine": other, "calibration": slower}]
+    info["calibration_end"] = slower  # on the machine of the last part
+    assert not any("speed moved" in w for w in timing_warnings(info, cells))
+    info["calibration_end"] = CALIBRATION  # that machine itself sped up by a factor of two
+    assert "on Another CPU calibrated at" in timing_warnings(info, cells)[0]
+
+
 def test_wide_epoch_spread_busy_machine_and_steal_are_flagged(run):
     _, info, cells = run
     cells = cells.copy()
