@@ -549,6 +549,13 @@ def provenance(data: RunData, baselines_note: str) -> list[tuple[str, str]]:
             described.append(f"{part.get('started', '-')} on {where.get('hostname', '-')} "
                              f"({where.get('cpu_model', '-')}), git {commit}")
         facts.append(("resumed", f"{len(parts)} time{'s' if len(parts) > 1 else ''}: " + "; ".join(described)))
+    recovered = run.get("recovered")
+    if isinstance(recovered, dict):
+        facts.append(("run.json", f"lost and rebuilt at {recovered.get('at', '-')} from {recovered.get('records', '-')} "
+                                  "stored cells: " + ("the start, machine and calibration above are those the cells "
+                                                      "recorded" if recovered.get("facts") else
+                                                      "the start of the run is unknown, the machine is the cells' own, "
+                                                      "and the calibration was measured at the rebuild")))
     trained = data.trained if data.trained is not None else cells  # where they ran, not where they were timed
     models = sorted({str(m) for m in trained.get("cpu_model", pd.Series(dtype=object)).dropna() if str(m)})
     if len(models) > 1:

@@ -178,17 +178,21 @@ class RunDir:
         counts as not run."""
         return read_records(self.path)[0]
 
-    def store(self, cell, record: dict, calibration: dict | None, run_facts: dict | None = None) -> None:
+    def store(self, cell, record: dict, calibration: dict | None, run_facts: dict | None = None,
+              part: dict | None = None) -> None:
         """Write ``cell``'s (a ``GridCell``) record, with its id, axes and configuration. ``calibration``:
         the machine's speed now, for the FLOP utilisation; ``run_facts``: the run's own facts (start, machine,
-        calibration of its first part: ``RUN_FACTS``), kept in every record so that a run folder whose run.json
-        is lost can get them back (``run_facts_from_records``)."""
+        calibration of its first part: ``RUN_FACTS``) and ``part``: those of the part of the run that trained
+        the cell, kept in every record so that a run folder whose run.json is lost can get them back
+        (``run_facts_from_records``)."""
         record = dict(record)
         record["cell_id"] = cell.cell_id
         record["axes"] = cell.axes
         record["config"] = cell.config.model_dump(mode="json")
         if run_facts:
             record["run"] = {k: run_facts[k] for k in RUN_FACTS if k in run_facts}
+            if part:
+                record["run"]["part"] = {k: part[k] for k in RUN_FACTS if k in part}
         # The calibration was measured on this machine: it says nothing of a cell that ran on another node.
         ran_here = not record.get("node") or record["node"].get("hostname") == socket.gethostname()
         from .calibrate import flops_utilization  # torch: only where a cell is stored
@@ -214,15 +218,34 @@ RUN_FACTS = ("started", "command", "git", "machine", "executor", "calibration")
 
 
 def run_facts_from_records(records: dict[str, dict]) -> dict | None:
-    """The run's facts (``RUN_FACTS``) as its stored cell records carry them: those of the earliest start
-    among them (a run folder filled by two runs whose run.json is gone is taken for the first). None when
-    no record carries them (records stored before they did)."""
+    """The run's facts (``RUN_FACTS``) as its stored cell records carry them, with ``resumes``: the later
+    parts that trained some of them, in time order, and ``other_runs``: the start of any other run whose
+    records the folder holds (the facts are those of the earliest). None when no record carries them
+    (records stored before they did)."""
     carried = [r["run"] for r in records.values()
                if isinstance(r.get("run"), dict) and isinstance(r["run"].get("started"), str)]
     if not carried:
         return None
     first = min(carried, key=lambda facts: facts["started"])  # ISO times in UTC sort as text
-    return {k: first[k] for k in RUN_FACTS if k in first}
+    facts = {k: first[k] for k in RUN_FACTS if k in first}
+    parts = {}
+    for run in carried:
+        part = run.get("part")
+        if (run["started"] == first["started"] and isinstance(part, dict) and isinstance(part.get("started"), str)
+                and part["started"] != first["started"]):
+            parts[part["started"]] = part
+    facts["resumes"] = [parts[started] for started in sorted(parts)]
+    facts["other_runs"] = sorted({run["started"] for run in carried} - {first["started"]})
+    return facts
+
+
+def machine_from_records(records: dict[str, dict]) -> dict:
+    """What the cell records themselves say of the machine they ran on (the first of them, by cell id)."""
+    for _, record in sorted(records.items()):
+        if record.get("hostname") or record.get("cpu_model"):
+            return {"hostname": record.get("hostname"), "cpu_model": record.get("cpu_model"),
+                    "gpu_name": record.get("gpu_name"), "torch": record.get("torch_version")}
+    return {}
 
 
 # --- writing the tables --------------------------------------------------------------------------------

@@ -25,7 +25,8 @@ from .cost import estimate_seconds
 from .errors import HarnessError
 # The run folder and its tables are the results module's; imported here for the runner's callers too.
 from .results import (EXTRA_COLUMNS, LOAD_COLUMNS, RESULT_COLUMNS, RunDir, append_tables,  # noqa: F401
-                      node_label, read_json_object, rebuild_tables, run_facts_from_records, table_rows)
+                      machine_from_records, node_label, read_json_object, rebuild_tables, run_facts_from_records,
+                      table_rows)
 from .store import write_json_atomic
 from .suite import GridCell, Suite, cell_changes
 from .worker import EPOCH_PREFIX
@@ -358,7 +359,8 @@ def latest_run_dir(suite: Suite, root="results") -> Path:
             info = read_json_object(path)
             if info["suite"]["name"] != suite.name:
                 continue
-            started = dt.datetime.fromisoformat(info["started"])
+            # A run whose start was lost (rebuilt from records that did not carry it) counts from the rebuild.
+            started = dt.datetime.fromisoformat(info["started"] or info["recovered"]["at"])
             if started.tzinfo is None:
                 started = started.replace(tzinfo=dt.timezone.utc)
         except (HarnessError, ValueError, KeyError, TypeError):
@@ -395,10 +397,11 @@ def run_suite(suite: Suite, cells: list[GridCell], out_dir, argv: list[str], exe
     if foreign:
         raise HarnessError(f"{run_dir.path}: {len(foreign)} stored cell(s) were trained with another configuration "
                            f"than this suite's, e.g. {foreign[0]}; use another --out")
-    if existing is None and records:
+    ours = {c.cell_id: records[c.cell_id] for c in cells if c.cell_id in records}
+    if existing is None and ours:
         # run.json is gone but cells of this suite are stored: the run goes on as the one they belong to,
         # with its start, machine and calibration as its records carry them, and this part as a resume.
-        existing = _recovered_run_json(suite, records, run_dir.path, stream or sys.stderr)
+        existing = _recovered_run_json(suite, ours, run_dir.path, stream or sys.stderr)
     stored = records if existing is not None else {}
     # Failed cells are trained again (a missing corpus or a crash may have been fixed since); a diverged or
     # timed-out cell would only do the same again.
@@ -421,7 +424,7 @@ def run_suite(suite: Suite, cells: list[GridCell], out_dir, argv: list[str], exe
         # The first part of a run defines its provenance; each resume is recorded beside it, and a
         # change of code or machine between the parts is said out loud.
         info.setdefault("resumes", []).append({**provenance, "started": now_iso()})
-        if info.get("machine") is not None:  # unknown for a folder that lost run.json and its facts
+        if (info.get("recovered") or {}).get("facts", True):  # nothing to compare with when they were lost
             _warn_if_changed(info, provenance)
     info.update(threads=sorted({c.config.threads for c in cells if c.config.threads}), finished=None)
     info["cells"] = list(dict.fromkeys((info.get("cells") or []) + order))
@@ -452,10 +455,11 @@ def run_suite(suite: Suite, cells: list[GridCell], out_dir, argv: list[str], exe
     if tensorboard is not None:
         progress.epoch_listeners.append(lambda cell, row: tensorboard.epoch(cell.cell_id, row))
     # FLOP utilisation against this part's calibration: a resume may be on a machine of another speed.
-    calibration = (info["resumes"][-1].get("calibration") if existing is not None else None) or info.get("calibration")
+    part = info["resumes"][-1] if existing is not None else info
+    calibration = part.get("calibration")  # None without calibration: no utilisation against another part's
     try:
         for cell, record in executor.execute(pending, run_dir, progress, stop):
-            run_dir.store(cell, record, calibration, run_facts=info)
+            run_dir.store(cell, record, calibration, run_facts=info, part=part if existing is not None else None)
             run_dir.add_to_tables(cell.cell_id, info["cells"], rebuild=cell.cell_id in done)
             if tensorboard is not None:
                 tensorboard.finish(cell.cell_id, record)
@@ -483,15 +487,21 @@ def run_suite(suite: Suite, cells: list[GridCell], out_dir, argv: list[str], exe
 def _recovered_run_json(suite: Suite, records: dict[str, dict], path: Path, stream) -> dict:
     """The run.json of a folder that lost it, rebuilt from what its (matching) cell records carry."""
     facts = run_facts_from_records(records)
+    other_runs = facts.pop("other_runs", []) if facts else []
+    recovered = {"at": now_iso(), "records": len(records), "facts": facts is not None}
+    if other_runs:
+        recovered["other_runs"] = other_runs
     info = {"suite": {**suite.resolved(), "file": suite.path}, "config_hash": suite.config_hash(),
-            **(facts or {}), "recovered": {"at": now_iso(), "records": len(records), "facts": facts is not None}}
+            **(facts or {}), "recovered": recovered}
     if facts is None:
-        info["started"] = None  # unknown: these records predate the run facts they now carry
+        info.update(started=None, machine=machine_from_records(records))  # start unknown; machine from the cells
         print(f"warning: {path}/run.json is missing and its {len(records)} stored cell(s) do not say when the run "
-              "started or on which machine; the run goes on with those facts unknown", file=stream)
+              "started; the run goes on with its start unknown", file=stream)
     else:
-        print(f"warning: {path}/run.json is missing; the run's start ({facts['started']}), machine and calibration "
-              f"are taken from its {len(records)} stored cell(s)", file=stream)
+        print(f"warning: {path}/run.json is missing; the run's start ({facts['started']}), machine, calibration and "
+              f"{len(facts['resumes'])} resumed part(s) are taken from its {len(records)} stored cell(s)"
+              + (f"; cells of {len(other_runs)} other run(s) (started {', '.join(other_runs)}) are adopted into it"
+                 if other_runs else ""), file=stream)
     return info
 
 

@@ -12,6 +12,8 @@ import pytest
 import yaml
 
 from harness.errors import HarnessError
+from harness.runner import latest_run_dir
+from harness.suite import load_suite
 
 from conftest import TINY
 
@@ -224,6 +226,27 @@ def test_without_run_json_only_records_of_the_same_configuration_are_adopted(sto
     for key in ("started", "machine", "git", "command", "calibration"):
         assert info[key] == original[key], key
     assert info["recovered"]["records"] == 2 and len(info["resumes"]) == 1
+    # Lost again: the rebuilt run.json has the original start and the part recorded in between.
+    (out / "run.json").unlink()
+    for path in (out / "cells").glob("*.json"):  # as if this last part had trained the cells again
+        record = json.loads(path.read_text())
+        record["run"]["part"] = info["resumes"][0]
+        path.write_text(json.dumps(record))
+    again = harness("run", suite, "--out", out, "--no-report", cwd=tmp_path)
+    assert again.returncode == 0 and "1 resumed part(s)" in again.stderr, again.stderr
+    rebuilt = json.loads((out / "run.json").read_text())
+    assert rebuilt["started"] == original["started"] and len(rebuilt["resumes"]) == 2
+    assert rebuilt["resumes"][0]["started"] == info["resumes"][0]["started"]
+
+
+def test_records_of_other_cells_do_not_rebuild_this_suites_run_json(stored_run, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(stored_run, out)
+    (out / "run.json").unlink()
+    suite = write_suite(tmp_path, "description: other\nmatrix: {seed: [5]}\n", name="other.yaml")
+    proc = harness("run", suite, "--out", out, "--no-report", cwd=tmp_path)
+    assert proc.returncode == 0 and "run.json is missing" not in proc.stderr, proc.stderr
+    assert "recovered" not in json.loads((out / "run.json").read_text())
 
 
 def test_without_run_json_or_run_facts_in_the_records_the_start_is_unknown(stored_run, tmp_path):
@@ -240,3 +263,5 @@ def test_without_run_json_or_run_facts_in_the_records_the_start_is_unknown(store
     info = json.loads((out / "run.json").read_text())
     assert info["started"] is None and info["recovered"]["facts"] is False
     assert info["calibration"]["cpu"]["flops_per_sec"] > 0  # measured now, in place of the lost one
+    assert info["machine"]["cpu_model"] and info["machine"]["hostname"]  # the cells' own
+    assert latest_run_dir(load_suite(suite), tmp_path) == out  # found by --resume, by the time of the rebuild

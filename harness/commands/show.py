@@ -38,7 +38,7 @@ def main(args) -> int:
                      "train_ppl": rec.get("train_ppl"), "causal_ppl": rec.get("causal_ppl"),
                      "sec_per_epoch": rec.get("sec_per_epoch"), "total_sec": rec.get("total_sec"),
                      "reason": (rec.get("reason") or "")[:60]})
-    print(f"{run_dir.path}: suite {info['suite']['name']}, started {info.get('started')}, "
+    print(f"{run_dir.path}: suite {info['suite']['name']}, started {info.get('started') or 'unknown (run.json rebuilt)'}, "
           f"finished {info.get('finished') or '(not finished)'}")
     print(tabulate(rows, headers="keys", tablefmt="simple", floatfmt=".4g"))
     counts = {}
