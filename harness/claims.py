@@ -34,11 +34,11 @@ from . import text_measures
 from .claim_specs import (BEST_METRIC, CLAIM_NAMES, COST_METRICS, PPL_METRICS, ClaimSpec, default_claim,
                           default_claims, parse_claims)
 from .config import FIELDS, GRID_KEYS
-from .stats import (EMPTY_POOL, RESOLUTION, Effect, Pooled, Replicates, configuration_effect, log_interval,
-                    pool, pooled_spread, sign_test, t_interval)
+from .stats import (EMPTY_POOL, RESOLUTION, Effect, Pooled, Replicates, configuration_effect, pool,
+                    pooled_spread, sign_test)
 
 __all__ = ["CLAIM_NAMES", "ClaimSpec", "ClaimResult", "Note", "Why", "default_claim", "default_claims",
-           "evaluate_claims", "parse_claims", "t_interval", "log_interval"]
+           "evaluate_claims", "parse_claims"]
 
 SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE = "supported", "not supported", "inconclusive"
 SUPPORTS, CONTRADICTS, UNCLEAR, INSUFFICIENT, NOT_COUNTED = (
@@ -239,7 +239,7 @@ class Why:
 class Note:
     """Something a reader of a verdict should know. ``kind`` and its ``values``:
 
-    - ``left_out`` (``by_status``: status -> cells, ``cells``): cells that did not finish;
+    - ``left_out`` (``by_status``: status -> number of cells, ``cells``: their total): cells that did not finish;
     - ``few_seeds`` (``most``, ``enough``): at most ``most`` seeds per configuration;
     - ``bounded`` (``configurations``, ``resolution``): intervals bounded by the resolution, not the seeds;
     - ``not_counted`` (``comparisons``, ``of``): comparisons where neither side learned;
@@ -396,7 +396,7 @@ def _measure(metric: str, comparison: str, basis: str = "epochs") -> dict:
 
 def _pool_row(measure: dict, cells: str, rows: pd.DataFrame, pooled: Pooled) -> dict:
     estimates = rows.loc[rows["counted"], "log_effect"] if not rows.empty else pd.Series(dtype=float)
-    return {**measure, "cells": cells, "configurations": f"{pooled.k} of {len(rows)}",
+    return {**measure, "cells": cells, "pooled_configurations": pooled.k, "configurations": len(rows),
             "ratio": math.exp(pooled.estimate) if math.isfinite(pooled.estimate) else math.nan,
             "ci_low": math.exp(pooled.low) if math.isfinite(pooled.low) else math.nan,
             "ci_high": math.exp(pooled.high) if math.isfinite(pooled.high) else math.nan,

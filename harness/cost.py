@@ -3,8 +3,7 @@
 Torch-free arithmetic. On a CPU an epoch costs its FLOPs at an effective rate plus a fixed cost per time
 step of every layer and direction (the recurrence runs step by step, and those steps' small products and
 kernel calls dominate a small network), which differs by cell type and grows with the hidden size. A
-held-out evaluation costs multiples of the same two parts, larger for bidirectional cells (their causal
-perplexity is computed step by step). Fitted to quiet runs on a 2-core CPU: the timing pass of the
+held-out evaluation costs its forward arithmetic, which grows with the held-out tokens and the window. Fitted to quiet runs on a 2-core CPU: the timing pass of the
 lesson's grid (``results/full-cpu-timing``, hidden 256, two threads; every configuration's median epoch
 within 25%), ``results/example`` (hidden 64) and the quiet cells of ``results/full-cpu`` (one thread, with
 evaluations). Rough by design: a machine of another kind is faster or slower as a whole, which the
@@ -20,9 +19,11 @@ CPU_FLOPS_PER_SEC = 235e9  # effective, two threads
 # Per time step of one layer and direction: a fixed part and one proportional to the hidden size.
 CPU_STEP_SEC = {"rnn": (33e-6, 80e-6), "gru": (87e-6, 257e-6), "lstm": (2e-6, 165e-6)}  # (fixed, per 256 hidden)
 ONE_THREAD_FACTOR = 1.4  # one thread against two: 1.1-1.6x on the grid's LSTM and GRU cells
-# One held-out evaluation of EVAL_TOKENS tokens, as multiples of an epoch's (arithmetic, step) parts.
-EVAL_PARTS = {"uni": (8.6, 1.35), "bi": (19.0, 2.8)}
-EVAL_TOKENS = 5000
+# A held-out evaluation is forward passes over ``val_tokens`` windows of ``num_steps + 1`` characters (two
+# passes for a bidirectional cell: teacher-forced and causal), in batches of 1024 windows: its arithmetic
+# runs at about half the training rate, plus a fixed part (setting up, generating the text samples).
+EVAL_RATE_FACTOR = 2.0
+EVAL_FIXED_SEC = 0.1
 CELL_START_SEC = 1.5  # data and model set-up in the cell's process
 CUDA_FLOPS_PER_SEC, CUDA_STEP_SEC = 20e12, 0.6e-3  # a guess: no CUDA run has been timed with this model
 
@@ -54,9 +55,19 @@ def evaluations(config) -> int:
     return (config.epochs // every if every else 0) + (1 if not every or config.epochs % every else 0)
 
 
+def evaluation_seconds(config) -> float:
+    """Estimated seconds of one held-out evaluation of ``config``."""
+    if not config.val_tokens:
+        return 0.0
+    bidirectional = config.direction == "bi"
+    positions = config.val_tokens * (config.num_steps + 1) * (2 if bidirectional else 1)
+    forward = training_flops(VOCAB, config.cell, config.layers, bidirectional, config.hidden, positions) / 3
+    if config.device == "cuda":
+        return forward / CUDA_FLOPS_PER_SEC + EVAL_FIXED_SEC
+    scale = ONE_THREAD_FACTOR if config.threads == 1 else 1.0
+    return EVAL_RATE_FACTOR * scale * forward / CPU_FLOPS_PER_SEC + EVAL_FIXED_SEC
+
+
 def estimate_seconds(config) -> float:
     """Estimated seconds of the whole cell: its epochs, its held-out evaluations and its set-up."""
-    arithmetic, steps = _epoch_parts(config)
-    a, b = EVAL_PARTS[config.direction]
-    per_eval = (a * arithmetic + b * steps) * config.val_tokens / EVAL_TOKENS
-    return config.epochs * (arithmetic + steps) + evaluations(config) * per_eval + CELL_START_SEC
+    return config.epochs * epoch_seconds(config) + evaluations(config) * evaluation_seconds(config) + CELL_START_SEC

@@ -349,7 +349,7 @@ def pooled_table(table: pd.DataFrame, confidence: float) -> pd.DataFrame:
         return table
     return pd.DataFrame({
         "measure": claim_wording.measure_labels(table), "cells": table["cells"],
-        "configurations": table["configurations"],
+        "configurations": [f"{k} of {n}" for k, n in zip(table["pooled_configurations"], table["configurations"])],
         f"ratio [{confidence:.0%} CI]": [claim_wording.ratio_text(r, lo, hi) for r, lo, hi
                                           in zip(table["ratio"], table["ci_low"], table["ci_high"])],
         "I²": [f"{v:.0%}" if math.isfinite(v) else "-" for v in table["i2"]],
@@ -420,8 +420,8 @@ def run_machines(cells: pd.DataFrame) -> list[str]:
 
 
 def timings_by_machine(cells: pd.DataFrame) -> pd.DataFrame:
-    """Epoch time and throughput per machine and configuration (mean ± 95% t half-width over that machine's
-    finished seeds). Empty unless the cells ran on more than one machine: timings are never pooled across
+    """Epoch time and throughput per machine and configuration (geometric mean with its 95% interval over
+    that machine's finished seeds). Empty unless the cells ran on more than one machine: timings are never pooled across
     machines silently."""
     if len(run_machines(cells)) < 2:
         return pd.DataFrame()

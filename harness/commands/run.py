@@ -11,7 +11,8 @@ from tabulate import tabulate
 from ..cli import prog_name
 from ..errors import HarnessError
 from ..store import writable_folder
-from ..runner import default_out_dir, iter_cells_table, latest_run_dir, run_suite
+from ..cost import estimate_seconds
+from ..runner import default_out_dir, format_duration, iter_cells_table, latest_run_dir, run_suite
 from ..suite import expand, filter_cells, load_suite
 
 
@@ -54,8 +55,22 @@ def select_cells(args):
 def print_cells(cells, stream=sys.stdout) -> None:
     rows = iter_cells_table(cells)
     print(tabulate(rows, headers="keys", tablefmt="simple"), file=stream)
-    total = sum(r["estimate_s"] for r in rows)
-    print(f"{len(rows)} cells, estimated {total / 60:.1f} min in all (a rough a-priori estimate)", file=stream)
+    print(estimate_text(cells), file=stream)
+
+
+def estimate_text(cells) -> str:
+    """The estimated time of ``cells`` one at a time, per device (CUDA cells are skipped without a GPU,
+    and their estimate is a guess: no CUDA run has been timed for the cost model)."""
+    totals: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    for cell in cells:
+        device = cell.config.device
+        totals[device] = totals.get(device, 0.0) + estimate_seconds(cell.config)
+        counts[device] = counts.get(device, 0) + 1
+    parts = [f"{format_duration(totals[d])} for the {counts[d]} {d.upper()} cell{'s' if counts[d] != 1 else ''}"
+             for d in sorted(totals)]
+    return (f"{len(cells)} cells, estimated {' and '.join(parts) or 'nothing'}, one cell at a time "
+            "(a rough a-priori estimate, fitted on a quiet 2-core CPU)")
 
 
 def make_executor(args):
