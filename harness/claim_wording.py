@@ -165,7 +165,8 @@ def notes(result: ClaimResult) -> list[str]:
 
 def _depth_helps(result: ClaimResult, r: float, low: float, high: float) -> str:
     spec = result.spec
-    at = "at equal training time" if spec.basis == "time" else "after the same epochs"
+    at = ("at equal training time" if spec.basis == "time" else
+          "each at its best evaluation" if spec.metric == BEST_METRIC else "after the same epochs")
     change = "lower" if r < 1 else "higher"
     text = (f"Each added layer left {SHORT_LABELS[spec.metric]} {ratio_text(r, low, high)} of the shallower "
             f"network's ({abs(1 - r):.0%} {change}) {at}")
@@ -176,8 +177,8 @@ def _depth_helps(result: ClaimResult, r: float, low: float, high: float) -> str:
 
 
 def _bidirectional_slow(result: ClaimResult, r: float, low: float, high: float) -> str:
-    what = "as long per epoch" if result.spec.metric == "sec_per_epoch" else "the peak memory"
-    text = f"Bidirectional cells took {ratio_text(r, low, high)} {what} of unidirectional ones"
+    what = "as long per epoch as" if result.spec.metric == "sec_per_epoch" else "the peak memory of"
+    text = f"Bidirectional cells took {ratio_text(r, low, high)} {what} unidirectional ones"
     if "flops_ratio" in result.facts:
         f = result.facts["flops_ratio"]
         if math.isfinite(f):

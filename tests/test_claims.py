@@ -453,5 +453,10 @@ def test_best_held_out_perplexity_separates_memorising_from_not_learning():
                curves)
     assert best.verdict == SUPPORTED and best.ratio[0] == pytest.approx(1.5, rel=0.01)
     assert "at their best evaluation" in wording.sentence(best)
+    deep = cells.assign(layers=2, cell_id=cells["cell_id"].str.replace("-l1-", "-l2-"))
+    deep_curves = curves.assign(cell_id=curves["cell_id"].str.replace("-l1-", "-l2-"))
+    depth = run(pd.concat([cells, deep]), parse_claims([{"name": "depth_helps", "metric": "best_causal_ppl"}], "x")[0],
+                pd.concat([curves, deep_curves]))
+    assert "each at its best evaluation" in wording.sentence(depth) and "same epochs" not in wording.sentence(depth)
     with pytest.raises(HarnessError, match="best_causal_ppl is compared after the same epochs only"):
         parse_claims([{"name": "depth_helps", "metric": "best_causal_ppl", "basis": "time"}], "x")
