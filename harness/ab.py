@@ -36,7 +36,8 @@ from .suite import GridCell, expand, filter_cells, load_suite
 
 WORKER_MODULE = "harness.ab_worker"
 WORKER_PATH = "harness/ab_worker.py"
-PROTOCOL = 1
+PROTOCOL = 2  # what this driver speaks; it also drives workers of protocol 1 (one process per cell)
+PROTOCOLS = (1, 2)
 PREFIX = "@@ab "
 DEFAULT_ROUNDS = 6
 HELLO_TIMEOUT = 300.0  # seconds for a worker to import torch and the harness on a loaded machine
@@ -149,10 +150,14 @@ class WorkerGone(Exception):
 
 
 class Worker:
-    """One side's long-lived worker process for one cell, spoken to in JSON lines."""
+    """One side's long-lived worker process, spoken to in JSON lines: every cell of a check in turn
+    (protocol 2) or one cell (protocol 1, a revision from before)."""
 
     def __init__(self, side: Side, log):
         self.side = side
+        self.protocol: int | None = None  # from its hello
+        self.idle = False  # finished a cell and waits for the next: may serve another
+        self.cell_started = time.monotonic()
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         env["PYTHONPATH"] = os.pathsep.join([str(side.root)] + [p for p in [env.get("PYTHONPATH")] if p])
         for key in ("HARNESS_DATA_DIR", "HARNESS_CACHE_DIR"):  # the same corpora from any working folder
@@ -203,7 +208,12 @@ class Worker:
 
     @property
     def seconds(self) -> float:
-        return time.monotonic() - self.started
+        """Seconds since this worker started its current cell (protocol 1: since the process started)."""
+        return time.monotonic() - (self.cell_started if self.protocol != 1 else self.started)
+
+    @property
+    def reusable(self) -> bool:
+        return self.idle and self.protocol is not None and self.protocol >= 2 and self.proc.poll() is None
 
 
 def _hello(worker: Worker) -> None:
@@ -214,9 +224,10 @@ def _hello(worker: Worker) -> None:
         code = worker.proc.poll()
         raise HarnessError(f"{side.name} side ({side.label}): the worker {WORKER_MODULE} did not start "
                            f"(exit code {code}); see the cell's log") from None
-    if msg.get("event") != "hello" or msg.get("protocol") != PROTOCOL:
+    if msg.get("event") != "hello" or msg.get("protocol") not in PROTOCOLS:
         raise HarnessError(f"{side.name} side ({side.label}): the worker speaks protocol {msg.get('protocol')!r}, "
-                           f"this driver {PROTOCOL}")
+                           f"this driver {' or '.join(map(str, PROTOCOLS))}")
+    worker.protocol = msg["protocol"]
     expected = (side.root / "harness").resolve()
     if Path(str(msg.get("harness"))).resolve() != expected:
         raise HarnessError(f"{side.name} side ({side.label}): the worker imported harness from {msg.get('harness')}, "
@@ -229,28 +240,40 @@ class PairResult:
     pairs: list[tuple[float, float]] = field(default_factory=list)  # (base sec, new sec) per timed round
 
 
-def run_pair(cells: tuple[GridCell, GridCell], sides: tuple[Side, Side], logs, first: int = 0) -> PairResult:
+def run_pair(cells: tuple[GridCell, GridCell], sides: tuple[Side, Side], logs, first: int = 0,
+             workers: list | None = None) -> PairResult:
     """Train one cell on both sides, epoch by epoch in turn (A B B A ...). Returns each side's record
     (the worker's own ``run_cell`` record, or a failure record keeping the epochs seen) and the timed
     rounds both sides completed.
 
-    ``first`` (0: base, 1: new) is started first and goes first in the warm-up round and every even round
-    after it. The driver alternates it from one cell to the next: in A/A trials with a fixed order the
-    new side came out 3% faster (docs/regression.md), apparently a cost of being started or going first
-    that ABBA units alone do not cancel."""
+    ``first`` (0: base, 1: new) goes first in the warm-up round and every even round after it (and is
+    started first when its worker starts). The driver alternates it from one cell to the next: in A/A
+    trials with a fixed order the new side came out 3% faster (docs/regression.md), apparently a cost of
+    being started or going first that ABBA units alone do not cancel.
+
+    ``workers``: the two sides' workers kept from the cell before (``[None, None]`` at first); a worker
+    that can serve another cell does, others are replaced, and the list is left holding the workers that
+    may serve the next cell (the caller stops them at the end). Without it, both are stopped here."""
     from .runner import failure_record
 
     starting = (first, 1 - first)
-    workers: list[Worker | None] = [None, None]
+    keep = workers is not None
+    workers = workers if keep else [None, None]
     rows: list[list[dict]] = [[], []]
     records: list[dict | None] = [None, None]
     try:
+        fresh = []
         for i in starting:  # both start at once: start-up is not timed
-            workers[i] = Worker(sides[i], logs[i])
-        for i in starting:
+            if workers[i] is None or not workers[i].reusable:
+                if workers[i] is not None:
+                    workers[i].close()
+                workers[i] = Worker(sides[i], logs[i])
+                fresh.append(i)
+        for i in fresh:
             _hello(workers[i])
-        for w, cell in zip(workers, cells):
-            w.send(cmd="start", config=cell.config.model_dump(mode="json"))
+        for w, cell, log in zip(workers, cells, logs):
+            w.idle, w.cell_started = False, time.monotonic()
+            w.send(cmd="start", config=cell.config.model_dump(mode="json"), log=getattr(log, "name", None))
         epochs = cells[0].config.epochs
         for k in range(epochs + 1):  # the extra round lets each side finish (final evaluation, samples)
             order = starting if k % 2 == 0 else starting[::-1]
@@ -276,6 +299,7 @@ def run_pair(cells: tuple[GridCell, GridCell], sides: tuple[Side, Side], logs, f
                     rows[i].append(msg["row"])
                 elif event == "done":
                     records[i] = msg["record"]
+                    w.idle = True
                 elif event == "error" and not rows[i]:
                     # Before any epoch: this side cannot train the suite's cells at all.
                     raise HarnessError(f"{sides[i].name} side ({sides[i].label}), cell {cell.cell_id}: "
@@ -286,12 +310,21 @@ def run_pair(cells: tuple[GridCell, GridCell], sides: tuple[Side, Side], logs, f
             if records[i] is None:
                 records[i] = failure_record(cells[i], "failed", "the worker did not finish the cell", rows[i])
             records[i]["total_sec"] = w.seconds
-    finally:
-        for w in workers:
-            if w is not None:
-                w.send(cmd="stop")
-                w.close()
+    except BaseException:
+        stop_workers(workers)
+        raise
+    if not keep:
+        stop_workers(workers)
     return PairResult((records[0], records[1]), timed_pairs(rows[0], rows[1]))
+
+
+def stop_workers(workers: list) -> None:
+    """Stop and reap the workers of ``workers`` (leaving ``None`` in their place)."""
+    for i, w in enumerate(workers):
+        if w is not None:
+            w.send(cmd="stop")
+            w.close()
+            workers[i] = None
 
 
 def timed_pairs(base_rows: list[dict], new_rows: list[dict]) -> list[tuple[float, float]]:
@@ -465,14 +498,19 @@ def run_ab(suite_path: str, base_rev: str | None = None, new_rev: str | None = N
         print(f"A/B check of {suite_path}: base = {sides[0].label}; new = {sides[1].label}; "
               f"{len(matched)} cells, {rounds} timed rounds each; results in {out}", file=stream, flush=True)
         results: list[tuple[GridCell, GridCell, PairResult]] = []
-        for n, (a, b) in enumerate(matched, 1):
-            with open(dirs[0].log_path(a.cell_id), "w") as log_a, open(dirs[1].log_path(b.cell_id), "w") as log_b:
-                result = run_pair((a, b), (sides[0], sides[1]), (log_a, log_b), first=(n - 1) % 2)
-            for d, cell, record, info in zip(dirs, (a, b), result.records, infos):
-                d.store(cell, record, calibration)
-                d.rebuild_tables(info["cells"])
-            results.append((a, b, result))
-            print(_progress_line(n, len(matched), a, result), file=stream, flush=True)
+        workers: list[Worker | None] = [None, None]  # one per side, kept from cell to cell
+        try:
+            for n, (a, b) in enumerate(matched, 1):
+                with open(dirs[0].log_path(a.cell_id), "w") as log_a, open(dirs[1].log_path(b.cell_id), "w") as log_b:
+                    result = run_pair((a, b), (sides[0], sides[1]), (log_a, log_b), first=(n - 1) % 2,
+                                      workers=workers)
+                for d, cell, record, info in zip(dirs, (a, b), result.records, infos):
+                    d.store(cell, record, calibration)
+                    d.rebuild_tables(info["cells"])
+                results.append((a, b, result))
+                print(_progress_line(n, len(matched), a, result), file=stream, flush=True)
+        finally:
+            stop_workers(workers)
         for d, info in zip(dirs, infos):
             records = d.finished_records()
             info["corpus_sha256"] = sorted({r.get("corpus_sha256") for r in records.values() if r.get("corpus_sha256")})

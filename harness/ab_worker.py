@@ -9,9 +9,11 @@ machine. The protocol is JSON, one object a line (the driver's side is ``harness
   ``{"event": "epoch", "row": {...}}`` after each epoch (the row ``run_cell`` reports);
   ``{"event": "done", "record": {...}}`` when the cell has finished (the record ``run_cell`` returns);
   ``{"event": "error", "message": "...", "exit_code": N}`` when it cannot go on.
-* driver -> worker: ``{"cmd": "start", "config": {...}}`` (a ``CellConfig``) once, then
-  ``{"cmd": "epoch"}`` before each epoch, ``{"cmd": "finish"}`` after the last one (the cell's final
-  evaluation and samples), or ``{"cmd": "stop"}`` to end without finishing the cell.
+* driver -> worker: ``{"cmd": "start", "config": {...}, "log": "PATH"}`` (a ``CellConfig``; the cell's log,
+  where standard error goes from now on), then ``{"cmd": "epoch"}`` before each epoch, ``{"cmd": "finish"}``
+  after the last one (the cell's final evaluation and samples), or ``{"cmd": "stop"}`` to end. After a
+  cell's ``done`` the worker waits for the next ``start`` (protocol 2: one process per side serves every
+  cell of a check, so a check does not pay a start-up of torch per cell; protocol 1 served one cell).
 
 Only protocol lines go to the real standard output; anything else the process prints (warnings, the
 cell's own messages) goes to standard error, which the driver keeps as the cell's log.
@@ -23,7 +25,7 @@ import json
 import os
 import sys
 
-PROTOCOL = 1
+PROTOCOL = 2
 PREFIX = "@@ab "
 
 
@@ -60,33 +62,47 @@ def main() -> int:
     from .train import run_cell
 
     send({"event": "hello", "protocol": PROTOCOL, "harness": os.path.dirname(os.path.abspath(harness.__file__))})
+
+    def on_epoch(row: dict) -> None:
+        send({"event": "epoch", "row": row})
+        # Wait for our turn: the next epoch, or after the last one the final evaluation and samples,
+        # which must not run while the other side is timing its epoch.
+        receive()
+
     try:
-        start = receive()
-        try:
-            config = CellConfig(**start["config"])
-        except Exception as exc:  # noqa: BLE001 - a configuration this revision cannot read
-            message = str(exc).replace("\n", " ")
-            send({"event": "error", "message": f"this revision refuses the cell's configuration: {message}",
-                  "exit_code": 2})
-            return 2
-        if receive().get("cmd") != "epoch":
-            send({"event": "error", "message": "expected an epoch command", "exit_code": 2})
-            return 2
-
-        def on_epoch(row: dict) -> None:
-            send({"event": "epoch", "row": row})
-            # Wait for our turn: the next epoch, or after the last one the final evaluation and samples,
-            # which must not run while the other side is timing its epoch.
-            receive()
-
-        record = run_cell(config, on_epoch=on_epoch)
+        while True:
+            start = receive()
+            if start.get("cmd") != "start":
+                send({"event": "error", "message": "expected a start command", "exit_code": 2})
+                return 2
+            if start.get("log"):
+                _log_to(start["log"])
+            try:
+                config = CellConfig(**start["config"])
+            except Exception as exc:  # noqa: BLE001 - a configuration this revision cannot read
+                message = str(exc).replace("\n", " ")
+                send({"event": "error", "message": f"this revision refuses the cell's configuration: {message}",
+                      "exit_code": 2})
+                return 2
+            if receive().get("cmd") != "epoch":
+                send({"event": "error", "message": "expected an epoch command", "exit_code": 2})
+                return 2
+            record = run_cell(config, on_epoch=on_epoch)
+            send({"event": "done", "record": record})
     except _Stopped:
         return 0
     except HarnessError as exc:
         send({"event": "error", "message": str(exc), "exit_code": exc.exit_code})
         return exc.exit_code
-    send({"event": "done", "record": record})
-    return 0
+
+
+def _log_to(path: str) -> None:
+    """Standard error (and the stdout the training code sees) into the cell's log from now on."""
+    sys.stderr.flush()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 2)
+    os.dup2(2, 1)
+    os.close(fd)
 
 
 if __name__ == "__main__":

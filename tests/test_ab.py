@@ -13,7 +13,7 @@ import textwrap
 import pandas as pd
 import pytest
 
-from harness import stats
+from harness import ab, stats
 from harness.ab import resolve_revision, worktree
 from harness.cli import main as cli
 from harness.compare import read_run
@@ -222,13 +222,13 @@ def test_the_new_revision_trains_with_its_own_code(tmp_path, repo, capsys):
 
 def test_a_worker_of_another_protocol_is_refused_in_one_line(tmp_path, repo, capsys):
     worker = repo / "harness" / "ab_worker.py"
-    worker.write_text(worker.read_text().replace("PROTOCOL = 1\n", "PROTOCOL = 99\n", 1))
+    worker.write_text(worker.read_text().replace("PROTOCOL = 2\n", "PROTOCOL = 99\n", 1))
     git(repo, "commit", "--quiet", "-am", "another protocol")
     code = cli(["ab", str(write_suite(tmp_path, "matrix: {cell: [rnn]}\n")), "--base", "HEAD", "--repo", str(repo),
                 "--rounds", "2", "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
     last = err.splitlines()[-1]  # after the line that announces the check
-    assert code == 2 and last.startswith("error: base side (HEAD (") and "speaks protocol 99, this driver 1" in last
+    assert code == 2 and last.startswith("error: base side (HEAD (") and "speaks protocol 99, this driver 1 or 2" in last
     assert "harness-ab-" not in git(repo, "worktree", "list")
 
 
@@ -268,3 +268,44 @@ def test_tiny_ab_writes_two_run_folders_and_its_outputs(tmp_path, capsys):
     compared = json.loads((tmp_path / "compare.json").read_text())
     assert [c["verdict"] for c in compared["cells"]] == ["too few runs"] * 2 and compared["exit_code"] == 2
     assert (tmp_path / "compare.md").read_text().startswith("### ")
+
+
+def counting_workers(monkeypatch) -> list:
+    """Every worker process the driver starts, as (side name, Worker)."""
+    started = []
+
+    class Counted(ab.Worker):
+        def __init__(self, side, log):
+            super().__init__(side, log)
+            started.append((side.name, self))
+
+    monkeypatch.setattr(ab, "Worker", Counted)
+    return started
+
+
+def test_one_worker_per_side_serves_every_cell_and_each_cell_keeps_its_log(tmp_path, monkeypatch):
+    started = counting_workers(monkeypatch)
+    out = tmp_path / "out"
+    code = cli(["ab", str(write_suite(tmp_path)), "--rounds", "2", "--out", str(out), "--json", str(tmp_path / "ab.json")])
+    assert code in (0, 1)
+    assert sorted(name for name, _ in started) == ["base", "new"]  # four cells, two processes
+    assert all(w.proc.poll() is not None for _, w in started)  # stopped at the end
+    for side in ("base", "new"):
+        cells = pd.read_csv(out / side / "cells.csv")
+        assert list(cells["status"]) == ["ok"] * 4 and (cells["total_sec"] > 0).all()
+        assert sorted(p.stem for p in (out / side / "logs").glob("*.log")) == sorted(cells["cell_id"])
+
+
+def test_a_revision_whose_worker_serves_one_cell_gets_one_process_per_cell(tmp_path, repo, monkeypatch):
+    worker = repo / "harness" / "ab_worker.py"
+    text = worker.read_text().replace("PROTOCOL = 2\n", "PROTOCOL = 1\n", 1)
+    done = '            send({"event": "done", "record": record})\n'
+    assert done in text
+    worker.write_text(text.replace(done, done + "            return 0  # protocol 1: one cell a process\n", 1))
+    git(repo, "commit", "--quiet", "-am", "a worker of protocol 1")
+    started = counting_workers(monkeypatch)
+    code = cli(["ab", str(write_suite(tmp_path, "matrix: {seed: [0, 1, 2]}\n")), "--base", "HEAD", "--repo", str(repo),
+                "--rounds", "2", "--out", str(tmp_path / "out"), "--json", str(tmp_path / "ab.json")])
+    assert code in (0, 1)
+    assert sorted(name for name, _ in started) == ["base", "base", "base", "new"]
+    assert json.loads((tmp_path / "ab.json").read_text())["cells"][0]["statuses"] == ["ok/ok"] * 3
