@@ -2,8 +2,11 @@
 trials (a known change, e.g. ``--set-new model.hidden=272``) run alternately, then every trial decided
 again from its stored units under both rules and several thresholds. Writes one Markdown summary.
 
-Run (the issue's full study: 20 A/A and 10 A/B trials of the default settings):
-    python benchmarks/ab_study.py --aa 20 --ab 10 --out /tmp/ab-study --summary ab-study.md
+Run (the full study: 20 A/A and 10 A/B trials of the default settings, then 10 A/B trials of a 6% change;
+run again with the same --out to continue after an interruption):
+    python benchmarks/ab_study.py --aa 20 --ab 10 --out results/ab-study --summary ab-study.md
+    python benchmarks/ab_study.py --aa 0 --ab 10 --change model.hidden=264 --out results/ab-study-264 \
+        --summary ab-study-264.md
 Preliminary:
     python benchmarks/ab_study.py --aa 3 --ab 3 --only cell=lstm --out /tmp/ab-study --summary ab-study.md
 """
@@ -14,6 +17,7 @@ import argparse
 import datetime
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -48,6 +52,8 @@ def parse_args(argv=None):
 
 def run_trial(args, kind: str, index: int) -> dict:
     out = Path(args.out) / f"{kind}{index}"
+    if out.exists():  # left by an interrupted trial, which runs again from the start
+        shutil.rmtree(out)
     cmd = [sys.executable, "-m", "harness", "ab", args.suite, "--out", str(out), "--json", str(out) + ".json"]
     cmd += [x for o in args.only for x in ("--only", o)]
     cmd += [x for s in args.set for x in ("--set-base", s, "--set-new", s)]
@@ -128,12 +134,17 @@ def main(argv=None) -> int:
         Path(args.summary).write_text(summarise(args, trials))
         return 0
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    trials = []
+    stored = Path(args.out, "trials.json")
+    # A study spans sessions: trials already in --out are kept and not run again.
+    trials = json.loads(stored.read_text()) if stored.exists() else []
+    done = {t["name"] for t in trials}
     # Alternate the kinds, so that a change of the machine's load during the study touches both alike.
     order = [("aa", i) for i in range(args.aa)]
     order = [x for pair in zip(order, [("ab", i) for i in range(args.ab)]) for x in pair] + \
         order[args.ab:] + [("ab", i) for i in range(args.aa, args.ab)]
     for kind, index in order:
+        if f"{kind.upper()}{index}" in done:
+            continue
         trials.append(run_trial(args, kind, index))
         Path(args.out, "trials.json").write_text(json.dumps(trials, indent=1))
         Path(args.summary).write_text(summarise(args, trials))
