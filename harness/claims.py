@@ -109,13 +109,18 @@ def _groups(frame: pd.DataFrame, keys: list[str]):
         yield (key if isinstance(key, tuple) else (key,)), group
 
 
+def text_column(cells: pd.DataFrame, column: str) -> pd.Series:
+    """``cells[column]`` as strings, empty where missing (and wholly empty when there is no such column)."""
+    if column not in cells:
+        return pd.Series("", index=cells.index, dtype=object)
+    return cells[column].astype(object).where(cells[column].notna(), "").astype(str)
+
+
 def machine_of(cells: pd.DataFrame) -> pd.Series | None:
     """Per cell, the machine its timings come from: the CPU model, and for CUDA cells the GPU too
     (cells.csv ``cpu_model``, ``gpu_name``; a Ray run's ``node``, else ``hostname``). None when not recorded."""
     def text(column):
-        if column not in cells:
-            return pd.Series("", index=cells.index)
-        return cells[column].astype(object).where(cells[column].notna(), "").astype(str)
+        return text_column(cells, column)
 
     if "cpu_model" in cells:
         cpu, gpu = text("cpu_model"), text("gpu_name")

@@ -3,8 +3,8 @@
 Torch-free arithmetic. On a CPU an epoch costs its FLOPs at an effective rate plus a fixed cost per time
 step of every layer and direction (the recurrence runs step by step, and those steps' small products and
 kernel calls dominate a small network), which differs by cell type and grows with the hidden size. A
-held-out evaluation costs its forward arithmetic, which grows with the held-out tokens and the window. Fitted to quiet runs on a 2-core CPU: the timing pass of the
-lesson's grid (``results/full-cpu-timing``, hidden 256, two threads; every configuration's median epoch
+held-out evaluation costs its forward arithmetic, which grows with the held-out tokens and the window.
+Fitted to quiet runs on a 2-core CPU: the timing pass of the lesson's grid (``results/full-cpu-timing``, hidden 256, two threads; every configuration's median epoch
 within 25%), ``results/example`` (hidden 64) and the quiet cells of ``results/full-cpu`` (one thread, with
 evaluations). Rough by design: a machine of another kind is faster or slower as a whole, which the
 runner's ETA corrects as cells finish.
@@ -28,6 +28,10 @@ CELL_START_SEC = 1.5  # data and model set-up in the cell's process
 CUDA_FLOPS_PER_SEC, CUDA_STEP_SEC = 20e12, 0.6e-3  # a guess: no CUDA run has been timed with this model
 
 
+def _thread_scale(config) -> float:
+    return ONE_THREAD_FACTOR if config.threads == 1 else 1.0
+
+
 def _epoch_parts(config) -> tuple[float, float]:
     """(arithmetic, per-step) seconds of one epoch of ``config`` (a ``CellConfig``)."""
     window = config.batch_size * config.num_steps
@@ -38,7 +42,7 @@ def _epoch_parts(config) -> tuple[float, float]:
         return flops / CUDA_FLOPS_PER_SEC, (tokens // window) * config.layers * CUDA_STEP_SEC
     fixed, per_256 = CPU_STEP_SEC[config.cell]
     steps = (tokens // window) * config.num_steps * config.layers * directions
-    scale = ONE_THREAD_FACTOR if config.threads == 1 else 1.0
+    scale = _thread_scale(config)
     return scale * flops / CPU_FLOPS_PER_SEC, scale * steps * (fixed + per_256 * config.hidden / 256)
 
 
@@ -64,8 +68,7 @@ def evaluation_seconds(config) -> float:
     forward = training_flops(VOCAB, config.cell, config.layers, bidirectional, config.hidden, positions) / 3
     if config.device == "cuda":
         return forward / CUDA_FLOPS_PER_SEC + EVAL_FIXED_SEC
-    scale = ONE_THREAD_FACTOR if config.threads == 1 else 1.0
-    return EVAL_RATE_FACTOR * scale * forward / CPU_FLOPS_PER_SEC + EVAL_FIXED_SEC
+    return EVAL_RATE_FACTOR * _thread_scale(config) * forward / CPU_FLOPS_PER_SEC + EVAL_FIXED_SEC
 
 
 def estimate_seconds(config) -> float:

@@ -398,9 +398,7 @@ def cell_machines(cells: pd.DataFrame) -> pd.Series:
     ``hostname``, ``cpu_model`` and ``gpu_name`` (a run resumed elsewhere has cells of two machines); empty
     where not recorded."""
     def column(name):
-        if name not in cells:
-            return pd.Series("", index=cells.index, dtype=object)
-        return cells[name].astype(object).where(cells[name].notna(), "").astype(str)
+        return claims_mod.text_column(cells, name)
 
     own = column("hostname") + "|" + column("cpu_model") + "|" + column("gpu_name")
     node = column("node")

@@ -455,11 +455,11 @@ def run_suite(suite: Suite, cells: list[GridCell], out_dir, argv: list[str], exe
     if tensorboard is not None:
         progress.epoch_listeners.append(lambda cell, row: tensorboard.epoch(cell.cell_id, row))
     # FLOP utilisation against this part's calibration: a resume may be on a machine of another speed.
-    part = info["resumes"][-1] if existing is not None else info
-    calibration = part.get("calibration")  # None without calibration: no utilisation against another part's
+    part = info["resumes"][-1] if existing is not None else None  # this part, when it is not the first
+    calibration = (part or info).get("calibration")  # None without calibration: not another part's
     try:
         for cell, record in executor.execute(pending, run_dir, progress, stop):
-            run_dir.store(cell, record, calibration, run_facts=info, part=part if existing is not None else None)
+            run_dir.store(cell, record, calibration, run_facts=info, part=part)
             run_dir.add_to_tables(cell.cell_id, info["cells"], rebuild=cell.cell_id in done)
             if tensorboard is not None:
                 tensorboard.finish(cell.cell_id, record)
