@@ -16,12 +16,15 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import math
 import os
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -95,6 +98,58 @@ def flagged(result: dict, rule: str, threshold: float, alpha: float, unit: str =
     return (any(d.verdict == "regression" for d in decisions), any(d.verdict == "improvement" for d in decisions))
 
 
+FACTORS = (1.00, 1.02, 1.04, 1.06, 1.08, 1.10, 1.12, 1.14, 1.16, 1.18, 1.20, 1.25, 1.30)
+RELIABLE = 0.90  # the share of trials that must flag a slowdown for it to count as detected reliably
+
+
+def injected(result: dict, factor: float) -> dict:
+    """The trial as if the new side had been slower by ``factor`` in every epoch: a uniform proportional
+    slowdown added to real A/A noise (each unit's log-ratio moves by log(factor))."""
+    shift = math.log(factor)
+    return {**result, "cells": [{**c, "units": [u + shift for u in c["units"]]} for c in result["cells"]]}
+
+
+def sensitivity_rows(trials: list[dict], alpha: float) -> tuple[list[list[str]], dict]:
+    """Per injected factor, the share of A/A trials flagged as a regression at each threshold, and the
+    smallest factor flagged in at least RELIABLE of them."""
+    aa = [t for t in trials if t["kind"] == "aa"]
+    rows, smallest = [], {}
+    for factor in FACTORS:
+        row = [f"{factor:.2f}"]
+        for threshold in THRESHOLDS:
+            share = sum(flagged(injected(t, factor), "estimate", threshold, alpha)[0] for t in aa) / len(aa)
+            row.append(f"{share:.0%}")
+            if share >= RELIABLE and factor > 1:
+                smallest.setdefault(threshold, factor)
+        rows.append(row)
+    return rows, smallest
+
+
+def position_bias(trials: list[dict]) -> list[list[str]]:
+    """Over the A/A trials, the mean ratio of the runs (process pairs) whose base side went first against
+    those whose new side did: what the order of start-up and of the warm-up round costs a side."""
+    from scipy import stats as scipy_stats
+
+    groups: dict[str, list[float]] = {"base": [], "new": []}
+    for t in trials:
+        if t["kind"] != "aa":
+            continue
+        for c in t["cells"]:
+            if "first" not in c or any(s != "ok/ok" for s in c["statuses"]):
+                continue
+            for first, mean in zip(c["first"], run_means(c)):
+                groups[first].append(mean)
+    rows = []
+    for first, means in groups.items():
+        if len(means) < 3:
+            continue
+        mean, sem = float(np.mean(means)), float(scipy_stats.sem(means))
+        half = scipy_stats.t.ppf(0.975, len(means) - 1) * sem
+        rows.append([f"{first} first", str(len(means)), f"{math.exp(mean):.3f}",
+                     f"[{math.exp(mean - half):.3f}, {math.exp(mean + half):.3f}]"])
+    return rows
+
+
 def summarise(args, trials: list[dict]) -> str:
     alpha = trials[0]["alpha"]
     lines = [f"Measured {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC by `benchmarks/ab_study.py` "
@@ -124,6 +179,24 @@ def summarise(args, trials: list[dict]) -> str:
               "of each process pair's units (one value per seed and cell):", "",
               markdown_table(["unit", "rule", "threshold", "A/A flagged (regression or improvement)",
                               "A/B regressions"], rows, align="lllrr"), ""]
+    walls = sorted(t["wall"] for t in trials)
+    lines += [f"Wall time of a trial (both sides, start-up included): median {np.median(walls):.0f} s, "
+              f"{walls[0]:.0f} to {walls[-1]:.0f} s over {len(walls)} trials.", ""]
+    if any(t["kind"] == "aa" for t in trials):
+        rows, smallest = sensitivity_rows(trials, alpha)
+        found = "; ".join(f"at {threshold:.0%}: {f'{smallest[threshold]:.2f}x' if threshold in smallest else 'none up to 1.30x'}"
+                          for threshold in THRESHOLDS)
+        lines += [f"Smallest slowdown detected reliably (flagged as a regression in at least {RELIABLE:.0%} of the "
+                  "A/A trials with a uniform slowdown of every new epoch injected into their real units; default "
+                  f"rule `estimate`, alpha {alpha}): {found}.", "",
+                  markdown_table(["injected factor"] + [f"flagged at {t:.0%}" for t in THRESHOLDS], rows,
+                                 align="r" * (len(THRESHOLDS) + 1)), ""]
+        bias = position_bias(trials)
+        if bias:
+            lines += ["Position bias over the A/A trials: the new/base ratio of the process pairs whose base side, or "
+                      "new side, was started first and went first in the warm-up round (geometric mean of the "
+                      "pairs' mean log-ratios, 95% t-interval):", "",
+                      markdown_table(["pairs", "n", "new/base", "95% CI"], bias, align="lrrr"), ""]
     return "\n".join(lines)
 
 

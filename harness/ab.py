@@ -238,6 +238,7 @@ def _hello(worker: Worker) -> None:
 class PairResult:
     records: tuple[dict, dict]  # base, new
     pairs: list[tuple[float, float]] = field(default_factory=list)  # (base sec, new sec) per timed round
+    first: int = 0  # the side (0: base, 1: new) started first and first in the warm-up round
 
 
 def run_pair(cells: tuple[GridCell, GridCell], sides: tuple[Side, Side], logs, first: int = 0,
@@ -247,9 +248,9 @@ def run_pair(cells: tuple[GridCell, GridCell], sides: tuple[Side, Side], logs, f
     rounds both sides completed.
 
     ``first`` (0: base, 1: new) goes first in the warm-up round and every even round after it (and is
-    started first when its worker starts). The driver alternates it from one cell to the next: in A/A
-    trials with a fixed order the new side came out 3% faster (docs/regression.md), apparently a cost of
-    being started or going first that ABBA units alone do not cancel.
+    started first when its worker starts). The driver alternates it (``first_sides``): in A/A trials with
+    a fixed order the new side came out 3% faster (docs/regression.md), apparently a cost of being started
+    or going first that ABBA units alone do not cancel.
 
     ``workers``: the two sides' workers kept from the cell before (``[None, None]`` at first); a worker
     that can serve another cell does, others are replaced, and the list is left holding the workers that
@@ -315,7 +316,7 @@ def run_pair(cells: tuple[GridCell, GridCell], sides: tuple[Side, Side], logs, f
         raise
     if not keep:
         stop_workers(workers)
-    return PairResult((records[0], records[1]), timed_pairs(rows[0], rows[1]))
+    return PairResult((records[0], records[1]), timed_pairs(rows[0], rows[1]), first)
 
 
 def stop_workers(workers: list) -> None:
@@ -343,6 +344,7 @@ class CellOutcome:
     pairs: list[tuple[float, float]]  # (base s, new s) per timed round, all runs (seeds) in turn
     units: list[float]  # mean log-ratio of two consecutive rounds of one run (stats.abba_units)
     statuses: list[str]  # "base/new" status per run
+    firsts: list[str]  # per run, the side ("base" or "new") started first and first in its warm-up round
     decision: stats.Decision
 
 
@@ -402,7 +404,7 @@ class Outcome:
             "threshold": self.threshold.fraction, "alpha": self.alpha, "rule": self.rule, "rounds": self.rounds,
             "base": {**self.sides[0].as_dict(), "run_dir": str(self.out / "base")},
             "new": {**self.sides[1].as_dict(), "run_dir": str(self.out / "new")},
-            "cells": [{"cell": c.label, "runs": c.cell_ids, "statuses": c.statuses,
+            "cells": [{"cell": c.label, "runs": c.cell_ids, "statuses": c.statuses, "first": c.firsts,
                        "base_median_s": _median([a for a, _ in c.pairs]),
                        "new_median_s": _median([b for _, b in c.pairs]),
                        "pairs": [list(p) for p in c.pairs], "units": c.units, **c.decision.as_dict()}
@@ -499,11 +501,11 @@ def run_ab(suite_path: str, base_rev: str | None = None, new_rev: str | None = N
               f"{len(matched)} cells, {rounds} timed rounds each; results in {out}", file=stream, flush=True)
         results: list[tuple[GridCell, GridCell, PairResult]] = []
         workers: list[Worker | None] = [None, None]  # one per side, kept from cell to cell
+        firsts = first_sides(a for a, _ in matched)
         try:
-            for n, (a, b) in enumerate(matched, 1):
+            for n, ((a, b), first) in enumerate(zip(matched, firsts), 1):
                 with open(dirs[0].log_path(a.cell_id), "w") as log_a, open(dirs[1].log_path(b.cell_id), "w") as log_b:
-                    result = run_pair((a, b), (sides[0], sides[1]), (log_a, log_b), first=(n - 1) % 2,
-                                      workers=workers)
+                    result = run_pair((a, b), (sides[0], sides[1]), (log_a, log_b), first=first, workers=workers)
                 for d, cell, record, info in zip(dirs, (a, b), result.records, infos):
                     d.store(cell, record, calibration)
                     d.rebuild_tables(info["cells"])
@@ -520,6 +522,21 @@ def run_ab(suite_path: str, base_rev: str | None = None, new_rev: str | None = N
                              time.monotonic() - start)
     outcome.load = (load_start, _load())
     return outcome
+
+
+def first_sides(cells) -> list[int]:
+    """Which side (0: base, 1: new) goes first with each cell: alternating over the runs (seeds) of each
+    configuration, and starting with a different side from one configuration to the next, so that the
+    cost of going first is split between the sides within every configuration and over the pool."""
+    seen: dict[tuple, int] = {}
+    order: dict[tuple, int] = {}
+    firsts = []
+    for cell in cells:
+        key = match_key(cell.config.model_dump(mode="json"))
+        order.setdefault(key, len(order))
+        firsts.append((order[key] + seen.get(key, 0)) % 2)
+        seen[key] = seen.get(key, 0) + 1
+    return firsts
 
 
 def _load() -> float | None:
@@ -561,7 +578,8 @@ def decide_outcome(suite: str, sides, out: Path, results, threshold: Threshold, 
                  for u in stats.abba_units(stats.log_ratios([a for a, _ in r.pairs], [b for _, b in r.pairs]))]
         decision = stats.decide(units, threshold.fraction, alpha, rule)
         cells.append(CellOutcome(label, [a.cell_id for a, _, _, _ in members], pairs, units,
-                                 [f"{s[0]}/{s[1]}" for *_, s in members], decision))
+                                 [f"{s[0]}/{s[1]}" for *_, s in members],
+                                 [sides[r.first].name for _, _, r, _ in members], decision))
     pooled = stats.decide([u for c in cells for u in c.units], threshold.fraction, alpha, rule)
     return Outcome(suite, sides, out, threshold, alpha, rule, rounds, cells, pooled, wall_s, not_compared)
 

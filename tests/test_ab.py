@@ -174,6 +174,21 @@ def test_revisions_are_checked_before_anything_is_checked_out(repo):
     assert str(path) not in git(repo, "worktree", "list")
 
 
+def test_the_side_going_first_alternates_within_every_configuration(tmp_path):
+    from harness.suite import expand, load_suite
+
+    path = write_suite(tmp_path, "matrix: {seed: [0, 1, 2, 3, 4], cell: [rnn, gru, lstm]}\n")
+    cells = expand(load_suite(str(path), []))
+    firsts = ab.first_sides(cells)
+    by_cell: dict[str, list[int]] = {}
+    for cell, first in zip(cells, firsts):
+        by_cell.setdefault(cell.config.cell, []).append(first)
+    assert by_cell == {"rnn": [0, 1, 0, 1, 0], "gru": [1, 0, 1, 0, 1], "lstm": [0, 1, 0, 1, 0]}
+    # A fixed alternation from one run to the next would give every configuration of an even-sized
+    # round the same side first in all its seeds.
+    assert ab.first_sides([c for c in cells if c.config.cell != "gru"])[:4] == [0, 1, 1, 0]
+
+
 def write_suite(tmp_path, body: str = "matrix: {seed: [0, 1], cell: [rnn, lstm]}\n"):
     path = tmp_path / "tiny.yaml"
     path.write_text(textwrap.dedent(TINY) + textwrap.dedent(body))
@@ -246,6 +261,8 @@ def test_tiny_ab_writes_two_run_folders_and_its_outputs(tmp_path, capsys):
     assert [c["cell"] for c in result["cells"]] == ["rnn-l1-uni-cpu", "lstm-l1-uni-cpu"]
     for c in result["cells"]:
         assert c["runs"] == [f"{c['cell']}-s0", f"{c['cell']}-s1"] and c["statuses"] == ["ok/ok", "ok/ok"]
+        # Which side went first alternates over the seeds of a cell, from a different side in each cell.
+        assert c["first"] == (["base", "new"] if c["cell"].startswith("rnn") else ["new", "base"])
         assert len(c["pairs"]) == 8 and c["n"] == len(c["units"]) == 4  # 4 timed rounds x 2 seeds, in units of 2
         assert c["low"] <= c["ratio"] <= c["high"] and c["verdict"] in stats.VERDICTS
     assert result["pooled"]["n"] == 8 and result["new"]["sets"] == ["model.hidden=12"]
