@@ -252,6 +252,7 @@ class Progress:
         self.remaining_est = sum(self.estimates.values())  # cells not finished yet, in flight included
         self.finished_est = 0.0
         self.fractions: dict[str, float] = {}  # cells in flight: share of their epochs done
+        self.cell_started: dict[str, float] = {}  # cells in flight: when they started
         self.prior_sec = min(300.0, max(1.0, 0.02 * self.remaining_est))
         self.clock = clock
         self.started = clock()
@@ -261,10 +262,21 @@ class Progress:
                         dynamic_ncols=True,
                         bar_format="{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} cells [{elapsed}{postfix}]")
 
+    def _fraction(self, cell_id: str, now: float) -> float:
+        """The share of a cell in flight that is done: by its epochs where they are reported, otherwise (a
+        cell on a Ray worker, or before its first epoch) by the time it has run against its estimate, so that
+        cells training side by side all count as progress."""
+        frac = self.fractions[cell_id]
+        estimate = self.estimates.get(cell_id, 0.0)
+        if frac > 0 or estimate <= 0:
+            return frac
+        return min(0.9, max(0.0, now - self.cell_started.get(cell_id, now)) / estimate)
+
     def eta_seconds(self) -> float:
-        in_flight = sum(self.estimates.get(cid, 0.0) * frac for cid, frac in self.fractions.items())
+        now = self.clock()
+        in_flight = sum(self.estimates.get(cid, 0.0) * self._fraction(cid, now) for cid in self.fractions)
         progress = self.finished_est + in_flight
-        elapsed = max(0.0, self.clock() - self.started)
+        elapsed = max(0.0, now - self.started)
         factor = (elapsed + self.prior_sec) / (progress + self.prior_sec)
         return max(0.0, self.remaining_est - in_flight) * factor
 
@@ -277,6 +289,7 @@ class Progress:
     def start_cell(self, cell: GridCell) -> None:
         self.current = cell
         self.fractions[cell.cell_id] = 0.0
+        self.cell_started[cell.cell_id] = self.clock()
         self.bar.set_description(cell.cell_id)
         self._postfix = ""
         self._refresh()
@@ -294,6 +307,7 @@ class Progress:
         self.done += 1
         estimate = self.estimates.get(cell.cell_id, 0.0)
         self.fractions.pop(cell.cell_id, None)
+        self.cell_started.pop(cell.cell_id, None)
         self.remaining_est = max(0.0, self.remaining_est - estimate)
         # A cell skipped at once says nothing about the speed of training; its estimate just drops out.
         if record.get("status") != "skipped":

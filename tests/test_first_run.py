@@ -70,6 +70,20 @@ def test_eta_weighs_cells_by_their_estimated_cost_and_corrects_by_the_time_they_
     assert "ETA" in progress.eta_text()
 
 
+def test_eta_counts_cells_training_side_by_side_without_epoch_reports():
+    # Two cells on two Ray workers (no epoch reports), each at its estimated pace: after 30 s the two have
+    # done 60 s of estimated work, so the 140 s left take 70 s of wall time, not 140.
+    clock = FakeClock()
+    progress = Progress(3, 0, stream=io.StringIO(), estimates={"a": 100.0, "b": 100.0, "c": 100.0}, clock=clock)
+    prior = progress.prior_sec
+    progress.start_cell(_cell("a"))
+    progress.start_cell(_cell("b"))
+    clock.now = 30.0
+    assert progress.eta_seconds() == pytest.approx((300.0 - 60.0) * (30.0 + prior) / (60.0 + prior))
+    clock.now = 500.0  # far beyond its estimate, a cell in flight never counts as more than 90% done
+    assert progress.eta_seconds() == pytest.approx((300.0 - 180.0) * (500.0 + prior) / (180.0 + prior))
+
+
 def test_a_skipped_cell_does_not_count_as_fast_training():
     clock = FakeClock()
     progress = Progress(2, 0, stream=io.StringIO(), estimates={"gpu": 0.0, "cpu": 100.0}, clock=clock)
