@@ -171,6 +171,12 @@ class _Flight:
     started: float
 
 
+def longest_first(cells: list[GridCell], estimates: dict[str, float]) -> list[GridCell]:
+    """The cells by their estimated cost, longest first (ties in grid order): with several cells training
+    at once, a long cell started last would train alone at the end while the other slots stand idle."""
+    return sorted(cells, key=lambda cell: -estimates.get(cell.cell_id, 0.0))
+
+
 class RayExecutor:
     """Runs cells as Ray tasks. ``address`` names a running cluster (``ray start``); without it a local
     Ray instance is started for the run (``num_cpus``: its CPUs, default all) and stopped after it.
@@ -237,7 +243,7 @@ class RayExecutor:
     def execute(self, cells: list[GridCell], run_dir, progress, stop: threading.Event
                 ) -> Iterator[tuple[GridCell, dict]]:
         self.connect()
-        pending = list(cells)
+        pending = longest_first(cells, progress.estimates)
         in_flight: dict[ray.ObjectRef, _Flight] = {}
         try:
             while pending or in_flight:
