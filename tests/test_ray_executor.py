@@ -246,13 +246,14 @@ def cell_processes(epochs: int) -> list:
 
 
 def test_driver_killed_then_resumed_keeps_each_stored_cell_once(tmp_path, ray_address):
-    # The two cells run side by side; the gru cell cannot finish, so it is still running when the rnn cell
-    # has been stored and the driver is killed, however fast or slow the machine. (That a resume trains
-    # the missing cells is the local runner's test; the executor only runs what it is given.)
+    # The two cells run side by side (one thread each, the two CPUs shared); the gru cell cannot finish
+    # (and, the longest, starts first), so it is still running when the rnn cell has been stored and the
+    # driver is killed, however fast or slow the machine. (That a resume trains the missing cells is the
+    # local runner's test; the executor only runs what it is given.)
     suite = write_suite(tmp_path, "matrix: {cell: [rnn]}\ninclude:\n  - {cell: gru, epochs: 100000000}\n")
     out = tmp_path / "run"
     command = [sys.executable, "-m", "harness", "run", str(suite), "--executor", "ray", "--address", ray_address,
-               "--out", str(out), "--no-report"]
+               "--share-nodes", "--out", str(out), "--no-report"]
     log = tmp_path / "driver.log"
     with open(log, "w") as stderr:
         driver = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=stderr)
@@ -272,7 +273,7 @@ def test_driver_killed_then_resumed_keeps_each_stored_cell_once(tmp_path, ray_ad
     assert "1 of 1 cells already stored" in again.stderr
     cells = pd.read_csv(out / "cells.csv")
     assert list(cells["cell_id"]) == ["rnn-l1-uni-cpu-s0-epochs2"]
-    assert set(cells["status"]) == {"ok"} and set(cells["executor"]) == {"ray"}
+    assert set(cells["status"]) == {"ok"} and set(cells["executor"]) == {"ray-shared"}
     assert set(cells["node"]) == {this_node()}
     epochs = pd.read_csv(out / "epochs.csv")
     assert len(epochs) == 2 and not epochs.duplicated(["cell_id", "epoch"]).any()
