@@ -41,12 +41,17 @@ def test_an_evaluation_costs_what_it_reads_not_what_training_reads():
 
 
 # Cells of results/full-cpu trained with nothing else on the machine but the run's two cells (one thread
-# each, load 2.0-2.1 from start to end), with their held-out evaluations every 50 epochs.
-QUIET_FULL_CPU = ["gru-l4-bi-cpu-s0", "lstm-l1-bi-cpu-s0", "lstm-l1-uni-cpu-s0", "lstm-l2-bi-cpu-s0",
-                  "lstm-l2-uni-cpu-s0", "lstm-l3-uni-cpu-s0", "lstm-l4-uni-cpu-s0"]
+# each): load average at most 2.3 when they started and ended (the run's other cells trained while tests
+# and other work shared the machine and took up to twice their estimate).
+QUIET_LOAD = 2.3
 
 
-@pytest.mark.parametrize("run, cells", [("full-cpu-timing", None), ("example", None), ("full-cpu", QUIET_FULL_CPU)])
+def quiet_full_cpu_cells() -> list[str]:
+    records = [json.loads(p.read_text()) for p in sorted((RESULTS / "full-cpu" / "cells").glob("*.json"))]
+    return [r["cell_id"] for r in records if max(r["load_start"], r["load_end"]) <= QUIET_LOAD]
+
+
+@pytest.mark.parametrize("run, cells", [("full-cpu-timing", None), ("example", None), ("full-cpu", quiet_full_cpu_cells())])
 def test_estimates_match_the_committed_quiet_runs(run, cells):
     """Within 25% per cell and 10% for the whole run: the check `harness list` must pass against a run
     it estimated (these runs were taken with nothing else on the machine)."""
@@ -54,7 +59,7 @@ def test_estimates_match_the_committed_quiet_runs(run, cells):
     records = sorted((RESULTS / run / "cells").glob("*.json"))
     if cells is not None:
         records = [path for path in records if path.stem in cells]
-        assert len(records) == len(cells)
+        assert len(records) == len(cells) >= 40
     assert records
     for path in records:
         record = json.loads(path.read_text())
