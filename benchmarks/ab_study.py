@@ -143,10 +143,9 @@ def position_bias(trials: list[dict]) -> list[list[str]]:
     for first, means in groups.items():
         if len(means) < 3:
             continue
-        mean, sem = float(np.mean(means)), float(scipy_stats.sem(means))
-        half = scipy_stats.t.ppf(0.975, len(means) - 1) * sem
-        rows.append([f"{first} first", str(len(means)), f"{math.exp(mean):.3f}",
-                     f"[{math.exp(mean - half):.3f}, {math.exp(mean + half):.3f}]"])
+        low, high = scipy_stats.ttest_1samp(means, 0.0).confidence_interval(0.95)
+        rows.append([f"{first} first", str(len(means)), f"{math.exp(float(np.mean(means))):.3f}",
+                     f"[{math.exp(low):.3f}, {math.exp(high):.3f}]"])
     return rows
 
 

@@ -26,6 +26,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -528,14 +529,14 @@ def first_sides(cells) -> list[int]:
     """Which side (0: base, 1: new) goes first with each cell: alternating over the runs (seeds) of each
     configuration, and starting with a different side from one configuration to the next, so that the
     cost of going first is split between the sides within every configuration and over the pool."""
-    seen: dict[tuple, int] = {}
-    order: dict[tuple, int] = {}
+    runs: Counter = Counter()  # runs of each configuration so far
+    order: dict[tuple, int] = {}  # configurations in the order first met
     firsts = []
     for cell in cells:
         key = match_key(cell.config.model_dump(mode="json"))
         order.setdefault(key, len(order))
-        firsts.append((order[key] + seen.get(key, 0)) % 2)
-        seen[key] = seen.get(key, 0) + 1
+        firsts.append((order[key] + runs[key]) % 2)
+        runs[key] += 1
     return firsts
 
 

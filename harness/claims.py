@@ -119,19 +119,16 @@ def text_column(cells: pd.DataFrame, column: str) -> pd.Series:
 def machine_of(cells: pd.DataFrame) -> pd.Series | None:
     """Per cell, the machine its timings come from: the CPU model, and for CUDA cells the GPU too
     (cells.csv ``cpu_model``, ``gpu_name``; a Ray run's ``node``, else ``hostname``). None when not recorded."""
-    def text(column):
-        return text_column(cells, column)
-
     if "cpu_model" in cells:
-        cpu, gpu = text("cpu_model"), text("gpu_name")
+        cpu, gpu = text_column(cells, "cpu_model"), text_column(cells, "gpu_name")
     elif "node" in cells:
-        parts = text("node").str.split("|", expand=True).reindex(columns=range(3)).fillna("")
+        parts = text_column(cells, "node").str.split("|", expand=True).reindex(columns=range(3)).fillna("")
         cpu, gpu = parts[1], parts[2]
     elif "hostname" in cells:
-        return text("hostname")
+        return text_column(cells, "hostname")
     else:
         return None
-    cuda = text("device") == "cuda"
+    cuda = text_column(cells, "device") == "cuda"
     return cpu.where(~cuda | (gpu == ""), cpu + ", " + gpu).where(cpu != "", "unrecorded")
 
 
