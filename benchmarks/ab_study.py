@@ -80,8 +80,11 @@ def run_trial(args, kind: str, index: int) -> dict:
 
 
 def run_means(cell: dict) -> list[float]:
-    """The mean of each run's (process pair's) units: the unit of a more cautious interval, which also
-    counts what one pair of processes shares across its rounds (a level of its own, a spell of load)."""
+    """The mean of each run's (process pair's) units, what `harness ab` decides on: it also counts what one
+    pair of processes shares across its rounds (a speed of its own, a spell of load). Trials of the first
+    design stored only the units, in equal shares per run."""
+    if "run_units" in cell:
+        return [sum(u) / len(u) for u in cell["run_units"] if u]
     units, runs = cell["units"], len(cell["runs"])
     if not units or len(units) % runs:
         return []
@@ -89,9 +92,10 @@ def run_means(cell: dict) -> list[float]:
     return [sum(units[i:i + size]) / size for i in range(0, len(units), size)]
 
 
-def flagged(result: dict, rule: str, threshold: float, alpha: float, unit: str = "rounds") -> tuple[bool, bool]:
+def flagged(result: dict, rule: str, threshold: float, alpha: float, unit: str = "runs") -> tuple[bool, bool]:
     """(any regression, any improvement) over the trial's cells and the pool, decided again; ``unit``:
-    "rounds" (the units of two rounds, as harness ab decides) or "runs" (their mean per process pair)."""
+    "runs" (the mean of each process pair's units, as harness ab decides) or "rounds" (every unit of two
+    rounds as a replicate, as its first design did)."""
     samples = [c["units"] if unit == "rounds" else run_means(c) for c in result["cells"]]
     decisions = [stats.decide(x, threshold, alpha, rule) for x in samples]
     decisions.append(stats.decide([u for x in samples for u in x], threshold, alpha, rule))
@@ -106,7 +110,13 @@ def injected(result: dict, factor: float) -> dict:
     """The trial as if the new side had been slower by ``factor`` in every epoch: a uniform proportional
     slowdown added to real A/A noise (each unit's log-ratio moves by log(factor))."""
     shift = math.log(factor)
-    return {**result, "cells": [{**c, "units": [u + shift for u in c["units"]]} for c in result["cells"]]}
+    def moved(cell: dict) -> dict:
+        out = {**cell, "units": [u + shift for u in cell["units"]]}
+        if "run_units" in cell:
+            out["run_units"] = [[u + shift for u in units] for units in cell["run_units"]]
+        return out
+
+    return {**result, "cells": [moved(c) for c in result["cells"]]}
 
 
 def sensitivity_rows(trials: list[dict], alpha: float) -> tuple[list[list[str]], dict]:
@@ -163,10 +173,10 @@ def summarise(args, trials: list[dict]) -> str:
         rows.append([t["name"], f"{t['wall']:.0f}", f"{t['load_before']:.1f} / {t['load_after']:.1f}", str(t["exit"]),
                      f"{p['ratio']:.3f} [{p['low']:.3f}, {p['high']:.3f}]" if p["low"] is not None else "-",
                      f"{p['sd'] * 100:.1f}%" if p["sd"] is not None else "-", cells])
-    lines += [markdown_table(["trial", "wall s", "load before / after", "exit", "pooled new/base [CI]", "unit SD",
+    lines += [markdown_table(["trial", "wall s", "load before / after", "exit", "pooled new/base [CI]", "SD",
                               "cells"], rows, align="lrrrrrl"), ""]
     rows = []
-    for unit in ("rounds", "runs"):
+    for unit in ("runs", "rounds"):
         for rule in RULES:
             for threshold in THRESHOLDS:
                 aa = [flagged(t, rule, threshold, alpha, unit) for t in trials if t["kind"] == "aa"]
@@ -174,9 +184,9 @@ def summarise(args, trials: list[dict]) -> str:
                 rows.append([unit, rule, f"{threshold:.0%}", f"{sum(r or i for r, i in aa)} of {len(aa)}",
                              f"{sum(r for r, _ in ab)} of {len(ab)}"])
     lines += ["Every trial decided again from its stored units (per cell and pooled; a trial is flagged when "
-              "any of them is). Unit `rounds`: two consecutive rounds, as `harness ab` decides; `runs`: the mean "
-              "of each process pair's units (one value per seed and cell):", "",
-              markdown_table(["unit", "rule", "threshold", "A/A flagged (regression or improvement)",
+              "any of them is). Replicates `runs`: the mean of each process pair's units (one value per seed and "
+              "cell), as `harness ab` decides; `rounds`: every unit of two rounds, as its first design did:", "",
+              markdown_table(["replicate", "rule", "threshold", "A/A flagged (regression or improvement)",
                               "A/B regressions"], rows, align="lllrr"), ""]
     walls = sorted(t["wall"] for t in trials)
     lines += [f"Wall time of a trial (both sides, start-up included): median {np.median(walls):.0f} s, "

@@ -1,12 +1,13 @@
 """`harness ab`: interleaved A/B speed check of two revisions (or settings) of the training code.
 
 Each side's code comes from its own temporary ``git worktree`` of a revision (or the working tree) and
-runs in this Python environment. For every cell of the suite the driver starts one long-lived worker per
-side (``harness.ab_worker`` of that side's code) and lets them train one epoch at a time in turn,
-A B B A A B ..., so that the two epochs of a round see the same seconds of the machine: on a shared
+runs in this Python environment. For every run (cell and seed) of the suite the driver starts a fresh
+worker per side (``harness.ab_worker`` of that side's code) and lets the two train one epoch at a time in
+turn, A B B A A B ..., so that the two epochs of a round see the same seconds of the machine: on a shared
 machine whose speed moves by a third between few-minute windows, interleaving cancels what comparing two
-suite runs (``harness compare``) cannot. The unit is the pair of adjacent epochs, one per side, warm-up
-excluded; the decision on their log-ratios is ``harness.stats``.
+suite runs (``harness compare``) cannot. Pairs of adjacent epochs, warm-up excluded, give each run its
+log-ratio; the runs are the replicates of the decision (``harness.stats``), since a process keeps a speed
+of its own that all its epochs share.
 
 Each side's results go to a normal results folder (``OUT/base``, ``OUT/new``), written with the runner's
 own functions, so ``show``, ``report`` and ``compare`` read them.
@@ -17,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import math
 import os
 import queue
 import shutil
@@ -37,10 +39,11 @@ from .suite import GridCell, expand, filter_cells, load_suite
 
 WORKER_MODULE = "harness.ab_worker"
 WORKER_PATH = "harness/ab_worker.py"
-PROTOCOL = 2  # what this driver speaks; it also drives workers of protocol 1 (one process per cell)
+PROTOCOL = 2  # what this driver speaks; it also drives workers of protocol 1
 PROTOCOLS = (1, 2)
 PREFIX = "@@ab "
 DEFAULT_ROUNDS = 6
+DEFAULT_THRESHOLD = "5%"  # docs/regression.md: what the quiet study measured
 HELLO_TIMEOUT = 300.0  # seconds for a worker to import torch and the harness on a loaded machine
 
 
@@ -151,14 +154,11 @@ class WorkerGone(Exception):
 
 
 class Worker:
-    """One side's long-lived worker process, spoken to in JSON lines: every cell of a check in turn
-    (protocol 2) or one cell (protocol 1, a revision from before)."""
+    """One side's worker process for one run, spoken to in JSON lines."""
 
     def __init__(self, side: Side, log):
         self.side = side
         self.protocol: int | None = None  # from its hello
-        self.idle = False  # finished a cell and waits for the next: may serve another
-        self.cell_started = time.monotonic()
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         env["PYTHONPATH"] = os.pathsep.join([str(side.root)] + [p for p in [env.get("PYTHONPATH")] if p])
         for key in ("HARNESS_DATA_DIR", "HARNESS_CACHE_DIR"):  # the same corpora from any working folder
@@ -209,12 +209,8 @@ class Worker:
 
     @property
     def seconds(self) -> float:
-        """Seconds since this worker started its current cell (protocol 1: since the process started)."""
-        return time.monotonic() - (self.cell_started if self.protocol != 1 else self.started)
-
-    @property
-    def reusable(self) -> bool:
-        return self.idle and self.protocol is not None and self.protocol >= 2 and self.proc.poll() is None
+        """Seconds since this worker's process started."""
+        return time.monotonic() - self.started
 
 
 def _hello(worker: Worker) -> None:
@@ -242,8 +238,7 @@ class PairResult:
     first: int = 0  # the side (0: base, 1: new) started first and first in the warm-up round
 
 
-def run_pair(cells: tuple[GridCell, GridCell], sides: tuple[Side, Side], logs, first: int = 0,
-             workers: list | None = None) -> PairResult:
+def run_pair(cells: tuple[GridCell, GridCell], sides: tuple[Side, Side], logs, first: int = 0) -> PairResult:
     """Train one cell on both sides, epoch by epoch in turn (A B B A ...). Returns each side's record
     (the worker's own ``run_cell`` record, or a failure record keeping the epochs seen) and the timed
     rounds both sides completed.
@@ -253,28 +248,21 @@ def run_pair(cells: tuple[GridCell, GridCell], sides: tuple[Side, Side], logs, f
     a fixed order the new side came out 3% faster (docs/regression.md), apparently a cost of being started
     or going first that ABBA units alone do not cancel.
 
-    ``workers``: the two sides' workers kept from the cell before (``[None, None]`` at first); a worker
-    that can serve another cell does, others are replaced, and the list is left holding the workers that
-    may serve the next cell (the caller stops them at the end). Without it, both are stopped here."""
+    Both workers are fresh processes, stopped at the end: a process keeps a speed of its own for minutes
+    (in one A/A check whose two workers served every cell, one of them turned 11% faster halfway and
+    stayed so), so each run must be an independent draw of it for the runs to be replicates."""
     from .runner import failure_record
 
     starting = (first, 1 - first)
-    keep = workers is not None
-    workers = workers if keep else [None, None]
+    workers: list[Worker | None] = [None, None]
     rows: list[list[dict]] = [[], []]
     records: list[dict | None] = [None, None]
     try:
-        fresh = []
         for i in starting:  # both start at once: start-up is not timed
-            if workers[i] is None or not workers[i].reusable:
-                if workers[i] is not None:
-                    workers[i].close()
-                workers[i] = Worker(sides[i], logs[i])
-                fresh.append(i)
-        for i in fresh:
+            workers[i] = Worker(sides[i], logs[i])
+        for i in starting:
             _hello(workers[i])
         for w, cell, log in zip(workers, cells, logs):
-            w.idle, w.cell_started = False, time.monotonic()
             w.send(cmd="start", config=cell.config.model_dump(mode="json"), log=getattr(log, "name", None))
         epochs = cells[0].config.epochs
         for k in range(epochs + 1):  # the extra round lets each side finish (final evaluation, samples)
@@ -301,7 +289,6 @@ def run_pair(cells: tuple[GridCell, GridCell], sides: tuple[Side, Side], logs, f
                     rows[i].append(msg["row"])
                 elif event == "done":
                     records[i] = msg["record"]
-                    w.idle = True
                 elif event == "error" and not rows[i]:
                     # Before any epoch: this side cannot train the suite's cells at all.
                     raise HarnessError(f"{sides[i].name} side ({sides[i].label}), cell {cell.cell_id}: "
@@ -312,10 +299,7 @@ def run_pair(cells: tuple[GridCell, GridCell], sides: tuple[Side, Side], logs, f
             if records[i] is None:
                 records[i] = failure_record(cells[i], "failed", "the worker did not finish the cell", rows[i])
             records[i]["total_sec"] = w.seconds
-    except BaseException:
-        stop_workers(workers)
-        raise
-    if not keep:
+    finally:
         stop_workers(workers)
     return PairResult((records[0], records[1]), timed_pairs(rows[0], rows[1]), first)
 
@@ -343,10 +327,17 @@ class CellOutcome:
     label: str
     cell_ids: list[str]
     pairs: list[tuple[float, float]]  # (base s, new s) per timed round, all runs (seeds) in turn
-    units: list[float]  # mean log-ratio of two consecutive rounds of one run (stats.abba_units)
+    run_units: list[list[float]]  # per compared run, its units (stats.abba_units)
     statuses: list[str]  # "base/new" status per run
     firsts: list[str]  # per run, the side ("base" or "new") started first and first in its warm-up round
-    decision: stats.Decision
+    decision: stats.Decision  # on the runs' values (the mean of each run's units)
+
+    @property
+    def unit_sd(self) -> float:
+        """Standard deviation of the units around their run's value: the noise within a process pair."""
+        deviations = [u - sum(units) / len(units) for units in self.run_units if len(units) > 1 for u in units]
+        dof = sum(len(units) - 1 for units in self.run_units if len(units) > 1)
+        return math.sqrt(sum(d * d for d in deviations) / dof) if dof else math.nan
 
 
 @dataclass
@@ -396,7 +387,7 @@ class Outcome:
         p = self.pooled
         counts = ", ".join(f"{self.count(v)} {v}" for v in stats.VERDICTS if self.count(v))
         return (f"{self.word}: pooled new/base {_fixed(p.ratio)} [{_fixed(p.low)}, {_fixed(p.high)}] over {p.n} "
-                f"units ({p.verdict}); cells: {counts or 'none'} (threshold {self.threshold}, alpha {self.alpha:g}, "
+                f"runs ({p.verdict}); cells: {counts or 'none'} (threshold {self.threshold}, alpha {self.alpha:g}, "
                 f"rule {self.rule})")
 
     def as_dict(self) -> dict:
@@ -408,7 +399,9 @@ class Outcome:
             "cells": [{"cell": c.label, "runs": c.cell_ids, "statuses": c.statuses, "first": c.firsts,
                        "base_median_s": _median([a for a, _ in c.pairs]),
                        "new_median_s": _median([b for _, b in c.pairs]),
-                       "pairs": [list(p) for p in c.pairs], "units": c.units, **c.decision.as_dict()}
+                       "pairs": [list(p) for p in c.pairs], "run_units": c.run_units,
+                       "units": [u for units in c.run_units for u in units],
+                       "unit_sd": stats._finite_or_none(c.unit_sd), **c.decision.as_dict()}
                       for c in self.cells],
             "pooled": self.pooled.as_dict(),
             "not_compared": self.not_compared, "load_average": list(self.load), "busy": self.busy or None,
@@ -423,8 +416,6 @@ def _median(values) -> float | None:
 
 
 def _fixed(value) -> str:
-    import math
-
     return "-" if value is None or not math.isfinite(value) else f"{value:.3f}"
 
 
@@ -465,7 +456,7 @@ def _run_info(suite, side: Side, cells: list[GridCell], argv: list[str], calibra
 
 
 def run_ab(suite_path: str, base_rev: str | None = None, new_rev: str | None = None, base_sets=(), new_sets=(),
-           only=(), rounds: int = DEFAULT_ROUNDS, threshold="10%", alpha: float = 0.01,
+           only=(), rounds: int = DEFAULT_ROUNDS, threshold=DEFAULT_THRESHOLD, alpha: float = 0.01,
            rule: str = stats.DEFAULT_RULE, out=None, repo=None, argv=None, stream=None) -> Outcome:
     """Run the interleaved check and decide (see the module's docstring)."""
     from .runner import RunDir, _calibrate
@@ -501,19 +492,15 @@ def run_ab(suite_path: str, base_rev: str | None = None, new_rev: str | None = N
         print(f"A/B check of {suite_path}: base = {sides[0].label}; new = {sides[1].label}; "
               f"{len(matched)} cells, {rounds} timed rounds each; results in {out}", file=stream, flush=True)
         results: list[tuple[GridCell, GridCell, PairResult]] = []
-        workers: list[Worker | None] = [None, None]  # one per side, kept from cell to cell
         firsts = first_sides(a for a, _ in matched)
-        try:
-            for n, ((a, b), first) in enumerate(zip(matched, firsts), 1):
-                with open(dirs[0].log_path(a.cell_id), "w") as log_a, open(dirs[1].log_path(b.cell_id), "w") as log_b:
-                    result = run_pair((a, b), (sides[0], sides[1]), (log_a, log_b), first=first, workers=workers)
-                for d, cell, record, info in zip(dirs, (a, b), result.records, infos):
-                    d.store(cell, record, calibration)
-                    d.rebuild_tables(info["cells"])
-                results.append((a, b, result))
-                print(_progress_line(n, len(matched), a, result), file=stream, flush=True)
-        finally:
-            stop_workers(workers)
+        for n, ((a, b), first) in enumerate(zip(matched, firsts), 1):
+            with open(dirs[0].log_path(a.cell_id), "w") as log_a, open(dirs[1].log_path(b.cell_id), "w") as log_b:
+                result = run_pair((a, b), (sides[0], sides[1]), (log_a, log_b), first=first)
+            for d, cell, record, info in zip(dirs, (a, b), result.records, infos):
+                d.store(cell, record, calibration)
+                d.rebuild_tables(info["cells"])
+            results.append((a, b, result))
+            print(_progress_line(n, len(matched), a, result), file=stream, flush=True)
         for d, info in zip(dirs, infos):
             records = d.finished_records()
             info["corpus_sha256"] = sorted({r.get("corpus_sha256") for r in records.values() if r.get("corpus_sha256")})
@@ -550,17 +537,17 @@ def _load() -> float | None:
 def _progress_line(n: int, total: int, cell: GridCell, result: PairResult) -> str:
     base, new = result.records
     line = f"[{n}/{total}] {cell.cell_id}: base {base.get('status')}, new {new.get('status')}"
-    if result.pairs:
-        ratio = stats.decide_pairs([a for a, _ in result.pairs], [b for _, b in result.pairs], 0, 0.5).ratio
+    value = stats.run_value([a for a, _ in result.pairs], [b for _, b in result.pairs])
+    if value is not None:
         line += (f", {len(result.pairs)} rounds, base {_median([a for a, _ in result.pairs]):.3f} s, "
-                 f"new {_median([b for _, b in result.pairs]):.3f} s per epoch, new/base {ratio:.3f}")
+                 f"new {_median([b for _, b in result.pairs]):.3f} s per epoch, new/base {math.exp(value):.3f}")
     return line
 
 
 def decide_outcome(suite: str, sides, out: Path, results, threshold: Threshold, alpha: float, rule: str,
                    rounds: int, wall_s: float) -> Outcome:
-    """Group the cells' rounds by matched cell (the seeds of a configuration are its repeats, as in
-    ``harness compare``), decide each and all of them pooled."""
+    """Group the runs by matched cell (the seeds of a configuration are its repeats, as in
+    ``harness compare``), decide each cell and all of them pooled, on the runs' values."""
     keys = {id(a): match_key(a.config.model_dump(mode="json")) for a, _, _ in results}
     labels = cell_labels(keys.values())
     grouped: dict[str, list] = {}
@@ -575,13 +562,14 @@ def decide_outcome(suite: str, sides, out: Path, results, threshold: Threshold, 
         compared = [r for _, _, r, statuses in members if statuses == ["ok", "ok"]]
         pairs = [p for r in compared for p in r.pairs]
         # Units within each run only: two rounds of different processes do not form an ABBA unit.
-        units = [u for r in compared
-                 for u in stats.abba_units(stats.log_ratios([a for a, _ in r.pairs], [b for _, b in r.pairs]))]
-        decision = stats.decide(units, threshold.fraction, alpha, rule)
-        cells.append(CellOutcome(label, [a.cell_id for a, _, _, _ in members], pairs, units,
+        run_units = [stats.abba_units(stats.log_ratios([a for a, _ in r.pairs], [b for _, b in r.pairs]))
+                     for r in compared]
+        run_units = [units for units in run_units if units]
+        decision = stats.decide([sum(u) / len(u) for u in run_units], threshold.fraction, alpha, rule)
+        cells.append(CellOutcome(label, [a.cell_id for a, _, _, _ in members], pairs, run_units,
                                  [f"{s[0]}/{s[1]}" for *_, s in members],
                                  [sides[r.first].name for _, _, r, _ in members], decision))
-    pooled = stats.decide([u for c in cells for u in c.units], threshold.fraction, alpha, rule)
+    pooled = stats.decide([sum(u) / len(u) for c in cells for u in c.run_units], threshold.fraction, alpha, rule)
     return Outcome(suite, sides, out, threshold, alpha, rule, rounds, cells, pooled, wall_s, not_compared)
 
 
@@ -600,8 +588,8 @@ def format_text(outcome: Outcome) -> str:
     p = outcome.pooled
     rows.append(["all cells", p.n, "", "", f"{_fixed(p.ratio)} [{_fixed(p.low)}, {_fixed(p.high)}]",
                  _percent(p.sd), p.verdict])
-    lines.append(tabulate(rows, headers=["cell", "units", "base s/epoch", "new s/epoch", f"new/base [{level} CI]",
-                                         "unit noise", "verdict"], tablefmt="simple", disable_numparse=True))
+    lines.append(tabulate(rows, headers=["cell", "runs", "base s/epoch", "new s/epoch", f"new/base [{level} CI]",
+                                         "run SD", "verdict"], tablefmt="simple", disable_numparse=True))
     if outcome.not_compared:
         lines.append(f"not finished on both sides (not compared): {', '.join(outcome.not_compared)}")
     if outcome.busy:
@@ -612,8 +600,6 @@ def format_text(outcome: Outcome) -> str:
 
 
 def _percent(sd) -> str:
-    import math
-
     return "-" if sd is None or not math.isfinite(sd) else f"{sd * 100:.1f}%"
 
 
@@ -633,7 +619,7 @@ def format_markdown(outcome: Outcome) -> str:
                  f"**{p.verdict}**"])
     lines = [f"### {icon.get(outcome.word, ':grey_question:')} Training speed: {outcome.word.lower()}", "",
              f"`harness ab {outcome.suite}`: base = {outcome.sides[0].label}, new = {outcome.sides[1].label}.", "",
-             markdown_table(["cell", "units", "base s/epoch", "new s/epoch", f"new/base [{level} CI]", "verdict"], rows,
+             markdown_table(["cell", "runs", "base s/epoch", "new s/epoch", f"new/base [{level} CI]", "verdict"], rows,
                             align="lrrrrl"), ""]
     if outcome.not_compared:
         lines += [f"Not finished on both sides (not compared): {', '.join(outcome.not_compared)}.", ""]
@@ -641,11 +627,12 @@ def format_markdown(outcome: Outcome) -> str:
         lines += [f"> **Warning:** {outcome.busy}.", ""]
     lines += [f"{outcome.summary()}", "",
               f"<details><summary>How this was decided</summary>\n\n"
-              f"Both sides trained each cell in two long-lived processes, one epoch at a time in turn (A B B A ...), "
-              f"{outcome.rounds} timed rounds per cell after a warm-up epoch, {outcome.wall_s:.0f} s in all. "
-              f"A unit is two consecutive rounds (one new-first, one base-first) of one epoch per side; the ratio is the "
-              f"geometric mean of the units' new/base times with a {level} t-interval. Regression: the interval above 1 and the "
+              f"Both sides trained each run (cell and seed) in a fresh process of their own, one epoch at a time in turn "
+              f"(A B B A ...), {outcome.rounds} timed rounds per run after a warm-up epoch, {outcome.wall_s:.0f} s in all. "
+              f"Two consecutive rounds (one new-first, one base-first) make a unit, and a run's ratio is the geometric mean "
+              f"of its units; the runs are the replicates (a process keeps a speed of its own). The ratio of a cell, and of "
+              f"all cells, is the geometric mean of its runs' ratios with a {level} t-interval. Regression: the interval above 1 and the "
               f"{'estimate' if outcome.rule == 'estimate' else 'whole interval'} above 1 + {outcome.threshold.fraction:g}; "
-              f"no change: the whole interval within the threshold; otherwise undecided (more rounds would tell)."
+              f"no change: the whole interval within the threshold; otherwise undecided (more runs would tell)."
               f"\n\n</details>"]
     return "\n".join(lines) + "\n"

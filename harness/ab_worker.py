@@ -12,8 +12,9 @@ machine. The protocol is JSON, one object a line (the driver's side is ``harness
 * driver -> worker: ``{"cmd": "start", "config": {...}, "log": "PATH"}`` (a ``CellConfig``; the cell's log,
   where standard error goes from now on), then ``{"cmd": "epoch"}`` before each epoch, ``{"cmd": "finish"}``
   after the last one (the cell's final evaluation and samples), or ``{"cmd": "stop"}`` to end. After a
-  cell's ``done`` the worker waits for the next ``start`` (protocol 2: one process per side serves every
-  cell of a check, so a check does not pay a start-up of torch per cell; protocol 1 served one cell).
+  cell's ``done`` the worker waits for the next ``start`` or ``stop`` (protocol 2; protocol 1 exited).
+  The driver gives each process one run and then stops it: a process keeps a speed of its own, so the
+  runs are only independent replicates when each has fresh processes.
 
 Only protocol lines go to the real standard output; anything else the process prints (warnings, the
 cell's own messages) goes to standard error, which the driver keeps as the cell's log.

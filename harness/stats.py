@@ -340,15 +340,22 @@ def bootstrap_ratio_ci(base: Sequence[float], new: Sequence[float], confidence: 
 # Pure functions on numbers (numpy and scipy, no torch), so that the rule can be tested on literal data and
 # re-applied to stored measurements.
 #
-# A **pair** is one timed epoch of each side, run one right after the other by two long-lived processes,
-# so that both see the same seconds of the machine. A pair gives the log-ratio ``log(new / base)``; the
-# machine's drift, which moves both epochs of a pair alike, cancels in it. Consecutive rounds alternate
-# which side goes first (B A, A B, B A, ...), and the **unit** is two such rounds (``abba_units``): the mean
-# of their two log-ratios, in which the cost of going second cancels as well.
+# A **pair** is one timed epoch of each side, run one right after the other by two processes, so that both
+# see the same seconds of the machine. A pair gives the log-ratio ``log(new / base)``; the machine's drift,
+# which moves both epochs of a pair alike, cancels in it. Consecutive rounds alternate which side goes
+# first (B A, A B, B A, ...), and a **unit** is two such rounds (``abba_units``): the mean of their two
+# log-ratios, in which the cost of going second cancels as well.
 #
-# For a set of units (one cell, or all cells pooled) the estimate is the geometric mean of the ratios,
-# ``exp(mean log-ratio)``, with a ``1 - alpha`` t-interval of the mean log-ratio (scipy's one-sample t-test)
-# mapped back to a ratio. The verdict:
+# A **run** is one cell and seed, trained by its own pair of fresh processes; its value is the mean of its
+# units (``run_value``). Runs, not units, are the independent replicates: a process keeps a speed of its
+# own for minutes (measured here: one of two processes of the same code became 11% faster halfway through
+# a check and stayed so, docs/regression.md), which every unit of that process shares, so an interval over
+# units would count it as a real difference. The decision is taken on the runs' values (one cell: its
+# seeds; pooled: every run of every cell).
+#
+# For a set of run values (one cell, or all cells pooled) the estimate is the geometric mean of the
+# ratios, ``exp(mean log-ratio)``, with a ``1 - alpha`` t-interval of the mean log-ratio (scipy's
+# one-sample t-test) mapped back to a ratio. The verdict:
 #
 # * ``regression``: the interval lies above 1 (the slowdown is real) **and** the estimate is above
 #   ``1 + threshold`` (it is large enough to matter). Rule ``"estimate"``, the default; rule ``"interval"``
@@ -357,15 +364,15 @@ def bootstrap_ratio_ci(base: Sequence[float], new: Sequence[float], confidence: 
 # * ``improvement``: the mirror image (interval below 1, estimate below ``1 / (1 + threshold)``).
 # * ``no change``: the whole interval lies within ``[1 / (1 + threshold), 1 + threshold]``: any change is
 #   confidently smaller than the threshold.
-# * ``undecided``: none of these (the interval reaches past the threshold): more rounds would tell.
-# * ``too few rounds``: fewer than ``MIN_UNITS`` units.
+# * ``undecided``: none of these (the interval reaches past the threshold): more runs would tell.
+# * ``too few runs``: fewer than ``MIN_RUNS`` values.
 #
 # For the new side running faster, a lower time is better, so "regression" is always "new slower".
 
-MIN_UNITS = 3  # a t-interval from two values is too wide to decide anything; three is the fewest allowed
+MIN_RUNS = 3  # a t-interval from two values is too wide to decide anything; three is the fewest allowed
 RULES = ("estimate", "interval")
 DEFAULT_RULE = "estimate"
-VERDICTS = ("regression", "improvement", "no change", "undecided", "too few rounds")
+VERDICTS = ("regression", "improvement", "no change", "undecided", "too few runs")
 
 
 @dataclass(frozen=True)
@@ -412,9 +419,16 @@ def abba_units(ratios: Sequence[float]) -> list[float]:
     return [(ratios[i] + ratios[i + 1]) / 2 for i in range(0, len(ratios) - 1, 2)]
 
 
+def run_value(base: Sequence[float], new: Sequence[float]) -> float | None:
+    """The log-ratio of one run: the mean of its units (``abba_units`` of its rounds); None without a
+    unit (fewer than two rounds)."""
+    units = abba_units(log_ratios(base, new))
+    return sum(units) / len(units) if units else None
+
+
 def decide(ratios: Iterable[float], threshold: float = 0.10, alpha: float = 0.01,
            rule: str = DEFAULT_RULE) -> Decision:
-    """The verdict on paired log-ratios ``log(new / base)`` (see the module's docstring)."""
+    """The verdict on independent log-ratios ``log(new / base)``, one per run (see the comment above)."""
     from scipy import stats as scipy_stats
 
     if rule not in RULES:
@@ -427,9 +441,9 @@ def decide(ratios: Iterable[float], threshold: float = 0.10, alpha: float = 0.01
 
     d = np.asarray([float(r) for r in ratios], float)
     n = len(d)
-    if n < MIN_UNITS:
+    if n < MIN_RUNS:
         ratio = math.exp(float(d.mean())) if n else math.nan
-        return Decision(n, ratio, math.nan, math.nan, math.nan, math.nan, "too few rounds", threshold, alpha, rule)
+        return Decision(n, ratio, math.nan, math.nan, math.nan, math.nan, "too few runs", threshold, alpha, rule)
     mean = float(d.mean())
     sd = float(d.std(ddof=1))
     if sd == 0:  # every pair gave the same ratio: the interval is that ratio (scipy would give NaN)
@@ -456,19 +470,12 @@ def decide(ratios: Iterable[float], threshold: float = 0.10, alpha: float = 0.01
     return Decision(n, ratio, low, high, p, sd, verdict, threshold, alpha, rule)
 
 
-def decide_pairs(base: Sequence[float], new: Sequence[float], threshold: float = 0.10, alpha: float = 0.01,
-                 rule: str = DEFAULT_RULE) -> Decision:
-    """``decide`` on paired measurements (seconds per epoch of each side, round by round), each unit
-    two consecutive rounds (``abba_units``)."""
-    return decide(abba_units(log_ratios(base, new)), threshold, alpha, rule)
-
-
 def exit_code(verdicts: Iterable[str]) -> int:
-    """As `harness compare`: 1 when anything regressed, 2 when nothing could be decided (too few rounds
+    """As `harness compare`: 1 when anything regressed, 2 when nothing could be decided (too few runs
     everywhere, or nothing measured), 0 otherwise."""
     verdicts = list(verdicts)
     if "regression" in verdicts:
         return 1
-    if not verdicts or all(v == "too few rounds" for v in verdicts):
+    if not verdicts or all(v == "too few runs" for v in verdicts):
         return 2
     return 0

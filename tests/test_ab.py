@@ -22,46 +22,59 @@ from harness.errors import HarnessError
 from conftest import REPO, TINY
 
 # Paired epoch times (seconds) of the base side: the machine drifts by a factor of two over the rounds,
-# as a busy machine does; what a pair shares cancels in its ratio.
-DRIFT = [1.00, 1.31, 0.82, 1.55, 1.12, 0.91, 1.78, 1.24, 0.97, 1.43, 2.01, 1.08]
+# as a busy machine does; what a pair shares cancels in its ratio. Six runs of four rounds.
+DRIFT = [1.00, 1.31, 0.82, 1.55, 1.12, 0.91, 1.78, 1.24, 0.97, 1.43, 2.01, 1.08,
+         1.21, 0.88, 1.67, 1.02, 0.93, 1.36, 1.15, 1.84, 0.86, 1.29, 1.05, 1.61]
 # Small per-epoch noise (about 1-2%), distinct values.
-JITTER = [1.012, 0.991, 1.004, 0.987, 1.019, 0.996, 1.008, 0.983, 1.015, 0.999, 1.006, 0.989]
+JITTER = [1.012, 0.991, 1.004, 0.987, 1.019, 0.996, 1.008, 0.983, 1.015, 0.999, 1.006, 0.989,
+          0.994, 1.011, 0.985, 1.007, 1.002, 0.992, 1.017, 0.988, 1.009, 0.997, 1.014, 0.986]
 BASE = [0.5 * d for d in DRIFT]
+ROUNDS = 4  # per run: two units of two rounds
 
 
 def new_side(factor: float) -> list[float]:
     return [b * factor * j for b, j in zip(BASE, JITTER)]
 
 
+def run_values(base: list[float], new: list[float]) -> list[float]:
+    """The value of each run of ROUNDS rounds (what harness ab decides on)."""
+    return [stats.run_value(base[i:i + ROUNDS], new[i:i + ROUNDS]) for i in range(0, len(base), ROUNDS)]
+
+
+def decide_runs(base, new, **kwargs) -> stats.Decision:
+    return stats.decide(run_values(base, new), **kwargs)
+
+
 # ------------------------------------------------------------------------------------------ decision
 
 
 def test_clear_regression_despite_the_drift():
-    d = stats.decide_pairs(BASE, new_side(1.30))
+    d = decide_runs(BASE, new_side(1.30))
     assert d.verdict == "regression"
     assert d.ratio == pytest.approx(1.30, rel=0.02)
     assert 1.1 < d.low < d.ratio < d.high < 1.4
-    assert d.n == len(BASE) // 2  # units of two rounds
+    assert d.n == len(BASE) // ROUNDS  # one value per run
 
 
 def test_noise_only_is_no_change():
-    d = stats.decide_pairs(BASE, new_side(1.0))
+    d = decide_runs(BASE, new_side(1.0))
     assert d.verdict == "no change"
     assert 1 / 1.1 < d.low < 1 < d.high < 1.1
 
 
 def test_improvement_mirrors_a_regression():
-    d = stats.decide_pairs(BASE, new_side(1 / 1.30))
+    d = decide_runs(BASE, new_side(1 / 1.30))
     assert d.verdict == "improvement"
     assert d.ratio == pytest.approx(1 / 1.30, rel=0.02)
     assert d.high < 1
 
 
-def test_too_few_rounds():
-    d = stats.decide_pairs(BASE[:5], new_side(2.0)[:5])
-    assert d.verdict == "too few rounds" and d.n == 2 and math.isnan(d.low)
+def test_too_few_runs():
+    d = decide_runs(BASE[:2 * ROUNDS], new_side(2.0)[:2 * ROUNDS])
+    assert d.verdict == "too few runs" and d.n == 2 and math.isnan(d.low)
     assert stats.exit_code([d.verdict]) == 2
-    assert stats.decide([]).verdict == "too few rounds"
+    assert stats.decide([]).verdict == "too few runs"
+    assert stats.run_value(BASE[:1], BASE[:1]) is None  # one round makes no unit
 
 
 def test_the_cost_of_going_second_cancels_in_a_unit_of_two_rounds():
@@ -69,13 +82,26 @@ def test_the_cost_of_going_second_cancels_in_a_unit_of_two_rounds():
     second = [1.06 if i % 2 == 0 else 1 / 1.06 for i in range(len(BASE))]  # base second in even rounds
     new = [b * s * j for b, s, j in zip(BASE, second, JITTER)]
     assert stats.abba_units([0.1, -0.1, 0.3, -0.1, 7.0]) == pytest.approx([0.0, 0.1])
-    by_unit = stats.decide_pairs(BASE, new)
+    by_unit = stats.decide(stats.abba_units(stats.log_ratios(BASE, new)))
     by_pair = stats.decide(stats.log_ratios(BASE, new))
     assert by_unit.verdict == "no change" and by_unit.high - by_unit.low < (by_pair.high - by_pair.low) / 3
 
 
+def test_a_process_with_a_speed_of_its_own_counts_once_not_once_per_unit():
+    # The same code on both sides, but each run's new process keeps a speed of its own (as measured:
+    # one process turned 11% faster and stayed so): within a run the units agree, between runs they do not.
+    own = [0.93, 1.05, 0.95, 1.06, 0.94, 0.99]
+    new = [b * own[i // ROUNDS] * j for i, (b, j) in enumerate(zip(BASE, JITTER))]
+    units = stats.abba_units(stats.log_ratios(BASE, new))
+    by_units = stats.decide(units, threshold=0.02)
+    by_runs = decide_runs(BASE, new, threshold=0.02)
+    assert by_units.n == 2 * by_runs.n == 12
+    assert by_runs.low < 1 < by_runs.high and by_runs.verdict == "undecided"
+    assert (by_runs.high - by_runs.low) > 1.3 * (by_units.high - by_units.low)  # units as replicates: too sure
+
+
 def test_significant_but_smaller_than_the_threshold_is_no_change():
-    d = stats.decide_pairs(BASE, new_side(1.03))
+    d = decide_runs(BASE, new_side(1.03))
     assert d.low > 1  # real...
     assert d.verdict == "no change"  # ...but within 10%
 
@@ -109,10 +135,10 @@ def test_log_ratios_leave_out_pairs_without_a_ratio():
 
 
 def test_exit_codes_follow_compare():
-    assert stats.exit_code(["no change", "regression", "too few rounds"]) == 1
-    assert stats.exit_code(["no change", "undecided", "too few rounds"]) == 0
+    assert stats.exit_code(["no change", "regression", "too few runs"]) == 1
+    assert stats.exit_code(["no change", "undecided", "too few runs"]) == 0
     assert stats.exit_code(["improvement"]) == 0
-    assert stats.exit_code(["too few rounds", "too few rounds"]) == 2
+    assert stats.exit_code(["too few runs", "too few runs"]) == 2
     assert stats.exit_code([]) == 2
 
 
@@ -263,13 +289,16 @@ def test_tiny_ab_writes_two_run_folders_and_its_outputs(tmp_path, capsys):
         assert c["runs"] == [f"{c['cell']}-s0", f"{c['cell']}-s1"] and c["statuses"] == ["ok/ok", "ok/ok"]
         # Which side went first alternates over the seeds of a cell, from a different side in each cell.
         assert c["first"] == (["base", "new"] if c["cell"].startswith("rnn") else ["new", "base"])
-        assert len(c["pairs"]) == 8 and c["n"] == len(c["units"]) == 4  # 4 timed rounds x 2 seeds, in units of 2
-        assert c["low"] <= c["ratio"] <= c["high"] and c["verdict"] in stats.VERDICTS
-    assert result["pooled"]["n"] == 8 and result["new"]["sets"] == ["model.hidden=12"]
+        # 4 timed rounds x 2 seeds, in units of 2; the runs are the replicates: 2 a cell are too few
+        assert len(c["pairs"]) == 8 and len(c["units"]) == 4 and [len(u) for u in c["run_units"]] == [2, 2]
+        assert c["n"] == 2 and c["verdict"] == "too few runs" and c["unit_sd"] >= 0
+    pooled = result["pooled"]
+    assert pooled["n"] == 4 and pooled["low"] <= pooled["ratio"] <= pooled["high"] and pooled["verdict"] in stats.VERDICTS
+    assert result["new"]["sets"] == ["model.hidden=12"]
     assert len(result["load_average"]) == 2 and result["base"]["commit"] == result["new"]["commit"]
     assert captured.out.splitlines()[-1].startswith(result["verdict"].upper() + ": pooled new/base")
     markdown = (tmp_path / "ab.md").read_text()
-    assert markdown.startswith("### ") and "| `rnn-l1-uni-cpu` | 4 |" in markdown and "**all cells**" in markdown
+    assert markdown.startswith("### ") and "| `rnn-l1-uni-cpu` | 2 |" in markdown and "**all cells**" in markdown
     for side, hidden in (("base", 8), ("new", 12)):
         run = read_run(out / side)  # what `harness compare` reads
         assert [c.status for c in run.cells] == ["ok"] * 4
@@ -300,12 +329,13 @@ def counting_workers(monkeypatch) -> list:
     return started
 
 
-def test_one_worker_per_side_serves_every_cell_and_each_cell_keeps_its_log(tmp_path, monkeypatch):
+def test_every_run_gets_a_fresh_process_per_side_and_keeps_its_log(tmp_path, monkeypatch):
     started = counting_workers(monkeypatch)
     out = tmp_path / "out"
     code = cli(["ab", str(write_suite(tmp_path)), "--rounds", "2", "--out", str(out), "--json", str(tmp_path / "ab.json")])
-    assert code in (0, 1)
-    assert sorted(name for name, _ in started) == ["base", "new"]  # four cells, two processes
+    assert code in (0, 1, 2)  # two seeds a cell: the cells are too few runs, the pool of four may decide
+    assert sorted(name for name, _ in started) == ["base"] * 4 + ["new"] * 4  # four runs, a pair each
+    assert len({w.proc.pid for _, w in started}) == 8
     assert all(w.proc.poll() is not None for _, w in started)  # stopped at the end
     for side in ("base", "new"):
         cells = pd.read_csv(out / side / "cells.csv")
@@ -313,7 +343,7 @@ def test_one_worker_per_side_serves_every_cell_and_each_cell_keeps_its_log(tmp_p
         assert sorted(p.stem for p in (out / side / "logs").glob("*.log")) == sorted(cells["cell_id"])
 
 
-def test_a_revision_whose_worker_serves_one_cell_gets_one_process_per_cell(tmp_path, repo, monkeypatch):
+def test_a_revision_whose_worker_speaks_protocol_1_is_still_driven(tmp_path, repo, monkeypatch):
     worker = repo / "harness" / "ab_worker.py"
     text = worker.read_text().replace("PROTOCOL = 2\n", "PROTOCOL = 1\n", 1)
     done = '            send({"event": "done", "record": record})\n'
@@ -324,5 +354,11 @@ def test_a_revision_whose_worker_serves_one_cell_gets_one_process_per_cell(tmp_p
     code = cli(["ab", str(write_suite(tmp_path, "matrix: {seed: [0, 1, 2]}\n")), "--base", "HEAD", "--repo", str(repo),
                 "--rounds", "2", "--out", str(tmp_path / "out"), "--json", str(tmp_path / "ab.json")])
     assert code in (0, 1)
-    assert sorted(name for name, _ in started) == ["base", "base", "base", "new"]
+    assert sorted(name for name, _ in started) == ["base"] * 3 + ["new"] * 3
     assert json.loads((tmp_path / "ab.json").read_text())["cells"][0]["statuses"] == ["ok/ok"] * 3
+
+
+def test_the_command_repeats_the_drivers_defaults():
+    from harness.commands import ab as command
+
+    assert (command.DEFAULT_ROUNDS, command.DEFAULT_THRESHOLD) == (ab.DEFAULT_ROUNDS, ab.DEFAULT_THRESHOLD)

@@ -1,5 +1,5 @@
 """`harness ab SUITE`: interleaved A/B speed check of two revisions or settings. Exit 0: nothing
-regressed, 1: something did, 2: bad input, or too few rounds to decide anything."""
+regressed, 1: something did, 2: bad input, or too few runs to decide anything."""
 
 from __future__ import annotations
 
@@ -7,19 +7,22 @@ import signal
 import sys
 from pathlib import Path
 
-DEFAULT_ROUNDS = 6  # harness.ab.DEFAULT_ROUNDS, repeated here so that --help imports no torch or scipy
+# harness.ab's defaults, repeated here so that --help imports no torch or scipy
+DEFAULT_ROUNDS = 6
+DEFAULT_THRESHOLD = "5%"
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "ab", help="interleaved A/B speed check of two revisions or settings (catches ~10%%)",
+        "ab", help="interleaved A/B speed check of two revisions or settings (catches ~5-10%%)",
         description="Train every cell of SUITE with two versions of the code (git revisions, each from its own "
                     "temporary worktree; default: the working tree on both sides, an A/A check) and/or settings, "
-                    "in two long-lived processes per cell that take turns epoch by epoch (A B B A ...), so both "
-                    "see the same seconds of the machine. Each pair of adjacent epochs gives a ratio new/base; a "
-                    "cell (and all cells pooled) regresses when the 1 - alpha t-interval of the geometric-mean "
-                    "ratio lies above 1 and the estimate above 1 + threshold. Exit 0 when nothing regressed, 1 "
-                    "when something did, 2 for bad input or when nothing could be decided.")
+                    "in a fresh pair of processes per run (cell and seed) that take turns epoch by epoch (A B B A "
+                    "...), so both see the same seconds of the machine. Each pair of adjacent epochs gives a ratio "
+                    "new/base, and each run the geometric mean of its ratios; a cell (and all cells pooled) "
+                    "regresses when the 1 - alpha t-interval of the geometric-mean ratio of its runs lies above 1 "
+                    "and the estimate above 1 + threshold. Exit 0 when nothing regressed, 1 when something did, 2 "
+                    "for bad input or when nothing could be decided.")
     parser.add_argument("suite", help="suite file, e.g. suites/regression.yaml")
     parser.add_argument("--base", metavar="REV", help="git revision of the base side (default: the working tree)")
     parser.add_argument("--new", metavar="REV", help="git revision of the new side (default: the working tree)")
@@ -30,9 +33,10 @@ def register(subparsers) -> None:
     parser.add_argument("--only", action="append", default=[], metavar="KEY=VALUE[,VALUE]",
                         help="keep cells whose KEY has one of the values (repeatable)")
     parser.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS,
-                        help=f"timed epochs per side and cell, after one warm-up epoch (default {DEFAULT_ROUNDS})")
-    parser.add_argument("--threshold", default="10%",
-                        help="smallest slowdown that counts, e.g. 10%% or median:5%% (default 10%%)")
+                        help=f"timed epochs per side and run, after one warm-up epoch (default {DEFAULT_ROUNDS})")
+    parser.add_argument("--threshold", default=DEFAULT_THRESHOLD,
+                        help="smallest slowdown that counts, e.g. 10%% or 3%% (default "
+                             f"{DEFAULT_THRESHOLD.replace('%', '%%')})")
     parser.add_argument("--alpha", type=float, default=0.01,
                         help="1 - confidence level of the interval of the ratio (default 0.01)")
     parser.add_argument("--rule", choices=["estimate", "interval"], default="estimate",
