@@ -45,6 +45,13 @@ PREFIX = "@@ab "
 DEFAULT_ROUNDS = 6
 DEFAULT_THRESHOLD = "5%"  # docs/regression.md: what the quiet study measured
 HELLO_TIMEOUT = 300.0  # seconds for a worker to import torch and the harness on a loaded machine
+# glibc's malloc told to keep the memory an epoch frees (mallopt(3): the largest mmap threshold of a 64-bit
+# system, and no trimming), so that the next epoch reuses it instead of faulting it in again. By default
+# it hands large buffers back to the kernel every step; measured here (docs/regression.md) that made two
+# processes of the same code differ by 5-20% for seconds at a time (mean |log-ratio| of a pair 0.07; with
+# these settings 0.025) and spent a sixth of the epoch in the kernel. Both sides get them alike; values
+# already in the environment win, and --system-malloc leaves malloc alone.
+KEEP_FREED_MEMORY = {"MALLOC_MMAP_THRESHOLD_": str(32 * 2**20), "MALLOC_TRIM_THRESHOLD_": str(16 * 2**30)}
 
 
 # ------------------------------------------------------------------------------------------ revisions
@@ -156,14 +163,10 @@ class WorkerGone(Exception):
 class Worker:
     """One side's worker process for one run, spoken to in JSON lines."""
 
-    def __init__(self, side: Side, log):
+    def __init__(self, side: Side, log, system_malloc: bool = False):
         self.side = side
         self.protocol: int | None = None  # from its hello
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        env["PYTHONPATH"] = os.pathsep.join([str(side.root)] + [p for p in [env.get("PYTHONPATH")] if p])
-        for key in ("HARNESS_DATA_DIR", "HARNESS_CACHE_DIR"):  # the same corpora from any working folder
-            if env.get(key):
-                env[key] = os.path.abspath(env[key])
+        env = worker_env(side, system_malloc)
         # -P: the caller's folder is not put first on sys.path, so `harness` is this side's code even when
         # the driver runs from a checkout (Python 3.11+; before it, start in the side's folder instead).
         flags, cwd = (["-P"], None) if sys.version_info >= (3, 11) else ([], str(side.root))
@@ -213,6 +216,26 @@ class Worker:
         return time.monotonic() - self.started
 
 
+def malloc_settings(system_malloc: bool) -> dict:
+    """The malloc variables the workers start with (recorded with the check's results)."""
+    env = worker_env(Side("base", None, None, Path(".")), system_malloc)
+    return {key: env[key] for key in KEEP_FREED_MEMORY if key in env}
+
+
+def worker_env(side: Side, system_malloc: bool = False) -> dict:
+    """The environment of one side's worker: this one, with the side's code first on the path, the
+    corpora's folders made absolute and, unless ``system_malloc``, ``KEEP_FREED_MEMORY``."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env["PYTHONPATH"] = os.pathsep.join([str(side.root)] + [p for p in [env.get("PYTHONPATH")] if p])
+    for key in ("HARNESS_DATA_DIR", "HARNESS_CACHE_DIR"):  # the same corpora from any working folder
+        if env.get(key):
+            env[key] = os.path.abspath(env[key])
+    if not system_malloc:
+        for key, value in KEEP_FREED_MEMORY.items():
+            env.setdefault(key, value)
+    return env
+
+
 def _hello(worker: Worker) -> None:
     side = worker.side
     try:
@@ -238,7 +261,8 @@ class PairResult:
     first: int = 0  # the side (0: base, 1: new) started first and first in the warm-up round
 
 
-def run_pair(cells: tuple[GridCell, GridCell], sides: tuple[Side, Side], logs, first: int = 0) -> PairResult:
+def run_pair(cells: tuple[GridCell, GridCell], sides: tuple[Side, Side], logs, first: int = 0,
+             system_malloc: bool = False) -> PairResult:
     """Train one cell on both sides, epoch by epoch in turn (A B B A ...). Returns each side's record
     (the worker's own ``run_cell`` record, or a failure record keeping the epochs seen) and the timed
     rounds both sides completed.
@@ -259,7 +283,7 @@ def run_pair(cells: tuple[GridCell, GridCell], sides: tuple[Side, Side], logs, f
     records: list[dict | None] = [None, None]
     try:
         for i in starting:  # both start at once: start-up is not timed
-            workers[i] = Worker(sides[i], logs[i])
+            workers[i] = Worker(sides[i], logs[i], system_malloc)
         for i in starting:
             _hello(workers[i])
         for w, cell, log in zip(workers, cells, logs):
@@ -354,6 +378,7 @@ class Outcome:
     wall_s: float
     not_compared: list[str]
     load: tuple[float | None, float | None] = (None, None)  # 1-minute load average at the start and end
+    malloc: dict = field(default_factory=dict)  # what the workers' malloc was told (KEEP_FREED_MEMORY or {})
 
     @property
     def busy(self) -> str:
@@ -405,6 +430,7 @@ class Outcome:
                       for c in self.cells],
             "pooled": self.pooled.as_dict(),
             "not_compared": self.not_compared, "load_average": list(self.load), "busy": self.busy or None,
+            "malloc": self.malloc,
             "verdict": self.word.lower(), "exit_code": self.exit_code,
         }
 
@@ -434,7 +460,7 @@ def pair_cells(base: list[GridCell], new: list[GridCell], suite_path: str) -> li
 
 
 def _run_info(suite, side: Side, cells: list[GridCell], argv: list[str], calibration: dict, other: Path,
-              rounds: int) -> dict:
+              rounds: int, malloc: dict) -> dict:
     """run.json of one side, as ``run_suite`` writes it, plus what this A/B check was."""
     from .machine import describe
     from .runner import now_iso
@@ -451,13 +477,14 @@ def _run_info(suite, side: Side, cells: list[GridCell], argv: list[str], calibra
         "finished": None,
         "cells": [c.cell_id for c in cells],
         "calibration": calibration,
-        "ab": {"side": side.name, **side.as_dict(), "other_side": str(other), "rounds": rounds},
+        "ab": {"side": side.name, **side.as_dict(), "other_side": str(other), "rounds": rounds, "malloc": malloc},
     }
 
 
 def run_ab(suite_path: str, base_rev: str | None = None, new_rev: str | None = None, base_sets=(), new_sets=(),
            only=(), rounds: int = DEFAULT_ROUNDS, threshold=DEFAULT_THRESHOLD, alpha: float = 0.01,
-           rule: str = stats.DEFAULT_RULE, out=None, repo=None, argv=None, stream=None) -> Outcome:
+           rule: str = stats.DEFAULT_RULE, out=None, repo=None, argv=None, stream=None,
+           system_malloc: bool = False) -> Outcome:
     """Run the interleaved check and decide (see the module's docstring)."""
     from .runner import RunDir, _calibrate
     from .store import write_json_atomic
@@ -485,8 +512,8 @@ def run_ab(suite_path: str, base_rev: str | None = None, new_rev: str | None = N
             d.lock()
         # One calibration for both sides: they share the machine and the minutes.
         calibration = _calibrate(grids[0])
-        infos = [_run_info(suites[i], sides[i], grids[i], argv, calibration, dirs[1 - i].path, rounds)
-                 for i in (0, 1)]
+        infos = [_run_info(suites[i], sides[i], grids[i], argv, calibration, dirs[1 - i].path, rounds,
+                           malloc_settings(system_malloc)) for i in (0, 1)]
         for d, info in zip(dirs, infos):
             write_json_atomic(d.run_json, info)
         print(f"A/B check of {suite_path}: base = {sides[0].label}; new = {sides[1].label}; "
@@ -495,7 +522,8 @@ def run_ab(suite_path: str, base_rev: str | None = None, new_rev: str | None = N
         firsts = first_sides(a for a, _ in matched)
         for n, ((a, b), first) in enumerate(zip(matched, firsts), 1):
             with open(dirs[0].log_path(a.cell_id), "w") as log_a, open(dirs[1].log_path(b.cell_id), "w") as log_b:
-                result = run_pair((a, b), (sides[0], sides[1]), (log_a, log_b), first=first)
+                result = run_pair((a, b), (sides[0], sides[1]), (log_a, log_b), first=first,
+                                  system_malloc=system_malloc)
             for d, cell, record, info in zip(dirs, (a, b), result.records, infos):
                 d.store(cell, record, calibration)
                 d.rebuild_tables(info["cells"])
@@ -509,6 +537,7 @@ def run_ab(suite_path: str, base_rev: str | None = None, new_rev: str | None = N
     outcome = decide_outcome(name, tuple(sides), out, results, threshold, alpha, rule, rounds,
                              time.monotonic() - start)
     outcome.load = (load_start, _load())
+    outcome.malloc = malloc_settings(system_malloc)
     return outcome
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import subprocess
 import sys
@@ -295,6 +296,7 @@ def test_tiny_ab_writes_two_run_folders_and_its_outputs(tmp_path, capsys):
     pooled = result["pooled"]
     assert pooled["n"] == 4 and pooled["low"] <= pooled["ratio"] <= pooled["high"] and pooled["verdict"] in stats.VERDICTS
     assert result["new"]["sets"] == ["model.hidden=12"]
+    assert set(result["malloc"]) == set(ab.KEEP_FREED_MEMORY)  # what the workers' malloc was told
     assert len(result["load_average"]) == 2 and result["base"]["commit"] == result["new"]["commit"]
     assert captured.out.splitlines()[-1].startswith(result["verdict"].upper() + ": pooled new/base")
     markdown = (tmp_path / "ab.md").read_text()
@@ -321,8 +323,8 @@ def counting_workers(monkeypatch) -> list:
     started = []
 
     class Counted(ab.Worker):
-        def __init__(self, side, log):
-            super().__init__(side, log)
+        def __init__(self, side, log, *args):
+            super().__init__(side, log, *args)
             started.append((side.name, self))
 
     monkeypatch.setattr(ab, "Worker", Counted)
@@ -362,3 +364,15 @@ def test_the_command_repeats_the_drivers_defaults():
     from harness.commands import ab as command
 
     assert (command.DEFAULT_ROUNDS, command.DEFAULT_THRESHOLD) == (ab.DEFAULT_ROUNDS, ab.DEFAULT_THRESHOLD)
+
+
+def test_workers_keep_freed_memory_unless_told_otherwise(monkeypatch, tmp_path):
+    side = ab.Side("base", None, None, tmp_path)
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "65536")  # the user's own value wins
+    env = ab.worker_env(side)
+    assert env["MALLOC_TRIM_THRESHOLD_"] == ab.KEEP_FREED_MEMORY["MALLOC_TRIM_THRESHOLD_"]
+    assert env["MALLOC_MMAP_THRESHOLD_"] == "65536"
+    assert env["PYTHONPATH"].split(os.pathsep)[0] == str(tmp_path)
+    assert "MALLOC_TRIM_THRESHOLD_" not in ab.worker_env(side, system_malloc=True)
+    assert ab.malloc_settings(True) == {"MALLOC_MMAP_THRESHOLD_": "65536"}

@@ -41,6 +41,9 @@ def register(subparsers) -> None:
                         help="1 - confidence level of the interval of the ratio (default 0.01)")
     parser.add_argument("--rule", choices=["estimate", "interval"], default="estimate",
                         help="what must pass the threshold: the estimate (default) or the whole interval")
+    parser.add_argument("--system-malloc", action="store_true",
+                        help="leave glibc's malloc at its defaults in the workers (by default they keep the memory an "
+                             "epoch frees, so that page faults do not add noise; see docs/regression.md)")
     parser.add_argument("--out", metavar="DIR",
                         help="folder for the two run folders OUT/base and OUT/new (default results/ab-<suite>-<time>)")
     parser.add_argument("--json", metavar="FILE", help="also write the result as JSON")
@@ -57,7 +60,7 @@ def main(args) -> int:
     signal.signal(signal.SIGTERM, _raise_interrupt)  # a stopped CI job still removes its worktrees
     outcome = run_ab(args.suite, args.base, args.new, args.set_base, args.set_new, args.only, args.rounds,
                      args.threshold, args.alpha, args.rule, args.out, args.repo,
-                     argv=["python", "-m", "harness", *sys.argv[1:]])
+                     argv=["python", "-m", "harness", *sys.argv[1:]], system_malloc=args.system_malloc)
     print(format_text(outcome))
     if args.json:
         write_json_atomic(Path(args.json), outcome.as_dict())
