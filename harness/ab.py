@@ -382,10 +382,13 @@ class Outcome:
 
     @property
     def busy(self) -> str:
-        """A warning when other processes shared the CPUs (load average above their number): the pairs are
+        """A warning when other processes shared the CPUs (load average above their number, by the margin
+        that ``harness show`` allows: a quiet check's own threads keep it near 2.0 on 2 CPUs): the pairs are
         then noisier, and with several threads per cell, epochs can be many times slower at random."""
+        from .timing import LOAD_MARGIN
+
         cpus = os.cpu_count() or 1
-        high = [v for v in self.load if v is not None and v > cpus]
+        high = [v for v in self.load if v is not None and v > cpus + LOAD_MARGIN]
         if not high:
             return ""
         return (f"the machine was busy: load average {' -> '.join(f'{v:.1f}' for v in self.load if v is not None)} "
@@ -426,7 +429,7 @@ class Outcome:
                        "new_median_s": _median([b for _, b in c.pairs]),
                        "pairs": [list(p) for p in c.pairs], "run_units": c.run_units,
                        "units": [u for units in c.run_units for u in units],
-                       "unit_sd": stats._finite_or_none(c.unit_sd), **c.decision.as_dict()}
+                       "unit_sd": c.unit_sd if math.isfinite(c.unit_sd) else None, **c.decision.as_dict()}
                       for c in self.cells],
             "pooled": self.pooled.as_dict(),
             "not_compared": self.not_compared, "load_average": list(self.load), "busy": self.busy or None,
@@ -517,7 +520,7 @@ def run_ab(suite_path: str, base_rev: str | None = None, new_rev: str | None = N
         for d, info in zip(dirs, infos):
             write_json_atomic(d.run_json, info)
         print(f"A/B check of {suite_path}: base = {sides[0].label}; new = {sides[1].label}; "
-              f"{len(matched)} cells, {rounds} timed rounds each; results in {out}", file=stream, flush=True)
+              f"{len(matched)} runs (cells and seeds), {rounds} timed rounds each; results in {out}", file=stream, flush=True)
         results: list[tuple[GridCell, GridCell, PairResult]] = []
         firsts = first_sides(a for a, _ in matched)
         for n, ((a, b), first) in enumerate(zip(matched, firsts), 1):

@@ -376,3 +376,14 @@ def test_workers_keep_freed_memory_unless_told_otherwise(monkeypatch, tmp_path):
     assert env["PYTHONPATH"].split(os.pathsep)[0] == str(tmp_path)
     assert "MALLOC_TRIM_THRESHOLD_" not in ab.worker_env(side, system_malloc=True)
     assert ab.malloc_settings(True) == {"MALLOC_MMAP_THRESHOLD_": "65536"}
+
+
+def test_a_busy_machine_is_warned_of_but_not_a_check_at_its_own_load(tmp_path, monkeypatch):
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    side = ab.Side("base", None, None, tmp_path)
+    outcome = ab.Outcome("s", (side, side), tmp_path, ab.Threshold.parse("5%"), 0.01, "estimate", 6, [],
+                         stats.decide([0.0] * 3), 1.0, [])
+    outcome.load = (2.03, 2.2)  # measured on the quiet machine: the check's own two threads
+    assert outcome.busy == ""
+    outcome.load = (3.4, 2.9)
+    assert "load average 3.4 -> 2.9 on 2 CPUs" in outcome.busy

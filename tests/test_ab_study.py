@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib.util
 import math
 
+import pytest
+
 from conftest import REPO
 
 spec = importlib.util.spec_from_file_location("ab_study", REPO / "benchmarks" / "ab_study.py")
@@ -52,3 +54,12 @@ def test_the_summary_states_wall_time_sensitivity_and_bias(tmp_path):
     args = ab_study.parse_args(["--out", str(tmp_path), "--summary", str(tmp_path / "s.md")])
     text = ab_study.summarise(args, [trial("aa", NOISE), trial("ab", [math.log(1.2) + u for u in NOISE])])
     assert "median 100 s" in text and "at 3%: 1.04x; at 5%: 1.06x" in text and "| base first | 3 |" in text
+
+
+def test_runs_are_read_from_run_units_when_a_trial_has_them():
+    # Trials of the first design stored the units only (equal shares per run); now each run's are stored.
+    cell = {"runs": ["s0", "s1"], "units": [0.1, 0.3, 0.5], "run_units": [[0.1, 0.3], [0.5]]}
+    assert ab_study.run_means(cell) == pytest.approx([0.2, 0.5])
+    assert ab_study.run_means({"runs": ["s0", "s1"], "units": [0.1, 0.3, 0.5, 0.7]}) == pytest.approx([0.2, 0.6])
+    moved = ab_study.injected({"cells": [cell]}, 2.0)["cells"][0]
+    assert moved["run_units"][1][0] == 0.5 + math.log(2.0) and moved["units"][0] == 0.1 + math.log(2.0)
