@@ -2,12 +2,13 @@
 trials (a known change, e.g. ``--set-new model.hidden=272``) run alternately, then every trial decided
 again from its stored units under both rules and several thresholds. Writes one Markdown summary.
 
-Run (the full study: 20 A/A and 10 A/B trials of the default settings, then 10 A/B trials of a 6% change;
-run again with the same --out to continue after an interruption):
-    python benchmarks/ab_study.py --aa 20 --ab 10 --out results/ab-study --summary ab-study.md
-    python benchmarks/ab_study.py --aa 0 --ab 10 --change model.hidden=264 --out results/ab-study-264 \
-        --summary ab-study-264.md
-Preliminary:
+Run (the study of docs/regression.md: 20 A/A and 10 A/B trials of the default settings, then 10 A/B
+trials of a 6% change; run again with the same --out to continue after an interruption):
+    python benchmarks/ab_study.py --aa 20 --ab 10 --only cell=lstm --out results/ab-study \
+        --summary results/ab-study/summary.md
+    python benchmarks/ab_study.py --aa 0 --ab 10 --only cell=lstm --change model.hidden=264 \
+        --out results/ab-study-264 --summary results/ab-study-264/summary.md
+A quick look:
     python benchmarks/ab_study.py --aa 3 --ab 3 --only cell=lstm --out /tmp/ab-study --summary ab-study.md
 """
 

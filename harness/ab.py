@@ -415,7 +415,7 @@ class Outcome:
         p = self.pooled
         counts = ", ".join(f"{self.count(v)} {v}" for v in stats.VERDICTS if self.count(v))
         return (f"{self.word}: pooled new/base {_fixed(p.ratio)} [{_fixed(p.low)}, {_fixed(p.high)}] over {p.n} "
-                f"runs ({p.verdict}); cells: {counts or 'none'} (threshold {self.threshold}, alpha {self.alpha:g}, "
+                f"runs ({p.verdict}); cells: {counts or 'none'} (threshold {self.threshold.fraction * 100:g}%, alpha {self.alpha:g}, "
                 f"rule {self.rule})")
 
     def as_dict(self) -> dict:

@@ -387,3 +387,4 @@ def test_a_busy_machine_is_warned_of_but_not_a_check_at_its_own_load(tmp_path, m
     assert outcome.busy == ""
     outcome.load = (3.4, 2.9)
     assert "load average 3.4 -> 2.9 on 2 CPUs" in outcome.busy
+    assert "(threshold 5%, alpha 0.01, rule estimate)" in outcome.summary()  # a ratio of means, not medians
