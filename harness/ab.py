@@ -217,9 +217,11 @@ class Worker:
 
 
 def malloc_settings(system_malloc: bool) -> dict:
-    """The malloc variables the workers start with (recorded with the check's results)."""
-    env = worker_env(Side("base", None, None, Path(".")), system_malloc)
-    return {key: env[key] for key in KEEP_FREED_MEMORY if key in env}
+    """The malloc variables the workers start with (recorded with the check's results): those of this
+    environment, and unless ``system_malloc`` the rest of ``KEEP_FREED_MEMORY``."""
+    if system_malloc:
+        return {key: os.environ[key] for key in KEEP_FREED_MEMORY if key in os.environ}
+    return {key: os.environ.get(key, value) for key, value in KEEP_FREED_MEMORY.items()}
 
 
 def worker_env(side: Side, system_malloc: bool = False) -> dict:
@@ -230,9 +232,7 @@ def worker_env(side: Side, system_malloc: bool = False) -> dict:
     for key in ("HARNESS_DATA_DIR", "HARNESS_CACHE_DIR"):  # the same corpora from any working folder
         if env.get(key):
             env[key] = os.path.abspath(env[key])
-    if not system_malloc:
-        for key, value in KEEP_FREED_MEMORY.items():
-            env.setdefault(key, value)
+    env.update(malloc_settings(system_malloc))
     return env
 
 
@@ -354,12 +354,18 @@ class CellOutcome:
     run_units: list[list[float]]  # per compared run, its units (stats.abba_units)
     statuses: list[str]  # "base/new" status per run
     firsts: list[str]  # per run, the side ("base" or "new") started first and first in its warm-up round
-    decision: stats.Decision  # on the runs' values (the mean of each run's units)
+    decision: stats.Decision | None = None  # on the runs' values (decide_outcome)
+
+    @property
+    def run_values(self) -> list[float]:
+        """Each run's log-ratio, the mean of its units: the replicates of the decision."""
+        return [sum(units) / len(units) for units in self.run_units]
 
     @property
     def unit_sd(self) -> float:
         """Standard deviation of the units around their run's value: the noise within a process pair."""
-        deviations = [u - sum(units) / len(units) for units in self.run_units if len(units) > 1 for u in units]
+        deviations = [u - value for units, value in zip(self.run_units, self.run_values) if len(units) > 1
+                      for u in units]
         dof = sum(len(units) - 1 for units in self.run_units if len(units) > 1)
         return math.sqrt(sum(d * d for d in deviations) / dof) if dof else math.nan
 
@@ -510,13 +516,14 @@ def run_ab(suite_path: str, base_rev: str | None = None, new_rev: str | None = N
             raise HarnessError(f"--out {out}: already holds an A/B check ({d.run_json}); choose another folder")
     argv = argv or ["python", "-m", "harness", "ab", suite_path]
     start, load_start = time.monotonic(), _load()
+    malloc = malloc_settings(system_malloc)
     with prepare_sides(base_rev, new_rev, base_sets, new_sets, Path(repo) if repo else None) as sides:
         for d in dirs:
             d.lock()
         # One calibration for both sides: they share the machine and the minutes.
         calibration = _calibrate(grids[0])
-        infos = [_run_info(suites[i], sides[i], grids[i], argv, calibration, dirs[1 - i].path, rounds,
-                           malloc_settings(system_malloc)) for i in (0, 1)]
+        infos = [_run_info(suites[i], sides[i], grids[i], argv, calibration, dirs[1 - i].path, rounds, malloc)
+                 for i in (0, 1)]
         for d, info in zip(dirs, infos):
             write_json_atomic(d.run_json, info)
         print(f"A/B check of {suite_path}: base = {sides[0].label}; new = {sides[1].label}; "
@@ -540,7 +547,7 @@ def run_ab(suite_path: str, base_rev: str | None = None, new_rev: str | None = N
     outcome = decide_outcome(name, tuple(sides), out, results, threshold, alpha, rule, rounds,
                              time.monotonic() - start)
     outcome.load = (load_start, _load())
-    outcome.malloc = malloc_settings(system_malloc)
+    outcome.malloc = malloc
     return outcome
 
 
@@ -596,12 +603,11 @@ def decide_outcome(suite: str, sides, out: Path, results, threshold: Threshold, 
         # Units within each run only: two rounds of different processes do not form an ABBA unit.
         run_units = [stats.abba_units(stats.log_ratios([a for a, _ in r.pairs], [b for _, b in r.pairs]))
                      for r in compared]
-        run_units = [units for units in run_units if units]
-        decision = stats.decide([sum(u) / len(u) for u in run_units], threshold.fraction, alpha, rule)
-        cells.append(CellOutcome(label, [a.cell_id for a, _, _, _ in members], pairs, run_units,
-                                 [f"{s[0]}/{s[1]}" for *_, s in members],
-                                 [sides[r.first].name for _, _, r, _ in members], decision))
-    pooled = stats.decide([sum(u) / len(u) for c in cells for u in c.run_units], threshold.fraction, alpha, rule)
+        cell = CellOutcome(label, [a.cell_id for a, _, _, _ in members], pairs, [u for u in run_units if u],
+                           [f"{s[0]}/{s[1]}" for *_, s in members], [sides[r.first].name for _, _, r, _ in members])
+        cell.decision = stats.decide(cell.run_values, threshold.fraction, alpha, rule)
+        cells.append(cell)
+    pooled = stats.decide([v for c in cells for v in c.run_values], threshold.fraction, alpha, rule)
     return Outcome(suite, sides, out, threshold, alpha, rule, rounds, cells, pooled, wall_s, not_compared)
 
 
