@@ -35,6 +35,7 @@ from pathlib import Path
 from . import stats
 from .compare import Threshold, cell_labels, match_key
 from .errors import HarnessError
+from .malloc import KEEP_FREED_MEMORY, malloc_settings  # noqa: F401 - KEEP_FREED_MEMORY re-exported
 from .suite import GridCell, expand, filter_cells, load_suite
 
 WORKER_MODULE = "harness.ab_worker"
@@ -45,13 +46,8 @@ PREFIX = "@@ab "
 DEFAULT_ROUNDS = 6
 DEFAULT_THRESHOLD = "5%"  # docs/regression.md: what the quiet study measured
 HELLO_TIMEOUT = 300.0  # seconds for a worker to import torch and the harness on a loaded machine
-# glibc's malloc told to keep the memory an epoch frees (mallopt(3): the largest mmap threshold of a 64-bit
-# system, and no trimming), so that the next epoch reuses it instead of faulting it in again. By default
-# it hands large buffers back to the kernel every step; measured here (docs/regression.md) that made two
-# processes of the same code differ by 5-20% for seconds at a time (mean |log-ratio| of a pair 0.07; with
-# these settings 0.025) and spent a sixth of the epoch in the kernel. Both sides get them alike; values
-# already in the environment win, and --system-malloc leaves malloc alone.
-KEEP_FREED_MEMORY = {"MALLOC_MMAP_THRESHOLD_": str(32 * 2**20), "MALLOC_TRIM_THRESHOLD_": str(16 * 2**30)}
+# The workers' malloc keeps the memory an epoch frees (harness.malloc): both sides alike; --system-malloc
+# leaves malloc alone.
 
 
 # ------------------------------------------------------------------------------------------ revisions
@@ -214,14 +210,6 @@ class Worker:
     def seconds(self) -> float:
         """Seconds since this worker's process started."""
         return time.monotonic() - self.started
-
-
-def malloc_settings(system_malloc: bool) -> dict:
-    """The malloc variables the workers start with (recorded with the check's results): those of this
-    environment, and unless ``system_malloc`` the rest of ``KEEP_FREED_MEMORY``."""
-    if system_malloc:
-        return {key: os.environ[key] for key in KEEP_FREED_MEMORY if key in os.environ}
-    return {key: os.environ.get(key, value) for key, value in KEEP_FREED_MEMORY.items()}
 
 
 def worker_env(side: Side, system_malloc: bool = False) -> dict:

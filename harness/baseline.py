@@ -10,6 +10,7 @@ import re
 import sys
 from pathlib import Path
 
+from .malloc import run_malloc
 from .compare import CellTimes, Measurements, calibration_rates, canonical_config, read_run
 from .errors import HarnessError
 from .machine import machine_id
@@ -42,6 +43,7 @@ def baseline_document(measurements: Measurements, name: str) -> dict:
         "source": {"run_dir": measurements.source, "suite": measurements.suite, "git": measurements.git},
         "machine": measurements.machine,
         "calibration": measurements.calibration,
+        "malloc": measurements.malloc,
         "cells": [
             {"cell_id": c.cell_id, "status": c.status, "config": c.config,
              # Full precision (JSON keeps every bit of a float): a run compared with its own baseline
@@ -107,7 +109,7 @@ def read_baseline_file(path) -> Measurements:
     return Measurements(source=f"{PREFIX}{document.get('name', path.stem)} ({path})",
                         machine=document.get("machine") or {}, cells=tuple(cells),
                         suite=source.get("suite"), git=source.get("git") or {},
-                        calibration=calibration_rates(calibration))
+                        calibration=calibration_rates(calibration), malloc=run_malloc(document))
 
 
 def list_baselines(root=DEFAULT_ROOT) -> dict[str, list[str]]:

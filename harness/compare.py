@@ -38,6 +38,7 @@ from typing import Iterable, Sequence
 
 from .config import FIELDS, GRID_KEYS, build_config
 from .errors import HarnessError
+from .malloc import run_malloc
 from .results import read_checked_table, read_records, read_run_json
 # The statistics live in the stats module, beside the claims' (one place for both).
 from .stats import (bootstrap_ratio_ci, enough_runs, mann_whitney_p, median_or_nan, relative_spread, run_medians,
@@ -253,6 +254,9 @@ class Measurements:
     calibration: dict = field(default_factory=dict)
     # What was missing or damaged in the files read, and what was read instead (one line each).
     notes: tuple[str, ...] = ()
+    # The workers' malloc setting (harness.malloc): it changes an epoch's time, so only runs of the same
+    # setting are compared. Runs that record none left malloc alone.
+    malloc: str = "system"
 
 
 def canonical_config(values: dict, where: str) -> dict:
@@ -375,6 +379,7 @@ def read_run(run_dir) -> Measurements:
         git=_mapping(run, "git", run_json),
         calibration=calibration_rates(_mapping(run, "calibration", run_json)),
         notes=tuple(notes),
+        malloc=run_malloc(run),
     )
 
 
@@ -634,6 +639,10 @@ def compare_measurements(base: Measurements, new: Measurements, threshold="10%",
     if differences and not allow_different_machine:
         raise HarnessError(f"{base.source} and {new.source} were measured on different machines or versions "
                            f"({'; '.join(differences)}); pass --allow-different-machine to compare anyway")
+    if base.malloc != new.malloc:
+        raise HarnessError(f"{base.source} and {new.source} were measured with different malloc settings "
+                           f"({base.malloc} -> {new.malloc}), which change an epoch's time; compare runs of the "
+                           "same setting (harness run --system-malloc leaves malloc alone)")
     matching = match_cells(base, new, metric_def, ignore)
     if not matching.pairs:
         raise HarnessError(f"{base.source} and {new.source} have no cell in common "

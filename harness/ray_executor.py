@@ -153,10 +153,10 @@ def _describe_node_task() -> dict:
 
 
 @ray.remote(max_retries=0)
-def _run_cell_task(cell: GridCell) -> tuple[dict, str]:
+def _run_cell_task(cell: GridCell, malloc: str = "keep-freed") -> tuple[dict, str]:
     """Train one cell on this node, exactly as the local executor does; return its record and log."""
     log = io.StringIO()
-    record = run_cell_process(cell, log)
+    record = run_cell_process(cell, log, malloc=malloc)
     return record, log.getvalue()
 
 
@@ -181,6 +181,8 @@ class RayExecutor:
     """Runs cells as Ray tasks. ``address`` names a running cluster (``ray start``); without it a local
     Ray instance is started for the run (``num_cpus``: its CPUs, default all) and stopped after it.
     If this process is already connected to Ray, that connection is used and left open."""
+
+    malloc = "keep-freed"  # the run's malloc setting (harness.malloc), set by run_suite
 
     def __init__(self, address: str | None = None, exclusive_nodes: bool = True, num_cpus: int | None = None):
         if address:
@@ -264,7 +266,7 @@ class RayExecutor:
                     node, request = placed
                     ref = _run_cell_task.options(
                         **request, scheduling_strategy=NodeAffinitySchedulingStrategy(node.node_id, soft=False)
-                    ).remote(cell)
+                    ).remote(cell, self.malloc)
                     in_flight[ref] = _Flight(cell, node, request, time.monotonic())
                     held = in_use.setdefault(node.node_id, {"num_cpus": 0.0, "num_gpus": 0.0})
                     for key, value in request.items():

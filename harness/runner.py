@@ -55,16 +55,19 @@ def failure_record(cell: GridCell, status: str, reason: str, epoch_log: list[dic
 
 
 def run_cell_process(cell: GridCell, log, on_epoch: Callable[[dict], None] | None = None,
-                     timeout: float | None = None, stop: threading.Event | None = None) -> dict:
+                     timeout: float | None = None, stop: threading.Event | None = None,
+                     malloc: str = "keep-freed") -> dict:
     """Train ``cell`` in a fresh Python process. Everything it prints goes to ``log`` (a text file);
-    outcomes other than a result file become ``failed`` or ``timeout`` records keeping the epochs seen."""
+    outcomes other than a result file become ``failed`` or ``timeout`` records keeping the epochs seen.
+    ``malloc``: ``keep-freed`` starts it with ``harness.malloc.KEEP_FREED_MEMORY`` (values in this
+    environment win), ``system`` without them."""
     timeout = timeout if timeout is not None else cell.config.timeout
     epoch_log: list[dict] = []
     remove_stale_cell_dirs_once()
     with tempfile.TemporaryDirectory(prefix=f"{CELL_DIR_PREFIX}{os.getpid()}-") as tmp:
         config_path, result_path = Path(tmp, "config.json"), Path(tmp, "result.json")
         config_path.write_text(json.dumps(cell.config.model_dump(mode="json")))
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = worker_environment(malloc)
         if cell.config.threads:
             env["OMP_NUM_THREADS"] = str(cell.config.threads)
         load_before = machine_load()
@@ -123,6 +126,16 @@ def run_cell_process(cell: GridCell, log, on_epoch: Callable[[dict], None] | Non
     record["total_sec"] = total_sec
     record.update(load_columns(load_before, machine_load()))
     return record
+
+
+def worker_environment(malloc: str) -> dict:
+    """This process's environment for a cell's process, with its malloc setting (``harness.malloc``)."""
+    from .malloc import KEEP_FREED_MEMORY, KEPT, malloc_settings
+
+    env = {key: value for key, value in os.environ.items() if key not in KEEP_FREED_MEMORY}
+    env.update(malloc_settings(malloc != KEPT))
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
 
 
 def machine_load() -> dict:
@@ -219,13 +232,14 @@ class LocalExecutor:
     """Runs cells one after another on this machine, so no two timed cells share its cores."""
 
     name = "local"
+    malloc = "keep-freed"  # the run's malloc setting (harness.malloc), set by run_suite
 
     def execute(self, cells: list[GridCell], run_dir: "RunDir", progress: "Progress",
                 stop: threading.Event) -> Iterator[tuple[GridCell, dict]]:
         for cell in cells:
             progress.start_cell(cell)
             with open(run_dir.log_path(cell.cell_id), "w") as log:
-                record = run_cell_process(cell, log, on_epoch=progress.epoch, stop=stop)
+                record = run_cell_process(cell, log, on_epoch=progress.epoch, stop=stop, malloc=self.malloc)
             yield cell, record
 
 
@@ -386,9 +400,12 @@ def latest_run_dir(suite: Suite, root="results") -> Path:
 
 
 def run_suite(suite: Suite, cells: list[GridCell], out_dir, argv: list[str], executor=None,
-              calibrate: bool = True, stream=None, tensorboard=None) -> tuple[int, Path]:
+              calibrate: bool = True, stream=None, tensorboard=None,
+              system_malloc: bool | None = None) -> tuple[int, Path]:
     """Train every cell of ``cells`` not already stored in ``out_dir``. Returns (exit code, run folder).
-    ``tensorboard``: a ``harness.tensorboard.TensorBoardLog`` that gets each cell's epochs."""
+    ``tensorboard``: a ``harness.tensorboard.TensorBoardLog`` that gets each cell's epochs.
+    ``system_malloc``: leave the workers' malloc alone (True) or have it keep freed memory (False,
+    ``harness.malloc``); None: a new run keeps freed memory, a resumed one keeps its own setting."""
     from .machine import describe
 
     executor = executor or LocalExecutor()
@@ -416,6 +433,7 @@ def run_suite(suite: Suite, cells: list[GridCell], out_dir, argv: list[str], exe
         # run.json is gone but cells of this suite are stored: the run goes on as the one they belong to,
         # with its start, machine and calibration as its records carry them, and this part as a resume.
         existing = _recovered_run_json(suite, ours, run_dir.path, stream or sys.stderr)
+    malloc = _run_malloc_setting(existing, system_malloc, run_dir.path)
     stored = records if existing is not None else {}
     # Failed cells are trained again (a missing corpus or a crash may have been fixed since); a diverged or
     # timed-out cell would only do the same again.
@@ -440,7 +458,7 @@ def run_suite(suite: Suite, cells: list[GridCell], out_dir, argv: list[str], exe
         info.setdefault("resumes", []).append({**provenance, "started": now_iso()})
         if (info.get("recovered") or {}).get("facts", True):  # nothing to compare with when they were lost
             _warn_if_changed(info, provenance)
-    info.update(threads=sorted({c.config.threads for c in cells if c.config.threads}), finished=None)
+    info.update(threads=sorted({c.config.threads for c in cells if c.config.threads}), finished=None, malloc=malloc)
     info["cells"] = list(dict.fromkeys((info.get("cells") or []) + order))
     if calibrate:
         # The machine's speed at the start of each part and (below) at the end of the run: if it moved,
@@ -465,6 +483,7 @@ def run_suite(suite: Suite, cells: list[GridCell], out_dir, argv: list[str], exe
               + (f"; training the {len(retry)} failed ones again" if retry else ""), file=progress.stream)
     print(plan_text(suite, pending, estimates, will_skip, executor.name), file=progress.stream, flush=True)
     stop = threading.Event()
+    executor.malloc = malloc
     statuses = [done[c.cell_id]["status"] for c in cells if c.cell_id in done and c.cell_id not in retry]
     if tensorboard is not None:
         progress.epoch_listeners.append(lambda cell, row: tensorboard.epoch(cell.cell_id, row))
@@ -496,6 +515,22 @@ def run_suite(suite: Suite, cells: list[GridCell], out_dir, argv: list[str], exe
     write_json_atomic(run_dir.run_json, info)
     code = 1 if any(s in PROBLEM_STATUSES for s in statuses) else 0
     return code, run_dir.path
+
+
+def _run_malloc_setting(existing: dict | None, system_malloc: bool | None, path: Path) -> str:
+    """The malloc setting of this run's workers: a resumed run keeps the one it was started with (its cells'
+    timings stay comparable), so asking for the other one is an error."""
+    from .malloc import KEPT, SYSTEM, run_malloc
+
+    asked = None if system_malloc is None else (SYSTEM if system_malloc else KEPT)
+    if existing is None:
+        return asked or KEPT
+    stored = run_malloc(existing)
+    if asked is not None and asked != stored:
+        flag = "--system-malloc" if system_malloc else "without --system-malloc"
+        raise HarnessError(f"{path}: refusing to resume {flag}: the run's workers were started with malloc "
+                           f"{stored!r}, and its cells' timings must stay comparable; use another --out")
+    return stored
 
 
 def _recovered_run_json(suite: Suite, records: dict[str, dict], path: Path, stream) -> dict:
@@ -584,7 +619,7 @@ def preflight(cells: list[GridCell], will_skip: set[str]) -> None:
     errors: dict[tuple, str | None] = {}
     for cell in runnable:
         cfg = cell.config
-        key = (cfg.corpus, cfg.strip_boilerplate, cfg.max_tokens, cfg.val_tokens)
+        key = (cfg.corpus, cfg.strip_boilerplate, cfg.max_tokens, cfg.val_tokens, cfg.select_tokens)
         if key not in errors:
             try:
                 load_corpus(*key)
