@@ -20,11 +20,19 @@ class CellConfig(BaseModel):
     strip_boilerplate: bool = True
     max_tokens: int = Field(10_000, gt=0)
     val_tokens: int = Field(5_000, ge=0)
+    # Selection text: the select_tokens after the held-out text, never trained on, on which the best epoch
+    # (and, across cells, the best learning rate) is chosen, so that the held-out text only reports.
+    select_tokens: int = Field(0, ge=0)
+    # first: every epoch reads the first max_tokens tokens (the recipe); book: all of the book but the
+    # held-out and selection text, max_tokens tokens per epoch in turn (the same tokens per epoch, more text).
+    train_text: Literal["first", "book"] = "first"
     # model
     cell: Literal["rnn", "gru", "lstm"] = "lstm"
     layers: int = Field(2, ge=1, le=8)
     direction: Literal["uni", "bi"] = "uni"
     hidden: int = Field(256, ge=1)
+    # torch: nn.RNN/nn.GRU/nn.LSTM; fused: harness.fused_rnn's one-call-per-layer GRU and tanh RNN (CPU, fp32)
+    impl: Literal["torch", "fused"] = "torch"
     # train
     epochs: int = Field(500, ge=1)
     batch_size: int = Field(32, ge=1)
@@ -34,10 +42,12 @@ class CellConfig(BaseModel):
     sampling: Literal["sequential", "random"] = "sequential"
     precision: Literal["fp32", "bf16"] = "fp32"
     cuda_graphs: bool = False
+    patience: int = Field(0, ge=0)  # stop after this many epochs without a better selection evaluation; 0: never
     # eval
     eval_every: int = Field(50, ge=0)  # 0: evaluate only after the last epoch
     prefixes: tuple[str, ...] = ("time traveller", "traveller")
     sample_chars: int = Field(50, ge=0)
+    select_every: int = Field(0, ge=0)  # evaluate the selection text every this many epochs; 0: never
     # run
     device: Literal["cpu", "cuda"] = "cpu"
     seed: int = Field(0, ge=0)
@@ -61,6 +71,14 @@ class CellConfig(BaseModel):
                              f"batch_size x num_steps; need at least {needed}")
         return self
 
+    @model_validator(mode="after")
+    def _selection_needs_text(self):
+        if self.select_every and not self.select_tokens:
+            raise ValueError(f"eval.select_every = {self.select_every} needs selection text: set data.select_tokens")
+        if self.patience and not self.select_every:
+            raise ValueError(f"train.patience = {self.patience} needs selection evaluations: set eval.select_every")
+        return self
+
     @property
     def bidirectional(self) -> bool:
         return self.direction == "bi"
@@ -77,11 +95,13 @@ class CellConfig(BaseModel):
 # Suite sections: section -> {key as written in the suite: CellConfig field}
 SECTIONS: dict[str, dict[str, str]] = {
     "data": {"corpus": "corpus", "strip_boilerplate": "strip_boilerplate", "max_tokens": "max_tokens",
-             "val_tokens": "val_tokens"},
-    "model": {"cell": "cell", "layers": "layers", "direction": "direction", "hidden": "hidden"},
+             "val_tokens": "val_tokens", "select_tokens": "select_tokens", "train_text": "train_text"},
+    "model": {"cell": "cell", "layers": "layers", "direction": "direction", "hidden": "hidden", "impl": "impl"},
     "train": {"epochs": "epochs", "batch_size": "batch_size", "num_steps": "num_steps", "lr": "lr",
-              "clip": "clip", "sampling": "sampling", "precision": "precision", "cuda_graphs": "cuda_graphs"},
-    "eval": {"every": "eval_every", "prefixes": "prefixes", "sample_chars": "sample_chars"},
+              "clip": "clip", "sampling": "sampling", "precision": "precision", "cuda_graphs": "cuda_graphs",
+              "patience": "patience"},
+    "eval": {"every": "eval_every", "prefixes": "prefixes", "sample_chars": "sample_chars",
+             "select_every": "select_every"},
     "run": {"device": "device", "seed": "seed", "threads": "threads", "timeout": "timeout"},
 }
 

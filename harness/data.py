@@ -267,10 +267,35 @@ class Corpus:
 
     vocab: Vocab
     tokens: torch.Tensor  # the whole cleaned text, encoded
-    train: torch.Tensor  # tokens[:max_tokens]
+    train: torch.Tensor  # the training text (see ``training_text``)
     val: torch.Tensor  # tokens[max_tokens : max_tokens + val_tokens]
     sha256: str  # of the file's bytes
     path: str
+    select: torch.Tensor | None = None  # the selection text: the select_tokens after the held-out text
+    chunk_tokens: int = 0  # book: tokens per epoch (max_tokens); 0: every epoch reads all of ``train``
+
+    @property
+    def chunks(self) -> int:
+        """How many epochs read different text before the first text comes round again."""
+        return max(1, len(self.train) // self.chunk_tokens) if self.chunk_tokens else 1
+
+    def epoch_span(self, epoch: int) -> slice:
+        """Where in ``train`` epoch ``epoch`` (1-based) reads: all of it, or its chunks in turn."""
+        if not self.chunk_tokens:
+            return slice(None)
+        start = ((epoch - 1) % self.chunks) * self.chunk_tokens
+        return slice(start, start + self.chunk_tokens)
+
+
+def training_text(encoded: torch.Tensor, max_tokens: int, held_out: int, train_text: str) -> torch.Tensor:
+    """first: the first ``max_tokens`` tokens (the recipe). book: those, then everything after the
+    ``held_out`` tokens that follow them (held-out and selection text), so that training never reads them;
+    a chunk of ``max_tokens`` never straddles the gap, and the remainder shorter than a chunk is left out."""
+    if train_text == "first":
+        return encoded[:max_tokens]
+    rest = encoded[max_tokens + held_out :]
+    rest = rest[: (len(rest) // max_tokens) * max_tokens]
+    return torch.cat([encoded[:max_tokens], rest])
 
 
 def read_corpus_lines(path: Path, strip_boilerplate: bool) -> list[str]:
@@ -292,6 +317,8 @@ def load_corpus(
     strip_boilerplate: bool = True,
     max_tokens: int = 10_000,
     val_tokens: int = 5_000,
+    select_tokens: int = 0,
+    train_text: str = "first",
 ) -> Corpus:
     path = resolve_corpus(name_or_path)
     raw = path.read_bytes()
@@ -300,18 +327,21 @@ def load_corpus(
         raise HarnessError(f"corpus {path}: no letters A-Z in it (empty, or not text the cleaning keeps)")
     vocab = Vocab(tokens)
     encoded = torch.tensor(vocab.encode(tokens), dtype=torch.long)
-    if max_tokens + val_tokens > len(encoded):
+    held_out = val_tokens + select_tokens
+    if max_tokens + held_out > len(encoded):
+        names = "max_tokens + val_tokens" + (" + select_tokens" if select_tokens else "")
         raise HarnessError(
-            f"corpus {name_or_path}: max_tokens + val_tokens = {max_tokens + val_tokens} "
-            f"exceeds its {len(encoded)} tokens"
+            f"corpus {name_or_path}: {names} = {max_tokens + held_out} exceeds its {len(encoded)} tokens"
         )
     return Corpus(
         vocab=vocab,
         tokens=encoded,
-        train=encoded[:max_tokens],
+        train=training_text(encoded, max_tokens, held_out, train_text),
         val=encoded[max_tokens : max_tokens + val_tokens],
         sha256=hashlib.sha256(raw).hexdigest(),
         path=str(path),
+        select=encoded[max_tokens + val_tokens : max_tokens + held_out] if select_tokens else None,
+        chunk_tokens=max_tokens if train_text == "book" else 0,
     )
 
 

@@ -13,6 +13,17 @@ from .flops import GATES, forward_flops_per_token, training_flops  # noqa: F401 
 RNN_CLASSES = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
 
 
+def recurrent_class(cell: str, impl: str = "torch") -> type[nn.Module]:
+    """The recurrent stack's class. ``fused``: harness.fused_rnn's subclasses of nn.GRU / nn.RNN (same
+    parameters, same initialisation, one call per layer and direction); LSTM keeps nn.LSTM, which PyTorch
+    already runs as one fused oneDNN primitive on the CPU."""
+    if impl == "fused" and cell in ("gru", "rnn"):
+        from .fused_rnn import FUSED_CLASSES
+
+        return FUSED_CLASSES[cell]
+    return RNN_CLASSES[cell]
+
+
 class CharRNN(nn.Module):
     """nn.RNN (tanh) / nn.GRU / nn.LSTM over one-hot characters, then a linear head over all directions.
 
@@ -23,12 +34,12 @@ class CharRNN(nn.Module):
     """
 
     def __init__(self, vocab_size: int, cell: str = "lstm", layers: int = 2, bidirectional: bool = False,
-                 hidden: int = 256):
+                 hidden: int = 256, impl: str = "torch"):
         super().__init__()
         self.vocab_size = vocab_size
         self.cell = cell
         self.num_directions = 2 if bidirectional else 1
-        self.rnn = RNN_CLASSES[cell](vocab_size, hidden, layers, bidirectional=bidirectional)
+        self.rnn = recurrent_class(cell, impl)(vocab_size, hidden, layers, bidirectional=bidirectional)
         self.head = nn.Linear(hidden * self.num_directions, vocab_size)
         self.register_buffer("identity", torch.eye(vocab_size), persistent=False)
 

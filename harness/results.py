@@ -44,12 +44,13 @@ RESULT_COLUMNS = (
 EXTRA_COLUMNS = (
     "cell_id", "config_hash", "precision", "threads", "epochs_done", "sec_per_epoch_iqr",
     "tokens_per_epoch", "rss_before_bytes", "peak_rss_bytes", "peak_mem_exact", "corpus", "corpus_sha256", "vocab_size",
-    "hostname", "cpu_model", "gpu_name", "torch_version",
+    "hostname", "cpu_model", "gpu_name", "torch_version", "malloc", "stopped_early",
+    "selected_epoch", "selected_select_ppl", "selected_val_ppl", "selected_causal_ppl",
 )
 # How busy the machine was around a cell (the runner measures them).
 LOAD_COLUMNS = ("load_start", "load_end", "cpu_steal")
 # One row of epochs.csv per epoch of a record's ``epoch_log``, after the cell id and its axes.
-EPOCH_COLUMNS = ("epoch", "train_ppl", "sec", "tokens_per_sec", "warmup", "val_ppl", "causal_ppl")
+EPOCH_COLUMNS = ("epoch", "train_ppl", "sec", "tokens_per_sec", "warmup", "val_ppl", "causal_ppl", "select_ppl")
 SAMPLE_COLUMNS = ("prefix", "text")
 TABLES = ("cells.csv", "epochs.csv", "samples.csv")
 

@@ -21,6 +21,7 @@ from torch.nn import functional as F
 from .config import CellConfig
 from .data import BATCHERS, Corpus, load_corpus
 from .machine import PeakMemory, cpu_model, gpu_name
+from .malloc import this_process_malloc
 from .model import CharRNN, count_params, detach_state, training_flops
 from .results import EXTRA_COLUMNS, RESULT_COLUMNS  # the columns of a record: the results format's
 
@@ -275,6 +276,38 @@ def causal_ppl(model: CharRNN, corpus_tokens: torch.Tensor, start: int, count: i
 
 
 @torch.no_grad()
+def streamed_ppl(model: CharRNN, corpus_tokens: torch.Tensor, start: int, count: int, context: int,
+                 segment: int = 256) -> float:
+    """Perplexity of tokens[start:start+count] read as a stream: cut into segments of ``segment`` targets,
+    read side by side (one batch), each from a fresh state that first reads the ``context`` tokens before
+    it; every target is predicted from all the text before it in its segment, never from a later token.
+
+    For a unidirectional model only (a bidirectional one would read ahead). About ``num_steps`` times
+    cheaper than ``causal_ppl``'s one window per target, which makes evaluating every epoch affordable."""
+    segments = -(-count // segment)
+    offsets = start - context + torch.arange(segments)[:, None] * segment + torch.arange(context + segment - 1)
+    inputs = corpus_tokens[offsets.clamp_(max=len(corpus_tokens) - 2).to(corpus_tokens.device)]
+    target_positions = start + torch.arange(segments)[:, None] * segment + torch.arange(segment)
+    keep = (target_positions < start + count).reshape(-1)
+    targets = corpus_tokens[target_positions.clamp_(max=len(corpus_tokens) - 1).to(corpus_tokens.device)]
+    logits, _ = model(inputs, None)  # (steps * segments, vocab), time-major
+    logits = logits.reshape(inputs.shape[1], segments, -1)[context - 1 :].transpose(0, 1).reshape(-1, logits.shape[-1])
+    keep = keep.to(logits.device)
+    loss = F.cross_entropy(logits[keep].float(), targets.reshape(-1)[keep])
+    return _exp(float(loss))
+
+
+def selection_ppl(model: CharRNN, corpus_tokens: torch.Tensor, start: int, count: int, cfg: CellConfig,
+                  device) -> float:
+    """The perplexity that chooses a cell's best epoch: streamed for a unidirectional model, from the
+    ``num_steps`` tokens before each target (as ``causal_ppl``) for a bidirectional one."""
+    with autocast(cfg, device):
+        if model.num_directions == 1:
+            return streamed_ppl(model, corpus_tokens, start, count, cfg.num_steps)
+    return causal_ppl(model, corpus_tokens, start, count, cfg, device)
+
+
+@torch.no_grad()
 def predict(model: CharRNN, corpus: Corpus, prefix: str, num_chars: int, device) -> str:
     """The seed's greedy generation: warm the state on the prefix one character at a time, then feed
     back the most likely next character."""
@@ -318,9 +351,11 @@ class PreparedCell:
     batcher: Callable
     generator: torch.Generator  # drives the data order
 
-    def next_batches(self):
+    def next_batches(self, epoch: int = 1):
+        """The batches of epoch ``epoch`` (1-based; it matters only when epochs read the book in turn)."""
         cfg = self.trainer.cfg
-        return self.batcher(self.train_tokens, cfg.batch_size, cfg.num_steps, self.generator)
+        text = self.train_tokens[self.corpus.epoch_span(epoch)]
+        return self.batcher(text, cfg.batch_size, cfg.num_steps, self.generator)
 
 
 def prepare_cell(cfg: CellConfig, corpus: Corpus | None = None, phase=None) -> PreparedCell:
@@ -328,10 +363,11 @@ def prepare_cell(cfg: CellConfig, corpus: Corpus | None = None, phase=None) -> P
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = torch.device(cfg.device)
-    corpus = corpus or load_corpus(cfg.corpus, cfg.strip_boilerplate, cfg.max_tokens, cfg.val_tokens)
+    corpus = corpus or load_corpus(cfg.corpus, cfg.strip_boilerplate, cfg.max_tokens, cfg.val_tokens,
+                                   cfg.select_tokens, cfg.train_text)
     torch.manual_seed(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
-    model = CharRNN(len(corpus.vocab), cfg.cell, cfg.layers, cfg.bidirectional, cfg.hidden).to(device)
+    model = CharRNN(len(corpus.vocab), cfg.cell, cfg.layers, cfg.bidirectional, cfg.hidden, cfg.impl).to(device)
     trainer = Trainer(model, cfg, device, phase=phase)
     return PreparedCell(device, corpus, model, trainer, corpus.train.to(device), corpus.tokens.to(device),
                         BATCHERS[cfg.sampling], generator)
@@ -350,6 +386,7 @@ def run_cell(cfg: CellConfig, on_epoch: Callable[[dict], None] | None = None,
 
     epoch_log: list[dict] = []
     status, reason = "ok", ""
+    selection = BestEpoch(cfg)
     synchronize(device)
     memory = PeakMemory(device)
     for epoch in range(1, cfg.epochs + 1):
@@ -357,19 +394,25 @@ def run_cell(cfg: CellConfig, on_epoch: Callable[[dict], None] | None = None,
         memory.start_region()
         synchronize(device)
         t0 = time.perf_counter()
-        loss_sum, tokens = trainer.epoch(*cell.next_batches())
+        loss_sum, tokens = trainer.epoch(*cell.next_batches(epoch))
         synchronize(device)
         sec = time.perf_counter() - t0
         memory.end_region()
         mean_loss = float(loss_sum) / tokens
         row = {"epoch": epoch, "train_ppl": _exp(mean_loss), "sec": sec, "tokens": tokens,
-               "tokens_per_sec": tokens / sec, "warmup": epoch == 1, "val_ppl": None, "causal_ppl": None}
+               "tokens_per_sec": tokens / sec, "warmup": epoch == 1, "val_ppl": None, "causal_ppl": None,
+               "select_ppl": None}
         # A finite loss above ~709 nats still overflows the perplexity: that run has diverged too.
         if not math.isfinite(row["train_ppl"]):
             status, reason = "diverged", f"training loss became {mean_loss:.6g} in epoch {epoch}"
             epoch_log.append(row)
             break
-        last = epoch == cfg.epochs
+        if cfg.select_every and epoch % cfg.select_every == 0:
+            model.eval()
+            row["select_ppl"] = selection_ppl(model, all_tokens, cfg.max_tokens + cfg.val_tokens,
+                                              cfg.select_tokens, cfg, device)
+            selection.offer(epoch, row["select_ppl"], model)
+        last = epoch == cfg.epochs or selection.patience_spent(epoch)
         # val_tokens 0: no held-out evaluation at all; val_ppl and causal_ppl stay None (not NaN).
         if cfg.val_tokens and (last or (cfg.eval_every and epoch % cfg.eval_every == 0)):
             model.eval()
@@ -379,6 +422,8 @@ def run_cell(cfg: CellConfig, on_epoch: Callable[[dict], None] | None = None,
         epoch_log.append(row)
         if on_epoch:
             on_epoch(row)
+        if last:
+            break
 
     model.eval()
     samples = []
@@ -386,6 +431,7 @@ def run_cell(cfg: CellConfig, on_epoch: Callable[[dict], None] | None = None,
         samples = [{"prefix": p, "text": predict(model, corpus, p, cfg.sample_chars, device)}
                    for p in cfg.prefixes]
 
+    selected = selection.measure(model, all_tokens, cfg, device) if status == "ok" else {}
     timed = [r["sec"] for r in epoch_log if not r["warmup"]] or [r["sec"] for r in epoch_log]
     tokens_per_epoch = statistics.median(r["tokens"] for r in epoch_log)
     sec_per_epoch = statistics.median(timed)
@@ -426,8 +472,44 @@ def run_cell(cfg: CellConfig, on_epoch: Callable[[dict], None] | None = None,
         epoch_log=[{k: v for k, v in r.items() if k != "tokens"} for r in epoch_log],
         samples=samples,
         notes=trainer.notes,
+        stopped_early=status == "ok" and len(epoch_log) < cfg.epochs,
+        malloc=this_process_malloc(),
+        **{key: selected.get(key) for key in SELECTION_COLUMNS},
     )
     return record
+
+
+SELECTION_COLUMNS = ("selected_epoch", "selected_select_ppl", "selected_val_ppl", "selected_causal_ppl")
+
+
+class BestEpoch:
+    """The epoch whose selection evaluation was lowest, with a copy of the weights it had then (kept in
+    memory, a few MB), so that the held-out text is evaluated once, at the end, at the chosen epoch."""
+
+    def __init__(self, cfg: CellConfig):
+        self.patience = cfg.patience
+        self.epoch: int | None = None
+        self.ppl = math.inf
+        self.weights: dict | None = None
+
+    def offer(self, epoch: int, ppl: float, model: CharRNN) -> None:
+        if ppl < self.ppl:  # the first of equal evaluations: stopping early is preferred
+            self.epoch, self.ppl = epoch, ppl
+            self.weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    def patience_spent(self, epoch: int) -> bool:
+        return bool(self.patience) and self.epoch is not None and epoch - self.epoch >= self.patience
+
+    def measure(self, model: CharRNN, all_tokens: torch.Tensor, cfg: CellConfig, device) -> dict:
+        """The held-out perplexities at the chosen epoch (the model is left with those weights)."""
+        if self.weights is None:
+            return {}
+        model.load_state_dict(self.weights)
+        model.eval()
+        val, causal = heldout_ppl(model, all_tokens, cfg.max_tokens, cfg.val_tokens, cfg, device) \
+            if cfg.val_tokens else (None, None)
+        return {"selected_epoch": self.epoch, "selected_select_ppl": self.ppl, "selected_val_ppl": val,
+                "selected_causal_ppl": causal}
 
 
 def _exp(x: float) -> float:
