@@ -9,6 +9,16 @@ claims:
   - {name: bidirectional_slow, threshold: 1.5}
   - {name: bidirectional_useless, confidence: 0.99}
 ```
+
+and may ask for every claim again under several *conditions*, each a subset of its cells; ``choose`` keeps,
+per configuration, the cells of the value of a key (e.g. the learning rate) whose cells did best on the
+selection text (``harness.conditions``):
+
+```yaml
+conditions:
+  - {name: the recipe, where: {lr: 1, train_text: first}}
+  - {name: learning rate chosen per depth, where: {train_text: first}, choose: lr}
+```
 """
 
 from __future__ import annotations
@@ -30,6 +40,9 @@ PPL_METRICS = ("causal_ppl", "val_ppl", "train_ppl")
 # The lowest held-out causal perplexity of any evaluation during training (early stopping): apart from a
 # network that memorised its training text by the last epoch, what it could do.
 BEST_METRIC = "best_causal_ppl"
+# The held-out causal perplexity at the epoch chosen on selection text (data.select_tokens, evaluated every
+# eval.select_every epochs): early stopping without choosing on the text that reports.
+SELECTED_METRIC = "selected_causal_ppl"
 COST_METRICS = ("sec_per_epoch", "peak_mem_bytes")
 
 
@@ -115,12 +128,12 @@ def _directions(value):
 
 _COMMON = {"min_seeds": _int_at_least(1), "confidence": _number_between(0, 1)}
 _PARAMETERS = {
-    "depth_helps": {**_COMMON, "metric": _one_of(*PPL_METRICS, BEST_METRIC), "basis": _one_of("epochs", "time"),
+    "depth_helps": {**_COMMON, "metric": _one_of(*PPL_METRICS, BEST_METRIC, SELECTED_METRIC), "basis": _one_of("epochs", "time"),
                     "margin": _number_between(0, 1, low_open=False), "directions": _directions},
     "bidirectional_slow": {**_COMMON, "metric": _one_of(*COST_METRICS),
                            "threshold": _number_between(0, math.inf)},
     "bidirectional_useless": {**_COMMON, "margin": _number_between(0, 1, low_open=False),
-                              "metric": _one_of("causal_ppl", BEST_METRIC)},
+                              "metric": _one_of("causal_ppl", BEST_METRIC, SELECTED_METRIC)},
 }
 _DEFAULT_METRIC = {"depth_helps": "causal_ppl", "bidirectional_slow": "sec_per_epoch",
                    "bidirectional_useless": "causal_ppl"}
@@ -174,8 +187,8 @@ def parse_claims(raw, where: str) -> list[ClaimSpec]:
             except ValueError as exc:
                 raise HarnessError(f"{here}: {name}.{key} = {value!r}: {exc}") from None
         spec = replace(default_claim(name), **values)
-        if spec.metric == BEST_METRIC and spec.basis == "time":
-            raise HarnessError(f"{here}: {name}: metric {BEST_METRIC} is compared after the same epochs only, "
+        if spec.metric in (BEST_METRIC, SELECTED_METRIC) and spec.basis == "time":
+            raise HarnessError(f"{here}: {name}: metric {spec.metric} is compared after the same epochs only, "
                                "not at equal training time")
         if spec in seen:
             raise HarnessError(f"{here}: claim {name!r} is listed twice with the same parameters")
@@ -188,3 +201,60 @@ def claims_needing_curves(specs: list[ClaimSpec]) -> list[ClaimSpec]:
     """Claims that compare held-out perplexity at equal training time: they need held-out perplexity
     during training (``eval.every`` > 0), not only after the last epoch."""
     return [s for s in specs if s.name == "depth_helps" and s.basis == "time" and s.metric != "train_ppl"]
+
+
+@dataclass(frozen=True)
+class ConditionSpec:
+    """A subset of a run's cells under which every claim is tested again.
+
+    - ``where``: (key, allowed values) pairs; a cell belongs when each of its keys has one of the values.
+    - ``choose``: a configuration key (e.g. ``lr``); per configuration (every other key but the seed) only
+      the cells with the value that did best on the selection text are kept (``harness.conditions``)."""
+
+    name: str
+    where: tuple[tuple[str, tuple], ...] = ()
+    choose: str = ""
+
+    def to_dict(self) -> dict:
+        out = {"name": self.name, "where": {k: list(v) if len(v) > 1 else v[0] for k, v in self.where}}
+        return {**out, "choose": self.choose} if self.choose else out
+
+
+def parse_conditions(raw, where: str, field_for) -> list[ConditionSpec]:
+    """Validate a suite's ``conditions`` list; ``field_for(key, where)`` turns a key as written (``lr``,
+    ``train.lr``) into its field name or raises HarnessError."""
+    if raw is None:
+        return []
+    key = f"{where}: conditions"
+    if not isinstance(raw, list):
+        raise HarnessError(f"{key}: expected a list of mappings with name, where and (optionally) choose")
+    specs, names = [], set()
+    for i, item in enumerate(raw):
+        here = f"{key}[{i}]"
+        if not isinstance(item, dict):
+            raise HarnessError(f"{here} = {item!r}: expected a mapping with name, where and (optionally) choose")
+        unknown = [k for k in item if k not in ("name", "where", "choose")]
+        if unknown:
+            raise HarnessError(f"{here}: {_unknown('key', unknown[0], ('name', 'where', 'choose'))}")
+        name = item.get("name")
+        if not isinstance(name, str) or not name.strip():
+            raise HarnessError(f"{here}: name = {name!r}: expected a non-empty text")
+        if name in names:
+            raise HarnessError(f"{here}: name {name!r} is used twice")
+        names.add(name)
+        subset = item.get("where") or {}
+        if not isinstance(subset, dict):
+            raise HarnessError(f"{here}: where = {subset!r}: expected a mapping of keys to a value or a list")
+        pairs = []
+        for k, v in subset.items():
+            values = tuple(v) if isinstance(v, list) else (v,)
+            if not values:
+                raise HarnessError(f"{here}: where.{k}: an empty list matches no cell")
+            pairs.append((field_for(k, f"{here}: where"), values))
+        choose = item.get("choose") or ""
+        if choose:
+            choose = field_for(choose, f"{here}: choose")
+            if choose == "seed":
+                raise HarnessError(f"{here}: choose = seed: seeds are the replicates, not a setting to choose")
+        specs.append(ConditionSpec(name.strip(), tuple(pairs), choose))
+    return specs

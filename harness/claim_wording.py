@@ -11,12 +11,13 @@ import math
 
 import pandas as pd
 
-from .claim_specs import BEST_METRIC
+from .claim_specs import BEST_METRIC, SELECTED_METRIC
 from .claims import BI_UNI, INCONCLUSIVE, ClaimResult, Note, Why
 
 METRIC_LABELS = {
     "causal_ppl": "held-out causal perplexity",
     BEST_METRIC: "best held-out causal perplexity (any evaluation)",
+    SELECTED_METRIC: "held-out causal perplexity at the epoch chosen on selection text",
     "val_ppl": "held-out teacher-forced perplexity",
     "train_ppl": "training perplexity",
     "sec_per_epoch": "seconds per epoch",
@@ -25,6 +26,7 @@ METRIC_LABELS = {
     "leak": "causal / teacher-forced held-out perplexity",
 }
 SHORT_LABELS = {"causal_ppl": "held-out causal ppl", BEST_METRIC: "best held-out causal ppl",
+                SELECTED_METRIC: "held-out causal ppl at the selected epoch",
                 "val_ppl": "teacher-forced ppl", "train_ppl": "training ppl", "sec_per_epoch": "s/epoch",
                 "peak_mem_bytes": "peak memory", "sec_per_flop": "s/FLOP", "leak": "causal / teacher-forced"}
 
@@ -166,7 +168,8 @@ def notes(result: ClaimResult) -> list[str]:
 def _depth_helps(result: ClaimResult, r: float, low: float, high: float) -> str:
     spec = result.spec
     at = ("at equal training time" if spec.basis == "time" else
-          "each at its best evaluation" if spec.metric == BEST_METRIC else "after the same epochs")
+          "each at its best evaluation" if spec.metric == BEST_METRIC else
+          "each at the epoch chosen on selection text" if spec.metric == SELECTED_METRIC else "after the same epochs")
     change = "lower" if r < 1 else "higher"
     text = (f"Each added layer left {SHORT_LABELS[spec.metric]} {ratio_text(r, low, high)} of the shallower "
             f"network's ({abs(1 - r):.0%} {change}) {at}")
@@ -191,7 +194,8 @@ def _bidirectional_slow(result: ClaimResult, r: float, low: float, high: float) 
 
 def _bidirectional_useless(result: ClaimResult, r: float, low: float, high: float) -> str:
     better = "worse" if r > 1 else "better"
-    when = "at their best evaluation" if result.spec.metric == BEST_METRIC else "after the last epoch"
+    when = ("at their best evaluation" if result.spec.metric == BEST_METRIC else
+            "at the epoch chosen on selection text" if result.spec.metric == SELECTED_METRIC else "after the last epoch")
     text = (f"Predicting the next character from the past alone, bidirectional cells reached "
             f"{ratio_text(r, low, high)} the held-out perplexity of unidirectional ones ({better}, {when})")
     row = result.facts.get("leak")

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from . import text_measures
-from .claim_specs import (BEST_METRIC, CLAIM_NAMES, COST_METRICS, PPL_METRICS, ClaimSpec, default_claim,
+from .claim_specs import (BEST_METRIC, SELECTED_METRIC, CLAIM_NAMES, COST_METRICS, PPL_METRICS, ClaimSpec, default_claim,
                           default_claims, parse_claims)
 from .config import FIELDS, GRID_KEYS
 from .stats import (EMPTY_POOL, RESOLUTION, Effect, Pooled, Replicates, configuration_effect, pool,
@@ -69,7 +69,7 @@ def ok_cells(cells: pd.DataFrame) -> pd.DataFrame:
     if cells.empty or "status" not in cells:
         return cells.iloc[0:0].copy()
     ok = cells[cells["status"] == "ok"].copy()
-    for column in PPL_METRICS + COST_METRICS + ("seed", "layers", "flops_per_epoch", "best_causal_ppl"):
+    for column in PPL_METRICS + COST_METRICS + ("seed", "layers", "flops_per_epoch", BEST_METRIC, SELECTED_METRIC):
         if column in ok:
             ok[column] = pd.to_numeric(ok[column], errors="coerce")
     return ok
@@ -213,6 +213,13 @@ def best_causal(cells: pd.DataFrame, curves: dict) -> pd.Series:
         best.append(float(min(values.min(), final)) if len(values) and math.isfinite(final)
                     else float(values.min()) if len(values) else final)
     return pd.Series(best, index=cells.index, dtype=float)
+
+
+def best_metrics(ok: pd.DataFrame) -> tuple[str, ...]:
+    """The early-stopping perplexities ``ok`` has: the best of the held-out evaluations, and the one at the
+    epoch chosen on selection text where cells were evaluated on it."""
+    selected = SELECTED_METRIC in ok and pd.to_numeric(ok[SELECTED_METRIC], errors="coerce").notna().any()
+    return (BEST_METRIC, SELECTED_METRIC) if selected else (BEST_METRIC,)
 
 
 # --- results ---------------------------------------------------------------------------------------------
@@ -502,7 +509,7 @@ def _depth_helps(ok, cells, curves, spec: ClaimSpec, baselines, quality) -> Clai
     unigram = (baselines or {}).get("unigram")
     units = []
     keys = context_keys(ok, "layers")
-    metrics = (PPL_METRICS + (BEST_METRIC,)) if spec.basis == "epochs" else PPL_METRICS
+    metrics = (PPL_METRICS + best_metrics(ok)) if spec.basis == "epochs" else PPL_METRICS
     if spec.basis == "epochs":
         for context, step, a, b in depth_steps(ok, keys):
             learned = (_learned_share(a, unigram), _learned_share(b, unigram))
@@ -585,7 +592,7 @@ def _bidirectional_useless(ok, cells, curves, spec: ClaimSpec, baselines, qualit
     units = []
     for context, uni, bi in direction_pairs(ok):
         learned = (_learned_share(uni, unigram), _learned_share(bi, unigram))
-        for metric in ("causal_ppl", BEST_METRIC):
+        for metric in ("causal_ppl",) + best_metrics(ok):
             units.append(Unit(context, "bi / uni", metric, "epochs",
                               Replicates(by_seed(uni, metric), by_seed(bi, metric)), *learned,
                               role="deciding" if metric == spec.metric else "context"))

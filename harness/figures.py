@@ -45,7 +45,15 @@ FIGURES = {
                         "with the bi/uni ratio of FLOPs per epoch below each value.",
     "seconds_per_epoch": "Seconds per epoch against depth: dots are seeds, bars the geometric mean with its 95% "
                          "interval (log scale).",
+    "condition_depth": "Best held-out causal perplexity of the unidirectional cells against depth, one line per cell "
+                       "type (line style and marker) and condition (colour): geometric mean over seeds, whiskers from "
+                       "the lowest to the highest seed; at the epoch chosen on selection text where the cells had "
+                       "selection text, else at the best held-out evaluation. Grey lines are the no-learning "
+                       "baselines.",
 }
+CONDITION_COLORS = ("#0173b2", "#de8f05", "#029e73", "#d55e00", "#cc78bc", "#ca9161", "#fbafe4", "#949494",
+                    "#ece133", "#56b4e9")
+CELL_STYLES = {"rnn": ":", "gru": "-", "lstm": "--"}
 
 
 def depth_style(layers) -> str:
@@ -333,3 +341,37 @@ def make_figures(cells: pd.DataFrame, epochs: pd.DataFrame, baselines: dict | No
         "slowdown_heatmap": slowdown_heatmap(cells, png["slowdown_heatmap"]),
         "seconds_per_epoch": seconds_per_epoch(cells, png["seconds_per_epoch"]),
     }
+
+
+def condition_depth(profile: pd.DataFrame, baselines: dict | None, path: Path) -> Path | None:
+    """``harness.conditions.depth_profile``'s table: perplexity against depth per condition and cell type."""
+    if profile is None or profile.empty:
+        return None
+    conditions = list(dict.fromkeys(profile["condition"]))
+    cells = [c for c in CELL_MARKERS if c in set(profile["cell"])]
+    fig = Figure(figsize=(8, 5.2), layout="constrained")
+    ax = fig.add_subplot()
+    offsets = np.linspace(-0.12, 0.12, len(conditions)) if len(conditions) > 1 else [0.0]
+    for i, condition in enumerate(conditions):
+        color = CONDITION_COLORS[i % len(CONDITION_COLORS)]
+        for cell in cells:
+            rows = profile[(profile["condition"] == condition) & (profile["cell"] == cell)].sort_values("layers")
+            if rows.empty:
+                continue
+            x = rows["layers"].to_numpy(float) + offsets[i]
+            y = rows["ppl"].to_numpy(float)
+            ax.errorbar(x, y, yerr=[y - rows["low"].to_numpy(float), rows["high"].to_numpy(float) - y],
+                        color=color, ls=CELL_STYLES.get(cell, "-"), marker=CELL_MARKERS.get(cell, "o"), ms=4,
+                        lw=1.2, elinewidth=0.7, capsize=2)
+    _baselines(ax, baselines, label=True)
+    _log_axis(ax)
+    depths = sorted(set(profile["layers"]))
+    ax.set_xticks(depths, [str(d) for d in depths])
+    ax.set_xlabel("layers")
+    ax.set_ylabel("best held-out causal perplexity")
+    handles = [Line2D([], [], color=CONDITION_COLORS[i % len(CONDITION_COLORS)], lw=2, label=c)
+               for i, c in enumerate(conditions)]
+    handles += [Line2D([], [], color="0.3", ls=CELL_STYLES.get(c, "-"), marker=CELL_MARKERS.get(c, "o"), label=c)
+                for c in cells]
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 4), fontsize=8, frameon=False)
+    return _save(fig, path)

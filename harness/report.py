@@ -592,9 +592,84 @@ def slug(text: str) -> str:
     return re.sub(r"[^\w\- ]", "", text.lower()).strip().replace(" ", "-")
 
 
+def suite_conditions(run: dict, where: str) -> list:
+    """The conditions the suite declared (``harness.conditions``), none when it declared none."""
+    from .claim_specs import parse_conditions
+    from .suite import _field_for_axis
+
+    raw = (run.get("suite") or {}).get("conditions") if isinstance(run.get("suite"), dict) else None
+    return parse_conditions(raw, where, _field_for_axis) if raw else []
+
+
+def condition_description(spec) -> str:
+    where = ", ".join(f"{k} {'/'.join(map(str, v))}" for k, v in spec.where) or "all cells"
+    return where + (f"; {spec.choose} chosen per configuration" if spec.choose else "")
+
+
+def conditions_table(conditions: list, claim_index: int) -> pd.DataFrame:
+    """One claim under each condition: its verdict and pooled effect, and whether the verdict is the
+    first condition's (the reference)."""
+    rows = []
+    reference = conditions[0].results[claim_index].verdict if conditions else None
+    for i, condition in enumerate(conditions):
+        result = condition.results[claim_index]
+        k = result.pooled.k if result.pooled is not None else 0
+        rows.append({"condition": condition.spec.name, "cells": condition.cells, "configurations": k,
+                     "verdict": result.verdict, "pooled effect [95% CI]": claim_wording.effect_text(result),
+                     "verdict vs the first": "reference" if i == 0 else
+                     ("same" if result.verdict == reference else f"changes ({reference} -> {result.verdict})")})
+    return pd.DataFrame(rows)
+
+
+def chosen_table(condition) -> pd.DataFrame:
+    """A choose condition's choice per configuration: each value's score (geometric mean over seeds)."""
+    table = condition.chosen
+    if table.empty:
+        return table
+    keys = [k for k in table.columns if k not in ("chosen", "scores", "seeds")]
+    key = condition.spec.choose
+    values = sorted({v for scores in table["scores"] for v in scores}, key=lambda v: (str(type(v)), v))
+    rows = []
+    for _, row in table.iterrows():
+        out = {k: row[k] for k in keys}
+        out[f"chosen {key}"] = row["chosen"]
+        for v in values:
+            score = row["scores"].get(v, math.nan)
+            out[f"{key} {v}"] = f"{fmt(score)} ({row['seeds'].get(v, 0)})" if math.isfinite(score) else "-"
+        rows.append(out)
+    return pd.DataFrame(rows)
+
+
+def condition_blocks(conditions: list, figures: dict) -> list[tuple]:
+    if not conditions:
+        return []
+    blocks: list[tuple] = [("h2", "Under each condition")]
+    blocks.append(("p", "Every claim again on the subsets of the cells the suite declares as conditions; the first "
+                        "condition is the reference, and each other one says whether its verdict is the same. A "
+                        "chosen setting is chosen per configuration on the selection text (never on the held-out "
+                        "text that decides the claims) unless the cells had none."))
+    blocks.append(("table", pd.DataFrame([{"condition": c.spec.name, "cells": condition_description(c.spec),
+                                            "cells trained": c.cells} for c in conditions])))
+    if figures.get("condition_depth") is not None:
+        from .figures import FIGURES as FIGURE_CAPTIONS
+
+        blocks.append(("figure", f"figures/{figures['condition_depth'].name}", FIGURE_CAPTIONS["condition_depth"]))
+    for index, result in enumerate(conditions[0].results):
+        blocks.append(("h3", f"{result.title}, by condition"))
+        blocks.append(("table", conditions_table(conditions, index)))
+    for condition in conditions:
+        if condition.spec.choose and not condition.chosen.empty:
+            blocks.append(("details", f"{condition.spec.name}: the {condition.spec.choose} chosen per configuration",
+                           [("p", f"Chosen on the {condition.chosen_on}: per configuration, each value's selection "
+                                  "perplexity (geometric mean over seeds, with the number of seeds); the lowest is "
+                                  "chosen."),
+                            ("table", chosen_table(condition))]))
+    return blocks
+
+
 def build_blocks(data: RunData, results: list[ClaimResult], claims_origin: str, figures: dict,
                  words: set[str] | None, words_note: str, ok: pd.DataFrame, baselines: dict | None,
-                 baselines_note: str, timing_notes: list[str]) -> list[tuple]:
+                 baselines_note: str, timing_notes: list[str], conditions: list | None = None) -> list[tuple]:
     suite = data.run.get("suite") or {}
     blocks: list[tuple] = [("h1", f"Report: {suite.get('name') or data.folder.name}")]
     blocks.append(("p", f"Results folder `{data.folder.name}`. {claims_origin} Each verdict follows from one pooled "
@@ -608,7 +683,8 @@ def build_blocks(data: RunData, results: list[ClaimResult], claims_origin: str, 
     blocks.append(("facts", provenance(data, baselines_note)))
     for note in data.notes + timing_notes:
         blocks.append(("p", f"Note: {note}"))
-    sections = [(r.title, slug(r.title)) for r in results] + [
+    sections = [(r.title, slug(r.title)) for r in results] + (
+        [("Under each condition", "under-each-condition")] if conditions else []) + [
         ("Learning", "learning"), ("Cost", "cost"), ("Generated text", "generated-text"), ("Appendix", "appendix")]
     blocks.append(("toc", sections))
 
@@ -637,6 +713,8 @@ def build_blocks(data: RunData, results: list[ClaimResult], claims_origin: str, 
                        ("table", evidence_table(context, result.spec))]
         if folded:
             blocks.append(("details", f"{result.title}: every configuration and other measures", folded))
+
+    blocks += condition_blocks(conditions or [], figures)
 
     blocks.append(("h2", "Learning"))
     blocks.append(("p", learning_sentence(ok, baselines, baselines_note)))
@@ -883,7 +961,8 @@ def build_report(run_dir, out_dir=None, timing_notes: list[str] | None = None, t
     """Write ``index.md``, ``index.html`` and ``figures/*.png`` for a results folder into ``out_dir``
     (default ``report/<run folder name>/``) and return that folder. ``timing_dirs``: results folders of
     quiet timing passes whose timings replace the run's own."""
-    from .figures import forest_plot, make_figures
+    from .conditions import depth_profile, evaluate_conditions
+    from .figures import condition_depth, forest_plot, make_figures
 
     data = load_run(run_dir)
     own_flags, own_cells = timing_flags_of(data)
@@ -903,11 +982,19 @@ def build_report(run_dir, out_dir=None, timing_notes: list[str] | None = None, t
     figures = make_figures(data.cells, data.epochs, baselines, figures_dir)
     for index, result in enumerate(results):
         figures[f"forest_{index}"] = forest_plot(result, figures_dir / f"forest_{index}.png")
+    condition_specs = suite_conditions(data.run, f"{data.folder / 'run.json'}: suite")
+    condition_results = evaluate_conditions(data.cells, data.epochs, data.samples, specs, condition_specs,
+                                            corpus_words=words, baselines=baselines, timing_warnings=warnings,
+                                            flagged_cells=flagged) if condition_specs else []
+    if condition_results:
+        profile = depth_profile(data.cells, data.epochs, condition_specs, baselines)
+        figures["condition_depth"] = condition_depth(profile, baselines, figures_dir / "condition_depth.png")
     notes = conditions + [f"Timings unreliable: {w}." for w in warnings]
     if flagged:
         notes.append(f"The timings of {len(flagged)} of {len(data.cells)} cells are unreliable "
                      f"({'; '.join(sorted(set(flagged.values())))}) and left out of timing comparisons.")
-    blocks = build_blocks(data, results, origin, figures, words, words_note, ok, baselines, baselines_note, notes)
+    blocks = build_blocks(data, results, origin, figures, words, words_note, ok, baselines, baselines_note, notes,
+                          condition_results)
     title = blocks[0][1]
     write_text_atomic(out / "index.md", render_markdown(blocks))
     write_text_atomic(out / "index.html", render_html(blocks, out, title))

@@ -22,7 +22,7 @@ from .config import FIELDS, GRID_KEYS, SECTIONS, CellConfig, build_config
 from .errors import HarnessError, quote, shorten
 
 TOP_KEYS = ("name", "description", "data", "model", "train", "eval", "run", "matrix", "exclude", "include",
-            "claims")
+            "claims", "conditions")
 # How a field is written in a suite, for messages: eval_every -> eval.every
 FIELD_TO_SUITE_KEY = {fld: f"{sec}.{key}" for sec, keys in SECTIONS.items() for key, fld in keys.items()}
 # YAML aliases let a few hundred bytes name billions of values: bound what a suite may expand to.
@@ -40,6 +40,7 @@ class Suite:
     exclude: list = field(default_factory=list)  # list of {flat field: value}
     include: list = field(default_factory=list)
     claims: list = field(default_factory=list)  # as written; evaluated by harness.claims
+    conditions: list = field(default_factory=list)  # as written; evaluated by harness.conditions
 
     def resolved(self) -> dict:
         """The suite with every default filled in: what run.json records and the config hash covers."""
@@ -53,6 +54,8 @@ class Suite:
             "exclude": self.exclude,
             "include": self.include,
             "claims": self.claims,
+            # Only when declared, so that suites without conditions keep the hash their runs recorded.
+            **({"conditions": self.conditions} if self.conditions else {}),
         }
 
     def config_hash(self) -> str:
@@ -182,12 +185,15 @@ def parse_suite(raw, where: str, sets: list[str] | None = None) -> Suite:
     claims = raw.get("claims") or []
     if not isinstance(claims, list):
         raise HarnessError(f"{where}: claims must be a list")
-    from .claim_specs import claims_needing_curves, parse_claims
+    from .claim_specs import claims_needing_curves, parse_claims, parse_conditions
 
     specs = parse_claims(claims, f"{where}: claims")
+    conditions = raw.get("conditions") or []
+    parse_conditions(conditions, where, _field_for_axis)
 
     suite = Suite(name=name, path=where, description=description, defaults=defaults, matrix=matrix,
-                  exclude=entries("exclude"), include=entries("include"), claims=claims)
+                  exclude=entries("exclude"), include=entries("include"), claims=claims,
+                  conditions=conditions)
     for assignment in sets or []:
         apply_set(suite, assignment)
     cells = expand(suite)  # validates every cell now, before anything runs

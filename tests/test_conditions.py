@@ -1,0 +1,146 @@
+"""The claims under each condition a suite declares, on literal tables with known answers: subsets,
+the learning rate chosen per configuration on the selection text, and the parsing of conditions."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from harness.claim_specs import ConditionSpec, parse_conditions
+from harness.claims import NOT_SUPPORTED, SUPPORTED, default_claim, parse_claims
+from harness.conditions import CHOSEN, choose, condition_cells, depth_profile, evaluate_conditions, in_condition
+from harness.errors import HarnessError
+from harness.suite import _field_for_axis, parse_suite
+
+BASELINES = {"uniform": 28.0, "unigram": 16.9, "bigram": 9.9}
+LRS = (0.5, 1.0, 2.0)
+
+
+def cells_frame(held_out, selection=None, cells=("gru", "lstm"), layers=(1, 2, 3), lrs=LRS, seeds=(0, 1, 2)):
+    """Unidirectional cells whose held-out (selected) perplexity and selection perplexity are functions of
+    (cell, layers, lr, seed); a seed moves both by a percent or two."""
+    rows = []
+    for cell in cells:
+        for n in layers:
+            for lr in lrs:
+                for seed in seeds:
+                    jitter = 1 + 0.01 * (seed - 1)
+                    ppl = held_out(cell, n, lr) * jitter
+                    rows.append({"cell_id": f"{cell}-l{n}-uni-cpu-s{seed}-lr{lr}", "cell": cell, "layers": n,
+                                 "direction": "uni", "device": "cpu", "seed": seed, "lr": lr, "status": "ok",
+                                 "causal_ppl": ppl, "val_ppl": ppl, "train_ppl": ppl * 0.8, "sec_per_epoch": 1.0,
+                                 "peak_mem_bytes": 1e6, "selected_causal_ppl": ppl,
+                                 "selected_select_ppl": (selection or held_out)(cell, n, lr) * jitter})
+    return pd.DataFrame(rows)
+
+
+def good_lr(n):
+    return {1: 1.0, 2: 0.5, 3: 2.0}[n]
+
+
+def per_depth(cell, n, lr):
+    """At lr 1 depth hurts (x1.1 per layer); each depth has its own best learning rate, at which depth helps."""
+    return 8.0 * 0.9 ** (n - 1) if lr == good_lr(n) else 8.0 * 1.1 ** (n - 1) + (0 if lr == 1.0 else 2.0)
+
+
+DEPTH = parse_claims([{"name": "depth_helps", "metric": "selected_causal_ppl"}], "t")[0]
+
+
+def test_the_learning_rate_is_chosen_per_depth_on_the_selection_text():
+    cells = cells_frame(per_depth)
+    table, on = choose(cells, "lr")
+    assert on == "selection text"
+    assert {(r.cell, r.layers): r.chosen for r in table.itertuples()} == {
+        (c, n): good_lr(n) for c in ("gru", "lstm") for n in (1, 2, 3)}
+    assert all(set(r.seeds.values()) == {3} for r in table.itertuples())
+
+
+def test_a_verdict_can_change_with_the_condition():
+    cells = cells_frame(per_depth)
+    conditions = [ConditionSpec("lr 1", (("lr", (1,)),)), ConditionSpec("lr per depth", (), "lr")]
+    fixed, tuned = evaluate_conditions(cells, pd.DataFrame(), pd.DataFrame(), [DEPTH], conditions,
+                                       baselines=BASELINES)
+    assert fixed.cells == 18 and tuned.cells == 18  # 2 cells x 3 depths x 3 seeds either way
+    assert fixed.results[0].verdict == NOT_SUPPORTED and fixed.results[0].ratio[0] == pytest.approx(1.1, rel=0.02)
+    assert tuned.results[0].verdict == SUPPORTED and tuned.results[0].ratio[0] == pytest.approx(0.9, rel=0.02)
+    assert len(tuned.chosen) == 6 and tuned.chosen_on == "selection text" and fixed.chosen.empty
+
+
+def test_the_choice_is_made_on_selection_text_not_on_the_text_that_reports():
+    # On the held-out text lr 0.5 looks best everywhere, on the selection text lr 2: the choice follows the
+    # selection text, so the reported perplexities are those of lr 2.
+    cells = cells_frame(lambda c, n, lr: 8.0 if lr == 0.5 else 9.0, selection=lambda c, n, lr: 7.0 if lr == 2.0 else 8.0)
+    kept, table, on = condition_cells(cells, pd.DataFrame(), ConditionSpec("tuned", (), "lr"), BASELINES)
+    assert set(table[CHOSEN]) == {2.0} and set(kept["lr"]) == {CHOSEN} and len(kept) == 18
+    assert set(kept["causal_ppl"].round(1)) <= {8.9, 9.0, 9.1}
+    no_selection = cells.drop(columns=["selected_select_ppl"])
+    no_selection["best_causal_ppl"] = no_selection["causal_ppl"]
+    table, on = choose(no_selection, "lr")
+    assert on == "held-out text" and set(table[CHOSEN]) == {0.5}
+
+
+def test_subsets_match_numbers_as_numbers_and_text_as_text():
+    cells = pd.DataFrame({"lr": [1.0, 0.5, 2.0, 1.0], "train_text": ["first", "first", "first", "book"]})
+    spec = ConditionSpec("c", (("lr", (1, 2)), ("train_text", ("first",))))
+    assert list(in_condition(cells, spec)) == [True, False, True, False]
+    assert not in_condition(cells, ConditionSpec("c", (("hidden", (256,)),))).any()  # no such column
+
+
+def test_depth_profile_for_the_figure():
+    cells = cells_frame(per_depth)
+    profile = depth_profile(cells, pd.DataFrame(), [ConditionSpec("lr 1", (("lr", (1,)),))], BASELINES)
+    assert len(profile) == 6 and set(profile["metric"]) == {"selected_causal_ppl"}
+    gru = profile[profile["cell"] == "gru"].set_index("layers")["ppl"]
+    assert gru[3] / gru[1] == pytest.approx(1.21, rel=0.01) and (profile["seeds"] == 3).all()
+
+
+@pytest.mark.parametrize("raw, message", [
+    ("x", "t: conditions: expected a list of mappings"),
+    ([{"where": {"lr": 1}}], "t: conditions[0]: name = None: expected a non-empty text"),
+    ([{"name": "a"}, {"name": "a"}], "t: conditions[1]: name 'a' is used twice"),
+    ([{"name": "a", "whre": {}}], "t: conditions[0]: unknown key 'whre' (did you mean 'where'?)"),
+    ([{"name": "a", "where": {"lrr": 1}}], "t: conditions[0]: where: unknown key 'lrr' (did you mean 'lr'?)"),
+    ([{"name": "a", "choose": "seed"}], "t: conditions[0]: choose = seed: seeds are the replicates"),
+    ([{"name": "a", "where": {"lr": []}}], "t: conditions[0]: where.lr: an empty list matches no cell"),
+])
+def test_bad_conditions_are_refused_in_one_line(raw, message):
+    with pytest.raises(HarnessError) as info:
+        parse_conditions(raw, "t", _field_for_axis)
+    assert str(info.value).startswith(message)
+
+
+def test_a_suite_declares_conditions_with_the_keys_it_writes():
+    raw = {"name": "s", "matrix": {"lr": [0.5, 1]}, "claims": ["depth_helps"],
+           "conditions": [{"name": "tuned", "choose": "train.lr"}, {"name": "lr 1", "where": {"lr": 1}}]}
+    suite = parse_suite(raw, "s.yaml")
+    assert suite.resolved()["conditions"] == raw["conditions"]
+    assert "conditions" not in parse_suite({"name": "s"}, "s.yaml").resolved()  # older runs keep their hash
+    specs = parse_conditions(suite.conditions, "s.yaml", _field_for_axis)
+    assert specs[0] == ConditionSpec("tuned", (), "lr") and specs[1].to_dict() == {"name": "lr 1", "where": {"lr": 1}}
+    assert default_claim("depth_helps").metric == "causal_ppl"
+
+
+def test_a_run_with_conditions_reports_each_claim_under_each(tmp_path):
+    from test_runner import harness, write_suite
+
+    suite = write_suite(tmp_path, """
+        data: {max_tokens: 1500, val_tokens: 200, select_tokens: 200}
+        eval: {every: 0, select_every: 1, sample_chars: 5}
+        matrix: {cell: [gru], layers: [1, 2], lr: [0.5, 2], seed: [0, 1]}
+        claims: [{name: depth_helps, metric: selected_causal_ppl}]
+        conditions:
+          - {name: lr 0.5, where: {lr: 0.5}}
+          - {name: lr per depth, choose: lr}
+    """)
+    out, report = tmp_path / "run", tmp_path / "report"
+    proc = harness("run", suite, "--out", out, "--no-report", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    proc = harness("report", out, "--out", report, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    text = (report / "index.md").read_text()
+    assert "## Under each condition" in text and "### Depth helps (metric = selected_causal_ppl), by condition" in text
+    section = text.split("### Depth helps (metric = selected_causal_ppl), by condition")[1]
+    assert "| lr 0.5 " in section and "| reference " in section and "| lr per depth " in section
+    assert "Appendix: lr per depth: the lr chosen per configuration" in text
+    assert (report / "figures" / "condition_depth.png").stat().st_size > 0
+    assert "Under each condition" in (report / "index.html").read_text()
