@@ -26,6 +26,23 @@ def summary(markdown: str) -> dict[str, list[str]]:
     return {row[0]: row for row in rows[2:]}
 
 
+def condition_verdicts(markdown: str) -> dict[tuple[str, str], str]:
+    """(claim, condition) -> verdict, from the report's tables of each claim under each condition."""
+    verdicts, claim, header = {}, None, None
+    for line in markdown.splitlines():
+        if line.startswith("### ") and line.endswith(", by condition"):
+            claim, header = line[4:-len(", by condition")], None
+        elif claim and line.startswith("|"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            if header is None:
+                header = cells
+            elif not set(line) <= set("|-: "):
+                verdicts[(claim, cells[0])] = cells[header.index("verdict")]
+        elif claim and line.strip() and header is not None:
+            claim = None
+    return verdicts
+
+
 def timing_sources(markdown: str) -> list[Path]:
     """The timing passes a committed report took its timings from (``report --timings``), as it names them."""
     found = re.search(r"come from a separate timing pass: (.*?); the training run's own timings", markdown)
@@ -40,6 +57,29 @@ def test_rendering_a_committed_study_again_gives_its_verdicts(name, tmp_path):
     again = summary((build_report(ROOT / "results" / name, tmp_path / name, timing_dirs=timing_sources(markdown))
                      / "index.md").read_text())
     assert {claim: row[1] for claim, row in again.items()} == {claim: row[1] for claim, row in committed.items()}
+    rendered = (tmp_path / name / "index.md").read_text()
+    assert condition_verdicts(rendered) == condition_verdicts(markdown)
+
+
+def test_condition_verdicts_are_read_from_each_claims_table():
+    markdown = """## Under each condition
+
+### Depth helps, by condition
+
+| condition | cells | verdict | pooled effect [95% CI] |
+|---|---|---|---|
+| recipe | 24 | inconclusive | x1.09 [0.93, 1.29] |
+| lr 2 | 24 | supported | x0.9 [0.85, 0.95] |
+
+### Bidirectional is slow, by condition
+
+| condition | cells | verdict |
+|---|---|---|
+| recipe | 24 | supported |
+"""
+    assert condition_verdicts(markdown) == {("Depth helps", "recipe"): "inconclusive",
+                                            ("Depth helps", "lr 2"): "supported",
+                                            ("Bidirectional is slow", "recipe"): "supported"}
 
 
 @pytest.mark.skipif("example" not in STUDIES, reason="results/example is not committed")
