@@ -65,11 +65,13 @@ def cluster_nodes(raw_nodes: list[dict]) -> list[Node]:
     return sorted(nodes, key=lambda n: (n.hostname, n.node_id))
 
 
-def resource_request(cell: GridCell, node: Node, exclusive_nodes: bool) -> dict[str, float]:
-    """What the cell's task asks Ray for on ``node`` (``num_cpus``, ``num_gpus``)."""
+def resource_request(cell: GridCell, node: Node, exclusive_nodes: bool, cells_per_gpu: int = 1) -> dict[str, float]:
+    """What the cell's task asks Ray for on ``node`` (``num_cpus``, ``num_gpus``). A CUDA cell takes a whole
+    GPU, or 1 / ``cells_per_gpu`` of one so that several small cells keep a GPU busy between each other's
+    kernel launches (each in its own process)."""
     threads = cell.config.threads
     if cell.config.device == "cuda":
-        return {"num_cpus": float(threads or 1), "num_gpus": 1.0}
+        return {"num_cpus": float(threads or 1), "num_gpus": 1.0 / cells_per_gpu}
     if exclusive_nodes or not threads:
         # Unset threads means torch uses every core, so the cell takes the node even when sharing.
         return {"num_cpus": node.cpus, "num_gpus": 0.0}
@@ -96,14 +98,14 @@ def unservable_reason(cell: GridCell, nodes: list[Node]) -> str | None:
 
 
 def choose_node(cell: GridCell, nodes: list[Node], in_use: dict[str, dict[str, float]],
-                exclusive_nodes: bool) -> tuple[Node, dict[str, float]] | None:
+                exclusive_nodes: bool, cells_per_gpu: int = 1) -> tuple[Node, dict[str, float]] | None:
     """The first node whose resources not held by this run's tasks (``in_use``: node id -> held
     ``num_cpus``/``num_gpus``) fit the cell's request now, with that request; None when the cell must wait.
     CPU cells try nodes without GPUs first, keeping GPU nodes free for CUDA cells."""
     if cell.config.device == "cpu":
         nodes = sorted(nodes, key=lambda n: n.gpus)  # stable: otherwise the cluster's order
     for node in nodes:
-        request = resource_request(cell, node, exclusive_nodes)
+        request = resource_request(cell, node, exclusive_nodes, cells_per_gpu)
         if node.cpus < (cell.config.threads or 1):
             continue  # smaller than the cell's threads (a CPU cell's whole-node request would be too)
         held = in_use.get(node.node_id, {})
@@ -184,14 +186,16 @@ class RayExecutor:
 
     malloc = "keep-freed"  # the run's malloc setting (harness.malloc), set by run_suite
 
-    def __init__(self, address: str | None = None, exclusive_nodes: bool = True, num_cpus: int | None = None):
+    def __init__(self, address: str | None = None, exclusive_nodes: bool = True, num_cpus: int | None = None,
+                 cells_per_gpu: int = 1):
         if address:
             check_reachable(address)  # before the run writes anything
         self.address = address
         self.exclusive_nodes = exclusive_nodes
         self.num_cpus = num_cpus
-        # Shared nodes give perplexities but not clean timings: say so in run.json and cells.csv.
-        self.name = "ray" if exclusive_nodes else "ray-shared"
+        self.cells_per_gpu = cells_per_gpu
+        # Shared nodes or GPUs give perplexities but not clean timings: say so in run.json and cells.csv.
+        self.name = "ray" if exclusive_nodes and cells_per_gpu == 1 else "ray-shared"
         self._connected_here = False
         self._node_probes: dict[str, ray.ObjectRef] = {}
         self._node_info: dict[str, dict] = {}
@@ -260,7 +264,7 @@ class RayExecutor:
                                                  f"skipped: {reason}\n", node=None)
                 in_use = _held(in_flight.values())
                 for cell in list(pending):
-                    placed = choose_node(cell, nodes, in_use, self.exclusive_nodes)
+                    placed = choose_node(cell, nodes, in_use, self.exclusive_nodes, self.cells_per_gpu)
                     if placed is None:
                         continue
                     node, request = placed

@@ -116,6 +116,34 @@ def test_cuda_cells_take_one_free_gpu():
     assert choose_node(cell, [GPU], {"n-gpu": {"num_cpus": 8, "num_gpus": 0}}, True) is None
 
 
+def test_cuda_cells_share_a_gpu_when_asked():
+    cell = grid_cell(device="cuda", threads=1)
+    assert resource_request(cell, GPU, True, cells_per_gpu=4) == {"num_cpus": 1, "num_gpus": 0.25}
+    in_use: dict = {}
+    placed = []
+    for _ in range(9):  # 2 GPUs x 4 cells, but only 8 CPUs: the ninth waits
+        choice = choose_node(cell, [GPU], in_use, True, cells_per_gpu=4)
+        if choice is None:
+            break
+        node, request = choice
+        held = in_use.setdefault(node.node_id, {"num_cpus": 0.0, "num_gpus": 0.0})
+        for key, value in request.items():
+            held[key] += value
+        placed.append(node)
+    assert len(placed) == 8 and in_use["n-gpu"] == {"num_cpus": 8, "num_gpus": 2}
+    assert RayExecutor(cells_per_gpu=4).name == "ray-shared" and RayExecutor().name == "ray"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--cells-per-gpu", "4"], "--cells-per-gpu needs --executor ray"),
+    (["--executor", "ray", "--cells-per-gpu", "0"], "--cells-per-gpu 0: must be 1 or more"),
+])
+def test_bad_cells_per_gpu_is_one_line_exit_2(tmp_path, capsys, args, message):
+    code = cli.main(["run", str(REPO / "suites" / "smoke.yaml"), "--out", str(tmp_path / "run"), *args])
+    assert code == 2 and capsys.readouterr().err.strip().endswith(message)
+    assert not (tmp_path / "run").exists()
+
+
 # --- a real local Ray instance ------------------------------------------------------------------------
 
 

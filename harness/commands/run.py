@@ -36,6 +36,9 @@ def register(subparsers) -> None:
     parser.add_argument("--share-nodes", action="store_true",
                         help="with --executor ray: a CPU cell takes run.threads CPUs, not its whole node "
                              "(more cells at once; timings are then not clean)")
+    parser.add_argument("--cells-per-gpu", type=int, default=1, metavar="N",
+                        help="with --executor ray: N CUDA cells share one GPU, each in its own process, so that small "
+                             "cells keep it busy (timings are then not clean, as with --share-nodes)")
     parser.add_argument("--system-malloc", action="store_true", default=None,
                         help="leave glibc's malloc at its defaults in the workers (by default they keep the memory an "
                              "epoch frees, about a fifth of an epoch faster; recorded in run.json and each cell)")
@@ -77,15 +80,19 @@ def estimate_text(cells) -> str:
 
 
 def make_executor(args):
+    cells_per_gpu = getattr(args, "cells_per_gpu", 1)
+    if cells_per_gpu < 1:
+        raise HarnessError(f"--cells-per-gpu {cells_per_gpu}: must be 1 or more")
     if args.executor == "local":
-        if args.address or args.share_nodes:
-            raise HarnessError(f"{'--address' if args.address else '--share-nodes'} needs --executor ray")
+        if args.address or args.share_nodes or cells_per_gpu != 1:
+            flag = "--address" if args.address else "--share-nodes" if args.share_nodes else "--cells-per-gpu"
+            raise HarnessError(f"{flag} needs --executor ray")
         return None
     try:
         from ..ray_executor import RayExecutor
     except ImportError as exc:
         raise HarnessError(f"--executor ray needs Ray: pip install -e '.[ray]' ({exc})") from None
-    return RayExecutor(address=args.address, exclusive_nodes=not args.share_nodes)
+    return RayExecutor(address=args.address, exclusive_nodes=not args.share_nodes, cells_per_gpu=cells_per_gpu)
 
 
 def main(args) -> int:
