@@ -18,8 +18,9 @@ def recurrent_class(cell: str, impl: str = "torch") -> type[nn.Module]:
     parameters, same initialisation, one call per layer and direction); LSTM keeps nn.LSTM, which PyTorch
     already runs as one fused oneDNN primitive on the CPU."""
     if impl == "fused" and cell in ("gru", "rnn"):
-        from .fused_rnn import FUSED_CLASSES
+        from .fused_rnn import FUSED_CLASSES, load_extension
 
+        load_extension()  # built (or loaded from its cache) now, not inside the first timed step
         return FUSED_CLASSES[cell]
     return RNN_CLASSES[cell]
 

@@ -631,6 +631,17 @@ def preflight(cells: list[GridCell], will_skip: set[str]) -> None:
     if runnable and errors and all(errors.values()):
         first = next(iter(errors.values()))
         raise HarnessError(f"{first} (all {len(runnable)} cells to train need it; nothing was trained)")
+    fused = [c for c in runnable if c.config.impl == "fused" and c.config.cell in ("gru", "rnn")]
+    if fused:
+        # Built once here (then cached on disk) rather than in every cell; a machine that cannot build it
+        # would fail each of those cells the same way.
+        from .fused_rnn import load_extension
+
+        try:
+            load_extension()
+        except HarnessError as exc:
+            need = f"{len(fused)} cells to train need it" if len(fused) > 1 else "1 cell to train needs it"
+            raise HarnessError(f"{exc} ({need}; nothing was trained)") from None
 
 
 def plan_text(suite: Suite, pending: list[GridCell], estimates: dict[str, float], will_skip: set[str],
