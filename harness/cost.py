@@ -25,6 +25,12 @@ ONE_THREAD_FACTOR = 1.4  # one thread against two: 1.1-1.6x on the grid's LSTM a
 EVAL_RATE_FACTOR = 2.0
 EVAL_FIXED_SEC = 0.1
 CELL_START_SEC = 1.5  # data and model set-up in the cell's process
+# model.impl fused against nn.GRU / nn.RNN: an epoch's time, measured interleaved with harness ab (2 layers,
+# uni and bi, one thread, results/fused-ab: 0.76-0.81).
+FUSED_FACTOR = 0.78
+# A selection evaluation of a unidirectional cell reads its text as a stream: about a tenth of an epoch of
+# 10,000 tokens per 2,000 selection tokens (measured on GRU and LSTM, 1 and 4 layers: 0.09-0.14).
+STREAMED_EPOCH_SHARE = 0.12
 CUDA_FLOPS_PER_SEC, CUDA_STEP_SEC = 20e12, 0.6e-3  # a guess: no CUDA run has been timed with this model
 
 
@@ -42,7 +48,7 @@ def _epoch_parts(config) -> tuple[float, float]:
         return flops / CUDA_FLOPS_PER_SEC, (tokens // window) * config.layers * CUDA_STEP_SEC
     fixed, per_256 = CPU_STEP_SEC[config.cell]
     steps = (tokens // window) * config.num_steps * config.layers * directions
-    scale = _thread_scale(config)
+    scale = _thread_scale(config) * (FUSED_FACTOR if config.impl == "fused" and config.cell != "lstm" else 1.0)
     return scale * flops / CPU_FLOPS_PER_SEC, scale * steps * (fixed + per_256 * config.hidden / 256)
 
 
@@ -71,6 +77,19 @@ def evaluation_seconds(config) -> float:
     return EVAL_RATE_FACTOR * _thread_scale(config) * forward / CPU_FLOPS_PER_SEC + EVAL_FIXED_SEC
 
 
+def selection_seconds(config) -> float:
+    """Estimated seconds of one evaluation of the selection text (``select_every``)."""
+    if not config.select_every or not config.select_tokens:
+        return 0.0
+    if config.direction == "uni":
+        return STREAMED_EPOCH_SHARE * epoch_seconds(config) * config.select_tokens / 2000
+    # Windowed as the held-out text's causal pass: one pass, not two.
+    return (evaluation_seconds(config.model_copy(update={"val_tokens": config.select_tokens})) - EVAL_FIXED_SEC) / 2
+
+
 def estimate_seconds(config) -> float:
-    """Estimated seconds of the whole cell: its epochs, its held-out evaluations and its set-up."""
-    return config.epochs * epoch_seconds(config) + evaluations(config) * evaluation_seconds(config) + CELL_START_SEC
+    """Estimated seconds of the whole cell: its epochs, its held-out and selection evaluations and its set-up.
+    With ``patience`` a cell may stop earlier: this is then an upper bound."""
+    selections = config.epochs // config.select_every if config.select_every else 0
+    return (config.epochs * epoch_seconds(config) + evaluations(config) * evaluation_seconds(config)
+            + selections * selection_seconds(config) + CELL_START_SEC)

@@ -81,3 +81,20 @@ def test_list_gives_each_devices_estimate_apart(tmp_path):
     assert text.startswith("4 cells, estimated ") and "for the 2 CPU cells and " in text and "for the 2 CUDA cells" in text
     one = [c for c in cells if c.config.device == "cpu"][:1]
     assert "for the 1 CPU cell," in estimate_text(one)
+
+
+def test_fused_gru_and_rnn_cost_less_and_lstm_is_unchanged():
+    for cell in ("gru", "rnn"):
+        assert estimate_seconds(config(cell=cell, impl="fused")) < estimate_seconds(config(cell=cell))
+    assert estimate_seconds(config(cell="lstm", impl="fused")) == estimate_seconds(config())
+
+
+def test_selection_evaluations_add_their_cost():
+    base = estimate_seconds(config())
+    selected = config(select_tokens=2000, select_every=10)
+    assert estimate_seconds(selected) > base
+    # Streamed for a unidirectional cell: far cheaper per token than a bidirectional cell's windows.
+    from harness.cost import epoch_seconds, selection_seconds
+    assert selection_seconds(selected) < 0.2 * epoch_seconds(selected)
+    bi = config(direction="bi", select_tokens=2000, select_every=10)
+    assert selection_seconds(bi) > 0.5 * epoch_seconds(bi)
