@@ -80,9 +80,23 @@ def choose(ok: pd.DataFrame, key: str) -> tuple[pd.DataFrame, str]:
     return pd.DataFrame(rows), on
 
 
+def with_defaults(cells: pd.DataFrame, keys) -> pd.DataFrame:
+    """``cells`` with each of ``keys`` that a cell does not record (stored before the key existed) at its
+    default value, as the cell was trained."""
+    from .config import CellConfig
+
+    defaults = CellConfig.model_construct().model_dump(mode="json")
+    cells = cells.copy()
+    for key in keys:
+        if key in defaults and not isinstance(defaults[key], list):
+            cells[key] = cells[key].where(cells[key].notna(), defaults[key]) if key in cells else defaults[key]
+    return cells
+
+
 def condition_cells(cells: pd.DataFrame, epochs: pd.DataFrame, spec: ConditionSpec, baselines: dict | None
                     ) -> tuple[pd.DataFrame, pd.DataFrame, str]:
     """The condition's cells (with a chosen key set to ``CHOSEN``), the choice table and what it was made on."""
+    cells = with_defaults(cells, [k for k, _ in spec.where] + ([spec.choose] if spec.choose else []))
     subset = cells[in_condition(cells, spec)].copy()
     if not spec.choose or subset.empty or spec.choose not in subset:
         return subset, pd.DataFrame(), ""

@@ -42,7 +42,8 @@ class CellConfig(BaseModel):
     sampling: Literal["sequential", "random"] = "sequential"
     precision: Literal["fp32", "bf16"] = "fp32"
     cuda_graphs: bool = False
-    patience: int = Field(0, ge=0)  # stop after this many epochs without a better selection evaluation; 0: never
+    # Stop at the first selection evaluation this many epochs after the best one; 0: never.
+    patience: int = Field(0, ge=0)
     # eval
     eval_every: int = Field(50, ge=0)  # 0: evaluate only after the last epoch
     prefixes: tuple[str, ...] = ("time traveller", "traveller")

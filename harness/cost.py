@@ -82,7 +82,8 @@ def selection_seconds(config) -> float:
     if not config.select_every or not config.select_tokens:
         return 0.0
     if config.direction == "uni":
-        return STREAMED_EPOCH_SHARE * epoch_seconds(config) * config.select_tokens / 2000
+        # An epoch reads max_tokens, the selection evaluation select_tokens.
+        return STREAMED_EPOCH_SHARE * epoch_seconds(config) * (config.select_tokens / 2000) * (10_000 / config.max_tokens)
     # Windowed as the held-out text's causal pass: one pass, not two.
     return (evaluation_seconds(config.model_copy(update={"val_tokens": config.select_tokens})) - EVAL_FIXED_SEC) / 2
 

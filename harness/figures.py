@@ -368,7 +368,8 @@ def condition_depth(profile: pd.DataFrame, baselines: dict | None, path: Path) -
     depths = sorted(set(profile["layers"]))
     ax.set_xticks(depths, [str(d) for d in depths])
     ax.set_xlabel("layers")
-    ax.set_ylabel("best held-out causal perplexity")
+    selected = set(profile["metric"]) == {"selected_causal_ppl"}
+    ax.set_ylabel("held-out causal perplexity, " + ("selected epoch" if selected else "best evaluation"))
     handles = [Line2D([], [], color=CONDITION_COLORS[i % len(CONDITION_COLORS)], lw=2, label=c)
                for i, c in enumerate(conditions)]
     handles += [Line2D([], [], color="0.3", ls=CELL_STYLES.get(c, "-"), marker=CELL_MARKERS.get(c, "o"), label=c)

@@ -660,9 +660,10 @@ def condition_blocks(conditions: list, figures: dict) -> list[tuple]:
     for condition in conditions:
         if condition.spec.choose and not condition.chosen.empty:
             blocks.append(("details", f"{condition.spec.name}: the {condition.spec.choose} chosen per configuration",
-                           [("p", f"Chosen on the {condition.chosen_on}: per configuration, each value's selection "
-                                  "perplexity (geometric mean over seeds, with the number of seeds); the lowest is "
-                                  "chosen."),
+                           [("p", f"Chosen on the {condition.chosen_on}: per configuration, each value's "
+                                  + ("selection perplexity" if condition.chosen_on == "selection text" else
+                                     "best held-out causal perplexity")
+                                  + " (geometric mean over seeds, with the number of seeds); the lowest is chosen."),
                             ("table", chosen_table(condition))]))
     return blocks
 

@@ -215,7 +215,7 @@ class RunDir:
 
 
 # The facts of a run that its cell records carry too (``RunDir.store``).
-RUN_FACTS = ("started", "command", "git", "machine", "executor", "calibration")
+RUN_FACTS = ("started", "command", "git", "machine", "executor", "calibration", "malloc")
 
 
 def run_facts_from_records(records: dict[str, dict]) -> dict | None:

@@ -458,7 +458,8 @@ def run_suite(suite: Suite, cells: list[GridCell], out_dir, argv: list[str], exe
         info.setdefault("resumes", []).append({**provenance, "started": now_iso()})
         if (info.get("recovered") or {}).get("facts", True):  # nothing to compare with when they were lost
             _warn_if_changed(info, provenance)
-    info.update(threads=sorted({c.config.threads for c in cells if c.config.threads}), finished=None, malloc=malloc)
+    info.update(threads=sorted({c.config.threads for c in cells if c.config.threads}), finished=None,
+                malloc=_malloc_label(malloc))
     info["cells"] = list(dict.fromkeys((info.get("cells") or []) + order))
     if calibrate:
         # The machine's speed at the start of each part and (below) at the end of the run: if it moved,
@@ -517,15 +518,24 @@ def run_suite(suite: Suite, cells: list[GridCell], out_dir, argv: list[str], exe
     return code, run_dir.path
 
 
+def _malloc_label(malloc: str) -> str:
+    """What the workers of a run of setting ``malloc`` get, as ``harness.malloc.malloc_label`` names it
+    (values already in this environment win, so ``keep-freed`` may become other variables)."""
+    from .malloc import KEPT, malloc_label, malloc_settings
+
+    return malloc_label(malloc_settings(malloc != KEPT))
+
+
 def _run_malloc_setting(existing: dict | None, system_malloc: bool | None, path: Path) -> str:
-    """The malloc setting of this run's workers: a resumed run keeps the one it was started with (its cells'
-    timings stay comparable), so asking for the other one is an error."""
+    """The malloc setting of this run's workers (``keep-freed`` or ``system``: what the environment gives):
+    a resumed run keeps the one it was started with (its cells' timings stay comparable), so asking for the
+    other one is an error."""
     from .malloc import KEPT, SYSTEM, run_malloc
 
     asked = None if system_malloc is None else (SYSTEM if system_malloc else KEPT)
     if existing is None:
         return asked or KEPT
-    stored = run_malloc(existing)
+    stored = KEPT if run_malloc(existing) == KEPT else SYSTEM
     if asked is not None and asked != stored:
         flag = "--system-malloc" if system_malloc else "without --system-malloc"
         raise HarnessError(f"{path}: refusing to resume {flag}: the run's workers were started with malloc "
@@ -631,7 +641,9 @@ def preflight(cells: list[GridCell], will_skip: set[str]) -> None:
     if runnable and errors and all(errors.values()):
         first = next(iter(errors.values()))
         raise HarnessError(f"{first} (all {len(runnable)} cells to train need it; nothing was trained)")
-    fused = [c for c in runnable if c.config.impl == "fused" and c.config.cell in ("gru", "rnn")]
+    from .train import effective_impl
+
+    fused = [c for c in runnable if effective_impl(c.config) == "fused"]
     if fused:
         # Built once here (then cached on disk) rather than in every cell; a machine that cannot build it
         # would fail each of those cells the same way.

@@ -338,6 +338,13 @@ def cuda_unavailable_reason() -> str | None:
     return "CUDA not available: no CUDA device is visible"
 
 
+def effective_impl(cfg: CellConfig) -> str:
+    """The recurrent implementation a cell runs: ``fused`` applies to GRU and RNN on the CPU in float32."""
+    if cfg.impl == "fused" and cfg.cell in ("gru", "rnn") and cfg.device == "cpu" and cfg.precision == "fp32":
+        return "fused"
+    return "torch"
+
+
 @dataclass
 class PreparedCell:
     """Everything a cell trains with, built from its configuration alone (seeded)."""
@@ -367,8 +374,11 @@ def prepare_cell(cfg: CellConfig, corpus: Corpus | None = None, phase=None) -> P
                                    cfg.select_tokens, cfg.train_text)
     torch.manual_seed(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
-    model = CharRNN(len(corpus.vocab), cfg.cell, cfg.layers, cfg.bidirectional, cfg.hidden, cfg.impl).to(device)
+    model = CharRNN(len(corpus.vocab), cfg.cell, cfg.layers, cfg.bidirectional, cfg.hidden, effective_impl(cfg)).to(device)
     trainer = Trainer(model, cfg, device, phase=phase)
+    if effective_impl(cfg) != cfg.impl:
+        trainer.notes.append(f"impl fused ignored: it runs on the CPU in float32 only (device {cfg.device}, "
+                             f"precision {cfg.precision}); nn.{cfg.cell.upper()} ran")
     return PreparedCell(device, corpus, model, trainer, corpus.train.to(device), corpus.tokens.to(device),
                         BATCHERS[cfg.sampling], generator)
 
@@ -412,7 +422,8 @@ def run_cell(cfg: CellConfig, on_epoch: Callable[[dict], None] | None = None,
             row["select_ppl"] = selection_ppl(model, all_tokens, cfg.max_tokens + cfg.val_tokens,
                                               cfg.select_tokens, cfg, device)
             selection.offer(epoch, row["select_ppl"], model)
-        last = epoch == cfg.epochs or selection.patience_spent(epoch)
+        # Patience is checked where the selection text was evaluated: between evaluations nothing is known.
+        last = epoch == cfg.epochs or (row["select_ppl"] is not None and selection.patience_spent(epoch))
         # val_tokens 0: no held-out evaluation at all; val_ppl and causal_ppl stay None (not NaN).
         if cfg.val_tokens and (last or (cfg.eval_every and epoch % cfg.eval_every == 0)):
             model.eval()

@@ -86,6 +86,15 @@ def test_subsets_match_numbers_as_numbers_and_text_as_text():
     assert not in_condition(cells, ConditionSpec("c", (("hidden", (256,)),))).any()  # no such column
 
 
+def test_cells_stored_before_a_key_existed_count_at_its_default():
+    cells = cells_frame(per_depth, lrs=(1.0,))
+    old = cells.assign(train_text=None)  # a run stored before train_text: every cell read the first text
+    kept, _, _ = condition_cells(old, pd.DataFrame(), ConditionSpec("c", (("train_text", ("first",)),)), BASELINES)
+    assert len(kept) == len(cells)
+    kept, _, _ = condition_cells(cells, pd.DataFrame(), ConditionSpec("c", (("train_text", ("book",)),)), BASELINES)
+    assert kept.empty
+
+
 def test_depth_profile_for_the_figure():
     cells = cells_frame(per_depth)
     profile = depth_profile(cells, pd.DataFrame(), [ConditionSpec("lr 1", (("lr", (1,)),))], BASELINES)

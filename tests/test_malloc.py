@@ -68,3 +68,26 @@ def test_runs_of_different_settings_are_not_compared(tmp_path):
     with pytest.raises(HarnessError, match=r"different malloc settings \(system -> keep-freed\)"):
         compare_measurements(read_run(base), read_run(new))
     compare_measurements(read_run(base), read_run(base))
+
+
+def test_a_plain_resume_keeps_system_and_a_lost_run_json_keeps_the_setting(tmp_path):
+    suite = write_suite(tmp_path, "matrix: {cell: [rnn, gru]}\n")
+    out = tmp_path / "run"
+    proc = harness("run", suite, "--out", out, "--no-report", "--system-malloc", "--only", "cell=rnn", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    (out / "run.json").unlink()  # lost: rebuilt from the records on the resume
+    proc = harness("run", suite, "--out", out, "--no-report", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((out / "run.json").read_text())["malloc"] == SYSTEM
+    assert list(pd.read_csv(out / "cells.csv")["malloc"]) == [SYSTEM, SYSTEM]
+
+
+def test_run_json_records_what_the_workers_got(tmp_path, monkeypatch):
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "65536")
+    suite = write_suite(tmp_path, "matrix: {cell: [rnn]}\n")
+    out = tmp_path / "run"
+    proc = harness("run", suite, "--out", out, "--no-report", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    label = "MALLOC_MMAP_THRESHOLD_=65536,MALLOC_TRIM_THRESHOLD_=" + KEEP_FREED_MEMORY["MALLOC_TRIM_THRESHOLD_"]
+    assert json.loads((out / "run.json").read_text())["malloc"] == label
+    assert list(pd.read_csv(out / "cells.csv")["malloc"]) == [label]

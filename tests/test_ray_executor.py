@@ -121,8 +121,9 @@ def test_cuda_cells_share_a_gpu_when_asked():
     assert resource_request(cell, GPU, True, cells_per_gpu=4) == {"num_cpus": 1, "num_gpus": 0.25}
     in_use: dict = {}
     placed = []
-    for _ in range(9):  # 2 GPUs x 4 cells, but only 8 CPUs: the ninth waits
-        choice = choose_node(cell, [GPU], in_use, True, cells_per_gpu=4)
+    wide = Node("n-wide", "wide", cpus=16, gpus=2)
+    for _ in range(9):  # 16 CPUs, but 2 GPUs x 4 cells: the ninth waits for a GPU share
+        choice = choose_node(cell, [wide], in_use, True, cells_per_gpu=4)
         if choice is None:
             break
         node, request = choice
@@ -130,7 +131,7 @@ def test_cuda_cells_share_a_gpu_when_asked():
         for key, value in request.items():
             held[key] += value
         placed.append(node)
-    assert len(placed) == 8 and in_use["n-gpu"] == {"num_cpus": 8, "num_gpus": 2}
+    assert len(placed) == 8 and in_use["n-wide"] == {"num_cpus": 8, "num_gpus": 2}
     assert RayExecutor(cells_per_gpu=4).name == "ray-shared" and RayExecutor().name == "ray"
 
 

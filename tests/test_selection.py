@@ -107,3 +107,26 @@ def test_without_selection_nothing_is_selected(book):  # noqa: F811
     record = run_cell(tiny(book, epochs=2))
     assert record["selected_epoch"] is None and record["selected_causal_ppl"] is None
     assert all(row["select_ppl"] is None for row in record["epoch_log"]) and record["stopped_early"] is False
+
+
+def test_patience_is_checked_only_where_the_selection_text_was_evaluated(book):  # noqa: F811
+    # Patience 3 with an evaluation every 5 epochs: stopping at epoch 8 would end the cell between two
+    # evaluations; it stops at the first evaluation 3 or more epochs after the best.
+    cfg = tiny(book, cell="rnn", epochs=40, max_tokens=1500, val_tokens=300, select_tokens=300, select_every=5,
+               patience=3, eval_every=0, lr=40.0, clip=1000.0)
+    record = run_cell(cfg)
+    if record["status"] != "ok":
+        pytest.skip(f"the run diverged ({record['reason']}); patience was not reached")
+    assert record["stopped_early"] is True
+    assert record["epochs_done"] % 5 == 0 and record["epochs_done"] - record["selected_epoch"] == 5
+
+
+def test_impl_fused_is_recorded_as_ignored_off_the_cpu_float32_path(book):  # noqa: F811
+    from harness.train import effective_impl
+
+    assert effective_impl(tiny(book, cell="gru", impl="fused")) == "fused"
+    assert effective_impl(tiny(book, cell="lstm", impl="fused")) == "torch"
+    assert effective_impl(tiny(book, cell="gru", impl="fused", precision="bf16")) == "torch"
+    assert effective_impl(tiny(book, cell="gru", impl="fused", device="cuda")) == "torch"
+    record = run_cell(tiny(book, cell="gru", impl="fused", precision="bf16", epochs=1))
+    assert any(note.startswith("impl fused ignored") for note in record["notes"])

@@ -4,7 +4,8 @@
 // Everything that does not depend on the previous step is batched over all T*B rows (the input projection,
 // the weight, bias and input gradients): one large matrix product each instead of T small ones. What is
 // left per step is the recurrent product (into a slice of a buffer allocated once per call) and the gate
-// arithmetic, done in one pass over plain float arrays with loops the compiler vectorises.
+// arithmetic, done in one pass over plain float arrays with loops the compiler vectorises. The per-step
+// product calls the BLAS directly on raw pointers (see gemm_rm below): no Tensor, dispatcher or checks per step.
 //
 // Layouts (all contiguous, time-major):
 //   x (T, B, I), h0 (B, H), w_ih (G*H, I), w_hh (G*H, H), biases (G*H), G = 3 (GRU: r, z, n) or 1 (RNN).
@@ -19,6 +20,7 @@
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/addmm.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/from_blob.h>
 #include <ATen/ops/mm.h>
 #include <ATen/ops/zeros.h>
 #include <torch/csrc/utils/pybind.h>
@@ -30,10 +32,45 @@
 #include <optional>
 #include <tuple>
 
+// The Fortran BLAS entry point that at::mm / addmm call for float32 on the CPU (at::native::cpublas::gemm ->
+// sgemm_, MKL's in the x86 wheels, exported by libtorch_cpu; cpublas::gemm itself is not exported). Weak, so
+// that a torch build without it still loads and takes gemm_rm's ATen fallback.
+extern "C" void sgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k,
+                       const float* alpha, const float* a, const int* lda, const float* b, const int* ldb,
+                       const float* beta, float* c, const int* ldc) __attribute__((weak));
+
 namespace {
 
 using at::Tensor;
 using std::optional;
+
+// Row-major C (m, n; row stride ldc) = A (m, k; row stride lda) @ op(B) + beta * C, where op(B) is B (k, n;
+// row stride ldb) or, with trans_b, the transpose of B stored as (n, k). beta is 0 (C is not read) or 1.
+// The same BLAS call, with the same arguments, as at::mm_out / addmm_ make for these operands (column-major
+// BLAS computes C^T = op(B)^T A^T), so the results are the same bit for bit, without the per-call cost of
+// Tensor views, the dispatcher and ATen's checks: for the tanh RNN's small per-step product that is a
+// noticeable share of the step.
+void gemm_rm(bool trans_b, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
+             int64_t ldb, float beta, float* c, int64_t ldc) {
+  if (sgemm_ != nullptr) {
+    const char ta = trans_b ? 't' : 'n', tb = 'n';
+    const int m_ = static_cast<int>(n), n_ = static_cast<int>(m), k_ = static_cast<int>(k);
+    const int lda_ = static_cast<int>(ldb), ldb_ = static_cast<int>(lda), ldc_ = static_cast<int>(ldc);
+    const float alpha = 1.0f;
+    sgemm_(&ta, &tb, &m_, &n_, &k_, &alpha, b, &lda_, a, &ldb_, &beta, c, &ldc_);
+    return;
+  }
+  const auto opts = at::TensorOptions().dtype(at::kFloat);
+  const Tensor A = at::from_blob(const_cast<float*>(a), {m, k}, {lda, 1}, opts);
+  const Tensor B = trans_b ? at::from_blob(const_cast<float*>(b), {n, k}, {ldb, 1}, opts).t()
+                           : at::from_blob(const_cast<float*>(b), {k, n}, {ldb, 1}, opts);
+  Tensor C = at::from_blob(c, {m, n}, {ldc, 1}, opts);
+  if (beta == 0.0f) {
+    at::mm_out(C, A, B);
+  } else {
+    C.addmm_(A, B);
+  }
+}
 
 // exp, sigmoid and tanh from arithmetic, comparisons and a bit cast only, so that the loops over them
 // vectorise (libm's calls would not, short of -ffast-math; -fno-trapping-math lets the compiler turn the
@@ -157,7 +194,8 @@ std::vector<Tensor> gru_forward(const Tensor& x_in, const Tensor& h0_in, const T
   Tensor gates = input_projection(x, w_ih, b_ih);  // becomes r, z, n in place, step by step
   Tensor hproj = at::empty({T, B, 3 * H}, x.options());
   Tensor out = at::empty({T, B, H}, x.options());
-  const Tensor w_hh_t = w_hh.t();
+  const Tensor w_hh_c = w_hh.contiguous();
+  const float* w_hh_p = w_hh_c.data_ptr<float>();
   const Tensor bias_hh = bias_or_zeros(b_hh, 3 * H, x);
   const float* bh_p = bias_hh.data_ptr<float>();
   float* gates_p = gates.data_ptr<float>();
@@ -169,12 +207,10 @@ std::vector<Tensor> gru_forward(const Tensor& x_in, const Tensor& h0_in, const T
   for (int64_t i = 0; i < T; ++i) {
     const int64_t s = reverse ? T - 1 - i : i;
     const int64_t prev = reverse ? s + 1 : s - 1;
-    const Tensor h_prev = i == 0 ? h0 : out.select(0, prev);
-    Tensor hp_s = hproj.select(0, s);
-    at::mm_out(hp_s, h_prev, w_hh_t);
     const float* hprev_p = i == 0 ? h0_p : out_p + prev * step_out;
     float* g_s = gates_p + s * step_gates;
     float* hp = hproj_p + s * step_gates;
+    gemm_rm(true, B, 3 * H, H, hprev_p, H, w_hh_p, H, 0.0f, hp, 3 * H);  // hproj[s] = h_prev @ w_hh^T
     float* o_s = out_p + s * step_out;
     at::parallel_for(0, B, grain_rows(H), [&](int64_t b0, int64_t b1) {
       for (int64_t b = b0; b < b1; ++b) {
@@ -218,6 +254,8 @@ std::vector<Tensor> gru_backward(const optional<Tensor>& grad_out_in, const opti
   const int64_t T = x.size(0), B = x.size(1), H = h0.size(1);
   const Tensor grad_out = grad_or_empty(grad_out_in);
   const Tensor grad_hn = grad_or_empty(grad_hn_in);
+  const Tensor w_hh_c = w_hh.contiguous();
+  const float* w_hh_p = w_hh_c.data_ptr<float>();
   // dh: the gradient reaching the state that the step being processed produced; at the end, h0's.
   Tensor dh = grad_hn.defined() ? grad_hn.clone() : at::zeros({B, H}, x.options());
   Tensor dgi = at::empty({T, B, 3 * H}, x.options());  // gradient of the input-side gate pre-activations
@@ -269,7 +307,7 @@ std::vector<Tensor> gru_backward(const optional<Tensor>& grad_out_in, const opti
       }
     });
     if (i > 0 || need_dh0) {
-      dh.addmm_(dgh.select(0, s), w_hh);
+      gemm_rm(false, B, H, 3 * H, dgh_s, 3 * H, w_hh_p, H, 1.0f, dh_p, H);  // dh += dgh[s] @ w_hh
     }
   }
   auto [dx, dw_ih, db_ih, dw_hh, db_hh] =
@@ -288,18 +326,19 @@ std::vector<Tensor> rnn_tanh_forward(const Tensor& x_in, const Tensor& h0_in, co
   const int64_t T = x.size(0), B = x.size(1), H = h0.size(1);
   const Tensor xproj = input_projection(x, w_ih, b_ih);
   Tensor out = at::empty({T, B, H}, x.options());
-  const Tensor w_hh_t = w_hh.t();
+  const Tensor w_hh_c = w_hh.contiguous();
+  const float* w_hh_p = w_hh_c.data_ptr<float>();
   const Tensor bias_hh = bias_or_zeros(b_hh, H, x);
   const float* bh = bias_hh.data_ptr<float>();
   const float* xproj_p = xproj.data_ptr<float>();
   float* out_p = out.data_ptr<float>();
+  const float* h0_p = h0.data_ptr<float>();
   const int64_t step = B * H;
   for (int64_t i = 0; i < T; ++i) {
     const int64_t s = reverse ? T - 1 - i : i;
-    const Tensor h_prev = i == 0 ? h0 : out.select(0, reverse ? s + 1 : s - 1);
-    Tensor o = out.select(0, s);
-    at::mm_out(o, h_prev, w_hh_t);
+    const float* hprev_p = i == 0 ? h0_p : out_p + (reverse ? s + 1 : s - 1) * step;
     float* o_s = out_p + s * step;
+    gemm_rm(true, B, H, H, hprev_p, H, w_hh_p, H, 0.0f, o_s, H);  // out[s] = h_prev @ w_hh^T
     const float* xp_s = xproj_p + s * step;
     at::parallel_for(0, B, grain_rows(H), [&](int64_t b0, int64_t b1) {
       for (int64_t b = b0; b < b1; ++b) {
@@ -323,6 +362,8 @@ std::vector<Tensor> rnn_tanh_backward(const optional<Tensor>& grad_out_in, const
   const int64_t T = x.size(0), B = x.size(1), H = h0.size(1);
   const Tensor grad_out = grad_or_empty(grad_out_in);
   const Tensor grad_hn = grad_or_empty(grad_hn_in);
+  const Tensor w_hh_c = w_hh.contiguous();
+  const float* w_hh_p = w_hh_c.data_ptr<float>();
   Tensor dh = grad_hn.defined() ? grad_hn.clone() : at::zeros({B, H}, x.options());
   Tensor dg = at::empty({T, B, H}, x.options());  // gradient of the pre-activation, both sides alike
   float* dh_p = dh.data_ptr<float>();
@@ -345,7 +386,7 @@ std::vector<Tensor> rnn_tanh_backward(const optional<Tensor>& grad_out_in, const
       }
     });
     if (i > 0 || need_dh0) {
-      at::mm_out(dh, dg.select(0, s), w_hh);
+      gemm_rm(false, B, H, H, d, H, w_hh_p, H, 0.0f, dh_p, H);  // dh = dg[s] @ w_hh
     }
   }
   auto [dx, dw_ih, db_ih, dw_hh, db_hh] =
