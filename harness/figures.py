@@ -351,14 +351,16 @@ def condition_depth(profile: pd.DataFrame, baselines: dict | None, path: Path) -
     cells = [c for c in CELL_MARKERS if c in set(profile["cell"])]
     fig = Figure(figsize=(8, 5.2), layout="constrained")
     ax = fig.add_subplot()
-    offsets = np.linspace(-0.12, 0.12, len(conditions)) if len(conditions) > 1 else [0.0]
+    # Side by side within a depth, so that equal values of two lines stay visible.
+    lines = len(conditions) * len(cells)
+    offsets = np.linspace(-0.2, 0.2, lines) if lines > 1 else [0.0]
     for i, condition in enumerate(conditions):
         color = CONDITION_COLORS[i % len(CONDITION_COLORS)]
-        for cell in cells:
+        for j, cell in enumerate(cells):
             rows = profile[(profile["condition"] == condition) & (profile["cell"] == cell)].sort_values("layers")
             if rows.empty:
                 continue
-            x = rows["layers"].to_numpy(float) + offsets[i]
+            x = rows["layers"].to_numpy(float) + offsets[i * len(cells) + j]
             y = rows["ppl"].to_numpy(float)
             ax.errorbar(x, y, yerr=[y - rows["low"].to_numpy(float), rows["high"].to_numpy(float) - y],
                         color=color, ls=CELL_STYLES.get(cell, "-"), marker=CELL_MARKERS.get(cell, "o"), ms=4,
