@@ -40,6 +40,13 @@ def test_every_dependency_has_a_major_version_bound_and_a_pin_inside_its_range()
             assert any(spec.operator == "<" for spec in req.specifier), f"{req} has no upper bound"
 
 
+def test_the_fused_extensions_source_is_package_data():
+    from harness.fused_rnn import SOURCE
+
+    assert "csrc/*.cpp" in _project()["tool"]["setuptools"]["package-data"]["harness"]
+    assert SOURCE.is_file() and SOURCE.parent.name == "csrc" and SOURCE.suffix == ".cpp"
+
+
 def test_the_named_corpora_are_package_data():
     assert "corpora/*.txt" in _project()["tool"]["setuptools"]["package-data"]["harness"]
     for source in CORPORA.values():
