@@ -609,15 +609,22 @@ def condition_description(spec) -> str:
 def conditions_table(conditions: list, claim_index: int) -> pd.DataFrame:
     """One claim under each condition: its verdict and pooled effect, and whether the verdict is the
     first condition's (the reference)."""
+    def compared(result) -> int:
+        return result.pooled.k if result.pooled is not None else 0
+
     rows = []
-    reference = conditions[0].results[claim_index].verdict if conditions else None
+    first = conditions[0].results[claim_index] if conditions else None
     for i, condition in enumerate(conditions):
         result = condition.results[claim_index]
-        k = result.pooled.k if result.pooled is not None else 0
-        rows.append({"condition": condition.spec.name, "cells": condition.cells, "configurations": k,
+        if i == 0:
+            versus = "reference"
+        elif not compared(result) or not compared(first):
+            versus = "nothing to compare yet"  # no configuration on one side: no verdict to hold or change
+        else:
+            versus = "same" if result.verdict == first.verdict else f"changes ({first.verdict} -> {result.verdict})"
+        rows.append({"condition": condition.spec.name, "cells": condition.cells, "configurations": compared(result),
                      "verdict": result.verdict, "pooled effect [95% CI]": claim_wording.effect_text(result),
-                     "verdict vs the first": "reference" if i == 0 else
-                     ("same" if result.verdict == reference else f"changes ({reference} -> {result.verdict})")})
+                     "verdict vs the first": versus})
     return pd.DataFrame(rows)
 
 
@@ -648,7 +655,7 @@ def condition_blocks(conditions: list, figures: dict) -> list[tuple]:
                         "condition is the reference, and each other one says whether its verdict is the same. A "
                         "chosen setting is chosen per configuration on the selection text (never on the held-out "
                         "text that decides the claims) unless the cells had none."))
-    blocks.append(("table", pd.DataFrame([{"condition": c.spec.name, "cells": condition_description(c.spec),
+    blocks.append(("table", pd.DataFrame([{"condition": c.spec.name, "subset": condition_description(c.spec),
                                             "cells trained": c.cells} for c in conditions])))
     if figures.get("condition_depth") is not None:
         from .figures import FIGURES as FIGURE_CAPTIONS

@@ -153,3 +153,16 @@ def test_a_run_with_conditions_reports_each_claim_under_each(tmp_path):
     assert "Appendix: lr per depth: the lr chosen per configuration" in text
     assert (report / "figures" / "condition_depth.png").stat().st_size > 0
     assert "Under each condition" in (report / "index.html").read_text()
+
+
+def test_the_report_says_where_a_verdict_changes_and_where_there_is_nothing_to_compare():
+    from harness.report import conditions_table
+
+    cells = cells_frame(per_depth)
+    conditions = [ConditionSpec("lr 1", (("lr", (1,)),)), ConditionSpec("lr per depth", (), "lr"),
+                  ConditionSpec("lr 9", (("lr", (9,)),))]
+    results = evaluate_conditions(cells, pd.DataFrame(), pd.DataFrame(), [DEPTH], conditions, baselines=BASELINES)
+    table = conditions_table(results, 0)
+    assert list(table["verdict vs the first"]) == ["reference", f"changes ({NOT_SUPPORTED} -> {SUPPORTED})",
+                                                   "nothing to compare yet"]
+    assert list(table["configurations"]) == [4, 4, 0] and list(table["cells"]) == [18, 18, 0]
