@@ -35,7 +35,7 @@ from pathlib import Path
 from . import stats
 from .compare import Threshold, cell_labels, match_key
 from .errors import HarnessError
-from .malloc import KEEP_FREED_MEMORY, malloc_settings  # noqa: F401 - KEEP_FREED_MEMORY re-exported
+from .malloc import KEEP_FREED_MEMORY, malloc_settings, worker_environment  # noqa: F401 - KEEP_FREED_MEMORY re-exported
 from .suite import GridCell, expand, filter_cells, load_suite
 
 WORKER_MODULE = "harness.ab_worker"
@@ -215,12 +215,11 @@ class Worker:
 def worker_env(side: Side, system_malloc: bool = False) -> dict:
     """The environment of one side's worker: this one, with the side's code first on the path, the
     corpora's folders made absolute and, unless ``system_malloc``, ``KEEP_FREED_MEMORY``."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = worker_environment(system_malloc)
     env["PYTHONPATH"] = os.pathsep.join([str(side.root)] + [p for p in [env.get("PYTHONPATH")] if p])
     for key in ("HARNESS_DATA_DIR", "HARNESS_CACHE_DIR"):  # the same corpora from any working folder
         if env.get(key):
             env[key] = os.path.abspath(env[key])
-    env.update(malloc_settings(system_malloc))
     return env
 
 

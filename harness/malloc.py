@@ -25,6 +25,12 @@ def malloc_settings(system_malloc: bool, environ=None) -> dict:
     return {key: environ.get(key, value) for key, value in KEEP_FREED_MEMORY.items()}
 
 
+def worker_environment(system_malloc: bool) -> dict:
+    """This process's environment for a process that trains cells: unbuffered output, and unless
+    ``system_malloc`` the rest of ``KEEP_FREED_MEMORY``."""
+    return {**os.environ, **malloc_settings(system_malloc), "PYTHONUNBUFFERED": "1"}
+
+
 def malloc_label(settings: dict) -> str:
     """One word for a set of malloc variables: ``keep-freed`` (KEEP_FREED_MEMORY), ``system`` (none set),
     or the variables themselves (``K=V,K=V``) when they are something else."""

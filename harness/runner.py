@@ -130,12 +130,9 @@ def run_cell_process(cell: GridCell, log, on_epoch: Callable[[dict], None] | Non
 
 def worker_environment(malloc: str) -> dict:
     """This process's environment for a cell's process, with its malloc setting (``harness.malloc``)."""
-    from .malloc import KEEP_FREED_MEMORY, KEPT, malloc_settings
+    from . import malloc as malloc_module
 
-    env = {key: value for key, value in os.environ.items() if key not in KEEP_FREED_MEMORY}
-    env.update(malloc_settings(malloc != KEPT))
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
+    return malloc_module.worker_environment(malloc != malloc_module.KEPT)
 
 
 def machine_load() -> dict:
