@@ -88,6 +88,28 @@ def selection_seconds(config) -> float:
     return (evaluation_seconds(config.model_copy(update={"val_tokens": config.select_tokens})) - EVAL_FIXED_SEC) / 2
 
 
+def cell_flops(config) -> tuple[float, float]:
+    """(training, evaluation) matrix-product FLOPs of the whole cell: its epochs' forward and backward, and
+    the forward passes of its held-out and selection evaluations. Whatever the implementation, a cell
+    cannot cost less time than this work at the device's full matrix-product rate. With ``patience`` a cell
+    may stop earlier: then an upper bound."""
+    bidirectional = config.direction == "bi"
+    window = config.batch_size * config.num_steps
+    tokens = (config.max_tokens // window) * window
+
+    def forward(positions: int) -> float:
+        return training_flops(VOCAB, config.cell, config.layers, bidirectional, config.hidden, positions) / 3
+
+    training = 3 * config.epochs * forward(tokens)
+    passes = 2 if bidirectional else 1  # teacher-forced and causal windows, as in evaluation_seconds
+    evaluation = evaluations(config) * forward(config.val_tokens * (config.num_steps + 1) * passes)
+    if config.select_every and config.select_tokens:
+        selections = config.epochs // config.select_every
+        streamed = config.select_tokens * (1 if not bidirectional else config.num_steps + 1)
+        evaluation += selections * forward(streamed)
+    return float(training), float(evaluation)
+
+
 def estimate_seconds(config) -> float:
     """Estimated seconds of the whole cell: its epochs, its held-out and selection evaluations and its set-up.
     With ``patience`` a cell may stop earlier: this is then an upper bound."""

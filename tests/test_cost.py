@@ -98,3 +98,31 @@ def test_selection_evaluations_add_their_cost():
     assert selection_seconds(selected) < 0.2 * epoch_seconds(selected)
     bi = config(direction="bi", select_tokens=2000, select_every=10)
     assert selection_seconds(bi) > 0.5 * epoch_seconds(bi)
+
+
+def test_cell_flops_counts_training_and_every_evaluation():
+    from harness.cost import cell_flops
+
+    # A 1-layer tanh RNN of hidden 4 over 28 characters: 2 * 4 * (28 + 4) + 2 * 4 * 28 = 480 FLOPs per token
+    # forward; an epoch trains on 8 windows of 32 x 35 = 8,960 tokens, forward and backward (3x).
+    small = dict(cell="rnn", layers=1, hidden=4, epochs=2, eval_every=1, val_tokens=100)
+    assert cell_flops(config(**small)) == (3 * 2 * 8960 * 480, 2 * 100 * 36 * 480)
+    # Bidirectional: twice the forward work per token, and two passes per held-out evaluation.
+    assert cell_flops(config(**small, direction="bi")) == (3 * 2 * 8960 * 960, 2 * 2 * 100 * 36 * 960)
+    # Selection text every epoch: streamed (one forward per token) for a unidirectional cell.
+    assert cell_flops(config(**small, select_tokens=50, select_every=1))[1] == 2 * 100 * 36 * 480 + 2 * 50 * 480
+
+
+def test_list_gives_the_arithmetic_and_its_floor_at_a_rate(tmp_path, capsys):
+    from harness import cli
+
+    suite = tmp_path / "one.yaml"
+    suite.write_text("name: one\ndata: {corpus: time-machine, val_tokens: 100}\n"
+                     "model: {hidden: 4}\ntrain: {epochs: 2}\neval: {every: 1}\nmatrix: {cell: [rnn], layers: [1]}\n")
+    assert cli.main(["list", str(suite), "--flop-rate", "0.001"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    # 25,804,800 + 3,456,000 FLOPs at 1 MFLOP/s: 29.3 s.
+    assert last == ("matrix-product work: CPU: 2.93e-05 TFLOP (training 2.58e-05, evaluation 3.46e-06), "
+                    "at least 29 s at 0.001 GFLOP/s")
+    assert cli.main(["list", str(suite), "--flop-rate", "0"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --flop-rate 0: must be a positive number of GFLOP/s"

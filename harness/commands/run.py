@@ -11,7 +11,7 @@ from tabulate import tabulate
 from ..cli import prog_name
 from ..errors import HarnessError
 from ..store import writable_folder
-from ..cost import estimate_seconds
+from ..cost import cell_flops, estimate_seconds
 from ..runner import default_out_dir, format_duration, iter_cells_table, latest_run_dir, run_suite
 from ..suite import expand, filter_cells, load_suite
 
@@ -58,10 +58,12 @@ def select_cells(args):
     return suite, filter_cells(expand(suite), args.only)
 
 
-def print_cells(cells, stream=sys.stdout) -> None:
+def print_cells(cells, stream=None, flop_rate: float | None = None) -> None:
+    stream = stream or sys.stdout  # looked up now: a default bound at import would miss a redirected stdout
     rows = iter_cells_table(cells)
     print(tabulate(rows, headers="keys", tablefmt="simple"), file=stream)
     print(estimate_text(cells), file=stream)
+    print(arithmetic_text(cells, flop_rate), file=stream)
 
 
 def estimate_text(cells) -> str:
@@ -77,6 +79,32 @@ def estimate_text(cells) -> str:
              for d in sorted(totals)]
     return (f"{len(cells)} cells, estimated {' and '.join(parts) or 'nothing'}, one cell at a time "
             "(a rough a-priori estimate, fitted on a quiet 2-core CPU)")
+
+
+def _tflop(flops: float) -> str:
+    """TFLOP: whole numbers from 100 on, else three significant digits."""
+    return f"{flops / 1e12:,.0f}" if flops >= 100e12 else f"{flops / 1e12:.3g}"
+
+
+def arithmetic_text(cells, flop_rate: float | None = None) -> str:
+    """The grid's matrix-product work per device, training and evaluation apart; with ``flop_rate``
+    (FLOP/s), the time that work takes at that rate: a floor no implementation can go below there."""
+    work: dict[str, list[float]] = {}
+    for cell in cells:
+        training, evaluation = cell_flops(cell.config)
+        totals = work.setdefault(cell.config.device, [0.0, 0.0])
+        totals[0] += training
+        totals[1] += evaluation
+    parts = []
+    for device in sorted(work):
+        training, evaluation = work[device]
+        part = (f"{device.upper()}: {_tflop(training + evaluation)} TFLOP (training {_tflop(training)}, "
+                f"evaluation {_tflop(evaluation)})")
+        if flop_rate:
+            part += (f", at least {format_duration((training + evaluation) / flop_rate)} at "
+                     f"{flop_rate / 1e9:,.4g} GFLOP/s")
+        parts.append(part)
+    return "matrix-product work: " + ("; ".join(parts) or "none")
 
 
 def make_executor(args):
