@@ -173,10 +173,16 @@ class _Flight:
     started: float
 
 
-def longest_first(cells: list[GridCell], estimates: dict[str, float]) -> list[GridCell]:
-    """The cells by their estimated cost, longest first (ties in grid order): with several cells training
-    at once, a long cell started last would train alone at the end while the other slots stand idle."""
-    return sorted(cells, key=lambda cell: -estimates.get(cell.cell_id, 0.0))
+def submission_order(cells: list[GridCell], estimates: dict[str, float]) -> list[GridCell]:
+    """Seed by seed, in the order the seeds first appear in the grid, and within a seed the longest cells
+    first (ties in grid order). Whole seeds first: a long run stopped part-way (and resumed in another
+    session) holds every configuration at its first seeds rather than every seed of its costliest
+    configurations. Longest first: with several cells training at once, a long cell started last would
+    train alone at the end while the other slots stand idle."""
+    seed_rank: dict[int, int] = {}
+    for cell in cells:
+        seed_rank.setdefault(cell.config.seed, len(seed_rank))
+    return sorted(cells, key=lambda cell: (seed_rank[cell.config.seed], -estimates.get(cell.cell_id, 0.0)))
 
 
 class RayExecutor:
@@ -249,7 +255,7 @@ class RayExecutor:
     def execute(self, cells: list[GridCell], run_dir, progress, stop: threading.Event
                 ) -> Iterator[tuple[GridCell, dict]]:
         self.connect()
-        pending = longest_first(cells, progress.estimates)
+        pending = submission_order(cells, progress.estimates)
         in_flight: dict[ray.ObjectRef, _Flight] = {}
         try:
             while pending or in_flight:

@@ -26,7 +26,7 @@ from harness import cli  # noqa: E402
 from harness.config import CellConfig  # noqa: E402
 from harness.machine import cpu_model  # noqa: E402
 from harness.ray_executor import (  # noqa: E402
-    Node, RayExecutor, choose_node, cluster_nodes, longest_first, resource_request, unservable_reason)
+    Node, RayExecutor, choose_node, cluster_nodes, resource_request, submission_order, unservable_reason)
 from harness.runner import node_label, run_suite  # noqa: E402
 from harness.suite import GridCell, expand, load_suite  # noqa: E402
 
@@ -97,14 +97,16 @@ def test_shared_nodes_pack_cells_by_their_threads():
     assert choose_node(cell, [BIG], {"n-big": {"num_cpus": 15, "num_gpus": 0}}, False) is None
 
 
-def test_the_longest_cells_are_submitted_first():
-    cells = [grid_cell(cell=c, layers=n, seed=s) for s in (0, 1) for c in ("rnn", "lstm") for n in (1, 4)]
+def test_cells_are_submitted_seed_by_seed_longest_first():
+    cells = [grid_cell(cell=c, layers=n, seed=s) for s in (1, 0) for c in ("rnn", "lstm") for n in (1, 4)]
     estimates = {"rnn-l1-uni-cpu-s0": 40, "rnn-l4-uni-cpu-s0": 190, "lstm-l1-uni-cpu-s0": 95,
                  "lstm-l4-uni-cpu-s0": 510, "rnn-l1-uni-cpu-s1": 40, "rnn-l4-uni-cpu-s1": 190,
                  "lstm-l1-uni-cpu-s1": 95, "lstm-l4-uni-cpu-s1": 510}
-    assert [c.cell_id for c in longest_first(cells, estimates)] == [
-        "lstm-l4-uni-cpu-s0", "lstm-l4-uni-cpu-s1", "rnn-l4-uni-cpu-s0", "rnn-l4-uni-cpu-s1",
-        "lstm-l1-uni-cpu-s0", "lstm-l1-uni-cpu-s1", "rnn-l1-uni-cpu-s0", "rnn-l1-uni-cpu-s1"]
+    assert [c.cell_id for c in submission_order(cells, estimates)] == [
+        "lstm-l4-uni-cpu-s1", "rnn-l4-uni-cpu-s1", "lstm-l1-uni-cpu-s1", "rnn-l1-uni-cpu-s1",
+        "lstm-l4-uni-cpu-s0", "rnn-l4-uni-cpu-s0", "lstm-l1-uni-cpu-s0", "rnn-l1-uni-cpu-s0"]
+    # Without estimates (none known yet): the grid's own order.
+    assert submission_order(cells, {}) == cells
 
 
 def test_cuda_cells_take_one_free_gpu():
