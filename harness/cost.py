@@ -12,7 +12,7 @@ runner's ETA corrects as cells finish.
 
 from __future__ import annotations
 
-from .flops import training_flops
+from .flops import STREAM_SEGMENT, training_flops
 
 VOCAB = 28  # a-z, space and the unknown token
 CPU_FLOPS_PER_SEC = 235e9  # effective, two threads
@@ -58,11 +58,13 @@ def epoch_seconds(config) -> float:
 
 
 def evaluations(config) -> int:
-    """How many held-out evaluations a cell runs: every ``eval_every`` epochs and after the last."""
+    """How many held-out evaluations a cell runs: every ``eval_every`` epochs and after the last, and one
+    more at the epoch chosen on selection text (``select_every``)."""
     if not config.val_tokens:
         return 0
     every = config.eval_every
-    return (config.epochs // every if every else 0) + (1 if not every or config.epochs % every else 0)
+    chosen = 1 if config.select_every and config.select_tokens else 0
+    return (config.epochs // every if every else 0) + (1 if not every or config.epochs % every else 0) + chosen
 
 
 def evaluation_seconds(config) -> float:
@@ -89,10 +91,10 @@ def selection_seconds(config) -> float:
 
 
 def cell_flops(config) -> tuple[float, float]:
-    """(training, evaluation) matrix-product FLOPs of the whole cell: its epochs' forward and backward, and
-    the forward passes of its held-out and selection evaluations. Whatever the implementation, a cell
-    cannot cost less time than this work at the device's full matrix-product rate. With ``patience`` a cell
-    may stop earlier: then an upper bound."""
+    """(training, evaluation) matrix-product FLOPs of the whole cell, as harness.flops counts them (the
+    one-hot input as a dense product, the head at every position): its epochs' forward and backward, and
+    the forward passes of its held-out and selection evaluations as harness.train runs them. With
+    ``patience`` a cell may stop earlier: then an upper bound."""
     bidirectional = config.direction == "bi"
     window = config.batch_size * config.num_steps
     tokens = (config.max_tokens // window) * window
@@ -101,12 +103,16 @@ def cell_flops(config) -> tuple[float, float]:
         return training_flops(VOCAB, config.cell, config.layers, bidirectional, config.hidden, positions) / 3
 
     training = 3 * config.epochs * forward(tokens)
-    passes = 2 if bidirectional else 1  # teacher-forced and causal windows, as in evaluation_seconds
-    evaluation = evaluations(config) * forward(config.val_tokens * (config.num_steps + 1) * passes)
+    # Held-out: a window of num_steps + 1 characters per token; a bidirectional cell's causal pass reads the
+    # same windows without their last character.
+    positions = config.val_tokens * ((config.num_steps + 1) + (config.num_steps if bidirectional else 0))
+    evaluation = evaluations(config) * forward(positions)
     if config.select_every and config.select_tokens:
-        selections = config.epochs // config.select_every
-        streamed = config.select_tokens * (1 if not bidirectional else config.num_steps + 1)
-        evaluation += selections * forward(streamed)
+        if bidirectional:  # a window of num_steps characters per token
+            read = config.select_tokens * config.num_steps
+        else:  # streamed: segments of STREAM_SEGMENT targets, each after num_steps characters of context
+            read = -(-config.select_tokens // STREAM_SEGMENT) * (config.num_steps + STREAM_SEGMENT - 1)
+        evaluation += (config.epochs // config.select_every) * forward(read)
     return float(training), float(evaluation)
 
 

@@ -20,6 +20,7 @@ from torch.nn import functional as F
 
 from .config import CellConfig
 from .data import BATCHERS, Corpus, load_corpus
+from .flops import STREAM_SEGMENT
 from .machine import PeakMemory, cpu_model, gpu_name
 from .malloc import this_process_malloc
 from .model import CharRNN, count_params, detach_state, training_flops
@@ -277,7 +278,7 @@ def causal_ppl(model: CharRNN, corpus_tokens: torch.Tensor, start: int, count: i
 
 @torch.no_grad()
 def streamed_ppl(model: CharRNN, corpus_tokens: torch.Tensor, start: int, count: int, context: int,
-                 segment: int = 256) -> float:
+                 segment: int = STREAM_SEGMENT) -> float:
     """Perplexity of tokens[start:start+count] read as a stream: cut into segments of ``segment`` targets,
     read side by side (one batch), each from a fresh state that first reads the ``context`` tokens before
     it; every target is predicted from all the text before it in its segment, never from a later token.

@@ -104,16 +104,24 @@ def test_cell_flops_counts_training_and_every_evaluation():
     from harness.cost import cell_flops
 
     # A 1-layer tanh RNN of hidden 4 over 28 characters: 2 * 4 * (28 + 4) + 2 * 4 * 28 = 480 FLOPs per token
-    # forward; an epoch trains on 8 windows of 32 x 35 = 8,960 tokens, forward and backward (3x).
+    # forward; an epoch trains on 8 windows of 32 x 35 = 8,960 tokens, forward and backward (3x); a held-out
+    # evaluation reads a window of 36 characters per token.
     small = dict(cell="rnn", layers=1, hidden=4, epochs=2, eval_every=1, val_tokens=100)
     assert cell_flops(config(**small)) == (3 * 2 * 8960 * 480, 2 * 100 * 36 * 480)
-    # Bidirectional: twice the forward work per token, and two passes per held-out evaluation.
-    assert cell_flops(config(**small, direction="bi")) == (3 * 2 * 8960 * 960, 2 * 2 * 100 * 36 * 960)
-    # Selection text every epoch: streamed (one forward per token) for a unidirectional cell.
-    assert cell_flops(config(**small, select_tokens=50, select_every=1))[1] == 2 * 100 * 36 * 480 + 2 * 50 * 480
+    # Bidirectional: twice the forward work per token; its causal pass reads the windows again without
+    # their last character.
+    assert cell_flops(config(**small, direction="bi")) == (3 * 2 * 8960 * 960, 2 * 100 * (36 + 35) * 960)
+    # Selection text every epoch, streamed for a unidirectional cell: 50 targets are one segment of 256
+    # after 35 characters of context (290 positions); the held-out text is read once more at the chosen epoch.
+    selected = config(**small, select_tokens=50, select_every=1)
+    assert evaluations(selected) == 3
+    assert cell_flops(selected)[1] == 3 * 100 * 36 * 480 + 2 * 290 * 480
+    # A bidirectional cell's selection text: one window of 35 characters per target.
+    selected_bi = config(**small, direction="bi", select_tokens=50, select_every=1)
+    assert cell_flops(selected_bi)[1] == 3 * 100 * 71 * 960 + 2 * 50 * 35 * 960
 
 
-def test_list_gives_the_arithmetic_and_its_floor_at_a_rate(tmp_path, capsys):
+def test_list_gives_the_arithmetic_and_its_time_at_a_rate(tmp_path, capsys):
     from harness import cli
 
     suite = tmp_path / "one.yaml"
@@ -122,7 +130,38 @@ def test_list_gives_the_arithmetic_and_its_floor_at_a_rate(tmp_path, capsys):
     assert cli.main(["list", str(suite), "--flop-rate", "0.001"]) == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
     # 25,804,800 + 3,456,000 FLOPs at 1 MFLOP/s: 29.3 s.
-    assert last == ("matrix-product work: CPU: 2.93e-05 TFLOP (training 2.58e-05, evaluation 3.46e-06), "
-                    "at least 29 s at 0.001 GFLOP/s")
+    assert last == ("matrix-product work: CPU: 29.3 MFLOP (training 25.8 MFLOP, evaluation 3.46 MFLOP), "
+                    "29 s at 0.001 GFLOP/s")
+    patient = tmp_path / "patient.yaml"
+    patient.write_text(suite.read_text().replace("train: {epochs: 2}", "train: {epochs: 2, patience: 1}")
+                       .replace("val_tokens: 100}", "val_tokens: 100, select_tokens: 50}")
+                       .replace("eval: {every: 1}", "eval: {every: 1, select_every: 1}"))
+    assert cli.main(["list", str(patient), "--flop-rate", "cpu=0.001"]) == 0
+    assert capsys.readouterr().out.strip().endswith("at 0.001 GFLOP/s (at most: cells with patience stop early)")
     assert cli.main(["list", str(suite), "--flop-rate", "0"]) == 2
-    assert capsys.readouterr().err.strip() == "error: --flop-rate 0: must be a positive number of GFLOP/s"
+    assert capsys.readouterr().err.strip() == "error: --flop-rate 0: must be a number of GFLOP/s from 0.001 to 1e+09"
+
+
+@pytest.mark.parametrize("values, devices, message", [
+    (["inf"], {"cpu"}, "--flop-rate inf: must be a number of GFLOP/s from 0.001 to 1e+09"),
+    (["nan"], {"cpu"}, "--flop-rate nan: must be a number of GFLOP/s"),
+    (["-5"], {"cpu"}, "--flop-rate -5: must be a number of GFLOP/s"),
+    (["fast"], {"cpu"}, "--flop-rate fast: 'fast' is not a number of GFLOP/s"),
+    (["gpu=3"], {"cpu"}, "--flop-rate gpu=3: unknown device 'gpu' (one of cpu, cuda)"),
+    (["178"], {"cpu", "cuda"}, "--flop-rate 178: the cells run on cpu and cuda; give a rate per device (e.g. cpu=178)"),
+])
+def test_bad_flop_rates_are_one_line_errors(values, devices, message):
+    from harness.commands.list import parse_flop_rates
+    from harness.errors import HarnessError
+
+    with pytest.raises(HarnessError) as error:
+        parse_flop_rates(values, devices)
+    assert str(error.value).startswith(message) and "\n" not in str(error.value)
+
+
+def test_flop_rates_per_device():
+    from harness.commands.list import parse_flop_rates
+
+    assert parse_flop_rates(["178"], {"cpu"}) == {"cpu": 178e9}
+    assert parse_flop_rates(["cpu=178", "CUDA=2e4"], {"cpu", "cuda"}) == {"cpu": 178e9, "cuda": 2e13}
+    assert parse_flop_rates([], {"cpu"}) == {}

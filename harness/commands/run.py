@@ -58,12 +58,12 @@ def select_cells(args):
     return suite, filter_cells(expand(suite), args.only)
 
 
-def print_cells(cells, stream=None, flop_rate: float | None = None) -> None:
+def print_cells(cells, stream=None, flop_rates: dict[str, float] | None = None) -> None:
     stream = stream or sys.stdout  # looked up now: a default bound at import would miss a redirected stdout
     rows = iter_cells_table(cells)
     print(tabulate(rows, headers="keys", tablefmt="simple"), file=stream)
     print(estimate_text(cells), file=stream)
-    print(arithmetic_text(cells, flop_rate), file=stream)
+    print(arithmetic_text(cells, flop_rates), file=stream)
 
 
 def estimate_text(cells) -> str:
@@ -81,28 +81,41 @@ def estimate_text(cells) -> str:
             "(a rough a-priori estimate, fitted on a quiet 2-core CPU)")
 
 
-def _tflop(flops: float) -> str:
-    """TFLOP: whole numbers from 100 on, else three significant digits."""
-    return f"{flops / 1e12:,.0f}" if flops >= 100e12 else f"{flops / 1e12:.3g}"
+def _flop_text(flops: float) -> str:
+    """FLOPs in the unit that reads best: TFLOP (whole numbers from 100 on), else GFLOP or MFLOP."""
+    if flops >= 100e12:
+        return f"{flops / 1e12:,.0f} TFLOP"
+    for scale, unit in ((1e12, "TFLOP"), (1e9, "GFLOP")):
+        if flops >= 0.1 * scale:
+            return f"{flops / scale:.3g} {unit}"
+    return f"{flops / 1e6:.3g} MFLOP"
 
 
-def arithmetic_text(cells, flop_rate: float | None = None) -> str:
-    """The grid's matrix-product work per device, training and evaluation apart; with ``flop_rate``
-    (FLOP/s), the time that work takes at that rate: a floor no implementation can go below there."""
+def arithmetic_text(cells, flop_rates: dict[str, float] | None = None) -> str:
+    """The cells' matrix-product work per device, training and evaluation apart (harness.cost.cell_flops);
+    with a rate (FLOP/s) for a device, the time that work takes at that rate: a floor for this
+    formulation of the model on a machine that sustains at most that rate."""
     work: dict[str, list[float]] = {}
+    stops_early: set[str] = set()
     for cell in cells:
         training, evaluation = cell_flops(cell.config)
         totals = work.setdefault(cell.config.device, [0.0, 0.0])
         totals[0] += training
         totals[1] += evaluation
+        if cell.config.patience:
+            stops_early.add(cell.config.device)
     parts = []
     for device in sorted(work):
         training, evaluation = work[device]
-        part = (f"{device.upper()}: {_tflop(training + evaluation)} TFLOP (training {_tflop(training)}, "
-                f"evaluation {_tflop(evaluation)})")
-        if flop_rate:
-            part += (f", at least {format_duration((training + evaluation) / flop_rate)} at "
-                     f"{flop_rate / 1e9:,.4g} GFLOP/s")
+        part = (f"{device.upper()}: {_flop_text(training + evaluation)} (training {_flop_text(training)}, "
+                f"evaluation {_flop_text(evaluation)})")
+        rate = (flop_rates or {}).get(device)
+        if rate:
+            gflops = rate / 1e9
+            shown = f"{gflops:,.0f}" if gflops >= 1000 else f"{gflops:.4g}"
+            part += f", {format_duration((training + evaluation) / rate)} at {shown} GFLOP/s"
+        if device in stops_early:
+            part += " (at most: cells with patience stop early)"
         parts.append(part)
     return "matrix-product work: " + ("; ".join(parts) or "none")
 
