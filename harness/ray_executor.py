@@ -252,8 +252,8 @@ class RayExecutor:
 
     # the grid
 
-    def execute(self, cells: list[GridCell], run_dir, progress, stop: threading.Event
-                ) -> Iterator[tuple[GridCell, dict]]:
+    def execute(self, cells: list[GridCell], run_dir, progress, stop: threading.Event,
+                drain: threading.Event | None = None) -> Iterator[tuple[GridCell, dict]]:
         self.connect()
         pending = submission_order(cells, progress.estimates)
         in_flight: dict[ray.ObjectRef, _Flight] = {}
@@ -261,6 +261,10 @@ class RayExecutor:
             while pending or in_flight:
                 if stop.is_set():
                     raise KeyboardInterrupt
+                if drain is not None and drain.is_set():
+                    pending.clear()  # the cells in flight finish; none starts
+                    if not in_flight:
+                        break
                 nodes = self._alive_nodes()
                 for cell in list(pending):
                     reason = unservable_reason(cell, nodes)

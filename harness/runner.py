@@ -232,8 +232,10 @@ class LocalExecutor:
     malloc = "keep-freed"  # the run's malloc setting (harness.malloc), set by run_suite
 
     def execute(self, cells: list[GridCell], run_dir: "RunDir", progress: "Progress",
-                stop: threading.Event) -> Iterator[tuple[GridCell, dict]]:
+                stop: threading.Event, drain: threading.Event | None = None) -> Iterator[tuple[GridCell, dict]]:
         for cell in cells:
+            if drain is not None and drain.is_set():
+                return
             progress.start_cell(cell)
             with open(run_dir.log_path(cell.cell_id), "w") as log:
                 record = run_cell_process(cell, log, on_epoch=progress.epoch, stop=stop, malloc=self.malloc)
@@ -398,11 +400,13 @@ def latest_run_dir(suite: Suite, root="results") -> Path:
 
 def run_suite(suite: Suite, cells: list[GridCell], out_dir, argv: list[str], executor=None,
               calibrate: bool = True, stream=None, tensorboard=None,
-              system_malloc: bool | None = None) -> tuple[int, Path]:
+              system_malloc: bool | None = None, drain: threading.Event | None = None) -> tuple[int, Path]:
     """Train every cell of ``cells`` not already stored in ``out_dir``. Returns (exit code, run folder).
     ``tensorboard``: a ``harness.tensorboard.TensorBoardLog`` that gets each cell's epochs.
     ``system_malloc``: leave the workers' malloc alone (True) or have it keep freed memory (False,
-    ``harness.malloc``); None: a new run keeps freed memory, a resumed one keeps its own setting."""
+    ``harness.malloc``); None: a new run keeps freed memory, a resumed one keeps its own setting.
+    ``drain``: once set, the cells in flight finish and are stored, no other cell starts, and
+    ``HarnessDrained`` says how to resume."""
     from .machine import describe
 
     executor = executor or LocalExecutor()
@@ -488,8 +492,11 @@ def run_suite(suite: Suite, cells: list[GridCell], out_dir, argv: list[str], exe
     # FLOP utilisation against this part's calibration: a resume may be on a machine of another speed.
     part = info["resumes"][-1] if existing is not None else None  # this part, when it is not the first
     calibration = (part or info).get("calibration")  # None without calibration: not another part's
+    drain = drain or threading.Event()
+    stored_here = 0
     try:
-        for cell, record in executor.execute(pending, run_dir, progress, stop):
+        for cell, record in executor.execute(pending, run_dir, progress, stop, drain):
+            stored_here += 1
             run_dir.store(cell, record, calibration, run_facts=info, part=part)
             run_dir.add_to_tables(cell.cell_id, info["cells"], rebuild=cell.cell_id in done)
             if tensorboard is not None:
@@ -504,6 +511,8 @@ def run_suite(suite: Suite, cells: list[GridCell], out_dir, argv: list[str], exe
         progress.close()
         if tensorboard is not None:
             tensorboard.close()
+    if drain.is_set() and stored_here < len(pending):
+        raise HarnessDrained(run_dir.path, len(pending) - stored_here)
     run_dir.rebuild_tables(info["cells"])
     records = run_dir.finished_records()
     info["corpus_sha256"] = sorted({r.get("corpus_sha256") for r in records.values() if r.get("corpus_sha256")})
@@ -693,6 +702,16 @@ class HarnessInterrupted(HarnessError):
 
     def __init__(self, path):
         super().__init__(f"interrupted; finished cells are stored in {path}; continue with --resume {path}")
+
+
+class HarnessDrained(HarnessError):
+    """Stopped as asked after the cells in flight: an interruption that lost nothing."""
+
+    exit_code = 130
+
+    def __init__(self, path, left: int):
+        super().__init__(f"stopped after the cells in flight; {left} cell{'s' if left != 1 else ''} not trained; "
+                         f"finished cells are stored in {path}; continue with --resume {path}")
 
 
 def _calibrate(cells: list[GridCell]) -> dict:

@@ -310,6 +310,31 @@ def test_driver_killed_then_resumed_keeps_each_stored_cell_once(tmp_path, ray_ad
     assert len(epochs) == 2 and not epochs.duplicated(["cell_id", "epoch"]).any()
 
 
+def test_sigusr1_lets_the_cells_in_flight_finish_and_submits_no_other(tmp_path, ray_address):
+    # Two cells at a time on the 2-CPU instance: the signal lands once a cell's process has started, when
+    # seed 0's two cells have been submitted (seed 1's wait for a free slot).
+    suite = write_suite(tmp_path, "matrix: {cell: [rnn, gru], seed: [0, 1]}\n")
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "harness", "run", str(suite), "--executor", "ray", "--address", ray_address,
+               "--share-nodes", "--out", str(out), "--no-report"]
+    log = tmp_path / "driver.log"
+    with open(log, "w") as stderr:
+        driver = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=stderr)
+    deadline = time.monotonic() + 150
+    while not cell_processes(2) and time.monotonic() < deadline and driver.poll() is None:
+        time.sleep(0.05)
+    os.kill(driver.pid, signal.SIGUSR1)
+    assert driver.wait(timeout=150) == 130, log.read_text()
+    assert "stopped after the cells in flight" in log.read_text()
+    cells = pd.read_csv(out / "cells.csv")
+    # What was in flight finished and was stored whole; seed 1 never started.
+    assert 1 <= len(cells) <= 2 and set(cells["status"]) == {"ok"} and set(cells["seed"]) == {0}, log.read_text()
+    again = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=240)
+    assert again.returncode == 0, again.stderr
+    assert sorted(pd.read_csv(out / "cells.csv")["cell_id"]) == sorted(
+        f"{c}-l1-uni-cpu-s{s}" for c in ("rnn", "gru") for s in (0, 1))
+
+
 def test_an_address_where_no_ray_head_listens_fails_fast(tmp_path, capsys):
     with socket.socket() as probe:  # a free port on loopback, closed again: nothing listens there
         probe.bind(("127.0.0.1", 0))

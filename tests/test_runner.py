@@ -112,6 +112,31 @@ def test_sigkill_then_resume_trains_each_cell_exactly_once(tmp_path):
     assert len(pd.read_csv(out / "cells.csv")) == 2
 
 
+def test_sigusr1_lets_the_cell_in_flight_finish_and_starts_no_other(tmp_path):
+    suite = write_suite(tmp_path, "matrix: {cell: [rnn, gru, lstm]}\n")
+    out = tmp_path / "run"
+    log = tmp_path / "runner.log"
+    with open(log, "w") as stderr:
+        runner = subprocess.Popen([sys.executable, "-m", "harness", "run", str(suite), "--out", str(out),
+                                   "--no-report"], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=stderr)
+    # A cell's log is opened as it starts: the signal lands while the first cell (rnn) trains.
+    deadline = time.monotonic() + 120
+    while not list((out / "logs").glob("*.log")) and time.monotonic() < deadline and runner.poll() is None:
+        time.sleep(0.05)
+    os.kill(runner.pid, signal.SIGUSR1)
+    assert runner.wait(timeout=120) == 130, log.read_text()
+    message = log.read_text()
+    assert "SIGUSR1: finishing the cells in flight" in message
+    assert f"stopped after the cells in flight; 2 cells not trained; finished cells are stored in {out}" in message
+    cells = pd.read_csv(out / "cells.csv")
+    assert list(cells["cell_id"]) == ["rnn-l1-uni-cpu-s0"] and list(cells["status"]) == ["ok"]
+    assert {p.stem for p in (out / "cells").glob("*.json")} == {"rnn-l1-uni-cpu-s0"}
+    proc = harness("run", suite, "--resume", out, "--no-report", cwd=tmp_path)
+    assert proc.returncode == 0 and "1 of 3 cells already stored" in proc.stderr, proc.stderr
+    assert sorted(pd.read_csv(out / "cells.csv")["cell_id"]) == sorted(
+        f"{c}-l1-uni-cpu-s0" for c in ("rnn", "gru", "lstm"))
+
+
 def test_resume_refuses_a_changed_suite_and_a_second_writer(tmp_path):
     suite = write_suite(tmp_path, "matrix: {cell: [rnn]}\n")
     out = tmp_path / "run"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import threading
 from pathlib import Path
 
 from tabulate import tabulate
@@ -160,8 +161,12 @@ def main(args) -> int:
         tensorboard = TensorBoardLog(Path(writable_folder(args.tensorboard, "--tensorboard")) / out.name)
     executor = make_executor(args)
     signal.signal(signal.SIGTERM, _raise_interrupt)
+    drain = threading.Event()
+    if hasattr(signal, "SIGUSR1"):
+        signal.signal(signal.SIGUSR1, lambda signum, frame: _start_draining(drain))
     code, run_dir = run_suite(suite, cells, out, argv=[*prog_name().split(), *sys.argv[1:]],
-                              executor=executor, tensorboard=tensorboard, system_malloc=args.system_malloc)
+                              executor=executor, tensorboard=tensorboard, system_malloc=args.system_malloc,
+                              drain=drain)
     print(f"results: {run_dir}", file=sys.stderr)
     if not args.no_report:
         report_dir = _render_report(run_dir)
@@ -172,6 +177,14 @@ def main(args) -> int:
 
 def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt
+
+
+def _start_draining(drain: threading.Event) -> None:
+    """SIGUSR1: finish the cells in flight, start no other (a long run stopped without losing work)."""
+    if not drain.is_set():
+        drain.set()
+        print("SIGUSR1: finishing the cells in flight, then stopping (Ctrl-C or SIGTERM stops now)",
+              file=sys.stderr, flush=True)
 
 
 def _render_report(run_dir):
