@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import signal
 import socket
 import subprocess
 import threading
@@ -212,6 +213,15 @@ class RayExecutor:
         if ray.is_initialized():
             return
         options = dict(logging_level=logging.WARNING, log_to_driver=False)
+        main_thread = threading.current_thread() is threading.main_thread()
+        # ray.init replaces the driver's SIGTERM handler (with a plain exit): keep the harness's, which
+        # stops the run with its message. The processes of a local instance start with SIGUSR1 blocked
+        # (they inherit the mask), so that a SIGUSR1 sent to the run's whole process group, which asks
+        # the run to finish its cells in flight, does not kill Ray under them; one sent to the driver
+        # meanwhile waits until the mask is restored.
+        sigterm = signal.getsignal(signal.SIGTERM) if main_thread else None
+        blocked = hasattr(signal, "pthread_sigmask") and hasattr(signal, "SIGUSR1")
+        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1}) if blocked else None
         try:
             if self.address:
                 ray.init(address=self.address, **options)
@@ -224,6 +234,11 @@ class RayExecutor:
             hint = (" (a cluster with token authentication needs RAY_AUTH_MODE=token and its token here)"
                     if self.address else "")
             raise HarnessError(f"{where}: cannot start or reach Ray: {first_line}{hint}") from None
+        finally:
+            if old_mask is not None:
+                signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+            if sigterm is not None:
+                signal.signal(signal.SIGTERM, sigterm)
         self._connected_here = True
 
     def close(self) -> None:
@@ -274,6 +289,8 @@ class RayExecutor:
                                                  f"skipped: {reason}\n", node=None)
                 in_use = _held(in_flight.values())
                 for cell in list(pending):
+                    if drain is not None and drain.is_set():
+                        break  # asked while this pass ran: the next pass lets the cells in flight finish
                     placed = choose_node(cell, nodes, in_use, self.exclusive_nodes, self.cells_per_gpu)
                     if placed is None:
                         continue

@@ -493,6 +493,9 @@ def run_suite(suite: Suite, cells: list[GridCell], out_dir, argv: list[str], exe
     part = info["resumes"][-1] if existing is not None else None  # this part, when it is not the first
     calibration = (part or info).get("calibration")  # None without calibration: not another part's
     drain = drain or threading.Event()
+    if drain.is_set():  # asked during the set-up: start nothing
+        progress.close()
+        raise HarnessDrained(run_dir.path, len(pending))
     stored_here = 0
     try:
         for cell, record in executor.execute(pending, run_dir, progress, stop, drain):

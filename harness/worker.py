@@ -8,6 +8,7 @@ later fails or times out and can show live progress.
 from __future__ import annotations
 
 import json
+import signal
 import sys
 
 EPOCH_PREFIX = "@@epoch "
@@ -18,7 +19,6 @@ def _die_with_parent() -> None:
     interrupted grid never leaves a cell training on in the background."""
     try:
         import ctypes
-        import signal
 
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
@@ -28,6 +28,10 @@ def _die_with_parent() -> None:
 def main(argv: list[str]) -> int:
     config_path, result_path = argv
     _die_with_parent()
+    if hasattr(signal, "SIGUSR1"):
+        # SIGUSR1 asks the run to finish its cells in flight: one that reaches a cell (a pkill by name)
+        # must not end it.
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     from .config import CellConfig
     from .errors import HarnessError
     from .store import write_json_atomic

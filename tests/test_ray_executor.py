@@ -313,7 +313,8 @@ def test_driver_killed_then_resumed_keeps_each_stored_cell_once(tmp_path, ray_ad
 def test_sigusr1_lets_the_cells_in_flight_finish_and_submits_no_other(tmp_path, ray_address):
     # Two cells at a time on the 2-CPU instance: the signal lands once a cell's process has started, when
     # seed 0's two cells have been submitted (seed 1's wait for a free slot).
-    suite = write_suite(tmp_path, "matrix: {cell: [rnn, gru], seed: [0, 1]}\n")
+    # 3 epochs: a marker no other test's cells carry, so that only this run's cell processes are seen.
+    suite = write_suite(tmp_path, "matrix: {cell: [rnn, gru], seed: [0, 1], epochs: [3]}\n")
     out = tmp_path / "run"
     command = [sys.executable, "-m", "harness", "run", str(suite), "--executor", "ray", "--address", ray_address,
                "--share-nodes", "--out", str(out), "--no-report"]
@@ -321,8 +322,9 @@ def test_sigusr1_lets_the_cells_in_flight_finish_and_submits_no_other(tmp_path, 
     with open(log, "w") as stderr:
         driver = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=stderr)
     deadline = time.monotonic() + 150
-    while not cell_processes(2) and time.monotonic() < deadline and driver.poll() is None:
+    while not cell_processes(3) and time.monotonic() < deadline and driver.poll() is None:
         time.sleep(0.05)
+    assert driver.poll() is None and cell_processes(3), "no cell started: " + log.read_text()
     os.kill(driver.pid, signal.SIGUSR1)
     assert driver.wait(timeout=150) == 130, log.read_text()
     assert "stopped after the cells in flight" in log.read_text()
@@ -332,7 +334,27 @@ def test_sigusr1_lets_the_cells_in_flight_finish_and_submits_no_other(tmp_path, 
     again = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=240)
     assert again.returncode == 0, again.stderr
     assert sorted(pd.read_csv(out / "cells.csv")["cell_id"]) == sorted(
-        f"{c}-l1-uni-cpu-s{s}" for c in ("rnn", "gru") for s in (0, 1))
+        f"{c}-l1-uni-cpu-s{s}-epochs3" for c in ("rnn", "gru") for s in (0, 1))
+
+
+def test_sigterm_stops_a_ray_run_with_the_resume_command(tmp_path, ray_address):
+    # ray.init installs its own SIGTERM handler (a plain exit); the run keeps the harness's.
+    suite = write_suite(tmp_path, "matrix: {cell: [rnn]}\ninclude:\n  - {cell: gru, epochs: 100000001}\n")
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "harness", "run", str(suite), "--executor", "ray", "--address", ray_address,
+               "--share-nodes", "--out", str(out), "--no-report"]
+    log = tmp_path / "driver.log"
+    with open(log, "w") as stderr:
+        driver = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=stderr)
+    deadline = time.monotonic() + 150
+    while not cell_processes(100000001) and time.monotonic() < deadline and driver.poll() is None:
+        time.sleep(0.05)
+    assert driver.poll() is None and cell_processes(100000001), "no cell started: " + log.read_text()
+    os.kill(driver.pid, signal.SIGTERM)
+    assert driver.wait(timeout=60) == 130, log.read_text()
+    assert f"interrupted; finished cells are stored in {out}; continue with --resume {out}" in log.read_text()
+    for proc in cell_processes(100000001):
+        proc.kill()
 
 
 def test_an_address_where_no_ray_head_listens_fails_fast(tmp_path, capsys):

@@ -123,6 +123,7 @@ def test_sigusr1_lets_the_cell_in_flight_finish_and_starts_no_other(tmp_path):
     deadline = time.monotonic() + 120
     while not list((out / "logs").glob("*.log")) and time.monotonic() < deadline and runner.poll() is None:
         time.sleep(0.05)
+    assert runner.poll() is None and list((out / "logs").glob("*.log")), "no cell started: " + log.read_text()
     os.kill(runner.pid, signal.SIGUSR1)
     assert runner.wait(timeout=120) == 130, log.read_text()
     message = log.read_text()
@@ -135,6 +136,22 @@ def test_sigusr1_lets_the_cell_in_flight_finish_and_starts_no_other(tmp_path):
     assert proc.returncode == 0 and "1 of 3 cells already stored" in proc.stderr, proc.stderr
     assert sorted(pd.read_csv(out / "cells.csv")["cell_id"]) == sorted(
         f"{c}-l1-uni-cpu-s0" for c in ("rnn", "gru", "lstm"))
+
+
+def test_a_drain_asked_during_the_set_up_trains_nothing(tmp_path):
+    import threading
+
+    import pytest
+
+    from harness.runner import HarnessDrained, run_suite
+    from harness.suite import expand, load_suite
+
+    suite = load_suite(write_suite(tmp_path, "matrix: {cell: [rnn, gru]}\n"))
+    drain = threading.Event()
+    drain.set()
+    with pytest.raises(HarnessDrained, match="2 cells not trained"):
+        run_suite(suite, expand(suite), tmp_path / "run", ["test"], calibrate=False, drain=drain)
+    assert not list((tmp_path / "run" / "cells").glob("*.json")) and (tmp_path / "run" / "run.json").exists()
 
 
 def test_resume_refuses_a_changed_suite_and_a_second_writer(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -138,6 +139,11 @@ def make_executor(args):
 
 
 def main(args) -> int:
+    # First: a signal that arrives while the suite loads must not kill the run without its message.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    drain = threading.Event()
+    if hasattr(signal, "SIGUSR1"):
+        signal.signal(signal.SIGUSR1, lambda signum, frame: _start_draining(drain))
     suite, cells = select_cells(args)
     if args.dry_run:
         print_cells(cells)
@@ -160,10 +166,6 @@ def main(args) -> int:
 
         tensorboard = TensorBoardLog(Path(writable_folder(args.tensorboard, "--tensorboard")) / out.name)
     executor = make_executor(args)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-    drain = threading.Event()
-    if hasattr(signal, "SIGUSR1"):
-        signal.signal(signal.SIGUSR1, lambda signum, frame: _start_draining(drain))
     code, run_dir = run_suite(suite, cells, out, argv=[*prog_name().split(), *sys.argv[1:]],
                               executor=executor, tensorboard=tensorboard, system_malloc=args.system_malloc,
                               drain=drain)
@@ -183,8 +185,9 @@ def _start_draining(drain: threading.Event) -> None:
     """SIGUSR1: finish the cells in flight, start no other (a long run stopped without losing work)."""
     if not drain.is_set():
         drain.set()
-        print("SIGUSR1: finishing the cells in flight, then stopping (Ctrl-C or SIGTERM stops now)",
-              file=sys.stderr, flush=True)
+        # os.write, not print: the signal may interrupt a write to stderr (a progress line), and a second
+        # buffered write from inside the handler would fail.
+        os.write(2, b"\nSIGUSR1: finishing the cells in flight, then stopping (Ctrl-C stops now)\n")
 
 
 def _render_report(run_dir):
