@@ -34,6 +34,11 @@ STREAMED_EPOCH_SHARE = 0.12
 CUDA_FLOPS_PER_SEC, CUDA_STEP_SEC = 20e12, 0.6e-3  # a guess: no CUDA run has been timed with this model
 
 
+def _forward_flops(config, positions: int) -> float:
+    """Forward matrix-product FLOPs of ``positions`` time steps of ``config``'s model."""
+    return training_flops(VOCAB, config.cell, config.layers, config.direction == "bi", config.hidden, positions) / 3
+
+
 def _thread_scale(config) -> float:
     return ONE_THREAD_FACTOR if config.threads == 1 else 1.0
 
@@ -73,7 +78,7 @@ def evaluation_seconds(config) -> float:
         return 0.0
     bidirectional = config.direction == "bi"
     positions = config.val_tokens * (config.num_steps + 1) * (2 if bidirectional else 1)
-    forward = training_flops(VOCAB, config.cell, config.layers, bidirectional, config.hidden, positions) / 3
+    forward = _forward_flops(config, positions)
     if config.device == "cuda":
         return forward / CUDA_FLOPS_PER_SEC + EVAL_FIXED_SEC
     return EVAL_RATE_FACTOR * _thread_scale(config) * forward / CPU_FLOPS_PER_SEC + EVAL_FIXED_SEC
@@ -98,21 +103,17 @@ def cell_flops(config) -> tuple[float, float]:
     bidirectional = config.direction == "bi"
     window = config.batch_size * config.num_steps
     tokens = (config.max_tokens // window) * window
-
-    def forward(positions: int) -> float:
-        return training_flops(VOCAB, config.cell, config.layers, bidirectional, config.hidden, positions) / 3
-
-    training = 3 * config.epochs * forward(tokens)
+    training = 3 * config.epochs * _forward_flops(config, tokens)
     # Held-out: a window of num_steps + 1 characters per token; a bidirectional cell's causal pass reads the
     # same windows without their last character.
     positions = config.val_tokens * ((config.num_steps + 1) + (config.num_steps if bidirectional else 0))
-    evaluation = evaluations(config) * forward(positions)
+    evaluation = evaluations(config) * _forward_flops(config, positions)
     if config.select_every and config.select_tokens:
         if bidirectional:  # a window of num_steps characters per token
             read = config.select_tokens * config.num_steps
         else:  # streamed: segments of STREAM_SEGMENT targets, each after num_steps characters of context
             read = -(-config.select_tokens // STREAM_SEGMENT) * (config.num_steps + STREAM_SEGMENT - 1)
-        evaluation += (config.epochs // config.select_every) * forward(read)
+        evaluation += (config.epochs // config.select_every) * _forward_flops(config, read)
     return float(training), float(evaluation)
 
 

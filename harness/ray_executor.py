@@ -268,7 +268,7 @@ class RayExecutor:
     # the grid
 
     def execute(self, cells: list[GridCell], run_dir, progress, stop: threading.Event,
-                drain: threading.Event | None = None) -> Iterator[tuple[GridCell, dict]]:
+                drain: threading.Event) -> Iterator[tuple[GridCell, dict]]:
         self.connect()
         pending = submission_order(cells, progress.estimates)
         in_flight: dict[ray.ObjectRef, _Flight] = {}
@@ -276,7 +276,7 @@ class RayExecutor:
             while pending or in_flight:
                 if stop.is_set():
                     raise KeyboardInterrupt
-                if drain is not None and drain.is_set():
+                if drain.is_set():
                     pending.clear()  # the cells in flight finish; none starts
                     if not in_flight:
                         break
@@ -289,7 +289,7 @@ class RayExecutor:
                                                  f"skipped: {reason}\n", node=None)
                 in_use = _held(in_flight.values())
                 for cell in list(pending):
-                    if drain is not None and drain.is_set():
+                    if drain.is_set():
                         break  # asked while this pass ran: the next pass lets the cells in flight finish
                     placed = choose_node(cell, nodes, in_use, self.exclusive_nodes, self.cells_per_gpu)
                     if placed is None:

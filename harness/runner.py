@@ -232,9 +232,9 @@ class LocalExecutor:
     malloc = "keep-freed"  # the run's malloc setting (harness.malloc), set by run_suite
 
     def execute(self, cells: list[GridCell], run_dir: "RunDir", progress: "Progress",
-                stop: threading.Event, drain: threading.Event | None = None) -> Iterator[tuple[GridCell, dict]]:
+                stop: threading.Event, drain: threading.Event) -> Iterator[tuple[GridCell, dict]]:
         for cell in cells:
-            if drain is not None and drain.is_set():
+            if drain.is_set():
                 return
             progress.start_cell(cell)
             with open(run_dir.log_path(cell.cell_id), "w") as log:

@@ -276,6 +276,21 @@ def cell_processes(epochs: int) -> list:
     return found
 
 
+def start_driver(tmp_path, suite, out, ray_address, until):
+    """`harness run SUITE --executor ray --share-nodes --out OUT` in its own process, its stderr in
+    tmp_path/driver.log; returned once ``until()`` holds, the driver has ended, or 150 s have passed.
+    Returns (process, command, log path)."""
+    command = [sys.executable, "-m", "harness", "run", str(suite), "--executor", "ray", "--address", ray_address,
+               "--share-nodes", "--out", str(out), "--no-report"]
+    log = tmp_path / "driver.log"
+    with open(log, "w") as stderr:
+        driver = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=stderr)
+    deadline = time.monotonic() + 150
+    while not until() and time.monotonic() < deadline and driver.poll() is None:
+        time.sleep(0.05)
+    return driver, command, log
+
+
 def test_driver_killed_then_resumed_keeps_each_stored_cell_once(tmp_path, ray_address):
     # The two cells run side by side (one thread each, the two CPUs shared); the gru cell cannot finish
     # (and, the longest, starts first), so it is still running when the rnn cell has been stored and the
@@ -283,14 +298,7 @@ def test_driver_killed_then_resumed_keeps_each_stored_cell_once(tmp_path, ray_ad
     # local runner's test; the executor only runs what it is given.)
     suite = write_suite(tmp_path, "matrix: {cell: [rnn]}\ninclude:\n  - {cell: gru, epochs: 100000000}\n")
     out = tmp_path / "run"
-    command = [sys.executable, "-m", "harness", "run", str(suite), "--executor", "ray", "--address", ray_address,
-               "--share-nodes", "--out", str(out), "--no-report"]
-    log = tmp_path / "driver.log"
-    with open(log, "w") as stderr:
-        driver = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=stderr)
-    deadline = time.monotonic() + 150
-    while not list((out / "cells").glob("*.json")) and time.monotonic() < deadline and driver.poll() is None:
-        time.sleep(0.05)
+    driver, command, log = start_driver(tmp_path, suite, out, ray_address, until=lambda: list((out / "cells").glob("*.json")))
     assert driver.poll() is None, "the driver finished before one cell was stored: " + log.read_text()
     os.kill(driver.pid, signal.SIGKILL)
     driver.wait()
@@ -316,14 +324,7 @@ def test_sigusr1_lets_the_cells_in_flight_finish_and_submits_no_other(tmp_path, 
     # 3 epochs: a marker no other test's cells carry, so that only this run's cell processes are seen.
     suite = write_suite(tmp_path, "matrix: {cell: [rnn, gru], seed: [0, 1], epochs: [3]}\n")
     out = tmp_path / "run"
-    command = [sys.executable, "-m", "harness", "run", str(suite), "--executor", "ray", "--address", ray_address,
-               "--share-nodes", "--out", str(out), "--no-report"]
-    log = tmp_path / "driver.log"
-    with open(log, "w") as stderr:
-        driver = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=stderr)
-    deadline = time.monotonic() + 150
-    while not cell_processes(3) and time.monotonic() < deadline and driver.poll() is None:
-        time.sleep(0.05)
+    driver, command, log = start_driver(tmp_path, suite, out, ray_address, until=lambda: cell_processes(3))
     assert driver.poll() is None and cell_processes(3), "no cell started: " + log.read_text()
     os.kill(driver.pid, signal.SIGUSR1)
     assert driver.wait(timeout=150) == 130, log.read_text()
@@ -341,14 +342,7 @@ def test_sigterm_stops_a_ray_run_with_the_resume_command(tmp_path, ray_address):
     # ray.init installs its own SIGTERM handler (a plain exit); the run keeps the harness's.
     suite = write_suite(tmp_path, "matrix: {cell: [rnn]}\ninclude:\n  - {cell: gru, epochs: 100000001}\n")
     out = tmp_path / "run"
-    command = [sys.executable, "-m", "harness", "run", str(suite), "--executor", "ray", "--address", ray_address,
-               "--share-nodes", "--out", str(out), "--no-report"]
-    log = tmp_path / "driver.log"
-    with open(log, "w") as stderr:
-        driver = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=stderr)
-    deadline = time.monotonic() + 150
-    while not cell_processes(100000001) and time.monotonic() < deadline and driver.poll() is None:
-        time.sleep(0.05)
+    driver, _, log = start_driver(tmp_path, suite, out, ray_address, until=lambda: cell_processes(100000001))
     assert driver.poll() is None and cell_processes(100000001), "no cell started: " + log.read_text()
     os.kill(driver.pid, signal.SIGTERM)
     assert driver.wait(timeout=60) == 130, log.read_text()
