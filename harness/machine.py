@@ -86,6 +86,7 @@ class PeakMemory:
         self.peak = self.before
         self.peak_cuda = 0
         self.exact = True
+        self.carried = 0  # the increase an earlier process of the same cell measured (a checkpoint's)
 
     def start_region(self) -> None:
         if self.cuda:
@@ -119,10 +120,18 @@ class PeakMemory:
 
     @property
     def increase(self) -> int:
-        """The figure reported as ``peak_mem_bytes``."""
+        """The figure reported as ``peak_mem_bytes``: this process's, or an earlier one's if larger."""
         if self.cuda:
-            return self.peak_cuda
-        return max(0, self.peak - self.before)
+            return max(self.carried, self.peak_cuda)
+        return max(self.carried, self.peak - self.before)
+
+    def carried_state(self) -> dict:
+        """What a later process of the same cell takes over (``carry_over``)."""
+        return {"increase": self.increase, "exact": self.exact}
+
+    def carry_over(self, increase: int, exact: bool) -> None:
+        self.carried = increase
+        self.exact = self.exact and exact
 
 
 def _vm_hwm() -> int:

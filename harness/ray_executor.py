@@ -30,6 +30,7 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator
 
 import ray
@@ -156,11 +157,18 @@ def _describe_node_task() -> dict:
 
 
 @ray.remote(max_retries=0)
-def _run_cell_task(cell: GridCell, malloc: str = "keep-freed") -> tuple[dict, str]:
+def _run_cell_task(cell: GridCell, malloc: str = "keep-freed", checkpoint: str | None = None) -> tuple[dict, str]:
     """Train one cell on this node, exactly as the local executor does; return its record and log."""
     log = io.StringIO()
-    record = run_cell_process(cell, log, malloc=malloc)
+    record = run_cell_process(cell, log, malloc=malloc, checkpoint=Path(checkpoint) if checkpoint else None)
     return record, log.getvalue()
+
+
+def checkpoint_for(run_dir, cell: GridCell, node: Node, driver_hostname: str) -> str | None:
+    """The checkpoint file of ``cell`` run on ``node``: in the run folder when the node is the driver's own
+    machine; none on another machine, which cannot reach that folder (an interrupted cell there starts
+    afresh)."""
+    return str(run_dir.checkpoint_path(cell.cell_id)) if node.hostname == driver_hostname else None
 
 
 # --- the executor (driver side) ----------------------------------------------------------------------
@@ -297,7 +305,7 @@ class RayExecutor:
                     node, request = placed
                     ref = _run_cell_task.options(
                         **request, scheduling_strategy=NodeAffinitySchedulingStrategy(node.node_id, soft=False)
-                    ).remote(cell, self.malloc)
+                    ).remote(cell, self.malloc, checkpoint_for(run_dir, cell, node, socket.gethostname()))
                     in_flight[ref] = _Flight(cell, node, request, time.monotonic())
                     held = in_use.setdefault(node.node_id, {"num_cpus": 0.0, "num_gpus": 0.0})
                     for key, value in request.items():

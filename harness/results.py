@@ -8,6 +8,7 @@ A run folder (docs/results-format.md)::
     epochs.csv        one row per cell epoch  }  rebuilt at the end of a run)
     samples.csv       one row per sample      }
     logs/<id>.log     what each cell's process printed
+    .checkpoints/     the state of cells in training (harness.checkpoint), deleted as each is stored
 
 Everything that reads a run folder (runner, ``show``, report, ``compare``, baselines) goes through this
 module, so that a damaged file is handled the same way everywhere: a record or run.json that cannot be
@@ -19,6 +20,7 @@ No torch, pandas only inside the functions that build tables: read-only commands
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import fcntl
 import io
@@ -143,6 +145,10 @@ class RunDir:
     def cell_path(self, cell_id: str) -> Path:
         return self.path / "cells" / f"{cell_id}.json"
 
+    def checkpoint_path(self, cell_id: str) -> Path:
+        """Where a cell in training keeps its state (``harness.checkpoint``) until its record is stored."""
+        return self.path / CHECKPOINTS / f"{cell_id}.pt"
+
     def lock(self) -> None:
         """One writer at a time: a second run into the same folder refuses. The kernel drops the lock
         when the process dies, even by SIGKILL."""
@@ -200,6 +206,10 @@ class RunDir:
 
         record["flops_utilization"] = flops_utilization(record, calibration) if ran_here else None
         write_json_atomic(self.cell_path(cell.cell_id), record)
+        # Stored: the cell is done (a cell that failed or timed out starts afresh if trained again).
+        self.checkpoint_path(cell.cell_id).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # only once empty
+            (self.path / CHECKPOINTS).rmdir()
 
     def rebuild_tables(self, order: list[str] | None = None) -> None:
         rebuild_tables(self.path, self.finished_records(), order)
@@ -213,6 +223,8 @@ class RunDir:
         if rebuild or not append_tables(self.path, cell_id, record):
             self.rebuild_tables(order)
 
+
+CHECKPOINTS = ".checkpoints"  # the run folder's cells in training, not results: never committed
 
 # The facts of a run that its cell records carry too (``RunDir.store``).
 RUN_FACTS = ("started", "command", "git", "machine", "executor", "calibration", "malloc")

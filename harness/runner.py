@@ -56,11 +56,14 @@ def failure_record(cell: GridCell, status: str, reason: str, epoch_log: list[dic
 
 def run_cell_process(cell: GridCell, log, on_epoch: Callable[[dict], None] | None = None,
                      timeout: float | None = None, stop: threading.Event | None = None,
-                     malloc: str = "keep-freed") -> dict:
+                     malloc: str = "keep-freed", checkpoint: Path | None = None,
+                     checkpoint_every: float | None = None) -> dict:
     """Train ``cell`` in a fresh Python process. Everything it prints goes to ``log`` (a text file);
     outcomes other than a result file become ``failed`` or ``timeout`` records keeping the epochs seen.
     ``malloc``: ``keep-freed`` starts it with ``harness.malloc.KEEP_FREED_MEMORY`` (values in this
-    environment win), ``system`` without them."""
+    environment win), ``system`` without them. ``checkpoint``: the file the cell saves its state to (every
+    ``checkpoint_every`` seconds, ``harness.checkpoint``'s default if None) and goes on from; ``total_sec``
+    then counts the earlier processes' training too. ``timeout`` applies to this process alone."""
     timeout = timeout if timeout is not None else cell.config.timeout
     epoch_log: list[dict] = []
     remove_stale_cell_dirs_once()
@@ -72,8 +75,10 @@ def run_cell_process(cell: GridCell, log, on_epoch: Callable[[dict], None] | Non
             env["OMP_NUM_THREADS"] = str(cell.config.threads)
         load_before = machine_load()
         start = time.monotonic()
+        saving = [str(checkpoint)] + ([repr(checkpoint_every)] if checkpoint_every is not None else []) \
+            if checkpoint else []
         proc = subprocess.Popen(
-            [sys.executable, "-m", "harness.worker", str(config_path), str(result_path)],
+            [sys.executable, "-m", "harness.worker", str(config_path), str(result_path), *saving],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True,
         )
         tail: list[str] = []
@@ -123,7 +128,7 @@ def run_cell_process(cell: GridCell, log, on_epoch: Callable[[dict], None] | Non
             last = next((line.strip() for line in reversed(tail) if line.strip()), "")
             record = failure_record(cell, "failed", f"{cause}: {last}" if last else cause, epoch_log,
                                     error_tail=[line for line in tail if line.strip()])
-    record["total_sec"] = total_sec
+    record["total_sec"] = total_sec + record.pop("prior_sec", 0.0)
     record.update(load_columns(load_before, machine_load()))
     return record
 
@@ -238,7 +243,8 @@ class LocalExecutor:
                 return
             progress.start_cell(cell)
             with open(run_dir.log_path(cell.cell_id), "w") as log:
-                record = run_cell_process(cell, log, on_epoch=progress.epoch, stop=stop, malloc=self.malloc)
+                record = run_cell_process(cell, log, on_epoch=progress.epoch, stop=stop, malloc=self.malloc,
+                                          checkpoint=run_dir.checkpoint_path(cell.cell_id))
             yield cell, record
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 import math
+from pathlib import Path
 import statistics
 import time
 import warnings
@@ -18,6 +19,7 @@ from typing import Callable
 import torch
 from torch.nn import functional as F
 
+from .checkpoint import CHECKPOINT_SEC, Checkpointer
 from .config import CellConfig
 from .data import BATCHERS, Corpus, load_corpus
 from .flops import STREAM_SEGMENT
@@ -385,9 +387,15 @@ def prepare_cell(cfg: CellConfig, corpus: Corpus | None = None, phase=None) -> P
 
 
 def run_cell(cfg: CellConfig, on_epoch: Callable[[dict], None] | None = None,
-             corpus: Corpus | None = None) -> dict:
+             corpus: Corpus | None = None, checkpoint: str | Path | None = None,
+             checkpoint_every: float = CHECKPOINT_SEC) -> dict:
     """Train one cell and measure it. Returns a flat record (``RESULT_COLUMNS`` + ``EXTRA_COLUMNS``) with
-    ``epoch_log`` (one dict per epoch) and ``samples`` (prefix, text) attached."""
+    ``epoch_log`` (one dict per epoch) and ``samples`` (prefix, text) attached.
+
+    ``checkpoint``: a file (``harness.checkpoint``) that the cell's state is saved to every
+    ``checkpoint_every`` seconds and, when it holds this configuration's state, goes on from. The record
+    then has ``prior_sec``, the training time of the earlier processes; ``on_epoch`` gets the saved
+    epochs' rows again first."""
     if cfg.device == "cuda":
         reason = cuda_unavailable_reason()
         if reason:
@@ -400,7 +408,24 @@ def run_cell(cfg: CellConfig, on_epoch: Callable[[dict], None] | None = None,
     selection = BestEpoch(cfg)
     synchronize(device)
     memory = PeakMemory(device)
-    for epoch in range(1, cfg.epochs + 1):
+    saver = Checkpointer(checkpoint, cfg.config_hash(), checkpoint_every)
+    saved = saver.load()
+    first_epoch = 1
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        cell.generator.set_state(saved["generator"])
+        torch.set_rng_state(saved["torch_rng"])
+        selection.restore(saved["selection"])
+        memory.carry_over(**saved["memory"])
+        epoch_log = list(saved["epoch_log"])
+        first_epoch = saved["epoch"] + 1
+        resumes = list(saved["resumes"]) + [saved["epoch"]]
+        for row in epoch_log:
+            if on_epoch:
+                on_epoch(row)
+    else:
+        resumes = []
+    for epoch in range(first_epoch, cfg.epochs + 1):
         model.train()
         memory.start_region()
         synchronize(device)
@@ -411,7 +436,7 @@ def run_cell(cfg: CellConfig, on_epoch: Callable[[dict], None] | None = None,
         memory.end_region()
         mean_loss = float(loss_sum) / tokens
         row = {"epoch": epoch, "train_ppl": _exp(mean_loss), "sec": sec, "tokens": tokens,
-               "tokens_per_sec": tokens / sec, "warmup": epoch == 1, "val_ppl": None, "causal_ppl": None,
+               "tokens_per_sec": tokens / sec, "warmup": epoch == first_epoch, "val_ppl": None, "causal_ppl": None,
                "select_ppl": None}
         # A finite loss above ~709 nats still overflows the perplexity: that run has diverged too.
         if not math.isfinite(row["train_ppl"]):
@@ -436,6 +461,10 @@ def run_cell(cfg: CellConfig, on_epoch: Callable[[dict], None] | None = None,
             on_epoch(row)
         if last:
             break
+        if saver.due():  # never after the last epoch: what remains then is short
+            saver.save({"epoch": epoch, "model": model.state_dict(), "generator": cell.generator.get_state(),
+                        "torch_rng": torch.get_rng_state(), "selection": selection.state(),
+                        "memory": memory.carried_state(), "epoch_log": epoch_log, "resumes": resumes})
 
     model.eval()
     samples = []
@@ -483,11 +512,15 @@ def run_cell(cfg: CellConfig, on_epoch: Callable[[dict], None] | None = None,
         torch_version=torch.__version__,
         epoch_log=[{k: v for k, v in r.items() if k != "tokens"} for r in epoch_log],
         samples=samples,
-        notes=trainer.notes,
+        notes=trainer.notes + saver.notes + [
+            f"went on from its checkpoint after epoch {k}: the epochs before were trained by an earlier process"
+            for k in resumes],
         stopped_early=status == "ok" and len(epoch_log) < cfg.epochs,
         malloc=this_process_malloc(),
         **{key: selected.get(key) for key in SELECTION_COLUMNS},
     )
+    if resumes:
+        record["prior_sec"] = saver.prior_sec
     return record
 
 
@@ -508,6 +541,12 @@ class BestEpoch:
         if ppl < self.ppl:  # the first of equal evaluations: stopping early is preferred
             self.epoch, self.ppl = epoch, ppl
             self.weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    def state(self) -> dict:
+        return {"epoch": self.epoch, "ppl": self.ppl, "weights": self.weights}
+
+    def restore(self, state: dict) -> None:
+        self.epoch, self.ppl, self.weights = state["epoch"], state["ppl"], state["weights"]
 
     def patience_spent(self, epoch: int) -> bool:
         return bool(self.patience) and self.epoch is not None and epoch - self.epoch >= self.patience

@@ -1,8 +1,10 @@
-"""The process that trains one grid cell: ``python -m harness.worker CONFIG.json RESULT.json``.
+"""The process that trains one grid cell:
+``python -m harness.worker CONFIG.json RESULT.json [CHECKPOINT [EVERY_SEC]]``.
 
 Each cell runs in a fresh process so that its peak memory is its own and a crash takes only that cell.
 Per-epoch rows are printed as ``@@epoch {json}`` lines, so the runner keeps the epochs of a cell that
-later fails or times out and can show live progress.
+later fails or times out and can show live progress. With CHECKPOINT the cell saves its state there every
+EVERY_SEC seconds and goes on from it (``harness.checkpoint``).
 """
 
 from __future__ import annotations
@@ -26,12 +28,13 @@ def _die_with_parent() -> None:
 
 
 def main(argv: list[str]) -> int:
-    config_path, result_path = argv
+    config_path, result_path, *saving = argv
     _die_with_parent()
     if hasattr(signal, "SIGUSR1"):
         # SIGUSR1 asks the run to finish its cells in flight: one that reaches a cell (a pkill by name)
         # must not end it.
         signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    from .checkpoint import CHECKPOINT_SEC
     from .config import CellConfig
     from .errors import HarnessError
     from .store import write_json_atomic
@@ -44,7 +47,8 @@ def main(argv: list[str]) -> int:
         print(EPOCH_PREFIX + json.dumps(row), flush=True)
 
     try:
-        record = run_cell(config, on_epoch=report)
+        record = run_cell(config, on_epoch=report, checkpoint=saving[0] if saving else None,
+                          checkpoint_every=float(saving[1]) if len(saving) > 1 else CHECKPOINT_SEC)
     except HarnessError as exc:
         print(f"error: {exc}", flush=True)
         return exc.exit_code

@@ -26,7 +26,9 @@ from harness import cli  # noqa: E402
 from harness.config import CellConfig  # noqa: E402
 from harness.machine import cpu_model  # noqa: E402
 from harness.ray_executor import (  # noqa: E402
-    Node, RayExecutor, choose_node, cluster_nodes, resource_request, submission_order, unservable_reason)
+    Node, RayExecutor, checkpoint_for, choose_node, cluster_nodes, resource_request, submission_order,
+    unservable_reason)
+from harness.results import RunDir  # noqa: E402
 from harness.runner import node_label, run_suite  # noqa: E402
 from harness.suite import GridCell, expand, load_suite  # noqa: E402
 
@@ -41,6 +43,13 @@ def grid_cell(**keys) -> GridCell:
 BIG = Node("n-big", "big", cpus=16)
 SMALL = Node("n-small", "small", cpus=2)
 GPU = Node("n-gpu", "gpu", cpus=8, gpus=2)
+
+
+def test_a_cell_keeps_a_checkpoint_in_the_run_folder_only_on_the_drivers_machine(tmp_path):
+    cell = grid_cell()
+    run_dir = RunDir(tmp_path / "run")
+    assert checkpoint_for(run_dir, cell, BIG, driver_hostname="big") == str(run_dir.checkpoint_path(cell.cell_id))
+    assert checkpoint_for(run_dir, cell, SMALL, driver_hostname="big") is None  # cannot reach the folder
 
 
 # --- placement on literal clusters --------------------------------------------------------------------
@@ -209,7 +218,7 @@ def _kill_ray_worker_of(marker_epochs: int, killed: dict, stop: threading.Event)
             if "harness.worker" not in cmdline:
                 continue
             try:
-                config = json.loads(open(cmdline[-2]).read())
+                config = json.loads(open(cmdline[cmdline.index("harness.worker") + 1]).read())
             except (OSError, ValueError, IndexError):
                 continue
             if config.get("epochs") == marker_epochs:
@@ -269,7 +278,7 @@ def cell_processes(epochs: int) -> list:
         cmdline = proc.info["cmdline"] or []
         if "harness.worker" in cmdline:
             try:
-                if json.loads(open(cmdline[-2]).read()).get("epochs") == epochs:
+                if json.loads(open(cmdline[cmdline.index("harness.worker") + 1]).read()).get("epochs") == epochs:
                     found.append(proc)
             except (OSError, ValueError, IndexError):
                 continue

@@ -21,8 +21,9 @@ from ..suite import expand, filter_cells, load_suite
 def register(subparsers) -> None:
     parser = subparsers.add_parser("run", help="train a suite's grid, store results, render the report",
                                    description="Train every cell of a suite (resumable) and render the report.",
-                                   epilog="Ctrl-C stops at once (the cells in flight are lost); SIGUSR1 (kill -USR1 "
-                                          "PID) lets the cells in flight finish and starts no other. Either way "
+                                   epilog="Ctrl-C stops at once: the cells in flight keep their last checkpoint (at most "
+                                          "a minute old) and go on from it when resumed. SIGUSR1 (kill -USR1 PID) "
+                                          "lets the cells in flight finish and starts no other. Either way "
                                           "--resume continues.")
     add_selection_arguments(parser)
     parser.add_argument("--out", help="results folder (default: results/<suite>-<timestamp>); "

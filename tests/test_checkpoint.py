@@ -1,0 +1,184 @@
+"""A cell stopped part-way goes on from its checkpoint to the numbers an unbroken run gives: in process,
+across worker processes, and in the run folder until the cell's record is stored."""
+
+from __future__ import annotations
+
+import io
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+from harness.checkpoint import Checkpointer
+from harness.config import CellConfig
+from harness.results import RunDir
+from harness.runner import run_cell_process
+from harness.suite import GridCell
+from harness.train import run_cell
+
+from test_train import PARAGRAPH
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny models, one thread
+
+
+@pytest.fixture(scope="module")
+def book(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("corpus") / "book.txt"
+    path.write_text(PARAGRAPH * 6, encoding="utf-8")
+    return path
+
+
+def tiny(book: Path, **overrides) -> CellConfig:
+    """Held-out evaluations, a selection text and the best epoch: every part of the state is used."""
+    values = dict(corpus=str(book), max_tokens=1500, val_tokens=300, select_tokens=300, select_every=1,
+                  eval_every=2, cell="gru", layers=2, hidden=16, epochs=8, batch_size=8, num_steps=35,
+                  lr=4.0, sample_chars=20, threads=1)
+    values.update(overrides)
+    return CellConfig(**values)
+
+
+class Stop(Exception):
+    pass
+
+
+def stopped_after(cfg: CellConfig, path: Path, epoch: int) -> None:
+    """Train ``cfg`` with a checkpoint after every epoch until the end of epoch ``epoch``, then stop as a
+    killed process would (before that epoch's checkpoint)."""
+
+    def stop_at(row):
+        if row["epoch"] == epoch:
+            raise Stop
+
+    with pytest.raises(Stop):
+        run_cell(cfg, on_epoch=stop_at, checkpoint=path, checkpoint_every=0.0)
+
+
+def measured(record: dict) -> list[tuple]:
+    return [(r["epoch"], r["train_ppl"], r["select_ppl"], r["val_ppl"], r["causal_ppl"]) for r in record["epoch_log"]]
+
+
+@pytest.mark.parametrize("cell, direction", [("gru", "uni"), ("lstm", "bi"), ("rnn", "uni")])
+def test_a_cell_stopped_part_way_goes_on_to_the_numbers_of_an_unbroken_run(book, tmp_path, cell, direction):
+    cfg = tiny(book, cell=cell, direction=direction)
+    unbroken = run_cell(cfg)
+    path = tmp_path / "cell.pt"
+    stopped_after(cfg, path, epoch=5)
+    assert path.exists()
+    seen = []
+    resumed = run_cell(cfg, on_epoch=seen.append, checkpoint=path)
+    assert measured(resumed) == measured(unbroken)
+    for key in ("selected_epoch", "selected_select_ppl", "selected_val_ppl", "selected_causal_ppl", "sample",
+                "train_ppl", "val_ppl", "causal_ppl", "epochs_done", "stopped_early"):
+        assert resumed[key] == unbroken[key], key
+    assert [r["epoch"] for r in seen] == list(range(1, 9))  # the saved epochs are reported again first
+    assert any("after epoch 4" in note for note in resumed["notes"])
+    assert resumed["prior_sec"] > 0 and "prior_sec" not in unbroken
+    # The first epoch of each process is its warm-up, out of the epoch time's median.
+    assert [r["epoch"] for r in resumed["epoch_log"] if r["warmup"]] == [1, 5]
+
+
+def test_a_cell_stopped_twice_goes_on_each_time(book, tmp_path):
+    cfg = tiny(book)
+    path = tmp_path / "cell.pt"
+    stopped_after(cfg, path, epoch=3)
+    stopped_after(cfg, path, epoch=6)  # goes on after epoch 2, stops after epoch 6
+    resumed = run_cell(cfg, checkpoint=path)
+    assert measured(resumed) == measured(run_cell(cfg))
+    assert [note for note in resumed["notes"] if "checkpoint" in note] == [
+        f"went on from its checkpoint after epoch {k}: the epochs before were trained by an earlier process"
+        for k in (2, 5)]
+
+
+def test_patience_and_the_best_epoch_survive_a_stop(book, tmp_path):
+    # lr 40 with little clipping: the selection perplexity worsens early and patience ends the cell.
+    cfg = tiny(book, cell="rnn", layers=1, epochs=60, select_every=2, patience=6, eval_every=0, lr=40.0,
+               clip=1000.0)
+    unbroken = run_cell(cfg)
+    if unbroken["status"] != "ok" or not unbroken["stopped_early"] or unbroken["epochs_done"] < 8:
+        pytest.skip("this run did not stop on patience after epoch 8")
+    path = tmp_path / "cell.pt"
+    stopped_after(cfg, path, epoch=unbroken["epochs_done"] - 1)
+    resumed = run_cell(cfg, checkpoint=path)
+    assert measured(resumed) == measured(unbroken)
+    assert (resumed["selected_epoch"], resumed["epochs_done"]) == (unbroken["selected_epoch"], unbroken["epochs_done"])
+
+
+def test_a_checkpoint_of_another_configuration_is_ignored(book, tmp_path):
+    path = tmp_path / "cell.pt"
+    stopped_after(tiny(book, lr=2.0), path, epoch=4)
+    cfg = tiny(book)
+    record = run_cell(cfg, checkpoint=path)
+    assert measured(record) == measured(run_cell(cfg))
+    assert any("ignored: its config_hash is" in note for note in record["notes"])
+    assert "prior_sec" not in record
+
+
+def test_a_damaged_checkpoint_costs_only_the_epochs_it_held(book, tmp_path):
+    path = tmp_path / "cell.pt"
+    path.write_bytes(b"not a checkpoint")
+    cfg = tiny(book, epochs=3)
+    record = run_cell(cfg, checkpoint=path)
+    assert record["status"] == "ok" and record["epochs_done"] == 3
+    assert any("unreadable" in note for note in record["notes"])
+
+
+def test_a_checkpoint_that_cannot_be_written_does_not_fail_the_cell(book, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    record = run_cell(tiny(book, epochs=3), checkpoint=blocker / "cell.pt", checkpoint_every=0.0)
+    assert record["status"] == "ok" and record["epochs_done"] == 3
+    assert sum("checkpoints stopped: cannot write" in note for note in record["notes"]) == 1
+
+
+def test_a_checkpoint_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
+    path = tmp_path / "cell.pt"
+    saver = Checkpointer(path, "hash", every_sec=0.0)
+    saver.save({"epoch": 1})
+
+    def killed_while_writing(obj, f):
+        Path(f).write_bytes(b"half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", killed_while_writing)
+    saver.save({"epoch": 2})
+    monkeypatch.undo()
+    assert Checkpointer(path, "hash").load()["epoch"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["cell.pt"]  # no partial file left behind
+
+
+def test_checkpoints_are_due_every_interval(tmp_path):
+    now = [0.0]
+    saver = Checkpointer(tmp_path / "cell.pt", "hash", every_sec=60.0, clock=lambda: now[0])
+    now[0] = 59.0
+    assert not saver.due()
+    now[0] = 60.0
+    assert saver.due()
+    saver.save({"epoch": 3})
+    assert not saver.due()
+    assert not Checkpointer(None, "hash", every_sec=0.0).due()  # no file: never
+
+
+def test_an_interrupted_cell_process_goes_on_from_its_checkpoint_in_the_run_folder(book, tmp_path):
+    cfg = tiny(book, epochs=40, eval_every=10)
+    cell = GridCell(cfg.cell_id, cfg, {})
+    run_dir = RunDir(tmp_path / "run")
+    run_dir.lock()
+    checkpoint = run_dir.checkpoint_path(cell.cell_id)
+    stop = threading.Event()
+
+    def stop_at_epoch_3(row):
+        if row["epoch"] >= 3:
+            stop.set()
+
+    with pytest.raises(KeyboardInterrupt):
+        run_cell_process(cell, io.StringIO(), on_epoch=stop_at_epoch_3, stop=stop, checkpoint=checkpoint,
+                         checkpoint_every=0.0)
+    assert checkpoint.exists()
+    record = run_cell_process(cell, io.StringIO(), checkpoint=checkpoint, checkpoint_every=0.0)
+    assert record["status"] == "ok" and record["epochs_done"] == 40
+    assert measured(record) == measured(run_cell(cfg))  # another process, the same numbers
+    assert any(note.startswith("went on from its checkpoint after epoch") for note in record["notes"])
+    assert "prior_sec" not in record and record["total_sec"] > 0
+    run_dir.store(cell, record, calibration=None)
+    assert not checkpoint.exists() and not checkpoint.parent.exists()  # stored: the checkpoint goes
