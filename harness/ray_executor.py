@@ -167,8 +167,8 @@ def _run_cell_task(cell: GridCell, malloc: str = "keep-freed", checkpoint: str |
 def checkpoint_for(run_dir, cell: GridCell, node: Node, driver_hostname: str) -> str | None:
     """The checkpoint file of ``cell`` run on ``node``: in the run folder when the node is the driver's own
     machine; none on another machine, which cannot reach that folder (an interrupted cell there starts
-    afresh)."""
-    return str(run_dir.checkpoint_path(cell.cell_id)) if node.hostname == driver_hostname else None
+    afresh). Absolute: a Ray worker's working folder need not be the driver's."""
+    return str(run_dir.checkpoint_path(cell.cell_id).absolute()) if node.hostname == driver_hostname else None
 
 
 # --- the executor (driver side) ----------------------------------------------------------------------

@@ -45,10 +45,12 @@ SMALL = Node("n-small", "small", cpus=2)
 GPU = Node("n-gpu", "gpu", cpus=8, gpus=2)
 
 
-def test_a_cell_keeps_a_checkpoint_in_the_run_folder_only_on_the_drivers_machine(tmp_path):
+def test_a_cell_keeps_a_checkpoint_in_the_run_folder_only_on_the_drivers_machine(tmp_path, monkeypatch):
     cell = grid_cell()
-    run_dir = RunDir(tmp_path / "run")
-    assert checkpoint_for(run_dir, cell, BIG, driver_hostname="big") == str(run_dir.checkpoint_path(cell.cell_id))
+    monkeypatch.chdir(tmp_path)
+    run_dir = RunDir("run")  # as --out gives it: relative to the driver's working folder
+    assert checkpoint_for(run_dir, cell, BIG, driver_hostname="big") == str(tmp_path / "run" / ".checkpoints" /
+                                                                             f"{cell.cell_id}.pt")
     assert checkpoint_for(run_dir, cell, SMALL, driver_hostname="big") is None  # cannot reach the folder
 
 
