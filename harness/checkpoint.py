@@ -13,9 +13,12 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
+
+from .store import write_json_atomic
 
 CHECKPOINT_SEC = 60.0  # a few MB per save: well under a second, against epochs of seconds
 FORMAT = 1
@@ -84,3 +87,15 @@ class Checkpointer:
                 partial.unlink(missing_ok=True)
             return
         self.last_save = self.clock()
+        # A torch-free summary beside it, for `harness show` (written second: it may lag, never lead).
+        last = state["epoch_log"][-1] if state.get("epoch_log") else {}
+        with contextlib.suppress(OSError):
+            write_json_atomic(summary_path(self.path), {
+                "epoch": state.get("epoch"), "train_ppl": last.get("train_ppl"),
+                "saved": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "elapsed_sec": state["elapsed_sec"]})
+
+
+def summary_path(checkpoint: Path) -> Path:
+    """The JSON summary of ``checkpoint`` (its epoch, last training perplexity, when it was saved)."""
+    return checkpoint.with_suffix(".json")

@@ -207,9 +207,23 @@ class RunDir:
         record["flops_utilization"] = flops_utilization(record, calibration) if ran_here else None
         write_json_atomic(self.cell_path(cell.cell_id), record)
         # Stored: the cell is done (a cell that failed or timed out starts afresh if trained again).
-        self.checkpoint_path(cell.cell_id).unlink(missing_ok=True)
+        checkpoint = self.checkpoint_path(cell.cell_id)
+        checkpoint.unlink(missing_ok=True)
+        checkpoint.with_suffix(".json").unlink(missing_ok=True)
         with contextlib.suppress(OSError):  # only once empty
             (self.path / CHECKPOINTS).rmdir()
+
+    def checkpoints(self) -> dict[str, dict]:
+        """The cells with a checkpoint (in training, or interrupted and to go on from it): their summaries
+        (``epoch``, ``train_ppl``, ``saved``, ``elapsed_sec``; {} where it cannot be read)."""
+        found = {}
+        for path in sorted((self.path / CHECKPOINTS).glob("*.pt")):
+            try:
+                summary = json.loads(path.with_suffix(".json").read_text())
+            except (OSError, ValueError):
+                summary = {}
+            found[path.stem] = summary if isinstance(summary, dict) else {}
+        return found
 
     def rebuild_tables(self, order: list[str] | None = None) -> None:
         rebuild_tables(self.path, self.finished_records(), order)

@@ -4,13 +4,15 @@ across worker processes, and in the run folder until the cell's record is stored
 from __future__ import annotations
 
 import io
+import json
 import threading
 from pathlib import Path
 
 import pytest
 import torch
 
-from harness.checkpoint import Checkpointer
+from harness import cli
+from harness.checkpoint import Checkpointer, summary_path
 from harness.config import CellConfig
 from harness.results import RunDir
 from harness.runner import run_cell_process
@@ -64,7 +66,8 @@ def test_a_cell_stopped_part_way_goes_on_to_the_numbers_of_an_unbroken_run(book,
     unbroken = run_cell(cfg)
     path = tmp_path / "cell.pt"
     stopped_after(cfg, path, epoch=5)
-    assert path.exists()
+    summary = json.loads(summary_path(path).read_text())
+    assert summary["epoch"] == 4 and summary["train_ppl"] == unbroken["epoch_log"][3]["train_ppl"]
     seen = []
     resumed = run_cell(cfg, on_epoch=seen.append, checkpoint=path)
     assert measured(resumed) == measured(unbroken)
@@ -144,7 +147,7 @@ def test_a_checkpoint_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
     saver.save({"epoch": 2})
     monkeypatch.undo()
     assert Checkpointer(path, "hash").load()["epoch"] == 1
-    assert [p.name for p in tmp_path.iterdir()] == ["cell.pt"]  # no partial file left behind
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cell.json", "cell.pt"]  # no partial file left behind
 
 
 def test_checkpoints_are_due_every_interval(tmp_path):
@@ -159,7 +162,7 @@ def test_checkpoints_are_due_every_interval(tmp_path):
     assert not Checkpointer(None, "hash", every_sec=0.0).due()  # no file: never
 
 
-def test_an_interrupted_cell_process_goes_on_from_its_checkpoint_in_the_run_folder(book, tmp_path):
+def test_an_interrupted_cell_process_goes_on_from_its_checkpoint_in_the_run_folder(book, tmp_path, capsys):
     cfg = tiny(book, epochs=40, eval_every=10)
     cell = GridCell(cfg.cell_id, cfg, {})
     run_dir = RunDir(tmp_path / "run")
@@ -175,10 +178,18 @@ def test_an_interrupted_cell_process_goes_on_from_its_checkpoint_in_the_run_fold
         run_cell_process(cell, io.StringIO(), on_epoch=stop_at_epoch_3, stop=stop, checkpoint=checkpoint,
                          checkpoint_every=0.0)
     assert checkpoint.exists()
+    # `show` (torch-free) says the cell has started and how far its checkpoint got.
+    summary = run_dir.checkpoints()[cell.cell_id]
+    assert summary["epoch"] >= 2 and summary["train_ppl"] > 1
+    (run_dir.path / "run.json").write_text(json.dumps({"suite": {"name": "tiny"}, "cells": [cell.cell_id]}))
+    assert cli.main(["show", str(run_dir.path)]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith(cell.cell_id))
+    assert row.split()[1:3] == ["started", str(summary["epoch"])] and "checkpoint saved" in row
     record = run_cell_process(cell, io.StringIO(), checkpoint=checkpoint, checkpoint_every=0.0)
     assert record["status"] == "ok" and record["epochs_done"] == 40
     assert measured(record) == measured(run_cell(cfg))  # another process, the same numbers
     assert any(note.startswith("went on from its checkpoint after epoch") for note in record["notes"])
     assert "prior_sec" not in record and record["total_sec"] > 0
     run_dir.store(cell, record, calibration=None)
-    assert not checkpoint.exists() and not checkpoint.parent.exists()  # stored: the checkpoint goes
+    assert not checkpoint.parent.exists()  # stored: the checkpoint and its summary go
+    assert run_dir.checkpoints() == {}

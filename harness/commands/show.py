@@ -1,4 +1,4 @@
-"""`harness show RUN_DIR`: the status of each cell of a run, finished or pending."""
+"""`harness show RUN_DIR`: the status of each cell of a run: finished, started (a checkpoint saved) or pending."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ def main(args) -> int:
     if info is None:
         raise HarnessError(f"{args.run_dir}: not a run folder (no run.json)")
     records, damaged = run_dir.read_records()
+    checkpoints = run_dir.checkpoints()
     rows = []
     listed = list(info.get("cells", []))
     for cell_id in listed + sorted((set(records) | set(damaged)) - set(listed)):
@@ -30,6 +31,13 @@ def main(args) -> int:
         if cell_id in damaged:
             # Not "pending": the record is there, but unreadable (the runner trains the cell again).
             rows.append({"cell_id": cell_id, "status": "damaged", "reason": damaged[cell_id][-60:]})
+            continue
+        if rec is None and cell_id in checkpoints:
+            # In training now, or interrupted: a resumed run goes on after the checkpoint's epoch.
+            saved = checkpoints[cell_id]
+            rows.append({"cell_id": cell_id, "status": "started", "epochs": saved.get("epoch"),
+                         "train_ppl": saved.get("train_ppl"),
+                         "reason": f"checkpoint saved {saved.get('saved') or '(time unknown)'}"})
             continue
         if rec is None:
             rows.append({"cell_id": cell_id, "status": "pending"})
