@@ -206,24 +206,30 @@ class RunDir:
 
         record["flops_utilization"] = flops_utilization(record, calibration) if ran_here else None
         write_json_atomic(self.cell_path(cell.cell_id), record)
-        # Stored: the cell is done (a cell that failed or timed out starts afresh if trained again).
-        checkpoint = self.checkpoint_path(cell.cell_id)
-        checkpoint.unlink(missing_ok=True)
-        checkpoint.with_suffix(".json").unlink(missing_ok=True)
+        # Stored: the cell is done, but for a failed one, which a resumed run trains again from its
+        # checkpoint (a crash or a killed process); a timed-out or diverged one would do the same again.
+        if record.get("status") != "failed":
+            checkpoint = self.checkpoint_path(cell.cell_id)
+            checkpoint.unlink(missing_ok=True)
+            checkpoint_summary_path(checkpoint).unlink(missing_ok=True)
+
+    def tidy_checkpoints(self) -> None:
+        """At the end of a run (no cell in flight): remove what interrupted saves left (partial files,
+        summaries without their checkpoint), and the folder once empty."""
+        folder = self.path / CHECKPOINTS
+        if not folder.is_dir():
+            return
+        for path in folder.iterdir():
+            stray = path.name.endswith(".partial") or (path.suffix == ".json" and not path.with_suffix(".pt").exists())
+            if stray:
+                path.unlink(missing_ok=True)
         with contextlib.suppress(OSError):  # only once empty
-            (self.path / CHECKPOINTS).rmdir()
+            folder.rmdir()
 
     def checkpoints(self) -> dict[str, dict]:
         """The cells with a checkpoint (in training, or interrupted and to go on from it): their summaries
-        (``epoch``, ``train_ppl``, ``saved``, ``elapsed_sec``; {} where it cannot be read)."""
-        found = {}
-        for path in sorted((self.path / CHECKPOINTS).glob("*.pt")):
-            try:
-                summary = json.loads(path.with_suffix(".json").read_text())
-            except (OSError, ValueError):
-                summary = {}
-            found[path.stem] = summary if isinstance(summary, dict) else {}
-        return found
+        (``read_checkpoint_summary``; {} where there is none)."""
+        return {path.stem: read_checkpoint_summary(path) for path in sorted((self.path / CHECKPOINTS).glob("*.pt"))}
 
     def rebuild_tables(self, order: list[str] | None = None) -> None:
         rebuild_tables(self.path, self.finished_records(), order)
@@ -239,6 +245,33 @@ class RunDir:
 
 
 CHECKPOINTS = ".checkpoints"  # the run folder's cells in training, not results: never committed
+
+
+def checkpoint_summary_path(checkpoint: Path) -> Path:
+    """The JSON summary beside a cell's checkpoint (``harness.checkpoint``): its ``epoch``, last
+    ``train_ppl``, when it was ``saved``, the training time so far (``elapsed_sec``), its ``config_hash``."""
+    return Path(checkpoint).with_suffix(".json")
+
+
+def read_checkpoint_summary(checkpoint: Path) -> dict:
+    """The summary of ``checkpoint``, or {} where it is missing or unreadable."""
+    try:
+        summary = json.loads(checkpoint_summary_path(checkpoint).read_text())
+    except (OSError, ValueError):
+        return {}
+    return summary if isinstance(summary, dict) else {}
+
+
+def checkpoint_prior_sec(checkpoint: Path | None, config_hash: str) -> float:
+    """The training time a cell's earlier processes spent, as its checkpoint's summary says (0 without a
+    checkpoint of this configuration): what its ``run.timeout`` has already used."""
+    if checkpoint is None or not Path(checkpoint).exists():
+        return 0.0
+    summary = read_checkpoint_summary(checkpoint)
+    elapsed = summary.get("elapsed_sec")
+    if summary.get("config_hash") != config_hash or not isinstance(elapsed, (int, float)):
+        return 0.0
+    return max(0.0, float(elapsed))
 
 # The facts of a run that its cell records carry too (``RunDir.store``).
 RUN_FACTS = ("started", "command", "git", "machine", "executor", "calibration", "malloc")

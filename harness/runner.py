@@ -26,7 +26,7 @@ from .errors import HarnessError
 # The run folder and its tables are the results module's; imported here for the runner's callers too.
 from .results import (EXTRA_COLUMNS, LOAD_COLUMNS, RESULT_COLUMNS, RunDir, append_tables,  # noqa: F401
                       machine_from_records, node_label, read_json_object, rebuild_tables, run_facts_from_records,
-                      table_rows)
+                      checkpoint_prior_sec, table_rows)
 from .store import write_json_atomic
 from .suite import GridCell, Suite, cell_changes
 from .worker import EPOCH_PREFIX
@@ -63,8 +63,12 @@ def run_cell_process(cell: GridCell, log, on_epoch: Callable[[dict], None] | Non
     ``malloc``: ``keep-freed`` starts it with ``harness.malloc.KEEP_FREED_MEMORY`` (values in this
     environment win), ``system`` without them. ``checkpoint``: the file the cell saves its state to (every
     ``checkpoint_every`` seconds, ``harness.checkpoint``'s default if None) and goes on from; ``total_sec``
-    then counts the earlier processes' training too. ``timeout`` applies to this process alone."""
+    then counts the earlier processes' training up to their last checkpoint, and so does ``timeout``."""
     timeout = timeout if timeout is not None else cell.config.timeout
+    # The timeout covers the cell, not each process: earlier ones, up to their checkpoint, used some.
+    prior_sec = checkpoint_prior_sec(checkpoint, cell.config.config_hash())
+    limit = timeout
+    timeout = max(1.0, timeout - prior_sec)
     epoch_log: list[dict] = []
     remove_stale_cell_dirs_once()
     with tempfile.TemporaryDirectory(prefix=f"{CELL_DIR_PREFIX}{os.getpid()}-") as tmp:
@@ -113,9 +117,12 @@ def run_cell_process(cell: GridCell, log, on_epoch: Callable[[dict], None] | Non
         total_sec = time.monotonic() - start
         if stop is not None and stop.is_set():
             raise KeyboardInterrupt
+        own_record = not timed_out.is_set() and returncode == 0 and result_path.exists()
         if timed_out.is_set():
-            record = failure_record(cell, "timeout", f"exceeded run.timeout = {timeout:g} s", epoch_log)
-        elif returncode == 0 and result_path.exists():
+            record = failure_record(cell, "timeout", f"exceeded run.timeout = {limit:g} s"
+                                    + (f" (with {prior_sec:.0f} s before its checkpoint)" if prior_sec else ""),
+                                    epoch_log)
+        elif own_record:
             record = json.loads(result_path.read_text())
         else:
             if returncode < 0:
@@ -128,7 +135,8 @@ def run_cell_process(cell: GridCell, log, on_epoch: Callable[[dict], None] | Non
             last = next((line.strip() for line in reversed(tail) if line.strip()), "")
             record = failure_record(cell, "failed", f"{cause}: {last}" if last else cause, epoch_log,
                                     error_tail=[line for line in tail if line.strip()])
-    record["total_sec"] = total_sec + record.pop("prior_sec", 0.0)
+    # The cell's own record says what its earlier processes took; a failure record has the summary's figure.
+    record["total_sec"] = total_sec + record.pop("prior_sec", 0.0 if own_record else prior_sec)
     record.update(load_columns(load_before, machine_load()))
     return record
 
@@ -522,6 +530,7 @@ def run_suite(suite: Suite, cells: list[GridCell], out_dir, argv: list[str], exe
             tensorboard.close()
     if drain.is_set() and stored_here < len(pending):
         raise HarnessDrained(run_dir.path, len(pending) - stored_here)
+    run_dir.tidy_checkpoints()
     run_dir.rebuild_tables(info["cells"])
     records = run_dir.finished_records()
     info["corpus_sha256"] = sorted({r.get("corpus_sha256") for r in records.values() if r.get("corpus_sha256")})

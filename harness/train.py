@@ -394,8 +394,8 @@ def run_cell(cfg: CellConfig, on_epoch: Callable[[dict], None] | None = None,
 
     ``checkpoint``: a file (``harness.checkpoint``) that the cell's state is saved to every
     ``checkpoint_every`` seconds and, when it holds this configuration's state, goes on from. The record
-    then has ``prior_sec``, the training time of the earlier processes; ``on_epoch`` gets the saved
-    epochs' rows again first."""
+    then has ``prior_sec``, the training time of the earlier processes up to their last checkpoint;
+    ``on_epoch`` gets the saved epochs' rows again first."""
     if cfg.device == "cuda":
         reason = cuda_unavailable_reason()
         if reason:
@@ -406,25 +406,29 @@ def run_cell(cfg: CellConfig, on_epoch: Callable[[dict], None] | None = None,
     epoch_log: list[dict] = []
     status, reason = "ok", ""
     selection = BestEpoch(cfg)
-    synchronize(device)
-    memory = PeakMemory(device)
-    saver = Checkpointer(checkpoint, cfg.config_hash(), checkpoint_every)
+    saver = Checkpointer(checkpoint, {"config_hash": cfg.config_hash(), "corpus_sha256": corpus.sha256},
+                         checkpoint_every)
     saved = saver.load()
-    first_epoch = 1
+    first_epoch, resumes, carried = 1, [], None
     if saved is not None:
         model.load_state_dict(saved["model"])
         cell.generator.set_state(saved["generator"])
         torch.set_rng_state(saved["torch_rng"])
-        selection.restore(saved["selection"])
-        memory.carry_over(**saved["memory"])
+        selection.restore(saved["selection"], device)
         epoch_log = list(saved["epoch_log"])
         first_epoch = saved["epoch"] + 1
         resumes = list(saved["resumes"]) + [saved["epoch"]]
-        for row in epoch_log:
-            if on_epoch:
-                on_epoch(row)
-    else:
-        resumes = []
+        carried = saved["memory"]
+        del saved  # before memory is measured: the loaded copy must not count as the cell's
+    synchronize(device)
+    if carried is not None:
+        PeakMemory(device).release()  # the loaded copy's memory, freed, goes back before the baseline is read
+    memory = PeakMemory(device)
+    if carried is not None:
+        memory.carry_over(**carried)
+    for row in epoch_log:  # a resumed cell's earlier epochs, reported again
+        if on_epoch:
+            on_epoch(row)
     for epoch in range(first_epoch, cfg.epochs + 1):
         model.train()
         memory.start_region()
@@ -545,8 +549,9 @@ class BestEpoch:
     def state(self) -> dict:
         return {"epoch": self.epoch, "ppl": self.ppl, "weights": self.weights}
 
-    def restore(self, state: dict) -> None:
-        self.epoch, self.ppl, self.weights = state["epoch"], state["ppl"], state["weights"]
+    def restore(self, state: dict, device) -> None:
+        self.epoch, self.ppl = state["epoch"], state["ppl"]
+        self.weights = None if state["weights"] is None else {k: v.to(device) for k, v in state["weights"].items()}
 
     def patience_spent(self, epoch: int) -> bool:
         return bool(self.patience) and self.epoch is not None and epoch - self.epoch >= self.patience

@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from harness import cli
-from harness.checkpoint import Checkpointer, summary_path
+from harness.checkpoint import Checkpointer
 from harness.config import CellConfig
-from harness.results import RunDir
+from harness.results import RunDir, checkpoint_prior_sec, checkpoint_summary_path
 from harness.runner import run_cell_process
 from harness.suite import GridCell
 from harness.train import run_cell
@@ -66,7 +66,7 @@ def test_a_cell_stopped_part_way_goes_on_to_the_numbers_of_an_unbroken_run(book,
     unbroken = run_cell(cfg)
     path = tmp_path / "cell.pt"
     stopped_after(cfg, path, epoch=5)
-    summary = json.loads(summary_path(path).read_text())
+    summary = json.loads(checkpoint_summary_path(path).read_text())
     assert summary["epoch"] == 4 and summary["train_ppl"] == unbroken["epoch_log"][3]["train_ppl"]
     seen = []
     resumed = run_cell(cfg, on_epoch=seen.append, checkpoint=path)
@@ -131,12 +131,12 @@ def test_a_checkpoint_that_cannot_be_written_does_not_fail_the_cell(book, tmp_pa
     blocker.write_text("")
     record = run_cell(tiny(book, epochs=3), checkpoint=blocker / "cell.pt", checkpoint_every=0.0)
     assert record["status"] == "ok" and record["epochs_done"] == 3
-    assert sum("checkpoints stopped: cannot write" in note for note in record["notes"]) == 1
+    assert sum("could not be written" in note for note in record["notes"]) == 1  # said once, tried each time
 
 
 def test_a_checkpoint_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
     path = tmp_path / "cell.pt"
-    saver = Checkpointer(path, "hash", every_sec=0.0)
+    saver = Checkpointer(path, {"config_hash": "hash"}, every_sec=0.0)
     saver.save({"epoch": 1})
 
     def killed_while_writing(obj, f):
@@ -146,20 +146,20 @@ def test_a_checkpoint_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
     monkeypatch.setattr(torch, "save", killed_while_writing)
     saver.save({"epoch": 2})
     monkeypatch.undo()
-    assert Checkpointer(path, "hash").load()["epoch"] == 1
+    assert Checkpointer(path, {"config_hash": "hash"}).load()["epoch"] == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cell.json", "cell.pt"]  # no partial file left behind
 
 
 def test_checkpoints_are_due_every_interval(tmp_path):
     now = [0.0]
-    saver = Checkpointer(tmp_path / "cell.pt", "hash", every_sec=60.0, clock=lambda: now[0])
+    saver = Checkpointer(tmp_path / "cell.pt", {"config_hash": "hash"}, every_sec=60.0, clock=lambda: now[0])
     now[0] = 59.0
     assert not saver.due()
     now[0] = 60.0
     assert saver.due()
     saver.save({"epoch": 3})
     assert not saver.due()
-    assert not Checkpointer(None, "hash", every_sec=0.0).due()  # no file: never
+    assert not Checkpointer(None, {}, every_sec=0.0).due()  # no file: never
 
 
 def test_an_interrupted_cell_process_goes_on_from_its_checkpoint_in_the_run_folder(book, tmp_path, capsys):
@@ -191,5 +191,47 @@ def test_an_interrupted_cell_process_goes_on_from_its_checkpoint_in_the_run_fold
     assert any(note.startswith("went on from its checkpoint after epoch") for note in record["notes"])
     assert "prior_sec" not in record and record["total_sec"] > 0
     run_dir.store(cell, record, calibration=None)
-    assert not checkpoint.parent.exists()  # stored: the checkpoint and its summary go
-    assert run_dir.checkpoints() == {}
+    assert run_dir.checkpoints() == {} and not checkpoint_summary_path(checkpoint).exists()  # stored: both go
+    (checkpoint.parent / f".{checkpoint.name}.123.partial").write_bytes(b"a save cut short")
+    run_dir.tidy_checkpoints()  # the run's end
+    assert not checkpoint.parent.exists()
+
+
+def test_a_failed_cell_keeps_its_checkpoint_for_the_next_try(book, tmp_path):
+    cfg = tiny(book)
+    cell = GridCell(cfg.cell_id, cfg, {})
+    run_dir = RunDir(tmp_path / "run")
+    run_dir.lock()
+    checkpoint = run_dir.checkpoint_path(cell.cell_id)
+    stopped_after(cfg, checkpoint, epoch=3)
+    run_dir.store(cell, {"status": "failed", "reason": "killed by signal SIGKILL"}, calibration=None)
+    assert checkpoint.exists() and list(run_dir.checkpoints()) == [cell.cell_id]
+    run_dir.tidy_checkpoints()
+    assert checkpoint.exists()  # a run's end keeps what a resumed run goes on from
+    run_dir.store(cell, {"status": "timeout", "reason": "exceeded run.timeout"}, calibration=None)
+    assert not checkpoint.exists()  # it would only time out again
+
+
+def test_the_timeout_counts_the_time_before_the_checkpoint(tmp_path):
+    path = tmp_path / "cell.pt"
+    assert checkpoint_prior_sec(path, "h") == 0.0  # none
+    path.write_bytes(b"")
+    checkpoint_summary_path(path).write_text(json.dumps({"elapsed_sec": 412.5, "config_hash": "h"}))
+    assert checkpoint_prior_sec(path, "h") == 412.5
+    assert checkpoint_prior_sec(path, "other") == 0.0  # another configuration's: the cell starts afresh
+    checkpoint_summary_path(path).write_text("{cut")
+    assert checkpoint_prior_sec(path, "h") == 0.0
+    assert checkpoint_prior_sec(None, "h") == 0.0
+
+
+def test_a_checkpoint_of_another_text_is_ignored(book, tmp_path):
+    path = tmp_path / "cell.pt"
+    cfg = tiny(book)
+    stopped_after(cfg, path, epoch=4)
+    # The same corpus path with other text in it (the configuration names the path, not the text).
+    state = torch.load(path, weights_only=True)
+    state["corpus_sha256"] = "0" * 64
+    torch.save(state, path)
+    record = run_cell(cfg, checkpoint=path)
+    assert any("ignored: its corpus_sha256 is 000" in note for note in record["notes"])
+    assert measured(record) == measured(run_cell(cfg)) and "prior_sec" not in record
