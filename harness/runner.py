@@ -523,7 +523,7 @@ def run_suite(suite: Suite, cells: list[GridCell], out_dir, argv: list[str], exe
     except KeyboardInterrupt:
         stop.set()
         progress.close()
-        raise HarnessInterrupted(run_dir.path) from None
+        raise HarnessInterrupted(run_dir.path, len(run_dir.checkpoints())) from None
     finally:
         progress.close()
         if tensorboard is not None:
@@ -718,8 +718,9 @@ def _warn_if_changed(info: dict, now: dict) -> None:
 class HarnessInterrupted(HarnessError):
     exit_code = 130
 
-    def __init__(self, path):
-        super().__init__(f"interrupted; finished cells are stored in {path}; continue with --resume {path}")
+    def __init__(self, path, started: int = 0):
+        kept = f", {started} started one(s) will go on from their checkpoints" if started else ""
+        super().__init__(f"interrupted; finished cells are stored in {path}{kept}; continue with --resume {path}")
 
 
 class HarnessDrained(HarnessError):

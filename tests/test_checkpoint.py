@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import textwrap
 import threading
 from pathlib import Path
 
@@ -15,10 +16,11 @@ from harness import cli
 from harness.checkpoint import Checkpointer
 from harness.config import CellConfig
 from harness.results import RunDir, checkpoint_prior_sec, checkpoint_summary_path
-from harness.runner import run_cell_process
-from harness.suite import GridCell
+from harness.runner import HarnessInterrupted, run_cell_process, run_suite
+from harness.suite import GridCell, expand, load_suite
 from harness.train import run_cell
 
+from conftest import TINY
 from test_train import PARAGRAPH
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny models, one thread
@@ -235,3 +237,28 @@ def test_a_checkpoint_of_another_text_is_ignored(book, tmp_path):
     record = run_cell(cfg, checkpoint=path)
     assert any("ignored: its corpus_sha256 is 000" in note for note in record["notes"])
     assert measured(record) == measured(run_cell(cfg)) and "prior_sec" not in record
+
+
+class InterruptedAfterACheckpoint:
+    """An executor whose first cell saved a checkpoint before the run was interrupted."""
+
+    name = "local"
+    malloc = "keep-freed"
+
+    def execute(self, cells, run_dir, progress, stop, drain):
+        path = run_dir.checkpoint_path(cells[0].cell_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"")
+        raise KeyboardInterrupt
+        yield
+
+
+def test_an_interrupted_run_says_its_started_cells_go_on_from_their_checkpoints(tmp_path):
+    suite_file = tmp_path / "tiny.yaml"
+    suite_file.write_text(textwrap.dedent(TINY))
+    suite = load_suite(suite_file)
+    out = tmp_path / "run"
+    with pytest.raises(HarnessInterrupted) as stopped:
+        run_suite(suite, expand(suite), out, ["test"], executor=InterruptedAfterACheckpoint(), calibrate=False)
+    assert str(stopped.value) == (f"interrupted; finished cells are stored in {out}, 1 started one(s) will go on "
+                                  f"from their checkpoints; continue with --resume {out}")
