@@ -268,7 +268,7 @@ class Progress:
     finish. Until enough is done, the a-priori figures weigh in (``prior_sec`` of pretend-accurate work)."""
 
     def __init__(self, total: int, done: int, stream=None, estimates: dict[str, float] | None = None,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, started_epochs: dict[str, int] | None = None):
         from tqdm import tqdm
 
         self.stream = stream or sys.stderr
@@ -279,6 +279,9 @@ class Progress:
         self.remaining_est = sum(self.estimates.values())  # cells not finished yet, in flight included
         self.finished_est = 0.0
         self.fractions: dict[str, float] = {}  # cells in flight: share of their epochs done
+        # Cells that go on from a checkpoint: the epoch it holds. Their estimates are of what remains, and
+        # their share done counts from there (the earlier epochs, reported again, took no time now).
+        self.started_epochs = dict(started_epochs or {})
         self.cell_started: dict[str, float] = {}  # cells in flight: when they started
         self.prior_sec = min(300.0, max(1.0, 0.02 * self.remaining_est))
         self.clock = clock
@@ -326,7 +329,8 @@ class Progress:
             for listener in self.epoch_listeners:
                 listener(self.current, row)
             epochs = max(1, self.current.config.epochs)
-            self.fractions[self.current.cell_id] = min(1.0, row["epoch"] / epochs)
+            before = min(self.started_epochs.get(self.current.cell_id, 0), epochs - 1)
+            self.fractions[self.current.cell_id] = min(1.0, max(0, row["epoch"] - before) / (epochs - before))
             self._postfix = f"epoch {row['epoch']}/{epochs} ppl {row['train_ppl']:.3f}"
             self._refresh()
 
@@ -492,8 +496,12 @@ def run_suite(suite: Suite, cells: list[GridCell], out_dir, argv: list[str], exe
     done = run_dir.finished_records()
     retry = {c.cell_id for c in cells if done.get(c.cell_id, {}).get("status") == "failed"}
     pending = [c for c in cells if c.cell_id not in done or c.cell_id in retry]
-    estimates = {c.cell_id: 0.0 if c.cell_id in will_skip else estimate_seconds(c.config) for c in pending}
-    progress = Progress(len(cells), len(cells) - len(pending), stream=stream, estimates=estimates)
+    checkpoints = run_dir.checkpoints()
+    started_epochs = {cid: summary["epoch"] for cid, summary in checkpoints.items()
+                      if isinstance(summary.get("epoch"), int)}
+    estimates = remaining_estimates(pending, started_epochs, will_skip)
+    progress = Progress(len(cells), len(cells) - len(pending), stream=stream, estimates=estimates,
+                        started_epochs=started_epochs)
     if len(pending) < len(cells) or retry:
         print(f"resuming {run_dir.path}: {len(cells) - len(pending)} of {len(cells)} cells already stored"
               + (f"; training the {len(retry)} failed ones again" if retry else ""), file=progress.stream)
@@ -678,6 +686,20 @@ def preflight(cells: list[GridCell], will_skip: set[str]) -> None:
         except HarnessError as exc:
             need = f"{len(fused)} cells to train need it" if len(fused) > 1 else "1 cell to train needs it"
             raise HarnessError(f"{exc} ({need}; nothing was trained)") from None
+
+
+def remaining_estimates(pending: list[GridCell], started_epochs: dict[str, int], will_skip: set[str]) -> dict[str, float]:
+    """Each pending cell's estimated seconds (``harness.cost``): none for one that will be skipped, and for
+    one that goes on from a checkpoint after epoch k of n, the share (n - k) / n of its estimate."""
+    estimates = {}
+    for cell in pending:
+        if cell.cell_id in will_skip:
+            estimates[cell.cell_id] = 0.0
+            continue
+        epochs = max(1, cell.config.epochs)
+        done = min(max(0, started_epochs.get(cell.cell_id, 0)), epochs)
+        estimates[cell.cell_id] = estimate_seconds(cell.config) * (epochs - done) / epochs
+    return estimates
 
 
 def plan_text(suite: Suite, pending: list[GridCell], estimates: dict[str, float], will_skip: set[str],

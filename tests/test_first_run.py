@@ -84,6 +84,35 @@ def test_eta_counts_cells_training_side_by_side_without_epoch_reports():
     assert progress.eta_seconds() == pytest.approx((300.0 - 180.0) * (500.0 + prior) / (180.0 + prior))
 
 
+def test_a_cell_going_on_from_a_checkpoint_counts_only_what_remains():
+    # Epoch 6 of 10 in its checkpoint: 40% of its 100 s estimate remains; the six epochs reported again at
+    # its start took no time now and count as nothing done.
+    clock = FakeClock()
+    progress = Progress(1, 0, stream=io.StringIO(), estimates={"a": 40.0}, clock=clock, started_epochs={"a": 6})
+    prior = progress.prior_sec
+    progress.start_cell(_cell("a", epochs=10))
+    for epoch in range(1, 7):
+        progress.epoch({"epoch": epoch, "train_ppl": 9.0})
+    assert progress.eta_seconds() == pytest.approx(40.0)
+    progress.epoch({"epoch": 8, "train_ppl": 9.0})  # half of what remained
+    clock.now = 20.0  # at its estimated pace
+    assert progress.eta_seconds() == pytest.approx(20.0 * (20.0 + prior) / (20.0 + prior))
+
+
+def test_remaining_estimates_scale_a_started_cell_by_its_epochs_left():
+    from harness.config import CellConfig
+    from harness.cost import estimate_seconds
+    from harness.runner import remaining_estimates
+    from harness.suite import GridCell
+
+    configs = [CellConfig(epochs=500, seed=seed) for seed in (0, 1, 2)]
+    cells = [GridCell(c.cell_id, c, {}) for c in configs]
+    estimates = remaining_estimates(cells, {cells[0].cell_id: 400, cells[2].cell_id: 100}, {cells[2].cell_id})
+    full = estimate_seconds(configs[0])
+    assert estimates == {cells[0].cell_id: pytest.approx(full * 0.2), cells[1].cell_id: pytest.approx(full),
+                         cells[2].cell_id: 0.0}  # skipped: nothing to train
+
+
 def test_a_skipped_cell_does_not_count_as_fast_training():
     clock = FakeClock()
     progress = Progress(2, 0, stream=io.StringIO(), estimates={"gpu": 0.0, "cpu": 100.0}, clock=clock)
