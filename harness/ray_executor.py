@@ -182,16 +182,20 @@ class _Flight:
     started: float
 
 
-def submission_order(cells: list[GridCell], estimates: dict[str, float]) -> list[GridCell]:
-    """Seed by seed, in the order the seeds first appear in the grid, and within a seed the longest cells
-    first (ties in grid order). Whole seeds first: a long run stopped part-way (and resumed in another
-    session) holds every configuration at its first seeds rather than every seed of its costliest
-    configurations. Longest first: with several cells training at once, a long cell started last would
-    train alone at the end while the other slots stand idle."""
+def submission_order(cells: list[GridCell], estimates: dict[str, float],
+                     started: set[str] | frozenset[str] = frozenset()) -> list[GridCell]:
+    """The cells that go on from a checkpoint (``started``) first, then seed by seed, in the order the seeds
+    first appear in the grid, and within a seed the longest cells first (ties in grid order). Started
+    first: they hold work done, and a run stopped again before they finish would only add to them. Whole
+    seeds next: a long run stopped part-way (and resumed in another session) holds every configuration at
+    its first seeds rather than every seed of its costliest configurations. Longest first: with several
+    cells training at once, a long cell started last would train alone at the end while the other slots
+    stand idle."""
     seed_rank: dict[int, int] = {}
     for cell in cells:
         seed_rank.setdefault(cell.config.seed, len(seed_rank))
-    return sorted(cells, key=lambda cell: (seed_rank[cell.config.seed], -estimates.get(cell.cell_id, 0.0)))
+    return sorted(cells, key=lambda cell: (cell.cell_id not in started, seed_rank[cell.config.seed],
+                                           -estimates.get(cell.cell_id, 0.0)))
 
 
 class RayExecutor:
@@ -278,7 +282,7 @@ class RayExecutor:
     def execute(self, cells: list[GridCell], run_dir, progress, stop: threading.Event,
                 drain: threading.Event) -> Iterator[tuple[GridCell, dict]]:
         self.connect()
-        pending = submission_order(cells, progress.estimates)
+        pending = submission_order(cells, progress.estimates, set(progress.started_epochs))
         in_flight: dict[ray.ObjectRef, _Flight] = {}
         try:
             while pending or in_flight:

@@ -118,6 +118,10 @@ def test_cells_are_submitted_seed_by_seed_longest_first():
         "lstm-l4-uni-cpu-s0", "rnn-l4-uni-cpu-s0", "lstm-l1-uni-cpu-s0", "rnn-l1-uni-cpu-s0"]
     # Without estimates (none known yet): the grid's own order.
     assert submission_order(cells, {}) == cells
+    # Cells that go on from a checkpoint come first, whatever their seed and however little they have left.
+    started = {"rnn-l1-uni-cpu-s0", "lstm-l1-uni-cpu-s1"}
+    assert [c.cell_id for c in submission_order(cells, estimates, started)][:3] == [
+        "lstm-l1-uni-cpu-s1", "rnn-l1-uni-cpu-s0", "lstm-l4-uni-cpu-s1"]
 
 
 def test_cuda_cells_take_one_free_gpu():
