@@ -502,9 +502,13 @@ def run_suite(suite: Suite, cells: list[GridCell], out_dir, argv: list[str], exe
     estimates = remaining_estimates(pending, started_epochs, will_skip)
     progress = Progress(len(cells), len(cells) - len(pending), stream=stream, estimates=estimates,
                         started_epochs=started_epochs)
-    if len(pending) < len(cells) or retry:
+    going_on = sorted(set(started_epochs) & {c.cell_id for c in pending})
+    if len(pending) < len(cells) or retry or going_on:
         print(f"resuming {run_dir.path}: {len(cells) - len(pending)} of {len(cells)} cells already stored"
-              + (f"; training the {len(retry)} failed ones again" if retry else ""), file=progress.stream)
+              + (f"; training the {len(retry)} failed ones again" if retry else "")
+              + (f"; {len(going_on)} going on from their checkpoints (epochs "
+                 f"{', '.join(str(started_epochs[cid]) for cid in going_on)})" if going_on else ""),
+              file=progress.stream)
     print(plan_text(suite, pending, estimates, will_skip, executor.name), file=progress.stream, flush=True)
     stop = threading.Event()
     executor.malloc = malloc

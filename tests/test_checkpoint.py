@@ -262,3 +262,24 @@ def test_an_interrupted_run_says_its_started_cells_go_on_from_their_checkpoints(
         run_suite(suite, expand(suite), out, ["test"], executor=InterruptedAfterACheckpoint(), calibrate=False)
     assert str(stopped.value) == (f"interrupted; finished cells are stored in {out}, 1 started one(s) will go on "
                                   f"from their checkpoints; continue with --resume {out}")
+
+
+def test_a_resumed_run_goes_on_from_a_checkpoint_and_says_so(tmp_path):
+    suite_file = tmp_path / "tiny.yaml"
+    suite_file.write_text(textwrap.dedent(TINY).replace("epochs: 2", "epochs: 4"))
+    suite = load_suite(suite_file)
+    cells = expand(suite)
+    out = tmp_path / "run"
+    with pytest.raises(HarnessInterrupted):  # the first part: stopped with a checkpoint
+        run_suite(suite, cells, out, ["test"], executor=InterruptedAfterACheckpoint(), calibrate=False)
+    stopped_after(cells[0].config, RunDir(out).checkpoint_path(cells[0].cell_id), epoch=3)
+    stream = io.StringIO()
+    code, _ = run_suite(suite, cells, out, ["test"], calibrate=False, stream=stream)
+    assert code == 0
+    assert "0 of 1 cells already stored; 1 going on from their checkpoints (epochs 2)" in stream.getvalue()
+    record = json.loads((out / "cells" / f"{cells[0].cell_id}.json").read_text())
+    assert record["status"] == "ok" and record["epochs_done"] == 4
+    assert record["notes"] == ["went on from its checkpoint after epoch 2: the epochs before were trained by an "
+                               "earlier process"]
+    assert measured(record) == measured(run_cell(cells[0].config))
+    assert not (out / ".checkpoints").exists()  # the run's end tidies the folder away
