@@ -606,9 +606,10 @@ def condition_description(spec) -> str:
     return where + (f"; {spec.choose} chosen per configuration" if spec.choose else "")
 
 
-def conditions_table(conditions: list, claim_index: int) -> pd.DataFrame:
+def conditions_table(conditions: list, claim_index: int, complete: bool = True) -> pd.DataFrame:
     """One claim under each condition: its verdict and pooled effect, and whether the verdict is the
-    first condition's (the reference)."""
+    first condition's (the reference). ``complete``: the run has trained every planned cell, so a condition
+    with nothing to compare will not get anything (a condition the suite plans no such cells for)."""
     def compared(result) -> int:
         return result.pooled.k if result.pooled is not None else 0
 
@@ -619,7 +620,8 @@ def conditions_table(conditions: list, claim_index: int) -> pd.DataFrame:
         if i == 0:
             versus = "reference"
         elif not compared(result) or not compared(first):
-            versus = "nothing to compare yet"  # no configuration on one side: no verdict to hold or change
+            # No configuration on one side: no verdict to hold or change.
+            versus = "nothing to compare" + ("" if complete else " yet")
         else:
             versus = "same" if result.verdict == first.verdict else f"changes ({first.verdict} -> {result.verdict})"
         rows.append({"condition": condition.spec.name, "cells": condition.cells, "configurations": compared(result),
@@ -647,7 +649,7 @@ def chosen_table(condition) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def condition_blocks(conditions: list, figures: dict) -> list[tuple]:
+def condition_blocks(conditions: list, figures: dict, complete: bool = True) -> list[tuple]:
     if not conditions:
         return []
     blocks: list[tuple] = [("h2", "Under each condition")]
@@ -663,7 +665,7 @@ def condition_blocks(conditions: list, figures: dict) -> list[tuple]:
         blocks.append(("figure", f"figures/{figures['condition_depth'].name}", FIGURE_CAPTIONS["condition_depth"]))
     for index, result in enumerate(conditions[0].results):
         blocks.append(("h3", f"{result.title}, by condition"))
-        blocks.append(("table", conditions_table(conditions, index)))
+        blocks.append(("table", conditions_table(conditions, index, complete)))
     for condition in conditions:
         if condition.spec.choose and not condition.chosen.empty:
             blocks.append(("details", f"{condition.spec.name}: the {condition.spec.choose} chosen per configuration",
@@ -722,7 +724,7 @@ def build_blocks(data: RunData, results: list[ClaimResult], claims_origin: str, 
         if folded:
             blocks.append(("details", f"{result.title}: every configuration and other measures", folded))
 
-    blocks += condition_blocks(conditions or [], figures)
+    blocks += condition_blocks(conditions or [], figures, complete=not missing)
 
     blocks.append(("h2", "Learning"))
     blocks.append(("p", learning_sentence(ok, baselines, baselines_note)))
