@@ -663,9 +663,15 @@ def condition_blocks(conditions: list, figures: dict, complete: bool = True) -> 
         from .figures import FIGURES as FIGURE_CAPTIONS
 
         blocks.append(("figure", f"figures/{figures['condition_depth'].name}", FIGURE_CAPTIONS["condition_depth"]))
+    shown_claims: set[str] = set()
     for index, result in enumerate(conditions[0].results):
-        blocks.append(("h3", f"{result.title}, by condition"))
-        blocks.append(("table", conditions_table(conditions, index, complete)))
+        table = ("table", conditions_table(conditions, index, complete))
+        # As in the claims' sections: a claim's first metric is shown, its other metrics folded.
+        if result.spec.name in shown_claims:
+            blocks.append(("details", f"{result.title}, by condition", [table]))
+        else:
+            blocks += [("h3", f"{result.title}, by condition"), table]
+        shown_claims.add(result.spec.name)
     for condition in conditions:
         if condition.spec.choose and not condition.chosen.empty:
             blocks.append(("details", f"{condition.spec.name}: the {condition.spec.choose} chosen per configuration",
@@ -698,16 +704,24 @@ def build_blocks(data: RunData, results: list[ClaimResult], claims_origin: str, 
         ("Learning", "learning"), ("Cost", "cost"), ("Generated text", "generated-text"), ("Appendix", "appendix")]
     blocks.append(("toc", sections))
 
+    shown_claims: set[str] = set()
     for index, result in enumerate(results):
         blocks.append(("h2", result.title))
         reason = claim_wording.reason(result)
         blocks.append(("verdict", result.verdict, f"{reason[0].upper()}{reason[1:]}." if reason else ""))
         path = figures.get(f"forest_{index}")
         if path is not None:
-            blocks.append(("figure", f"figures/{path.name}",
-                           f"{result.title}: each configuration's ratio with its {result.spec.confidence:.0%} "
-                           "interval (hollow: not counted), the pooled ratios (diamonds), no effect (grey) and the "
-                           "claim's threshold (dashed)."))
+            figure = ("figure", f"figures/{path.name}",
+                      f"{result.title}: each configuration's ratio with its {result.spec.confidence:.0%} "
+                      "interval (hollow: not counted), the pooled ratios (diamonds), no effect (grey) and the "
+                      "claim's threshold (dashed).")
+            # A claim checked on several metrics draws the same configurations again: the first metric's
+            # figure is shown, the others' are folded, so that the page stays short enough to read.
+            if result.spec.name in shown_claims:
+                blocks.append(("details", f"{result.title}: figure", [figure]))
+            else:
+                blocks.append(figure)
+            shown_claims.add(result.spec.name)
         blocks.append(("table", pooled_table(result.pooled_table, result.spec.confidence)))
         params = ", ".join(f"{k} = {'/'.join(v) if isinstance(v, list) else v}"
                            for k, v in result.spec.to_dict().items() if k != "name")

@@ -168,3 +168,18 @@ def test_the_report_says_where_a_verdict_changes_and_where_there_is_nothing_to_c
     # Cells still to train may bring something to compare.
     assert list(conditions_table(results, 0, complete=False)["verdict vs the first"])[-1] == "nothing to compare yet"
     assert list(table["configurations"]) == [4, 4, 0] and list(table["cells"]) == [18, 18, 0]
+
+
+def test_a_claims_other_metrics_are_folded_under_each_condition():
+    from harness.report import condition_blocks, render_markdown
+
+    train = parse_claims([{"name": "depth_helps", "metric": "train_ppl"}], "t")[0]
+    conditions = [ConditionSpec("lr 1", (("lr", (1,)),)), ConditionSpec("lr per depth", (), "lr")]
+    results = evaluate_conditions(cells_frame(per_depth), pd.DataFrame(), pd.DataFrame(), [DEPTH, train],
+                                  conditions, baselines=BASELINES)
+    blocks = condition_blocks(results, {})
+    assert ("h3", f"{DEPTH.title}, by condition") in blocks
+    folded = [b for b in blocks if b[0] == "details" and b[1] == f"{train.title}, by condition"]
+    assert len(folded) == 1 and folded[0][2][0][0] == "table" and len(folded[0][2][0][1]) == 2
+    markdown = render_markdown(blocks)
+    assert markdown.index(f"### {DEPTH.title}, by condition") < markdown.index(f"### Appendix: {train.title}, by condition")

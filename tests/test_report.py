@@ -418,3 +418,21 @@ def test_an_unfinished_run_is_reported_as_preliminary(tmp_path):
     text = (build_report(run_dir, tmp_path / "unfinished") / "index.md").read_text()
     assert f"Preliminary: {len(stored)} of the run's {len(stored) + 2} cells have finished and 2 are still" in text
     assert f"**cells**: {len(stored)} of {len(stored) + 2} planned (ok {len(stored)})" in text
+
+
+def test_a_claim_on_a_second_metric_folds_its_figure(tmp_path):
+    # The same configurations drawn again would make the page long: the second metric's figure is folded.
+    run_dir = make_run_folder(tmp_path, devices=("cpu",), seeds=(0, 1),
+                              claims=["depth_helps", {"name": "depth_helps", "metric": "train_ppl"}])
+    out = build_report(run_dir, tmp_path / "out")
+    markdown = (out / "index.md").read_text()
+    first = _section(markdown, "## Depth helps")
+    second = _section(markdown, "## Depth helps (metric = train_ppl)")
+    assert "](figures/forest_0.png)" in first
+    assert "forest_1.png" not in second and "Details: [Depth helps (metric = train_ppl): figure]" in second
+    appendix = markdown[markdown.index("### Appendix: Depth helps (metric = train_ppl): figure"):]
+    assert "](figures/forest_1.png)" in appendix
+    _assert_real_png(out / "figures" / "forest_1.png")
+    page = (out / "index.html").read_text()
+    folded = page[page.index('<details id="appendix-depth-helps-metric--train_ppl-figure">'):]
+    assert folded.index("<img") < folded.index("</details>")
