@@ -2,7 +2,8 @@
 
 One TensorBoard run per cell, ``DIR/<results folder name>/<cell_id>``, so that several harness runs can
 share DIR. Tags: ``perplexity/train``, ``perplexity/heldout_teacher_forced``, ``perplexity/heldout_causal``
-(on the epochs that evaluate), ``seconds_per_epoch`` and ``tokens_per_sec``; the step is the epoch. Needs
+(on the epochs that evaluate), ``seconds_per_epoch`` and ``tokens_per_sec``; the step is the epoch. A cell
+resumed or trained again replaces what an earlier process logged from its first step on. Needs
 the optional ``tensorboard`` package (``pip install -e '.[tensorboard]'``).
 """
 
@@ -37,9 +38,12 @@ class TensorBoardLog:
         self._writers: dict = {}
         self._last_epoch: dict[str, int] = {}
 
-    def _writer(self, cell_id: str):
+    def _writer(self, cell_id: str, first_step: int):
         if cell_id not in self._writers:
-            self._writers[cell_id] = self._writer_class(log_dir=str(self.root / cell_id))
+            # What this process logs from its first step on supersedes what an earlier process logged there
+            # (a resumed cell replays its saved epochs; a cell trained again starts over), instead of
+            # TensorBoard drawing both.
+            self._writers[cell_id] = self._writer_class(log_dir=str(self.root / cell_id), purge_step=first_step)
         return self._writers[cell_id]
 
     def epoch(self, cell_id: str, row: dict) -> None:
@@ -47,7 +51,7 @@ class TensorBoardLog:
         step = int(row["epoch"])
         if step <= self._last_epoch.get(cell_id, 0):
             return
-        writer = self._writer(cell_id)
+        writer = self._writer(cell_id, step)
         for tag, key in TAGS:
             value = row.get(key)
             if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):

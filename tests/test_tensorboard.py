@@ -64,3 +64,24 @@ def test_run_logs_every_cell_under_the_results_folder_name(tmp_path):
         got = scalars(tmp_path / "tb" / "run-a" / cell)
         assert [step for step, _ in got["perplexity/train"]] == [1, 2]
         assert all(value > 0 for _, value in got["seconds_per_epoch"])
+
+
+def test_a_cell_logged_again_supersedes_what_an_earlier_process_logged(tmp_path):
+    def row(epoch, ppl):
+        return {"epoch": epoch, "train_ppl": ppl, "sec": 0.5, "tokens_per_sec": 2000.0}
+
+    cell = "gru-l1-uni-cpu-s0"
+    stopped = TensorBoardLog(tmp_path / "tb")  # a run stopped after epoch 3
+    for epoch in (1, 2, 3):
+        stopped.epoch(cell, row(epoch, 30.0 - epoch))
+    stopped.close()
+    resumed = TensorBoardLog(tmp_path / "tb")  # resumed from a checkpoint: the saved epochs come again first
+    for epoch in (1, 2, 3, 4):
+        resumed.epoch(cell, row(epoch, 30.0 - epoch))
+    resumed.close()
+    assert scalars(tmp_path / "tb" / cell)["perplexity/train"] == [(1, 29.0), (2, 28.0), (3, 27.0), (4, 26.0)]
+    again = TensorBoardLog(tmp_path / "tb")  # trained again from the start: only the new numbers show
+    for epoch in (1, 2):
+        again.epoch(cell, row(epoch, 40.0 - epoch))
+    again.close()
+    assert scalars(tmp_path / "tb" / cell)["perplexity/train"] == [(1, 39.0), (2, 38.0)]
