@@ -649,6 +649,13 @@ def chosen_table(condition) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def repeated_claims(results: list) -> list[bool]:
+    """Per claim result, whether an earlier one checked the same claim (on another metric). Those draw the
+    same configurations again: their figure and by-condition table are folded, so the page stays readable."""
+    names = [result.spec.name for result in results]
+    return [name in names[:index] for index, name in enumerate(names)]
+
+
 def condition_blocks(conditions: list, figures: dict, complete: bool = True) -> list[tuple]:
     if not conditions:
         return []
@@ -663,15 +670,13 @@ def condition_blocks(conditions: list, figures: dict, complete: bool = True) -> 
         from .figures import FIGURES as FIGURE_CAPTIONS
 
         blocks.append(("figure", f"figures/{figures['condition_depth'].name}", FIGURE_CAPTIONS["condition_depth"]))
-    shown_claims: set[str] = set()
-    for index, result in enumerate(conditions[0].results):
+    results = conditions[0].results
+    for index, (result, repeated) in enumerate(zip(results, repeated_claims(results))):
         table = ("table", conditions_table(conditions, index, complete))
-        # As in the claims' sections: a claim's first metric is shown, its other metrics folded.
-        if result.spec.name in shown_claims:
+        if repeated:
             blocks.append(("details", f"{result.title}, by condition", [table]))
         else:
             blocks += [("h3", f"{result.title}, by condition"), table]
-        shown_claims.add(result.spec.name)
     for condition in conditions:
         if condition.spec.choose and not condition.chosen.empty:
             blocks.append(("details", f"{condition.spec.name}: the {condition.spec.choose} chosen per configuration",
@@ -704,8 +709,7 @@ def build_blocks(data: RunData, results: list[ClaimResult], claims_origin: str, 
         ("Learning", "learning"), ("Cost", "cost"), ("Generated text", "generated-text"), ("Appendix", "appendix")]
     blocks.append(("toc", sections))
 
-    shown_claims: set[str] = set()
-    for index, result in enumerate(results):
+    for index, (result, repeated) in enumerate(zip(results, repeated_claims(results))):
         blocks.append(("h2", result.title))
         reason = claim_wording.reason(result)
         blocks.append(("verdict", result.verdict, f"{reason[0].upper()}{reason[1:]}." if reason else ""))
@@ -715,13 +719,7 @@ def build_blocks(data: RunData, results: list[ClaimResult], claims_origin: str, 
                       f"{result.title}: each configuration's ratio with its {result.spec.confidence:.0%} "
                       "interval (hollow: not counted), the pooled ratios (diamonds), no effect (grey) and the "
                       "claim's threshold (dashed).")
-            # A claim checked on several metrics draws the same configurations again: the first metric's
-            # figure is shown, the others' are folded, so that the page stays short enough to read.
-            if result.spec.name in shown_claims:
-                blocks.append(("details", f"{result.title}: figure", [figure]))
-            else:
-                blocks.append(figure)
-            shown_claims.add(result.spec.name)
+            blocks.append(("details", f"{result.title}: figure", [figure]) if repeated else figure)
         blocks.append(("table", pooled_table(result.pooled_table, result.spec.confidence)))
         params = ", ".join(f"{k} = {'/'.join(v) if isinstance(v, list) else v}"
                            for k, v in result.spec.to_dict().items() if k != "name")
