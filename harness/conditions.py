@@ -21,6 +21,8 @@ from .claims import ClaimResult, configuration_keys, evaluate_claims, learning_s
 
 SELECTION_SCORE = "selected_select_ppl"
 CHOSEN = "chosen"  # the value a chosen key takes in the condition's cells: configurations do not split on it
+# What each claim compares within a configuration: its two sides differ in this key.
+COMPARED_KEY = {"depth_helps": "layers", "bidirectional_slow": "direction", "bidirectional_useless": "direction"}
 
 
 @dataclass
@@ -110,6 +112,23 @@ def condition_cells(cells: pd.DataFrame, epochs: pd.DataFrame, spec: ConditionSp
     kept = subset[mine.isin(wanted)].copy()
     kept[spec.choose] = CHOSEN
     return kept, table, on
+
+
+def can_compare(planned: pd.DataFrame, spec: ConditionSpec, claim) -> bool:
+    """Whether the condition's share of ``planned`` (cells with their configuration, trained or not) holds
+    both sides of ``claim`` in one configuration: two values of the key it compares, the seed and a chosen
+    key aside. When it does not, training the rest of the run will not give the condition anything to
+    compare."""
+    compared = COMPARED_KEY[claim.name]
+    cells = with_defaults(planned, [k for k, _ in spec.where] + ([spec.choose] if spec.choose else []))
+    subset = cells[in_condition(cells, spec)] if not cells.empty else cells
+    if claim.name == "depth_helps" and "direction" in subset:
+        subset = subset[subset["direction"].isin(claim.directions)]
+    if subset.empty or compared not in subset:
+        return False
+    keys = [k for k in configuration_keys(subset) if k not in (compared, spec.choose)]
+    sides = subset.groupby(keys, dropna=False)[compared].nunique() if keys else pd.Series([subset[compared].nunique()])
+    return bool((sides > 1).any())
 
 
 def evaluate_conditions(cells: pd.DataFrame, epochs: pd.DataFrame, samples: pd.DataFrame, specs,

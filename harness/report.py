@@ -606,12 +606,38 @@ def condition_description(spec) -> str:
     return where + (f"; {spec.choose} chosen per configuration" if spec.choose else "")
 
 
-def conditions_table(conditions: list, claim_index: int, complete: bool = True) -> pd.DataFrame:
+def planned_frame(run: dict) -> pd.DataFrame | None:
+    """The run's planned cells (run.json's ``cells``) with their configuration, from the suite it recorded;
+    None when the suite cannot be expanded again (an older or damaged run.json)."""
+    from .errors import HarnessError
+    from .suite import expand, recorded_suite
+
+    try:
+        grid = expand(recorded_suite(run.get("suite") or {}, "run.json"))
+    except (HarnessError, AttributeError, TypeError, ValueError):
+        return None
+    wanted = {str(c) for c in run.get("cells") or []}
+    rows = [{"cell_id": c.cell_id, **{k: tuple(v) if isinstance(v, list) else v
+                                      for k, v in c.config.model_dump(mode="json").items()}}
+            for c in grid if c.cell_id in wanted]
+    return pd.DataFrame(rows) if rows else None
+
+
+def conditions_table(conditions: list, claim_index: int, complete: bool = True,
+                     planned: pd.DataFrame | None = None) -> pd.DataFrame:
     """One claim under each condition: its verdict and pooled effect, and whether the verdict is the
-    first condition's (the reference). ``complete``: the run has trained every planned cell, so a condition
-    with nothing to compare will not get anything (a condition the suite plans no such cells for)."""
+    first condition's (the reference). ``complete``: the run has trained every planned cell. A condition with
+    nothing to compare in an unfinished run may still get something ("yet") unless ``planned`` (the run's
+    planned cells) shows the suite plans no cells for one side of the claim there."""
+    from .conditions import can_compare
+
     def compared(result) -> int:
         return result.pooled.k if result.pooled is not None else 0
+
+    def pending(condition) -> bool:
+        return not complete and (planned is None or (
+            can_compare(planned, condition.spec, condition.results[claim_index].spec)
+            and can_compare(planned, conditions[0].spec, condition.results[claim_index].spec)))
 
     rows = []
     first = conditions[0].results[claim_index] if conditions else None
@@ -621,7 +647,7 @@ def conditions_table(conditions: list, claim_index: int, complete: bool = True) 
             versus = "reference"
         elif not compared(result) or not compared(first):
             # No configuration on one side: no verdict to hold or change.
-            versus = "nothing to compare" + ("" if complete else " yet")
+            versus = "nothing to compare" + (" yet" if pending(condition) else "")
         else:
             versus = "same" if result.verdict == first.verdict else f"changes ({first.verdict} -> {result.verdict})"
         rows.append({"condition": condition.spec.name, "cells": condition.cells, "configurations": compared(result),
@@ -656,7 +682,8 @@ def repeated_claims(results: list) -> list[bool]:
     return [name in names[:index] for index, name in enumerate(names)]
 
 
-def condition_blocks(conditions: list, figures: dict, complete: bool = True) -> list[tuple]:
+def condition_blocks(conditions: list, figures: dict, complete: bool = True,
+                     planned: pd.DataFrame | None = None) -> list[tuple]:
     if not conditions:
         return []
     blocks: list[tuple] = [("h2", "Under each condition")]
@@ -672,7 +699,7 @@ def condition_blocks(conditions: list, figures: dict, complete: bool = True) -> 
         blocks.append(("figure", f"figures/{figures['condition_depth'].name}", FIGURE_CAPTIONS["condition_depth"]))
     results = conditions[0].results
     for index, (result, repeated) in enumerate(zip(results, repeated_claims(results))):
-        table = ("table", conditions_table(conditions, index, complete))
+        table = ("table", conditions_table(conditions, index, complete, planned))
         if repeated:
             blocks.append(("details", f"{result.title}, by condition", [table]))
         else:
@@ -736,7 +763,8 @@ def build_blocks(data: RunData, results: list[ClaimResult], claims_origin: str, 
         if folded:
             blocks.append(("details", f"{result.title}: every configuration and other measures", folded))
 
-    blocks += condition_blocks(conditions or [], figures, complete=not missing)
+    blocks += condition_blocks(conditions or [], figures, complete=not missing,
+                               planned=planned_frame(data.run) if missing and conditions else None)
 
     blocks.append(("h2", "Learning"))
     blocks.append(("p", learning_sentence(ok, baselines, baselines_note)))

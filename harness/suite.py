@@ -290,17 +290,21 @@ def filter_cells(cells: list[GridCell], only: list[str]) -> list[GridCell]:
     return cells
 
 
+def recorded_suite(stored: dict, path: str) -> Suite:
+    """The suite a run folder recorded (run.json's ``suite``, resolved), to expand again."""
+    return Suite(name=str(stored.get("name")), path=path, defaults=dict(stored.get("defaults") or {}),
+                 matrix=dict(stored.get("matrix") or {}), exclude=list(stored.get("exclude") or []),
+                 include=list(stored.get("include") or []))
+
+
 def cell_changes(stored: dict, suite: Suite) -> str:
     """What makes ``suite`` expand to other cells than the suite a run folder recorded (run.json's
     ``suite``, resolved): "" when every cell is the same, else the keys that changed. A resume is refused
     only for that: the description, the claims or the order of a matrix axis change no cell."""
     after = {c.cell_id: c.config.config_hash() for c in expand(suite)}
     try:
-        before_suite = Suite(name=str(stored.get("name")), path=f"{suite.path} (as recorded)",
-                             defaults=dict(stored.get("defaults") or {}), matrix=dict(stored.get("matrix") or {}),
-                             exclude=list(stored.get("exclude") or []), include=list(stored.get("include") or []))
-        before = {c.cell_id: c.config.config_hash() for c in expand(before_suite)}
-    except (HarnessError, AttributeError, TypeError) as exc:
+        before = {c.cell_id: c.config.config_hash() for c in expand(recorded_suite(stored, f"{suite.path} (as recorded)"))}
+    except (HarnessError, AttributeError, TypeError, ValueError) as exc:
         return f"the recorded suite no longer expands: {shorten(str(exc), 200)}"
     if before == after:
         return ""

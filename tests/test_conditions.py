@@ -170,6 +170,44 @@ def test_the_report_says_where_a_verdict_changes_and_where_there_is_nothing_to_c
     assert list(table["configurations"]) == [4, 4, 0] and list(table["cells"]) == [18, 18, 0]
 
 
+def test_nothing_to_compare_is_final_where_the_suite_plans_no_cells_for_one_side():
+    """An unfinished run whose suite plans bidirectional cells at lr 1 only: at lr 2 the bidirectional claim
+    will never have anything to compare, while depth at lr 2 still may."""
+    from harness.conditions import can_compare
+    from harness.report import conditions_table, planned_frame
+
+    suite = parse_suite({"name": "s", "model": {"cell": "gru"},
+                         "matrix": {"layers": [1, 2], "direction": ["uni", "bi"], "lr": [1, 2], "seed": [0]},
+                         "exclude": [{"direction": "bi", "lr": 2}]}, "s.yaml")
+    from harness.suite import expand
+
+    ids = [c.cell_id for c in expand(suite)]
+    planned = planned_frame({"suite": suite.resolved(), "cells": ids})
+    assert sorted(planned["cell_id"]) == sorted(ids) and len(ids) == 6
+    useless = default_claim("bidirectional_useless")
+    lr1, lr2 = ConditionSpec("lr 1", (("lr", (1,)),)), ConditionSpec("lr 2", (("lr", (2,)),))
+    assert can_compare(planned, lr1, useless) and not can_compare(planned, lr2, useless)
+    assert can_compare(planned, lr2, DEPTH) and can_compare(planned, lr1, DEPTH)
+    assert not can_compare(planned[planned["layers"] == 1], lr2, DEPTH)  # one depth: no step to compare
+    chosen = ConditionSpec("lr chosen", (), "lr")  # the chosen key does not split configurations
+    assert can_compare(planned, chosen, useless)
+
+    # Only the lr 1 unidirectional cells have trained: the lr 1 side of either claim is still to come.
+    trained = pd.DataFrame([{"cell_id": i, "cell": "gru", "layers": n, "direction": "uni", "device": "cpu",
+                             "seed": 0, "lr": 1.0, "status": "ok", "causal_ppl": 10.0 / n, "val_ppl": 10.0 / n,
+                             "train_ppl": 8.0 / n, "selected_causal_ppl": 10.0 / n, "sec_per_epoch": 1.0,
+                             "peak_mem_bytes": 1e6} for n, i in ((1, "gru-l1-uni-cpu-s0-lr1"),
+                                                                  (2, "gru-l2-uni-cpu-s0-lr1"))])
+    results = evaluate_conditions(trained, pd.DataFrame(), pd.DataFrame(), [useless, DEPTH], [lr1, lr2],
+                                  baselines=BASELINES)
+    versus = [list(conditions_table(results, i, complete=False, planned=planned)["verdict vs the first"])[-1]
+              for i in (0, 1)]
+    assert versus == ["nothing to compare", "nothing to compare yet"]
+    # Without the planned cells (a run.json whose suite no longer expands) it cannot tell: "yet".
+    assert planned_frame({"suite": {"matrix": "broken"}, "cells": ids}) is None
+    assert list(conditions_table(results, 0, complete=False)["verdict vs the first"])[-1] == "nothing to compare yet"
+
+
 def test_a_claims_other_metrics_are_folded_under_each_condition():
     from harness.report import condition_blocks, render_markdown
 
