@@ -745,7 +745,8 @@ class HarnessInterrupted(HarnessError):
     exit_code = 130
 
     def __init__(self, path, started: int = 0):
-        kept = f", {started} started one(s) will go on from their checkpoints" if started else ""
+        kept = (f"; {started} cell{'s' if started != 1 else ''} in flight will go on from {'their' if started != 1 else 'its'} "
+                "checkpoint" + ("s" if started != 1 else "")) if started else ""
         super().__init__(f"interrupted; finished cells are stored in {path}{kept}; continue with --resume {path}")
 
 
