@@ -27,6 +27,7 @@ from tabulate import tabulate
 from . import claim_wording
 from . import claims as claims_mod
 from . import text_measures
+from .claim_specs import BEST_METRIC, SELECTED_METRIC
 from .claims import ClaimResult, ClaimSpec, configuration_keys, evaluate_claims, ok_cells, parse_claims
 from .config import GRID_KEYS
 from .errors import HarnessError
@@ -675,6 +676,31 @@ def chosen_table(condition) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def depth_profile_table(profile: pd.DataFrame) -> pd.DataFrame:
+    """The condition figure's numbers: per condition and cell type, each depth's geometric mean over seeds
+    with the lowest and highest seed and the number of seeds."""
+    if profile is None or profile.empty:
+        return pd.DataFrame()
+    depths = sorted(int(n) for n in profile["layers"].unique())
+    conditions = list(dict.fromkeys(profile["condition"]))  # in the suite's order
+    rows = []
+    for (condition, cell), group in sorted(profile.groupby(["condition", "cell"], sort=False),
+                                           key=lambda item: (conditions.index(item[0][0]), str(item[0][1]))):
+        row = {"condition": condition, "cell": cell}
+        for n in depths:
+            point = group[group["layers"] == n]
+            if point.empty:
+                row[f"{n} layer{'s' if n != 1 else ''}"] = "-"
+                continue
+            point = point.iloc[0]
+            # Two decimals: perplexities of a character model lie between 1 and the alphabet's size.
+            spread = f"{point['low']:.2f}-{point['high']:.2f}, " if point["seeds"] > 1 else ""
+            row[f"{n} layer{'s' if n != 1 else ''}"] = (f"{point['ppl']:.2f} ({spread}{int(point['seeds'])} "
+                                                       f"seed{'s' if point['seeds'] != 1 else ''})")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def repeated_claims(results: list) -> list[bool]:
     """Per claim result, whether an earlier one checked the same claim (on another metric). Those draw the
     same configurations again: their figure and by-condition table are folded, so the page stays readable."""
@@ -683,7 +709,7 @@ def repeated_claims(results: list) -> list[bool]:
 
 
 def condition_blocks(conditions: list, figures: dict, complete: bool = True,
-                     planned: pd.DataFrame | None = None) -> list[tuple]:
+                     planned: pd.DataFrame | None = None, profile: pd.DataFrame | None = None) -> list[tuple]:
     if not conditions:
         return []
     blocks: list[tuple] = [("h2", "Under each condition")]
@@ -697,6 +723,16 @@ def condition_blocks(conditions: list, figures: dict, complete: bool = True,
         from .figures import FIGURES as FIGURE_CAPTIONS
 
         blocks.append(("figure", f"figures/{figures['condition_depth'].name}", FIGURE_CAPTIONS["condition_depth"]))
+    numbers = depth_profile_table(profile)
+    if not numbers.empty:
+        selected = "at the epoch chosen on selection text"
+        best = "at the best held-out evaluation"
+        metrics = set(profile["metric"])
+        when = selected if metrics == {SELECTED_METRIC} else best if metrics == {BEST_METRIC} else \
+            f"{selected} where the cells had selection text, else {best}"
+        blocks.append(("details", "The depth figure's numbers",
+                       [("p", f"The unidirectional cells' held-out causal perplexity {when}: geometric mean over "
+                              "seeds (lowest to highest seed, number of seeds)."), ("table", numbers)]))
     results = conditions[0].results
     for index, (result, repeated) in enumerate(zip(results, repeated_claims(results))):
         table = ("table", conditions_table(conditions, index, complete, planned))
@@ -717,7 +753,8 @@ def condition_blocks(conditions: list, figures: dict, complete: bool = True,
 
 def build_blocks(data: RunData, results: list[ClaimResult], claims_origin: str, figures: dict,
                  words: set[str] | None, words_note: str, ok: pd.DataFrame, baselines: dict | None,
-                 baselines_note: str, timing_notes: list[str], conditions: list | None = None) -> list[tuple]:
+                 baselines_note: str, timing_notes: list[str], conditions: list | None = None,
+                 profile: pd.DataFrame | None = None) -> list[tuple]:
     suite = data.run.get("suite") or {}
     blocks: list[tuple] = [("h1", f"Report: {suite.get('name') or data.folder.name}")]
     blocks.append(("p", f"Results folder `{data.folder.name}`. {claims_origin} Each verdict follows from one pooled "
@@ -764,7 +801,7 @@ def build_blocks(data: RunData, results: list[ClaimResult], claims_origin: str, 
             blocks.append(("details", f"{result.title}: every configuration and other measures", folded))
 
     blocks += condition_blocks(conditions or [], figures, complete=not missing,
-                               planned=planned_frame(data.run) if missing and conditions else None)
+                               planned=planned_frame(data.run) if missing and conditions else None, profile=profile)
 
     blocks.append(("h2", "Learning"))
     blocks.append(("p", learning_sentence(ok, baselines, baselines_note)))
@@ -1036,6 +1073,7 @@ def build_report(run_dir, out_dir=None, timing_notes: list[str] | None = None, t
     condition_results = evaluate_conditions(data.cells, data.epochs, data.samples, specs, condition_specs,
                                             corpus_words=words, baselines=baselines, timing_warnings=warnings,
                                             flagged_cells=flagged) if condition_specs else []
+    profile = None
     if condition_results:
         profile = depth_profile(data.cells, data.epochs, condition_specs, baselines)
         figures["condition_depth"] = condition_depth(profile, baselines, figures_dir / "condition_depth.png")
@@ -1044,7 +1082,7 @@ def build_report(run_dir, out_dir=None, timing_notes: list[str] | None = None, t
         notes.append(f"The timings of {len(flagged)} of {len(data.cells)} cells are unreliable "
                      f"({'; '.join(sorted(set(flagged.values())))}) and left out of timing comparisons.")
     blocks = build_blocks(data, results, origin, figures, words, words_note, ok, baselines, baselines_note, notes,
-                          condition_results)
+                          condition_results, profile)
     title = blocks[0][1]
     write_text_atomic(out / "index.md", render_markdown(blocks))
     write_text_atomic(out / "index.html", render_html(blocks, out, title))

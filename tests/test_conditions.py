@@ -103,6 +103,31 @@ def test_depth_profile_for_the_figure():
     assert gru[3] / gru[1] == pytest.approx(1.21, rel=0.01) and (profile["seeds"] == 3).all()
 
 
+def test_the_depth_figures_numbers_in_a_table():
+    from harness.report import condition_blocks, depth_profile_table
+
+    cells = cells_frame(per_depth)
+    # The LSTM has one seed at 1 layer and none at 3.
+    cells = cells[~((cells["cell"] == "lstm") & (((cells["layers"] == 1) & (cells["seed"] > 0)) | (cells["layers"] == 3)))]
+    conditions = [ConditionSpec("lr 1", (("lr", (1,)),)), ConditionSpec("lr 2", (("lr", (2,)),))]
+    profile = depth_profile(cells, pd.DataFrame(), conditions, BASELINES)
+    table = depth_profile_table(profile)
+    assert list(table.columns) == ["condition", "cell", "1 layer", "2 layers", "3 layers"]
+    assert [tuple(r) for r in table[["condition", "cell"]].itertuples(index=False)] == [
+        ("lr 1", "gru"), ("lr 1", "lstm"), ("lr 2", "gru"), ("lr 2", "lstm")]
+    gru_lr1 = table.iloc[0]
+    # per_depth at lr 1: 8, 8 x 1.1, 8 x 1.21; the seeds move it by 1% each way.
+    assert list(gru_lr1[["1 layer", "2 layers", "3 layers"]]) == [
+        "8.00 (7.92-8.08, 3 seeds)", "8.80 (8.71-8.89, 3 seeds)", "9.68 (9.58-9.78, 3 seeds)"]
+    assert table.iloc[1]["1 layer"] == "7.92 (1 seed)" and table.iloc[1]["3 layers"] == "-"
+    assert table.iloc[2]["3 layers"].startswith("6.48 ")  # lr 2 is the 3-layer network's own: 8 x 0.9^2
+    blocks = condition_blocks(evaluate_conditions(cells, pd.DataFrame(), pd.DataFrame(), [DEPTH], conditions,
+                                                  baselines=BASELINES), {}, profile=profile)
+    folded = [b for b in blocks if b[0] == "details" and b[1] == "The depth figure's numbers"]
+    assert len(folded) == 1 and "at the epoch chosen on selection text" in folded[0][2][0][1]
+    assert depth_profile_table(pd.DataFrame()).empty
+
+
 @pytest.mark.parametrize("raw, message", [
     ("x", "t: conditions: expected a list of mappings"),
     ([{"where": {"lr": 1}}], "t: conditions[0]: name = None: expected a non-empty text"),
