@@ -17,12 +17,11 @@ import numpy as np
 import pandas as pd
 
 from .claim_specs import BEST_METRIC, SELECTED_METRIC, ConditionSpec
-from .claims import ClaimResult, configuration_keys, evaluate_claims, learning_status
+from .claims import (ClaimResult, configuration_keys, context_keys, depth_steps, direction_pairs,
+                     evaluate_claims, learning_status)
 
 SELECTION_SCORE = "selected_select_ppl"
 CHOSEN = "chosen"  # the value a chosen key takes in the condition's cells: configurations do not split on it
-# What each claim compares within a configuration: its two sides differ in this key.
-COMPARED_KEY = {"depth_helps": "layers", "bidirectional_slow": "direction", "bidirectional_useless": "direction"}
 
 
 @dataclass
@@ -116,19 +115,25 @@ def condition_cells(cells: pd.DataFrame, epochs: pd.DataFrame, spec: ConditionSp
 
 def can_compare(planned: pd.DataFrame, spec: ConditionSpec, claim) -> bool:
     """Whether the condition's share of ``planned`` (cells with their configuration, trained or not) holds
-    both sides of ``claim`` in one configuration: two values of the key it compares, the seed and a chosen
-    key aside. When it does not, training the rest of the run will not give the condition anything to
-    compare."""
-    compared = COMPARED_KEY[claim.name]
+    both sides of ``claim`` in one configuration, with the claim's ``min_seeds`` on each side, paired as the
+    claim pairs them. When it does not, training the rest of the run will not give the condition anything to
+    compare. A claim this does not know is assumed comparable."""
+    if claim.name not in ("depth_helps", "bidirectional_slow", "bidirectional_useless"):
+        return True
     cells = with_defaults(planned, [k for k, _ in spec.where] + ([spec.choose] if spec.choose else []))
-    subset = cells[in_condition(cells, spec)] if not cells.empty else cells
-    if claim.name == "depth_helps" and "direction" in subset:
-        subset = subset[subset["direction"].isin(claim.directions)]
-    if subset.empty or compared not in subset:
+    subset = cells[in_condition(cells, spec)].copy() if not cells.empty else cells
+    if subset.empty or "seed" not in subset:
         return False
-    keys = [k for k in configuration_keys(subset) if k not in (compared, spec.choose)]
-    sides = subset.groupby(keys, dropna=False)[compared].nunique() if keys else pd.Series([subset[compared].nunique()])
-    return bool((sides > 1).any())
+    if spec.choose and spec.choose in subset:
+        subset[spec.choose] = CHOSEN  # one value per configuration is kept: it does not split configurations
+    if claim.name == "depth_helps":
+        if "direction" in subset:
+            subset = subset[subset["direction"].isin(claim.directions)]
+        sides = [(a, b) for _, _, a, b in depth_steps(subset, context_keys(subset, "layers"))] \
+            if "layers" in subset else []
+    else:
+        sides = [(uni, bi) for _, uni, bi in direction_pairs(subset)]
+    return any(min(a["seed"].nunique(), b["seed"].nunique()) >= claim.min_seeds for a, b in sides)
 
 
 def evaluate_conditions(cells: pd.DataFrame, epochs: pd.DataFrame, samples: pd.DataFrame, specs,
@@ -167,5 +172,5 @@ def depth_profile(cells: pd.DataFrame, epochs: pd.DataFrame, conditions: list[Co
                 continue
             rows.append({"condition": spec.name, "cell": cell, "layers": int(layers), "metric": metric,
                          "ppl": _geomean(values), "low": float(values.min()), "high": float(values.max()),
-                         "seeds": int(group["seed"].nunique())})
+                         "seeds": int(group.loc[values.index, "seed"].nunique())})
     return pd.DataFrame(rows)

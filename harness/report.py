@@ -608,9 +608,10 @@ def condition_description(spec) -> str:
 
 
 def planned_frame(run: dict) -> pd.DataFrame | None:
-    """The run's planned cells (run.json's ``cells``) with their configuration, from the suite it recorded;
-    None when the suite cannot be expanded again (an older or damaged run.json)."""
-    from .errors import HarnessError
+    """The run's planned cells (run.json's ``cells``) with their configuration as cells.csv has it, from
+    the suite it recorded; None when that suite no longer expands to every one of them (an older or damaged
+    run.json, or cell ids that changed since)."""
+    from .results import config_row
     from .suite import expand, recorded_suite
 
     try:
@@ -618,10 +619,8 @@ def planned_frame(run: dict) -> pd.DataFrame | None:
     except (HarnessError, AttributeError, TypeError, ValueError):
         return None
     wanted = {str(c) for c in run.get("cells") or []}
-    rows = [{"cell_id": c.cell_id, **{k: tuple(v) if isinstance(v, list) else v
-                                      for k, v in c.config.model_dump(mode="json").items()}}
-            for c in grid if c.cell_id in wanted]
-    return pd.DataFrame(rows) if rows else None
+    rows = [config_row(c.cell_id, c.config.model_dump(mode="json")) for c in grid if c.cell_id in wanted]
+    return pd.DataFrame(rows) if rows and len(rows) == len(wanted) else None
 
 
 def conditions_table(conditions: list, claim_index: int, complete: bool = True,
@@ -677,26 +676,34 @@ def chosen_table(condition) -> pd.DataFrame:
 
 
 def depth_profile_table(profile: pd.DataFrame) -> pd.DataFrame:
-    """The condition figure's numbers: per condition and cell type, each depth's geometric mean over seeds
-    with the lowest and highest seed and the number of seeds."""
+    """The condition figure's numbers: per condition and cell type (in the figure's order), each depth's
+    geometric mean over seeds with the lowest and highest seed and the number of seeds."""
+    from .figures import CELL_MARKERS
+
     if profile is None or profile.empty:
         return pd.DataFrame()
     depths = sorted(int(n) for n in profile["layers"].unique())
     conditions = list(dict.fromkeys(profile["condition"]))  # in the suite's order
+    cell_order = list(CELL_MARKERS)
+
+    def order(item):
+        (condition, cell), _ = item
+        return conditions.index(condition), cell_order.index(cell) if cell in cell_order else len(cell_order), str(cell)
+
+    def ppl(value) -> str:  # two decimals: a character model's perplexity lies between 1 and the alphabet's size
+        return f"{value:.2f}" if math.isfinite(value) else fmt(value)
+
+    def shown(point) -> str:
+        seeds = int(point["seeds"])
+        low, high = ppl(point["low"]), ppl(point["high"])
+        return f"{ppl(point['ppl'])} ({f'{low}-{high}, ' if low != high else ''}{seeds} seed{'s' if seeds != 1 else ''})"
+
     rows = []
-    for (condition, cell), group in sorted(profile.groupby(["condition", "cell"], sort=False),
-                                           key=lambda item: (conditions.index(item[0][0]), str(item[0][1]))):
+    for (condition, cell), group in sorted(profile.groupby(["condition", "cell"], sort=False), key=order):
         row = {"condition": condition, "cell": cell}
         for n in depths:
             point = group[group["layers"] == n]
-            if point.empty:
-                row[f"{n} layer{'s' if n != 1 else ''}"] = "-"
-                continue
-            point = point.iloc[0]
-            # Two decimals: perplexities of a character model lie between 1 and the alphabet's size.
-            spread = f"{point['low']:.2f}-{point['high']:.2f}, " if point["seeds"] > 1 else ""
-            row[f"{n} layer{'s' if n != 1 else ''}"] = (f"{point['ppl']:.2f} ({spread}{int(point['seeds'])} "
-                                                       f"seed{'s' if point['seeds'] != 1 else ''})")
+            row[f"{n} layer{'s' if n != 1 else ''}"] = shown(point.iloc[0]) if not point.empty else "-"
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -729,7 +736,7 @@ def condition_blocks(conditions: list, figures: dict, complete: bool = True,
         best = "at the best held-out evaluation"
         metrics = set(profile["metric"])
         when = selected if metrics == {SELECTED_METRIC} else best if metrics == {BEST_METRIC} else \
-            f"{selected} where the cells had selection text, else {best}"
+            f"{selected} (in conditions whose cells had no selection text: {best})"
         blocks.append(("details", "The depth figure's numbers",
                        [("p", f"The unidirectional cells' held-out causal perplexity {when}: geometric mean over "
                               "seeds (lowest to highest seed, number of seeds)."), ("table", numbers)]))

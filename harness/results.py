@@ -324,12 +324,16 @@ def node_label(node: dict | None) -> str:
     return "|".join("" if node.get(k) is None else str(node[k]) for k in ("hostname", "cpu_model", "gpu_name"))
 
 
+def config_row(cell_id: str, config: dict) -> dict:
+    """A cell's id and configuration as its row of cells.csv begins (lists joined with '|')."""
+    return {"cell_id": cell_id, **{k: _csv_value(config.get(k)) for k in FIELDS}}
+
+
 def table_rows(cell_id: str, rec: dict) -> tuple[dict, list[dict], list[dict]]:
     """One stored cell's row of cells.csv and its rows of epochs.csv and samples.csv."""
     config = rec.get("config", {})
     axes = rec.get("axes", {})
-    row = {"cell_id": cell_id}
-    row.update({k: _csv_value(config.get(k)) for k in FIELDS})
+    row = config_row(cell_id, config)
     row.update({k: _csv_value(rec.get(k)) for k in RESULT_COLUMNS + EXTRA_COLUMNS if k != "cell_id"})
     row["flops_utilization"] = rec.get("flops_utilization")
     row["total_sec"] = rec.get("total_sec")

@@ -745,8 +745,9 @@ class HarnessInterrupted(HarnessError):
     exit_code = 130
 
     def __init__(self, path, started: int = 0):
-        kept = (f"; {started} cell{'s' if started != 1 else ''} in flight will go on from {'their' if started != 1 else 'its'} "
-                "checkpoint" + ("s" if started != 1 else "")) if started else ""
+        # Checkpoints of this part and of earlier ones alike: unfinished cells, not necessarily in flight.
+        kept = ("; 1 unfinished cell will go on from its checkpoint" if started == 1 else
+                f"; {started} unfinished cells will go on from their checkpoints" if started else "")
         super().__init__(f"interrupted; finished cells are stored in {path}{kept}; continue with --resume {path}")
 
 

@@ -260,12 +260,10 @@ def test_an_interrupted_run_says_its_started_cells_go_on_from_their_checkpoints(
     out = tmp_path / "run"
     with pytest.raises(HarnessInterrupted) as stopped:
         run_suite(suite, expand(suite), out, ["test"], executor=InterruptedAfterACheckpoint(), calibrate=False)
-    assert str(stopped.value) == (f"interrupted; finished cells are stored in {out}; 1 cell in flight will go on "
+    assert str(stopped.value) == (f"interrupted; finished cells are stored in {out}; 1 unfinished cell will go on "
                                   f"from its checkpoint; continue with --resume {out}")
-    from harness.runner import HarnessInterrupted as Interrupted
-
-    assert "; 2 cells in flight will go on from their checkpoints;" in str(Interrupted(out, 2))
-    assert "in flight" not in str(Interrupted(out))
+    assert "; 2 unfinished cells will go on from their checkpoints;" in str(HarnessInterrupted(out, 2))
+    assert "checkpoint" not in str(HarnessInterrupted(out))
 
 
 def test_a_resumed_run_goes_on_from_a_checkpoint_and_says_so(tmp_path):

@@ -126,6 +126,18 @@ def test_the_depth_figures_numbers_in_a_table():
     folded = [b for b in blocks if b[0] == "details" and b[1] == "The depth figure's numbers"]
     assert len(folded) == 1 and "at the epoch chosen on selection text" in folded[0][2][0][1]
     assert depth_profile_table(pd.DataFrame()).empty
+    # A seed without the metric is not counted among the seeds averaged.
+    cells.loc[(cells["cell"] == "gru") & (cells["layers"] == 1) & (cells["lr"] == 1.0) & (cells["seed"] == 2),
+              "selected_causal_ppl"] = float("nan")
+    table = depth_profile_table(depth_profile(cells, pd.DataFrame(), conditions, BASELINES))
+    assert table.iloc[0]["1 layer"] == "7.96 (7.92-8.00, 2 seeds)"
+    # Without selection text the figure and its numbers are at the best held-out evaluation.
+    best = cells.drop(columns=["selected_causal_ppl", "selected_select_ppl"]).assign(
+        best_causal_ppl=cells["causal_ppl"])
+    profile = depth_profile(best, pd.DataFrame(), conditions, BASELINES)
+    blocks = condition_blocks(evaluate_conditions(best, pd.DataFrame(), pd.DataFrame(), [DEPTH], conditions,
+                                                  baselines=BASELINES), {}, profile=profile)
+    assert any(b[0] == "details" and "at the best held-out evaluation:" in b[2][0][1] for b in blocks)
 
 
 @pytest.mark.parametrize("raw, message", [
@@ -216,6 +228,12 @@ def test_nothing_to_compare_is_final_where_the_suite_plans_no_cells_for_one_side
     assert not can_compare(planned[planned["layers"] == 1], lr2, DEPTH)  # one depth: no step to compare
     chosen = ConditionSpec("lr chosen", (), "lr")  # the chosen key does not split configurations
     assert can_compare(planned, chosen, useless)
+    assert not can_compare(planned, ConditionSpec("depth chosen", (), "layers"), DEPTH)  # one depth is kept
+    assert not can_compare(planned, lr1, parse_claims([{"name": "bidirectional_useless", "min_seeds": 2}], "t")[0])
+    bi_depth = parse_claims([{"name": "depth_helps", "directions": ["bi"]}], "t")[0]
+    assert can_compare(planned, lr1, bi_depth) and not can_compare(planned, lr2, bi_depth)  # bi: lr 1 only
+    # A list-valued key matches as cells.csv writes it ('|'-joined).
+    assert can_compare(planned, ConditionSpec("prefixes", (("prefixes", ("time traveller|traveller",)),)), DEPTH)
 
     # Only the lr 1 unidirectional cells have trained: the lr 1 side of either claim is still to come.
     trained = pd.DataFrame([{"cell_id": i, "cell": "gru", "layers": n, "direction": "uni", "device": "cpu",
@@ -228,6 +246,13 @@ def test_nothing_to_compare_is_final_where_the_suite_plans_no_cells_for_one_side
     versus = [list(conditions_table(results, i, complete=False, planned=planned)["verdict vs the first"])[-1]
               for i in (0, 1)]
     assert versus == ["nothing to compare", "nothing to compare yet"]
+    # When the reference itself can never compare, no other condition's comparison is still to come.
+    swapped = evaluate_conditions(trained, pd.DataFrame(), pd.DataFrame(), [useless], [lr2, lr1],
+                                  baselines=BASELINES)
+    assert list(conditions_table(swapped, 0, complete=False, planned=planned)["verdict vs the first"]) == [
+        "reference", "nothing to compare"]
+    # Planned cells the recorded suite no longer expands to: it cannot tell.
+    assert planned_frame({"suite": suite.resolved(), "cells": ids + ["gru-l9-uni-cpu-s0-lr1"]}) is None
     # Without the planned cells (a run.json whose suite no longer expands) it cannot tell: "yet".
     assert planned_frame({"suite": {"matrix": "broken"}, "cells": ids}) is None
     assert list(conditions_table(results, 0, complete=False)["verdict vs the first"])[-1] == "nothing to compare yet"

@@ -436,3 +436,27 @@ def test_a_claim_on_a_second_metric_folds_its_figure(tmp_path):
     page = (out / "index.html").read_text()
     folded = page[page.index('<details id="appendix-depth-helps-metric--train_ppl-figure">'):]
     assert folded.index("<img") < folded.index("</details>")
+
+
+def test_an_unfinished_runs_conditions_say_where_something_to_compare_is_still_to_come(tmp_path):
+    run_dir = make_run_folder(tmp_path, cells=("rnn",), layers=(1, 2), directions=("uni", "bi"), devices=("cpu",),
+                              seeds=(0, 1), claims=["bidirectional_useless", "depth_helps"])
+    run = json.loads((run_dir / "run.json").read_text())
+    # The suite also plans 3-layer cells, none trained yet.
+    run["suite"]["matrix"]["layers"] = [1, 2, 3]
+    run["suite"]["conditions"] = [{"name": "every cell"}, {"name": "unidirectional", "where": {"direction": "uni"}},
+                                  {"name": "2-3 layers", "where": {"layers": [2, 3]}}]
+    stored = sorted(p.stem for p in (run_dir / "cells").glob("*.json"))
+    planned = stored + [f"rnn-l3-{d}-cpu-s{s}" for d in ("uni", "bi") for s in (0, 1)]
+    run.update(cells=planned, finished=None)
+    (run_dir / "run.json").write_text(json.dumps(run))
+    markdown = (build_report(run_dir, tmp_path / "out") / "index.md").read_text()
+
+    def versus(title: str) -> list[str]:
+        rows = _table_rows(_section(markdown, f"### {title}, by condition"))
+        return [row[-1] for row in rows]
+
+    # No bidirectional cell will ever be unidirectional: final. The 2-layer cells compare already.
+    assert versus("Bidirectional is useless for next-character prediction")[1] == "nothing to compare"
+    # One depth trained of the two planned there: a step to compare is still to come.
+    assert versus("Depth helps")[2] == "nothing to compare yet"
