@@ -15,8 +15,11 @@ import datetime as dt
 import hashlib
 import html
 import math
+import os
 import re
 import shlex
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -1062,38 +1065,56 @@ def build_report(run_dir, out_dir=None, timing_notes: list[str] | None = None, t
     own_flags, own_cells = timing_flags_of(data)
     data, conditions, (timing_flags, timing_cells) = apply_timings(data, list(timing_dirs))
     out = Path(out_dir) if out_dir is not None else default_out_dir(run_dir)
-    figures_dir = out / "figures"
-    figures_dir.mkdir(parents=True, exist_ok=True)
-    for stale in figures_dir.glob("*.png"):  # a figure this run cannot draw must not survive from an earlier report
-        stale.unlink()
-    specs, origin = claim_specs(data.run, f"{data.folder / 'run.json'}: suite")
-    words, words_note = corpus_words(data.cells)
-    baselines, baselines_note = run_baselines(data)
-    warnings = list(timing_notes or []) + (timing_flags if timing_dirs else own_flags)
-    flagged = timing_cells if timing_dirs else own_cells
-    results = evaluate_claims(data.cells, data.epochs, data.samples, specs, words, baselines, warnings, flagged)
-    ok = claims_mod.learning_status(data.cells, data.epochs, baselines)
-    figures = make_figures(data.cells, data.epochs, baselines, figures_dir)
-    for index, result in enumerate(results):
-        figures[f"forest_{index}"] = forest_plot(result, figures_dir / f"forest_{index}.png")
-    condition_specs = suite_conditions(data.run, f"{data.folder / 'run.json'}: suite")
-    condition_results = evaluate_conditions(data.cells, data.epochs, data.samples, specs, condition_specs,
-                                            corpus_words=words, baselines=baselines, timing_warnings=warnings,
-                                            flagged_cells=flagged) if condition_specs else []
-    profile = None
-    if condition_results:
-        profile = depth_profile(data.cells, data.epochs, condition_specs, baselines)
-        figures["condition_depth"] = condition_depth(profile, baselines, figures_dir / "condition_depth.png")
-    notes = conditions + [f"Timings unreliable: {w}." for w in warnings]
-    if flagged:
-        notes.append(f"The timings of {len(flagged)} of {len(data.cells)} cells are unreliable "
-                     f"({'; '.join(sorted(set(flagged.values())))}) and left out of timing comparisons.")
-    blocks = build_blocks(data, results, origin, figures, words, words_note, ok, baselines, baselines_note, notes,
-                          condition_results, profile)
-    title = blocks[0][1]
-    write_text_atomic(out / "index.md", render_markdown(blocks))
-    write_text_atomic(out / "index.html", render_html(blocks, out, title))
+    out.mkdir(parents=True, exist_ok=True)
+    # Everything is drawn and written in a staging folder first, so that bad input or a crash leaves the
+    # report already there whole; only a finished report replaces it.
+    stage = Path(tempfile.mkdtemp(prefix=".report-", dir=out))
+    try:
+        figures_dir = stage / "figures"
+        figures_dir.mkdir()
+        specs, origin = claim_specs(data.run, f"{data.folder / 'run.json'}: suite")
+        condition_specs = suite_conditions(data.run, f"{data.folder / 'run.json'}: suite")
+        words, words_note = corpus_words(data.cells)
+        baselines, baselines_note = run_baselines(data)
+        warnings = list(timing_notes or []) + (timing_flags if timing_dirs else own_flags)
+        flagged = timing_cells if timing_dirs else own_cells
+        results = evaluate_claims(data.cells, data.epochs, data.samples, specs, words, baselines, warnings, flagged)
+        ok = claims_mod.learning_status(data.cells, data.epochs, baselines)
+        figures = make_figures(data.cells, data.epochs, baselines, figures_dir)
+        for index, result in enumerate(results):
+            figures[f"forest_{index}"] = forest_plot(result, figures_dir / f"forest_{index}.png")
+        condition_results = evaluate_conditions(data.cells, data.epochs, data.samples, specs, condition_specs,
+                                                corpus_words=words, baselines=baselines, timing_warnings=warnings,
+                                                flagged_cells=flagged) if condition_specs else []
+        profile = None
+        if condition_results:
+            profile = depth_profile(data.cells, data.epochs, condition_specs, baselines)
+            figures["condition_depth"] = condition_depth(profile, baselines, figures_dir / "condition_depth.png")
+        notes = conditions + [f"Timings unreliable: {w}." for w in warnings]
+        if flagged:
+            notes.append(f"The timings of {len(flagged)} of {len(data.cells)} cells are unreliable "
+                         f"({'; '.join(sorted(set(flagged.values())))}) and left out of timing comparisons.")
+        blocks = build_blocks(data, results, origin, figures, words, words_note, ok, baselines, baselines_note,
+                              notes, condition_results, profile)
+        write_text_atomic(stage / "index.md", render_markdown(blocks))
+        write_text_atomic(stage / "index.html", render_html(blocks, stage, blocks[0][1]))
+        publish_report(stage, out)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
     return out
+
+
+def publish_report(stage: Path, out: Path) -> None:
+    """Put a finished report (``stage``: figures/, index.md, index.html) in place of the one in ``out``. The
+    old figures go as a whole (a figure this run cannot draw must not survive from an earlier report)."""
+    old = out / "figures"
+    if old.is_dir():
+        old.rename(stage / "figures.old")
+    elif old.exists():
+        old.unlink()
+    (stage / "figures").rename(old)
+    for name in ("index.md", "index.html"):
+        os.replace(stage / name, out / name)
 
 
 def timing_flags_of(data: RunData) -> tuple[list[str], dict[str, str]]:

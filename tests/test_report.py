@@ -460,3 +460,23 @@ def test_an_unfinished_runs_conditions_say_where_something_to_compare_is_still_t
     assert versus("Bidirectional is useless for next-character prediction")[1] == "nothing to compare"
     # One depth trained of the two planned there: a step to compare is still to come.
     assert versus("Depth helps")[2] == "nothing to compare yet"
+
+
+def test_a_failed_report_leaves_the_one_there_whole_and_a_new_one_drops_stale_figures(tmp_path):
+    run_dir = make_run_folder(tmp_path, cells=("rnn",), devices=("cpu",), seeds=(0, 1), claims=DECLARED)
+    out = build_report(run_dir, tmp_path / "out")
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert Path("figures/forest_2.png") in before
+    run = json.loads((run_dir / "run.json").read_text())
+    run["suite"]["claims"] = [{"name": "depth_helpz"}]
+    (run_dir / "run.json").write_text(json.dumps(run))
+    with pytest.raises(HarnessError, match="depth_helpz"):
+        build_report(run_dir, out)
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    # A report of one claim draws one forest plot: the earlier third one must not survive beside it.
+    run["suite"]["claims"] = ["depth_helps"]
+    (run_dir / "run.json").write_text(json.dumps(run))
+    build_report(run_dir, out)
+    after = sorted(str(p.relative_to(out)) for p in out.rglob("*"))
+    assert "figures/forest_0.png" in after and "figures/forest_2.png" not in after and "index.html" in after
+    assert not [name for name in after if name.startswith(".")]  # no staging folder left
