@@ -76,3 +76,25 @@ def writable_folder(path, flag: str) -> Path:
             except OSError:
                 break
     return path
+
+
+def writable_file(path, flag: str, keep_out_of=()) -> Path:
+    """``path`` if a file can be written there, or HarnessError (one line, naming ``flag``): not a folder,
+    in a folder this process can write to, and not inside or over any of ``keep_out_of`` (the command's
+    inputs: a run folder or a file it reads must not be overwritten by what it writes). Checked before
+    any work."""
+    from .errors import HarnessError
+
+    if path is None or str(path).strip() == "":
+        raise HarnessError(f"{flag} '': an empty path names no file")
+    path = Path(path)
+    if path.is_dir():
+        raise HarnessError(f"{flag} {path}: is a folder; name a file")
+    target = path.resolve()
+    for kept in keep_out_of:
+        kept = Path(kept).resolve()
+        if target == kept or kept in target.parents:
+            raise HarnessError(f"{flag} {path}: would write over {'a file of ' if target != kept else ''}the "
+                               f"input {kept}; name a file elsewhere")
+    writable_folder(path.parent, f"{flag} {path}:")
+    return path

@@ -61,3 +61,20 @@ def test_report_and_baseline_refuse_a_bad_folder(tmp_path, capsys):
         one_line_error(capsys, fragment)
         assert main(["baseline", "save", str(run_dir), "--name", "x", "--root", out]) == 2, out
         one_line_error(capsys, fragment)
+
+
+def test_compare_refuses_an_output_file_that_is_a_folder_or_one_of_its_inputs(tmp_path, capsys):
+    from fixtures import make_run_folder
+
+    run = make_run_folder(tmp_path, cells=("rnn",), layers=(1,), devices=("cpu",))
+    stored = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    cases = [("--json", tmp_path, "is a folder"), ("--json", run / "run.json", "would write over a file of the input"),
+             ("--markdown", run / "cells.csv", "would write over a file of the input"),
+             ("--json", "", "an empty path names no file"), ("--json", tmp_path / "a-file" / "x.json", "")]
+    (tmp_path / "a-file").write_text("not a folder\n")
+    for flag, path, fragment in cases:
+        assert main(["compare", str(run), str(run), flag, str(path)]) == 2, (flag, path)
+        one_line_error(capsys, fragment)
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == stored  # nothing written over
+    assert main(["compare", str(run), str(run), "--json", str(tmp_path / "out" / "c.json")]) == 2  # too few runs
+    assert (tmp_path / "out" / "c.json").is_file()

@@ -57,6 +57,11 @@ def main(args) -> int:
     from ..ab import format_markdown, format_text, run_ab
     from ..store import write_json_atomic, write_text_atomic
 
+    from ..store import writable_file
+
+    for flag, path in (("--json", args.json), ("--markdown", args.markdown)):
+        if path is not None:  # checked before the rounds: a bad path must not cost a whole A/B run
+            writable_file(path, flag, keep_out_of=[args.out] if args.out else [])
     signal.signal(signal.SIGTERM, _raise_interrupt)  # a stopped CI job still removes its worktrees
     outcome = run_ab(args.suite, args.base, args.new, args.set_base, args.set_new, args.only, args.rounds,
                      args.threshold, args.alpha, args.rule, args.out, args.repo,

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 from ..baseline import DEFAULT_ROOT, open_measurements
 from ..compare import (DEFAULT_ALPHA, DEFAULT_THRESHOLD, METRICS, Report, Threshold, compare_measurements,
@@ -45,7 +46,13 @@ def register(subparsers) -> None:
 
 
 def main(args) -> int:
+    from ..store import writable_file
+
     threshold = Threshold.parse(args.threshold)
+    inputs = [Path(spec) for spec in (args.base, args.new) if Path(spec).exists()]
+    for flag, path in (("--json", args.json), ("--markdown", args.markdown)):
+        if path is not None:
+            writable_file(path, flag, keep_out_of=inputs)
     base = open_measurements(args.base, args.baselines)
     new = open_measurements(args.new, args.baselines)
     report = compare_measurements(base, new, threshold, args.alpha, args.metric, args.ignore,
