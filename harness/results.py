@@ -90,7 +90,30 @@ def read_run_json(path, required: bool = False) -> dict | None:
     run_json = Path(path) / "run.json"
     if not run_json.exists() and not required:
         return None
-    return read_json_object(run_json, missing="missing (not a run folder?)", what="(not a run description)")
+    info = read_json_object(run_json, missing="missing (not a run folder?)", what="(not a run description)")
+    problem = check_run_json(info)
+    if problem:
+        raise HarnessError(f"{run_json}: {problem}")
+    return info
+
+
+# The parts of run.json that readers rely on, and the JSON type each must have when present.
+RUN_JSON_TYPES = {"suite": dict, "cells": list, "git": dict, "machine": dict, "calibration": dict,
+                  "baselines": dict, "resumes": list}
+
+
+def check_run_json(info: dict) -> str | None:
+    """What makes ``info`` (a parsed run.json) unusable, or None: a key of the wrong JSON type, a suite
+    without a name, a planned cell that is not a cell id."""
+    for key, kind in RUN_JSON_TYPES.items():
+        if info.get(key) is not None and not isinstance(info[key], kind):
+            return f"'{key}' is not a JSON {'object' if kind is dict else 'list'} (not a run description)"
+    suite = info.get("suite")
+    if suite is not None and not isinstance(suite.get("name"), str):
+        return "the suite has no name (not a run description)"
+    if not all(isinstance(c, str) for c in info.get("cells") or []):
+        return "'cells' holds something other than cell ids"
+    return None
 
 
 def check_record(record) -> str | None:
@@ -102,6 +125,9 @@ def check_record(record) -> str | None:
     for key, kind in (("config", dict), ("axes", dict), ("epoch_log", list), ("samples", list)):
         if key in record and record[key] is not None and not isinstance(record[key], kind):
             return f"'{key}' is not a JSON {'object' if kind is dict else 'list'}"
+    for key in ("reason", "cell_id", "sample"):
+        if record.get(key) is not None and not isinstance(record[key], str):
+            return f"'{key}' is not text"
     if not all(isinstance(row, dict) for row in record.get("epoch_log") or []):
         return "an entry of 'epoch_log' is not a JSON object"
     if not all(isinstance(s, dict) and "prefix" in s and "text" in s for s in record.get("samples") or []):

@@ -225,3 +225,32 @@ def test_a_table_rewritten_by_pandas_still_matches_its_records(tmp_path):
     pd.read_csv(run / "cells.csv").to_csv(run / "cells.csv", index=False)  # "000123456789" becomes 123456789
     assert "000123456789" not in (run / "cells.csv").read_text()
     assert read_checked_table(run, "cells.csv", records)[1] == []
+
+
+@pytest.mark.parametrize("damage, fragment", [
+    (lambda run: run["suite"].pop("name"), "the suite has no name"),
+    (lambda run: run.update(cells=5), "'cells' is not a JSON list"),
+    (lambda run: run.update(cells="abc"), "'cells' is not a JSON list"),
+    (lambda run: run.update(cells=[{"a": 1}]), "'cells' holds something other than cell ids"),
+    (lambda run: run.update(machine=[1]), "'machine' is not a JSON object"),
+])
+def test_a_run_json_of_the_wrong_shape_is_one_line_exit_2_for_every_reader(tmp_path, capsys, damage, fragment):
+    from harness.cli import main
+    from fixtures import make_run_folder
+
+    run_dir = make_run_folder(tmp_path, cells=("rnn",), layers=(1,), devices=("cpu",), seeds=(0,))
+    run = json.loads((run_dir / "run.json").read_text())
+    damage(run)
+    (run_dir / "run.json").write_text(json.dumps(run))
+    for argv in (["show", str(run_dir)], ["report", str(run_dir), "--out", str(tmp_path / "report")],
+                 ["compare", str(run_dir), str(run_dir)]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1 and fragment in err, (argv, err)
+
+
+def test_a_cell_record_with_a_reason_that_is_not_text_is_damaged(tmp_path):
+    from harness.results import check_record
+
+    assert check_record({"status": "failed", "reason": 5}) == "'reason' is not text"
+    assert check_record({"status": "failed", "reason": "out of memory"}) is None
