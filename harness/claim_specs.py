@@ -27,7 +27,7 @@ import difflib
 import math
 from dataclasses import dataclass, replace
 
-from .errors import HarnessError
+from .errors import HarnessError, quote
 
 CLAIM_TITLES = {
     "depth_helps": "Depth helps",
@@ -151,7 +151,7 @@ def default_claims() -> list[ClaimSpec]:
 def _unknown(kind: str, value, known) -> str:
     close = difflib.get_close_matches(str(value), list(known), n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(known)})"
-    return f"unknown {kind} {value!r}{hint}"
+    return f"unknown {kind} {quote(value)}{hint}"
 
 
 def parse_claims(raw, where: str) -> list[ClaimSpec]:
@@ -175,7 +175,7 @@ def parse_claims(raw, where: str) -> list[ClaimSpec]:
             name = params.pop("name")
         else:
             raise HarnessError(f"{here} = {item!r}: expected a claim name or a mapping with 'name'")
-        if name not in CLAIM_TITLES:
+        if not isinstance(name, str) or name not in CLAIM_TITLES:
             raise HarnessError(f"{here}: {_unknown('claim', name, CLAIM_NAMES)}")
         allowed = _PARAMETERS[name]
         values = {}

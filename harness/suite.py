@@ -115,6 +115,8 @@ def load_suite(path, sets: list[str] | None = None) -> Suite:
         raise HarnessError(f"{where}: invalid YAML{at}: {shorten(str(problem), 200)}") from None
     except ValueError as exc:  # an integer of more than 4,300 digits
         raise HarnessError(f"{where}: invalid value: {shorten(str(exc), 200)}") from None
+    except RecursionError:
+        raise HarnessError(f"{where}: invalid YAML: nested too deeply") from None
     _check_size(raw, where)
     return parse_suite(raw, where, sets)
 
@@ -279,7 +281,7 @@ def filter_cells(cells: list[GridCell], only: list[str]) -> list[GridCell]:
             raise HarnessError(f"--only {quote(spec)}: expected KEY=VALUE[,VALUE...], e.g. cell=lstm")
         fld = _field_for_axis(key.strip(), f"--only {quote(spec)}")
         wanted = [_parse_value(v.strip()) for v in values.split(",")]
-        known = {getattr(c.config, fld) for c in grid}
+        known = list(dict.fromkeys(getattr(c.config, fld) for c in grid))  # a list: a value may be unhashable
         unknown = [w for w in wanted if w not in known]
         if unknown:
             raise HarnessError(f"--only {quote(spec)}: no cell has {fld} = {quote(unknown[0])} "

@@ -151,6 +151,9 @@ MALFORMED = [
     ("name: t\nexclude: {cell: rnn}\n", "exclude must be a list"),
     ("name: t\neval: {prefixes: [Time Traveller]}\n", "eval.prefixes"),
     ("name: t\nrun: {device: tpu}\n", "run.device = 'tpu'"),
+    ("name: t\nclaims: [{name: [depth_helps]}]\n", "claims[0]: unknown claim ['depth_helps']"),
+    ("name: t\nclaims: [{name: {a: 1}}]\n", "claims[0]: unknown claim {'a': 1}"),
+    ("name: t\nmatrix: {seed: " + "[" * 3000 + "0" + "]" * 3000 + "}\n", "invalid YAML: nested too deeply"),
 ]
 
 
@@ -170,6 +173,8 @@ def test_bad_command_line_values_are_one_line_exit_2(tmp_path, capsys):
         (["--set", "train.epoch=3"], "unknown key 'train.epoch'"),
         (["--set", "epochs"], "expected SECTION.KEY=VALUE"),
         (["--only", "layers=5"], "no cell has layers = 5"),
+        (["--only", "layers=[1]"], "no cell has layers = [1]"),
+        (["--only", "cell={a: 1}"], "no cell has cell = {'a': 1}"),
         (["--set", "train.epochs=-1"], "train.epochs = -1"),
     ]:
         assert main(["list", str(path), *argv]) == 2
