@@ -11,8 +11,9 @@ import sys
 from pathlib import Path
 
 from .malloc import run_malloc
-from .compare import CellTimes, Measurements, calibration_rates, canonical_config, read_run
-from .errors import HarnessError
+from .compare import (CellTimes, Measurements, calibration_rates, canonical_config, positive_finite, read_run,
+                      true_or_false)
+from .errors import HarnessError, quote
 from .machine import machine_id
 from .results import read_json_object
 from .store import write_text_atomic
@@ -86,26 +87,31 @@ def read_baseline_file(path) -> Measurements:
     document = read_json_object(path, missing="no such baseline file")
     if document.get("format") != FORMAT:
         raise HarnessError(f"{path}: not a baseline file (expected format {FORMAT!r})")
+    def an_object(value, where: str) -> dict:
+        if not isinstance(value, dict):
+            raise HarnessError(f"{where} = {quote(value)}: expected an object")
+        return value
+
     cells = []
     try:
         for cell in document["cells"]:
-            where = f"{path}: cell {cell['cell_id']}"
-            sec = tuple(float(v) for v in cell["sec"])
-            tps = tuple(float(v) for v in cell["tokens_per_sec"])
-            warmup = tuple(bool(v) for v in cell["warmup"])
+            where = f"{path}: cell {quote(an_object(cell, f'{path}: a cell')['cell_id'])}"
+            # Read as run folders' epochs.csv is read: times positive and finite, flags true or false.
+            sec = tuple(positive_finite(v, f"{where}: sec") for v in cell["sec"])
+            tps = tuple(positive_finite(v, f"{where}: tokens_per_sec") for v in cell["tokens_per_sec"])
+            warmup = tuple(true_or_false(v, f"{where}: warmup") for v in cell["warmup"])
             if not len(sec) == len(tps) == len(warmup):
                 raise HarnessError(f"{where}: sec, tokens_per_sec and warmup differ in length")
-            machine = cell.get("machine") or {}
-            if not isinstance(machine, dict):
-                raise HarnessError(f"{where}: machine = {machine!r}: expected an object")
-            cells.append(CellTimes(cell["cell_id"], canonical_config(cell["config"], where), cell["status"],
+            machine = an_object(cell.get("machine") or {}, f"{where}: machine")
+            config = an_object(cell["config"], f"{where}: config")
+            cells.append(CellTimes(str(cell["cell_id"]), canonical_config(config, where), str(cell["status"]),
                                    sec, tps, warmup, machine))
     except (KeyError, TypeError, ValueError) as exc:
         raise HarnessError(f"{path}: malformed baseline ({type(exc).__name__}: {exc})") from None
-    source = document.get("source") or {}
-    calibration = document.get("calibration") or {}
-    if not isinstance(calibration, dict):
-        raise HarnessError(f"{path}: calibration = {calibration!r}: expected an object")
+    source = an_object(document.get("source") or {}, f"{path}: source")
+    an_object(source.get("git") or {}, f"{path}: source.git")
+    an_object(document.get("machine") or {}, f"{path}: machine")
+    calibration = an_object(document.get("calibration") or {}, f"{path}: calibration")
     return Measurements(source=f"{PREFIX}{document.get('name', path.stem)} ({path})",
                         machine=document.get("machine") or {}, cells=tuple(cells),
                         suite=source.get("suite"), git=source.get("git") or {},

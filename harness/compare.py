@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from .config import FIELDS, GRID_KEYS, build_config
-from .errors import HarnessError
+from .errors import HarnessError, quote
 from .malloc import run_malloc
 from .results import read_checked_table, read_records, read_run_json
 # The statistics live in the stats module, beside the claims' (one place for both).
@@ -281,23 +281,25 @@ def _config_from_csv_row(row: dict, where: str) -> dict:
     return canonical_config(values, where)
 
 
-def _float(text: str, where: str) -> float:
+def positive_finite(text, where: str) -> float:
+    """A time or rate read from a file: a positive finite number, or a one-line HarnessError."""
     try:
         value = float(text)
-    except ValueError:
-        raise HarnessError(f"{where}: {text!r} is not a number") from None
+    except (ValueError, TypeError, OverflowError):
+        raise HarnessError(f"{where}: {quote(text)} is not a number") from None
     if not math.isfinite(value) or value <= 0:
-        raise HarnessError(f"{where}: {text!r} is not a positive finite number")
+        raise HarnessError(f"{where}: {quote(text)} is not a positive finite number")
     return value
 
 
-def _bool(text: str, where: str) -> bool:
+def true_or_false(text, where: str) -> bool:
+    """A flag read from a file (true/false, 1/0, yes/no, a JSON boolean), or a one-line HarnessError."""
     value = str(text).strip().lower()
     if value in ("true", "1", "yes"):
         return True
     if value in ("false", "0", "no"):
         return False
-    raise HarnessError(f"{where}: {text!r} is not true or false")
+    raise HarnessError(f"{where}: {quote(text)} is not true or false")
 
 
 def _epoch_number(text: str, where: str) -> int:
@@ -364,10 +366,10 @@ def read_run(run_dir) -> Measurements:
             cell_id=cell_id,
             config=config,
             status=row["status"],
-            sec=tuple(_float(r["sec"], f"{ewhere} epoch {r['epoch']} sec") for r in epoch_rows),
-            tokens_per_sec=tuple(_float(r["tokens_per_sec"], f"{ewhere} epoch {r['epoch']} tokens_per_sec")
+            sec=tuple(positive_finite(r["sec"], f"{ewhere} epoch {r['epoch']} sec") for r in epoch_rows),
+            tokens_per_sec=tuple(positive_finite(r["tokens_per_sec"], f"{ewhere} epoch {r['epoch']} tokens_per_sec")
                                  for r in epoch_rows),
-            warmup=tuple(_bool(r["warmup"], f"{ewhere} epoch {r['epoch']} warmup") for r in epoch_rows),
+            warmup=tuple(true_or_false(r["warmup"], f"{ewhere} epoch {r['epoch']} warmup") for r in epoch_rows),
             machine={k: row[k] or None for k in CELL_MACHINE_KEYS if k in row},
         ))
     suite = run.get("suite")

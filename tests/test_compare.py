@@ -13,7 +13,7 @@ import math
 
 import pytest
 
-from harness.baseline import list_baselines, load_baseline, save_baseline
+from harness.baseline import list_baselines, load_baseline, read_baseline_file, save_baseline
 from harness.cli import main as cli
 from harness.compare import (Threshold, compare_measurements, compare_runs, compare_samples, match_cells, METRICS,
                              provenance_differences, read_run)
@@ -531,6 +531,41 @@ def test_baseline_round_trip(tmp_path):
     with pytest.raises(HarnessError, match="exists; pass --force"):
         save_baseline(run_dir, "main", root=root)
     save_baseline(run_dir, "main", root=root, force=True)
+
+
+def _damaged(document: dict, damage) -> dict:
+    damage(document)
+    return document
+
+
+@pytest.mark.parametrize("damage, fragment", [
+    (lambda d: d.update(source="x"), "source = 'x': expected an object"),
+    (lambda d: d["source"].update(git=[1]), "source.git = [1]: expected an object"),
+    (lambda d: d.update(machine="abc"), "machine = 'abc': expected an object"),
+    (lambda d: d["cells"][0].update(config="x"), "config = 'x': expected an object"),
+    (lambda d: d["cells"][0].update(machine="x"), "machine = 'x': expected an object"),
+    (lambda d: d.update(cells={"a": 1}), "a cell = 'a': expected an object"),
+    (lambda d: d["cells"][0].update(sec=[-1.0] * len(d["cells"][0]["sec"])), "sec: -1.0 is not a positive finite"),
+    (lambda d: d["cells"][0].update(sec=["nan"] * len(d["cells"][0]["sec"])), "sec: 'nan' is not a positive finite"),
+    (lambda d: d["cells"][0].update(sec=[10 ** 400] * len(d["cells"][0]["sec"])), "is not a number"),
+    (lambda d: d["cells"][0].update(warmup=["maybe"] * len(d["cells"][0]["sec"])), "warmup: 'maybe' is not true or"),
+])
+def test_a_damaged_baseline_file_is_one_line_exit_2(tmp_path, capsys, damage, fragment):
+    path = save_baseline(write_run(tmp_path / "run", two_cells(BASE, BASE)), "main", root=tmp_path / "baselines")
+    damaged = tmp_path / "damaged.json"
+    damaged.write_text(json.dumps(_damaged(json.loads(path.read_text()), damage)))
+    assert cli(["compare", str(path), str(damaged)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {damaged}") and err.count("\n") == 1 and fragment in err, err
+
+
+def test_a_baseline_files_warmup_flags_are_read_as_written(tmp_path):
+    path = save_baseline(write_run(tmp_path / "run", two_cells(BASE, BASE)), "main", root=tmp_path / "baselines")
+    document = json.loads(path.read_text())
+    for cell in document["cells"]:  # "false" as text is false, not a non-empty string
+        cell["warmup"] = ["true" if warm else "false" for warm in cell["warmup"]]
+    path.write_text(json.dumps(document))
+    assert [c.warmup for c in read_baseline_file(path).cells] == [c.warmup for c in read_run(tmp_path / "run").cells]
 
 
 def test_missing_baseline_lists_what_exists(tmp_path):
