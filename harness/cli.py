@@ -41,7 +41,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # here, so that a reader gone away is caught below and not at interpreter exit
+        return code
+    except BrokenPipeError:
+        # The reader went away (`harness show RUN | head`): stop quietly, as other command-line tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for a tool a closed pipe stopped
     except HarnessError as exc:
         # One bounded line whatever the message quotes (a path, a value the user wrote).
         print(f"error: {shorten(str(exc).replace(chr(10), ' '), MAX_MESSAGE)}", file=sys.stderr)

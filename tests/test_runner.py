@@ -208,3 +208,15 @@ def test_cell_json_is_strict_json_for_a_diverged_cell(tmp_path):
 
     record = json.loads(proc.stdout, parse_constant=reject)
     assert record["status"] == "diverged" and record["train_ppl"] is None
+
+
+def test_a_reader_that_goes_away_stops_show_quietly(tmp_path):
+    from fixtures import make_run_folder
+
+    run_dir = make_run_folder(tmp_path)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "show", str(run_dir)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, cwd=tmp_path, env=env)
+    proc.stdout.close()  # as `| head -0` would: the reader is gone before the first line is written
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141 and "Traceback" not in err and "BrokenPipe" not in err, err
