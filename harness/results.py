@@ -624,8 +624,9 @@ def _read_rows(rows: list[dict], header: list[str], text: bool):
 
     if not rows:
         return pd.DataFrame(columns=header)
-    columns = list(header) + [c for c in dict.fromkeys(k for r in rows for k in r) if c not in header]
-    body = pd.DataFrame(rows, columns=columns).convert_dtypes().to_csv(index=False)
+    # The file's columns only: a column only the records have (the table was written before it existed)
+    # is absent from every other row too, and readers take its default there.
+    body = pd.DataFrame(rows, columns=list(header)).convert_dtypes().to_csv(index=False)
     return pd.read_csv(io.StringIO(body), dtype=str if text else None, keep_default_na=not text, index_col=False)
 
 
