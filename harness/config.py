@@ -37,8 +37,8 @@ class CellConfig(BaseModel):
     epochs: int = Field(500, ge=1)
     batch_size: int = Field(32, ge=1)
     num_steps: int = Field(35, ge=1)
-    lr: float = Field(1.0, gt=0)
-    clip: float = Field(1.0, gt=0)
+    lr: float = Field(1.0, gt=0, allow_inf_nan=False)
+    clip: float = Field(1.0, gt=0, allow_inf_nan=False)
     sampling: Literal["sequential", "random"] = "sequential"
     precision: Literal["fp32", "bf16"] = "fp32"
     cuda_graphs: bool = False

@@ -172,6 +172,9 @@ def parse_suite(raw, where: str, sets: list[str] | None = None) -> Suite:
     matrix: dict = {}
     for key, values in matrix_raw.items():
         fld = _field_for_axis(key, f"{where}: matrix")
+        if fld in matrix:
+            raise HarnessError(f"{where}: matrix.{key}: the axis {fld} is given twice (as {quote(str(key))} and "
+                               f"another spelling); give it once")
         if not isinstance(values, list) or not values:
             raise HarnessError(f"{where}: matrix.{key} = {quote(values)}: must be a non-empty list")
         if len(set(map(repr, values))) != len(values):
@@ -184,6 +187,16 @@ def parse_suite(raw, where: str, sets: list[str] | None = None) -> Suite:
             raise HarnessError(f"{where}: {kind} must be a list of non-empty mappings of axis to value")
         return [{_field_for_axis(k, f"{where}: {kind}"): v for k, v in e.items()} for e in value]
 
+    exclude = entries("exclude")
+    for index, entry in enumerate(exclude):  # an entry that can match no cell is a typo, not a choice
+        for fld, value in entry.items():
+            if fld not in matrix:
+                raise HarnessError(f"{where}: exclude[{index}]: {fld} is not a matrix axis, so the entry "
+                                   "excludes nothing")
+            if value not in matrix[fld]:
+                raise HarnessError(f"{where}: exclude[{index}].{fld} = {quote(value)}: not one of the matrix's "
+                                   f"values ({shorten(', '.join(map(str, matrix[fld])), 200)})")
+
     claims = raw.get("claims") or []
     if not isinstance(claims, list):
         raise HarnessError(f"{where}: claims must be a list")
@@ -194,7 +207,7 @@ def parse_suite(raw, where: str, sets: list[str] | None = None) -> Suite:
     parse_conditions(conditions, where, _field_for_axis)
 
     suite = Suite(name=name, path=where, description=description, defaults=defaults, matrix=matrix,
-                  exclude=entries("exclude"), include=entries("include"), claims=claims,
+                  exclude=exclude, include=entries("include"), claims=claims,
                   conditions=conditions)
     for assignment in sets or []:
         apply_set(suite, assignment)

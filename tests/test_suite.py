@@ -152,6 +152,11 @@ MALFORMED = [
     ("name: t\neval: {prefixes: [Time Traveller]}\n", "eval.prefixes"),
     ("name: t\nrun: {device: tpu}\n", "run.device = 'tpu'"),
     ("name: t\nclaims: [{name: [depth_helps]}]\n", "claims[0]: unknown claim ['depth_helps']"),
+    ("name: t\nmatrix: {cell: [rnn], model.cell: [gru]}\n", "matrix.model.cell: the axis cell is given twice"),
+    ("name: t\nmatrix: {cell: [rnn, lstm]}\nexclude: [{cell: lsmt}]\n", "exclude[0].cell = 'lsmt': not one of"),
+    ("name: t\nmatrix: {cell: [rnn, lstm]}\nexclude: [{layers: 2}]\n", "exclude[0]: layers is not a matrix axis"),
+    ("name: t\ntrain: {lr: .inf}\n", "train.lr = inf"),
+    ("name: t\ntrain: {clip: .nan}\n", "train.clip = nan"),
     ("name: t\nclaims: [{name: {a: 1}}]\n", "claims[0]: unknown claim {'a': 1}"),
     ("name: t\nmatrix: {seed: " + "[" * 3000 + "0" + "]" * 3000 + "}\n", "invalid YAML: nested too deeply"),
 ]
