@@ -144,6 +144,8 @@ def load_baseline(spec: str, root=DEFAULT_ROOT, machine: str | None = None) -> M
 def open_measurements(spec: str, baselines_root=DEFAULT_ROOT) -> Measurements:
     """``baseline:NAME`` (this machine's saved baseline), a baseline JSON file, or a run folder. Here
     rather than in compare.py, which baselines build on: compare.py imports nothing of this module."""
+    if not str(spec).strip():
+        raise HarnessError("'': an empty path names no run folder or baseline file")
     if is_baseline_spec(spec):
         return load_baseline(spec, root=baselines_root)
     path = Path(spec)

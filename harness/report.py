@@ -62,7 +62,7 @@ def load_run(run_dir) -> RunData:
     in ``notes`` (``harness.results.read_checked_table``)."""
     folder = Path(run_dir)
     if not folder.is_dir():
-        raise HarnessError(f"{folder}: no such results folder")
+        raise HarnessError(f"{folder}: {'not a folder' if folder.exists() else 'no such results folder'}")
     notes = []
     run = read_run_json(folder)
     if run is None:

@@ -365,6 +365,8 @@ class Progress:
 
 
 def format_duration(seconds: float) -> str:
+    if 0 < seconds < 0.95:  # under a second: not "0 s", which reads as nothing at all
+        return f"{seconds:.1g} s"
     seconds = max(0, int(round(seconds)))
     if seconds < 60:
         return f"{seconds} s"

@@ -115,14 +115,20 @@ def _load_warnings(run_json: dict, cells) -> list[str]:
         import pandas as pd
 
         load = pd.concat(loads, axis=1).max(axis=1).dropna()
+        measured = len(load)
         # Cells that ran on other nodes (Ray) are judged by the driver's CPU count only when no node is named.
         if "node" in cells.columns:
             load = load[cells.loc[load.index, "node"].isna() | (cells.loc[load.index, "node"].astype(str) == "")]
         busy = load[load > cpus + LOAD_MARGIN]
         if not busy.empty:
+            # Say which cells the count is of: the others name a node whose CPU count is not known here.
+            others = measured - len(load)
             warnings.append(f"the machine was busy during {len(busy)} of {len(load)} cells (1-minute load average "
                             f"up to {busy.max():.1f} on {cpus:g} CPUs): other work competed for the cores, so "
-                            "their timings are unreliable")
+                            "their timings are unreliable" + (
+                                "; the other cell names the node it ran on and is not judged here" if others == 1
+                                else f"; the other {others} cells name the node they ran on and are not judged here"
+                                if others else ""))
     steal = _column(cells, "cpu_steal")
     if steal is not None:
         stolen = steal.dropna()

@@ -597,3 +597,8 @@ def test_cli_baseline_save_and_compare(tmp_path, capsys):
     assert "saved for it: main" in capsys.readouterr().err
     # the saved file itself is accepted too
     assert cli(["compare", str(root / machine_id(here) / "main.json"), str(slower)]) == 1
+
+
+def test_an_empty_path_is_named_as_such(capsys):
+    assert cli(["compare", "", "baseline:main"]) == 2
+    assert capsys.readouterr().err == "error: '': an empty path names no run folder or baseline file\n"

@@ -129,6 +129,7 @@ def test_non_terminal_progress_lines_carry_the_eta():
 
 def test_durations_read_as_seconds_minutes_or_hours():
     assert [format_duration(s) for s in (42, 90, 3 * 3600 + 5 * 60)] == ["42 s", "1.5 min", "3 h 05 min"]
+    assert [format_duration(s) for s in (0, 0.215, 0.96)] == ["0 s", "0.2 s", "1 s"]  # under a second is not 0
 
 
 # --- a run on the command line -----------------------------------------------------------------------------

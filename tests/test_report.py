@@ -480,3 +480,11 @@ def test_a_failed_report_leaves_the_one_there_whole_and_a_new_one_drops_stale_fi
     after = sorted(str(p.relative_to(out)) for p in out.rglob("*"))
     assert "figures/forest_0.png" in after and "figures/forest_2.png" not in after and "index.html" in after
     assert not [name for name in after if name.startswith(".")]  # no staging folder left
+
+
+def test_a_file_given_as_the_results_folder_is_named_as_not_a_folder(tmp_path, capsys):
+    (tmp_path / "a-file").write_text("x\n")
+    assert cli.main(["report", str(tmp_path / "a-file"), "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err == f"error: {tmp_path / 'a-file'}: not a folder\n"
+    assert cli.main(["report", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err == f"error: {tmp_path / 'nowhere'}: no such results folder\n"

@@ -71,7 +71,13 @@ def test_wide_epoch_spread_busy_machine_and_steal_are_flagged(run):
     assert len(warnings) == 3, warnings
     assert "1 of 2 cells" in warnings[0] and "50%" in warnings[0] and "lstm-l1-uni-cpu-s0" in warnings[0]
     assert "busy during 1 of 2 cells" in warnings[1] and "3.1 on 2 CPUs" in warnings[1]
-    assert "steal up to 12%" in warnings[2]
+    assert "steal up to 12%" in warnings[2] and "not judged" not in warnings[1]
+    # A cell that names its node (a Ray worker) is not judged by the driver's CPU count: the count says so.
+    cells["node"] = ["", "worker-1"]
+    cells["load_start"] = [3.1, 3.1]
+    busy = [w for w in timing_warnings(info, cells) if "busy" in w]
+    assert len(busy) == 1 and "busy during 1 of 1 cells" in busy[0]
+    assert busy[0].endswith("; the other cell names the node it ran on and is not judged here")
 
 
 def test_cells_that_did_not_finish_are_not_judged(run):

@@ -13,7 +13,7 @@ def register(subparsers) -> None:
                         help="where to write the report (default: report/<run folder name>/)")
     parser.add_argument("--timings", metavar="TIMING_RUN_DIR", action="append", default=[],
                         help="take seconds per epoch from this results folder (a quiet timing pass of the same "
-                             "cells) instead of RUN_DIR's own; repeatable, cells matched by id (repeatable)")
+                             "cells) instead of RUN_DIR's own; cells matched by id (repeatable)")
     parser.set_defaults(func=main)
 
 
