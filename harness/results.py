@@ -32,7 +32,7 @@ import warnings
 from pathlib import Path
 
 from .config import FIELDS, GRID_KEYS
-from .errors import HarnessError
+from .errors import HarnessError, quote
 from .store import write_json_atomic, write_text_atomic
 
 # --- the column schema ----------------------------------------------------------------------------------
@@ -107,7 +107,7 @@ def check_run_json(info: dict) -> str | None:
     without a name, a planned cell that is not a cell id."""
     for key, kind in RUN_JSON_TYPES.items():
         if info.get(key) is not None and not isinstance(info[key], kind):
-            return f"'{key}' is not a JSON {'object' if kind is dict else 'list'} (not a run description)"
+            return f"{key} = {quote(info[key])}: expected {'an object' if kind is dict else 'a list'}"
     suite = info.get("suite")
     if suite is not None and not isinstance(suite.get("name"), str):
         return "the suite has no name (not a run description)"

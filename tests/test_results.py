@@ -229,10 +229,10 @@ def test_a_table_rewritten_by_pandas_still_matches_its_records(tmp_path):
 
 @pytest.mark.parametrize("damage, fragment", [
     (lambda run: run["suite"].pop("name"), "the suite has no name"),
-    (lambda run: run.update(cells=5), "'cells' is not a JSON list"),
-    (lambda run: run.update(cells="abc"), "'cells' is not a JSON list"),
+    (lambda run: run.update(cells=5), "cells = 5: expected a list"),
+    (lambda run: run.update(cells="abc"), "cells = 'abc': expected a list"),
     (lambda run: run.update(cells=[{"a": 1}]), "'cells' holds something other than cell ids"),
-    (lambda run: run.update(machine=[1]), "'machine' is not a JSON object"),
+    (lambda run: run.update(machine=[1]), "machine = [1]: expected an object"),
 ])
 def test_a_run_json_of_the_wrong_shape_is_one_line_exit_2_for_every_reader(tmp_path, capsys, damage, fragment):
     from harness.cli import main
