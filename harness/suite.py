@@ -285,6 +285,11 @@ def _describe(combo: dict) -> str:
     return "{" + ", ".join(f"{k}: {shorten(str(v), 40)}" for k, v in combo.items()) + "}" if combo else "(defaults)"
 
 
+def _same(a, b) -> bool:
+    """Equal as values of one setting: 1 and 1.0 are, true and 1 are not."""
+    return a == b and isinstance(a, bool) == isinstance(b, bool)
+
+
 def filter_cells(cells: list[GridCell], only: list[str]) -> list[GridCell]:
     """``--only KEY=V1,V2`` keeps cells whose KEY is one of the values; several --only combine with AND."""
     grid = cells
@@ -295,11 +300,11 @@ def filter_cells(cells: list[GridCell], only: list[str]) -> list[GridCell]:
         fld = _field_for_axis(key.strip(), f"--only {quote(spec)}")
         wanted = [_parse_value(v.strip()) for v in values.split(",")]
         known = list(dict.fromkeys(getattr(c.config, fld) for c in grid))  # a list: a value may be unhashable
-        unknown = [w for w in wanted if w not in known]
+        unknown = [w for w in wanted if not any(_same(w, k) for k in known)]
         if unknown:
             raise HarnessError(f"--only {quote(spec)}: no cell has {fld} = {quote(unknown[0])} "
                                f"(values: {shorten(', '.join(map(str, sorted(known, key=str))), 200)})")
-        cells = [c for c in cells if getattr(c.config, fld) in wanted]
+        cells = [c for c in cells if any(_same(getattr(c.config, fld), w) for w in wanted)]
         if not cells:
             raise HarnessError(f"--only {quote(spec)}: no cell matches all --only filters together")
     return cells

@@ -149,6 +149,7 @@ def test_list_gives_the_arithmetic_and_its_time_at_a_rate(tmp_path, capsys):
     (["fast"], {"cpu"}, "--flop-rate fast: 'fast' is not a number of GFLOP/s"),
     (["gpu=3"], {"cpu"}, "--flop-rate gpu=3: unknown device 'gpu' (one of cpu, cuda)"),
     (["178"], {"cpu", "cuda"}, "--flop-rate 178: the cells run on cpu and cuda; give a rate per device (e.g. cpu=178)"),
+    (["cpu=10", "20"], {"cpu"}, "--flop-rate 20: a second rate for cpu; give one per device"),
 ])
 def test_bad_flop_rates_are_one_line_errors(values, devices, message):
     from harness.commands.list import parse_flop_rates

@@ -180,6 +180,7 @@ def test_bad_command_line_values_are_one_line_exit_2(tmp_path, capsys):
         (["--only", "layers=5"], "no cell has layers = 5"),
         (["--only", "layers=[1]"], "no cell has layers = [1]"),
         (["--only", "cell={a: 1}"], "no cell has cell = {'a': 1}"),
+        (["--only", "layers=true"], "no cell has layers = True"),
         (["--set", "train.epochs=-1"], "train.epochs = -1"),
     ]:
         assert main(["list", str(path), *argv]) == 2

@@ -45,6 +45,8 @@ def parse_flop_rates(values: list[str], devices: set[str]) -> dict[str, float]:
                 raise HarnessError(f"--flop-rate {value}: the cells run on {names}; give a rate per device "
                                    f"(e.g. cpu={number}) or select one with --only device=...")
             device = next(iter(devices), "cpu")
+        if device in rates:
+            raise HarnessError(f"--flop-rate {value}: a second rate for {device}; give one per device")
         rates[device] = gflops * 1e9
     return rates
 
