@@ -109,12 +109,11 @@ def read_baseline_file(path) -> Measurements:
     except (KeyError, TypeError, ValueError) as exc:
         raise HarnessError(f"{path}: malformed baseline ({type(exc).__name__}: {exc})") from None
     source = an_object(document.get("source") or {}, f"{path}: source")
-    an_object(source.get("git") or {}, f"{path}: source.git")
-    an_object(document.get("machine") or {}, f"{path}: machine")
+    git = an_object(source.get("git") or {}, f"{path}: source.git")
+    machine = an_object(document.get("machine") or {}, f"{path}: machine")
     calibration = an_object(document.get("calibration") or {}, f"{path}: calibration")
     return Measurements(source=f"{PREFIX}{document.get('name', path.stem)} ({path})",
-                        machine=document.get("machine") or {}, cells=tuple(cells),
-                        suite=source.get("suite"), git=source.get("git") or {},
+                        machine=machine, cells=tuple(cells), suite=source.get("suite"), git=git,
                         calibration=calibration_rates(calibration), malloc=run_malloc(document))
 
 

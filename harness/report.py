@@ -637,10 +637,12 @@ def conditions_table(conditions: list, claim_index: int, complete: bool = True,
     def compared(result) -> int:
         return result.pooled.k if result.pooled is not None else 0
 
+    claim = conditions[0].results[claim_index].spec if conditions else None
+    # The reference's side once for all conditions: when it can never compare, nothing is still to come.
+    reference_can = planned is not None and claim is not None and can_compare(planned, conditions[0].spec, claim)
+
     def pending(condition) -> bool:
-        return not complete and (planned is None or (
-            can_compare(planned, condition.spec, condition.results[claim_index].spec)
-            and can_compare(planned, conditions[0].spec, condition.results[claim_index].spec)))
+        return not complete and (planned is None or (reference_can and can_compare(planned, condition.spec, claim)))
 
     rows = []
     first = conditions[0].results[claim_index] if conditions else None

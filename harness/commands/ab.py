@@ -55,9 +55,7 @@ def register(subparsers) -> None:
 
 def main(args) -> int:
     from ..ab import format_markdown, format_text, run_ab
-    from ..store import write_json_atomic, write_text_atomic
-
-    from ..store import writable_file
+    from ..store import writable_file, write_json_atomic, write_text_atomic
 
     for flag, path in (("--json", args.json), ("--markdown", args.markdown)):
         if path is not None:  # checked before the rounds: a bad path must not cost a whole A/B run
