@@ -233,7 +233,8 @@ class RunDir:
         record["flops_utilization"] = flops_utilization(record, calibration) if ran_here else None
         write_json_atomic(self.cell_path(cell.cell_id), record)
         # Stored: the cell is done, but for a failed one, which a resumed run trains again from its
-        # checkpoint (a crash or a killed process); a timed-out or diverged one would do the same again.
+        # checkpoint (a crash or a killed process); a timed-out or diverged one, trained again only when
+        # `run --retrain` asks, starts afresh.
         if record.get("status") != "failed":
             checkpoint = self.checkpoint_path(cell.cell_id)
             checkpoint.unlink(missing_ok=True)

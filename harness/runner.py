@@ -420,13 +420,15 @@ def latest_run_dir(suite: Suite, root="results") -> Path:
 
 def run_suite(suite: Suite, cells: list[GridCell], out_dir, argv: list[str], executor=None,
               calibrate: bool = True, stream=None, tensorboard=None,
-              system_malloc: bool | None = None, drain: threading.Event | None = None) -> tuple[int, Path]:
+              system_malloc: bool | None = None, drain: threading.Event | None = None,
+              retrain: frozenset[str] = frozenset()) -> tuple[int, Path]:
     """Train every cell of ``cells`` not already stored in ``out_dir``. Returns (exit code, run folder).
     ``tensorboard``: a ``harness.tensorboard.TensorBoardLog`` that gets each cell's epochs.
     ``system_malloc``: leave the workers' malloc alone (True) or have it keep freed memory (False,
     ``harness.malloc``); None: a new run keeps freed memory, a resumed one keeps its own setting.
     ``drain``: once set, the cells in flight finish and are stored, no other cell starts, and
-    ``HarnessDrained`` says how to resume."""
+    ``HarnessDrained`` says how to resume.
+    ``retrain``: stored outcomes besides ``failed`` whose cells are trained again (``timeout``, ``diverged``)."""
     from .machine import describe
 
     executor = executor or LocalExecutor()
@@ -457,8 +459,9 @@ def run_suite(suite: Suite, cells: list[GridCell], out_dir, argv: list[str], exe
     malloc = _run_malloc_setting(existing, system_malloc, run_dir.path)
     stored = records if existing is not None else {}
     # Failed cells are trained again (a missing corpus or a crash may have been fixed since); a diverged or
-    # timed-out cell would only do the same again.
-    pending = [c for c in cells if stored.get(c.cell_id, {}).get("status", "failed") == "failed"]
+    # timed-out cell would only do the same again, unless asked for (a timeout caused by a busy machine).
+    again = {"failed", *retrain}
+    pending = [c for c in cells if stored.get(c.cell_id, {}).get("status", "failed") in again]
     local = executor.name == "local"
     will_skip = set(cells_without_device(pending)) if local else set()
     if local:
@@ -496,7 +499,7 @@ def run_suite(suite: Suite, cells: list[GridCell], out_dir, argv: list[str], exe
     write_json_atomic(run_dir.run_json, info)
 
     done = run_dir.finished_records()
-    retry = {c.cell_id for c in cells if done.get(c.cell_id, {}).get("status") == "failed"}
+    retry = {c.cell_id for c in cells if done.get(c.cell_id, {}).get("status") in again}
     pending = [c for c in cells if c.cell_id not in done or c.cell_id in retry]
     checkpoints = run_dir.checkpoints()
     started_epochs = {cid: summary["epoch"] for cid, summary in checkpoints.items()
@@ -507,7 +510,8 @@ def run_suite(suite: Suite, cells: list[GridCell], out_dir, argv: list[str], exe
     going_on = sorted(set(started_epochs) & {c.cell_id for c in pending})
     if len(pending) < len(cells) or retry or going_on:
         print(f"resuming {run_dir.path}: {len(cells) - len(pending)} of {len(cells)} cells already stored"
-              + (f"; training the {len(retry)} failed ones again" if retry else "")
+              + (f"; training the {len(retry)} {retry_label(done[cid]['status'] for cid in retry)} ones again"
+                 if retry else "")
               + (f"; {len(going_on)} going on from their checkpoints (epochs "
                  f"{', '.join(str(started_epochs[cid]) for cid in going_on)})" if going_on else ""),
               file=progress.stream)
@@ -554,6 +558,17 @@ def run_suite(suite: Suite, cells: list[GridCell], out_dir, argv: list[str], exe
     write_json_atomic(run_dir.run_json, info)
     code = 1 if any(s in PROBLEM_STATUSES for s in statuses) else 0
     return code, run_dir.path
+
+
+RETRAINABLE = ("timeout", "diverged")  # outcomes `run --retrain` may train again; "failed" always is
+
+
+def retry_label(statuses) -> str:
+    """The outcomes of the cells a resume trains again, in words: e.g. 'failed or timed-out'."""
+    words = {"failed": "failed", "timeout": "timed-out", "diverged": "diverged"}
+    statuses = set(statuses)
+    present = [words[s] for s in ("failed", *RETRAINABLE) if s in statuses]
+    return " or ".join(present)
 
 
 def _malloc_label(malloc: str) -> str:

@@ -80,6 +80,35 @@ def test_problem_cells_are_recorded_and_the_grid_goes_on(tmp_path):
     assert (epochs["cell_id"] == diverged.name).sum() == diverged["epochs_done"]
 
 
+def test_retrain_trains_timed_out_cells_again_on_request_only(tmp_path):
+    suite = write_suite(tmp_path, """
+        matrix: {cell: [rnn]}
+        include:
+          - {cell: gru, timeout: 0.5, epochs: 100000000}  # times out again when trained again
+          - {cell: lstm, lr: 1.0e+30}
+    """)
+    out = tmp_path / "run"
+    assert harness("run", suite, "--out", out, "--no-report", cwd=tmp_path).returncode == 1
+    records = {p.stem.split("-")[0]: json.loads(p.read_text()) for p in (out / "cells").glob("*.json")}
+    assert {c: r["status"] for c, r in records.items()} == {"rnn": "ok", "gru": "timeout", "lstm": "diverged"}
+    plain = harness("run", suite, "--resume", out, "--no-report", cwd=tmp_path)
+    assert "3 of 3 cells already stored" in plain.stderr and "again" not in plain.stderr, plain.stderr
+    retrain = harness("run", suite, "--resume", out, "--retrain", "timeout", "--no-report", cwd=tmp_path)
+    assert retrain.returncode == 1, retrain.stderr
+    assert "2 of 3 cells already stored; training the 1 timed-out ones again" in retrain.stderr, retrain.stderr
+    after = {p.stem.split("-")[0]: json.loads(p.read_text()) for p in (out / "cells").glob("*.json")}
+    info = json.loads((out / "run.json").read_text())
+    # Trained again in the third part (the record names the part it ran in); the others kept as they were.
+    assert after["gru"]["status"] == "timeout" and after["gru"]["run"]["part"]["command"] == info["resumes"][1]["command"]
+    assert after["rnn"] == records["rnn"] and after["lstm"] == records["lstm"]
+    assert len(pd.read_csv(out / "cells.csv")) == 3
+    both = harness("run", suite, "--resume", out, "--retrain", "diverged,timeout", "--no-report", cwd=tmp_path)
+    assert "1 of 3 cells already stored; training the 2 timed-out or diverged ones again" in both.stderr, both.stderr
+    bad = harness("run", suite, "--resume", out, "--retrain", "failed", cwd=tmp_path)
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
+        "error: --retrain 'failed': 'failed' is not one of timeout, diverged (failed cells are always trained again)"]
+
+
 def test_sigkill_then_resume_trains_each_cell_exactly_once(tmp_path):
     # The last cell cannot finish, so the kill lands while a cell is in flight however fast or slow the
     # machine (its process dies with the runner); the resume then completes the other two.

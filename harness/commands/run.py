@@ -14,7 +14,7 @@ from ..cli import prog_name
 from ..errors import HarnessError
 from ..store import writable_folder
 from ..cost import cell_flops, estimate_seconds
-from ..runner import default_out_dir, format_duration, iter_cells_table, latest_run_dir, run_suite
+from ..runner import RETRAINABLE, default_out_dir, format_duration, iter_cells_table, latest_run_dir, run_suite
 from ..suite import expand, filter_cells, load_suite
 
 
@@ -31,6 +31,9 @@ def register(subparsers) -> None:
     parser.add_argument("--resume", nargs="?", const="latest", metavar="DIR",
                         help="continue a run folder (default: the suite's run under results/ that started "
                              "last, by each folder's run.json)")
+    parser.add_argument("--retrain", action="append", default=[], metavar="STATUS[,STATUS]",
+                        help="when resuming, also train again the stored cells that ended with this status: "
+                             "timeout (e.g. a machine busy with other work), diverged (failed cells always are)")
     parser.add_argument("--dry-run", action="store_true", help="list the cells and estimated times, train nothing")
     parser.add_argument("--no-report", action="store_true", help="do not render report/<run>/ at the end")
     parser.add_argument("--tensorboard", metavar="DIR",
@@ -149,6 +152,7 @@ def main(args) -> int:
     if hasattr(signal, "SIGUSR1"):
         signal.signal(signal.SIGUSR1, lambda signum, frame: _start_draining(drain))
     suite, cells = select_cells(args)
+    retrain = retrain_statuses(args.retrain)
     if args.dry_run:
         print_cells(cells)
         return 0
@@ -172,13 +176,27 @@ def main(args) -> int:
     executor = make_executor(args)
     code, run_dir = run_suite(suite, cells, out, argv=[*prog_name().split(), *sys.argv[1:]],
                               executor=executor, tensorboard=tensorboard, system_malloc=args.system_malloc,
-                              drain=drain)
+                              drain=drain, retrain=retrain)
     print(f"results: {run_dir}", file=sys.stderr)
     if not args.no_report:
         report_dir = _render_report(run_dir)
         if report_dir:
             print(f"report: {report_dir}", file=sys.stderr)
     return code
+
+
+def retrain_statuses(values: list[str]) -> frozenset[str]:
+    """--retrain's values, checked: a status the runner would not train again is a slip, not a no-op."""
+    statuses = set()
+    for value in values:
+        for status in value.split(","):
+            status = status.strip()
+            if status not in RETRAINABLE:
+                known = ", ".join(RETRAINABLE)
+                why = " (failed cells are always trained again)" if status == "failed" else ""
+                raise HarnessError(f"--retrain {value!r}: {status!r} is not one of {known}{why}")
+            statuses.add(status)
+    return frozenset(statuses)
 
 
 def _raise_interrupt(signum, frame):
