@@ -109,6 +109,19 @@ def test_show_lists_a_damaged_record_as_damaged(tmp_path, capsys):
     assert "!! " in out and "rnn-l1-uni-cpu-s1.json: unreadable" in out
 
 
+def test_show_lists_the_stored_cells_of_a_folder_whose_run_json_is_lost(tmp_path, capsys):
+    run = make_run(tmp_path / "run")
+    (run / "run.json").unlink()
+    assert cli.main(["show", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].startswith(f"{run}: suite unknown, run.json missing")
+    assert "5 ok" in out and "pending" not in out
+    # A folder with neither run.json nor records is no run folder.
+    (tmp_path / "empty" / "cells").mkdir(parents=True)
+    assert cli.main(["show", str(tmp_path / "empty")]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {tmp_path / 'empty'}: not a run folder (no run.json)"
+
+
 def test_intact_tables_are_read_as_they_are(tmp_path):
     run = make_run(tmp_path / "run")
     records, _ = read_records(run)

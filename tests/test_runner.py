@@ -91,6 +91,8 @@ def test_retrain_trains_timed_out_cells_again_on_request_only(tmp_path):
     assert harness("run", suite, "--out", out, "--no-report", cwd=tmp_path).returncode == 1
     records = {p.stem.split("-")[0]: json.loads(p.read_text()) for p in (out / "cells").glob("*.json")}
     assert {c: r["status"] for c, r in records.items()} == {"rnn": "ok", "gru": "timeout", "lstm": "diverged"}
+    show = harness("show", out, cwd=tmp_path).stdout
+    assert f"python -m harness run {suite} --resume {out} --retrain timeout" in show, show
     plain = harness("run", suite, "--resume", out, "--no-report", cwd=tmp_path)
     assert "3 of 3 cells already stored" in plain.stderr and "again" not in plain.stderr, plain.stderr
     retrain = harness("run", suite, "--resume", out, "--retrain", "timeout", "--no-report", cwd=tmp_path)

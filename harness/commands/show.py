@@ -6,6 +6,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
+from ..cli import prog_name
 from ..errors import HarnessError
 from ..results import RunDir, read_checked_table
 from ..timing import timing_warnings
@@ -20,9 +21,13 @@ def register(subparsers) -> None:
 def main(args) -> int:
     run_dir = RunDir(Path(args.run_dir))
     info = run_dir.read_run_json()
-    if info is None:
-        raise HarnessError(f"{args.run_dir}: not a run folder (no run.json)")
     records, damaged = run_dir.read_records()
+    if info is None and not (records or damaged):
+        raise HarnessError(f"{args.run_dir}: not a run folder (no run.json)")
+    lost = info is None
+    # run.json lost (deleted, never written): the stored cells still say what was trained; the planned
+    # cells and the provenance are unknown until a resume rebuilds it (as `report` reads such a folder).
+    info = info or {}
     checkpoints = run_dir.checkpoints()
     rows = []
     listed = list(info.get("cells", []))
@@ -46,13 +51,21 @@ def main(args) -> int:
                      "train_ppl": rec.get("train_ppl"), "causal_ppl": rec.get("causal_ppl"),
                      "sec_per_epoch": rec.get("sec_per_epoch"), "total_sec": rec.get("total_sec"),
                      "reason": (rec.get("reason") or "")[:60]})
-    print(f"{run_dir.path}: suite {info['suite']['name']}, started {info.get('started') or 'unknown (run.json rebuilt)'}, "
-          f"finished {info.get('finished') or '(not finished)'}")
+    if lost:
+        print(f"{run_dir.path}: suite unknown, run.json missing (the stored cells only: the cells still to train "
+              "are unknown; a resume with the run's suite rebuilds it)")
+    else:
+        print(f"{run_dir.path}: suite {info['suite']['name']}, started {info.get('started') or 'unknown (run.json rebuilt)'}, "
+              f"finished {info.get('finished') or '(not finished)'}")
     print(tabulate(rows, headers="keys", tablefmt="simple", floatfmt=".4g"))
     counts = {}
     for row in rows:
         counts[row["status"]] = counts.get(row["status"], 0) + 1
     print(", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
+    if counts.get("timeout") and not lost:
+        # A timeout on a machine busy with other work says nothing of the cell: say how to train it again.
+        print(f"timed-out cells are kept by a resume; to train them again: {prog_name()} run "
+              f"{info['suite'].get('file') or 'SUITE'} --resume {run_dir.path} --retrain timeout")
     for problem in damaged.values():
         print(f"!! {problem}")
     cells, notes = read_checked_table(run_dir.path, "cells.csv", records, missing_ok=True)
