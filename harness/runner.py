@@ -32,6 +32,7 @@ from .suite import GridCell, Suite, cell_changes
 from .worker import EPOCH_PREFIX
 
 PROBLEM_STATUSES = ("failed", "diverged", "timeout")
+RETRAINABLE = ("timeout", "diverged")  # outcomes `run --retrain` may train again; "failed" always is
 LOG_TAIL_LINES = 8
 
 
@@ -560,15 +561,10 @@ def run_suite(suite: Suite, cells: list[GridCell], out_dir, argv: list[str], exe
     return code, run_dir.path
 
 
-RETRAINABLE = ("timeout", "diverged")  # outcomes `run --retrain` may train again; "failed" always is
-
-
 def retry_label(statuses) -> str:
     """The outcomes of the cells a resume trains again, in words: e.g. 'failed or timed-out'."""
-    words = {"failed": "failed", "timeout": "timed-out", "diverged": "diverged"}
     statuses = set(statuses)
-    present = [words[s] for s in ("failed", *RETRAINABLE) if s in statuses]
-    return " or ".join(present)
+    return " or ".join({"timeout": "timed-out"}.get(s, s) for s in ("failed", *RETRAINABLE) if s in statuses)
 
 
 def _malloc_label(malloc: str) -> str:
