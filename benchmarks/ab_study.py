@@ -29,8 +29,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from harness import stats  # noqa: E402
-from harness.speed_output import markdown_table  # noqa: E402
+from harness.analysis import stats  # noqa: E402
+from harness.report.speed_text import markdown_table  # noqa: E402
 
 RULES = ("estimate", "interval")
 THRESHOLDS = (0.03, 0.05, 0.10)

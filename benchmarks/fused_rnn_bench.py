@@ -1,4 +1,4 @@
-"""Training-step speed of harness.fused_rnn against nn.GRU / nn.RNN, and of the alternatives it was chosen over.
+"""Training-step speed of harness.cell.fused_rnn against nn.GRU / nn.RNN, and of the alternatives it was chosen over.
 
 One sample is one training step's forward and backward (no optimiser update, which is the same for every
 implementation) of a CharRNN-like model at the lesson's recipe: one-hot input of 28 characters, the recurrent
@@ -9,19 +9,19 @@ All implementations and configurations run in this one process, interleaved: eac
 configuration, and within it the implementations in turn, reversing the order every other round (torch,
 fused, fused, torch, ...), so that a change in the machine's load hits each alike. Warm-up rounds (which
 also build the extension and compile the candidates) are not timed. Reported per implementation: the
-median and interquartile range of a step's seconds, the achieved FLOP/s (harness.flops.training_flops over
+median and interquartile range of a step's seconds, the achieved FLOP/s (harness.cell.flops.training_flops over
 the median) and its fraction of a calibrated float32 matrix-product rate at the same thread count; per
 configuration: torch's median over each implementation's, and the median [IQR] of the per-round ratios.
 
 Implementations: ``torch`` (nn.GRU / nn.RNN: on the CPU a loop of autograd operations per step) and
-``fused`` (harness.fused_rnn: one C++ call per layer and direction). With ``--candidates`` also the
+``fused`` (harness.cell.fused_rnn: one C++ call per layer and direction). With ``--candidates`` also the
 alternatives considered for the fused one, all running the same equations from the same parameters:
 ``loop`` (a plain Python loop over the steps: one input projection per layer, then per step a matrix
 product and the gate operations, autograd as usual), ``script`` (that per-direction loop under TorchScript)
 and ``compile`` (that loop under torch.compile, which unrolls it; the first call compiles, in the warm-up).
 
 The process restarts itself with glibc's malloc told to keep freed memory (as ``harness run``'s workers
-do, harness.malloc), so that large buffers are not handed back to the kernel and faulted in again every
+do, harness.host.malloc), so that large buffers are not handed back to the kernel and faulted in again every
 step; ``--system-malloc`` leaves malloc alone.
 
 Run:    python benchmarks/fused_rnn_bench.py --rounds 30 --json fused.json
@@ -42,8 +42,8 @@ from typing import List, Tuple
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 try:
-    from harness.malloc import KEEP_FREED_MEMORY
-except ImportError:  # a checkout without harness.malloc: the same settings
+    from harness.host.malloc import KEEP_FREED_MEMORY
+except ImportError:  # a checkout without harness.host.malloc: the same settings
     KEEP_FREED_MEMORY = {"MALLOC_MMAP_THRESHOLD_": str(32 * 2**20), "MALLOC_TRIM_THRESHOLD_": str(16 * 2**30)}
 
 VOCAB = 28
@@ -73,7 +73,7 @@ def parse_args(argv=None):
 
 
 def keep_freed_memory() -> None:
-    """Restart this process with harness.malloc's settings: glibc reads them only when a process starts."""
+    """Restart this process with harness.host.malloc's settings: glibc reads them only when a process starts."""
     if all(key in os.environ for key in KEEP_FREED_MEMORY):
         return
     for key, value in KEEP_FREED_MEMORY.items():
@@ -171,7 +171,7 @@ class Step:
     """One implementation's training step (forward, cross-entropy, backward) on a fixed batch."""
 
     def __init__(self, impl: str, cell: str, layers: int, bidirectional: bool, args):
-        from harness.fused_rnn import FUSED_CLASSES
+        from harness.cell.fused_rnn import FUSED_CLASSES
 
         torch.manual_seed(0)
         base = FUSED_CLASSES[cell] if impl == "fused" else {"gru": nn.GRU, "rnn": nn.RNN}[cell]
@@ -237,11 +237,11 @@ def print_table(rows: list[dict], rate: float | None) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from harness.calibrate import matmul_rate
+    from harness.host.calibration import matmul_rate
     from harness.errors import HarnessError
-    from harness.fused_rnn import load_extension
-    from harness.machine import describe
-    from harness.model import training_flops
+    from harness.cell.fused_rnn import load_extension
+    from harness.host.machine import describe
+    from harness.cell.model import training_flops
 
     torch.set_num_threads(args.threads)
     try:

@@ -39,9 +39,9 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 
-from harness.compare import (DEFAULT_ALPHA, DEFAULT_THRESHOLD, METRICS, Threshold,  # noqa: E402
+from harness.analysis.speed_compare import (DEFAULT_ALPHA, DEFAULT_THRESHOLD, METRICS, Threshold,  # noqa: E402
                              compare_measurements, compare_runs, compare_samples, match_cells, read_run)
-from harness.stats import relative_spread, run_medians, runs_needed  # noqa: E402
+from harness.analysis.stats import relative_spread, run_medians, runs_needed  # noqa: E402
 
 FACTORS = [round(1 + 0.05 * i, 2) for i in range(11)] + [1.6, 1.7, 1.8, 1.9, 2.0]  # 1.00 .. 2.00
 THRESHOLDS = ["10%", "5%", "20%"]  # the default first; the others show what another setting would change

@@ -21,8 +21,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from harness.data import resolve_corpus  # noqa: E402
-from harness.machine import describe  # noqa: E402
+from harness.cell.corpus import resolve_corpus  # noqa: E402
+from harness.host.machine import describe  # noqa: E402
 
 
 def seed_epochs(corpus: Path, epochs: int, bidirectional: bool) -> tuple[list[float], float]:

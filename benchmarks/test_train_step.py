@@ -17,9 +17,9 @@ import os
 import pytest
 import torch
 
-from harness.config import CellConfig
-from harness.model import CharRNN, count_params, training_flops
-from harness.train import Trainer
+from harness.spec.config import CellConfig
+from harness.cell.model import CharRNN, count_params, training_flops
+from harness.cell.train import Trainer
 
 ROUNDS = int(os.environ.get("HARNESS_BENCH_ROUNDS", "30"))
 WARMUP_ROUNDS = int(os.environ.get("HARNESS_BENCH_WARMUP", "5"))

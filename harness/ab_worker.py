@@ -2,7 +2,7 @@
 
 It trains one cell with this revision's own ``run_cell``, one epoch at a time when the driver says so,
 so that the driver can interleave the epochs of two revisions (A B B A ...) on the same seconds of the
-machine. The protocol is JSON, one object a line (the driver's side is ``harness.ab``):
+machine. The protocol is JSON, one object a line (the driver's side is ``harness.grid.ab``):
 
 * worker -> driver, each line prefixed ``@@ab ``:
   ``{"event": "hello", "protocol": 1, "harness": "<path of the harness package>"}`` once imported;
@@ -54,13 +54,13 @@ def main() -> int:
             raise _Stopped
         return msg
 
-    from .worker import _die_with_parent
+    from harness.worker import _die_with_parent
 
     _die_with_parent()
     import harness
-    from .config import CellConfig
-    from .errors import HarnessError
-    from .train import run_cell
+    from harness.spec.config import CellConfig
+    from harness.errors import HarnessError
+    from harness.cell.train import run_cell
 
     send({"event": "hello", "protocol": PROTOCOL, "harness": os.path.dirname(os.path.abspath(harness.__file__))})
 

@@ -11,8 +11,8 @@ import importlib
 import os
 import sys
 
-from . import __version__
-from .errors import HarnessError, shorten
+from harness import __version__
+from harness.errors import HarnessError, shorten
 
 MAX_MESSAGE = 1000
 COMMANDS = ("cell", "run", "list", "show", "report", "compare", "ab", "baseline", "profile")

@@ -4,7 +4,7 @@
 Each cell runs in a fresh process so that its peak memory is its own and a crash takes only that cell.
 Per-epoch rows are printed as ``@@epoch {json}`` lines, so the runner keeps the epochs of a cell that
 later fails or times out and can show live progress. With CHECKPOINT the cell saves its state there every
-EVERY_SEC seconds and goes on from it (``harness.checkpoint``).
+EVERY_SEC seconds and goes on from it (``harness.cell.checkpoint``).
 """
 
 from __future__ import annotations
@@ -34,11 +34,11 @@ def main(argv: list[str]) -> int:
         # SIGUSR1 asks the run to finish its cells in flight: one that reaches a cell (a pkill by name)
         # must not end it.
         signal.signal(signal.SIGUSR1, signal.SIG_IGN)
-    from .checkpoint import CHECKPOINT_SEC
-    from .config import CellConfig
-    from .errors import HarnessError
-    from .store import write_json_atomic
-    from .train import run_cell
+    from harness.cell.checkpoint import CHECKPOINT_SEC
+    from harness.spec.config import CellConfig
+    from harness.errors import HarnessError
+    from harness.results.atomic import write_json_atomic
+    from harness.cell.train import run_cell
 
     with open(config_path) as f:
         config = CellConfig(**json.load(f))

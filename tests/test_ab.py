@@ -14,10 +14,11 @@ import textwrap
 import pandas as pd
 import pytest
 
-from harness import ab, stats
-from harness.ab import resolve_revision, worktree
+from harness.grid import ab
+from harness.analysis import stats
+from harness.grid.ab import resolve_revision, worktree
 from harness.cli import main as cli
-from harness.compare import read_run
+from harness.analysis.speed_compare import read_run
 from harness.errors import HarnessError
 
 from conftest import REPO, TINY
@@ -174,7 +175,7 @@ def repo(tmp_path):
     git(root, "add", ".")
     git(root, "commit", "--quiet", "-m", "no worker")
     shutil.copy(REPO / "harness" / "ab_worker.py", root / "harness" / "ab_worker.py")
-    train = root / "harness" / "train.py"
+    train = root / "harness" / "cell" / "train.py"
     text = train.read_text()
     marker = '        """One pass over (num_batches, batch, steps) tensors.'
     assert marker in text
@@ -195,14 +196,14 @@ def test_revisions_are_checked_before_anything_is_checked_out(repo):
     assert commit == git(repo, "rev-parse", "HEAD")
     with worktree(repo, commit, "--new") as path:
         assert (path / "harness" / "ab_worker.py").is_file()
-        assert "time.sleep(0.3)" in (path / "harness" / "train.py").read_text()
+        assert "time.sleep(0.3)" in (path / "harness" / "cell" / "train.py").read_text()
         assert str(path) in git(repo, "worktree", "list")
     assert not path.exists()
     assert str(path) not in git(repo, "worktree", "list")
 
 
 def test_the_side_going_first_alternates_within_every_configuration(tmp_path):
-    from harness.suite import expand, load_suite
+    from harness.spec.suite import expand, load_suite
 
     path = write_suite(tmp_path, "matrix: {seed: [0, 1, 2, 3, 4], cell: [rnn, gru, lstm]}\n")
     cells = expand(load_suite(str(path), []))

@@ -13,12 +13,12 @@ import pytest
 import torch
 
 from harness import cli
-from harness.checkpoint import Checkpointer
-from harness.config import CellConfig
-from harness.results import RunDir, checkpoint_prior_sec, checkpoint_summary_path
-from harness.runner import HarnessInterrupted, run_cell_process, run_suite
-from harness.suite import GridCell, expand, load_suite
-from harness.train import run_cell
+from harness.cell.checkpoint import Checkpointer
+from harness.spec.config import CellConfig
+from harness.results.run_folder import RunDir, checkpoint_prior_sec, checkpoint_summary_path
+from harness.grid.runner import HarnessInterrupted, run_cell_process, run_suite
+from harness.spec.suite import GridCell, expand, load_suite
+from harness.cell.train import run_cell
 
 from conftest import TINY
 from test_train import PARAGRAPH

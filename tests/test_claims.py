@@ -10,14 +10,14 @@ from dataclasses import fields
 import pandas as pd
 import pytest
 
-from harness import claim_wording as wording
-from harness import claims
-from harness.baselines import no_learning_baselines
-from harness.claims import (DEEPER, INCONCLUSIVE, NOT_COUNTED, NOT_SUPPORTED, SUPPORTED, Note, Why, default_claim,
+from harness.report import wording
+from harness.analysis import claims
+from harness.analysis.no_learning import no_learning_baselines
+from harness.analysis.claims import (DEEPER, INCONCLUSIVE, NOT_COUNTED, NOT_SUPPORTED, SUPPORTED, Note, Why, default_claim,
                             evaluate_claims, leak_comparison, parse_claims, training_curves, value_at_time)
 from harness.errors import HarnessError
-from harness.stats import Effect, Replicates, configuration_effect, log_interval, pool, pooled_spread, t_interval
-from harness.text_measures import compression, distinct_share, is_degenerate, longest_repeat, measure, word_share
+from harness.analysis.stats import Effect, Replicates, configuration_effect, log_interval, pool, pooled_spread, t_interval
+from harness.analysis.text_measures import compression, distinct_share, is_degenerate, longest_repeat, measure, word_share
 
 COLUMNS = ["cell", "layers", "direction", "seed", "causal_ppl", "val_ppl", "train_ppl", "sec_per_epoch",
            "peak_mem_bytes"]
@@ -216,7 +216,7 @@ def test_cells_that_did_not_finish_are_left_out_and_named():
 
 
 def test_a_time_basis_claim_needs_held_out_curves_in_the_suite(tmp_path):
-    from harness.suite import load_suite
+    from harness.spec.suite import load_suite
 
     suite = tmp_path / "s.yaml"
     suite.write_text("name: s\ntrain: {epochs: 2}\neval: {every: 0}\nmatrix: {layers: [1, 2]}\n"

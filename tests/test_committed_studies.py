@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.report import build_report
+from harness.report.build import build_report
 
 ROOT = Path(__file__).resolve().parent.parent
 STUDIES = [p.parent.name for p in sorted(ROOT.glob("report/*/index.md")) if (ROOT / "results" / p.parent.name).is_dir()]

@@ -13,14 +13,14 @@ import math
 
 import pytest
 
-from harness.baseline import list_baselines, load_baseline, read_baseline_file, save_baseline
+from harness.results.speed_baselines import list_baselines, load_baseline, read_baseline_file, save_baseline
 from harness.cli import main as cli
-from harness.compare import (Threshold, compare_measurements, compare_runs, compare_samples, match_cells, METRICS,
+from harness.analysis.speed_compare import (Threshold, compare_measurements, compare_runs, compare_samples, match_cells, METRICS,
                              provenance_differences, read_run)
-from harness.config import CellConfig
+from harness.spec.config import CellConfig
 from harness.errors import HarnessError
-from harness.machine import describe, machine_id
-from harness.stats import enough_runs, relative_spread, runs_needed
+from harness.host.machine import describe, machine_id
+from harness.analysis.stats import enough_runs, relative_spread, runs_needed
 
 # Distinct values (no ties), so that scipy uses the exact Mann-Whitney distribution.
 BASE = [1.000, 1.012, 0.991, 1.021, 0.982, 1.004, 1.015, 0.995]

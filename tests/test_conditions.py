@@ -6,11 +6,11 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from harness.claim_specs import ConditionSpec, parse_conditions
-from harness.claims import NOT_SUPPORTED, SUPPORTED, default_claim, parse_claims
-from harness.conditions import CHOSEN, choose, condition_cells, depth_profile, evaluate_conditions, in_condition
+from harness.spec.claims import ConditionSpec, parse_conditions
+from harness.analysis.claims import NOT_SUPPORTED, SUPPORTED, default_claim, parse_claims
+from harness.analysis.conditions import CHOSEN, choose, condition_cells, depth_profile, evaluate_conditions, in_condition
 from harness.errors import HarnessError
-from harness.suite import _field_for_axis, parse_suite
+from harness.spec.suite import _field_for_axis, parse_suite
 
 BASELINES = {"uniform": 28.0, "unigram": 16.9, "bigram": 9.9}
 LRS = (0.5, 1.0, 2.0)
@@ -104,7 +104,7 @@ def test_depth_profile_for_the_figure():
 
 
 def test_the_depth_figures_numbers_in_a_table():
-    from harness.report import condition_blocks, depth_profile_table
+    from harness.report.build import condition_blocks, depth_profile_table
 
     cells = cells_frame(per_depth)
     # The LSTM has one seed at 1 layer and none at 3.
@@ -193,7 +193,7 @@ def test_a_run_with_conditions_reports_each_claim_under_each(tmp_path):
 
 
 def test_the_report_says_where_a_verdict_changes_and_where_there_is_nothing_to_compare():
-    from harness.report import conditions_table
+    from harness.report.build import conditions_table
 
     cells = cells_frame(per_depth)
     conditions = [ConditionSpec("lr 1", (("lr", (1,)),)), ConditionSpec("lr per depth", (), "lr"),
@@ -210,13 +210,13 @@ def test_the_report_says_where_a_verdict_changes_and_where_there_is_nothing_to_c
 def test_nothing_to_compare_is_final_where_the_suite_plans_no_cells_for_one_side():
     """An unfinished run whose suite plans bidirectional cells at lr 1 only: at lr 2 the bidirectional claim
     will never have anything to compare, while depth at lr 2 still may."""
-    from harness.conditions import can_compare
-    from harness.report import conditions_table, planned_frame
+    from harness.analysis.conditions import can_compare
+    from harness.report.build import conditions_table, planned_frame
 
     suite = parse_suite({"name": "s", "model": {"cell": "gru"},
                          "matrix": {"layers": [1, 2], "direction": ["uni", "bi"], "lr": [1, 2], "seed": [0]},
                          "exclude": [{"direction": "bi", "lr": 2}]}, "s.yaml")
-    from harness.suite import expand
+    from harness.spec.suite import expand
 
     ids = [c.cell_id for c in expand(suite)]
     planned = planned_frame({"suite": suite.resolved(), "cells": ids})
@@ -259,7 +259,7 @@ def test_nothing_to_compare_is_final_where_the_suite_plans_no_cells_for_one_side
 
 
 def test_a_claims_other_metrics_are_folded_under_each_condition():
-    from harness.report import condition_blocks, render_markdown
+    from harness.report.build import condition_blocks, render_markdown
 
     train = parse_claims([{"name": "depth_helps", "metric": "train_ppl"}], "t")[0]
     conditions = [ConditionSpec("lr 1", (("lr", (1,)),)), ConditionSpec("lr per depth", (), "lr")]

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.config import CellConfig
-from harness.cost import estimate_seconds, evaluation_seconds, evaluations
+from harness.spec.config import CellConfig
+from harness.cell.cost import estimate_seconds, evaluation_seconds, evaluations
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
 
@@ -71,7 +71,7 @@ def test_estimates_match_the_committed_quiet_runs(run, cells):
 
 def test_list_gives_each_devices_estimate_apart(tmp_path):
     from harness.commands.run import estimate_text
-    from harness.suite import expand, load_suite
+    from harness.spec.suite import expand, load_suite
 
     suite = tmp_path / "two.yaml"
     suite.write_text("name: two\ndata: {corpus: time-machine}\nmodel: {hidden: 256}\ntrain: {epochs: 500}\n"
@@ -94,14 +94,14 @@ def test_selection_evaluations_add_their_cost():
     selected = config(select_tokens=2000, select_every=10)
     assert estimate_seconds(selected) > base
     # Streamed for a unidirectional cell: far cheaper per token than a bidirectional cell's windows.
-    from harness.cost import epoch_seconds, selection_seconds
+    from harness.cell.cost import epoch_seconds, selection_seconds
     assert selection_seconds(selected) < 0.2 * epoch_seconds(selected)
     bi = config(direction="bi", select_tokens=2000, select_every=10)
     assert selection_seconds(bi) > 0.5 * epoch_seconds(bi)
 
 
 def test_cell_flops_counts_training_and_every_evaluation():
-    from harness.cost import cell_flops
+    from harness.cell.cost import cell_flops
 
     # A 1-layer tanh RNN of hidden 4 over 28 characters: 2 * 4 * (28 + 4) + 2 * 4 * 28 = 480 FLOPs per token
     # forward; an epoch trains on 8 windows of 32 x 35 = 8,960 tokens, forward and backward (3x); a held-out

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.data import (
+from harness.cell.corpus import (
     EMBEDDED_DIR,
     Vocab,
     clean_lines,

@@ -12,8 +12,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from harness import cli, data
-from harness.data import CorpusSource, download, resolve_corpus
+from harness import cli
+from harness.cell import corpus as data
+from harness.cell.corpus import CorpusSource, download, resolve_corpus
 from harness.errors import DownloadError, HarnessError
 
 BODY = b"The Time Machine\nby H. G. Wells\n" * 200
@@ -84,7 +85,7 @@ def server():
 
 @pytest.fixture
 def sleeps(monkeypatch):
-    """Record the backoff pauses of harness.data instead of waiting them out."""
+    """Record the backoff pauses of harness.cell.corpus instead of waiting them out."""
     recorded = []
     monkeypatch.setattr(data, "time", SimpleNamespace(sleep=recorded.append))
     return recorded

@@ -5,9 +5,9 @@ import socket
 import sys
 
 from harness import cli
-from harness.config import CellConfig
-from harness.runner import node_label
-from harness.suite import GridCell
+from harness.spec.config import CellConfig
+from harness.grid.runner import node_label
+from harness.spec.suite import GridCell
 
 from conftest import REPO
 
@@ -24,7 +24,7 @@ def test_node_label_flattens_a_node_for_cells_csv():
 
 
 def test_flops_utilization_only_for_cells_run_on_the_calibrated_machine(tmp_path):
-    from harness.runner import RunDir
+    from harness.grid.runner import RunDir
 
     run_dir = RunDir(tmp_path / "run")
     run_dir.lock()
@@ -44,7 +44,7 @@ def test_flops_utilization_only_for_cells_run_on_the_calibrated_machine(tmp_path
 
 
 def test_executor_ray_without_ray_says_how_to_install_it(tmp_path, monkeypatch, capsys):
-    monkeypatch.delitem(sys.modules, "harness.ray_executor", raising=False)
+    monkeypatch.delitem(sys.modules, "harness.grid.ray_executor", raising=False)
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray now raises ImportError
     out = tmp_path / "run"
     code = cli.main(["run", str(REPO / "suites" / "smoke.yaml"), "--executor", "ray", "--out", str(out)])

@@ -1,4 +1,4 @@
-"""harness.fused_rnn against nn.GRU / nn.RNN: the same parameters, outputs, final states, losses, gradients
+"""harness.cell.fused_rnn against nn.GRU / nn.RNN: the same parameters, outputs, final states, losses, gradients
 (of every parameter, the input and the initial state) and weights after training steps, at float32
 tolerance; and one-line errors when the extension cannot be built."""
 
@@ -13,9 +13,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from harness import fused_rnn
+from harness.cell import fused_rnn
 from harness.errors import HarnessError
-from harness.fused_rnn import FUSED_CLASSES, FusedGRU, FusedRNN, load_extension
+from harness.cell.fused_rnn import FUSED_CLASSES, FusedGRU, FusedRNN, load_extension
 
 TORCH_CLASSES = {"gru": nn.GRU, "rnn": nn.RNN}
 CELLS = sorted(FUSED_CLASSES)
@@ -317,8 +317,8 @@ def test_build_log_is_reduced_to_one_line(fresh_build, monkeypatch, log, line):
 
 @pytest.mark.parametrize("cell", ["gru", "rnn"])
 def test_a_cell_trains_the_same_with_either_implementation(extension, cell, tmp_path):
-    from harness.config import CellConfig
-    from harness.train import run_cell
+    from harness.spec.config import CellConfig
+    from harness.cell.train import run_cell
 
     book = tmp_path / "book.txt"
     book.write_text("the time traveller for so it will be convenient to speak of him was expounding " * 40)

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from harness.model import CharRNN, count_params, detach_state, forward_flops_per_token, training_flops
+from harness.cell.model import CharRNN, count_params, detach_state, forward_flops_per_token, training_flops
 
 CELLS = ("rnn", "gru", "lstm")
 VOCAB, HIDDEN, BATCH, STEPS = 7, 5, 3, 4

@@ -41,7 +41,7 @@ def test_run_refuses_a_bad_out_before_training(suite, tmp_path, capsys, monkeypa
 
 
 def test_the_check_of_a_good_out_leaves_no_folder_behind(tmp_path):
-    from harness.store import writable_folder
+    from harness.results.atomic import writable_folder
 
     out = tmp_path / "new" / "deeper" / "run"
     assert writable_folder(out, "--out") == out

@@ -8,7 +8,7 @@ import tomllib
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from harness.data import CORPORA, EMBEDDED_DIR
+from harness.cell.corpus import CORPORA, EMBEDDED_DIR
 
 from conftest import REPO
 
@@ -41,9 +41,9 @@ def test_every_dependency_has_a_major_version_bound_and_a_pin_inside_its_range()
 
 
 def test_the_fused_extensions_source_is_package_data():
-    from harness.fused_rnn import SOURCE
+    from harness.cell.fused_rnn import SOURCE
 
-    assert "csrc/*.cpp" in _project()["tool"]["setuptools"]["package-data"]["harness"]
+    assert "cell/csrc/*.cpp" in _project()["tool"]["setuptools"]["package-data"]["harness"]
     assert SOURCE.is_file() and SOURCE.parent.name == "csrc" and SOURCE.suffix == ".cpp"
 
 

@@ -23,14 +23,14 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 ray = pytest.importorskip("ray")
 
 from harness import cli  # noqa: E402
-from harness.config import CellConfig  # noqa: E402
-from harness.machine import cpu_model  # noqa: E402
-from harness.ray_executor import (  # noqa: E402
+from harness.spec.config import CellConfig  # noqa: E402
+from harness.host.machine import cpu_model  # noqa: E402
+from harness.grid.ray_executor import (  # noqa: E402
     Node, RayExecutor, checkpoint_for, choose_node, cluster_nodes, resource_request, submission_order,
     unservable_reason)
-from harness.results import RunDir  # noqa: E402
-from harness.runner import node_label, run_suite  # noqa: E402
-from harness.suite import GridCell, expand, load_suite  # noqa: E402
+from harness.results.run_folder import RunDir  # noqa: E402
+from harness.grid.runner import node_label, run_suite  # noqa: E402
+from harness.spec.suite import GridCell, expand, load_suite  # noqa: E402
 
 from conftest import REPO, TINY  # noqa: E402
 

@@ -15,13 +15,13 @@ import pytest
 from PIL import Image
 
 from harness import cli
-from harness.claims import evaluate_claims
-from harness.data import clean_lines, read_corpus_lines
+from harness.analysis.claims import evaluate_claims
+from harness.cell.corpus import clean_lines, read_corpus_lines
 from harness.errors import HarnessError
-from harness.figures import slowdown_table
-from harness.report import (build_report, claim_specs, configuration_table, corpus_words, default_out_dir,
+from harness.report.figures import slowdown_table
+from harness.report.build import (build_report, claim_specs, configuration_table, corpus_words, default_out_dir,
                             fill_flops_utilization, fmt, fmt_geo_ci, load_run, samples_table, visible_spaces)
-from harness.text_measures import corpus_word_set
+from harness.analysis.text_measures import corpus_word_set
 
 from fixtures import make_run_folder
 
@@ -306,12 +306,12 @@ def test_sample_text_is_read_as_text(tmp_path):
 
 
 def test_corpus_words_never_download(tmp_path, monkeypatch):
-    import harness.data
+    import harness.cell.corpus
 
     def no_network(*args, **kwargs):
         raise AssertionError("a report must not download")
 
-    monkeypatch.setattr(harness.data, "download", no_network)
+    monkeypatch.setattr(harness.cell.corpus, "download", no_network)
     monkeypatch.setenv("HARNESS_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
     words, note = corpus_words(pd.DataFrame({"corpus": [str(tmp_path / "gone.txt")]}))

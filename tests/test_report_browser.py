@@ -34,7 +34,7 @@ def browser():
 
 @pytest.fixture(scope="module")
 def fixture_report(tmp_path_factory):
-    from harness.report import build_report
+    from harness.report.build import build_report
 
     root = tmp_path_factory.mktemp("browser")
     run_dir = make_run_folder(root, claims=["depth_helps", "bidirectional_slow", "bidirectional_useless"])

@@ -4,10 +4,10 @@ import json
 
 import pandas as pd
 
-from harness.report import (apply_timings, build_report, load_run, machine_label, run_machines,
+from harness.report.build import (apply_timings, build_report, load_run, machine_label, run_machines,
                             timings_by_machine)
 
-from harness.results import RunDir
+from harness.results.run_folder import RunDir
 
 from fixtures import make_run_folder
 

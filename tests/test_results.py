@@ -1,4 +1,4 @@
-"""The results format (harness.results): reading what is damaged says what and where, and the tables are
+"""The results format (harness.results.run_folder): reading what is damaged says what and where, and the tables are
 checked against the cell records, which are the source of truth (a row cut short, dropped or changed is
 read from its record, and `compare`, `report` and `show` say so)."""
 
@@ -11,10 +11,10 @@ import pytest
 
 from conftest import REPO
 from harness import cli
-from harness.config import CellConfig
+from harness.spec.config import CellConfig
 from harness.errors import HarnessError
-from harness.report import load_run
-from harness.results import (RunDir, read_checked_table, read_json_object, read_records, rebuild_tables,
+from harness.report.build import load_run
+from harness.results.run_folder import (RunDir, read_checked_table, read_json_object, read_records, rebuild_tables,
                              table_rows)
 
 MACHINE = {"hostname": "bench", "cpu_model": "Fixture CPU", "gpu_name": None, "python": "3.11.7",
@@ -65,7 +65,7 @@ def compare(a, b, capsys):
 
 
 def test_importing_the_results_module_loads_no_torch():
-    probe = "import sys, harness.results; print(sorted(m for m in ('torch', 'scipy', 'seaborn') if m in sys.modules))"
+    probe = "import sys, harness.results.run_folder; print(sorted(m for m in ('torch', 'scipy', 'seaborn') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "[]", out.stderr
 
@@ -263,7 +263,7 @@ def test_a_run_json_of_the_wrong_shape_is_one_line_exit_2_for_every_reader(tmp_p
 
 
 def test_a_cell_record_with_a_reason_that_is_not_text_is_damaged(tmp_path):
-    from harness.results import check_record
+    from harness.results.run_folder import check_record
 
     assert check_record({"status": "failed", "reason": 5}) == "'reason' is not text"
     assert check_record({"status": "failed", "reason": "out of memory"}) is None

@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 from harness.errors import HarnessError
-from harness.runner import latest_run_dir
-from harness.suite import load_suite
+from harness.grid.runner import latest_run_dir
+from harness.spec.suite import load_suite
 
 from conftest import TINY
 
@@ -87,8 +87,8 @@ def fake_run(root, folder: str, suite: str, started: str):
 
 
 def test_resume_latest_is_chosen_by_the_runs_own_record(tmp_path):
-    from harness.runner import latest_run_dir
-    from harness.suite import Suite
+    from harness.grid.runner import latest_run_dir
+    from harness.spec.suite import Suite
 
     fake_run(tmp_path, "regression-20261201-100000", "regression", "2026-12-01T10:00:00+00:00")
     newest = fake_run(tmp_path, "main", "regression", "2026-12-01T12:00:00+00:00")
@@ -107,8 +107,8 @@ def test_resume_latest_is_chosen_by_the_runs_own_record(tmp_path):
 
 def stored_cells(tmp_path, seeds=(0, 1, 2)):
     """A run folder with one stored (failed) record per seed, each with epochs and a sample."""
-    from harness.runner import RunDir, failure_record
-    from harness.suite import expand, parse_suite
+    from harness.grid.runner import RunDir, failure_record
+    from harness.spec.suite import expand, parse_suite
 
     suite = parse_suite({"name": "t", "model": {"hidden": 8}, "matrix": {"seed": list(seeds)}}, "inline")
     run_dir = RunDir(tmp_path / "run")
@@ -129,7 +129,7 @@ def tables(run_dir):
 
 
 def test_a_stored_cell_is_appended_to_the_tables_without_reading_the_others(tmp_path, monkeypatch):
-    from harness.runner import RunDir, rebuild_tables
+    from harness.grid.runner import RunDir, rebuild_tables
 
     run_dir, ids = stored_cells(tmp_path)
     records = run_dir.finished_records()
@@ -149,7 +149,7 @@ def test_a_stored_cell_is_appended_to_the_tables_without_reading_the_others(tmp_
 def test_tables_are_rebuilt_when_appending_cannot_keep_them_whole(tmp_path):
     run_dir, ids = stored_cells(tmp_path)
     records = run_dir.finished_records()
-    from harness.runner import rebuild_tables
+    from harness.grid.runner import rebuild_tables
 
     rebuild_tables(run_dir.path, {i: records[i] for i in ids[:2]}, ids)
     cells_csv = run_dir.path / "cells.csv"
@@ -166,7 +166,7 @@ def test_stale_cell_folders_are_removed_and_live_ones_kept(tmp_path):
     import os
     import time
 
-    from harness.runner import remove_stale_cell_dirs
+    from harness.grid.runner import remove_stale_cell_dirs
 
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()  # a pid no process has now

@@ -10,7 +10,7 @@ import time
 
 import pandas as pd
 
-from harness.runner import RunDir
+from harness.grid.runner import RunDir
 
 from conftest import REPO, TINY
 
@@ -174,8 +174,8 @@ def test_a_drain_asked_during_the_set_up_trains_nothing(tmp_path):
 
     import pytest
 
-    from harness.runner import HarnessDrained, run_suite
-    from harness.suite import expand, load_suite
+    from harness.grid.runner import HarnessDrained, run_suite
+    from harness.spec.suite import expand, load_suite
 
     suite = load_suite(write_suite(tmp_path, "matrix: {cell: [rnn, gru]}\n"))
     drain = threading.Event()

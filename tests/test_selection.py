@@ -8,11 +8,11 @@ import math
 import pytest
 import torch
 
-from harness.config import CellConfig, build_config
-from harness.data import load_corpus, training_text
+from harness.spec.config import CellConfig, build_config
+from harness.cell.corpus import load_corpus, training_text
 from harness.errors import HarnessError
-from harness.model import CharRNN
-from harness.train import causal_ppl, run_cell, streamed_ppl
+from harness.cell.model import CharRNN
+from harness.cell.train import causal_ppl, run_cell, streamed_ppl
 
 from test_train import book, tiny  # noqa: F401 - fixtures and the tiny cell
 
@@ -122,7 +122,7 @@ def test_patience_is_checked_only_where_the_selection_text_was_evaluated(book): 
 
 
 def test_impl_fused_is_recorded_as_ignored_off_the_cpu_float32_path(book):  # noqa: F811
-    from harness.train import effective_impl
+    from harness.cell.train import effective_impl
 
     assert effective_impl(tiny(book, cell="gru", impl="fused")) == "fused"
     assert effective_impl(tiny(book, cell="lstm", impl="fused")) == "torch"

@@ -17,13 +17,13 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from harness.calibrate import calibrate, flops_utilization, matmul_rate
+from harness.host.calibration import calibrate, flops_utilization, matmul_rate
 from harness.cli import main as cli_main
-from harness.config import CellConfig
-from harness.data import BATCHERS, load_corpus
-from harness.model import CharRNN
-from harness.profiling import PHASES, phase_shares
-from harness.train import Trainer, clip_global_norm_, cpu_has_native_bf16, run_cell
+from harness.spec.config import CellConfig
+from harness.cell.corpus import BATCHERS, load_corpus
+from harness.cell.model import CharRNN
+from harness.cell.profiling import PHASES, phase_shares
+from harness.cell.train import Trainer, clip_global_norm_, cpu_has_native_bf16, run_cell
 
 RTOL, ATOL = 1e-5, 1e-7
 VOCAB, HIDDEN, BATCH, STEPS = 11, 8, 4, 6
@@ -232,14 +232,14 @@ def test_flops_utilization_uses_the_rate_of_the_cells_thread_count():
 
 
 def test_the_runner_calibrates_the_thread_counts_of_its_cpu_cells(monkeypatch, tmp_path):
-    import harness.calibrate
-    from harness.runner import _calibrate
-    from harness.suite import expand, load_suite
+    import harness.host.calibration
+    from harness.grid.runner import _calibrate
+    from harness.spec.suite import expand, load_suite
 
     path = tmp_path / "s.yaml"
     path.write_text("name: t\nmatrix: {threads: [2, 1], device: [cpu, cuda]}\n")
     seen = {}
-    monkeypatch.setattr(harness.calibrate, "calibrate",
+    monkeypatch.setattr(harness.host.calibration, "calibrate",
                         lambda devices, threads, thread_counts=(): seen.update(threads=threads, counts=thread_counts))
     _calibrate(expand(load_suite(path)))
     assert seen == {"threads": 2, "counts": [1, 2]}

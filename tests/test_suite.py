@@ -8,7 +8,7 @@ import pytest
 
 from harness.cli import main
 from harness.errors import HarnessError
-from harness.suite import expand, filter_cells, load_suite, parse_suite
+from harness.spec.suite import expand, filter_cells, load_suite, parse_suite
 
 from conftest import REPO
 

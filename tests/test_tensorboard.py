@@ -9,7 +9,7 @@ import textwrap
 import pytest
 
 from harness.errors import HarnessError
-from harness.tensorboard import TensorBoardLog
+from harness.grid.tensorboard import TensorBoardLog
 
 from conftest import TINY
 

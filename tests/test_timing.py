@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from harness.cli import main as cli
-from harness.timing import timing_warnings
+from harness.analysis.timing_trust import timing_warnings
 
 from fixtures import CALIBRATION, CPU_FLOPS_PER_SEC, make_run_folder
 

@@ -15,11 +15,13 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from harness import cli, machine, train
-from harness.config import CellConfig
-from harness.data import load_corpus, random_batches, sequential_batches
-from harness.model import CharRNN, count_params, training_flops
-from harness.train import EXTRA_COLUMNS, RESULT_COLUMNS, Trainer, run_cell
+from harness import cli
+from harness.host import machine
+from harness.cell import train
+from harness.spec.config import CellConfig
+from harness.cell.corpus import load_corpus, random_batches, sequential_batches
+from harness.cell.model import CharRNN, count_params, training_flops
+from harness.cell.train import EXTRA_COLUMNS, RESULT_COLUMNS, Trainer, run_cell
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -7,7 +7,7 @@ import signal
 import sys
 from pathlib import Path
 
-# harness.ab's defaults, repeated here so that --help imports no torch or scipy
+# harness.grid.ab's defaults, repeated here so that --help imports no torch or scipy
 DEFAULT_ROUNDS = 6
 DEFAULT_THRESHOLD = "5%"
 
@@ -54,8 +54,8 @@ def register(subparsers) -> None:
 
 
 def main(args) -> int:
-    from ..ab import format_markdown, format_text, run_ab
-    from ..store import writable_file, write_json_atomic, write_text_atomic
+    from harness.grid.ab import format_markdown, format_text, run_ab
+    from harness.results.atomic import writable_file, write_json_atomic, write_text_atomic
 
     for flag, path in (("--json", args.json), ("--markdown", args.markdown)):
         if path is not None:  # checked before the rounds: a bad path must not cost a whole A/B run

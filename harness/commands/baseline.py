@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from ..baseline import DEFAULT_ROOT, list_baselines, save_baseline
-from ..store import writable_folder
-from ..cli import prog_name
+from harness.results.speed_baselines import DEFAULT_ROOT, list_baselines, save_baseline
+from harness.results.atomic import writable_folder
+from harness.cli import prog_name
 
 
 def register(subparsers) -> None:

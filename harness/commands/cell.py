@@ -6,7 +6,7 @@ import json
 import math
 import sys
 
-from ..config import CellConfig, build_config
+from harness.spec.config import CellConfig, build_config
 
 HELP = {
     "cell": "recurrent cell type", "layers": "number of recurrent layers", "direction": "uni or bi",
@@ -56,7 +56,7 @@ def config_from_args(args, defaults: dict | None = None) -> CellConfig:
 
 
 def _read_config_json(path) -> dict:
-    from ..results import read_json_object
+    from harness.results.run_folder import read_json_object
 
     return read_json_object(path, label=f"--config-json {path}", what="of configuration keys")
 
@@ -69,8 +69,8 @@ def _finite_or_none(value):
 
 
 def main(args) -> int:
-    from ..results import EXTRA_COLUMNS, RESULT_COLUMNS
-    from ..train import run_cell  # torch: not for --help
+    from harness.results.run_folder import EXTRA_COLUMNS, RESULT_COLUMNS
+    from harness.cell.train import run_cell  # torch: not for --help
 
     cfg = config_from_args(args)
     if not args.json:
@@ -86,7 +86,7 @@ def main(args) -> int:
     record = run_cell(cfg, on_epoch=progress)
     bar.close()
     if args.result_file:
-        from ..store import write_json_atomic
+        from harness.results.atomic import write_json_atomic
 
         write_json_atomic(args.result_file, record)
     flat = {key: record.get(key) for key in RESULT_COLUMNS + EXTRA_COLUMNS}
@@ -100,7 +100,7 @@ def main(args) -> int:
 def _print_summary(flat: dict, samples: list[dict]) -> None:
     from tabulate import tabulate
 
-    from ..results import RESULT_COLUMNS
+    from harness.results.run_folder import RESULT_COLUMNS
 
     shown = [(k, flat[k]) for k in RESULT_COLUMNS if k != "sample" and flat.get(k) not in (None, "")]
     print(tabulate(shown, tablefmt="plain", floatfmt=".4g"))

@@ -6,8 +6,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from ..baseline import DEFAULT_ROOT, open_measurements
-from ..compare import (DEFAULT_ALPHA, DEFAULT_THRESHOLD, METRICS, Report, Threshold, compare_measurements,
+from harness.results.speed_baselines import DEFAULT_ROOT, open_measurements
+from harness.analysis.speed_compare import (DEFAULT_ALPHA, DEFAULT_THRESHOLD, METRICS, Report, Threshold, compare_measurements,
                        not_compared_summary)
 
 
@@ -46,7 +46,7 @@ def register(subparsers) -> None:
 
 
 def main(args) -> int:
-    from ..store import writable_file
+    from harness.results.atomic import writable_file
 
     threshold = Threshold.parse(args.threshold)
     inputs = [Path(spec) for spec in (args.base, args.new) if Path(spec).exists()]
@@ -59,8 +59,8 @@ def main(args) -> int:
                                   args.allow_different_machine)
     print(format_report(report))
     if args.json or args.markdown:
-        from ..speed_output import compare_json, compare_markdown
-        from ..store import write_json_atomic, write_text_atomic
+        from harness.report.speed_text import compare_json, compare_markdown
+        from harness.results.atomic import write_json_atomic, write_text_atomic
 
         if args.json:
             write_json_atomic(args.json, compare_json(report))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 
-from ..errors import HarnessError
-from .run import add_selection_arguments, print_cells, select_cells
+from harness.errors import HarnessError
+from harness.commands.run import add_selection_arguments, print_cells, select_cells
 
 DEVICES = ("cpu", "cuda")
 RATE_RANGE = (1e-3, 1e9)  # GFLOP/s: from a slow interpreter to far beyond any one machine

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from .cell import add_config_arguments, config_from_args
+from harness.commands.cell import add_config_arguments, config_from_args
 
 # A profile needs only a few epochs, not the recipe's 500.
 PROFILE_DEFAULTS = {"epochs": 2}
@@ -25,8 +25,8 @@ def register(subparsers) -> None:
 
 
 def main(args) -> int:
-    from ..errors import HarnessError
-    from ..profiling import profile_cell
+    from harness.errors import HarnessError
+    from harness.cell.profiling import profile_cell
 
     if args.warmup_epochs < 0 or args.top < 1:
         raise HarnessError("--warmup-epochs must be >= 0 and --top >= 1")

@@ -18,11 +18,11 @@ def register(subparsers) -> None:
 
 
 def main(args) -> int:
-    from ..store import writable_folder
+    from harness.results.atomic import writable_folder
 
     if args.out is not None:
         writable_folder(args.out, "--out")
-    from ..report import build_report
+    from harness.report.build import build_report
 
     out = build_report(args.run_dir, args.out, timing_dirs=args.timings)
     print(out / "index.md")

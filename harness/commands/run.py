@@ -10,12 +10,12 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from ..cli import prog_name
-from ..errors import HarnessError
-from ..store import writable_folder
-from ..cost import cell_flops, estimate_seconds
-from ..runner import RETRAINABLE, default_out_dir, format_duration, iter_cells_table, latest_run_dir, run_suite
-from ..suite import expand, filter_cells, load_suite
+from harness.cli import prog_name
+from harness.errors import HarnessError
+from harness.results.atomic import writable_folder
+from harness.cell.cost import cell_flops, estimate_seconds
+from harness.grid.runner import RETRAINABLE, default_out_dir, format_duration, iter_cells_table, latest_run_dir, run_suite
+from harness.spec.suite import expand, filter_cells, load_suite
 
 
 def register(subparsers) -> None:
@@ -101,7 +101,7 @@ def _flop_text(flops: float) -> str:
 
 
 def arithmetic_text(cells, flop_rates: dict[str, float] | None = None) -> str:
-    """The cells' matrix-product work per device, training and evaluation apart (harness.cost.cell_flops);
+    """The cells' matrix-product work per device, training and evaluation apart (harness.cell.cost.cell_flops);
     with a rate (FLOP/s) for a device, the time that work takes at that rate: a floor for this
     formulation of the model on a machine that sustains at most that rate."""
     work: dict[str, list[float]] = {}
@@ -139,7 +139,7 @@ def make_executor(args):
             raise HarnessError(f"{flag} needs --executor ray")
         return None
     try:
-        from ..ray_executor import RayExecutor
+        from harness.grid.ray_executor import RayExecutor
     except ImportError as exc:
         raise HarnessError(f"--executor ray needs Ray: pip install -e '.[ray]' ({exc})") from None
     return RayExecutor(address=args.address, exclusive_nodes=not args.share_nodes, cells_per_gpu=cells_per_gpu)
@@ -170,7 +170,7 @@ def main(args) -> int:
     writable_folder(out, "--out" if args.out or not args.resume else "--resume")
     tensorboard = None
     if args.tensorboard is not None:
-        from ..tensorboard import TensorBoardLog
+        from harness.grid.tensorboard import TensorBoardLog
 
         tensorboard = TensorBoardLog(Path(writable_folder(args.tensorboard, "--tensorboard")) / out.name)
     executor = make_executor(args)
@@ -216,7 +216,7 @@ def _render_report(run_dir):
     """The run's own exit code stands whatever happens here: a report that cannot be rendered is a
     warning, and `harness report RUN_DIR` can be run again later."""
     try:
-        from ..report import build_report
+        from harness.report.build import build_report
 
         return build_report(run_dir)
     except Exception as exc:  # noqa: BLE001 - any report failure must not hide the run's result

@@ -6,10 +6,10 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from ..cli import prog_name
-from ..errors import HarnessError
-from ..results import RunDir, read_checked_table
-from ..timing import timing_warnings
+from harness.cli import prog_name
+from harness.errors import HarnessError
+from harness.results.run_folder import RunDir, read_checked_table
+from harness.analysis.timing_trust import timing_warnings
 
 
 def register(subparsers) -> None:

@@ -1,0 +1,393 @@
+"""Corpus lookup and download, the seed's cleaning and tokenization, vocabulary, splits and minibatches.
+
+Everything random here takes an explicit ``torch.Generator`` so that a cell's data order depends on its
+seed alone, never on global random state.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import os
+import re
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from harness.errors import DownloadError, HarnessError
+
+DATA_DIR_ENV = "HARNESS_DATA_DIR"
+CACHE_DIR_ENV = "HARNESS_CACHE_DIR"
+
+
+# The named corpora ship with the package (public domain, about 0.4 MB together), so that a machine needs
+# neither the network nor a data folder; each copy is checked against its SHA-256 whenever it is read.
+EMBEDDED_DIR = Path(__file__).resolve().parents[1] / "corpora"
+
+
+@dataclass(frozen=True)
+class CorpusSource:
+    name: str
+    filename: str
+    url: str
+    sha1: str | None = None  # a file in $HARNESS_DATA_DIR must match it; None: any copy is accepted there
+    sha256: str | None = None  # of the shipped copy; a cached or downloaded copy must match it too
+    embedded: bool = False  # shipped in EMBEDDED_DIR
+
+
+CORPORA = {
+    "gutenberg-35": CorpusSource(
+        "gutenberg-35", "pg35.txt", "https://www.gutenberg.org/cache/epub/35/pg35.txt",
+        sha256="0359cedc583179f3e417605eb36efc1dc97b042a76ea67fac1e8c11109b0e2c9",
+        embedded=True,
+    ),
+    "d2l": CorpusSource(
+        "d2l",
+        "timemachine.txt",
+        "http://d2l-data.s3-accelerate.amazonaws.com/timemachine.txt",
+        sha1="090b5e7e70c295757f55df93cb0a180b9691891a",
+        sha256="8424dbd9532ac81f7e5f0b6add90e6952baea29158309d7d1bf3884f4e12c516",
+        embedded=True,
+    ),
+}
+
+
+def default_cache_dir() -> Path:
+    if os.environ.get(CACHE_DIR_ENV):
+        return Path(os.environ[CACHE_DIR_ENV])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "rnn-harness"
+
+
+def _sha1(path: Path) -> str:
+    return hashlib.sha1(path.read_bytes()).hexdigest()
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _offline_hint(source: CorpusSource) -> str:
+    return f"to run offline, put {source.filename} in a folder and set {DATA_DIR_ENV} to it"
+
+
+def _verified_cache(path: Path, source: CorpusSource) -> bool:
+    if not path.is_file():
+        return False
+    if source.sha256 is not None:
+        return _sha256(path) == source.sha256
+    return source.sha1 is None or _sha1(path) == source.sha1
+
+
+def resolve_corpus(name_or_path: str, cache_dir: Path | None = None, offline: bool = False,
+                   **download_options) -> Path:
+    """Find a corpus file. A named corpus: $HARNESS_DATA_DIR (an explicit choice, e.g. a newer Gutenberg
+    release), then the copy shipped with the package, then the cache folder, then (unless ``offline``) a
+    download into the cache. An http(s) URL: the cache, else a download into it. Anything else: a file
+    path, or a file of that name in $HARNESS_DATA_DIR.
+    ``offline``: a corpus found nowhere is a HarnessError, nothing is fetched."""
+    source = CORPORA.get(name_or_path)
+    data_dir = os.environ.get(DATA_DIR_ENV)
+    if source is None and re.match(r"https?://", name_or_path):
+        return _resolve_url(name_or_path, cache_dir, offline, **download_options)
+    if source is None:
+        path = Path(name_or_path).expanduser()
+        if not path.is_file() and data_dir and not path.is_absolute() and (Path(data_dir) / path).is_file():
+            path = Path(data_dir) / path
+        if not path.is_file():
+            known = ", ".join(CORPORA)
+            raise HarnessError(f"corpus {name_or_path!r} is neither a known corpus ({known}) nor a file")
+        return path
+    if data_dir:
+        candidate = Path(data_dir) / source.filename
+        if candidate.is_file():
+            if source.sha1 and _sha1(candidate) != source.sha1:
+                raise HarnessError(
+                    f"{candidate}: SHA-1 {_sha1(candidate)} does not match {source.sha1} for corpus {source.name}"
+                )
+            return candidate
+    if source.embedded:
+        shipped = EMBEDDED_DIR / source.filename
+        if shipped.is_file():
+            if source.sha256 and _sha256(shipped) != source.sha256:
+                raise HarnessError(f"{shipped}: SHA-256 {_sha256(shipped)} does not match {source.sha256} for "
+                                   f"corpus {source.name}: the installed package is damaged; reinstall it")
+            return shipped
+    cache = Path(cache_dir) if cache_dir else default_cache_dir()
+    cached = cache / source.filename
+    if _verified_cache(cached, source):
+        return cached
+    if offline:
+        raise HarnessError(f"corpus {source.name}: {source.filename} is neither in ${DATA_DIR_ENV} nor in "
+                           f"the cache {cache} (not downloaded)")
+    return download(source.url, cached, sha1=None if source.sha256 else source.sha1, sha256=source.sha256,
+                    hint=_offline_hint(source), **download_options)
+
+
+def _resolve_url(url: str, cache_dir: Path | None, offline: bool, **download_options) -> Path:
+    """A corpus given by URL: downloaded once into the cache, under a name unique to the URL. There is no
+    published checksum to check it against; the SHA-256 of what was used is recorded with every result."""
+    tail = re.sub(r"[^A-Za-z0-9._-]+", "_", url.rstrip("/").rsplit("/", 1)[-1])[-60:] or "corpus"
+    cache = Path(cache_dir) if cache_dir else default_cache_dir()
+    cached = cache / "urls" / f"{hashlib.sha256(url.encode()).hexdigest()[:16]}-{tail}"
+    if cached.is_file():
+        return cached
+    if offline:
+        raise HarnessError(f"corpus {url}: not in the cache {cache} (not downloaded)")
+    hint = f"to run offline, save it as a file and pass its path, or put it in ${DATA_DIR_ENV} and name it"
+    return download(url, cached, hint=hint, **download_options)
+
+
+class _Transient(Exception):
+    """A failure worth another attempt."""
+
+
+def download(
+    url: str,
+    dest: Path,
+    sha1: str | None = None,
+    timeout: float = 30.0,
+    retries: int = 3,
+    backoff: float = 1.0,
+    hint: str = "",
+    sha256: str | None = None,
+) -> Path:
+    """Stream ``url`` into a temporary file beside ``dest``; rename it into place only when complete and
+    verified. Transient failures (connection errors, timeouts, 5xx, truncated bodies) are retried."""
+    import requests
+
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    suffix = f"; {hint}" if hint else ""
+    last_error = "no attempt made"
+    for attempt in range(1, retries + 1):
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+        tmp = Path(tmp_name)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                digest = hashlib.sha1()
+                digest256 = hashlib.sha256()
+                received = 0
+                with requests.get(url, stream=True, timeout=timeout) as response:
+                    if response.status_code >= 400:
+                        last_error = f"HTTP {response.status_code} from {url}"
+                        if response.status_code < 500:
+                            raise DownloadError(f"download failed: {last_error}{suffix}")
+                        raise _Transient(last_error)
+                    expected = response.headers.get("Content-Length")
+                    for chunk in response.iter_content(chunk_size=1 << 16):
+                        out.write(chunk)
+                        digest.update(chunk)
+                        digest256.update(chunk)
+                    # Content-Length counts the bytes on the wire, which are compressed when the
+                    # server sends Content-Encoding: gzip; the chunks above are already decoded.
+                    received = response.raw.tell()
+                if expected is not None and received != int(expected):
+                    raise _Transient(f"truncated body from {url}: {received} of {expected} bytes")
+                if sha1 is not None and digest.hexdigest() != sha1:
+                    raise DownloadError(
+                        f"download failed: checksum mismatch for {url}: SHA-1 {digest.hexdigest()}, "
+                        f"expected {sha1}{suffix}"
+                    )
+                if sha256 is not None and digest256.hexdigest() != sha256:
+                    raise DownloadError(
+                        f"download failed: checksum mismatch for {url}: SHA-256 {digest256.hexdigest()}, "
+                        f"expected {sha256}{suffix}"
+                    )
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, dest)
+            return dest
+        except _Transient as exc:
+            last_error = str(exc)
+        except requests.RequestException as exc:
+            last_error = f"{type(exc).__name__} fetching {url}: {exc}"
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+        if attempt < retries:
+            time.sleep(backoff * attempt)
+    raise DownloadError(f"download failed after {retries} attempts: {last_error}{suffix}")
+
+
+# --- text ---------------------------------------------------------------------------------------------
+
+_START = re.compile(r"^\*\*\* ?START OF (THE|THIS) PROJECT GUTENBERG", re.IGNORECASE)
+_END = re.compile(r"^\*\*\* ?END OF (THE|THIS) PROJECT GUTENBERG", re.IGNORECASE)
+
+
+def strip_gutenberg_boilerplate(lines: list[str]) -> list[str]:
+    """Keep the lines between Gutenberg's START and END markers; text without markers is returned as is."""
+    start = next((i for i, line in enumerate(lines) if _START.match(line.lstrip("\ufeff"))), None)
+    end = next((i for i, line in enumerate(lines) if _END.match(line)), None)
+    if start is None:
+        return lines
+    return lines[start + 1 : end if end is not None and end > start else len(lines)]
+
+
+def clean_lines(lines: list[str]) -> list[str]:
+    """The seed's cleaning: runs of non-letters become one space, strip, lower case, drop empty lines."""
+    cleaned = [re.sub("[^A-Za-z]+", " ", line).strip().lower() for line in lines]
+    return [line for line in cleaned if line]
+
+
+def tokenize_chars(lines: list[str]) -> list[str]:
+    """Character tokens of all lines, flattened (the seed joins lines without a separator)."""
+    return [ch for line in lines for ch in line]
+
+
+class Vocab:
+    """Tokens by descending frequency, ties in alphabetical order; index 0 is ``<unk>``."""
+
+    UNK = "<unk>"
+
+    def __init__(self, tokens: list[str]):
+        counts = collections.Counter(tokens)
+        ordered = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+        self.idx_to_token = [self.UNK] + [token for token, _ in ordered]
+        self.token_to_idx = {token: i for i, token in enumerate(self.idx_to_token)}
+        self.token_freqs = ordered
+
+    def __len__(self) -> int:
+        return len(self.idx_to_token)
+
+    def encode(self, tokens) -> list[int]:
+        return [self.token_to_idx.get(t, 0) for t in tokens]
+
+    def decode(self, indices) -> str:
+        return "".join(self.idx_to_token[i] for i in indices)
+
+
+@dataclass
+class Corpus:
+    """A tokenized corpus with its training and held-out splits (1-D int64 tensors)."""
+
+    vocab: Vocab
+    tokens: torch.Tensor  # the whole cleaned text, encoded
+    train: torch.Tensor  # the training text (see ``training_text``)
+    val: torch.Tensor  # tokens[max_tokens : max_tokens + val_tokens]
+    sha256: str  # of the file's bytes
+    path: str
+    select: torch.Tensor | None = None  # the selection text: the select_tokens after the held-out text
+    chunk_tokens: int = 0  # book: tokens per epoch (max_tokens); 0: every epoch reads all of ``train``
+
+    @property
+    def chunks(self) -> int:
+        """How many epochs read different text before the first text comes round again."""
+        return max(1, len(self.train) // self.chunk_tokens) if self.chunk_tokens else 1
+
+    def epoch_span(self, epoch: int) -> slice:
+        """Where in ``train`` epoch ``epoch`` (1-based) reads: all of it, or its chunks in turn."""
+        if not self.chunk_tokens:
+            return slice(None)
+        start = ((epoch - 1) % self.chunks) * self.chunk_tokens
+        return slice(start, start + self.chunk_tokens)
+
+
+def training_text(encoded: torch.Tensor, max_tokens: int, held_out: int, train_text: str) -> torch.Tensor:
+    """first: the first ``max_tokens`` tokens (the recipe). book: those, then everything after the
+    ``held_out`` tokens that follow them (held-out and selection text), so that training never reads them;
+    a chunk of ``max_tokens`` never straddles the gap, and the remainder shorter than a chunk is left out."""
+    if train_text == "first":
+        return encoded[:max_tokens]
+    rest = encoded[max_tokens + held_out :]
+    rest = rest[: (len(rest) // max_tokens) * max_tokens]
+    return torch.cat([encoded[:max_tokens], rest])
+
+
+def read_corpus_lines(path: Path, strip_boilerplate: bool) -> list[str]:
+    """The lines of a corpus file as training reads them (before cleaning): UTF-8, split as the seed's
+    readlines() splits, Gutenberg's header and footer left out when ``strip_boilerplate``."""
+    raw = Path(path).read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise HarnessError(f"corpus {path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    # The seed's readlines(): only \n, \r\n and \r end a line (str.splitlines also splits at form
+    # feeds and other separators, which the seed's cleaning turns into a space inside a line instead).
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    return strip_gutenberg_boilerplate(lines) if strip_boilerplate else lines
+
+
+def load_corpus(
+    name_or_path: str = "gutenberg-35",
+    strip_boilerplate: bool = True,
+    max_tokens: int = 10_000,
+    val_tokens: int = 5_000,
+    select_tokens: int = 0,
+    train_text: str = "first",
+) -> Corpus:
+    path = resolve_corpus(name_or_path)
+    raw = path.read_bytes()
+    tokens = tokenize_chars(clean_lines(read_corpus_lines(path, strip_boilerplate)))
+    if not tokens:
+        raise HarnessError(f"corpus {path}: no letters A-Z in it (empty, or not text the cleaning keeps)")
+    vocab = Vocab(tokens)
+    encoded = torch.tensor(vocab.encode(tokens), dtype=torch.long)
+    held_out = val_tokens + select_tokens
+    if max_tokens + held_out > len(encoded):
+        names = "max_tokens + val_tokens" + (" + select_tokens" if select_tokens else "")
+        raise HarnessError(
+            f"corpus {name_or_path}: {names} = {max_tokens + held_out} exceeds its {len(encoded)} tokens"
+        )
+    return Corpus(
+        vocab=vocab,
+        tokens=encoded,
+        train=training_text(encoded, max_tokens, held_out, train_text),
+        val=encoded[max_tokens : max_tokens + val_tokens],
+        sha256=hashlib.sha256(raw).hexdigest(),
+        path=str(path),
+        select=encoded[max_tokens + val_tokens : max_tokens + held_out] if select_tokens else None,
+        chunk_tokens=max_tokens if train_text == "book" else 0,
+    )
+
+
+# --- minibatches -------------------------------------------------------------------------------------
+
+
+def _randint(low: int, high_inclusive: int, generator: torch.Generator) -> int:
+    return int(torch.randint(low, high_inclusive + 1, (1,), generator=generator))
+
+
+def sequential_batches(
+    corpus: torch.Tensor, batch_size: int, num_steps: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The seed's sequential partition as two tensors of shape (num_batches, batch_size, num_steps).
+
+    A random offset in [0, num_steps] starts the epoch; row b of batch i continues row b of batch i-1,
+    which is why the recurrent state may be carried between batches."""
+    offset = _randint(0, num_steps, generator)
+    num_tokens = ((len(corpus) - offset - 1) // batch_size) * batch_size
+    xs = corpus[offset : offset + num_tokens].reshape(batch_size, -1)
+    ys = corpus[offset + 1 : offset + 1 + num_tokens].reshape(batch_size, -1)
+    num_batches = xs.shape[1] // num_steps
+    span = num_batches * num_steps
+    shape = (batch_size, num_batches, num_steps)
+    return (
+        xs[:, :span].reshape(shape).transpose(0, 1),
+        ys[:, :span].reshape(shape).transpose(0, 1),
+    )
+
+
+def random_batches(
+    corpus: torch.Tensor, batch_size: int, num_steps: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The seed's random sampling: subsequences from a random offset in [0, num_steps-1], shuffled, so
+    adjacent batches are not adjacent in the text. Shape (num_batches, batch_size, num_steps)."""
+    offset = _randint(0, num_steps - 1, generator)
+    corpus = corpus[offset:]
+    num_subseqs = (len(corpus) - 1) // num_steps
+    starts = torch.arange(0, num_subseqs * num_steps, num_steps)
+    starts = starts[torch.randperm(num_subseqs, generator=generator)]
+    num_batches = num_subseqs // batch_size
+    starts = starts[: num_batches * batch_size].to(corpus.device)
+    index = starts[:, None] + torch.arange(num_steps, device=corpus.device)[None, :]
+    xs = corpus[index].reshape(num_batches, batch_size, num_steps)
+    ys = corpus[index + 1].reshape(num_batches, batch_size, num_steps)
+    return xs, ys
+
+
+BATCHERS = {"sequential": sequential_batches, "random": random_batches}

@@ -1,0 +1,663 @@
+"""`harness ab`: interleaved A/B speed check of two revisions (or settings) of the training code.
+
+Each side's code comes from its own temporary ``git worktree`` of a revision (or the working tree) and
+runs in this Python environment. For every run (cell and seed) of the suite the driver starts a fresh
+worker per side (``harness.ab_worker`` of that side's code) and lets the two train one epoch at a time in
+turn, A B B A A B ..., so that the two epochs of a round see the same seconds of the machine: on a shared
+machine whose speed moves by a third between few-minute windows, interleaving cancels what comparing two
+suite runs (``harness compare``) cannot. Pairs of adjacent epochs, warm-up excluded, give each run its
+log-ratio; the runs are the replicates of the decision (``harness.analysis.stats``), since a process keeps a speed
+of its own that all its epochs share.
+
+Each side's results go to a normal results folder (``OUT/base``, ``OUT/new``), written with the runner's
+own functions, so ``show``, ``report`` and ``compare`` read them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import math
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness.analysis import stats
+from harness.analysis.speed_compare import Threshold, cell_labels, match_key
+from harness.errors import HarnessError
+from harness.host.malloc import KEEP_FREED_MEMORY, malloc_settings, worker_environment  # noqa: F401 - KEEP_FREED_MEMORY re-exported
+from harness.spec.suite import GridCell, expand, filter_cells, load_suite
+
+WORKER_MODULE = "harness.ab_worker"
+WORKER_PATH = "harness/ab_worker.py"
+PROTOCOL = 2  # what this driver speaks; it also drives workers of protocol 1
+PROTOCOLS = (1, 2)
+PREFIX = "@@ab "
+DEFAULT_ROUNDS = 6
+DEFAULT_THRESHOLD = "5%"  # docs/regression.md: what the quiet study measured
+HELLO_TIMEOUT = 300.0  # seconds for a worker to import torch and the harness on a loaded machine
+# The workers' malloc keeps the memory an epoch frees (harness.host.malloc): both sides alike; --system-malloc
+# leaves malloc alone.
+
+
+# ------------------------------------------------------------------------------------------ revisions
+
+
+def _git(repo: Path, *args: str) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise HarnessError(f"git {' '.join(args)} in {repo}: {exc}") from None
+
+
+def find_repo(start: Path) -> Path:
+    """The top folder of the git repository holding ``start``."""
+    out = _git(start, "rev-parse", "--show-toplevel")
+    if out.returncode != 0:
+        raise HarnessError(f"{start}: not inside a git repository, so --base/--new cannot name revisions")
+    return Path(out.stdout.strip())
+
+
+def resolve_revision(repo: Path, rev: str, option: str) -> str:
+    """The commit ``rev`` names in ``repo``, checked to be a revision of this project that has the
+    worker ``harness ab`` drives (HarnessError otherwise)."""
+    out = _git(repo, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{rev}^{{commit}}")
+    if out.returncode != 0 or not out.stdout.strip():
+        raise HarnessError(f"{option} {rev!r}: no such revision in {repo}")
+    commit = out.stdout.strip()
+    if _git(repo, "cat-file", "-e", f"{commit}:harness/__init__.py").returncode != 0:
+        raise HarnessError(f"{option} {rev!r} ({commit[:10]}): not a revision of this project "
+                           f"(no harness/__init__.py there)")
+    if _git(repo, "cat-file", "-e", f"{commit}:{WORKER_PATH}").returncode != 0:
+        raise HarnessError(f"{option} {rev!r} ({commit[:10]}): has no {WORKER_PATH}, the worker that harness ab "
+                           "runs on each side; it can only measure revisions that have it")
+    return commit
+
+
+@contextlib.contextmanager
+def worktree(repo: Path, commit: str, option: str):
+    """A temporary detached ``git worktree`` of ``commit``, removed afterwards."""
+    parent = Path(tempfile.mkdtemp(prefix="harness-ab-"))
+    path = parent / commit[:10]
+    out = _git(repo, "worktree", "add", "--detach", "--quiet", str(path), commit)
+    if out.returncode != 0:
+        shutil.rmtree(parent, ignore_errors=True)
+        last = (out.stderr.strip().splitlines() or ["no message"])[-1]
+        raise HarnessError(f"{option}: git worktree add {commit[:10]} failed: {last}")
+    try:
+        yield path
+    finally:
+        _git(repo, "worktree", "remove", "--force", str(path))
+        shutil.rmtree(parent, ignore_errors=True)
+        _git(repo, "worktree", "prune")
+
+
+@dataclass
+class Side:
+    name: str  # "base" or "new"
+    rev: str | None  # as given; None: the working tree
+    commit: str | None
+    root: Path  # the folder holding this side's harness package
+    sets: tuple[str, ...] = ()
+    dirty: bool | None = None
+
+    @property
+    def label(self) -> str:
+        code = f"{self.rev} ({self.commit[:10]})" if self.rev else "working tree"
+        return code + "".join(f" --set {s}" for s in self.sets)
+
+    def as_dict(self) -> dict:
+        return {"rev": self.rev, "commit": self.commit, "dirty": self.dirty, "sets": list(self.sets),
+                "code": str(self.root)}
+
+
+def this_project_root() -> Path:
+    return Path(__file__).resolve().parents[2]
+
+
+@contextlib.contextmanager
+def prepare_sides(base_rev: str | None, new_rev: str | None, base_sets=(), new_sets=(), repo: Path | None = None):
+    """Both sides, with a worktree each for a named revision (checked before anything is checked out)."""
+    from harness.grid.runner import git_info
+
+    root = this_project_root()
+    if repo is None and (base_rev or new_rev):
+        repo = find_repo(root)
+    commits = {}
+    for option, rev in (("--base", base_rev), ("--new", new_rev)):
+        if rev:
+            commits[option] = resolve_revision(Path(repo), rev, option)
+    with contextlib.ExitStack() as stack:
+        sides = []
+        for name, option, rev, sets in (("base", "--base", base_rev, base_sets), ("new", "--new", new_rev, new_sets)):
+            if rev:
+                path = stack.enter_context(worktree(Path(repo), commits[option], option))
+                sides.append(Side(name, rev, commits[option], path, tuple(sets), dirty=False))
+            else:
+                info = git_info(cwd=root)
+                sides.append(Side(name, None, info.get("commit"), root, tuple(sets), dirty=info.get("dirty")))
+        yield sides
+
+
+# --------------------------------------------------------------------------------------------- worker
+
+
+class WorkerGone(Exception):
+    """The worker's output ended (it exited or crashed)."""
+
+
+class Worker:
+    """One side's worker process for one run, spoken to in JSON lines."""
+
+    def __init__(self, side: Side, log, system_malloc: bool = False):
+        self.side = side
+        self.protocol: int | None = None  # from its hello
+        env = worker_env(side, system_malloc)
+        # -P: the caller's folder is not put first on sys.path, so `harness` is this side's code even when
+        # the driver runs from a checkout (Python 3.11+; before it, start in the side's folder instead).
+        flags, cwd = (["-P"], None) if sys.version_info >= (3, 11) else ([], str(side.root))
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen([sys.executable, *flags, "-m", WORKER_MODULE], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=log, text=True, env=env, cwd=cwd,
+                                     start_new_session=True)
+        self.messages: queue.Queue = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            if line.startswith(PREFIX):
+                try:
+                    self.messages.put(json.loads(line[len(PREFIX):]))
+                except ValueError:
+                    pass
+        self.messages.put(None)
+
+    def send(self, **msg) -> None:
+        try:
+            self.proc.stdin.write(json.dumps(msg, default=str) + "\n")
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            pass  # it has exited; the next expect() says so
+
+    def expect(self, timeout: float) -> dict:
+        try:
+            msg = self.messages.get(timeout=timeout)
+        except queue.Empty:
+            raise TimeoutError from None
+        if msg is None:
+            self.messages.put(None)
+            raise WorkerGone
+        return msg
+
+    def close(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.proc.wait()
+
+    @property
+    def seconds(self) -> float:
+        """Seconds since this worker's process started."""
+        return time.monotonic() - self.started
+
+
+def worker_env(side: Side, system_malloc: bool = False) -> dict:
+    """The environment of one side's worker: this one, with the side's code first on the path, the
+    corpora's folders made absolute and, unless ``system_malloc``, ``KEEP_FREED_MEMORY``."""
+    env = worker_environment(system_malloc)
+    env["PYTHONPATH"] = os.pathsep.join([str(side.root)] + [p for p in [env.get("PYTHONPATH")] if p])
+    for key in ("HARNESS_DATA_DIR", "HARNESS_CACHE_DIR"):  # the same corpora from any working folder
+        if env.get(key):
+            env[key] = os.path.abspath(env[key])
+    return env
+
+
+def _hello(worker: Worker) -> None:
+    side = worker.side
+    try:
+        msg = worker.expect(HELLO_TIMEOUT)
+    except (WorkerGone, TimeoutError):
+        code = worker.proc.poll()
+        raise HarnessError(f"{side.name} side ({side.label}): the worker {WORKER_MODULE} did not start "
+                           f"(exit code {code}); see the cell's log") from None
+    if msg.get("event") != "hello" or msg.get("protocol") not in PROTOCOLS:
+        raise HarnessError(f"{side.name} side ({side.label}): the worker speaks protocol {msg.get('protocol')!r}, "
+                           f"this driver {' or '.join(map(str, PROTOCOLS))}")
+    worker.protocol = msg["protocol"]
+    expected = (side.root / "harness").resolve()
+    if Path(str(msg.get("harness"))).resolve() != expected:
+        raise HarnessError(f"{side.name} side ({side.label}): the worker imported harness from {msg.get('harness')}, "
+                           f"not from {expected}")
+
+
+@dataclass
+class PairResult:
+    records: tuple[dict, dict]  # base, new
+    pairs: list[tuple[float, float]] = field(default_factory=list)  # (base sec, new sec) per timed round
+    first: int = 0  # the side (0: base, 1: new) started first and first in the warm-up round
+
+
+def run_pair(cells: tuple[GridCell, GridCell], sides: tuple[Side, Side], logs, first: int = 0,
+             system_malloc: bool = False) -> PairResult:
+    """Train one cell on both sides, epoch by epoch in turn (A B B A ...). Returns each side's record
+    (the worker's own ``run_cell`` record, or a failure record keeping the epochs seen) and the timed
+    rounds both sides completed.
+
+    ``first`` (0: base, 1: new) goes first in the warm-up round and every even round after it (and is
+    started first when its worker starts). The driver alternates it (``first_sides``): in A/A trials with
+    a fixed order the new side came out 3% faster (docs/regression.md), apparently a cost of being started
+    or going first that ABBA units alone do not cancel.
+
+    Both workers are fresh processes, stopped at the end: a process keeps a speed of its own for minutes
+    (in one A/A check whose two workers served every cell, one of them turned 11% faster halfway and
+    stayed so), so each run must be an independent draw of it for the runs to be replicates."""
+    from harness.grid.runner import failure_record
+
+    starting = (first, 1 - first)
+    workers: list[Worker | None] = [None, None]
+    rows: list[list[dict]] = [[], []]
+    records: list[dict | None] = [None, None]
+    try:
+        for i in starting:  # both start at once: start-up is not timed
+            workers[i] = Worker(sides[i], logs[i], system_malloc)
+        for i in starting:
+            _hello(workers[i])
+        for w, cell, log in zip(workers, cells, logs):
+            w.send(cmd="start", config=cell.config.model_dump(mode="json"), log=getattr(log, "name", None))
+        epochs = cells[0].config.epochs
+        for k in range(epochs + 1):  # the extra round lets each side finish (final evaluation, samples)
+            order = starting if k % 2 == 0 else starting[::-1]
+            for i in order:
+                if records[i] is not None:
+                    continue
+                w, cell = workers[i], cells[i]
+                w.send(cmd="epoch" if k < epochs else "finish")
+                try:
+                    msg = w.expect(cell.config.timeout)
+                except TimeoutError:
+                    w.close()
+                    records[i] = failure_record(cell, "timeout", f"exceeded run.timeout = {cell.config.timeout:g} s "
+                                                "for one epoch", rows[i])
+                    continue
+                except WorkerGone:
+                    code = w.proc.wait()
+                    records[i] = failure_record(cell, "failed", f"worker exited with code {code} (see its log)",
+                                                rows[i])
+                    continue
+                event = msg.get("event")
+                if event == "epoch":
+                    rows[i].append(msg["row"])
+                elif event == "done":
+                    records[i] = msg["record"]
+                elif event == "error" and not rows[i]:
+                    # Before any epoch: this side cannot train the suite's cells at all.
+                    raise HarnessError(f"{sides[i].name} side ({sides[i].label}), cell {cell.cell_id}: "
+                                       f"{msg.get('message')}")
+                else:
+                    records[i] = failure_record(cell, "failed", str(msg.get("message") or msg), rows[i])
+        for i, w in enumerate(workers):
+            if records[i] is None:
+                records[i] = failure_record(cells[i], "failed", "the worker did not finish the cell", rows[i])
+            records[i]["total_sec"] = w.seconds
+    finally:
+        stop_workers(workers)
+    return PairResult((records[0], records[1]), timed_pairs(rows[0], rows[1]), first)
+
+
+def stop_workers(workers: list) -> None:
+    """Stop and reap the workers of ``workers`` (leaving ``None`` in their place)."""
+    for i, w in enumerate(workers):
+        if w is not None:
+            w.send(cmd="stop")
+            w.close()
+            workers[i] = None
+
+
+def timed_pairs(base_rows: list[dict], new_rows: list[dict]) -> list[tuple[float, float]]:
+    """(base sec, new sec) of the rounds both sides completed, warm-up epochs left out."""
+    return [(float(a["sec"]), float(b["sec"])) for a, b in zip(base_rows, new_rows)
+            if not a.get("warmup") and not b.get("warmup")]
+
+
+# ------------------------------------------------------------------------------------------ the check
+
+
+@dataclass
+class CellOutcome:
+    label: str
+    cell_ids: list[str]
+    pairs: list[tuple[float, float]]  # (base s, new s) per timed round, all runs (seeds) in turn
+    run_units: list[list[float]]  # per compared run, its units (stats.abba_units)
+    statuses: list[str]  # "base/new" status per run
+    firsts: list[str]  # per run, the side ("base" or "new") started first and first in its warm-up round
+    decision: stats.Decision | None = None  # on the runs' values (decide_outcome)
+
+    @property
+    def run_values(self) -> list[float]:
+        """Each run's log-ratio, the mean of its units: the replicates of the decision."""
+        return [sum(units) / len(units) for units in self.run_units]
+
+    @property
+    def unit_sd(self) -> float:
+        """Standard deviation of the units around their run's value: the noise within a process pair."""
+        deviations = [u - value for units, value in zip(self.run_units, self.run_values) if len(units) > 1
+                      for u in units]
+        dof = sum(len(units) - 1 for units in self.run_units if len(units) > 1)
+        return math.sqrt(sum(d * d for d in deviations) / dof) if dof else math.nan
+
+
+@dataclass
+class Outcome:
+    suite: str
+    sides: tuple[Side, Side]
+    out: Path
+    threshold: Threshold
+    alpha: float
+    rule: str
+    rounds: int
+    cells: list[CellOutcome]
+    pooled: stats.Decision
+    wall_s: float
+    not_compared: list[str]
+    load: tuple[float | None, float | None] = (None, None)  # 1-minute load average at the start and end
+    malloc: dict = field(default_factory=dict)  # what the workers' malloc was told (KEEP_FREED_MEMORY or {})
+
+    @property
+    def busy(self) -> str:
+        """A warning when other processes shared the CPUs (load average above their number, by the margin
+        that ``harness show`` allows: a quiet check's own threads keep it near 2.0 on 2 CPUs): the pairs are
+        then noisier, and with several threads per cell, epochs can be many times slower at random."""
+        from harness.analysis.timing_trust import LOAD_MARGIN
+
+        cpus = os.cpu_count() or 1
+        high = [v for v in self.load if v is not None and v > cpus + LOAD_MARGIN]
+        if not high:
+            return ""
+        return (f"the machine was busy: load average {' -> '.join(f'{v:.1f}' for v in self.load if v is not None)} "
+                f"on {cpus} CPUs; other processes shared the cores, so the pairs are noisy and a verdict is "
+                "likelier to be undecided")
+
+    @property
+    def exit_code(self) -> int:
+        return stats.exit_code([c.decision.verdict for c in self.cells] + [self.pooled.verdict])
+
+    def count(self, verdict: str) -> int:
+        return sum(c.decision.verdict == verdict for c in self.cells)
+
+    @property
+    def word(self) -> str:
+        code = self.exit_code
+        if code == 1:
+            return "REGRESSION"
+        if code == 2:
+            return "UNDECIDED"
+        return {"improvement": "IMPROVEMENT", "no change": "NO CHANGE"}.get(self.pooled.verdict, "UNDECIDED")
+
+    def summary(self) -> str:
+        p = self.pooled
+        counts = ", ".join(f"{self.count(v)} {v}" for v in stats.VERDICTS if self.count(v))
+        return (f"{self.word}: pooled new/base {_fixed(p.ratio)} [{_fixed(p.low)}, {_fixed(p.high)}] over {p.n} "
+                f"runs ({p.verdict}); cells: {counts or 'none'} (threshold {self.threshold.fraction * 100:g}%, alpha {self.alpha:g}, "
+                f"rule {self.rule})")
+
+    def as_dict(self) -> dict:
+        return {
+            "suite": self.suite, "out": str(self.out), "wall_s": round(self.wall_s, 1),
+            "threshold": self.threshold.fraction, "alpha": self.alpha, "rule": self.rule, "rounds": self.rounds,
+            "base": {**self.sides[0].as_dict(), "run_dir": str(self.out / "base")},
+            "new": {**self.sides[1].as_dict(), "run_dir": str(self.out / "new")},
+            "cells": [{"cell": c.label, "runs": c.cell_ids, "statuses": c.statuses, "first": c.firsts,
+                       "base_median_s": _median([a for a, _ in c.pairs]),
+                       "new_median_s": _median([b for _, b in c.pairs]),
+                       "pairs": [list(p) for p in c.pairs], "run_units": c.run_units,
+                       "units": [u for units in c.run_units for u in units],
+                       "unit_sd": c.unit_sd if math.isfinite(c.unit_sd) else None, **c.decision.as_dict()}
+                      for c in self.cells],
+            "pooled": self.pooled.as_dict(),
+            "not_compared": self.not_compared, "load_average": list(self.load), "busy": self.busy or None,
+            "malloc": self.malloc,
+            "verdict": self.word.lower(), "exit_code": self.exit_code,
+        }
+
+
+def _median(values) -> float | None:
+    import statistics
+
+    return statistics.median(values) if values else None
+
+
+def _fixed(value) -> str:
+    return "-" if value is None or not math.isfinite(value) else f"{value:.3f}"
+
+
+def pair_cells(base: list[GridCell], new: list[GridCell], suite_path: str) -> list[tuple[GridCell, GridCell]]:
+    """The cells of the two sides' expansions, matched one to one by their grid position (the settings
+    of a side may change any key, but not the grid itself)."""
+    if len(base) != len(new):
+        raise HarnessError(f"{suite_path}: the two sides expand to {len(base)} and {len(new)} cells; "
+                           "--set-base/--set-new may change settings but not the grid")
+    for a, b in zip(base, new):
+        if {k: v for k, v in a.axes.items() if k != "seed"} != {k: v for k, v in b.axes.items() if k != "seed"} \
+                or a.config.seed != b.config.seed:
+            raise HarnessError(f"{suite_path}: cell {a.cell_id} has no counterpart on the new side ({b.cell_id}); "
+                               "--set-base/--set-new may change settings but not the grid")
+    return list(zip(base, new))
+
+
+def _run_info(suite, side: Side, cells: list[GridCell], argv: list[str], calibration: dict, other: Path,
+              rounds: int, malloc: dict) -> dict:
+    """run.json of one side, as ``run_suite`` writes it, plus what this A/B check was."""
+    from harness.host.machine import describe
+    from harness.grid.runner import now_iso
+
+    return {
+        "suite": {**suite.resolved(), "file": suite.path},
+        "config_hash": suite.config_hash(),
+        "started": now_iso(),
+        "command": argv,
+        "git": {"commit": side.commit, "dirty": side.dirty},
+        "machine": describe(),
+        "executor": "ab",
+        "threads": sorted({c.config.threads for c in cells if c.config.threads}),
+        "finished": None,
+        "cells": [c.cell_id for c in cells],
+        "calibration": calibration,
+        "ab": {"side": side.name, **side.as_dict(), "other_side": str(other), "rounds": rounds, "malloc": malloc},
+    }
+
+
+def run_ab(suite_path: str, base_rev: str | None = None, new_rev: str | None = None, base_sets=(), new_sets=(),
+           only=(), rounds: int = DEFAULT_ROUNDS, threshold=DEFAULT_THRESHOLD, alpha: float = 0.01,
+           rule: str = stats.DEFAULT_RULE, out=None, repo=None, argv=None, stream=None,
+           system_malloc: bool = False) -> Outcome:
+    """Run the interleaved check and decide (see the module's docstring)."""
+    from harness.grid.runner import RunDir, _calibrate
+    from harness.results.atomic import write_json_atomic
+
+    stream = stream or sys.stderr
+    threshold = Threshold.parse(threshold)
+    if not 0 < alpha < 1:
+        raise HarnessError(f"--alpha {alpha!r}: must be between 0 and 1")
+    if rounds < 1:
+        raise HarnessError(f"--rounds {rounds}: must be at least 1")
+    epochs = [f"train.epochs={rounds + 1}"]  # one warm-up epoch, then the timed rounds
+    suites = [load_suite(suite_path, list(sets) + epochs) for sets in (base_sets, new_sets)]
+    grids = [filter_cells(expand(s), list(only)) for s in suites]
+    matched = pair_cells(grids[0], grids[1], suite_path)
+    name = suites[0].name
+    out = Path(out) if out else Path("results") / f"ab-{name}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    dirs = [RunDir(out / "base"), RunDir(out / "new")]
+    for d in dirs:
+        if d.run_json.exists():
+            raise HarnessError(f"--out {out}: already holds an A/B check ({d.run_json}); choose another folder")
+    argv = argv or ["python", "-m", "harness", "ab", suite_path]
+    start, load_start = time.monotonic(), _load()
+    malloc = malloc_settings(system_malloc)
+    with prepare_sides(base_rev, new_rev, base_sets, new_sets, Path(repo) if repo else None) as sides:
+        for d in dirs:
+            d.lock()
+        # One calibration for both sides: they share the machine and the minutes.
+        calibration = _calibrate(grids[0])
+        infos = [_run_info(suites[i], sides[i], grids[i], argv, calibration, dirs[1 - i].path, rounds, malloc)
+                 for i in (0, 1)]
+        for d, info in zip(dirs, infos):
+            write_json_atomic(d.run_json, info)
+        print(f"A/B check of {suite_path}: base = {sides[0].label}; new = {sides[1].label}; "
+              f"{len(matched)} runs (cells and seeds), {rounds} timed rounds each; results in {out}", file=stream, flush=True)
+        results: list[tuple[GridCell, GridCell, PairResult]] = []
+        firsts = first_sides(a for a, _ in matched)
+        for n, ((a, b), first) in enumerate(zip(matched, firsts), 1):
+            with open(dirs[0].log_path(a.cell_id), "w") as log_a, open(dirs[1].log_path(b.cell_id), "w") as log_b:
+                result = run_pair((a, b), (sides[0], sides[1]), (log_a, log_b), first=first,
+                                  system_malloc=system_malloc)
+            for d, cell, record, info in zip(dirs, (a, b), result.records, infos):
+                d.store(cell, record, calibration)
+                d.rebuild_tables(info["cells"])
+            results.append((a, b, result))
+            print(_progress_line(n, len(matched), a, result), file=stream, flush=True)
+        for d, info in zip(dirs, infos):
+            records = d.finished_records()
+            info["corpus_sha256"] = sorted({r.get("corpus_sha256") for r in records.values() if r.get("corpus_sha256")})
+            info["finished"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+            write_json_atomic(d.run_json, info)
+    outcome = decide_outcome(name, tuple(sides), out, results, threshold, alpha, rule, rounds,
+                             time.monotonic() - start)
+    outcome.load = (load_start, _load())
+    outcome.malloc = malloc
+    return outcome
+
+
+def first_sides(cells) -> list[int]:
+    """Which side (0: base, 1: new) goes first with each cell: alternating over the runs (seeds) of each
+    configuration, and starting with a different side from one configuration to the next, so that the
+    cost of going first is split between the sides within every configuration and over the pool."""
+    runs: Counter = Counter()  # runs of each configuration so far
+    order: dict[tuple, int] = {}  # configurations in the order first met
+    firsts = []
+    for cell in cells:
+        key = match_key(cell.config.model_dump(mode="json"))
+        order.setdefault(key, len(order))
+        firsts.append((order[key] + runs[key]) % 2)
+        runs[key] += 1
+    return firsts
+
+
+def _load() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+
+
+def _progress_line(n: int, total: int, cell: GridCell, result: PairResult) -> str:
+    base, new = result.records
+    line = f"[{n}/{total}] {cell.cell_id}: base {base.get('status')}, new {new.get('status')}"
+    value = stats.run_value([a for a, _ in result.pairs], [b for _, b in result.pairs])
+    if value is not None:
+        line += (f", {len(result.pairs)} rounds, base {_median([a for a, _ in result.pairs]):.3f} s, "
+                 f"new {_median([b for _, b in result.pairs]):.3f} s per epoch, new/base {math.exp(value):.3f}")
+    return line
+
+
+def decide_outcome(suite: str, sides, out: Path, results, threshold: Threshold, alpha: float, rule: str,
+                   rounds: int, wall_s: float) -> Outcome:
+    """Group the runs by matched cell (the seeds of a configuration are its repeats, as in
+    ``harness compare``), decide each cell and all of them pooled, on the runs' values."""
+    keys = {id(a): match_key(a.config.model_dump(mode="json")) for a, _, _ in results}
+    labels = cell_labels(keys.values())
+    grouped: dict[str, list] = {}
+    not_compared = []
+    for a, b, result in results:
+        statuses = [r.get("status") for r in result.records]
+        if statuses != ["ok", "ok"]:
+            not_compared.append(f"{a.cell_id} (base {statuses[0]}, new {statuses[1]})")
+        grouped.setdefault(labels[keys[id(a)]], []).append((a, b, result, statuses))
+    cells = []
+    for label, members in grouped.items():
+        compared = [r for _, _, r, statuses in members if statuses == ["ok", "ok"]]
+        pairs = [p for r in compared for p in r.pairs]
+        # Units within each run only: two rounds of different processes do not form an ABBA unit.
+        run_units = [stats.abba_units(stats.log_ratios([a for a, _ in r.pairs], [b for _, b in r.pairs]))
+                     for r in compared]
+        cell = CellOutcome(label, [a.cell_id for a, _, _, _ in members], pairs, [u for u in run_units if u],
+                           [f"{s[0]}/{s[1]}" for *_, s in members], [sides[r.first].name for _, _, r, _ in members])
+        cell.decision = stats.decide(cell.run_values, threshold.fraction, alpha, rule)
+        cells.append(cell)
+    pooled = stats.decide([v for c in cells for v in c.run_values], threshold.fraction, alpha, rule)
+    return Outcome(suite, sides, out, threshold, alpha, rule, rounds, cells, pooled, wall_s, not_compared)
+
+
+# ------------------------------------------------------------------------------------------- output
+
+
+def format_text(outcome: Outcome) -> str:
+    from tabulate import tabulate
+
+    level = f"{(1 - outcome.alpha) * 100:g}%"
+    lines = [f"base: {outcome.sides[0].label}  ({outcome.out / 'base'})",
+             f"new:  {outcome.sides[1].label}  ({outcome.out / 'new'})"]
+    rows = [[c.label, c.decision.n, _fixed(_median([a for a, _ in c.pairs])), _fixed(_median([b for _, b in c.pairs])),
+             f"{_fixed(c.decision.ratio)} [{_fixed(c.decision.low)}, {_fixed(c.decision.high)}]",
+             _percent(c.decision.sd), c.decision.verdict] for c in outcome.cells]
+    p = outcome.pooled
+    rows.append(["all cells", p.n, "", "", f"{_fixed(p.ratio)} [{_fixed(p.low)}, {_fixed(p.high)}]",
+                 _percent(p.sd), p.verdict])
+    lines.append(tabulate(rows, headers=["cell", "runs", "base s/epoch", "new s/epoch", f"new/base [{level} CI]",
+                                         "run SD", "verdict"], tablefmt="simple", disable_numparse=True))
+    if outcome.not_compared:
+        lines.append(f"not finished on both sides (not compared): {', '.join(outcome.not_compared)}")
+    if outcome.busy:
+        lines.append(f"!! {outcome.busy}")
+    lines.append(f"wall time {outcome.wall_s:.0f} s")
+    lines.append(outcome.summary())
+    return "\n".join(lines)
+
+
+def _percent(sd) -> str:
+    return "-" if sd is None or not math.isfinite(sd) else f"{sd * 100:.1f}%"
+
+
+def format_markdown(outcome: Outcome) -> str:
+    """A pull-request comment: the verdict first, then the table and how it was decided."""
+    from harness.report.speed_text import markdown_table
+
+    icon = {"REGRESSION": ":red_circle:", "IMPROVEMENT": ":green_circle:", "NO CHANGE": ":white_check_mark:"}
+    level = f"{(1 - outcome.alpha) * 100:g}%"
+    rows = [[f"`{c.label}`", str(c.decision.n), _fixed(_median([a for a, _ in c.pairs])),
+             _fixed(_median([b for _, b in c.pairs])),
+             f"{_fixed(c.decision.ratio)} [{_fixed(c.decision.low)}, {_fixed(c.decision.high)}]",
+             f"**{c.decision.verdict}**" if c.decision.verdict in ("regression", "improvement") else c.decision.verdict]
+            for c in outcome.cells]
+    p = outcome.pooled
+    rows.append(["**all cells**", str(p.n), "", "", f"{_fixed(p.ratio)} [{_fixed(p.low)}, {_fixed(p.high)}]",
+                 f"**{p.verdict}**"])
+    lines = [f"### {icon.get(outcome.word, ':grey_question:')} Training speed: {outcome.word.lower()}", "",
+             f"`harness ab {outcome.suite}`: base = {outcome.sides[0].label}, new = {outcome.sides[1].label}.", "",
+             markdown_table(["cell", "runs", "base s/epoch", "new s/epoch", f"new/base [{level} CI]", "verdict"], rows,
+                            align="lrrrrl"), ""]
+    if outcome.not_compared:
+        lines += [f"Not finished on both sides (not compared): {', '.join(outcome.not_compared)}.", ""]
+    if outcome.busy:
+        lines += [f"> **Warning:** {outcome.busy}.", ""]
+    lines += [f"{outcome.summary()}", "",
+              f"<details><summary>How this was decided</summary>\n\n"
+              f"Both sides trained each run (cell and seed) in a fresh process of their own, one epoch at a time in turn "
+              f"(A B B A ...), {outcome.rounds} timed rounds per run after a warm-up epoch, {outcome.wall_s:.0f} s in all. "
+              f"Two consecutive rounds (one new-first, one base-first) make a unit, and a run's ratio is the geometric mean "
+              f"of its units; the runs are the replicates (a process keeps a speed of its own). The ratio of a cell, and of "
+              f"all cells, is the geometric mean of its runs' ratios with a {level} t-interval. Regression: the interval above 1 and the "
+              f"{'estimate' if outcome.rule == 'estimate' else 'whole interval'} above 1 + {outcome.threshold.fraction:g}; "
+              f"no change: the whole interval within the threshold; otherwise undecided (more runs would tell)."
+              f"\n\n</details>"]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,380 @@
+"""The report's figures: matplotlib Figures (no pyplot state) with one visual language throughout.
+
+- Direction is a colour (``DIRECTION_COLORS``), cell type a marker (``CELL_MARKERS``), depth a line style
+  (``DEPTH_STYLES``), in every figure.
+- Perplexities, times and ratios are drawn on log axes, and their intervals are computed on the log
+  scale (``harness.analysis.stats.log_interval``), so that no whisker reaches an impossible value.
+- Seeds are drawn individually (thin lines, small points); means over seeds are geometric.
+
+Every function takes tables, draws one PNG and returns its path, or None when the run holds no data for
+it (the report then says so instead of showing an empty plot).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib import ticker
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from harness.report.wording import measure_labels
+from harness.analysis.claims import GRID_AXES, MACHINE, ClaimResult, direction_pairs, ok_cells, training_curves
+
+DIRECTION_COLORS = {"uni": "#0173b2", "bi": "#de8f05"}
+CELL_MARKERS = {"rnn": "o", "gru": "s", "lstm": "^"}
+DEPTH_STYLES = {1: "-", 2: "--", 3: "-.", 4: ":"}
+MEASURE_COLORS = {"training": "#029e73", "held-out causal": "#d55e00", "held-out teacher-forced": "#cc78bc"}
+BASELINE_STYLES = {"uniform": ":", "unigram": "--", "bigram": "-."}
+DPI = 90
+FOREST_DPI = 80  # one forest plot per claim: smaller, so that a report of many claims stays short
+MIB = 1024 * 1024
+
+FIGURES = {
+    "heldout_curves": "Held-out causal perplexity against epochs (top) and against training seconds (bottom), "
+                      "one panel per cell type: thin lines are seeds, thick lines their geometric mean; colour is "
+                      "the direction, line style the depth; grey lines are the no-learning baselines.",
+    "train_vs_heldout": "Training (green) and held-out causal (red) perplexity by epoch, geometric mean over "
+                        "seeds, one panel per cell type and direction; line style is the depth. A gap where "
+                        "training perplexity is far below held-out is memorisation or, for bidirectional cells, "
+                        "the leak.",
+    "slowdown_heatmap": "Bidirectional slowdown: geometric-mean bi/uni seconds per epoch by cell type and depth, "
+                        "with the bi/uni ratio of FLOPs per epoch below each value.",
+    "seconds_per_epoch": "Seconds per epoch against depth: dots are seeds, bars the geometric mean with its 95% "
+                         "interval (log scale).",
+    "condition_depth": "Best held-out causal perplexity of the unidirectional cells against depth, one line per cell "
+                       "type (line style and marker) and condition (colour): geometric mean over seeds, whiskers from "
+                       "the lowest to the highest seed; at the epoch chosen on selection text where the cells had "
+                       "selection text, else at the best held-out evaluation. Grey lines are the no-learning "
+                       "baselines.",
+}
+CONDITION_COLORS = ("#0173b2", "#de8f05", "#029e73", "#d55e00", "#cc78bc", "#ca9161", "#fbafe4", "#949494",
+                    "#ece133", "#56b4e9")
+CELL_STYLES = {"rnn": ":", "gru": "-", "lstm": "--"}
+
+
+def depth_style(layers) -> str:
+    return DEPTH_STYLES.get(int(layers), (0, (1, 3)))
+
+
+def _save(fig: Figure | None, path: Path, dpi: int = DPI) -> Path | None:
+    if fig is None:
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    return path
+
+
+class _PlainLogFormatter(ticker.LogFormatter):
+    """LogFormatter's choice of which ticks to label, written as plain numbers (0.2, 6, 10)."""
+
+    def __call__(self, x, pos=None):
+        return f"{x:g}" if super().__call__(x, pos) else ""
+
+
+def _log_axis(ax, which: str = "y") -> None:
+    (ax.set_yscale if which == "y" else ax.set_xscale)("log")
+    axis = ax.yaxis if which == "y" else ax.xaxis
+    axis.set_major_formatter(_PlainLogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
+    axis.set_minor_formatter(_PlainLogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
+
+
+def _geomean(values) -> float:
+    x = np.asarray([v for v in values if np.isfinite(v) and v > 0], dtype=float)
+    return float(np.exp(np.log(x).mean())) if len(x) else math.nan
+
+
+def _baselines(ax, baselines: dict | None, label: bool) -> None:
+    for name, style in BASELINE_STYLES.items():
+        value = (baselines or {}).get(name)
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            ax.axhline(value, color="0.45", lw=0.9, ls=style, zorder=1)
+            if label:
+                ax.annotate(f"{name} {value:.3g}", (1.0, value), xycoords=("axes fraction", "data"),
+                            xytext=(-2, 2), textcoords="offset points", ha="right", fontsize=7, color="0.35")
+
+
+def _style_legend(fig, directions, depths, cells, extra=()) -> None:
+    handles = [Line2D([], [], color=DIRECTION_COLORS[d], lw=2, label=d) for d in directions]
+    handles += [Line2D([], [], color="0.3", lw=1.3, ls=depth_style(n), label=f"{int(n)} layer{'s' if n > 1 else ''}")
+                for n in depths]
+    handles += [Line2D([], [], color="0.3", marker=CELL_MARKERS.get(c, "o"), ls="none", label=c) for c in cells]
+    handles += list(extra)
+    # As many columns as the figure is wide for: a narrow figure's legend wraps instead of being cut.
+    columns = max(1, min(len(handles), int(fig.get_figwidth() // 1.15)))
+    fig.legend(handles=handles, loc="outside lower center", ncol=columns, fontsize=8, frameon=False)
+
+
+def _curve_frame(cells: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame:
+    """Every finished cell's epochs with ``elapsed`` seconds and its grid keys."""
+    curves = training_curves(epochs)
+    ok = ok_cells(cells)
+    if not curves or ok.empty:
+        return pd.DataFrame()
+    keys = ok.set_index("cell_id")[[k for k in ("cell", "layers", "direction", "device", "seed") if k in ok]]
+    frames = []
+    for cell_id, curve in curves.items():
+        if cell_id in keys.index:
+            frames.append(curve.drop(columns=[c for c in keys.columns if c in curve]).assign(
+                **keys.loc[cell_id].to_dict(), cell_id=cell_id))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def heldout_curves(cells, epochs, baselines, path: Path) -> Path | None:
+    frame = _curve_frame(cells, epochs)
+    if frame.empty or "causal_ppl" not in frame:
+        return None
+    frame = frame[np.isfinite(pd.to_numeric(frame["causal_ppl"], errors="coerce"))]
+    if frame.empty:
+        return None
+    cell_types = [c for c in CELL_MARKERS if c in set(frame["cell"])] or sorted(frame["cell"].unique())
+    fig = Figure(figsize=(4.2 * len(cell_types) + 0.5, 7.4), layout="constrained")
+    axes = fig.subplots(2, len(cell_types), squeeze=False, sharey=True)
+    for j, cell in enumerate(cell_types):
+        data = frame[frame["cell"] == cell]
+        for i, x in enumerate(("epoch", "elapsed")):
+            ax = axes[i, j]
+            for (direction, layers), group in data.groupby(["direction", "layers"]):
+                color, style = DIRECTION_COLORS.get(direction, "0.3"), depth_style(layers)
+                for _, seed in group.groupby("cell_id"):
+                    ax.plot(seed[x], seed["causal_ppl"], color=color, ls=style, lw=0.6, alpha=0.3)
+                mean = group.groupby("epoch").agg(x=(x, "mean"), y=("causal_ppl", _geomean))
+                ax.plot(mean["x"], mean["y"], color=color, ls=style, lw=1.8)
+            _baselines(ax, baselines, label=j == len(cell_types) - 1)
+            _log_axis(ax)
+            if x == "elapsed" and data["elapsed"].max() > 20 * max(data["elapsed"].min(), 1e-9):
+                _log_axis(ax, "x")
+            ax.set_title(f"{cell}" + (", against epochs" if i == 0 else ", against training time"), fontsize=10)
+            ax.set_xlabel("epoch" if i == 0 else "training seconds")
+            ax.set_ylabel("held-out causal perplexity" if j == 0 else "")
+    _style_legend(fig, [d for d in DIRECTION_COLORS if d in set(frame["direction"])],
+                  sorted(frame["layers"].unique()), [])
+    return _save(fig, path)
+
+
+def train_vs_heldout(cells, epochs, baselines, path: Path) -> Path | None:
+    frame = _curve_frame(cells, epochs)
+    if frame.empty or "train_ppl" not in frame:
+        return None
+    cell_types = [c for c in CELL_MARKERS if c in set(frame["cell"])] or sorted(frame["cell"].unique())
+    directions = [d for d in DIRECTION_COLORS if d in set(frame["direction"])]
+    fig = Figure(figsize=(4.2 * len(cell_types) + 0.5, 3.4 * len(directions) + 0.8), layout="constrained")
+    axes = fig.subplots(len(directions), len(cell_types), squeeze=False, sharey=True, sharex=True)
+    measures = {"training": "train_ppl", "held-out causal": "causal_ppl"}
+    for i, direction in enumerate(directions):
+        for j, cell in enumerate(cell_types):
+            ax = axes[i, j]
+            data = frame[(frame["cell"] == cell) & (frame["direction"] == direction)]
+            for layers, group in data.groupby("layers"):
+                for name, column in measures.items():
+                    if column not in group:
+                        continue
+                    values = group[np.isfinite(pd.to_numeric(group[column], errors="coerce"))]
+                    mean = values.groupby("epoch")[column].agg(_geomean)
+                    ax.plot(mean.index, mean.to_numpy(), color=MEASURE_COLORS[name], ls=depth_style(layers),
+                            lw=1.5)
+            _baselines(ax, baselines, label=j == len(cell_types) - 1)
+            _log_axis(ax)
+            ax.set_title(f"{cell}, {direction}", fontsize=10, color=DIRECTION_COLORS.get(direction, "black"))
+            ax.set_xlabel("epoch" if i == len(directions) - 1 else "")
+            ax.set_ylabel("perplexity" if j == 0 else "")
+    extra = [Line2D([], [], color=MEASURE_COLORS[n], lw=2, label=n) for n in measures]
+    _style_legend(fig, [], sorted(frame["layers"].unique()), [], extra)
+    return _save(fig, path)
+
+
+def slowdown_table(cells: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Geometric-mean bi/uni seconds per epoch and FLOPs per epoch, rows (cell type, device, other keys,
+    machine) by depth columns."""
+    records = []
+    for context, uni, bi in direction_pairs(ok_cells(cells), timing=True):
+        grid = [str(v) for k, v in context.items() if k in GRID_AXES and k != "layers"]
+        others = [f"{k}={v}" for k, v in context.items() if k not in GRID_AXES and k != MACHINE]
+        label = ", ".join(grid + others + ([str(context[MACHINE])] if MACHINE in context else []))
+
+        def ratio(column):
+            if column not in uni:
+                return math.nan
+            a = _geomean(pd.to_numeric(uni[column], errors="coerce"))
+            b = _geomean(pd.to_numeric(bi[column], errors="coerce"))
+            return b / a if a > 0 else math.nan
+
+        records.append({"row": label, "layers": context.get("layers"), "time": ratio("sec_per_epoch"),
+                        "flops": ratio("flops_per_epoch")})
+    if not records:
+        return pd.DataFrame(), pd.DataFrame()
+    frame = pd.DataFrame(records)
+    time = frame.pivot_table(index="row", columns="layers", values="time", aggfunc="first").dropna(how="all")
+    flops = frame.pivot_table(index="row", columns="layers", values="flops", aggfunc="first")
+    return time, flops.reindex(index=time.index, columns=time.columns)
+
+
+def slowdown_heatmap(cells: pd.DataFrame, path: Path) -> Path | None:
+    time, flops = slowdown_table(cells)
+    if time.empty or not np.isfinite(time.to_numpy(dtype=float)).any():
+        return None
+    values = time.to_numpy(dtype=float)
+    fig = Figure(figsize=(1.3 * time.shape[1] + 4.0, 0.7 * time.shape[0] + 1.6), layout="constrained")
+    ax = fig.subplots()
+    # Anchored at 1 (no slowdown) so that colours compare across runs; log scale as for every ratio.
+    high = max(2.0, float(np.nanmax(values)))
+    from matplotlib.colors import LogNorm
+
+    image = ax.imshow(values, cmap="Oranges", norm=LogNorm(vmin=1.0, vmax=high), aspect="auto")
+    for i in range(values.shape[0]):
+        for j in range(values.shape[1]):
+            if math.isfinite(values[i, j]):
+                f = flops.to_numpy(dtype=float)[i, j]
+                text = f"{values[i, j]:.2f}" + (f"\n(FLOPs x{f:.2f})" if math.isfinite(f) else "")
+                dark = values[i, j] > math.sqrt(high)
+                ax.text(j, i, text, ha="center", va="center", fontsize=8, color="white" if dark else "black")
+    ax.set_xticks(range(time.shape[1]), [str(int(c)) for c in time.columns])
+    ax.set_yticks(range(time.shape[0]), list(time.index))
+    ax.set_xlabel("layers")
+    fig.colorbar(image, ax=ax, label="bi / uni seconds per epoch")
+    ax.set_title("Bidirectional slowdown")
+    return _save(fig, path)
+
+
+def seconds_per_epoch(cells: pd.DataFrame, path: Path) -> Path | None:
+    from harness.analysis.stats import log_interval
+
+    ok = ok_cells(cells)
+    if ok.empty or "sec_per_epoch" not in ok:
+        return None
+    ok = ok[np.isfinite(ok["sec_per_epoch"]) & (ok["sec_per_epoch"] > 0)]
+    if ok.empty:
+        return None
+    devices = sorted(ok["device"].unique()) if "device" in ok else ["cpu"]
+    fig = Figure(figsize=(6.5 * len(devices), 4.2), layout="constrained")
+    axes = fig.subplots(1, len(devices), squeeze=False)
+    cell_types = [c for c in CELL_MARKERS if c in set(ok["cell"])]
+    directions = [d for d in DIRECTION_COLORS if d in set(ok["direction"])]
+    slots = [(c, d) for c in cell_types for d in directions]
+    width = 0.8 / max(1, len(slots))
+    for ax, device in zip(axes[0], devices):
+        data = ok[ok["device"] == device] if "device" in ok else ok
+        for k, (cell, direction) in enumerate(slots):
+            group = data[(data["cell"] == cell) & (data["direction"] == direction)]
+            for layers, seeds in group.groupby("layers"):
+                x = float(layers) - 0.4 + width * (k + 0.5)
+                values = seeds["sec_per_epoch"].to_numpy(float)
+                ax.scatter(np.full(len(values), x), values, s=9, alpha=0.45, color=DIRECTION_COLORS[direction],
+                           marker=CELL_MARKERS.get(cell, "o"), linewidths=0)
+                mean, low, high = log_interval(values)
+                if math.isfinite(low):
+                    ax.errorbar([x], [mean], yerr=[[mean - low], [high - mean]], color=DIRECTION_COLORS[direction],
+                                marker=CELL_MARKERS.get(cell, "o"), ms=5, capsize=2, lw=1)
+                else:
+                    ax.plot([x], [mean], color=DIRECTION_COLORS[direction], marker=CELL_MARKERS.get(cell, "o"), ms=5)
+        _log_axis(ax)
+        ax.set_xticks(sorted(data["layers"].unique()))
+        ax.set_xlabel("layers")
+        ax.set_ylabel("seconds per epoch")
+        ax.set_title(device)
+    _style_legend(fig, directions, [], cell_types)
+    return _save(fig, path)
+
+
+def forest_plot(result: ClaimResult, path: Path) -> Path | None:
+    """Each configuration's effect with its interval, the pooled effects, and the claim's no-effect and
+    threshold lines, on a log axis."""
+    rows = result.deciding
+    if rows.empty or not np.isfinite(rows["ratio"]).any():
+        return None
+    rows = rows[np.isfinite(rows["ratio"])]
+    keys = [k for k in rows.columns if k in GRID_AXES or k == MACHINE or k in ("hidden", "precision", "threads")]
+    pooled = result.pooled_table
+    n = len(rows) + len(pooled) + 1
+    fig = Figure(figsize=(7.6, 0.2 * n + 1.4), layout="constrained")
+    ax = fig.subplots()
+    labels = []
+    y = n - 1
+    for _, row in rows.iterrows():
+        label = " ".join(str(row[k]) for k in keys if k not in ("direction",) or result.name == "depth_helps")
+        labels.append((y, f"{label} {row['comparison']}" if result.name == "depth_helps" else label))
+        color = DIRECTION_COLORS["bi"] if result.name != "depth_helps" else DIRECTION_COLORS.get(
+            str(row.get("direction", "uni")), "0.3")
+        counted = bool(row["counted"])
+        marker = CELL_MARKERS.get(str(row.get("cell")), "o")
+        if math.isfinite(row["ci_low"]):
+            ax.plot([row["ci_low"], row["ci_high"]], [y, y], color=color if counted else "0.7", lw=1.2)
+        ax.plot([row["ratio"]], [y], marker=marker, ls="none", ms=5, color=color if counted else "white",
+                markeredgecolor=color if counted else "0.6")
+        y -= 1
+    y -= 1
+    for _, row in pooled.iterrows():
+        if math.isfinite(row["ratio"]):
+            label = "pooled, all" if row["cells"] == "all" else f"pooled, {row['cells']}"
+            labels.append((y, label))
+            if math.isfinite(row["ci_low"]):
+                ax.plot([row["ci_low"], row["ci_high"]], [y, y], color="black", lw=2.2 if row["cells"] == "all" else 1.4)
+            ax.plot([row["ratio"]], [y], marker="D", ms=7 if row["cells"] == "all" else 5, color="black")
+        y -= 1
+    ax.axvline(result.no_effect, color="0.5", lw=1, ls="-", label="no effect (x1)")
+    if result.threshold != result.no_effect:
+        ax.axvline(result.threshold, color="#d55e00", lw=1.2, ls="--", label=f"threshold (x{result.threshold:.3g})")
+    _log_axis(ax, "x")
+    shown = [v for v in [*rows["ci_low"], *rows["ci_high"], *rows["ratio"], *pooled["ci_low"], *pooled["ci_high"],
+                         result.no_effect, result.threshold] if math.isfinite(v) and v > 0]
+    ax.set_xlim(min(shown) / 1.15, max(shown) * 1.15)
+    ax.set_yticks([p for p, _ in labels], [t for _, t in labels], fontsize=7)
+    ax.set_ylim(y + 0.5, n - 0.5)
+    ax.set_xlabel(measure_labels(pooled)[0] + " (ratio, log scale)" if not pooled.empty else "ratio")
+    ax.grid(axis="x", color="0.9")
+    fig.legend(loc="outside lower center", ncol=2, fontsize=7, frameon=False)
+    ax.set_title(result.title, fontsize=10)
+    return _save(fig, path, dpi=FOREST_DPI)
+
+
+def make_figures(cells: pd.DataFrame, epochs: pd.DataFrame, baselines: dict | None, folder: Path
+                 ) -> dict[str, Path | None]:
+    """Draw the run's figures into ``folder``; name -> path, or None where the run has no data for it."""
+    folder = Path(folder)
+    png = {name: folder / f"{name}.png" for name in FIGURES}
+    return {
+        "heldout_curves": heldout_curves(cells, epochs, baselines, png["heldout_curves"]),
+        "train_vs_heldout": train_vs_heldout(cells, epochs, baselines, png["train_vs_heldout"]),
+        "slowdown_heatmap": slowdown_heatmap(cells, png["slowdown_heatmap"]),
+        "seconds_per_epoch": seconds_per_epoch(cells, png["seconds_per_epoch"]),
+    }
+
+
+def condition_depth(profile: pd.DataFrame, baselines: dict | None, path: Path) -> Path | None:
+    """``harness.analysis.conditions.depth_profile``'s table: perplexity against depth per condition and cell type."""
+    if profile is None or profile.empty:
+        return None
+    conditions = list(dict.fromkeys(profile["condition"]))
+    cells = [c for c in CELL_MARKERS if c in set(profile["cell"])]
+    fig = Figure(figsize=(8, 5.2), layout="constrained")
+    ax = fig.add_subplot()
+    # Side by side within a depth, so that equal values of two lines stay visible.
+    lines = len(conditions) * len(cells)
+    offsets = np.linspace(-0.2, 0.2, lines) if lines > 1 else [0.0]
+    for i, condition in enumerate(conditions):
+        color = CONDITION_COLORS[i % len(CONDITION_COLORS)]
+        for j, cell in enumerate(cells):
+            rows = profile[(profile["condition"] == condition) & (profile["cell"] == cell)].sort_values("layers")
+            if rows.empty:
+                continue
+            x = rows["layers"].to_numpy(float) + offsets[i * len(cells) + j]
+            y = rows["ppl"].to_numpy(float)
+            ax.errorbar(x, y, yerr=[y - rows["low"].to_numpy(float), rows["high"].to_numpy(float) - y],
+                        color=color, ls=CELL_STYLES.get(cell, "-"), marker=CELL_MARKERS.get(cell, "o"), ms=4,
+                        lw=1.2, elinewidth=0.7, capsize=2)
+    _baselines(ax, baselines, label=True)
+    _log_axis(ax)
+    depths = sorted(set(profile["layers"]))
+    ax.set_xticks(depths, [str(d) for d in depths])
+    ax.set_xlabel("layers")
+    selected = set(profile["metric"]) == {"selected_causal_ppl"}
+    ax.set_ylabel("held-out causal perplexity, " + ("selected epoch" if selected else "best evaluation"))
+    handles = [Line2D([], [], color=CONDITION_COLORS[i % len(CONDITION_COLORS)], lw=2, label=c)
+               for i, c in enumerate(conditions)]
+    handles += [Line2D([], [], color="0.3", ls=CELL_STYLES.get(c, "-"), marker=CELL_MARKERS.get(c, "o"), label=c)
+                for c in cells]
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 4), fontsize=8, frameon=False)
+    return _save(fig, path)

@@ -1,0 +1,227 @@
+"""The claims' results in words: every sentence, reason, note and label the report shows for a claim.
+
+``harness.analysis.claims`` evaluates and returns data (a verdict, why, notes, the numbers a sentence quotes, tables
+with ``metric``, ``comparison`` and ``basis`` columns); this module only says it. It computes nothing
+beyond the arithmetic of saying a number another way (a ratio as a percent change, or turned round).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from harness.spec.claims import BEST_METRIC, SELECTED_METRIC
+from harness.analysis.claims import BI_UNI, INCONCLUSIVE, ClaimResult, Note, Why
+
+METRIC_LABELS = {
+    "causal_ppl": "held-out causal perplexity",
+    BEST_METRIC: "best held-out causal perplexity (any evaluation)",
+    SELECTED_METRIC: "held-out causal perplexity at the epoch chosen on selection text",
+    "val_ppl": "held-out teacher-forced perplexity",
+    "train_ppl": "training perplexity",
+    "sec_per_epoch": "seconds per epoch",
+    "peak_mem_bytes": "peak memory",
+    "sec_per_flop": "seconds per FLOP",
+    "leak": "causal / teacher-forced held-out perplexity",
+}
+SHORT_LABELS = {"causal_ppl": "held-out causal ppl", BEST_METRIC: "best held-out causal ppl",
+                SELECTED_METRIC: "held-out causal ppl at the selected epoch",
+                "val_ppl": "teacher-forced ppl", "train_ppl": "training ppl", "sec_per_epoch": "s/epoch",
+                "peak_mem_bytes": "peak memory", "sec_per_flop": "s/FLOP", "leak": "causal / teacher-forced"}
+
+
+def ratio_text(estimate: float, low: float, high: float) -> str:
+    """x2.31 [2.10, 2.54], or x2.31 alone without an interval, or '-'."""
+    if not math.isfinite(estimate):
+        return "-"
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return f"x{estimate:.3g}"
+    # As many digits as it takes for a narrow interval not to print as zero width.
+    digits = 3
+    while digits < 6 and f"{low:.{digits}g}" == f"{high:.{digits}g}":
+        digits += 1
+    return f"x{estimate:.{digits}g} [{low:.{digits}g}, {high:.{digits}g}]"
+
+
+def effect_text(result: ClaimResult) -> str:
+    """The pooled effect with its interval."""
+    return ratio_text(*result.ratio)
+
+
+# --- tables ---------------------------------------------------------------------------------------------
+
+
+def measure_label(metric: str, comparison: str, basis: str = "epochs") -> str:
+    """What a pooled row measures: "bi / uni seconds per epoch", "held-out causal perplexity at equal
+    training time", "bi: causal / teacher-forced (the leak)"."""
+    if metric == "leak":
+        return f"{comparison} (the leak)"
+    label = METRIC_LABELS.get(metric, metric)
+    if comparison == BI_UNI:
+        label = f"{comparison} {label}"
+    return label + (" at equal training time" if basis == "time" else "")
+
+
+def measure_labels(table: pd.DataFrame) -> list[str]:
+    """``measure_label`` of each row of a pooled table."""
+    if table.empty:
+        return []
+    return [measure_label(r.metric, r.comparison, r.basis) for r in table.itertuples()]
+
+
+OUTCOMES = {"neither_learned": "neither side learned", "single_seed": "single seed", "no_values": "no values"}
+
+
+def outcome_text(outcome: str, min_seeds: int) -> str:
+    """One configuration's outcome (the evidence's ``outcome`` column) in words."""
+    if outcome == "too_few_seeds":
+        return f"fewer than {min_seeds} seeds"
+    return OUTCOMES.get(outcome, outcome)
+
+
+# --- why a verdict --------------------------------------------------------------------------------------
+
+
+def _where(values: dict) -> str:
+    which = "pooled" if values["pooled"] else "configuration's"
+    return f"the {which} interval [{values['low']:.3g}, {values['high']:.3g}]"
+
+
+REASONS = {
+    "no_configurations": lambda v: "no configurations to compare",
+    "no_finished_cells": lambda v: f"no finished {'/'.join(v['directions'])} cells",
+    "one_depth": lambda v: f"only one depth among the finished {'/'.join(v['directions'])} cells",
+    "did_not_learn": lambda v: (f"did not learn: in all {v['comparisons']} comparisons neither side got below "
+                                "the unigram baseline"),
+    "too_few_seeds": lambda v: "too few seeds for an interval",
+    "one_seed_one_configuration": lambda v: ("too few seeds for an interval (one seed per configuration and one "
+                                             "configuration)"),
+    "interval_above": lambda v: f"{_where(v)} lies above x{v['bound']:.3g}",
+    "interval_below": lambda v: f"{_where(v)} lies below x{v['bound']:.3g}",
+    "interval_includes": lambda v: f"too noisy: {_where(v)} includes x{v['bound']:.3g}",
+    "timings_unreliable": lambda v: "timings unreliable: " + "; ".join(v["warnings"]),
+}
+
+
+def why_text(why: Why) -> str:
+    return REASONS[why.kind](why.values)
+
+
+def reason(result: ClaimResult) -> str:
+    """Where the pooled interval lies against the threshold, or why there is no verdict."""
+    return why_text(result.why)
+
+
+# --- notes ----------------------------------------------------------------------------------------------
+
+
+def _plural(n: int, word: str) -> str:
+    return word if n == 1 else f"{word}s"
+
+
+def _generated_text(values: dict) -> str:
+    parts = []
+    for direction, row in values["by_direction"].items():
+        words = f"{row['word_share']:.0%} of words found in the book, " if math.isfinite(row["word_share"]) else ""
+        parts.append(f"{direction}: {words}{row['distinct_share']:.0%} distinct, "
+                     f"{row['degenerate']:.0%} of samples degenerate")
+    return "Generated text (greedy, after the prompt): " + "; ".join(parts) + "."
+
+
+def _timings_left_out(values: dict) -> str:
+    cells = values["cells"]
+    listed = ", ".join(cells[:6]) + (" ..." if len(cells) > 6 else "")
+    return (f"{len(cells)} of {values['of']} cells left out for unreliable timings ({listed}): "
+            f"{'; '.join(values['reasons'])}.")
+
+
+NOTES = {
+    "left_out": lambda v: (f"Left out: {', '.join(f'{n} {status}' for status, n in v['by_status'].items())} "
+                           f"{_plural(v['cells'], 'cell')} (did not finish)."),
+    "few_seeds": lambda v: (f"At most {v['most']} {_plural(v['most'], 'seed')} per configuration: fewer than the "
+                            f"{v['enough']} a claim should rest on; the pooled interval borrows the spread of all "
+                            "configurations."),
+    "bounded": lambda v: (f"In {v['configurations']} {_plural(v['configurations'], 'configuration')} the seeds "
+                          f"agreed closer than the resolution ({v['resolution']:.1%}): the interval there (marked †) "
+                          "is bounded by that resolution, not by the seeds."),
+    "not_counted": lambda v: (f"{v['comparisons']} of {v['of']} comparisons are shown but not counted: neither "
+                              "side learned (best held-out causal perplexity not below the unigram baseline)."),
+    "generated_text": _generated_text,
+    "no_samples": lambda v: "No generated samples.",
+    "timings_left_out": _timings_left_out,
+    "would_be": lambda v: f"Would be {v['verdict']} on these timings, which are flagged as unreliable.",
+}
+
+
+def note_text(note: Note) -> str:
+    return NOTES[note.kind](note.values)
+
+
+def notes(result: ClaimResult) -> list[str]:
+    return [note_text(n) for n in result.notes]
+
+
+# --- the answer in one sentence -------------------------------------------------------------------------
+
+
+def _depth_helps(result: ClaimResult, r: float, low: float, high: float) -> str:
+    spec = result.spec
+    at = ("at equal training time" if spec.basis == "time" else
+          "each at its best evaluation" if spec.metric == BEST_METRIC else
+          "each at the epoch chosen on selection text" if spec.metric == SELECTED_METRIC else "after the same epochs")
+    change = "lower" if r < 1 else "higher"
+    text = (f"Each added layer left {SHORT_LABELS[spec.metric]} {ratio_text(r, low, high)} of the shallower "
+            f"network's ({abs(1 - r):.0%} {change}) {at}")
+    row = result.facts.get("contrast")
+    if row is not None and math.isfinite(row["ratio"]):
+        text += f"; {SHORT_LABELS[row['metric']]} {ratio_text(row['ratio'], row['ci_low'], row['ci_high'])}"
+    return text + "."
+
+
+def _bidirectional_slow(result: ClaimResult, r: float, low: float, high: float) -> str:
+    what = "as long per epoch as" if result.spec.metric == "sec_per_epoch" else "the peak memory of"
+    text = f"Bidirectional cells took {ratio_text(r, low, high)} {what} unidirectional ones"
+    if "flops_ratio" in result.facts:
+        f = result.facts["flops_ratio"]
+        if math.isfinite(f):
+            text += f"; they do x{f:.3g} the arithmetic"
+        row = result.facts.get("per_flop")
+        if row is not None and math.isfinite(row["ratio"]):
+            text += f", so per FLOP they take {ratio_text(row['ratio'], row['ci_low'], row['ci_high'])}"
+    return text + "."
+
+
+def _bidirectional_useless(result: ClaimResult, r: float, low: float, high: float) -> str:
+    better = "worse" if r > 1 else "better"
+    when = ("at their best evaluation" if result.spec.metric == BEST_METRIC else
+            "at the epoch chosen on selection text" if result.spec.metric == SELECTED_METRIC else "after the last epoch")
+    text = (f"Predicting the next character from the past alone, bidirectional cells reached "
+            f"{ratio_text(r, low, high)} the held-out perplexity of unidirectional ones ({better}, {when})")
+    row = result.facts.get("leak")
+    if row is not None and math.isfinite(row["ratio"]):
+        # The leak is causal / teacher-forced; said the other way round: what reading ahead did.
+        text += (f", while reading the character they predict made their perplexity "
+                 f"{ratio_text(1 / row['ratio'], 1 / row['ci_high'], 1 / row['ci_low'])} of that (the leak)")
+    return text + "."
+
+
+SENTENCES = {"depth_helps": _depth_helps, "bidirectional_slow": _bidirectional_slow,
+             "bidirectional_useless": _bidirectional_useless}
+
+
+def sentence(result: ClaimResult) -> str:
+    """The answer in plain words, with the number a reader should remember (or why there is none)."""
+    r, low, high = result.ratio
+    if not math.isfinite(r):
+        return f"{result.verdict.capitalize()}: {reason(result)}."
+    return SENTENCES[result.name](result, r, low, high)
+
+
+def summary_sentence(result: ClaimResult) -> str:
+    """The sentence, and for an inconclusive claim with a number to show, why it is inconclusive."""
+    text, why = sentence(result), reason(result)
+    # Without a number the sentence already is the reason.
+    if result.verdict != INCONCLUSIVE or not why or not math.isfinite(result.ratio[0]):
+        return text
+    return f"{text} Inconclusive: {why}."

@@ -1,0 +1,147 @@
+"""The configuration of one grid cell: every key a suite may set as a default or vary as a matrix axis.
+
+Keys are flat and unique; a suite groups them in sections (``SECTIONS``) only for readability.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class CellConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # data
+    corpus: str = "gutenberg-35"
+    strip_boilerplate: bool = True
+    max_tokens: int = Field(10_000, gt=0)
+    val_tokens: int = Field(5_000, ge=0)
+    # Selection text: the select_tokens after the held-out text, never trained on, on which the best epoch
+    # (and, across cells, the best learning rate) is chosen, so that the held-out text only reports.
+    select_tokens: int = Field(0, ge=0)
+    # first: every epoch reads the first max_tokens tokens (the recipe); book: all of the book but the
+    # held-out and selection text, max_tokens tokens per epoch in turn (the same tokens per epoch, more text).
+    train_text: Literal["first", "book"] = "first"
+    # model
+    cell: Literal["rnn", "gru", "lstm"] = "lstm"
+    layers: int = Field(2, ge=1, le=8)
+    direction: Literal["uni", "bi"] = "uni"
+    hidden: int = Field(256, ge=1)
+    # torch: nn.RNN/nn.GRU/nn.LSTM; fused: harness.cell.fused_rnn's one-call-per-layer GRU and tanh RNN (CPU, fp32)
+    impl: Literal["torch", "fused"] = "torch"
+    # train
+    epochs: int = Field(500, ge=1)
+    batch_size: int = Field(32, ge=1)
+    num_steps: int = Field(35, ge=1)
+    lr: float = Field(1.0, gt=0, allow_inf_nan=False)
+    clip: float = Field(1.0, gt=0, allow_inf_nan=False)
+    sampling: Literal["sequential", "random"] = "sequential"
+    precision: Literal["fp32", "bf16"] = "fp32"
+    cuda_graphs: bool = False
+    # Stop at the first selection evaluation this many epochs after the best one; 0: never.
+    patience: int = Field(0, ge=0)
+    # eval
+    eval_every: int = Field(50, ge=0)  # 0: evaluate only after the last epoch
+    prefixes: tuple[str, ...] = ("time traveller", "traveller")
+    sample_chars: int = Field(50, ge=0)
+    select_every: int = Field(0, ge=0)  # evaluate the selection text every this many epochs; 0: never
+    # run
+    device: Literal["cpu", "cuda"] = "cpu"
+    seed: int = Field(0, ge=0)
+    threads: Optional[int] = Field(None, ge=1)  # None: torch's default
+    timeout: float = Field(3600.0, gt=0)  # seconds, enforced by the grid runner
+
+    @field_validator("prefixes")
+    @classmethod
+    def _prefixes_are_text(cls, value):
+        for prefix in value:
+            if not prefix or any(not (c == " " or "a" <= c <= "z") for c in prefix):
+                raise ValueError(f"prefix {prefix!r} must be non-empty lower-case letters and spaces")
+        return value
+
+    @model_validator(mode="after")
+    def _one_batch_at_least(self):
+        # The sequential partition drops up to num_steps + 1 tokens, then needs one full batch.
+        needed = self.batch_size * self.num_steps + self.num_steps + 1
+        if self.max_tokens < needed:
+            raise ValueError(f"max_tokens = {self.max_tokens} is too small for one batch of "
+                             f"batch_size x num_steps; need at least {needed}")
+        return self
+
+    @model_validator(mode="after")
+    def _selection_needs_text(self):
+        if self.select_every and not self.select_tokens:
+            raise ValueError(f"eval.select_every = {self.select_every} needs selection text: set data.select_tokens")
+        if self.patience and not self.select_every:
+            raise ValueError(f"train.patience = {self.patience} needs selection evaluations: set eval.select_every")
+        return self
+
+    @property
+    def bidirectional(self) -> bool:
+        return self.direction == "bi"
+
+    @property
+    def cell_id(self) -> str:
+        return f"{self.cell}-l{self.layers}-{self.direction}-{self.device}-s{self.seed}"
+
+    def config_hash(self) -> str:
+        payload = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+# Suite sections: section -> {key as written in the suite: CellConfig field}
+SECTIONS: dict[str, dict[str, str]] = {
+    "data": {"corpus": "corpus", "strip_boilerplate": "strip_boilerplate", "max_tokens": "max_tokens",
+             "val_tokens": "val_tokens", "select_tokens": "select_tokens", "train_text": "train_text"},
+    "model": {"cell": "cell", "layers": "layers", "direction": "direction", "hidden": "hidden", "impl": "impl"},
+    "train": {"epochs": "epochs", "batch_size": "batch_size", "num_steps": "num_steps", "lr": "lr",
+              "clip": "clip", "sampling": "sampling", "precision": "precision", "cuda_graphs": "cuda_graphs",
+              "patience": "patience"},
+    "eval": {"every": "eval_every", "prefixes": "prefixes", "sample_chars": "sample_chars",
+             "select_every": "select_every"},
+    "run": {"device": "device", "seed": "seed", "threads": "threads", "timeout": "timeout"},
+}
+
+FIELDS = tuple(CellConfig.model_fields)
+# The axes of the lesson's grid: they identify a cell in every table.
+GRID_KEYS = ("cell", "layers", "direction", "device", "seed")
+
+
+def format_validation_error(exc, where: str, names: dict[str, str] | None = None) -> str:
+    """One line from a pydantic ValidationError: where, which key, which value, what is allowed."""
+    from harness.errors import quote
+
+    err = exc.errors()[0]
+    if not err["loc"]:  # a rule over several keys: its own message names them and their values
+        error = err.get("ctx", {}).get("error")
+        return f"{where}: {error if error is not None else err['msg']}"
+    key = ".".join(str(part) for part in err["loc"])
+    key = (names or {}).get(key, key)
+    value = err.get("input")
+    if err["type"] == "extra_forbidden":
+        import difflib
+
+        close = difflib.get_close_matches(key.split(".")[-1], FIELDS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return f"{where}: unknown key {quote(key)}{hint}"
+    message = err["msg"]
+    if err.get("ctx", {}).get("expected"):
+        message = f"expected {err['ctx']['expected']}"
+    return f"{where}: {key} = {quote(value)}: {message}"
+
+
+def build_config(values: dict, where: str, names: dict[str, str] | None = None) -> CellConfig:
+    """Validate ``values`` into a CellConfig or raise HarnessError naming ``where`` and the bad key.
+    ``names`` maps field names back to how the user wrote them (e.g. eval_every -> eval.every)."""
+    from pydantic import ValidationError
+
+    from harness.errors import HarnessError
+
+    try:
+        return CellConfig(**values)
+    except ValidationError as exc:
+        raise HarnessError(format_validation_error(exc, where, names)) from None
