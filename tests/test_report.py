@@ -231,6 +231,16 @@ def test_flops_utilization_from_the_calibration_only_for_results_without_the_col
     assert fill_flops_utilization(cells, {"cpu": 1.0e10}) is cells  # not a calibration record
 
 
+def test_flops_utilization_of_a_one_thread_cell_is_against_the_one_thread_rate():
+    # run.json's calibration is read in one place (harness.results.calibration): the report honours by_threads
+    # as the stored records do.
+    cells = pd.DataFrame({"device": ["cpu", "cpu"], "flops_per_sec": [2.0e9, 2.0e9], "threads": [1, 2]})
+    calibration = {"cpu": {"flops_per_sec": 1.0e10, "threads": 2,
+                           "by_threads": {"1": {"flops_per_sec": 5.0e9}, "2": {"flops_per_sec": 1.0e10}}}}
+    filled = fill_flops_utilization(cells, calibration)["flops_utilization"]
+    assert list(filled) == [0.4, 0.2]
+
+
 def test_declared_claims_are_the_ones_evaluated(tmp_path):
     run_dir = make_run_folder(tmp_path, cells=("gru",), devices=("cpu",),
                               claims=[{"name": "bidirectional_slow", "threshold": 5.0}])

@@ -17,7 +17,8 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from harness.host.calibration import calibrate, flops_utilization, matmul_rate
+from harness.host.calibration import calibrate, matmul_rate
+from harness.results.calibration import flops_utilization
 from harness.cli import main as cli_main
 from harness.spec.config import CellConfig
 from harness.cell.corpus import BATCHERS, load_corpus

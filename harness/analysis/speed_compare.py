@@ -39,6 +39,7 @@ from typing import Iterable, Sequence
 from harness.spec.config import FIELDS, GRID_KEYS, build_config
 from harness.errors import HarnessError, quote
 from harness.host.malloc import run_malloc
+from harness.results.calibration import device_rates
 from harness.results.run_folder import read_checked_table, read_records, read_run_json
 # The statistics live in the stats module, beside the claims' (one place for both).
 from harness.analysis.stats import (bootstrap_ratio_ci, enough_runs, mann_whitney_p, median_or_nan, relative_spread, run_medians,
@@ -379,20 +380,10 @@ def read_run(run_dir) -> Measurements:
         cells=tuple(result),
         suite=suite.get("name") if isinstance(suite, dict) else suite,
         git=_mapping(run, "git", run_json),
-        calibration=calibration_rates(_mapping(run, "calibration", run_json)),
+        calibration=device_rates(_mapping(run, "calibration", run_json), bare=True),
         notes=tuple(notes),
         malloc=run_malloc(run),
     )
-
-
-def calibration_rates(calibration: dict) -> dict[str, float]:
-    """device -> calibrated FLOP/s from run.json's ``calibration`` (devices without a usable rate left out)."""
-    rates = {}
-    for device, entry in calibration.items():
-        rate = entry.get("flops_per_sec") if isinstance(entry, dict) else entry
-        if isinstance(rate, (int, float)) and not isinstance(rate, bool) and math.isfinite(rate) and rate > 0:
-            rates[str(device)] = float(rate)
-    return rates
 
 
 # ------------------------------------------------------------------------------------------- matching

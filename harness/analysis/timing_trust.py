@@ -7,7 +7,8 @@ should not decide timing claims (seconds per epoch, tokens/s, slowdowns).
 
 from __future__ import annotations
 
-import math
+
+from harness.results.calibration import entry_rate
 
 # The calibrated speed of the machine (a float32 matrix product) may wander by a few percent between two
 # quiet measurements; the slowest more than this below the fastest: it has really changed (another job, thermal or frequency limits, a
@@ -20,13 +21,6 @@ SPREAD_LIMIT = 0.20
 LOAD_MARGIN = 0.5
 # Share of CPU time taken by the hypervisor for other guests.
 STEAL_LIMIT = 0.05
-
-
-def _rate(entry) -> float | None:
-    rate = entry.get("flops_per_sec") if isinstance(entry, dict) else None
-    if isinstance(rate, (int, float)) and not isinstance(rate, bool) and math.isfinite(rate) and rate > 0:
-        return float(rate)
-    return None
 
 
 def _machine_key(machine) -> str:
@@ -60,7 +54,7 @@ def _speed_warnings(run_json: dict) -> list[str]:
     by_machine: dict[tuple[str, str], list[tuple[str, float]]] = {}
     for label, calibration, machine in calibrations(run_json):
         for device, entry in calibration.items():
-            rate = _rate(entry)
+            rate = entry_rate(entry)
             if rate is not None:
                 by_machine.setdefault((str(device), machine), []).append((label, rate))
     several = len({machine for _, machine in by_machine}) > 1

@@ -1,6 +1,7 @@
 """What the hardware can do: the achieved rate of a large float32 matrix product, per device.
 
-A cell's ``flops_utilization`` is its achieved training FLOP/s over this rate. The product is timed the
+A cell's ``flops_utilization`` is its achieved training FLOP/s over this rate (``harness.results.calibration``
+reads it back). The product is timed the
 way training is timed: warm-up excluded, CUDA synchronised before the clock is read, every sample kept and
 the median reported. The rate is for float32 with torch's current settings (on CUDA, TF32 for matrix
 products only if ``torch.backends.cuda.matmul.allow_tf32`` is set), so a bf16 cell or a cuDNN kernel that
@@ -10,7 +11,6 @@ uses TF32 can exceed 1.
 from __future__ import annotations
 
 import contextlib
-import math
 import statistics
 import time
 
@@ -106,15 +106,3 @@ def calibrate(devices, threads: int | None = None, size: int = 2048, repeats: in
         main["by_threads"] = {key: {k: rate[k] for k in ("flops_per_sec", "samples_sec", "threads")}
                               for key, rate in sorted(by_threads.items(), key=lambda kv: int(kv[0]))}
     return result
-
-
-def flops_utilization(record: dict, calibration: dict | None) -> float | None:
-    """A cell's achieved training FLOP/s over the calibrated matrix-product rate of its device, or None
-    when either is unknown."""
-    entry = (calibration or {}).get(record.get("device")) or {}
-    entry = (entry.get("by_threads") or {}).get(str(record.get("threads"))) or entry
-    rate = entry.get("flops_per_sec")
-    achieved = record.get("flops_per_sec")
-    if not rate or rate <= 0 or achieved is None or not math.isfinite(achieved):
-        return None
-    return achieved / rate

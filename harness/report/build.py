@@ -36,6 +36,7 @@ from harness.spec.config import GRID_KEYS
 from harness.errors import HarnessError
 from harness.report.figures import FIGURES, MIB
 from harness.analysis.stats import log_interval
+from harness.results.calibration import device_rate, device_rates
 from harness.results.run_folder import frames_from_records, read_checked_table, read_records, read_run_json
 from harness.results.atomic import write_text_atomic
 
@@ -103,25 +104,18 @@ def load_run(run_dir) -> RunData:
                    samples if samples is not None else pd.DataFrame(), notes)
 
 
-def calibrated_rates(calibration) -> dict[str, float]:
-    """device -> calibrated matrix-product FLOP/s from run.json's ``calibration`` (devices without a rate left out)."""
-    rates = {}
-    for device, entry in (calibration or {}).items() if isinstance(calibration, dict) else ():
-        rate = entry.get("flops_per_sec") if isinstance(entry, dict) else None
-        if isinstance(rate, (int, float)) and not isinstance(rate, bool) and math.isfinite(rate) and rate > 0:
-            rates[str(device)] = float(rate)
-    return rates
-
-
 def fill_flops_utilization(cells: pd.DataFrame, calibration, hostname: str | None = None) -> pd.DataFrame:
     """``cells`` with ``flops_utilization`` computed from ``flops_per_sec`` and run.json's calibration when the
     results predate that column. A column that is present is kept as recorded: its empty values are cells
     that ran on another host than the calibrated one (Ray). Only cells that ran on ``hostname`` (run.json's
     machine, when the cells record theirs) are computed."""
-    rates = calibrated_rates(calibration)
-    if "flops_utilization" in cells or "flops_per_sec" not in cells or "device" not in cells or not rates:
+    if "flops_utilization" in cells or "flops_per_sec" not in cells or "device" not in cells \
+            or not device_rates(calibration):
         return cells
-    computed = pd.to_numeric(cells["flops_per_sec"], errors="coerce") / cells["device"].map(rates).astype(float)
+    threads = cells["threads"] if "threads" in cells else pd.Series(None, index=cells.index, dtype=object)
+    rates = [device_rate(calibration, str(device), None if pd.isna(count) else int(count))
+             for device, count in zip(cells["device"], pd.to_numeric(threads, errors="coerce"))]
+    computed = pd.to_numeric(cells["flops_per_sec"], errors="coerce") / pd.Series(rates, index=cells.index, dtype=float)
     if hostname and "hostname" in cells:
         computed = computed.where(cells["hostname"].astype(str) == str(hostname))
     return cells.assign(flops_utilization=computed)
@@ -495,7 +489,7 @@ def calibration_text(calibration) -> str:
     """run.json's ``calibration`` in a line: each device's matrix-product rate, size and threads."""
     if not isinstance(calibration, dict) or not calibration:
         return "not recorded"
-    rates = calibrated_rates(calibration)
+    rates = device_rates(calibration)
     parts = []
     for device, entry in calibration.items():
         entry = entry if isinstance(entry, dict) else {}

@@ -33,6 +33,7 @@ from pathlib import Path
 
 from harness.spec.config import FIELDS, GRID_KEYS
 from harness.errors import HarnessError, quote
+from harness.results.calibration import flops_utilization
 from harness.results.atomic import write_json_atomic, write_text_atomic
 
 # --- the column schema ----------------------------------------------------------------------------------
@@ -228,8 +229,6 @@ class RunDir:
                 record["run"]["part"] = {k: part[k] for k in RUN_FACTS if k in part}
         # The calibration was measured on this machine: it says nothing of a cell that ran on another node.
         ran_here = not record.get("node") or record["node"].get("hostname") == socket.gethostname()
-        from harness.host.calibration import flops_utilization  # torch: only where a cell is stored
-
         record["flops_utilization"] = flops_utilization(record, calibration) if ran_here else None
         write_json_atomic(self.cell_path(cell.cell_id), record)
         # Stored: the cell is done, but for a failed one, which a resumed run trains again from its

@@ -11,11 +11,12 @@ import sys
 from pathlib import Path
 
 from harness.host.malloc import run_malloc
-from harness.analysis.speed_compare import (CellTimes, Measurements, calibration_rates, canonical_config, positive_finite, read_run,
+from harness.analysis.speed_compare import (CellTimes, Measurements, canonical_config, positive_finite, read_run,
                       true_or_false)
 from harness.errors import HarnessError, quote
 from harness.host.machine import machine_id
 from harness.results.run_folder import read_json_object
+from harness.results.calibration import device_rates
 from harness.results.atomic import write_text_atomic
 
 FORMAT = "rnn-harness-baseline/1"
@@ -114,7 +115,7 @@ def read_baseline_file(path) -> Measurements:
     calibration = an_object(document.get("calibration") or {}, f"{path}: calibration")
     return Measurements(source=f"{PREFIX}{document.get('name', path.stem)} ({path})",
                         machine=machine, cells=tuple(cells), suite=source.get("suite"), git=git,
-                        calibration=calibration_rates(calibration), malloc=run_malloc(document))
+                        calibration=device_rates(calibration, bare=True), malloc=run_malloc(document))
 
 
 def list_baselines(root=DEFAULT_ROOT) -> dict[str, list[str]]:
