@@ -35,7 +35,8 @@ from types import SimpleNamespace  # noqa: E402
 
 import pandas as pd  # noqa: E402
 
-from harness.grid.runner import Progress, format_duration  # noqa: E402
+from harness.grid.runner import Progress  # noqa: E402
+from harness.report.numbers import format_duration  # noqa: E402
 
 from conftest import TINY  # noqa: E402
 

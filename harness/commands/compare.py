@@ -9,6 +9,7 @@ from pathlib import Path
 from harness.results.speed_baselines import DEFAULT_ROOT, open_measurements
 from harness.analysis.speed_compare import (DEFAULT_ALPHA, DEFAULT_THRESHOLD, METRICS, Report, Threshold, compare_measurements,
                        not_compared_summary)
+from harness.report.numbers import fixed, general, percent
 
 
 def register(subparsers) -> None:
@@ -69,18 +70,6 @@ def main(args) -> int:
     return report.exit_code
 
 
-def _number(value: float) -> str:
-    return "-" if value is None or math.isnan(value) else f"{value:.4g}"
-
-
-def _fixed(value: float) -> str:
-    return "-" if value is None or math.isnan(value) else f"{value:.3f}"
-
-
-def _percent(value: float) -> str:
-    return "-" if value is None or math.isnan(value) else f"{value * 100:.0f}%"
-
-
 def _describe(m) -> str:
     commit = (m.git or {}).get("commit")
     extra = [f"suite {m.suite}"] if m.suite else []
@@ -117,11 +106,11 @@ def format_report(report: Report) -> str:
     for r in report.results:
         c = r.comparison
         rows.append([
-            r.cell.label, f"{len(c.base)}/{len(c.new)}", f"{_number(c.base_median)} {unit}",
-            f"{_number(c.new_median)} {unit}",
-            f"{_fixed(c.ratio)} [{_fixed(c.ci_low)}, {_fixed(c.ci_high)}]",
+            r.cell.label, f"{len(c.base)}/{len(c.new)}", f"{general(c.base_median)} {unit}",
+            f"{general(c.new_median)} {unit}",
+            f"{fixed(c.ratio)} [{fixed(c.ci_low)}, {fixed(c.ci_high)}]",
             "-" if math.isnan(c.p_value) else f"{c.p_value:.2g}",
-            f"{_percent(c.base_spread)} / {_percent(c.new_spread)}" + (" noisy" if c.noisy else ""), c.verdict,
+            f"{percent(c.base_spread)} / {percent(c.new_spread)}" + (" noisy" if c.noisy else ""), c.verdict,
         ] + (["DIFFERENT" if r.cell.machines else "same"] if mixed else []))
     headers = ["cell", "runs", "baseline median", "new median", f"ratio [{level} CI]", "p", "run spread",
                "verdict"]

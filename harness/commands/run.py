@@ -14,7 +14,8 @@ from harness.cli import prog_name
 from harness.errors import HarnessError
 from harness.results.atomic import writable_folder
 from harness.cell.cost import cell_flops, estimate_seconds
-from harness.grid.runner import RETRAINABLE, default_out_dir, format_duration, iter_cells_table, latest_run_dir, run_suite
+from harness.report.numbers import format_duration
+from harness.grid.runner import RETRAINABLE, default_out_dir, iter_cells_table, latest_run_dir, run_suite
 from harness.spec.suite import expand, filter_cells, load_suite
 
 

@@ -37,6 +37,7 @@ from harness.analysis.speed_compare import Threshold, cell_labels, match_key
 from harness.errors import HarnessError
 from harness.host.malloc import KEEP_FREED_MEMORY, malloc_settings, worker_environment  # noqa: F401 - KEEP_FREED_MEMORY re-exported
 from harness.spec.suite import GridCell, expand, filter_cells, load_suite
+from harness.report.numbers import fixed, percent
 
 WORKER_MODULE = "harness.ab_worker"
 WORKER_PATH = "harness/ab_worker.py"
@@ -407,7 +408,7 @@ class Outcome:
     def summary(self) -> str:
         p = self.pooled
         counts = ", ".join(f"{self.count(v)} {v}" for v in stats.VERDICTS if self.count(v))
-        return (f"{self.word}: pooled new/base {_fixed(p.ratio)} [{_fixed(p.low)}, {_fixed(p.high)}] over {p.n} "
+        return (f"{self.word}: pooled new/base {fixed(p.ratio)} [{fixed(p.low)}, {fixed(p.high)}] over {p.n} "
                 f"runs ({p.verdict}); cells: {counts or 'none'} (threshold {self.threshold.fraction * 100:g}%, alpha {self.alpha:g}, "
                 f"rule {self.rule})")
 
@@ -435,10 +436,6 @@ def _median(values) -> float | None:
     import statistics
 
     return statistics.median(values) if values else None
-
-
-def _fixed(value) -> str:
-    return "-" if value is None or not math.isfinite(value) else f"{value:.3f}"
 
 
 def pair_cells(base: list[GridCell], new: list[GridCell], suite_path: str) -> list[tuple[GridCell, GridCell]]:
@@ -607,12 +604,12 @@ def format_text(outcome: Outcome) -> str:
     level = f"{(1 - outcome.alpha) * 100:g}%"
     lines = [f"base: {outcome.sides[0].label}  ({outcome.out / 'base'})",
              f"new:  {outcome.sides[1].label}  ({outcome.out / 'new'})"]
-    rows = [[c.label, c.decision.n, _fixed(_median([a for a, _ in c.pairs])), _fixed(_median([b for _, b in c.pairs])),
-             f"{_fixed(c.decision.ratio)} [{_fixed(c.decision.low)}, {_fixed(c.decision.high)}]",
-             _percent(c.decision.sd), c.decision.verdict] for c in outcome.cells]
+    rows = [[c.label, c.decision.n, fixed(_median([a for a, _ in c.pairs])), fixed(_median([b for _, b in c.pairs])),
+             f"{fixed(c.decision.ratio)} [{fixed(c.decision.low)}, {fixed(c.decision.high)}]",
+             percent_sd(c.decision.sd), c.decision.verdict] for c in outcome.cells]
     p = outcome.pooled
-    rows.append(["all cells", p.n, "", "", f"{_fixed(p.ratio)} [{_fixed(p.low)}, {_fixed(p.high)}]",
-                 _percent(p.sd), p.verdict])
+    rows.append(["all cells", p.n, "", "", f"{fixed(p.ratio)} [{fixed(p.low)}, {fixed(p.high)}]",
+                 percent_sd(p.sd), p.verdict])
     lines.append(tabulate(rows, headers=["cell", "runs", "base s/epoch", "new s/epoch", f"new/base [{level} CI]",
                                          "run SD", "verdict"], tablefmt="simple", disable_numparse=True))
     if outcome.not_compared:
@@ -624,8 +621,8 @@ def format_text(outcome: Outcome) -> str:
     return "\n".join(lines)
 
 
-def _percent(sd) -> str:
-    return "-" if sd is None or not math.isfinite(sd) else f"{sd * 100:.1f}%"
+def percent_sd(sd) -> str:
+    return percent(sd, 1)
 
 
 def format_markdown(outcome: Outcome) -> str:
@@ -634,13 +631,13 @@ def format_markdown(outcome: Outcome) -> str:
 
     icon = {"REGRESSION": ":red_circle:", "IMPROVEMENT": ":green_circle:", "NO CHANGE": ":white_check_mark:"}
     level = f"{(1 - outcome.alpha) * 100:g}%"
-    rows = [[f"`{c.label}`", str(c.decision.n), _fixed(_median([a for a, _ in c.pairs])),
-             _fixed(_median([b for _, b in c.pairs])),
-             f"{_fixed(c.decision.ratio)} [{_fixed(c.decision.low)}, {_fixed(c.decision.high)}]",
+    rows = [[f"`{c.label}`", str(c.decision.n), fixed(_median([a for a, _ in c.pairs])),
+             fixed(_median([b for _, b in c.pairs])),
+             f"{fixed(c.decision.ratio)} [{fixed(c.decision.low)}, {fixed(c.decision.high)}]",
              f"**{c.decision.verdict}**" if c.decision.verdict in ("regression", "improvement") else c.decision.verdict]
             for c in outcome.cells]
     p = outcome.pooled
-    rows.append(["**all cells**", str(p.n), "", "", f"{_fixed(p.ratio)} [{_fixed(p.low)}, {_fixed(p.high)}]",
+    rows.append(["**all cells**", str(p.n), "", "", f"{fixed(p.ratio)} [{fixed(p.low)}, {fixed(p.high)}]",
                  f"**{p.verdict}**"])
     lines = [f"### {icon.get(outcome.word, ':grey_question:')} Training speed: {outcome.word.lower()}", "",
              f"`harness ab {outcome.suite}`: base = {outcome.sides[0].label}, new = {outcome.sides[1].label}.", "",

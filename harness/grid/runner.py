@@ -30,6 +30,7 @@ from harness.results.run_folder import (EXTRA_COLUMNS, LOAD_COLUMNS, RESULT_COLU
 from harness.results.atomic import write_json_atomic
 from harness.spec.suite import GridCell, Suite, cell_changes
 from harness.worker import EPOCH_PREFIX
+from harness.report.numbers import format_duration
 
 PROBLEM_STATUSES = ("failed", "diverged", "timeout")
 RETRAINABLE = ("timeout", "diverged")  # outcomes `run --retrain` may train again; "failed" always is
@@ -363,17 +364,6 @@ class Progress:
 
     def close(self) -> None:
         self.bar.close()
-
-
-def format_duration(seconds: float) -> str:
-    if 0 < seconds < 0.95:  # under a second: not "0 s", which reads as nothing at all
-        return f"{seconds:.1g} s"
-    seconds = max(0, int(round(seconds)))
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
 
 
 # --- the run -----------------------------------------------------------------------------------------

@@ -39,6 +39,7 @@ from harness.analysis.stats import log_interval
 from harness.results.calibration import device_rate, device_rates
 from harness.results.run_folder import frames_from_records, read_checked_table, read_records, read_run_json
 from harness.results.atomic import write_text_atomic
+from harness.report.numbers import fmt, fmt_duration, gib, sig
 
 STATUSES = ("ok", "skipped", "diverged", "failed", "timeout")
 
@@ -194,59 +195,11 @@ def claim_specs(run: dict, where: str) -> tuple[list, str]:
 # --- formatting -----------------------------------------------------------------------------------------
 
 
-def _sig(value: float, digits: int) -> str:
-    """Significant digits without scientific notation for large numbers (2,850 rather than 2.85e+03)."""
-    if abs(float(f"{value:.{digits}g}")) >= 10**digits:  # 999.9999 rounds up to four digits
-        return f"{value:,.0f}"
-    return f"{value:.{digits}g}"
-
-
-def fmt(value, digits: int = 4) -> str:
-    """A number for a table: significant digits, thousands separators for integers, '-' for missing."""
-    if value is None or (isinstance(value, str) and value == ""):
-        return "-"
-    if isinstance(value, (list, tuple)):
-        return ", ".join(fmt(v, digits) for v in value) or "-"
-    if isinstance(value, dict):
-        return ", ".join(f"{k} {fmt(v, digits)}" for k, v in value.items()) or "-"
-    if isinstance(value, (bool, np.bool_)):
-        return str(bool(value)).lower()
-    if isinstance(value, (int, np.integer)):
-        return f"{int(value):,}"
-    if isinstance(value, (float, np.floating)):
-        if math.isnan(value):
-            return "-"
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        if value == int(value) and abs(value) < 1e15:
-            return f"{int(value):,}"
-        return _sig(value, digits)
-    return str(value)
-
-
-def fmt_duration(seconds: float | None) -> str:
-    if seconds is None or not math.isfinite(seconds):
-        return "unknown"
-    seconds = int(round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours} h {minutes} min {secs} s"
-    return f"{minutes} min {secs} s" if minutes else f"{secs} s"
-
-
 def _parse_time(text) -> dt.datetime | None:
     try:
         return dt.datetime.fromisoformat(str(text).replace("Z", "+00:00"))
     except ValueError:
         return None
-
-
-def _bytes(value) -> str:
-    try:
-        return f"{float(value) / 1024**3:.1f} GiB"
-    except (TypeError, ValueError):
-        return "unknown"
 
 
 # --- tables ---------------------------------------------------------------------------------------------
@@ -265,13 +218,13 @@ def fmt_geo_ci(values, digits: int = 4) -> str:
     if not math.isfinite(mean):
         return "-"
     if not math.isfinite(low):
-        return _sig(mean, digits)
+        return sig(mean, digits)
     shown = 3
-    while shown < 7 and _sig(low, shown) == _sig(high, shown):  # seeds that agree closely: more digits
+    while shown < 7 and sig(low, shown) == sig(high, shown):  # seeds that agree closely: more digits
         shown += 1
-    if _sig(low, shown) == _sig(high, shown):
-        return f"{_sig(mean, digits)} (seeds equal)"  # no interval of zero width
-    return f"{_sig(mean, max(digits, shown))} [{_sig(low, shown)}, {_sig(high, shown)}]"
+    if sig(low, shown) == sig(high, shown):
+        return f"{sig(mean, digits)} (seeds equal)"  # no interval of zero width
+    return f"{sig(mean, max(digits, shown))} [{sig(low, shown)}, {sig(high, shown)}]"
 
 
 def _status_counts(statuses: pd.Series) -> str:
@@ -497,7 +450,7 @@ def calibration_text(calibration) -> str:
             size, threads = entry.get("size"), entry.get("threads")
             detail = ", ".join(([f"{size}x{size} float32 product"] if size else [])
                                + ([f"{threads} threads"] if threads else []))
-            parts.append(f"{device} {_sig(rates[device] / 1e9, 3)} GFLOP/s" + (f" ({detail})" if detail else ""))
+            parts.append(f"{device} {sig(rates[device] / 1e9, 3)} GFLOP/s" + (f" ({detail})" if detail else ""))
         else:
             parts.append(f"{device} unavailable" + (f" ({entry['reason']})" if entry.get("reason") else ""))
     return "; ".join(parts)
@@ -528,7 +481,7 @@ def provenance(data: RunData, baselines_note: str) -> list[tuple[str, str]]:
         ("when", f"{run.get('started') or '-'} to {run.get('finished') or 'unfinished'} UTC"
                  + (f" ({fmt_duration(total)})" if total is not None else "")),
         ("machine", f"{machine.get('hostname', '-')}: {machine.get('cpu_model', '-')}, {machine.get('cpu_count', '-')} "
-                    f"CPUs, {_bytes(machine.get('memory_bytes'))}; GPU {machine.get('gpu_name') or 'none'}"),
+                    f"CPUs, {gib(machine.get('memory_bytes'))}; GPU {machine.get('gpu_name') or 'none'}"),
         ("versions", f"{versions}; threads {fmt(run.get('threads'))}; git {git.get('commit', '-')}"
                      f"{' (dirty)' if git.get('dirty') else ''}"),
         ("calibration", calibration_text(run.get("calibration"))),

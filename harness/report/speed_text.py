@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import math
 
+from harness.report.numbers import fixed
+
 
 def markdown_table(headers: list[str], rows: list[list[str]], align: str | None = None) -> str:
     """A GitHub-flavoured Markdown table; ``align`` has one letter per column (l, r or c)."""
@@ -21,10 +23,6 @@ def markdown_table(headers: list[str], rows: list[list[str]], align: str | None 
 
 def _num(value):
     return value if isinstance(value, (int, float)) and math.isfinite(value) else None
-
-
-def _fixed(value) -> str:
-    return "-" if _num(value) is None else f"{value:.3f}"
 
 
 def _side(m) -> dict:
@@ -66,8 +64,8 @@ def compare_markdown(report) -> str:
     for r in report.results:
         c = r.comparison
         verdict = f"**{c.verdict}**" if c.verdict in ("regression", "improvement") else c.verdict
-        rows.append([f"`{r.cell.label}`", f"{len(c.base)}/{len(c.new)}", f"{_fixed(c.base_median)} {unit}",
-                     f"{_fixed(c.new_median)} {unit}", f"{_fixed(c.ratio)} [{_fixed(c.ci_low)}, {_fixed(c.ci_high)}]",
+        rows.append([f"`{r.cell.label}`", f"{len(c.base)}/{len(c.new)}", f"{fixed(c.base_median)} {unit}",
+                     f"{fixed(c.new_median)} {unit}", f"{fixed(c.ratio)} [{fixed(c.ci_low)}, {fixed(c.ci_high)}]",
                      "-" if _num(c.p_value) is None else f"{c.p_value:.2g}", verdict + (" (noisy)" if c.noisy else "")])
     lines = [f"### {icon} Training speed (`harness compare`): {word}", "",
              f"baseline `{report.base.source}`, new `{report.new.source}`", ""]
