@@ -19,7 +19,8 @@ from harness.analysis.claims import evaluate_claims
 from harness.cell.corpus import clean_lines, read_corpus_lines
 from harness.errors import HarnessError
 from harness.report.figures import slowdown_table
-from harness.report.build import (build_report, claim_specs, configuration_table, corpus_words, default_out_dir,
+from harness.analysis.run_text import corpus_words
+from harness.report.build import (build_report, claim_specs, configuration_table, default_out_dir,
                             fill_flops_utilization, fmt, fmt_geo_ci, load_run, samples_table, visible_spaces)
 from harness.analysis.text_measures import corpus_word_set
 

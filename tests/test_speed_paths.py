@@ -234,7 +234,7 @@ def test_flops_utilization_uses_the_rate_of_the_cells_thread_count():
 
 def test_the_runner_calibrates_the_thread_counts_of_its_cpu_cells(monkeypatch, tmp_path):
     import harness.host.calibration
-    from harness.grid.runner import _calibrate
+    from harness.grid.runner import calibrate_cells
     from harness.spec.suite import expand, load_suite
 
     path = tmp_path / "s.yaml"
@@ -242,7 +242,7 @@ def test_the_runner_calibrates_the_thread_counts_of_its_cpu_cells(monkeypatch, t
     seen = {}
     monkeypatch.setattr(harness.host.calibration, "calibrate",
                         lambda devices, threads, thread_counts=(): seen.update(threads=threads, counts=thread_counts))
-    _calibrate(expand(load_suite(path)))
+    calibrate_cells(expand(load_suite(path)))
     assert seen == {"threads": 2, "counts": [1, 2]}
 
 

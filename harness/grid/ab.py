@@ -479,7 +479,7 @@ def run_ab(suite_path: str, base_rev: str | None = None, new_rev: str | None = N
            rule: str = stats.DEFAULT_RULE, out=None, repo=None, argv=None, stream=None,
            system_malloc: bool = False) -> Outcome:
     """Run the interleaved check and decide (see the module's docstring)."""
-    from harness.grid.runner import RunDir, _calibrate
+    from harness.grid.runner import RunDir, calibrate_cells
     from harness.results.atomic import write_json_atomic
 
     stream = stream or sys.stderr
@@ -505,7 +505,7 @@ def run_ab(suite_path: str, base_rev: str | None = None, new_rev: str | None = N
         for d in dirs:
             d.lock()
         # One calibration for both sides: they share the machine and the minutes.
-        calibration = _calibrate(grids[0])
+        calibration = calibrate_cells(grids[0])
         infos = [_run_info(suites[i], sides[i], grids[i], argv, calibration, dirs[1 - i].path, rounds, malloc)
                  for i in (0, 1)]
         for d, info in zip(dirs, infos):

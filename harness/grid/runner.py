@@ -30,6 +30,7 @@ from harness.results.run_folder import (EXTRA_COLUMNS, LOAD_COLUMNS, RESULT_COLU
 from harness.results.atomic import write_json_atomic
 from harness.spec.suite import GridCell, Suite, cell_changes
 from harness.worker import EPOCH_PREFIX
+from harness.analysis.run_text import run_baselines
 from harness.report.numbers import format_duration
 
 PROBLEM_STATUSES = ("failed", "diverged", "timeout")
@@ -480,11 +481,12 @@ def run_suite(suite: Suite, cells: list[GridCell], out_dir, argv: list[str], exe
         # The machine's speed at the start of each part and (below) at the end of the run: if it moved,
         # timings from different parts of the run are not comparable (harness.analysis.timing_trust flags it).
         if "calibration" not in info:
-            info["calibration"] = _calibrate(cells)
+            info["calibration"] = calibrate_cells(cells)
         elif existing is not None:
-            info["resumes"][-1]["calibration"] = _calibrate(cells)
+            info["resumes"][-1]["calibration"] = calibrate_cells(cells)
     if "baselines" not in info:
-        baselines = run_baselines(cells)
+        baselines = run_baselines((c.config.corpus, c.config.strip_boilerplate, c.config.max_tokens,
+                                   c.config.val_tokens) for c in cells)[0]
         if baselines:
             info["baselines"] = baselines
     write_json_atomic(run_dir.run_json, info)
@@ -544,7 +546,7 @@ def run_suite(suite: Suite, cells: list[GridCell], out_dir, argv: list[str], exe
     records = run_dir.finished_records()
     info["corpus_sha256"] = sorted({r.get("corpus_sha256") for r in records.values() if r.get("corpus_sha256")})
     if calibrate and pending:
-        info["calibration_end"] = _calibrate(cells)
+        info["calibration_end"] = calibrate_cells(cells)
     info["finished"] = now_iso()
     write_json_atomic(run_dir.run_json, info)
     code = 1 if any(s in PROBLEM_STATUSES for s in statuses) else 0
@@ -601,27 +603,6 @@ def _recovered_run_json(suite: Suite, records: dict[str, dict], path: Path, stre
               + (f"; cells of {len(other_runs)} other run(s) (started {', '.join(other_runs)}) are adopted into it"
                  if other_runs else ""), file=stream)
     return info
-
-
-def run_baselines(cells: list[GridCell]) -> dict | None:
-    """The no-learning perplexities of the held-out text (``harness.analysis.no_learning``) for the split most cells
-    use; None when the corpus cannot be read here or there is no held-out text."""
-    from collections import Counter
-
-    from harness.analysis.no_learning import corpus_baselines
-    from harness.cell.corpus import resolve_corpus
-
-    if not cells:
-        return None
-    keys = Counter((c.config.corpus, c.config.strip_boilerplate, c.config.max_tokens, c.config.val_tokens)
-                   for c in cells)
-    corpus, strip, max_tokens, val_tokens = keys.most_common(1)[0][0]
-    if val_tokens == 0:
-        return None
-    try:
-        return corpus_baselines(resolve_corpus(corpus, offline=True), strip, max_tokens, val_tokens)
-    except (HarnessError, OSError, ValueError):
-        return None
 
 
 def foreign_records(records: dict[str, dict], cells: list[GridCell]) -> list[str]:
@@ -764,7 +745,8 @@ class HarnessDrained(HarnessError):
                          f"finished cells are stored in {path}; continue with --resume {path}")
 
 
-def _calibrate(cells: list[GridCell]) -> dict:
+def calibrate_cells(cells: list[GridCell]) -> dict:
+    """run.json's calibration for these cells: each device they use, at each CPU thread count they use."""
     import torch
 
     from harness.host.calibration import calibrate

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import hashlib
 import html
 import math
 import os
@@ -39,6 +38,7 @@ from harness.analysis.stats import log_interval
 from harness.results.calibration import device_rate, device_rates
 from harness.results.run_folder import frames_from_records, read_checked_table, read_records, read_run_json
 from harness.results.atomic import write_text_atomic
+from harness.analysis.run_text import corpus_words, recorded_corpus, run_baselines, table_splits
 from harness.report.numbers import fmt, fmt_duration, gib, sig
 
 STATUSES = ("ok", "skipped", "diverged", "failed", "timeout")
@@ -120,66 +120,6 @@ def fill_flops_utilization(cells: pd.DataFrame, calibration, hostname: str | Non
     if hostname and "hostname" in cells:
         computed = computed.where(cells["hostname"].astype(str) == str(hostname))
     return cells.assign(flops_utilization=computed)
-
-
-def corpus_file(cells: pd.DataFrame):
-    """The corpus file the cells were trained on and whether to strip its boilerplate, or (None, why not).
-    A report never downloads; a file whose SHA-256 differs from the recorded one is not used."""
-    from harness.cell.corpus import resolve_corpus
-
-    names = cells["corpus"].dropna() if "corpus" in cells else pd.Series(dtype=object)
-    if names.empty:
-        return None, "no corpus recorded in cells.csv"
-    name = str(names.mode().iloc[0])
-    try:
-        path = resolve_corpus(name, offline=True)
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    except (HarnessError, OSError) as exc:
-        return None, f"corpus {name!r} unavailable ({str(exc).splitlines()[0]})"
-    recorded = cells["corpus_sha256"].dropna() if "corpus_sha256" in cells else pd.Series(dtype=object)
-    if not recorded.empty and digest not in set(recorded.astype(str)):
-        return None, f"{path} differs from the text the cells were trained on (SHA-256 {digest[:12]})"
-    return path, str(path)
-
-
-def _strip(cells: pd.DataFrame) -> bool:
-    strip = cells["strip_boilerplate"].dropna() if "strip_boilerplate" in cells else pd.Series(dtype=object)
-    return strip.empty or str(strip.iloc[0]).lower() in ("true", "1")
-
-
-def corpus_words(cells: pd.DataFrame) -> tuple[set[str] | None, str]:
-    """The words of the corpus the cells were trained on, cleaned as training cleaned them, or None
-    and why not."""
-    from harness.cell.corpus import clean_lines, read_corpus_lines
-
-    path, note = corpus_file(cells)
-    if path is None:
-        return None, note
-    try:
-        lines = read_corpus_lines(path, _strip(cells))
-    except (HarnessError, OSError) as exc:
-        return None, f"corpus unreadable ({str(exc).splitlines()[0]})"
-    return text_measures.corpus_word_set(clean_lines(lines)), note
-
-
-def run_baselines(data: RunData) -> tuple[dict | None, str]:
-    """The no-learning baselines: as run.json records them, else computed from the corpus file with the
-    cells' split (``max_tokens``, ``val_tokens``)."""
-    recorded = data.run.get("baselines")
-    if isinstance(recorded, dict) and all(isinstance(recorded.get(k), (int, float)) for k in ("unigram", "bigram")):
-        return recorded, "recorded in run.json"
-    from harness.analysis.no_learning import corpus_baselines
-
-    cells = data.cells
-    path, note = corpus_file(cells)
-    if path is None:
-        return None, note
-    try:
-        split = {k: int(pd.to_numeric(cells[k], errors="coerce").dropna().mode().iloc[0]) for k in ("max_tokens", "val_tokens")}
-        return corpus_baselines(path, _strip(cells), split["max_tokens"], split["val_tokens"]), \
-            "computed from the corpus file"
-    except (KeyError, IndexError, ValueError, HarnessError, OSError) as exc:
-        return None, f"no baselines ({exc})"
 
 
 def claim_specs(run: dict, where: str) -> tuple[list, str]:
@@ -1024,7 +964,8 @@ def build_report(run_dir, out_dir=None, timing_notes: list[str] | None = None, t
         specs, origin = claim_specs(data.run, f"{data.folder / 'run.json'}: suite")
         condition_specs = suite_conditions(data.run, f"{data.folder / 'run.json'}: suite")
         words, words_note = corpus_words(data.cells)
-        baselines, baselines_note = run_baselines(data)
+        baselines, baselines_note = run_baselines(table_splits(data.cells), data.run.get("baselines"),
+                                                  recorded_corpus(data.cells)[2])
         warnings = list(timing_notes or []) + (timing_flags if timing_dirs else own_flags)
         flagged = timing_cells if timing_dirs else own_cells
         results = evaluate_claims(data.cells, data.epochs, data.samples, specs, words, baselines, warnings, flagged)
