@@ -33,7 +33,7 @@ from torch.nn import functional as F  # noqa: E402
 
 from harness.host.calibration import matmul_rate  # noqa: E402
 from harness.spec.config import CellConfig  # noqa: E402
-from harness.cell.corpus import BATCHERS, load_corpus  # noqa: E402
+from harness.cell.batches import BATCHERS, load_corpus  # noqa: E402
 from harness.host.machine import describe  # noqa: E402
 from harness.cell.model import CharRNN, detach_state, training_flops  # noqa: E402
 from harness.cell.train import ForeachSGD, Trainer, cpu_has_native_bf16, synchronize, heldout_ppl  # noqa: E402

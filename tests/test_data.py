@@ -10,16 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.cell.corpus import (
-    EMBEDDED_DIR,
-    Vocab,
-    clean_lines,
-    load_corpus,
-    random_batches,
-    sequential_batches,
-    strip_gutenberg_boilerplate,
-    tokenize_chars,
-)
+from harness.cell.corpus import EMBEDDED_DIR, Vocab, clean_lines, strip_gutenberg_boilerplate, tokenize_chars
+from harness.cell.batches import load_corpus, random_batches, sequential_batches
 from harness.errors import HarnessError
 
 # --- cleaning and vocabulary ----------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from harness.spec.config import CellConfig, build_config
-from harness.cell.corpus import load_corpus, training_text
+from harness.cell.batches import load_corpus, training_text
 from harness.errors import HarnessError
 from harness.cell.model import CharRNN
 from harness.cell.train import causal_ppl, run_cell, streamed_ppl

@@ -21,7 +21,7 @@ from harness.host.calibration import calibrate, matmul_rate
 from harness.results.calibration import flops_utilization
 from harness.cli import main as cli_main
 from harness.spec.config import CellConfig
-from harness.cell.corpus import BATCHERS, load_corpus
+from harness.cell.batches import BATCHERS, load_corpus
 from harness.cell.model import CharRNN
 from harness.cell.profiling import PHASES, phase_shares
 from harness.cell.train import Trainer, clip_global_norm_, cpu_has_native_bf16, run_cell

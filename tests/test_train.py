@@ -19,7 +19,7 @@ from harness import cli
 from harness.host import machine
 from harness.cell import train
 from harness.spec.config import CellConfig
-from harness.cell.corpus import load_corpus, random_batches, sequential_batches
+from harness.cell.batches import load_corpus, random_batches, sequential_batches
 from harness.cell.model import CharRNN, count_params, training_flops
 from harness.cell.train import EXTRA_COLUMNS, RESULT_COLUMNS, Trainer, run_cell
 

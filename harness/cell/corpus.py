@@ -1,7 +1,6 @@
-"""Corpus lookup and download, the seed's cleaning and tokenization, vocabulary, splits and minibatches.
-
-Everything random here takes an explicit ``torch.Generator`` so that a cell's data order depends on its
-seed alone, never on global random state.
+"""Corpus text: lookup and download of the named corpora, the seed's cleaning and tokenization, and the
+vocabulary. Torch-free, so that the report and other read-only commands can read a run's text; the tensors
+(splits and minibatches) are ``harness.cell.batches``.
 """
 
 from __future__ import annotations
@@ -15,7 +14,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 
 from harness.errors import DownloadError, HarnessError
 
@@ -261,43 +259,6 @@ class Vocab:
         return "".join(self.idx_to_token[i] for i in indices)
 
 
-@dataclass
-class Corpus:
-    """A tokenized corpus with its training and held-out splits (1-D int64 tensors)."""
-
-    vocab: Vocab
-    tokens: torch.Tensor  # the whole cleaned text, encoded
-    train: torch.Tensor  # the training text (see ``training_text``)
-    val: torch.Tensor  # tokens[max_tokens : max_tokens + val_tokens]
-    sha256: str  # of the file's bytes
-    path: str
-    select: torch.Tensor | None = None  # the selection text: the select_tokens after the held-out text
-    chunk_tokens: int = 0  # book: tokens per epoch (max_tokens); 0: every epoch reads all of ``train``
-
-    @property
-    def chunks(self) -> int:
-        """How many epochs read different text before the first text comes round again."""
-        return max(1, len(self.train) // self.chunk_tokens) if self.chunk_tokens else 1
-
-    def epoch_span(self, epoch: int) -> slice:
-        """Where in ``train`` epoch ``epoch`` (1-based) reads: all of it, or its chunks in turn."""
-        if not self.chunk_tokens:
-            return slice(None)
-        start = ((epoch - 1) % self.chunks) * self.chunk_tokens
-        return slice(start, start + self.chunk_tokens)
-
-
-def training_text(encoded: torch.Tensor, max_tokens: int, held_out: int, train_text: str) -> torch.Tensor:
-    """first: the first ``max_tokens`` tokens (the recipe). book: those, then everything after the
-    ``held_out`` tokens that follow them (held-out and selection text), so that training never reads them;
-    a chunk of ``max_tokens`` never straddles the gap, and the remainder shorter than a chunk is left out."""
-    if train_text == "first":
-        return encoded[:max_tokens]
-    rest = encoded[max_tokens + held_out :]
-    rest = rest[: (len(rest) // max_tokens) * max_tokens]
-    return torch.cat([encoded[:max_tokens], rest])
-
-
 def read_corpus_lines(path: Path, strip_boilerplate: bool) -> list[str]:
     """The lines of a corpus file as training reads them (before cleaning): UTF-8, split as the seed's
     readlines() splits, Gutenberg's header and footer left out when ``strip_boilerplate``."""
@@ -310,84 +271,3 @@ def read_corpus_lines(path: Path, strip_boilerplate: bool) -> list[str]:
     # feeds and other separators, which the seed's cleaning turns into a space inside a line instead).
     lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     return strip_gutenberg_boilerplate(lines) if strip_boilerplate else lines
-
-
-def load_corpus(
-    name_or_path: str = "gutenberg-35",
-    strip_boilerplate: bool = True,
-    max_tokens: int = 10_000,
-    val_tokens: int = 5_000,
-    select_tokens: int = 0,
-    train_text: str = "first",
-) -> Corpus:
-    path = resolve_corpus(name_or_path)
-    raw = path.read_bytes()
-    tokens = tokenize_chars(clean_lines(read_corpus_lines(path, strip_boilerplate)))
-    if not tokens:
-        raise HarnessError(f"corpus {path}: no letters A-Z in it (empty, or not text the cleaning keeps)")
-    vocab = Vocab(tokens)
-    encoded = torch.tensor(vocab.encode(tokens), dtype=torch.long)
-    held_out = val_tokens + select_tokens
-    if max_tokens + held_out > len(encoded):
-        names = "max_tokens + val_tokens" + (" + select_tokens" if select_tokens else "")
-        raise HarnessError(
-            f"corpus {name_or_path}: {names} = {max_tokens + held_out} exceeds its {len(encoded)} tokens"
-        )
-    return Corpus(
-        vocab=vocab,
-        tokens=encoded,
-        train=training_text(encoded, max_tokens, held_out, train_text),
-        val=encoded[max_tokens : max_tokens + val_tokens],
-        sha256=hashlib.sha256(raw).hexdigest(),
-        path=str(path),
-        select=encoded[max_tokens + val_tokens : max_tokens + held_out] if select_tokens else None,
-        chunk_tokens=max_tokens if train_text == "book" else 0,
-    )
-
-
-# --- minibatches -------------------------------------------------------------------------------------
-
-
-def _randint(low: int, high_inclusive: int, generator: torch.Generator) -> int:
-    return int(torch.randint(low, high_inclusive + 1, (1,), generator=generator))
-
-
-def sequential_batches(
-    corpus: torch.Tensor, batch_size: int, num_steps: int, generator: torch.Generator
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The seed's sequential partition as two tensors of shape (num_batches, batch_size, num_steps).
-
-    A random offset in [0, num_steps] starts the epoch; row b of batch i continues row b of batch i-1,
-    which is why the recurrent state may be carried between batches."""
-    offset = _randint(0, num_steps, generator)
-    num_tokens = ((len(corpus) - offset - 1) // batch_size) * batch_size
-    xs = corpus[offset : offset + num_tokens].reshape(batch_size, -1)
-    ys = corpus[offset + 1 : offset + 1 + num_tokens].reshape(batch_size, -1)
-    num_batches = xs.shape[1] // num_steps
-    span = num_batches * num_steps
-    shape = (batch_size, num_batches, num_steps)
-    return (
-        xs[:, :span].reshape(shape).transpose(0, 1),
-        ys[:, :span].reshape(shape).transpose(0, 1),
-    )
-
-
-def random_batches(
-    corpus: torch.Tensor, batch_size: int, num_steps: int, generator: torch.Generator
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The seed's random sampling: subsequences from a random offset in [0, num_steps-1], shuffled, so
-    adjacent batches are not adjacent in the text. Shape (num_batches, batch_size, num_steps)."""
-    offset = _randint(0, num_steps - 1, generator)
-    corpus = corpus[offset:]
-    num_subseqs = (len(corpus) - 1) // num_steps
-    starts = torch.arange(0, num_subseqs * num_steps, num_steps)
-    starts = starts[torch.randperm(num_subseqs, generator=generator)]
-    num_batches = num_subseqs // batch_size
-    starts = starts[: num_batches * batch_size].to(corpus.device)
-    index = starts[:, None] + torch.arange(num_steps, device=corpus.device)[None, :]
-    xs = corpus[index].reshape(num_batches, batch_size, num_steps)
-    ys = corpus[index + 1].reshape(num_batches, batch_size, num_steps)
-    return xs, ys
-
-
-BATCHERS = {"sequential": sequential_batches, "random": random_batches}

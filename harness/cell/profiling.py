@@ -17,7 +17,7 @@ import time
 import torch
 
 from harness.spec.config import CellConfig
-from harness.cell.corpus import Corpus
+from harness.cell.batches import Corpus
 from harness.cell.train import prepare_cell, synchronize
 
 PHASES = ("data", "forward", "backward", "clip", "optimizer", "graph replay")

@@ -21,7 +21,7 @@ from torch.nn import functional as F
 
 from harness.cell.checkpoint import CHECKPOINT_SEC, Checkpointer
 from harness.spec.config import CellConfig
-from harness.cell.corpus import BATCHERS, Corpus, load_corpus
+from harness.cell.batches import BATCHERS, Corpus, load_corpus
 from harness.cell.flops import STREAM_SEGMENT
 from harness.host.machine import PeakMemory, cpu_model, gpu_name
 from harness.host.malloc import this_process_malloc

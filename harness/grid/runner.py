@@ -643,7 +643,7 @@ def preflight(cells: list[GridCell], will_skip: set[str]) -> None:
     """Stop before anything is written when every cell to train would fail the same way: each of their
     corpora cannot be found, read or split as configured. A corpus that only some cells use fails those
     cells alone, as before; a download is tried once here, not in every cell."""
-    from harness.cell.corpus import load_corpus
+    from harness.cell.batches import load_corpus
 
     runnable = [c for c in cells if c.cell_id not in will_skip]
     errors: dict[tuple, str | None] = {}
