@@ -13,8 +13,10 @@ import pytest
 from harness.report import wording
 from harness.analysis import claims
 from harness.analysis.no_learning import no_learning_baselines
-from harness.analysis.claims import (DEEPER, INCONCLUSIVE, NOT_COUNTED, NOT_SUPPORTED, SUPPORTED, Note, Why, default_claim,
-                            evaluate_claims, leak_comparison, parse_claims, training_curves, value_at_time)
+from harness.analysis.cell_frames import training_curves, value_at_time
+from harness.analysis.claims import (DEEPER, INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED, Note, Why, default_claim,
+                                     evaluate_claims, leak_comparison, parse_claims)
+from harness.analysis.evidence import NOT_COUNTED
 from harness.errors import HarnessError
 from harness.analysis.stats import Effect, Replicates, configuration_effect, log_interval, pool, pooled_spread, t_interval
 from harness.analysis.text_measures import compression, distinct_share, is_degenerate, longest_repeat, measure, word_share

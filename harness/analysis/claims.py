@@ -20,6 +20,8 @@ perplexity of letter frequencies, ``harness.analysis.no_learning``). A perplexit
 learned is shown but not pooled; one in which only one side learned counts (a real effect of depth or
 direction at that budget). Everything here is pure: tables in, verdicts and evidence out, as data (why a
 verdict is what it is, notes, the numbers a sentence quotes); ``harness.report.wording`` says them in words.
+The cells' grouping into configurations is ``harness.analysis.cell_frames``'s, the evidence rows and their
+pooling ``harness.analysis.evidence``'s.
 """
 
 from __future__ import annotations
@@ -30,19 +32,20 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from harness.analysis import text_measures
-from harness.spec.claims import (BEST_METRIC, SELECTED_METRIC, CLAIM_NAMES, COST_METRICS, PPL_METRICS, ClaimSpec, default_claim,
-                          default_claims, parse_claims)
-from harness.spec.config import FIELDS, GRID_KEYS
-from harness.analysis.stats import (EMPTY_POOL, RESOLUTION, Effect, Pooled, Replicates, configuration_effect, pool,
-                    pooled_spread, sign_test)
+from harness.spec.claims import (BEST_METRIC, CLAIM_NAMES, COST_METRICS, PPL_METRICS, ClaimSpec, default_claim,
+                                 default_claims, parse_claims)
+from harness.analysis.cell_frames import (MACHINE, best_causal, best_metrics, by_seed, configuration_keys,
+                                          context_keys, depth_steps, direction_pairs, ok_cells, text_column,
+                                          training_curves, value_at_time, with_machine)
+from harness.analysis.evidence import NOT_COUNTED, Unit, evaluate_units, geomean, measure_key, pooled_rows
+from harness.analysis.sample_quality import cell_quality, quality_by_direction
+from harness.analysis.stats import EMPTY_POOL, RESOLUTION, Pooled, Replicates
 
+# The last three are defined in harness.analysis.cell_frames; the report reads them beside the claims.
 __all__ = ["CLAIM_NAMES", "ClaimSpec", "ClaimResult", "Note", "Why", "default_claim", "default_claims",
-           "evaluate_claims", "parse_claims"]
+           "evaluate_claims", "parse_claims", "configuration_keys", "ok_cells", "text_column"]
 
 SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE = "supported", "not supported", "inconclusive"
-SUPPORTS, CONTRADICTS, UNCLEAR, INSUFFICIENT, NOT_COUNTED = (
-    "supports", "contradicts", "unclear", "no interval", "not counted")
 
 # What a comparison divides (compared / reference): the ``comparison`` column of the evidence and pooled
 # tables. A depth configuration names its step ("1 -> 2 layers"); its pooled rows pool every step.
@@ -56,170 +59,6 @@ def leak_comparison(direction: str) -> str:
 
 
 ENOUGH_SEEDS = 3  # seeds per configuration a claim should rest on; fewer gets a note
-
-GRID_AXES = tuple(k for k in GRID_KEYS if k != "seed")  # seeds are the replicates, not an axis
-MACHINE = "machine"
-
-
-# --- tables -----------------------------------------------------------------------------------------------
-
-
-def ok_cells(cells: pd.DataFrame) -> pd.DataFrame:
-    """Cells that finished (status ok), with the result columns numeric."""
-    if cells.empty or "status" not in cells:
-        return cells.iloc[0:0].copy()
-    ok = cells[cells["status"] == "ok"].copy()
-    for column in PPL_METRICS + COST_METRICS + ("seed", "layers", "flops_per_epoch", BEST_METRIC, SELECTED_METRIC):
-        if column in ok:
-            ok[column] = pd.to_numeric(ok[column], errors="coerce")
-    return ok
-
-
-def extra_keys(cells: pd.DataFrame) -> list[str]:
-    """Configuration keys beyond the grid axes that take more than one value in ``cells`` (precision,
-    hidden, threads ...): cells that differ in one are different configurations."""
-    return [k for k in FIELDS if k in cells and k not in GRID_KEYS and cells[k].nunique() > 1]
-
-
-def configuration_keys(cells: pd.DataFrame) -> list[str]:
-    """The grid axes and every other configuration key that varies: one configuration per combination."""
-    return [k for k in GRID_AXES if k in cells] + extra_keys(cells)
-
-
-def context_keys(cells: pd.DataFrame, compared: str) -> list[str]:
-    return [k for k in configuration_keys(cells) if k != compared]
-
-
-def by_seed(group: pd.DataFrame, column: str) -> dict:
-    """``column`` of a group of cells as {seed: value} (several rows of one seed are averaged)."""
-    if column not in group or "seed" not in group:
-        return {}
-    values = pd.Series(pd.to_numeric(group[column], errors="coerce").to_numpy(), index=group["seed"].to_numpy())
-    values = values[np.isfinite(values)]
-    return {int(s): float(v) for s, v in values.groupby(level=0).mean().items()}
-
-
-def _groups(frame: pd.DataFrame, keys: list[str]):
-    if frame.empty:
-        return
-    if not keys:
-        yield (), frame
-        return
-    for key, group in frame.groupby(keys, dropna=False, sort=True):
-        yield (key if isinstance(key, tuple) else (key,)), group
-
-
-def text_column(cells: pd.DataFrame, column: str) -> pd.Series:
-    """``cells[column]`` as strings, empty where missing (and wholly empty when there is no such column)."""
-    if column not in cells:
-        return pd.Series("", index=cells.index, dtype=object)
-    return cells[column].astype(object).where(cells[column].notna(), "").astype(str)
-
-
-def machine_of(cells: pd.DataFrame) -> pd.Series | None:
-    """Per cell, the machine its timings come from: the CPU model, and for CUDA cells the GPU too
-    (cells.csv ``cpu_model``, ``gpu_name``; a Ray run's ``node``, else ``hostname``). None when not recorded."""
-    if "cpu_model" in cells:
-        cpu, gpu = text_column(cells, "cpu_model"), text_column(cells, "gpu_name")
-    elif "node" in cells:
-        parts = text_column(cells, "node").str.split("|", expand=True).reindex(columns=range(3)).fillna("")
-        cpu, gpu = parts[1], parts[2]
-    elif "hostname" in cells:
-        return text_column(cells, "hostname")
-    else:
-        return None
-    cuda = text_column(cells, "device") == "cuda"
-    return cpu.where(~cuda | (gpu == ""), cpu + ", " + gpu).where(cpu != "", "unrecorded")
-
-
-def with_machine(cells: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
-    """``cells`` with a ``machine`` column and ``["machine"]`` as a further context key when the cells were
-    timed on more than one machine; otherwise unchanged. Timings are compared only within a machine."""
-    machines = machine_of(cells) if not cells.empty else None
-    if machines is None or machines.nunique() < 2:
-        return cells, []
-    return cells.assign(**{MACHINE: machines}), [MACHINE]
-
-
-def direction_pairs(ok: pd.DataFrame, timing: bool = False):
-    """(context, uni cells, bi cells) for every group of cells that differ only in direction and seed."""
-    if ok.empty or "direction" not in ok:
-        return
-    keys = context_keys(ok, "direction")
-    if timing:
-        ok, machine = with_machine(ok)
-        keys += machine
-    for key, group in _groups(ok, keys):
-        uni, bi = group[group["direction"] == "uni"], group[group["direction"] == "bi"]
-        if not uni.empty and not bi.empty:
-            yield dict(zip(keys, key)), uni, bi
-
-
-def depth_steps(ok: pd.DataFrame, keys: list[str]):
-    """(context, "lo -> hi layers", shallower cells, deeper cells) for each pair of adjacent depths."""
-    for key, group in _groups(ok, keys):
-        depths = sorted(group["layers"].dropna().unique())
-        for lo, hi in zip(depths, depths[1:]):
-            yield (dict(zip(keys, key)), f"{int(lo)} -> {int(hi)} layers", group[group["layers"] == lo],
-                   group[group["layers"] == hi])
-
-
-# --- curves ----------------------------------------------------------------------------------------------
-
-
-def training_curves(epochs: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """Per cell_id: its epochs in order with ``elapsed`` (cumulative training seconds).
-
-    A warm-up epoch (one-time allocation and thread start-up, left out of ``sec_per_epoch`` for the same
-    reason) counts at the cell's median steady epoch time, so that it does not decide a comparison."""
-    if epochs is None or epochs.empty or not {"cell_id", "epoch", "sec"} <= set(epochs.columns):
-        return {}
-    frame = epochs.copy()
-    for column in ("epoch", "sec") + PPL_METRICS:
-        if column in frame:
-            frame[column] = pd.to_numeric(frame[column], errors="coerce")
-    curves = {}
-    for cell_id, group in frame.groupby("cell_id", sort=False):
-        group = group.sort_values("epoch").copy()
-        seconds = group["sec"].fillna(0)
-        if "warmup" in group:
-            warmup = group["warmup"].astype(str).str.lower().isin(("true", "1", "1.0"))
-            if warmup.any() and (~warmup).any():
-                seconds = seconds.where(~warmup, float(seconds[~warmup].median()))
-        group["elapsed"] = seconds.cumsum()
-        curves[cell_id] = group
-    return curves
-
-
-def value_at_time(curve: pd.DataFrame, seconds: float, metric: str) -> float:
-    """The last value of ``metric`` recorded by ``seconds`` of training (NaN if none was)."""
-    if curve is None or metric not in curve or not math.isfinite(seconds):
-        return math.nan
-    reached = curve[(curve["elapsed"] <= seconds * (1 + 1e-9)) & curve[metric].notna()]
-    return float(reached[metric].iloc[-1]) if not reached.empty else math.nan
-
-
-def best_causal(cells: pd.DataFrame, curves: dict) -> pd.Series:
-    """Per cell row: the lowest held-out causal perplexity it reached at any evaluation (its last one
-    when there are no curves)."""
-    last = pd.to_numeric(cells["causal_ppl"], errors="coerce") if "causal_ppl" in cells \
-        else pd.Series(np.nan, index=cells.index)
-    if "cell_id" not in cells:
-        return last
-    best = []
-    for cell_id, final in zip(cells["cell_id"], last):
-        curve = curves.get(cell_id)
-        values = curve["causal_ppl"].dropna() if curve is not None and "causal_ppl" in curve else pd.Series()
-        best.append(float(min(values.min(), final)) if len(values) and math.isfinite(final)
-                    else float(values.min()) if len(values) else final)
-    return pd.Series(best, index=cells.index, dtype=float)
-
-
-def best_metrics(ok: pd.DataFrame) -> tuple[str, ...]:
-    """The early-stopping perplexities ``ok`` has: the best of the held-out evaluations, and the one at the
-    epoch chosen on selection text where cells were evaluated on it."""
-    selected = SELECTED_METRIC in ok and pd.to_numeric(ok[SELECTED_METRIC], errors="coerce").notna().any()
-    return (BEST_METRIC, SELECTED_METRIC) if selected else (BEST_METRIC,)
 
 
 # --- results ---------------------------------------------------------------------------------------------
@@ -308,109 +147,6 @@ def _pooled_row(table: pd.DataFrame, **match) -> dict | None:
 
 
 # --- the shared machinery of every claim -----------------------------------------------------------
-
-
-@dataclass
-class Unit:
-    """One configuration's comparison of one measure: context, the two sides' seeds, whether it counts."""
-
-    context: dict
-    comparison: str
-    metric: str
-    basis: str
-    replicates: Replicates
-    learned_a: float = math.nan  # share of the reference side's seeds that learned (NaN: not applicable)
-    learned_b: float = math.nan
-    role: str = "deciding"
-
-    @property
-    def counts(self) -> bool:
-        # Neither side learned: a comparison of two plateaus at the letter frequencies says nothing.
-        return not (self.learned_a == 0 and self.learned_b == 0)
-
-
-def _outcome(effect: Effect, lower_bound: float, direction: str, counts: bool) -> tuple[str, str]:
-    """How one configuration's interval (ratio scale) lies against ``lower_bound``: ``direction`` "above"
-    when the claim wants the ratio above it, "below" when below. (outcome, bearing); the outcome is one of
-    above, below, unclear, single_seed, no_values, neither_learned (and too_few_seeds, set by the caller)."""
-    if not counts:
-        return "neither_learned", NOT_COUNTED
-    if not effect.has_interval:
-        return ("single_seed" if effect.n else "no_values"), INSUFFICIENT
-    low, high = math.exp(effect.low), math.exp(effect.high)
-    if direction == "above":
-        return (("above", SUPPORTS) if low > lower_bound else ("below", CONTRADICTS) if high < lower_bound
-                else ("unclear", UNCLEAR))
-    return (("below", SUPPORTS) if high < lower_bound else ("above", CONTRADICTS) if low > lower_bound
-            else ("unclear", UNCLEAR))
-
-
-def _evaluate_units(units: list[Unit], spec: ClaimSpec, kind_bound: float, direction: str) -> pd.DataFrame:
-    """Evidence rows for ``units``: each measure's spread is pooled over its own configurations."""
-    rows = []
-    by_measure: dict[tuple, list[Unit]] = {}
-    for unit in units:
-        by_measure.setdefault((unit.metric, unit.basis, unit.comparison), []).append(unit)
-    for measure_units in by_measure.values():
-        counted = [u for u in measure_units if u.counts]
-        spread = pooled_spread([u.replicates for u in counted] or [u.replicates for u in measure_units], "ratio")
-        for unit in measure_units:
-            effect = configuration_effect(unit.replicates, "ratio", spread, spec.confidence)
-            enough = min(len(unit.replicates.a), len(unit.replicates.b)) >= spec.min_seeds
-            counts = unit.counts and enough
-            outcome, bearing = _outcome(effect, kind_bound, direction, unit.counts)
-            if unit.counts and not enough:
-                outcome, bearing = "too_few_seeds", INSUFFICIENT
-            a = np.array(list(unit.replicates.a.values()), dtype=float)
-            b = np.array(list(unit.replicates.b.values()), dtype=float)
-            rows.append({
-                **unit.context, "comparison": unit.comparison, "metric": unit.metric, "basis": unit.basis,
-                "role": unit.role, "seeds": effect.n, "pairing": effect.pairing,
-                "reference": _geomean(a), "compared": _geomean(b),
-                "ratio": math.exp(effect.estimate) if math.isfinite(effect.estimate) else math.nan,
-                "ci_low": math.exp(effect.low) if math.isfinite(effect.low) else math.nan,
-                "ci_high": math.exp(effect.high) if math.isfinite(effect.high) else math.nan,
-                "log_effect": effect.estimate, "log_se": effect.se, "bounded": effect.bounded,
-                "learned_reference": unit.learned_a, "learned_compared": unit.learned_b,
-                "counted": counts and math.isfinite(effect.estimate), "outcome": outcome, "bearing": bearing,
-            })
-    return pd.DataFrame(rows)
-
-
-def _geomean(values: np.ndarray) -> float:
-    values = values[np.isfinite(values) & (values > 0)]
-    return float(np.exp(np.log(values).mean())) if len(values) else math.nan
-
-
-def _effects(rows: pd.DataFrame) -> list[Effect]:
-    return [Effect(r.log_effect, r.log_se, 0, math.log(r.ci_low) if r.ci_low > 0 else math.nan,
-                   math.log(r.ci_high) if r.ci_high > 0 else math.nan, int(r.seeds), r.pairing)
-            for r in rows.itertuples() if r.counted]
-
-
-def pooled_rows(rows: pd.DataFrame, confidence: float, measure: dict) -> tuple[Pooled, list[dict]]:
-    """The pooled effect of the counted ``rows``, overall and per cell type: (overall, table rows). Each
-    row starts with ``measure``: the metric, comparison and basis pooled."""
-    overall = pool(_effects(rows), confidence) if not rows.empty else EMPTY_POOL
-    table = [_pool_row(measure, "all", rows, overall)]
-    if "cell" in rows and rows["cell"].nunique() > 1:
-        for cell, group in rows.groupby("cell", sort=True):
-            table.append(_pool_row(measure, str(cell), group, pool(_effects(group), confidence)))
-    return overall, table
-
-
-def _measure(metric: str, comparison: str, basis: str = "epochs") -> dict:
-    return {"metric": metric, "comparison": comparison, "basis": basis}
-
-
-def _pool_row(measure: dict, cells: str, rows: pd.DataFrame, pooled: Pooled) -> dict:
-    estimates = rows.loc[rows["counted"], "log_effect"] if not rows.empty else pd.Series(dtype=float)
-    return {**measure, "cells": cells, "pooled_configurations": pooled.k, "configurations": len(rows),
-            "ratio": math.exp(pooled.estimate) if math.isfinite(pooled.estimate) else math.nan,
-            "ci_low": math.exp(pooled.low) if math.isfinite(pooled.low) else math.nan,
-            "ci_high": math.exp(pooled.high) if math.isfinite(pooled.high) else math.nan,
-            "i2": pooled.i2, "tau_factor": math.exp(pooled.tau) if math.isfinite(pooled.tau) else math.nan,
-            "sign_p": sign_test(estimates), "method": pooled.method}
 
 
 def _verdict(pooled: Pooled, bound: float, direction: str, units_total: int, counted: int,
@@ -534,10 +270,10 @@ def _depth_helps(ok, cells, curves, spec: ClaimSpec, baselines, quality) -> Clai
                                              {k: v for k, v in bt.items() if math.isfinite(v)}),
                                   *learned, role="deciding" if metric == spec.metric else "context"))
     bound = 1 - spec.margin
-    evidence = _evaluate_units(units, spec, bound, "below")
-    context = [(_measure(m, DEEPER, spec.basis), evidence[(evidence["metric"] == m) & (evidence["role"] == "context")])
+    evidence = evaluate_units(units, spec, bound, "below")
+    context = [(measure_key(m, DEEPER, spec.basis), evidence[(evidence["metric"] == m) & (evidence["role"] == "context")])
                for m in metrics if m != spec.metric] if not evidence.empty else []
-    result = _finish(spec, evidence, _measure(spec.metric, DEEPER, spec.basis), bound, "below", context, notes)
+    result = _finish(spec, evidence, measure_key(spec.metric, DEEPER, spec.basis), bound, "below", context, notes)
     # One contrast, not every measure (those are in the claim's section): training perplexity beside a
     # held-out one, held-out causal beside training.
     contrast = "train_ppl" if spec.metric != "train_ppl" else "causal_ppl"
@@ -564,21 +300,21 @@ def _bidirectional_slow(ok, cells, curves, spec: ClaimSpec, baselines, quality) 
                 per_flop[side] = {s: sec[s] / flops[s] for s in sec if flops.get(s, 0) > 0}
             units.append(Unit(context, "bi / uni", "sec_per_flop", "epochs",
                               Replicates(per_flop["a"], per_flop["b"]), role="context"))
-    evidence = _evaluate_units(units, spec, spec.threshold, "above")
+    evidence = evaluate_units(units, spec, spec.threshold, "above")
     if not evidence.empty and "flops_per_epoch" in ok:
         flops = {}
         for context, uni, bi in direction_pairs(ok, timing=True):
-            fu, fb = _geomean(uni["flops_per_epoch"].to_numpy(float)), _geomean(bi["flops_per_epoch"].to_numpy(float))
+            fu, fb = geomean(uni["flops_per_epoch"].to_numpy(float)), geomean(bi["flops_per_epoch"].to_numpy(float))
             flops[tuple(context.values())] = fb / fu if fu > 0 else math.nan
         keys = [k for k in evidence.columns if k in context_keys(ok, "direction") + [MACHINE]]
         evidence["flops_ratio"] = [flops.get(tuple(row[k] for k in keys), math.nan) for _, row in evidence.iterrows()]
-    context = [(_measure(m, BI_UNI), evidence[(evidence["metric"] == m) & (evidence["role"] == "context")])
+    context = [(measure_key(m, BI_UNI), evidence[(evidence["metric"] == m) & (evidence["role"] == "context")])
                for m in ("peak_mem_bytes", "sec_per_epoch", "sec_per_flop") if m != spec.metric] \
         if not evidence.empty else []
-    result = _finish(spec, evidence, _measure(spec.metric, BI_UNI), spec.threshold, "above", context, notes)
+    result = _finish(spec, evidence, measure_key(spec.metric, BI_UNI), spec.threshold, "above", context, notes)
     if spec.metric == "sec_per_epoch" and "flops_ratio" in result.evidence:
         # Beside the slowdown: how much more arithmetic bi does, and the slowdown per unit of it.
-        result.facts["flops_ratio"] = _geomean(result.deciding["flops_ratio"].to_numpy(float))
+        result.facts["flops_ratio"] = geomean(result.deciding["flops_ratio"].to_numpy(float))
         result.facts["per_flop"] = _pooled_row(result.context_table, metric="sec_per_flop")
     return result
 
@@ -601,41 +337,21 @@ def _bidirectional_useless(ok, cells, curves, spec: ClaimSpec, baselines, qualit
                               Replicates(by_seed(group, "val_ppl"), by_seed(group, "causal_ppl")),
                               role="context"))
     bound = 1 - spec.margin
-    evidence = _evaluate_units(units, spec, bound, "above")
+    evidence = evaluate_units(units, spec, bound, "above")
     context = []
     if not evidence.empty:
         other = BEST_METRIC if spec.metric == "causal_ppl" else "causal_ppl"
-        context.append((_measure(other, BI_UNI),
+        context.append((measure_key(other, BI_UNI),
                         evidence[(evidence["metric"] == other) & (evidence["comparison"] == BI_UNI)]))
         for direction in ("bi", "uni"):
             leak = leak_comparison(direction)
-            context.append((_measure("leak", leak),
+            context.append((measure_key("leak", leak),
                             evidence[(evidence["metric"] == "leak") & (evidence["comparison"] == leak)]))
     if quality is not None and not quality.empty:
         notes.append(_quality_note(ok, quality))
-    result = _finish(spec, evidence, _measure(spec.metric, BI_UNI), bound, "above", context, notes)
+    result = _finish(spec, evidence, measure_key(spec.metric, BI_UNI), bound, "above", context, notes)
     result.facts["leak"] = _pooled_row(result.context_table, metric="leak", comparison=leak_comparison("bi"))
     return result
-
-
-def cell_quality(samples: pd.DataFrame, corpus_words: set[str] | None) -> pd.DataFrame:
-    """Per cell_id: the mean of each text measure over its samples (``harness.analysis.text_measures``)."""
-    if samples is None or samples.empty or "cell_id" not in samples:
-        return pd.DataFrame(columns=list(text_measures.MEASURES))
-    rows = []
-    for row in samples.itertuples():
-        prefix = row.prefix if isinstance(getattr(row, "prefix", ""), str) else ""
-        text = text_measures.generated_part(getattr(row, "text", ""), prefix)
-        rows.append({"cell_id": row.cell_id, **text_measures.measure(text, corpus_words)})
-    return pd.DataFrame(rows).groupby("cell_id").mean()
-
-
-def quality_by_direction(ok: pd.DataFrame, quality: pd.DataFrame) -> pd.DataFrame:
-    """Mean text measures of each direction's finished cells."""
-    if quality is None or quality.empty or "cell_id" not in ok or "direction" not in ok:
-        return pd.DataFrame()
-    joined = ok[["cell_id", "direction"]].join(quality, on="cell_id")
-    return joined.groupby("direction")[list(text_measures.MEASURES)].mean()
 
 
 def _quality_note(ok: pd.DataFrame, quality: pd.DataFrame) -> Note:

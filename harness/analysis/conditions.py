@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 
 from harness.spec.claims import BEST_METRIC, SELECTED_METRIC, ConditionSpec
-from harness.analysis.claims import (ClaimResult, configuration_keys, context_keys, depth_steps, direction_pairs,
-                     evaluate_claims, learning_status)
+from harness.analysis.cell_frames import configuration_keys, context_keys, depth_steps, direction_pairs
+from harness.analysis.claims import ClaimResult, evaluate_claims, learning_status
 
 SELECTION_SCORE = "selected_select_ppl"
 CHOSEN = "chosen"  # the value a chosen key takes in the condition's cells: configurations do not split on it

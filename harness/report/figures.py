@@ -22,7 +22,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from harness.report.wording import measure_labels
-from harness.analysis.claims import GRID_AXES, MACHINE, ClaimResult, direction_pairs, ok_cells, training_curves
+from harness.analysis.cell_frames import GRID_AXES, MACHINE, direction_pairs, ok_cells, training_curves
+from harness.analysis.claims import ClaimResult
 
 DIRECTION_COLORS = {"uni": "#0173b2", "bi": "#de8f05"}
 CELL_MARKERS = {"rnn": "o", "gru": "s", "lstm": "^"}

@@ -1,0 +1,179 @@
+"""The cells and epochs tables as the claims and figures read them: finished cells with numeric results,
+the keys that make a configuration, the groups of cells that differ only in direction or in depth (timings
+compared only within one machine), and each cell's training curve and best held-out perplexity."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from harness.spec.claims import BEST_METRIC, SELECTED_METRIC, COST_METRICS, PPL_METRICS
+from harness.spec.config import FIELDS, GRID_KEYS
+
+GRID_AXES = tuple(k for k in GRID_KEYS if k != "seed")  # seeds are the replicates, not an axis
+MACHINE = "machine"
+
+
+# --- tables -----------------------------------------------------------------------------------------------
+
+
+def ok_cells(cells: pd.DataFrame) -> pd.DataFrame:
+    """Cells that finished (status ok), with the result columns numeric."""
+    if cells.empty or "status" not in cells:
+        return cells.iloc[0:0].copy()
+    ok = cells[cells["status"] == "ok"].copy()
+    for column in PPL_METRICS + COST_METRICS + ("seed", "layers", "flops_per_epoch", BEST_METRIC, SELECTED_METRIC):
+        if column in ok:
+            ok[column] = pd.to_numeric(ok[column], errors="coerce")
+    return ok
+
+
+def extra_keys(cells: pd.DataFrame) -> list[str]:
+    """Configuration keys beyond the grid axes that take more than one value in ``cells`` (precision,
+    hidden, threads ...): cells that differ in one are different configurations."""
+    return [k for k in FIELDS if k in cells and k not in GRID_KEYS and cells[k].nunique() > 1]
+
+
+def configuration_keys(cells: pd.DataFrame) -> list[str]:
+    """The grid axes and every other configuration key that varies: one configuration per combination."""
+    return [k for k in GRID_AXES if k in cells] + extra_keys(cells)
+
+
+def context_keys(cells: pd.DataFrame, compared: str) -> list[str]:
+    return [k for k in configuration_keys(cells) if k != compared]
+
+
+def by_seed(group: pd.DataFrame, column: str) -> dict:
+    """``column`` of a group of cells as {seed: value} (several rows of one seed are averaged)."""
+    if column not in group or "seed" not in group:
+        return {}
+    values = pd.Series(pd.to_numeric(group[column], errors="coerce").to_numpy(), index=group["seed"].to_numpy())
+    values = values[np.isfinite(values)]
+    return {int(s): float(v) for s, v in values.groupby(level=0).mean().items()}
+
+
+def groups(frame: pd.DataFrame, keys: list[str]):
+    """(values of ``keys``, its cells) for each combination of ``keys`` in ``frame``; all of it when none."""
+    if frame.empty:
+        return
+    if not keys:
+        yield (), frame
+        return
+    for key, group in frame.groupby(keys, dropna=False, sort=True):
+        yield (key if isinstance(key, tuple) else (key,)), group
+
+
+def text_column(cells: pd.DataFrame, column: str) -> pd.Series:
+    """``cells[column]`` as strings, empty where missing (and wholly empty when there is no such column)."""
+    if column not in cells:
+        return pd.Series("", index=cells.index, dtype=object)
+    return cells[column].astype(object).where(cells[column].notna(), "").astype(str)
+
+
+def machine_of(cells: pd.DataFrame) -> pd.Series | None:
+    """Per cell, the machine its timings come from: the CPU model, and for CUDA cells the GPU too
+    (cells.csv ``cpu_model``, ``gpu_name``; a Ray run's ``node``, else ``hostname``). None when not recorded."""
+    if "cpu_model" in cells:
+        cpu, gpu = text_column(cells, "cpu_model"), text_column(cells, "gpu_name")
+    elif "node" in cells:
+        parts = text_column(cells, "node").str.split("|", expand=True).reindex(columns=range(3)).fillna("")
+        cpu, gpu = parts[1], parts[2]
+    elif "hostname" in cells:
+        return text_column(cells, "hostname")
+    else:
+        return None
+    cuda = text_column(cells, "device") == "cuda"
+    return cpu.where(~cuda | (gpu == ""), cpu + ", " + gpu).where(cpu != "", "unrecorded")
+
+
+def with_machine(cells: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """``cells`` with a ``machine`` column and ``["machine"]`` as a further context key when the cells were
+    timed on more than one machine; otherwise unchanged. Timings are compared only within a machine."""
+    machines = machine_of(cells) if not cells.empty else None
+    if machines is None or machines.nunique() < 2:
+        return cells, []
+    return cells.assign(**{MACHINE: machines}), [MACHINE]
+
+
+def direction_pairs(ok: pd.DataFrame, timing: bool = False):
+    """(context, uni cells, bi cells) for every group of cells that differ only in direction and seed."""
+    if ok.empty or "direction" not in ok:
+        return
+    keys = context_keys(ok, "direction")
+    if timing:
+        ok, machine = with_machine(ok)
+        keys += machine
+    for key, group in groups(ok, keys):
+        uni, bi = group[group["direction"] == "uni"], group[group["direction"] == "bi"]
+        if not uni.empty and not bi.empty:
+            yield dict(zip(keys, key)), uni, bi
+
+
+def depth_steps(ok: pd.DataFrame, keys: list[str]):
+    """(context, "lo -> hi layers", shallower cells, deeper cells) for each pair of adjacent depths."""
+    for key, group in groups(ok, keys):
+        depths = sorted(group["layers"].dropna().unique())
+        for lo, hi in zip(depths, depths[1:]):
+            yield (dict(zip(keys, key)), f"{int(lo)} -> {int(hi)} layers", group[group["layers"] == lo],
+                   group[group["layers"] == hi])
+
+
+# --- curves ----------------------------------------------------------------------------------------------
+
+
+def training_curves(epochs: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Per cell_id: its epochs in order with ``elapsed`` (cumulative training seconds).
+
+    A warm-up epoch (one-time allocation and thread start-up, left out of ``sec_per_epoch`` for the same
+    reason) counts at the cell's median steady epoch time, so that it does not decide a comparison."""
+    if epochs is None or epochs.empty or not {"cell_id", "epoch", "sec"} <= set(epochs.columns):
+        return {}
+    frame = epochs.copy()
+    for column in ("epoch", "sec") + PPL_METRICS:
+        if column in frame:
+            frame[column] = pd.to_numeric(frame[column], errors="coerce")
+    curves = {}
+    for cell_id, group in frame.groupby("cell_id", sort=False):
+        group = group.sort_values("epoch").copy()
+        seconds = group["sec"].fillna(0)
+        if "warmup" in group:
+            warmup = group["warmup"].astype(str).str.lower().isin(("true", "1", "1.0"))
+            if warmup.any() and (~warmup).any():
+                seconds = seconds.where(~warmup, float(seconds[~warmup].median()))
+        group["elapsed"] = seconds.cumsum()
+        curves[cell_id] = group
+    return curves
+
+
+def value_at_time(curve: pd.DataFrame, seconds: float, metric: str) -> float:
+    """The last value of ``metric`` recorded by ``seconds`` of training (NaN if none was)."""
+    if curve is None or metric not in curve or not math.isfinite(seconds):
+        return math.nan
+    reached = curve[(curve["elapsed"] <= seconds * (1 + 1e-9)) & curve[metric].notna()]
+    return float(reached[metric].iloc[-1]) if not reached.empty else math.nan
+
+
+def best_causal(cells: pd.DataFrame, curves: dict) -> pd.Series:
+    """Per cell row: the lowest held-out causal perplexity it reached at any evaluation (its last one
+    when there are no curves)."""
+    last = pd.to_numeric(cells["causal_ppl"], errors="coerce") if "causal_ppl" in cells \
+        else pd.Series(np.nan, index=cells.index)
+    if "cell_id" not in cells:
+        return last
+    best = []
+    for cell_id, final in zip(cells["cell_id"], last):
+        curve = curves.get(cell_id)
+        values = curve["causal_ppl"].dropna() if curve is not None and "causal_ppl" in curve else pd.Series()
+        best.append(float(min(values.min(), final)) if len(values) and math.isfinite(final)
+                    else float(values.min()) if len(values) else final)
+    return pd.Series(best, index=cells.index, dtype=float)
+
+
+def best_metrics(ok: pd.DataFrame) -> tuple[str, ...]:
+    """The early-stopping perplexities ``ok`` has: the best of the held-out evaluations, and the one at the
+    epoch chosen on selection text where cells were evaluated on it."""
+    selected = SELECTED_METRIC in ok and pd.to_numeric(ok[SELECTED_METRIC], errors="coerce").notna().any()
+    return (BEST_METRIC, SELECTED_METRIC) if selected else (BEST_METRIC,)
+

@@ -1,0 +1,125 @@
+"""What a claim decides on: per configuration, the effect of one measure over its seeds (compared /
+reference, on the log scale) with its interval and how that interval bears on the claim, one row of the
+evidence table each; then the counted rows pooled over configurations, overall and per cell type (the
+pooled table). The verdict itself is ``harness.analysis.claims``'s."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from harness.spec.claims import ClaimSpec
+from harness.analysis.stats import (EMPTY_POOL, Effect, Pooled, Replicates, configuration_effect, pool, pooled_spread,
+                                    sign_test)
+
+# How one configuration's interval bears on the claim: the ``bearing`` column of the evidence table.
+SUPPORTS, CONTRADICTS, UNCLEAR, INSUFFICIENT, NOT_COUNTED = (
+    "supports", "contradicts", "unclear", "no interval", "not counted")
+
+
+@dataclass
+class Unit:
+    """One configuration's comparison of one measure: context, the two sides' seeds, whether it counts."""
+
+    context: dict
+    comparison: str
+    metric: str
+    basis: str
+    replicates: Replicates
+    learned_a: float = math.nan  # share of the reference side's seeds that learned (NaN: not applicable)
+    learned_b: float = math.nan
+    role: str = "deciding"
+
+    @property
+    def counts(self) -> bool:
+        # Neither side learned: a comparison of two plateaus at the letter frequencies says nothing.
+        return not (self.learned_a == 0 and self.learned_b == 0)
+
+
+def _outcome(effect: Effect, lower_bound: float, direction: str, counts: bool) -> tuple[str, str]:
+    """How one configuration's interval (ratio scale) lies against ``lower_bound``: ``direction`` "above"
+    when the claim wants the ratio above it, "below" when below. (outcome, bearing); the outcome is one of
+    above, below, unclear, single_seed, no_values, neither_learned (and too_few_seeds, set by the caller)."""
+    if not counts:
+        return "neither_learned", NOT_COUNTED
+    if not effect.has_interval:
+        return ("single_seed" if effect.n else "no_values"), INSUFFICIENT
+    low, high = math.exp(effect.low), math.exp(effect.high)
+    if direction == "above":
+        return (("above", SUPPORTS) if low > lower_bound else ("below", CONTRADICTS) if high < lower_bound
+                else ("unclear", UNCLEAR))
+    return (("below", SUPPORTS) if high < lower_bound else ("above", CONTRADICTS) if low > lower_bound
+            else ("unclear", UNCLEAR))
+
+
+def evaluate_units(units: list[Unit], spec: ClaimSpec, kind_bound: float, direction: str) -> pd.DataFrame:
+    """Evidence rows for ``units``: each measure's spread is pooled over its own configurations."""
+    rows = []
+    by_measure: dict[tuple, list[Unit]] = {}
+    for unit in units:
+        by_measure.setdefault((unit.metric, unit.basis, unit.comparison), []).append(unit)
+    for measure_units in by_measure.values():
+        counted = [u for u in measure_units if u.counts]
+        spread = pooled_spread([u.replicates for u in counted] or [u.replicates for u in measure_units], "ratio")
+        for unit in measure_units:
+            effect = configuration_effect(unit.replicates, "ratio", spread, spec.confidence)
+            enough = min(len(unit.replicates.a), len(unit.replicates.b)) >= spec.min_seeds
+            counts = unit.counts and enough
+            outcome, bearing = _outcome(effect, kind_bound, direction, unit.counts)
+            if unit.counts and not enough:
+                outcome, bearing = "too_few_seeds", INSUFFICIENT
+            a = np.array(list(unit.replicates.a.values()), dtype=float)
+            b = np.array(list(unit.replicates.b.values()), dtype=float)
+            rows.append({
+                **unit.context, "comparison": unit.comparison, "metric": unit.metric, "basis": unit.basis,
+                "role": unit.role, "seeds": effect.n, "pairing": effect.pairing,
+                "reference": geomean(a), "compared": geomean(b),
+                "ratio": math.exp(effect.estimate) if math.isfinite(effect.estimate) else math.nan,
+                "ci_low": math.exp(effect.low) if math.isfinite(effect.low) else math.nan,
+                "ci_high": math.exp(effect.high) if math.isfinite(effect.high) else math.nan,
+                "log_effect": effect.estimate, "log_se": effect.se, "bounded": effect.bounded,
+                "learned_reference": unit.learned_a, "learned_compared": unit.learned_b,
+                "counted": counts and math.isfinite(effect.estimate), "outcome": outcome, "bearing": bearing,
+            })
+    return pd.DataFrame(rows)
+
+
+def geomean(values: np.ndarray) -> float:
+    """The geometric mean of the finite, positive ``values`` (NaN when there are none)."""
+    values = values[np.isfinite(values) & (values > 0)]
+    return float(np.exp(np.log(values).mean())) if len(values) else math.nan
+
+
+def _effects(rows: pd.DataFrame) -> list[Effect]:
+    return [Effect(r.log_effect, r.log_se, 0, math.log(r.ci_low) if r.ci_low > 0 else math.nan,
+                   math.log(r.ci_high) if r.ci_high > 0 else math.nan, int(r.seeds), r.pairing)
+            for r in rows.itertuples() if r.counted]
+
+
+def pooled_rows(rows: pd.DataFrame, confidence: float, measure: dict) -> tuple[Pooled, list[dict]]:
+    """The pooled effect of the counted ``rows``, overall and per cell type: (overall, table rows). Each
+    row starts with ``measure``: the metric, comparison and basis pooled."""
+    overall = pool(_effects(rows), confidence) if not rows.empty else EMPTY_POOL
+    table = [_pool_row(measure, "all", rows, overall)]
+    if "cell" in rows and rows["cell"].nunique() > 1:
+        for cell, group in rows.groupby("cell", sort=True):
+            table.append(_pool_row(measure, str(cell), group, pool(_effects(group), confidence)))
+    return overall, table
+
+
+def measure_key(metric: str, comparison: str, basis: str = "epochs") -> dict:
+    """The columns that name a measure in a pooled table."""
+    return {"metric": metric, "comparison": comparison, "basis": basis}
+
+
+def _pool_row(measure: dict, cells: str, rows: pd.DataFrame, pooled: Pooled) -> dict:
+    estimates = rows.loc[rows["counted"], "log_effect"] if not rows.empty else pd.Series(dtype=float)
+    return {**measure, "cells": cells, "pooled_configurations": pooled.k, "configurations": len(rows),
+            "ratio": math.exp(pooled.estimate) if math.isfinite(pooled.estimate) else math.nan,
+            "ci_low": math.exp(pooled.low) if math.isfinite(pooled.low) else math.nan,
+            "ci_high": math.exp(pooled.high) if math.isfinite(pooled.high) else math.nan,
+            "i2": pooled.i2, "tau_factor": math.exp(pooled.tau) if math.isfinite(pooled.tau) else math.nan,
+            "sign_p": sign_test(estimates), "method": pooled.method}
