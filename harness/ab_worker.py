@@ -54,9 +54,9 @@ def main() -> int:
             raise _Stopped
         return msg
 
-    from harness.worker import _die_with_parent
+    from harness.worker import die_with_parent
 
-    _die_with_parent()
+    die_with_parent()
     import harness
     from harness.spec.config import CellConfig
     from harness.errors import HarnessError

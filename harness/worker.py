@@ -16,7 +16,7 @@ import sys
 EPOCH_PREFIX = "@@epoch "
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """Linux: have the kernel kill this process when the runner dies (even by SIGKILL), so an
     interrupted grid never leaves a cell training on in the background."""
     try:
@@ -29,7 +29,7 @@ def _die_with_parent() -> None:
 
 def main(argv: list[str]) -> int:
     config_path, result_path, *saving = argv
-    _die_with_parent()
+    die_with_parent()
     if hasattr(signal, "SIGUSR1"):
         # SIGUSR1 asks the run to finish its cells in flight: one that reaches a cell (a pkill by name)
         # must not end it.
