@@ -16,7 +16,8 @@ import pytest
 from harness.results.speed_baselines import list_baselines, load_baseline, read_baseline_file, save_baseline
 from harness.cli import main as cli
 from harness.analysis.speed_compare import (Threshold, compare_measurements, compare_runs, compare_samples, match_cells, METRICS,
-                             provenance_differences, read_run)
+                                            provenance_differences)
+from harness.results.speed_measurements import read_run
 from harness.spec.config import CellConfig
 from harness.errors import HarnessError
 from harness.host.machine import describe, machine_id

@@ -6,7 +6,7 @@ import sys
 
 from harness import cli
 from harness.spec.config import CellConfig
-from harness.grid.runner import node_label
+from harness.results.tables import node_label
 from harness.spec.suite import GridCell
 
 from conftest import REPO
@@ -24,7 +24,7 @@ def test_node_label_flattens_a_node_for_cells_csv():
 
 
 def test_flops_utilization_only_for_cells_run_on_the_calibrated_machine(tmp_path):
-    from harness.grid.runner import RunDir
+    from harness.results.run_folder import RunDir
 
     run_dir = RunDir(tmp_path / "run")
     run_dir.lock()

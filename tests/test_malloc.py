@@ -8,10 +8,11 @@ import json
 import pandas as pd
 import pytest
 
-from harness.analysis.speed_compare import compare_measurements, read_run
+from harness.analysis.speed_compare import compare_measurements
+from harness.results.speed_measurements import read_run
 from harness.errors import HarnessError
 from harness.host.malloc import KEEP_FREED_MEMORY, KEPT, SYSTEM, malloc_label, malloc_settings, run_malloc
-from harness.grid.runner import worker_environment
+from harness.grid.cell_process import worker_environment
 
 from test_compare import cells_of, write_run
 from test_runner import harness, write_suite

@@ -29,7 +29,8 @@ from harness.grid.ray_executor import (  # noqa: E402
     Node, RayExecutor, checkpoint_for, choose_node, cluster_nodes, resource_request, submission_order,
     unservable_reason)
 from harness.results.run_folder import RunDir  # noqa: E402
-from harness.grid.runner import node_label, run_suite  # noqa: E402
+from harness.grid.runner import run_suite  # noqa: E402
+from harness.results.tables import node_label  # noqa: E402
 from harness.spec.suite import GridCell, expand, load_suite  # noqa: E402
 
 from conftest import REPO, TINY  # noqa: E402

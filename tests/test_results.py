@@ -13,9 +13,9 @@ from conftest import REPO
 from harness import cli
 from harness.spec.config import CellConfig
 from harness.errors import HarnessError
-from harness.report.build import load_run
-from harness.results.run_folder import (RunDir, read_checked_table, read_json_object, read_records, rebuild_tables,
-                             table_rows)
+from harness.report.loading import load_run
+from harness.results.run_folder import RunDir, read_json_object, read_records
+from harness.results.tables import read_checked_table, rebuild_tables, table_rows
 
 MACHINE = {"hostname": "bench", "cpu_model": "Fixture CPU", "gpu_name": None, "python": "3.11.7",
            "torch": "2.13.0+cpu", "cuda": None, "cudnn": None}

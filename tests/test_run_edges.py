@@ -107,7 +107,8 @@ def test_resume_latest_is_chosen_by_the_runs_own_record(tmp_path):
 
 def stored_cells(tmp_path, seeds=(0, 1, 2)):
     """A run folder with one stored (failed) record per seed, each with epochs and a sample."""
-    from harness.grid.runner import RunDir, failure_record
+    from harness.grid.cell_process import failure_record
+    from harness.results.run_folder import RunDir
     from harness.spec.suite import expand, parse_suite
 
     suite = parse_suite({"name": "t", "model": {"hidden": 8}, "matrix": {"seed": list(seeds)}}, "inline")
@@ -129,7 +130,8 @@ def tables(run_dir):
 
 
 def test_a_stored_cell_is_appended_to_the_tables_without_reading_the_others(tmp_path, monkeypatch):
-    from harness.grid.runner import RunDir, rebuild_tables
+    from harness.results.run_folder import RunDir
+    from harness.results.tables import rebuild_tables
 
     run_dir, ids = stored_cells(tmp_path)
     records = run_dir.finished_records()
@@ -149,7 +151,7 @@ def test_a_stored_cell_is_appended_to_the_tables_without_reading_the_others(tmp_
 def test_tables_are_rebuilt_when_appending_cannot_keep_them_whole(tmp_path):
     run_dir, ids = stored_cells(tmp_path)
     records = run_dir.finished_records()
-    from harness.grid.runner import rebuild_tables
+    from harness.results.tables import rebuild_tables
 
     rebuild_tables(run_dir.path, {i: records[i] for i in ids[:2]}, ids)
     cells_csv = run_dir.path / "cells.csv"
@@ -166,7 +168,7 @@ def test_stale_cell_folders_are_removed_and_live_ones_kept(tmp_path):
     import os
     import time
 
-    from harness.grid.runner import remove_stale_cell_dirs
+    from harness.grid.cell_process import remove_stale_cell_dirs
 
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()  # a pid no process has now

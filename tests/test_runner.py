@@ -10,7 +10,7 @@ import time
 
 import pandas as pd
 
-from harness.grid.runner import RunDir
+from harness.results.run_folder import RunDir
 
 from conftest import REPO, TINY
 

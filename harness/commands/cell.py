@@ -69,7 +69,7 @@ def _finite_or_none(value):
 
 
 def main(args) -> int:
-    from harness.results.run_folder import EXTRA_COLUMNS, RESULT_COLUMNS
+    from harness.results.tables import EXTRA_COLUMNS, RESULT_COLUMNS
     from harness.cell.train import run_cell  # torch: not for --help
 
     cfg = config_from_args(args)
@@ -100,7 +100,7 @@ def main(args) -> int:
 def _print_summary(flat: dict, samples: list[dict]) -> None:
     from tabulate import tabulate
 
-    from harness.results.run_folder import RESULT_COLUMNS
+    from harness.results.tables import RESULT_COLUMNS
 
     shown = [(k, flat[k]) for k in RESULT_COLUMNS if k != "sample" and flat.get(k) not in (None, "")]
     print(tabulate(shown, tablefmt="plain", floatfmt=".4g"))

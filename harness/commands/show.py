@@ -8,7 +8,7 @@ from tabulate import tabulate
 
 from harness.cli import prog_name
 from harness.errors import HarnessError
-from harness.results.run_folder import RunDir, read_checked_table
+from harness.results.run_folder import RunDir
 from harness.analysis.timing_trust import timing_warnings
 
 
@@ -20,8 +20,8 @@ def register(subparsers) -> None:
 
 def main(args) -> int:
     run_dir = RunDir(Path(args.run_dir))
-    info = run_dir.read_run_json()
-    records, damaged = run_dir.read_records()
+    contents = run_dir.read(("cells.csv",), described=True)
+    info, records, damaged = contents.run, contents.records, contents.damaged
     if info is None and not (records or damaged):
         raise HarnessError(f"{args.run_dir}: not a run folder (no run.json)")
     lost = info is None
@@ -68,9 +68,8 @@ def main(args) -> int:
               f"{info['suite'].get('file') or 'SUITE'} --resume {run_dir.path} --retrain timeout")
     for problem in damaged.values():
         print(f"!! {problem}")
-    cells, notes = read_checked_table(run_dir.path, "cells.csv", records, missing_ok=True)
-    for note in notes:
+    for note in contents.notes[len(damaged):]:  # the damaged records are named above
         print(f"!! {note}")
-    for warning in timing_warnings(info, cells):
+    for warning in timing_warnings(info, contents.table("cells.csv")):
         print(f"!! {warning}")
     return 0

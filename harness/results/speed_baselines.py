@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 
 from harness.host.malloc import run_malloc
-from harness.analysis.speed_compare import (CellTimes, Measurements, canonical_config, positive_finite, read_run,
-                      true_or_false)
+from harness.results.speed_measurements import (CellTimes, Measurements, canonical_config, positive_finite, read_run,
+                                                true_or_false)
 from harness.errors import HarnessError, quote
 from harness.host.machine import machine_id
 from harness.results.run_folder import read_json_object
