@@ -12,7 +12,7 @@ from torch.nn import functional as F
 
 from harness.spec.config import CellConfig
 from harness.cell.model import CharRNN
-from harness.cell.train import causal_logits, causal_ppl
+from harness.cell.evaluation import causal_logits, causal_ppl
 
 VOCAB, NUM_STEPS, LENGTH = 9, 10, 80
 HELD_OUT_START = 30  # the held-out split starts here, as max_tokens would place it
@@ -113,7 +113,7 @@ def test_heldout_teacher_forced_and_causal_share_windows(cell, bidirectional):
     """Same targets, same context: a unidirectional model scores both the same; a bidirectional one
     gets a different teacher-forced score only because it reads the target (change only the character
     after each target and the teacher-forced score stays)."""
-    from harness.cell.train import heldout_ppl
+    from harness.cell.evaluation import heldout_ppl
 
     model = _model(cell, bidirectional)
     tokens, _ = _text_and_future_changed()

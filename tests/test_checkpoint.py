@@ -16,7 +16,8 @@ from harness import cli
 from harness.cell.checkpoint import Checkpointer
 from harness.spec.config import CellConfig
 from harness.results.run_folder import RunDir, checkpoint_prior_sec, checkpoint_summary_path
-from harness.grid.runner import HarnessInterrupted, run_cell_process, run_suite
+from harness.grid.cell_process import run_cell_process
+from harness.grid.runner import HarnessInterrupted, run_suite
 from harness.spec.suite import GridCell, expand, load_suite
 from harness.cell.train import run_cell
 

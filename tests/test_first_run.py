@@ -35,7 +35,7 @@ from types import SimpleNamespace  # noqa: E402
 
 import pandas as pd  # noqa: E402
 
-from harness.grid.runner import Progress  # noqa: E402
+from harness.grid.progress import Progress  # noqa: E402
 from harness.report.numbers import format_duration  # noqa: E402
 
 from conftest import TINY  # noqa: E402
@@ -103,7 +103,7 @@ def test_a_cell_going_on_from_a_checkpoint_counts_only_what_remains():
 def test_remaining_estimates_scale_a_started_cell_by_its_epochs_left():
     from harness.spec.config import CellConfig
     from harness.cell.cost import estimate_seconds
-    from harness.grid.runner import remaining_estimates
+    from harness.grid.progress import remaining_estimates
     from harness.spec.suite import GridCell
 
     configs = [CellConfig(epochs=500, seed=seed) for seed in (0, 1, 2)]

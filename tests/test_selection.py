@@ -12,7 +12,8 @@ from harness.spec.config import CellConfig, build_config
 from harness.cell.batches import load_corpus, training_text
 from harness.errors import HarnessError
 from harness.cell.model import CharRNN
-from harness.cell.train import causal_ppl, run_cell, streamed_ppl
+from harness.cell.evaluation import causal_ppl, streamed_ppl
+from harness.cell.train import run_cell
 
 from test_train import book, tiny  # noqa: F401 - fixtures and the tiny cell
 

@@ -24,7 +24,8 @@ from harness.spec.config import CellConfig
 from harness.cell.batches import BATCHERS, load_corpus
 from harness.cell.model import CharRNN
 from harness.cell.profiling import PHASES, phase_shares
-from harness.cell.train import Trainer, clip_global_norm_, cpu_has_native_bf16, run_cell
+from harness.cell.precision import cpu_has_native_bf16
+from harness.cell.train import Trainer, clip_global_norm_, run_cell
 
 RTOL, ATOL = 1e-5, 1e-7
 VOCAB, HIDDEN, BATCH, STEPS = 11, 8, 4, 6

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 # Gate blocks per recurrent layer: each is one (input + hidden) x hidden matrix product.
 GATES = {"rnn": 1, "gru": 3, "lstm": 4}
-# Targets per segment of a streamed evaluation (harness.cell.train.streamed_ppl); here, torch-free, so that the
+# Targets per segment of a streamed evaluation (harness.cell.evaluation.streamed_ppl); here, torch-free, so that the
 # cost estimates count what it reads.
 STREAM_SEGMENT = 256
 

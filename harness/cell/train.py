@@ -8,7 +8,7 @@ diverging loss is noticed). The clock is read only after the device has been syn
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 import math
 from pathlib import Path
 import statistics
@@ -22,24 +22,18 @@ from torch.nn import functional as F
 from harness.cell.checkpoint import CHECKPOINT_SEC, Checkpointer
 from harness.spec.config import CellConfig
 from harness.cell.batches import BATCHERS, Corpus, load_corpus
-from harness.cell.flops import STREAM_SEGMENT
 from harness.host.machine import PeakMemory, cpu_model, gpu_name
 from harness.host.malloc import this_process_malloc
+from harness.cell.evaluation import (SELECTION_COLUMNS, BestEpoch, exp_or_inf, heldout_ppl, predict,
+                                    selection_ppl)
 from harness.cell.model import CharRNN, count_params, detach_state, training_flops
-from harness.results.run_folder import EXTRA_COLUMNS, RESULT_COLUMNS  # the columns of a record: the results format's
+from harness.cell.precision import autocast, cpu_has_native_bf16
+from harness.results.tables import EXTRA_COLUMNS, RESULT_COLUMNS  # the columns of a record: the results format's
 
 
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def autocast(cfg: CellConfig, device: torch.device, cache_enabled: bool = True):
-    """bf16 autocast for ``precision: bf16`` (on CPU the model runs its recurrent layers wholly in bf16
-    inside it, see ``CharRNN._recurrent_in``). CUDA-graph capture needs ``cache_enabled=False``."""
-    if cfg.precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16, cache_enabled=cache_enabled)
-    return contextlib.nullcontext()
 
 
 def clip_global_norm_(grads: list[torch.Tensor], theta: float) -> torch.Tensor:
@@ -61,14 +55,6 @@ _NOTHING = contextlib.nullcontext()
 def untimed_phase(name: str):
     """The default phase marker of a step: does nothing (the profile command times the phases)."""
     return _NOTHING
-
-
-def cpu_has_native_bf16() -> bool | None:
-    """Whether oneDNN finds bf16 instructions (AVX512-BF16 or AMX) on this CPU; None if it cannot say."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return None
 
 
 class ForeachSGD:
@@ -224,107 +210,6 @@ def _as_tuple(state) -> tuple:
     return state if isinstance(state, tuple) else (state,)
 
 
-@torch.no_grad()
-def position_logits(model: CharRNN, windows: torch.Tensor, position: int, chunk: int = 1024) -> torch.Tensor:
-    """Logits at ``position`` of each window, every window read from a fresh state."""
-    out = []
-    for start in range(0, len(windows), chunk):
-        part = windows[start : start + chunk]
-        logits, _ = model(part, None)
-        out.append(logits.reshape(part.shape[1], part.shape[0], -1)[position])
-    return torch.cat(out)
-
-
-def causal_logits(model: CharRNN, windows: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
-    """Logits for the character after each window, computed from that window alone (fresh state), so
-    that nothing after the predicted position can influence the prediction, whatever the direction."""
-    return position_logits(model, windows, -1, chunk)
-
-
-@torch.no_grad()
-def heldout_ppl(model: CharRNN, corpus_tokens: torch.Tensor, start: int, count: int, cfg: CellConfig,
-                device) -> tuple[float, float]:
-    """Teacher-forced and causal perplexity of tokens[start:start+count] on one set of windows.
-
-    Every target t is predicted by the output at the position that has read the ``num_steps`` characters
-    before it. Causal: the window is exactly those characters. Teacher-forced: the window also holds the
-    target itself, as in training, where a bidirectional layer's backward half reads the characters it is
-    asked to predict. Same targets, same context: their ratio is the leak alone (1 for a unidirectional
-    model, whose output there cannot depend on a later input, so one pass serves both)."""
-    if count == 0:
-        return float("nan"), float("nan")
-    lo = start - cfg.num_steps
-    targets = corpus_tokens[start : start + count]
-    with_target = corpus_tokens[lo : start + count].unfold(0, cfg.num_steps + 1, 1)
-    with autocast(cfg, device):
-        forced = position_logits(model, with_target, cfg.num_steps - 1)
-        causal = causal_logits(model, with_target[:, :-1]) if model.num_directions == 2 else forced
-    forced_ppl = _exp(float(F.cross_entropy(forced.float(), targets)))
-    causal_ppl = _exp(float(F.cross_entropy(causal.float(), targets)))
-    return forced_ppl, causal_ppl
-
-
-@torch.no_grad()
-def causal_ppl(model: CharRNN, corpus_tokens: torch.Tensor, start: int, count: int, cfg: CellConfig,
-               device) -> float:
-    """Perplexity of tokens[start:start+count], each predicted from the ``num_steps`` tokens before it."""
-    if count == 0:
-        return float("nan")
-    lo = start - cfg.num_steps
-    windows = corpus_tokens[lo : start + count - 1].unfold(0, cfg.num_steps, 1)
-    targets = corpus_tokens[start : start + count]
-    with autocast(cfg, device):
-        logits = causal_logits(model, windows)
-    return _exp(float(F.cross_entropy(logits.float(), targets)))
-
-
-@torch.no_grad()
-def streamed_ppl(model: CharRNN, corpus_tokens: torch.Tensor, start: int, count: int, context: int,
-                 segment: int = STREAM_SEGMENT) -> float:
-    """Perplexity of tokens[start:start+count] read as a stream: cut into segments of ``segment`` targets,
-    read side by side (one batch), each from a fresh state that first reads the ``context`` tokens before
-    it; every target is predicted from all the text before it in its segment, never from a later token.
-
-    For a unidirectional model only (a bidirectional one would read ahead). About ``num_steps`` times
-    cheaper than ``causal_ppl``'s one window per target, which makes evaluating every epoch affordable."""
-    segments = -(-count // segment)
-    offsets = start - context + torch.arange(segments)[:, None] * segment + torch.arange(context + segment - 1)
-    inputs = corpus_tokens[offsets.clamp_(max=len(corpus_tokens) - 2).to(corpus_tokens.device)]
-    target_positions = start + torch.arange(segments)[:, None] * segment + torch.arange(segment)
-    keep = (target_positions < start + count).reshape(-1)
-    targets = corpus_tokens[target_positions.clamp_(max=len(corpus_tokens) - 1).to(corpus_tokens.device)]
-    logits, _ = model(inputs, None)  # (steps * segments, vocab), time-major
-    logits = logits.reshape(inputs.shape[1], segments, -1)[context - 1 :].transpose(0, 1).reshape(-1, logits.shape[-1])
-    keep = keep.to(logits.device)
-    loss = F.cross_entropy(logits[keep].float(), targets.reshape(-1)[keep])
-    return _exp(float(loss))
-
-
-def selection_ppl(model: CharRNN, corpus_tokens: torch.Tensor, start: int, count: int, cfg: CellConfig,
-                  device) -> float:
-    """The perplexity that chooses a cell's best epoch: streamed for a unidirectional model, from the
-    ``num_steps`` tokens before each target (as ``causal_ppl``) for a bidirectional one."""
-    with autocast(cfg, device):
-        if model.num_directions == 1:
-            return streamed_ppl(model, corpus_tokens, start, count, cfg.num_steps)
-    return causal_ppl(model, corpus_tokens, start, count, cfg, device)
-
-
-@torch.no_grad()
-def predict(model: CharRNN, corpus: Corpus, prefix: str, num_chars: int, device) -> str:
-    """The seed's greedy generation: warm the state on the prefix one character at a time, then feed
-    back the most likely next character."""
-    vocab = corpus.vocab
-    outputs = vocab.encode(prefix)
-    state = model.begin_state(1, device)
-    for token in outputs[:-1]:
-        _, state = model(torch.tensor([[token]], device=device), state)
-    for _ in range(num_chars):
-        logits, state = model(torch.tensor([[outputs[-1]]], device=device), state)
-        outputs.append(int(logits.argmax(dim=1)))
-    return vocab.decode(outputs)
-
-
 def _skipped(cfg: CellConfig, reason: str) -> dict:
     record = {key: None for key in RESULT_COLUMNS + EXTRA_COLUMNS}
     record.update(cfg.model_dump(include=set(RESULT_COLUMNS) | {"precision", "threads", "corpus"}))
@@ -401,82 +286,132 @@ def run_cell(cfg: CellConfig, on_epoch: Callable[[dict], None] | None = None,
         if reason:
             return _skipped(cfg, reason)
     cell = prepare_cell(cfg, corpus)
-    device, corpus, model, trainer, all_tokens = cell.device, cell.corpus, cell.model, cell.trainer, cell.all_tokens
+    identity = {"config_hash": cfg.config_hash(), "corpus_sha256": cell.corpus.sha256}  # what a checkpoint must match
+    training = start_training(cell, Checkpointer(checkpoint, identity, checkpoint_every))
+    train_epochs(cell, training, on_epoch)
+    return cell_record(cell, training)
 
-    epoch_log: list[dict] = []
-    status, reason = "ok", ""
-    selection = BestEpoch(cfg)
-    saver = Checkpointer(checkpoint, {"config_hash": cfg.config_hash(), "corpus_sha256": corpus.sha256},
-                         checkpoint_every)
+
+@dataclass
+class Training:
+    """A cell's training as it goes: its epochs so far, how it ended, and what its checkpoint saves."""
+
+    selection: BestEpoch
+    saver: Checkpointer
+    memory: PeakMemory
+    epoch_log: list[dict]
+    first_epoch: int = 1  # the first epoch this process trains
+    resumes: list[int] = field(default_factory=list)  # the epochs after which earlier processes stopped
+    status: str = "ok"
+    reason: str = ""
+
+
+def start_training(cell: PreparedCell, saver: Checkpointer) -> Training:
+    """The cell's training before its first epoch here: fresh, or where its checkpoint left off, with the
+    memory baseline read once the checkpoint's loaded copy is gone."""
+    selection = BestEpoch(cell.trainer.cfg)
+    resumed = resume_from_checkpoint(cell, saver, selection)
+    synchronize(cell.device)
+    if resumed is not None:
+        PeakMemory(cell.device).release()  # the loaded copy's memory, freed, goes back before the baseline is read
+    memory = PeakMemory(cell.device)
+    if resumed is None:
+        return Training(selection, saver, memory, epoch_log=[])
+    memory.carry_over(**resumed["memory"])
+    return Training(selection, saver, memory, resumed["epoch_log"], resumed["first_epoch"], resumed["resumes"])
+
+
+def resume_from_checkpoint(cell: PreparedCell, saver: Checkpointer, selection: BestEpoch) -> dict | None:
+    """Put the model, data order, random state and best epoch back as the checkpoint saved them; returns
+    what the training goes on with (None without a checkpoint of this configuration). The loaded copy
+    itself is not kept: it must not count as the cell's memory."""
     saved = saver.load()
-    first_epoch, resumes, carried = 1, [], None
-    if saved is not None:
-        model.load_state_dict(saved["model"])
-        cell.generator.set_state(saved["generator"])
-        torch.set_rng_state(saved["torch_rng"])
-        selection.restore(saved["selection"], device)
-        epoch_log = list(saved["epoch_log"])
-        first_epoch = saved["epoch"] + 1
-        resumes = list(saved["resumes"]) + [saved["epoch"]]
-        carried = saved["memory"]
-        del saved  # before memory is measured: the loaded copy must not count as the cell's
-    synchronize(device)
-    if carried is not None:
-        PeakMemory(device).release()  # the loaded copy's memory, freed, goes back before the baseline is read
-    memory = PeakMemory(device)
-    if carried is not None:
-        memory.carry_over(**carried)
-    for row in epoch_log:  # a resumed cell's earlier epochs, reported again
+    if saved is None:
+        return None
+    cell.model.load_state_dict(saved["model"])
+    cell.generator.set_state(saved["generator"])
+    torch.set_rng_state(saved["torch_rng"])
+    selection.restore(saved["selection"], cell.device)
+    return {"epoch_log": list(saved["epoch_log"]), "first_epoch": saved["epoch"] + 1,
+            "resumes": list(saved["resumes"]) + [saved["epoch"]], "memory": saved["memory"]}
+
+
+def train_epochs(cell: PreparedCell, training: Training, on_epoch: Callable[[dict], None] | None) -> None:
+    """Train from ``training.first_epoch`` until the last epoch, patience runs out or the loss diverges,
+    reporting each epoch's row (a resumed cell's earlier ones first) and saving a checkpoint when due."""
+    cfg, model = cell.trainer.cfg, cell.model
+    for row in training.epoch_log:  # a resumed cell's earlier epochs, reported again
         if on_epoch:
             on_epoch(row)
-    for epoch in range(first_epoch, cfg.epochs + 1):
-        model.train()
-        memory.start_region()
-        synchronize(device)
-        t0 = time.perf_counter()
-        loss_sum, tokens = trainer.epoch(*cell.next_batches(epoch))
-        synchronize(device)
-        sec = time.perf_counter() - t0
-        memory.end_region()
-        mean_loss = float(loss_sum) / tokens
-        row = {"epoch": epoch, "train_ppl": _exp(mean_loss), "sec": sec, "tokens": tokens,
-               "tokens_per_sec": tokens / sec, "warmup": epoch == first_epoch, "val_ppl": None, "causal_ppl": None,
-               "select_ppl": None}
+    for epoch in range(training.first_epoch, cfg.epochs + 1):
+        row, mean_loss = timed_epoch(cell, training.memory, epoch, warmup=epoch == training.first_epoch)
         # A finite loss above ~709 nats still overflows the perplexity: that run has diverged too.
         if not math.isfinite(row["train_ppl"]):
-            status, reason = "diverged", f"training loss became {mean_loss:.6g} in epoch {epoch}"
-            epoch_log.append(row)
+            training.status, training.reason = "diverged", f"training loss became {mean_loss:.6g} in epoch {epoch}"
+            training.epoch_log.append(row)
             break
-        if cfg.select_every and epoch % cfg.select_every == 0:
-            model.eval()
-            row["select_ppl"] = selection_ppl(model, all_tokens, cfg.max_tokens + cfg.val_tokens,
-                                              cfg.select_tokens, cfg, device)
-            selection.offer(epoch, row["select_ppl"], model)
-        # Patience is checked where the selection text was evaluated: between evaluations nothing is known.
-        last = epoch == cfg.epochs or (row["select_ppl"] is not None and selection.patience_spent(epoch))
-        # val_tokens 0: no held-out evaluation at all; val_ppl and causal_ppl stay None (not NaN).
-        if cfg.val_tokens and (last or (cfg.eval_every and epoch % cfg.eval_every == 0)):
-            model.eval()
-            row["val_ppl"], row["causal_ppl"] = heldout_ppl(model, all_tokens, cfg.max_tokens, cfg.val_tokens,
-                                                            cfg, device)
-            memory.release()
-        epoch_log.append(row)
+        last = evaluate_epoch(cell, training, row)
+        training.epoch_log.append(row)
         if on_epoch:
             on_epoch(row)
         if last:
             break
-        if saver.due():  # never after the last epoch: what remains then is short
-            saver.save({"epoch": epoch, "model": model.state_dict(), "generator": cell.generator.get_state(),
-                        "torch_rng": torch.get_rng_state(), "selection": selection.state(),
-                        "memory": memory.carried_state(), "epoch_log": epoch_log, "resumes": resumes})
+        if training.saver.due():  # never after the last epoch: what remains then is short
+            training.saver.save({"epoch": epoch, "model": model.state_dict(), "generator": cell.generator.get_state(),
+                                 "torch_rng": torch.get_rng_state(), "selection": training.selection.state(),
+                                 "memory": training.memory.carried_state(), "epoch_log": training.epoch_log,
+                                 "resumes": training.resumes})
 
+
+def timed_epoch(cell: PreparedCell, memory: PeakMemory, epoch: int, warmup: bool) -> tuple[dict, float]:
+    """Train one epoch, timed between device synchronisations; returns its row and its mean loss."""
+    cell.model.train()
+    memory.start_region()
+    synchronize(cell.device)
+    t0 = time.perf_counter()
+    loss_sum, tokens = cell.trainer.epoch(*cell.next_batches(epoch))
+    synchronize(cell.device)
+    sec = time.perf_counter() - t0
+    memory.end_region()
+    mean_loss = float(loss_sum) / tokens
+    row = {"epoch": epoch, "train_ppl": exp_or_inf(mean_loss), "sec": sec, "tokens": tokens,
+           "tokens_per_sec": tokens / sec, "warmup": warmup, "val_ppl": None, "causal_ppl": None,
+           "select_ppl": None}
+    return row, mean_loss
+
+
+def evaluate_epoch(cell: PreparedCell, training: Training, row: dict) -> bool:
+    """The evaluations due after this epoch, into ``row``: the selection text (offered as the best epoch)
+    and the held-out text. Returns whether training stops here (the last epoch, or patience spent)."""
+    cfg, model, epoch = cell.trainer.cfg, cell.model, row["epoch"]
+    if cfg.select_every and epoch % cfg.select_every == 0:
+        model.eval()
+        row["select_ppl"] = selection_ppl(model, cell.all_tokens, cfg.max_tokens + cfg.val_tokens,
+                                          cfg.select_tokens, cfg, cell.device)
+        training.selection.offer(epoch, row["select_ppl"], model)
+    # Patience is checked where the selection text was evaluated: between evaluations nothing is known.
+    last = epoch == cfg.epochs or (row["select_ppl"] is not None and training.selection.patience_spent(epoch))
+    # val_tokens 0: no held-out evaluation at all; val_ppl and causal_ppl stay None (not NaN).
+    if cfg.val_tokens and (last or (cfg.eval_every and epoch % cfg.eval_every == 0)):
+        model.eval()
+        row["val_ppl"], row["causal_ppl"] = heldout_ppl(model, cell.all_tokens, cfg.max_tokens, cfg.val_tokens,
+                                                        cfg, cell.device)
+        training.memory.release()
+    return last
+
+
+def cell_record(cell: PreparedCell, training: Training) -> dict:
+    """The cell's record once training has ended: samples and the held-out evaluation at the chosen epoch
+    (when it did not diverge), the epochs' timing, memory, the machine and the notes."""
+    cfg, device, corpus, model = cell.trainer.cfg, cell.device, cell.corpus, cell.model
+    status, epoch_log, memory, resumes = training.status, training.epoch_log, training.memory, training.resumes
     model.eval()
     samples = []
     if status == "ok":
         samples = [{"prefix": p, "text": predict(model, corpus, p, cfg.sample_chars, device)}
                    for p in cfg.prefixes]
 
-    selected = selection.measure(model, all_tokens, cfg, device) if status == "ok" else {}
+    selected = training.selection.measure(model, cell.all_tokens, cfg, device) if status == "ok" else {}
     timed = [r["sec"] for r in epoch_log if not r["warmup"]] or [r["sec"] for r in epoch_log]
     tokens_per_epoch = statistics.median(r["tokens"] for r in epoch_log)
     sec_per_epoch = statistics.median(timed)
@@ -487,7 +422,7 @@ def run_cell(cfg: CellConfig, on_epoch: Callable[[dict], None] | None = None,
     record = cfg.model_dump(include=set(RESULT_COLUMNS) | {"precision", "corpus"})
     record.update(
         status=status,
-        reason=reason,
+        reason=training.reason,
         train_ppl=epoch_log[-1]["train_ppl"],
         val_ppl=last_eval.get("val_ppl"),
         causal_ppl=last_eval.get("causal_ppl"),
@@ -516,7 +451,7 @@ def run_cell(cfg: CellConfig, on_epoch: Callable[[dict], None] | None = None,
         torch_version=torch.__version__,
         epoch_log=[{k: v for k, v in r.items() if k != "tokens"} for r in epoch_log],
         samples=samples,
-        notes=trainer.notes + saver.notes + [
+        notes=cell.trainer.notes + training.saver.notes + [
             f"went on from its checkpoint after epoch {k}: the epochs before were trained by an earlier process"
             for k in resumes],
         stopped_early=status == "ok" and len(epoch_log) < cfg.epochs,
@@ -524,52 +459,5 @@ def run_cell(cfg: CellConfig, on_epoch: Callable[[dict], None] | None = None,
         **{key: selected.get(key) for key in SELECTION_COLUMNS},
     )
     if resumes:
-        record["prior_sec"] = saver.prior_sec
+        record["prior_sec"] = training.saver.prior_sec
     return record
-
-
-SELECTION_COLUMNS = ("selected_epoch", "selected_select_ppl", "selected_val_ppl", "selected_causal_ppl")
-
-
-class BestEpoch:
-    """The epoch whose selection evaluation was lowest, with a copy of the weights it had then (kept in
-    memory, a few MB), so that the held-out text is evaluated once, at the end, at the chosen epoch."""
-
-    def __init__(self, cfg: CellConfig):
-        self.patience = cfg.patience
-        self.epoch: int | None = None
-        self.ppl = math.inf
-        self.weights: dict | None = None
-
-    def offer(self, epoch: int, ppl: float, model: CharRNN) -> None:
-        if ppl < self.ppl:  # the first of equal evaluations: stopping early is preferred
-            self.epoch, self.ppl = epoch, ppl
-            self.weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-    def state(self) -> dict:
-        return {"epoch": self.epoch, "ppl": self.ppl, "weights": self.weights}
-
-    def restore(self, state: dict, device) -> None:
-        self.epoch, self.ppl = state["epoch"], state["ppl"]
-        self.weights = None if state["weights"] is None else {k: v.to(device) for k, v in state["weights"].items()}
-
-    def patience_spent(self, epoch: int) -> bool:
-        return bool(self.patience) and self.epoch is not None and epoch - self.epoch >= self.patience
-
-    def measure(self, model: CharRNN, all_tokens: torch.Tensor, cfg: CellConfig, device) -> dict:
-        """The held-out perplexities at the chosen epoch (the model is left with those weights)."""
-        if self.weights is None:
-            return {}
-        model.load_state_dict(self.weights)
-        model.eval()
-        val, causal = heldout_ppl(model, all_tokens, cfg.max_tokens, cfg.val_tokens, cfg, device) \
-            if cfg.val_tokens else (None, None)
-        return {"selected_epoch": self.epoch, "selected_select_ppl": self.ppl, "selected_val_ppl": val,
-                "selected_causal_ppl": causal}
-
-
-def _exp(x: float) -> float:
-    try:
-        return math.exp(x)
-    except OverflowError:
-        return float("inf")

@@ -15,7 +15,8 @@ from harness.errors import HarnessError
 from harness.results.atomic import writable_folder
 from harness.cell.cost import cell_flops, estimate_seconds
 from harness.report.numbers import format_duration
-from harness.grid.runner import RETRAINABLE, default_out_dir, iter_cells_table, latest_run_dir, run_suite
+from harness.grid.runner import (RETRAINABLE, RunOptions, default_out_dir, iter_cells_table, latest_run_dir,
+                                 run_suite)
 from harness.spec.suite import expand, filter_cells, load_suite
 
 
@@ -175,9 +176,9 @@ def main(args) -> int:
 
         tensorboard = TensorBoardLog(Path(writable_folder(args.tensorboard, "--tensorboard")) / out.name)
     executor = make_executor(args)
-    code, run_dir = run_suite(suite, cells, out, argv=[*prog_name().split(), *sys.argv[1:]],
-                              executor=executor, tensorboard=tensorboard, system_malloc=args.system_malloc,
-                              drain=drain, retrain=retrain)
+    options = RunOptions(executor=executor, tensorboard=tensorboard, system_malloc=args.system_malloc,
+                         drain=drain, retrain=retrain)
+    code, run_dir = run_suite(suite, cells, out, argv=[*prog_name().split(), *sys.argv[1:]], options=options)
     print(f"results: {run_dir}", file=sys.stderr)
     if not args.no_report:
         report_dir = _render_report(run_dir)

@@ -38,7 +38,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from harness.errors import HarnessError
 from harness.host.machine import cpu_model
-from harness.grid.runner import failure_record, run_cell_process
+from harness.grid.cell_process import failure_record, run_cell_process
 from harness.spec.suite import GridCell
 
 POLL_SECONDS = 0.5
