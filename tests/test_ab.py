@@ -16,9 +16,11 @@ import pytest
 
 from harness.grid import ab
 from harness.analysis import stats
+from harness.analysis.ab_decision import Outcome
+from harness.report import ab_text
 from harness.grid.ab import resolve_revision, worktree
 from harness.cli import main as cli
-from harness.analysis.speed_compare import read_run
+from harness.results.speed_measurements import read_run
 from harness.errors import HarnessError
 
 from conftest import REPO, TINY
@@ -382,10 +384,10 @@ def test_workers_keep_freed_memory_unless_told_otherwise(monkeypatch, tmp_path):
 def test_a_busy_machine_is_warned_of_but_not_a_check_at_its_own_load(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
     side = ab.Side("base", None, None, tmp_path)
-    outcome = ab.Outcome("s", (side, side), tmp_path, ab.Threshold.parse("5%"), 0.01, "estimate", 6, [],
-                         stats.decide([0.0] * 3), 1.0, [])
+    outcome = Outcome("s", (side, side), tmp_path, ab.Threshold.parse("5%"), 0.01, "estimate", 6, [],
+                      stats.decide([0.0] * 3), 1.0, [])
     outcome.load = (2.03, 2.2)  # measured on the quiet machine: the check's own two threads
     assert outcome.busy == ""
     outcome.load = (3.4, 2.9)
     assert "load average 3.4 -> 2.9 on 2 CPUs" in outcome.busy
-    assert "(threshold 5%, alpha 0.01, rule estimate)" in outcome.summary()  # a ratio of means, not medians
+    assert "(threshold 5%, alpha 0.01, rule estimate)" in ab_text.summary(outcome)  # a ratio of means, not medians

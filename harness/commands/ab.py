@@ -54,16 +54,19 @@ def register(subparsers) -> None:
 
 
 def main(args) -> int:
-    from harness.grid.ab import format_markdown, format_text, run_ab
+    from harness.grid.ab import AbRequest, run_ab
+    from harness.report.ab_text import format_markdown, format_text
     from harness.results.atomic import writable_file, write_json_atomic, write_text_atomic
 
     for flag, path in (("--json", args.json), ("--markdown", args.markdown)):
         if path is not None:  # checked before the rounds: a bad path must not cost a whole A/B run
             writable_file(path, flag, keep_out_of=[args.out] if args.out else [])
     signal.signal(signal.SIGTERM, _raise_interrupt)  # a stopped CI job still removes its worktrees
-    outcome = run_ab(args.suite, args.base, args.new, args.set_base, args.set_new, args.only, args.rounds,
-                     args.threshold, args.alpha, args.rule, args.out, args.repo,
-                     argv=["python", "-m", "harness", *sys.argv[1:]], system_malloc=args.system_malloc)
+    request = AbRequest(suite=args.suite, base_rev=args.base, new_rev=args.new, base_sets=tuple(args.set_base),
+                        new_sets=tuple(args.set_new), only=tuple(args.only), rounds=args.rounds,
+                        threshold=args.threshold, alpha=args.alpha, rule=args.rule, out=args.out, repo=args.repo,
+                        system_malloc=args.system_malloc)
+    outcome = run_ab(request, argv=["python", "-m", "harness", *sys.argv[1:]])
     print(format_text(outcome))
     if args.json:
         write_json_atomic(Path(args.json), outcome.as_dict())

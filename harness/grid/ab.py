@@ -6,11 +6,12 @@ worker per side (``harness.ab_worker`` of that side's code) and lets the two tra
 turn, A B B A A B ..., so that the two epochs of a round see the same seconds of the machine: on a shared
 machine whose speed moves by a third between few-minute windows, interleaving cancels what comparing two
 suite runs (``harness compare``) cannot. Pairs of adjacent epochs, warm-up excluded, give each run its
-log-ratio; the runs are the replicates of the decision (``harness.analysis.stats``), since a process keeps a speed
-of its own that all its epochs share.
+log-ratio; the runs are the replicates of the decision (``harness.analysis.ab_decision``), since a process
+keeps a speed of its own that all its epochs share.
 
 Each side's results go to a normal results folder (``OUT/base``, ``OUT/new``), written with the runner's
-own functions, so ``show``, ``report`` and ``compare`` read them.
+own functions, so ``show``, ``report`` and ``compare`` read them; the verdict's text is
+``harness.report.ab_text``'s.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
-import math
 import os
 import queue
 import shutil
@@ -29,15 +29,17 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from harness.analysis import stats
-from harness.analysis.speed_compare import Threshold, cell_labels, match_key
+from harness.analysis.ab_decision import Outcome, PairResult, decide_outcome, timed_pairs
+from harness.analysis.speed_compare import Threshold, match_key
 from harness.errors import HarnessError
 from harness.host.malloc import KEEP_FREED_MEMORY, malloc_settings, worker_environment  # noqa: F401 - KEEP_FREED_MEMORY re-exported
+from harness.report.ab_text import progress_line
+from harness.results.run_folder import RunDir
 from harness.spec.suite import GridCell, expand, filter_cells, load_suite
-from harness.report.numbers import fixed, percent
 
 WORKER_MODULE = "harness.ab_worker"
 WORKER_PATH = "harness/ab_worker.py"
@@ -242,13 +244,6 @@ def _hello(worker: Worker) -> None:
                            f"not from {expected}")
 
 
-@dataclass
-class PairResult:
-    records: tuple[dict, dict]  # base, new
-    pairs: list[tuple[float, float]] = field(default_factory=list)  # (base sec, new sec) per timed round
-    first: int = 0  # the side (0: base, 1: new) started first and first in the warm-up round
-
-
 def run_pair(cells: tuple[GridCell, GridCell], sides: tuple[Side, Side], logs, first: int = 0,
              system_malloc: bool = False) -> PairResult:
     """Train one cell on both sides, epoch by epoch in turn (A B B A ...). Returns each side's record
@@ -263,7 +258,7 @@ def run_pair(cells: tuple[GridCell, GridCell], sides: tuple[Side, Side], logs, f
     Both workers are fresh processes, stopped at the end: a process keeps a speed of its own for minutes
     (in one A/A check whose two workers served every cell, one of them turned 11% faster halfway and
     stayed so), so each run must be an independent draw of it for the runs to be replicates."""
-    from harness.grid.runner import failure_record
+    from harness.grid.cell_process import failure_record
 
     starting = (first, 1 - first)
     workers: list[Worker | None] = [None, None]
@@ -325,117 +320,7 @@ def stop_workers(workers: list) -> None:
             workers[i] = None
 
 
-def timed_pairs(base_rows: list[dict], new_rows: list[dict]) -> list[tuple[float, float]]:
-    """(base sec, new sec) of the rounds both sides completed, warm-up epochs left out."""
-    return [(float(a["sec"]), float(b["sec"])) for a, b in zip(base_rows, new_rows)
-            if not a.get("warmup") and not b.get("warmup")]
-
-
 # ------------------------------------------------------------------------------------------ the check
-
-
-@dataclass
-class CellOutcome:
-    label: str
-    cell_ids: list[str]
-    pairs: list[tuple[float, float]]  # (base s, new s) per timed round, all runs (seeds) in turn
-    run_units: list[list[float]]  # per compared run, its units (stats.abba_units)
-    statuses: list[str]  # "base/new" status per run
-    firsts: list[str]  # per run, the side ("base" or "new") started first and first in its warm-up round
-    decision: stats.Decision | None = None  # on the runs' values (decide_outcome)
-
-    @property
-    def run_values(self) -> list[float]:
-        """Each run's log-ratio, the mean of its units: the replicates of the decision."""
-        return [sum(units) / len(units) for units in self.run_units]
-
-    @property
-    def unit_sd(self) -> float:
-        """Standard deviation of the units around their run's value: the noise within a process pair."""
-        deviations = [u - value for units, value in zip(self.run_units, self.run_values) if len(units) > 1
-                      for u in units]
-        dof = sum(len(units) - 1 for units in self.run_units if len(units) > 1)
-        return math.sqrt(sum(d * d for d in deviations) / dof) if dof else math.nan
-
-
-@dataclass
-class Outcome:
-    suite: str
-    sides: tuple[Side, Side]
-    out: Path
-    threshold: Threshold
-    alpha: float
-    rule: str
-    rounds: int
-    cells: list[CellOutcome]
-    pooled: stats.Decision
-    wall_s: float
-    not_compared: list[str]
-    load: tuple[float | None, float | None] = (None, None)  # 1-minute load average at the start and end
-    malloc: dict = field(default_factory=dict)  # what the workers' malloc was told (KEEP_FREED_MEMORY or {})
-
-    @property
-    def busy(self) -> str:
-        """A warning when other processes shared the CPUs (load average above their number, by the margin
-        that ``harness show`` allows: a quiet check's own threads keep it near 2.0 on 2 CPUs): the pairs are
-        then noisier, and with several threads per cell, epochs can be many times slower at random."""
-        from harness.analysis.timing_trust import LOAD_MARGIN
-
-        cpus = os.cpu_count() or 1
-        high = [v for v in self.load if v is not None and v > cpus + LOAD_MARGIN]
-        if not high:
-            return ""
-        return (f"the machine was busy: load average {' -> '.join(f'{v:.1f}' for v in self.load if v is not None)} "
-                f"on {cpus} CPUs; other processes shared the cores, so the pairs are noisy and a verdict is "
-                "likelier to be undecided")
-
-    @property
-    def exit_code(self) -> int:
-        return stats.exit_code([c.decision.verdict for c in self.cells] + [self.pooled.verdict])
-
-    def count(self, verdict: str) -> int:
-        return sum(c.decision.verdict == verdict for c in self.cells)
-
-    @property
-    def word(self) -> str:
-        code = self.exit_code
-        if code == 1:
-            return "REGRESSION"
-        if code == 2:
-            return "UNDECIDED"
-        return {"improvement": "IMPROVEMENT", "no change": "NO CHANGE"}.get(self.pooled.verdict, "UNDECIDED")
-
-    def summary(self) -> str:
-        p = self.pooled
-        counts = ", ".join(f"{self.count(v)} {v}" for v in stats.VERDICTS if self.count(v))
-        return (f"{self.word}: pooled new/base {fixed(p.ratio)} [{fixed(p.low)}, {fixed(p.high)}] over {p.n} "
-                f"runs ({p.verdict}); cells: {counts or 'none'} (threshold {self.threshold.fraction * 100:g}%, alpha {self.alpha:g}, "
-                f"rule {self.rule})")
-
-    def as_dict(self) -> dict:
-        return {
-            "suite": self.suite, "out": str(self.out), "wall_s": round(self.wall_s, 1),
-            "threshold": self.threshold.fraction, "alpha": self.alpha, "rule": self.rule, "rounds": self.rounds,
-            "base": {**self.sides[0].as_dict(), "run_dir": str(self.out / "base")},
-            "new": {**self.sides[1].as_dict(), "run_dir": str(self.out / "new")},
-            "cells": [{"cell": c.label, "runs": c.cell_ids, "statuses": c.statuses, "first": c.firsts,
-                       "base_median_s": _median([a for a, _ in c.pairs]),
-                       "new_median_s": _median([b for _, b in c.pairs]),
-                       "pairs": [list(p) for p in c.pairs], "run_units": c.run_units,
-                       "units": [u for units in c.run_units for u in units],
-                       "unit_sd": c.unit_sd if math.isfinite(c.unit_sd) else None, **c.decision.as_dict()}
-                      for c in self.cells],
-            "pooled": self.pooled.as_dict(),
-            "not_compared": self.not_compared, "load_average": list(self.load), "busy": self.busy or None,
-            "malloc": self.malloc,
-            "verdict": self.word.lower(), "exit_code": self.exit_code,
-        }
-
-
-def _median(values) -> float | None:
-    import statistics
-
-    return statistics.median(values) if values else None
 
 
 def pair_cells(base: list[GridCell], new: list[GridCell], suite_path: str) -> list[tuple[GridCell, GridCell]]:
@@ -474,34 +359,52 @@ def _run_info(suite, side: Side, cells: list[GridCell], argv: list[str], calibra
     }
 
 
-def run_ab(suite_path: str, base_rev: str | None = None, new_rev: str | None = None, base_sets=(), new_sets=(),
-           only=(), rounds: int = DEFAULT_ROUNDS, threshold=DEFAULT_THRESHOLD, alpha: float = 0.01,
-           rule: str = stats.DEFAULT_RULE, out=None, repo=None, argv=None, stream=None,
-           system_malloc: bool = False) -> Outcome:
+@dataclass(frozen=True)
+class AbRequest:
+    """What to check: the command line of `harness ab`."""
+    suite: str  # the suite file
+    base_rev: str | None = None  # None: the working tree
+    new_rev: str | None = None
+    base_sets: tuple[str, ...] = ()  # SECTION.KEY=VALUE settings of one side only
+    new_sets: tuple[str, ...] = ()
+    only: tuple[str, ...] = ()  # KEY=VALUE[,VALUE] filters of the cells
+    rounds: int = DEFAULT_ROUNDS
+    threshold: str | Threshold = DEFAULT_THRESHOLD
+    alpha: float = 0.01
+    rule: str = stats.DEFAULT_RULE
+    out: str | Path | None = None  # default results/ab-<suite>-<time>
+    repo: str | Path | None = None  # git repository of the revisions; default: the one holding this harness
+    system_malloc: bool = False
+
+
+def run_ab(request: AbRequest, argv: list[str] | None = None, stream=None) -> Outcome:
     """Run the interleaved check and decide (see the module's docstring)."""
-    from harness.grid.runner import RunDir, calibrate_cells
+    from harness.grid.runner import calibrate_cells
     from harness.results.atomic import write_json_atomic
 
     stream = stream or sys.stderr
-    threshold = Threshold.parse(threshold)
+    suite_path, rounds, alpha = request.suite, request.rounds, request.alpha
+    threshold = Threshold.parse(request.threshold)
     if not 0 < alpha < 1:
         raise HarnessError(f"--alpha {alpha!r}: must be between 0 and 1")
     if rounds < 1:
         raise HarnessError(f"--rounds {rounds}: must be at least 1")
     epochs = [f"train.epochs={rounds + 1}"]  # one warm-up epoch, then the timed rounds
-    suites = [load_suite(suite_path, list(sets) + epochs) for sets in (base_sets, new_sets)]
-    grids = [filter_cells(expand(s), list(only)) for s in suites]
+    suites = [load_suite(suite_path, list(sets) + epochs) for sets in (request.base_sets, request.new_sets)]
+    grids = [filter_cells(expand(s), list(request.only)) for s in suites]
     matched = pair_cells(grids[0], grids[1], suite_path)
     name = suites[0].name
-    out = Path(out) if out else Path("results") / f"ab-{name}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    out = (Path(request.out) if request.out
+           else Path("results") / f"ab-{name}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}")
     dirs = [RunDir(out / "base"), RunDir(out / "new")]
     for d in dirs:
         if d.run_json.exists():
             raise HarnessError(f"--out {out}: already holds an A/B check ({d.run_json}); choose another folder")
     argv = argv or ["python", "-m", "harness", "ab", suite_path]
     start, load_start = time.monotonic(), _load()
-    malloc = malloc_settings(system_malloc)
-    with prepare_sides(base_rev, new_rev, base_sets, new_sets, Path(repo) if repo else None) as sides:
+    malloc = malloc_settings(request.system_malloc)
+    with prepare_sides(request.base_rev, request.new_rev, request.base_sets, request.new_sets,
+                       Path(request.repo) if request.repo else None) as sides:
         for d in dirs:
             d.lock()
         # One calibration for both sides: they share the machine and the minutes.
@@ -517,18 +420,18 @@ def run_ab(suite_path: str, base_rev: str | None = None, new_rev: str | None = N
         for n, ((a, b), first) in enumerate(zip(matched, firsts), 1):
             with open(dirs[0].log_path(a.cell_id), "w") as log_a, open(dirs[1].log_path(b.cell_id), "w") as log_b:
                 result = run_pair((a, b), (sides[0], sides[1]), (log_a, log_b), first=first,
-                                  system_malloc=system_malloc)
+                                  system_malloc=request.system_malloc)
             for d, cell, record, info in zip(dirs, (a, b), result.records, infos):
                 d.store(cell, record, calibration)
                 d.rebuild_tables(info["cells"])
             results.append((a, b, result))
-            print(_progress_line(n, len(matched), a, result), file=stream, flush=True)
+            print(progress_line(n, len(matched), a, result), file=stream, flush=True)
         for d, info in zip(dirs, infos):
             records = d.finished_records()
             info["corpus_sha256"] = sorted({r.get("corpus_sha256") for r in records.values() if r.get("corpus_sha256")})
             info["finished"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
             write_json_atomic(d.run_json, info)
-    outcome = decide_outcome(name, tuple(sides), out, results, threshold, alpha, rule, rounds,
+    outcome = decide_outcome(name, tuple(sides), out, results, threshold, alpha, request.rule, rounds,
                              time.monotonic() - start)
     outcome.load = (load_start, _load())
     outcome.malloc = malloc
@@ -555,106 +458,3 @@ def _load() -> float | None:
         return os.getloadavg()[0]
     except (AttributeError, OSError):
         return None
-
-
-def _progress_line(n: int, total: int, cell: GridCell, result: PairResult) -> str:
-    base, new = result.records
-    line = f"[{n}/{total}] {cell.cell_id}: base {base.get('status')}, new {new.get('status')}"
-    value = stats.run_value([a for a, _ in result.pairs], [b for _, b in result.pairs])
-    if value is not None:
-        line += (f", {len(result.pairs)} rounds, base {_median([a for a, _ in result.pairs]):.3f} s, "
-                 f"new {_median([b for _, b in result.pairs]):.3f} s per epoch, new/base {math.exp(value):.3f}")
-    return line
-
-
-def decide_outcome(suite: str, sides, out: Path, results, threshold: Threshold, alpha: float, rule: str,
-                   rounds: int, wall_s: float) -> Outcome:
-    """Group the runs by matched cell (the seeds of a configuration are its repeats, as in
-    ``harness compare``), decide each cell and all of them pooled, on the runs' values."""
-    keys = {id(a): match_key(a.config.model_dump(mode="json")) for a, _, _ in results}
-    labels = cell_labels(keys.values())
-    grouped: dict[str, list] = {}
-    not_compared = []
-    for a, b, result in results:
-        statuses = [r.get("status") for r in result.records]
-        if statuses != ["ok", "ok"]:
-            not_compared.append(f"{a.cell_id} (base {statuses[0]}, new {statuses[1]})")
-        grouped.setdefault(labels[keys[id(a)]], []).append((a, b, result, statuses))
-    cells = []
-    for label, members in grouped.items():
-        compared = [r for _, _, r, statuses in members if statuses == ["ok", "ok"]]
-        pairs = [p for r in compared for p in r.pairs]
-        # Units within each run only: two rounds of different processes do not form an ABBA unit.
-        run_units = [stats.abba_units(stats.log_ratios([a for a, _ in r.pairs], [b for _, b in r.pairs]))
-                     for r in compared]
-        cell = CellOutcome(label, [a.cell_id for a, _, _, _ in members], pairs, [u for u in run_units if u],
-                           [f"{s[0]}/{s[1]}" for *_, s in members], [sides[r.first].name for _, _, r, _ in members])
-        cell.decision = stats.decide(cell.run_values, threshold.fraction, alpha, rule)
-        cells.append(cell)
-    pooled = stats.decide([v for c in cells for v in c.run_values], threshold.fraction, alpha, rule)
-    return Outcome(suite, sides, out, threshold, alpha, rule, rounds, cells, pooled, wall_s, not_compared)
-
-
-# ------------------------------------------------------------------------------------------- output
-
-
-def format_text(outcome: Outcome) -> str:
-    from tabulate import tabulate
-
-    level = f"{(1 - outcome.alpha) * 100:g}%"
-    lines = [f"base: {outcome.sides[0].label}  ({outcome.out / 'base'})",
-             f"new:  {outcome.sides[1].label}  ({outcome.out / 'new'})"]
-    rows = [[c.label, c.decision.n, fixed(_median([a for a, _ in c.pairs])), fixed(_median([b for _, b in c.pairs])),
-             f"{fixed(c.decision.ratio)} [{fixed(c.decision.low)}, {fixed(c.decision.high)}]",
-             percent_sd(c.decision.sd), c.decision.verdict] for c in outcome.cells]
-    p = outcome.pooled
-    rows.append(["all cells", p.n, "", "", f"{fixed(p.ratio)} [{fixed(p.low)}, {fixed(p.high)}]",
-                 percent_sd(p.sd), p.verdict])
-    lines.append(tabulate(rows, headers=["cell", "runs", "base s/epoch", "new s/epoch", f"new/base [{level} CI]",
-                                         "run SD", "verdict"], tablefmt="simple", disable_numparse=True))
-    if outcome.not_compared:
-        lines.append(f"not finished on both sides (not compared): {', '.join(outcome.not_compared)}")
-    if outcome.busy:
-        lines.append(f"!! {outcome.busy}")
-    lines.append(f"wall time {outcome.wall_s:.0f} s")
-    lines.append(outcome.summary())
-    return "\n".join(lines)
-
-
-def percent_sd(sd) -> str:
-    return percent(sd, 1)
-
-
-def format_markdown(outcome: Outcome) -> str:
-    """A pull-request comment: the verdict first, then the table and how it was decided."""
-    from harness.report.speed_text import markdown_table
-
-    icon = {"REGRESSION": ":red_circle:", "IMPROVEMENT": ":green_circle:", "NO CHANGE": ":white_check_mark:"}
-    level = f"{(1 - outcome.alpha) * 100:g}%"
-    rows = [[f"`{c.label}`", str(c.decision.n), fixed(_median([a for a, _ in c.pairs])),
-             fixed(_median([b for _, b in c.pairs])),
-             f"{fixed(c.decision.ratio)} [{fixed(c.decision.low)}, {fixed(c.decision.high)}]",
-             f"**{c.decision.verdict}**" if c.decision.verdict in ("regression", "improvement") else c.decision.verdict]
-            for c in outcome.cells]
-    p = outcome.pooled
-    rows.append(["**all cells**", str(p.n), "", "", f"{fixed(p.ratio)} [{fixed(p.low)}, {fixed(p.high)}]",
-                 f"**{p.verdict}**"])
-    lines = [f"### {icon.get(outcome.word, ':grey_question:')} Training speed: {outcome.word.lower()}", "",
-             f"`harness ab {outcome.suite}`: base = {outcome.sides[0].label}, new = {outcome.sides[1].label}.", "",
-             markdown_table(["cell", "runs", "base s/epoch", "new s/epoch", f"new/base [{level} CI]", "verdict"], rows,
-                            align="lrrrrl"), ""]
-    if outcome.not_compared:
-        lines += [f"Not finished on both sides (not compared): {', '.join(outcome.not_compared)}.", ""]
-    if outcome.busy:
-        lines += [f"> **Warning:** {outcome.busy}.", ""]
-    lines += [f"{outcome.summary()}", "",
-              f"<details><summary>How this was decided</summary>\n\n"
-              f"Both sides trained each run (cell and seed) in a fresh process of their own, one epoch at a time in turn "
-              f"(A B B A ...), {outcome.rounds} timed rounds per run after a warm-up epoch, {outcome.wall_s:.0f} s in all. "
-              f"Two consecutive rounds (one new-first, one base-first) make a unit, and a run's ratio is the geometric mean "
-              f"of its units; the runs are the replicates (a process keeps a speed of its own). The ratio of a cell, and of "
-              f"all cells, is the geometric mean of its runs' ratios with a {level} t-interval. Regression: the interval above 1 and the "
-              f"{'estimate' if outcome.rule == 'estimate' else 'whole interval'} above 1 + {outcome.threshold.fraction:g}; "
-              f"no change: the whole interval within the threshold; otherwise undecided (more runs would tell)."
-              f"\n\n</details>"]
-    return "\n".join(lines) + "\n"

@@ -1,5 +1,5 @@
 """Machine-readable and pull-request outputs of the speed checks: JSON and Markdown of `harness compare`
-(those of `harness ab` are in ``harness.grid.ab``), and the Markdown table both use."""
+(the text and Markdown of `harness ab` are in ``harness.report.ab_text``), and the Markdown table both use."""
 
 from __future__ import annotations
 
