@@ -10,7 +10,7 @@ from harness.spec.claims import ConditionSpec, parse_conditions
 from harness.analysis.claims import NOT_SUPPORTED, SUPPORTED, default_claim, parse_claims
 from harness.analysis.conditions import CHOSEN, choose, condition_cells, depth_profile, evaluate_conditions, in_condition
 from harness.errors import HarnessError
-from harness.spec.suite import _field_for_axis, parse_suite
+from harness.spec.suite import field_for_axis, parse_suite
 
 BASELINES = {"uniform": 28.0, "unigram": 16.9, "bigram": 9.9}
 LRS = (0.5, 1.0, 2.0)
@@ -104,7 +104,7 @@ def test_depth_profile_for_the_figure():
 
 
 def test_the_depth_figures_numbers_in_a_table():
-    from harness.report.build import condition_blocks, depth_profile_table
+    from harness.report.conditions_section import condition_blocks, depth_profile_table
 
     cells = cells_frame(per_depth)
     # The LSTM has one seed at 1 layer and none at 3.
@@ -151,7 +151,7 @@ def test_the_depth_figures_numbers_in_a_table():
 ])
 def test_bad_conditions_are_refused_in_one_line(raw, message):
     with pytest.raises(HarnessError) as info:
-        parse_conditions(raw, "t", _field_for_axis)
+        parse_conditions(raw, "t", field_for_axis)
     assert str(info.value).startswith(message)
 
 
@@ -161,7 +161,7 @@ def test_a_suite_declares_conditions_with_the_keys_it_writes():
     suite = parse_suite(raw, "s.yaml")
     assert suite.resolved()["conditions"] == raw["conditions"]
     assert "conditions" not in parse_suite({"name": "s"}, "s.yaml").resolved()  # older runs keep their hash
-    specs = parse_conditions(suite.conditions, "s.yaml", _field_for_axis)
+    specs = parse_conditions(suite.conditions, "s.yaml", field_for_axis)
     assert specs[0] == ConditionSpec("tuned", (), "lr") and specs[1].to_dict() == {"name": "lr 1", "where": {"lr": 1}}
     assert default_claim("depth_helps").metric == "causal_ppl"
 
@@ -193,7 +193,7 @@ def test_a_run_with_conditions_reports_each_claim_under_each(tmp_path):
 
 
 def test_the_report_says_where_a_verdict_changes_and_where_there_is_nothing_to_compare():
-    from harness.report.build import conditions_table
+    from harness.report.conditions_section import conditions_table
 
     cells = cells_frame(per_depth)
     conditions = [ConditionSpec("lr 1", (("lr", (1,)),)), ConditionSpec("lr per depth", (), "lr"),
@@ -211,7 +211,7 @@ def test_nothing_to_compare_is_final_where_the_suite_plans_no_cells_for_one_side
     """An unfinished run whose suite plans bidirectional cells at lr 1 only: at lr 2 the bidirectional claim
     will never have anything to compare, while depth at lr 2 still may."""
     from harness.analysis.conditions import can_compare
-    from harness.report.build import conditions_table, planned_frame
+    from harness.report.conditions_section import conditions_table, planned_frame
 
     suite = parse_suite({"name": "s", "model": {"cell": "gru"},
                          "matrix": {"layers": [1, 2], "direction": ["uni", "bi"], "lr": [1, 2], "seed": [0]},
@@ -259,7 +259,8 @@ def test_nothing_to_compare_is_final_where_the_suite_plans_no_cells_for_one_side
 
 
 def test_a_claims_other_metrics_are_folded_under_each_condition():
-    from harness.report.build import condition_blocks, render_markdown
+    from harness.report.conditions_section import condition_blocks
+    from harness.report.render import render_markdown
 
     train = parse_claims([{"name": "depth_helps", "metric": "train_ppl"}], "t")[0]
     conditions = [ConditionSpec("lr 1", (("lr", (1,)),)), ConditionSpec("lr per depth", (), "lr")]

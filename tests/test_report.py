@@ -20,8 +20,10 @@ from harness.cell.corpus import clean_lines, read_corpus_lines
 from harness.errors import HarnessError
 from harness.report.figures import slowdown_table
 from harness.analysis.run_text import corpus_words
-from harness.report.build import (build_report, claim_specs, configuration_table, default_out_dir,
-                            fill_flops_utilization, fmt, fmt_geo_ci, load_run, samples_table, visible_spaces)
+from harness.report.build import build_report, claim_specs, default_out_dir
+from harness.report.loading import fill_flops_utilization, load_run
+from harness.report.numbers import fmt
+from harness.report.tables import configuration_table, fmt_geo_ci, samples_table, visible_spaces
 from harness.analysis.text_measures import corpus_word_set
 
 from fixtures import make_run_folder

@@ -4,8 +4,9 @@ import json
 
 import pandas as pd
 
-from harness.report.build import (apply_timings, build_report, load_run, machine_label, run_machines,
-                            timings_by_machine)
+from harness.report.build import build_report
+from harness.report.loading import apply_timings, load_run
+from harness.report.tables import machine_label, run_machines, timings_by_machine
 
 from harness.results.run_folder import RunDir
 

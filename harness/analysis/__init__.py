@@ -1,4 +1,6 @@
-"""Numbers to verdicts: the statistics shared by claims and speed checks (``stats``), the claims engine
-(``claims``, ``conditions``), measures of generated text (``text_measures``), the perplexity of predictors
-that learn nothing (``no_learning``), when a timing can be trusted (``timing_trust``) and the speed
-decisions of ``harness compare`` (``speed_compare``). Pure functions of what ``harness.results`` read."""
+"""Numbers to verdicts, pure functions of what ``harness.results`` read: the statistics shared by claims and
+speed checks (``stats``), the claims engine (``claims``, with its per-configuration ``evidence`` and the helpers
+over the cell tables in ``cell_frames``; ``conditions``), the text a run trained on and its no-learning
+baselines (``run_text``, ``no_learning``), measures of generated text (``text_measures``, ``sample_quality``),
+when a timing can be trusted (``timing_trust``) and the speed decisions of ``compare`` and ``ab``
+(``speed_compare``, ``ab_decision``). Torch-free."""

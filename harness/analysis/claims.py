@@ -34,16 +34,14 @@ import pandas as pd
 
 from harness.spec.claims import (BEST_METRIC, CLAIM_NAMES, COST_METRICS, PPL_METRICS, ClaimSpec, default_claim,
                                  default_claims, parse_claims)
-from harness.analysis.cell_frames import (MACHINE, best_causal, best_metrics, by_seed, configuration_keys,
-                                          context_keys, depth_steps, direction_pairs, ok_cells, text_column,
-                                          training_curves, value_at_time, with_machine)
+from harness.analysis.cell_frames import (MACHINE, best_causal, best_metrics, by_seed, context_keys, depth_steps,
+                                          direction_pairs, ok_cells, training_curves, value_at_time, with_machine)
 from harness.analysis.evidence import NOT_COUNTED, Unit, evaluate_units, geomean, measure_key, pooled_rows
 from harness.analysis.sample_quality import cell_quality, quality_by_direction
 from harness.analysis.stats import EMPTY_POOL, RESOLUTION, Pooled, Replicates
 
-# The last three are defined in harness.analysis.cell_frames; the report reads them beside the claims.
 __all__ = ["CLAIM_NAMES", "ClaimSpec", "ClaimResult", "Note", "Why", "default_claim", "default_claims",
-           "evaluate_claims", "parse_claims", "configuration_keys", "ok_cells", "text_column"]
+           "evaluate_claims", "parse_claims"]
 
 SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE = "supported", "not supported", "inconclusive"
 

@@ -80,7 +80,7 @@ def _suggest(key: str, candidates) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def _field_for_axis(key, where: str) -> str:
+def field_for_axis(key, where: str) -> str:
     """A matrix/exclude/include/--only key: a flat field name or `section.key`."""
     if not isinstance(key, str):
         raise HarnessError(f"{where}: key {quote(key)} must be a string")
@@ -171,7 +171,7 @@ def parse_suite(raw, where: str, sets: list[str] | None = None) -> Suite:
         raise HarnessError(f"{where}: matrix must be a mapping of axis to a list of values")
     matrix: dict = {}
     for key, values in matrix_raw.items():
-        fld = _field_for_axis(key, f"{where}: matrix")
+        fld = field_for_axis(key, f"{where}: matrix")
         if fld in matrix:
             raise HarnessError(f"{where}: matrix.{key}: the axis {fld} is given twice (as {quote(str(key))} and "
                                f"another spelling); give it once")
@@ -185,7 +185,7 @@ def parse_suite(raw, where: str, sets: list[str] | None = None) -> Suite:
         value = raw.get(kind) or []
         if not isinstance(value, list) or not all(isinstance(e, dict) and e for e in value):
             raise HarnessError(f"{where}: {kind} must be a list of non-empty mappings of axis to value")
-        return [{_field_for_axis(k, f"{where}: {kind}"): v for k, v in e.items()} for e in value]
+        return [{field_for_axis(k, f"{where}: {kind}"): v for k, v in e.items()} for e in value]
 
     exclude = entries("exclude")
     for index, entry in enumerate(exclude):  # an entry that can match no cell is a typo, not a choice
@@ -204,7 +204,7 @@ def parse_suite(raw, where: str, sets: list[str] | None = None) -> Suite:
 
     specs = parse_claims(claims, f"{where}: claims")
     conditions = raw.get("conditions") or []
-    parse_conditions(conditions, where, _field_for_axis)
+    parse_conditions(conditions, where, field_for_axis)
 
     suite = Suite(name=name, path=where, description=description, defaults=defaults, matrix=matrix,
                   exclude=exclude, include=entries("include"), claims=claims,
@@ -231,7 +231,7 @@ def apply_set(suite: Suite, assignment: str) -> None:
     key, eq, value = assignment.partition("=")
     if not eq or not key:
         raise HarnessError(f"--set {quote(assignment)}: expected SECTION.KEY=VALUE, e.g. train.epochs=20")
-    fld = _field_for_axis(key.strip(), f"--set {quote(assignment)}")
+    fld = field_for_axis(key.strip(), f"--set {quote(assignment)}")
     suite.defaults[fld] = _parse_value(value)
     suite.matrix.pop(fld, None)
 
@@ -297,7 +297,7 @@ def filter_cells(cells: list[GridCell], only: list[str]) -> list[GridCell]:
         key, eq, values = spec.partition("=")
         if not eq or not values:
             raise HarnessError(f"--only {quote(spec)}: expected KEY=VALUE[,VALUE...], e.g. cell=lstm")
-        fld = _field_for_axis(key.strip(), f"--only {quote(spec)}")
+        fld = field_for_axis(key.strip(), f"--only {quote(spec)}")
         wanted = [_parse_value(v.strip()) for v in values.split(",")]
         known = list(dict.fromkeys(getattr(c.config, fld) for c in grid))  # a list: a value may be unhashable
         unknown = [w for w in wanted if not any(_same(w, k) for k in known)]

@@ -1,0 +1,254 @@
+"""The report's tables as DataFrames, every number formatted (``harness.report.numbers``): each
+configuration's means over seeds, the claims' answers and evidence, the cells that did not learn or did not
+finish, timings per machine, and the generated samples with their measured quality."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+import pandas as pd
+
+from harness.analysis import text_measures
+from harness.analysis.cell_frames import configuration_keys, ok_cells, text_column
+from harness.analysis.claims import ClaimResult
+from harness.analysis.stats import log_interval
+from harness.report import wording as claim_wording
+from harness.report.figures import MIB
+from harness.report.numbers import fmt, sig
+from harness.spec.claims import ClaimSpec
+
+STATUSES = ("ok", "skipped", "diverged", "failed", "timeout")
+
+
+def status_counts(statuses: pd.Series) -> str:
+    """How many cells ended in each status, the usual ones first: ``ok 10, failed 2``."""
+    counts = statuses.value_counts()
+    order = [s for s in STATUSES if s in counts] + [s for s in counts.index if s not in STATUSES]
+    return ", ".join(f"{s} {int(counts[s])}" for s in order)
+
+
+def fmt_geo_ci(values, digits: int = 4) -> str:
+    """Geometric mean over seeds of positive values with its 95% interval computed on the log scale (just
+    the mean for one seed): never an impossible bound below zero."""
+    mean, low, high = log_interval(list(values))
+    if not math.isfinite(mean):
+        return "-"
+    if not math.isfinite(low):
+        return sig(mean, digits)
+    shown = 3
+    while shown < 7 and sig(low, shown) == sig(high, shown):  # seeds that agree closely: more digits
+        shown += 1
+    if sig(low, shown) == sig(high, shown):
+        return f"{sig(mean, digits)} (seeds equal)"  # no interval of zero width
+    return f"{sig(mean, max(digits, shown))} [{sig(low, shown)}, {sig(high, shown)}]"
+
+
+def configuration_table(cells: pd.DataFrame) -> pd.DataFrame:
+    """One row per configuration: geometric mean over finished seeds [95% interval on the log scale]."""
+    keys = configuration_keys(cells)
+    numeric = ("params", "flops_per_epoch", "train_ppl", "val_ppl", "causal_ppl", "sec_per_epoch",
+               "flops_utilization", "peak_mem_bytes")
+    frame = cells.copy()
+    for column in numeric:
+        frame[column] = pd.to_numeric(frame[column], errors="coerce") if column in frame else np.nan
+    rows = []
+    for key, group in frame.groupby(keys, dropna=False, sort=True):
+        key = key if isinstance(key, tuple) else (key,)
+        ok = group[group["status"] == "ok"]
+        finite = {c: ok[c][np.isfinite(ok[c])] for c in numeric}
+        row = {k: fmt(v) for k, v in zip(keys, key)}
+        row.update({
+            "seeds ok": f"{len(ok)}/{len(group)}",
+            "params": fmt(finite["params"].median() if len(finite["params"]) else math.nan),
+            "FLOPs/epoch": fmt(finite["flops_per_epoch"].median() if len(finite["flops_per_epoch"]) else math.nan, 3),
+            "train ppl": fmt_geo_ci(finite["train_ppl"]),
+            "teacher-forced ppl": fmt_geo_ci(finite["val_ppl"]),
+            "causal ppl": fmt_geo_ci(finite["causal_ppl"]),
+            "s/epoch": fmt_geo_ci(finite["sec_per_epoch"], 3),
+            "FLOP util. (%)": fmt_geo_ci(finite["flops_utilization"] * 100, 3),
+            "peak mem (MiB)": fmt_geo_ci(finite["peak_mem_bytes"] / MIB, 3),
+        })
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def learning_table(ok: pd.DataFrame, baselines: dict | None) -> pd.DataFrame:
+    """The finished cells that did not learn: best held-out causal perplexity not below the unigram baseline."""
+    if ok.empty or "learned" not in ok or baselines is None:
+        return pd.DataFrame()
+    bad = ok[ok["learned"] == False]  # noqa: E712 - NaN (no baseline) is neither
+    return pd.DataFrame({"cell": bad["cell_id"].astype(str),
+                         "best causal ppl": [fmt(v) for v in bad["best_causal_ppl"]],
+                         "final causal ppl": [fmt(v) for v in bad["causal_ppl"]],
+                         "final training ppl": [fmt(v) for v in bad["train_ppl"]]})
+
+
+def learning_sentence(ok: pd.DataFrame, baselines: dict | None, note: str) -> str:
+    """The no-learning baselines in a sentence, and which finished cells did not learn."""
+    if baselines is None:
+        return f"No-learning baselines unavailable ({note}): every comparison counts."
+    text = (f"No-learning baselines of the held-out text ({fmt(baselines.get('tokens'))} characters; counted on "
+            f"the training split, add-one smoothed): uniform {fmt(baselines['uniform'], 3)}, unigram (letter "
+            f"frequencies) {fmt(baselines['unigram'], 3)}, bigram {fmt(baselines['bigram'], 3)}. ")
+    if ok.empty or "learned" not in ok:
+        return text
+    bad = ok[ok["learned"] == False]  # noqa: E712
+    if bad.empty:
+        return text + f"Every one of the {len(ok)} finished cells learned (best held-out causal perplexity below the unigram baseline)."
+    names = ", ".join(bad["cell_id"].astype(str).head(12)) + (" ..." if len(bad) > 12 else "")
+    return text + (f"{len(bad)} of {len(ok)} finished cells did not learn (best held-out causal perplexity not "
+                   f"below the unigram baseline): {names}.")
+
+
+def claims_summary(results: list[ClaimResult]) -> pd.DataFrame:
+    """The answers: one row per claim with its verdict, pooled effect and a sentence."""
+    return pd.DataFrame([{"claim": r.title, "verdict": r.verdict,
+                          "pooled effect [95% CI]": claim_wording.effect_text(r),
+                          "in one sentence": claim_wording.summary_sentence(r)} for r in results])
+
+
+def pooled_table(table: pd.DataFrame, confidence: float) -> pd.DataFrame:
+    """A claim's pooled ratios, one row per measure, with their heterogeneity and sign test."""
+    if table.empty:
+        return table
+    return pd.DataFrame({
+        "measure": claim_wording.measure_labels(table), "cells": table["cells"],
+        "configurations": [f"{k} of {n}" for k, n in zip(table["pooled_configurations"], table["configurations"])],
+        f"ratio [{confidence:.0%} CI]": [claim_wording.ratio_text(r, lo, hi) for r, lo, hi
+                                          in zip(table["ratio"], table["ci_low"], table["ci_high"])],
+        "I²": [f"{v:.0%}" if math.isfinite(v) else "-" for v in table["i2"]],
+        "spread between configurations": [f"x{v:.3g}" if math.isfinite(v) else "-" for v in table["tau_factor"]],
+        "sign test p": [fmt(v, 2) for v in table["sign_p"]],
+    })
+
+
+def evidence_table(evidence: pd.DataFrame, spec: ClaimSpec) -> pd.DataFrame:
+    """Per-configuration rows of ``spec``'s claim: context, comparison, seeds, the two sides, the ratio with
+    its interval."""
+    if evidence.empty:
+        return pd.DataFrame()
+    base = {"comparison", "metric", "basis", "role", "seeds", "pairing", "reference", "compared", "ratio",
+            "ci_low", "ci_high", "log_effect", "log_se", "bounded", "learned_reference", "learned_compared",
+            "counted", "outcome", "bearing", "flops_ratio"}
+    context = [c for c in evidence.columns if c not in base]
+    rows = []
+    for _, row in evidence.iterrows():
+        scale, unit = (MIB, " MiB") if row["metric"] == "peak_mem_bytes" else (1, "")
+        out = {c: fmt(row[c]) for c in context}
+        out.update({
+            "comparison": row["comparison"],
+            "measure": claim_wording.SHORT_LABELS.get(row["metric"], row["metric"]),
+            "seeds": f"{int(row['seeds'])}" + (" (unpaired)" if row["pairing"] == "unpaired" else ""),
+            "reference": fmt(row["reference"] / scale, 4) + (unit if math.isfinite(row["reference"]) else ""),
+            "compared": fmt(row["compared"] / scale, 4) + (unit if math.isfinite(row["compared"]) else ""),
+            f"ratio [{spec.confidence:.0%} CI]": claim_wording.ratio_text(row["ratio"], row["ci_low"], row["ci_high"])
+            + (" †" if row["bounded"] else ""),
+        })
+        if "flops_ratio" in row and math.isfinite(row.get("flops_ratio", math.nan)):
+            out["FLOPs ratio"] = f"x{row['flops_ratio']:.3g}"
+        out["outcome"] = claim_wording.outcome_text(row["outcome"], spec.min_seeds)
+        rows.append(out)
+    return pd.DataFrame(rows)
+
+
+def status_table(cells: pd.DataFrame) -> pd.DataFrame:
+    """The cells that did not finish: status, epochs done and why."""
+    bad = cells[cells["status"] != "ok"]
+    if bad.empty:
+        return pd.DataFrame()
+    reasons = bad["reason"].fillna("") if "reason" in bad else pd.Series("", index=bad.index)
+    return pd.DataFrame({
+        "cell": bad["cell_id"].astype(str),
+        "status": bad["status"].astype(str),
+        "epochs done": [fmt(v) for v in pd.to_numeric(bad.get("epochs_done", pd.Series(np.nan, index=bad.index)),
+                                                      errors="coerce")],
+        "reason": [" ".join(str(r).split())[:200] for r in reasons],
+    })
+
+
+def visible_spaces(text: str) -> str:
+    """Show the spaces a page would swallow (leading, trailing, or two and more in a row) as '␣'."""
+    marked = re.sub(r" {2,}", lambda m: "␣" * len(m.group()), text)
+    marked = re.sub(r"^ | $", "␣", marked)
+    return marked
+
+
+def samples_table(samples: pd.DataFrame, cells: pd.DataFrame, words: set[str] | None) -> pd.DataFrame:
+    """Generated text of each configuration's lowest finished seed, with its measured quality."""
+    if samples.empty or "cell_id" not in samples:
+        return pd.DataFrame()
+    ok = ok_cells(cells)
+    if ok.empty:
+        return pd.DataFrame()
+    keys = configuration_keys(ok)
+    first = ok.sort_values("seed").groupby(keys, dropna=False, sort=True).head(1)
+    order = {cid: i for i, cid in enumerate(first.sort_values(keys)["cell_id"])}
+    chosen = samples[samples["cell_id"].isin(set(first["cell_id"]))]
+    chosen = chosen.assign(_order=chosen["cell_id"].map(order)).sort_values(["_order", "prefix"])
+    rows = []
+    for row in chosen.itertuples():
+        prefix = row.prefix if isinstance(row.prefix, str) else ""
+        generated = text_measures.generated_part(row.text if isinstance(row.text, str) else "", prefix)
+        m = text_measures.measure(generated, words)
+        rows.append({"cell": str(row.cell_id), "prefix": prefix, "generated": visible_spaces(generated),
+                     "words in book": f"{m['word_share']:.0%}" if math.isfinite(m["word_share"]) else "n/a",
+                     "distinct words": f"{m['distinct_share']:.0%}", "compression": f"{m['compression']:.2f}",
+                     "longest repeat": fmt(m["longest_repeat"]),
+                     "degenerate": "yes" if m["degenerate"] else "no"})
+    return pd.DataFrame(rows)
+
+
+def machine_label(node: str) -> str:
+    """``host|cpu|gpu`` (the ``node`` column of Ray runs) as ``host: cpu, gpu``."""
+    host, cpu, gpu = (str(node).split("|") + ["", "", ""])[:3]
+    return f"{host}: {cpu or '?'}" + (f", {gpu}" if gpu else "")
+
+
+def cell_machines(cells: pd.DataFrame) -> pd.Series:
+    """Per cell, the machine it ran on as ``host|cpu|gpu``: a Ray run's ``node`` column, else the cell's own
+    ``hostname``, ``cpu_model`` and ``gpu_name`` (a run resumed elsewhere has cells of two machines); empty
+    where not recorded."""
+    def column(name):
+        return text_column(cells, name)
+
+    own = column("hostname") + "|" + column("cpu_model") + "|" + column("gpu_name")
+    node = column("node")
+    label = node.where(node != "", own)
+    if "device" in cells:
+        # A machine is its host and CPU; its GPU names it only for the cells that used it (a node's label
+        # carries its GPU for every cell, a cell's own record only for CUDA cells).
+        parts = label.str.split("|", n=2, expand=True).reindex(columns=range(3)).fillna("")
+        gpu = parts[2].where(column("device") == "cuda", "")
+        label = parts[0] + "|" + parts[1] + "|" + gpu
+    return label.where(label.str.strip("|") != "", "")
+
+
+def run_machines(cells: pd.DataFrame) -> list[str]:
+    """The machines the cells ran on (``cell_machines``); empty when not recorded."""
+    return sorted({m for m in cell_machines(cells) if m})
+
+
+def timings_by_machine(cells: pd.DataFrame) -> pd.DataFrame:
+    """Epoch time and throughput per machine and configuration (geometric mean with its 95% interval over
+    that machine's finished seeds). Empty unless the cells ran on more than one machine: timings are never pooled across
+    machines silently."""
+    if len(run_machines(cells)) < 2:
+        return pd.DataFrame()
+    keys = configuration_keys(cells)
+    frame = cells.assign(machine_label=cell_machines(cells))
+    frame = frame[frame["machine_label"] != ""].copy()
+    for column in ("sec_per_epoch", "tokens_per_sec"):
+        frame[column] = pd.to_numeric(frame[column], errors="coerce") if column in frame else np.nan
+    rows = []
+    for key, group in frame.groupby(["machine_label", *keys], dropna=False, sort=True):
+        ok = group[group["status"] == "ok"]
+        sec, rate = ok["sec_per_epoch"], ok["tokens_per_sec"]
+        row = {"machine": machine_label(key[0])}
+        row.update({k: fmt(v) for k, v in zip(keys, key[1:])})
+        row.update({"seeds ok": f"{len(ok)}/{len(group)}",
+                    "s/epoch": fmt_geo_ci(sec[np.isfinite(sec)], 3),
+                    "tokens/s": fmt_geo_ci(rate[np.isfinite(rate)], 3)})
+        rows.append(row)
+    return pd.DataFrame(rows)
