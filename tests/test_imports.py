@@ -101,7 +101,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def test_the_graph_sees_imports_inside_functions():
     graph = import_graph()
-    assert "harness.analysis.speed_compare" in graph["harness.results.speed_baselines"]  # module level
+    assert "harness.results.speed_measurements" in graph["harness.results.speed_baselines"]  # module level
     assert "harness.report.build" in graph["harness.commands.report"]  # inside main()
     assert "harness.spec.config" in graph["harness.commands.cell"]  # `from ..config import`
 
@@ -114,3 +114,91 @@ def test_find_cycle_finds_one():
 def test_no_import_circle_inside_harness():
     cycle = find_cycle(import_graph())
     assert cycle is None, " -> ".join(cycle)
+
+
+# --- the rooms: which package may import which -------------------------------------------------------------
+
+# From the bottom up; a module may import its own layer and the ones below, never one above (docs/architecture.md).
+LAYERS = ("base", "spec", "host", "results", "cell", "analysis", "report", "grid", "commands")
+# Top-level modules, placed by what they are: the package's version and errors are the base; a cell's worker
+# process runs one cell; the command line sits on top.
+TOP_LEVEL = {"harness": "base", "harness.errors": "base", "harness.worker": "cell", "harness.ab_worker": "cell",
+             "harness.cli": "commands", "harness.__main__": "commands"}
+
+
+def layer_of(module: str) -> int:
+    name = TOP_LEVEL.get(module) or module.split(".")[1]
+    return LAYERS.index(name)
+
+
+def test_every_module_has_a_layer():
+    for module in import_graph():
+        assert layer_of(module) >= 0, module
+
+
+def test_packages_import_only_downward():
+    upward = [f"{module} -> {imported}" for module, imports in sorted(import_graph().items())
+              for imported in sorted(imports) if layer_of(imported) > layer_of(module)]
+    assert upward == []
+
+
+def test_the_layer_check_sees_an_upward_import():
+    assert layer_of("harness.results.tables") < layer_of("harness.analysis.stats")
+    assert layer_of("harness.worker") < layer_of("harness.grid.runner")
+
+
+def package_of(module: str) -> str:
+    return module if module.count(".") == 0 or TOP_LEVEL.get(module) else module.split(".")[1]
+
+
+def private_imports(source: str, module: str) -> list[str]:
+    """``from harness.<other package>... import _name`` in ``source`` (the text of ``module``): a private name
+    taken across packages."""
+    own = package_of(module)
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("harness."):
+            if package_of(node.module) == own:
+                continue
+            found += [f"{module}: {node.module}.{a.name}" for a in node.names
+                      if a.name.startswith("_") and not a.name.startswith("__")]
+    return found
+
+
+def test_no_private_name_is_imported_across_packages():
+    assert [hit for path in sorted(PACKAGE.rglob("*.py"))
+            for hit in private_imports(path.read_text(), module_name(path))] == []
+
+
+def test_the_private_check_sees_one():
+    source = ("from harness.spec.suite import _hidden_helper, field_for_axis\n"
+              "from harness.report.numbers import _finite\nfrom harness import __version__\n")
+    assert private_imports(source, "harness.report.tables") == ["harness.report.tables: harness.spec.suite._hidden_helper"]
+
+
+def test_no_module_is_over_600_lines():
+    long = {module_name(p): n for p in PACKAGE.rglob("*.py") if (n := len(p.read_text().splitlines())) > 600}
+    assert long == {}
+
+
+# --- read-only commands and the torch-free rooms ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("args", [["show", "results/example"], ["baseline", "list"],
+                                  ["compare", "results/example", "results/example"]])
+def test_read_only_commands_import_no_torch(args):
+    assert "torch" not in loaded_by(args)
+
+
+def test_report_renders_without_torch(tmp_path):
+    out = tmp_path / "report"
+    assert "torch" not in loaded_by(["report", "results/example", "--out", str(out)])
+    assert (out / "index.md").is_file()  # it did render, rather than stop early
+
+
+@pytest.mark.parametrize("package", ["spec", "results", "analysis", "report"])
+def test_the_rooms_that_read_runs_import_no_torch(package):
+    modules = sorted(module_name(p) for p in (PACKAGE / package).rglob("*.py"))
+    probe = f"import sys\nfor m in {modules!r}:\n    __import__(m)\nprint('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "False", out.stderr
