@@ -250,6 +250,32 @@ def test_cli_settings_may_not_change_the_grid(tmp_path, capsys):
     assert "may change settings but not the grid" in capsys.readouterr().err
 
 
+def test_only_chooses_cells_by_the_suites_values_before_either_sides_settings(tmp_path, capsys):
+    out = tmp_path / "out"
+    suite = write_suite(tmp_path, "matrix: {cell: [rnn], hidden: [8, 12]}\n")
+    code = cli(["ab", str(suite), "--only", "hidden=8", "--set-new", "model.hidden=12", "--rounds", "2",
+                "--out", str(out), "--json", str(tmp_path / "ab.json")])
+    captured = capsys.readouterr()
+    for side, hidden in (("base", 8), ("new", 12)):  # the same one cell, hidden 8 against 12
+        assert [c.config["hidden"] for c in read_run(out / side).cells] == [hidden]
+    # One run: nothing decided, and the output says what would be.
+    assert code == 2 and json.loads((tmp_path / "ab.json").read_text())["exit_code"] == 2
+    assert ("too few runs: 1 per cell, 1 in all, at least 3 needed for an interval; a run is a cell and seed: "
+            "give the suite more seeds (e.g. matrix: {seed: [0, 1, 2]})") in captured.out.splitlines()
+
+
+def test_too_few_rounds_for_a_unit_says_so(tmp_path):
+    side = ab.Side("base", None, None, tmp_path)
+    outcome = Outcome("s", (side, side), tmp_path, ab.Threshold.parse("5%"), 0.01, "estimate", 1, [],
+                      stats.decide([]), 1.0, [])
+    assert outcome.exit_code == 2
+    assert outcome.too_few_runs == ("too few runs: 0 in all; a run's value needs at least 2 rounds (a unit of two): "
+                                    "use --rounds 2 or more")
+    assert "Too few runs: 0 in all" in ab_text.format_markdown(outcome)
+    outcome.rounds, outcome.pooled = 6, stats.decide([0.0, 0.01, -0.01])
+    assert outcome.too_few_runs == ""
+
+
 def test_the_new_revision_trains_with_its_own_code(tmp_path, repo, capsys):
     out = tmp_path / "out"
     suite = write_suite(tmp_path, "matrix: {cell: [rnn]}\n")

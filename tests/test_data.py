@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.cell.corpus import EMBEDDED_DIR, Vocab, clean_lines, strip_gutenberg_boilerplate, tokenize_chars
+import harness.cell.corpus as corpus_module
+from harness.cell.corpus import (EMBEDDED_DIR, Vocab, clean_lines, read_clean_text, read_corpus_lines,
+                                 strip_gutenberg_boilerplate, tokenize_chars)
 from harness.cell.batches import load_corpus, random_batches, sequential_batches
 from harness.errors import HarnessError
 
@@ -69,6 +71,15 @@ def test_load_corpus_rejects_text_that_is_not_utf8(tmp_path):
         load_corpus(str(path), max_tokens=10, val_tokens=10)
 
 
+def test_a_text_in_another_script_is_refused_with_what_the_cleaning_keeps(tmp_path):
+    path = tmp_path / "ru.txt"
+    path.write_text("\u041c\u0430\u0448\u0438\u043d\u0430 \u0432\u0440\u0435\u043c\u0435\u043d\u0438\n" * 50,
+                    encoding="utf-8")
+    with pytest.raises(HarnessError, match=r"no letters A-Z in it: the cleaning keeps only the letters A-Z "
+                                           r"\(lower-cased\) and spaces, so an empty text or one in another script"):
+        load_corpus(str(path), max_tokens=10, val_tokens=10)
+
+
 # --- Gutenberg boilerplate ------------------------------------------------------------------------------
 
 MINI_GUTENBERG = """\ufeffThe Project Gutenberg eBook of The Mini Machine
@@ -107,6 +118,79 @@ def test_load_corpus_strips_boilerplate_only_when_asked(tmp_path):
     text = whole.vocab.decode(whole.tokens.tolist())
     assert text.startswith("the project gutenberg ebook of the mini machinethis ebook")
     assert text.endswith("start full license")
+
+
+# --- a large corpus, read whole ------------------------------------------------------------------------
+
+LITERAL_TEXTS = [
+    "",
+    "\n\n  \r\n",
+    "\ufeffThe Time\r\nMachine, by H.G.\x0cWells\rChapter 1\n\nx\u2028y  \n  Zz\n",
+    "  lead and trail  ",
+    "caf\u00e9 na\u00efve \u0436\u0443\u043a -- 42\n\t\u00c9t\u00e9\n",
+    "\u0416\u0443\u043a \u4e2d\u6587\n",  # nothing the cleaning keeps
+    MINI_GUTENBERG,
+    MINI_GUTENBERG.replace("\n", "\r\n"),
+    "x\n*** END OF THE PROJECT GUTENBERG X\ny\n*** START OF THE PROJECT GUTENBERG X\nbody\nmore",
+    "h\n\ufeff\ufeff***START OF THIS PROJECT GUTENBERG\n*** END OF THIS PROJECT GUTENBERG\nafter",
+    "h\n*** START OF THE PROJECT GUTENBERG X",
+    "*** start of the project gutenberg x\nlower case markers\n*** end of the project gutenberg\n",
+]
+
+
+def _line_path(path: Path, strip: bool) -> list[str]:
+    """Tokens as the seed's line by line cleaning gives them (the reference)."""
+    return tokenize_chars(clean_lines(read_corpus_lines(path, strip)))
+
+
+@pytest.mark.parametrize("block", [corpus_module.CLEAN_BLOCK, 1, 7])
+def test_the_whole_text_path_gives_the_seeds_tokens_vocabulary_and_ids(block, tmp_path, monkeypatch):
+    # Small blocks put block ends inside every kind of line, as a large file does.
+    monkeypatch.setattr(corpus_module, "CLEAN_BLOCK", block)
+    paths = []
+    for i, text in enumerate(LITERAL_TEXTS):
+        paths.append(tmp_path / f"t{i}.txt")
+        paths[-1].write_bytes(text.encode("utf-8"))
+    for path in paths + sorted(EMBEDDED_DIR.glob("*.txt")):
+        for strip in (True, False):
+            tokens = _line_path(path, strip)
+            text = read_clean_text(path, strip)
+            assert text == "".join(tokens), (path.name, strip)
+            old, new = Vocab(tokens), Vocab(text)
+            assert new.idx_to_token == old.idx_to_token and new.token_freqs == old.token_freqs
+            assert list(new.encode_ascii(text)) == old.encode(tokens)
+
+
+def test_gutenberg_35_loads_the_vocabulary_and_ids_the_committed_results_used():
+    tokens = _line_path(EMBEDDED_DIR / "pg35.txt", True)
+    vocab = Vocab(tokens)
+    corpus = load_corpus("gutenberg-35", max_tokens=10_000, val_tokens=5_000)
+    assert corpus.vocab.idx_to_token == vocab.idx_to_token
+    assert torch.equal(corpus.tokens, torch.tensor(vocab.encode(tokens), dtype=torch.long))
+    assert corpus.vocab.idx_to_token[:6] == ["<unk>", " ", "e", "t", "a", "i"]
+
+
+def test_a_large_corpus_is_read_in_a_few_times_its_size(tmp_path):
+    import tracemalloc
+
+    rng = random.Random(0)
+    words = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyzTHE") for _ in range(rng.randint(1, 9)))
+             for _ in range(400)]
+    lines = [" ".join(rng.choices(words, k=rng.randint(0, 12))) + rng.choice([".", ",", "", "!"])
+             for _ in range(110_000)]
+    path = tmp_path / "large.txt"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    size = path.stat().st_size
+    assert size > 4_000_000
+    tracemalloc.start()
+    try:
+        corpus = load_corpus(str(path), max_tokens=10_000, val_tokens=5_000)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # Lists of lines and of 1-character tokens took some 15 times the file here; the text read whole, about 4.
+    assert peak < 8 * size, f"peak {peak / size:.1f} times the file"
+    assert len(corpus.tokens) > 0.9 * size
 
 
 # --- splits ---------------------------------------------------------------------------------------------

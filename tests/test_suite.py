@@ -8,6 +8,7 @@ import pytest
 
 from harness.cli import main
 from harness.errors import HarnessError
+from harness.spec.config import CellConfig
 from harness.spec.suite import expand, filter_cells, load_suite, parse_suite
 
 from conftest import REPO
@@ -188,6 +189,24 @@ def test_bad_command_line_values_are_one_line_exit_2(tmp_path, capsys):
         assert err.count("\n") == 1 and fragment in err, err
     assert main(["list", str(tmp_path / "missing.yaml")]) == 2
     assert "suite file not found" in capsys.readouterr().err
+
+
+def test_a_boolean_is_not_a_number_in_a_suite_or_a_set(tmp_path, capsys):
+    for text, argv, fragment in [
+        ("name: t\nmodel: {hidden: true}\n", [], "model.hidden = True: a boolean is not a number"),
+        ("name: t\nmatrix: {lr: [0.5, false]}\n", [], "train.lr = False: a boolean is not a number"),
+        ("name: t\ninclude: [{threads: true}]\n", [], "run.threads = True: a boolean is not a number"),
+        ("name: t\n", ["--set", "model.hidden=true"], "model.hidden = True: a boolean is not a number"),
+        ("name: t\n", ["--set", "train.clip=no"], "train.clip = False: a boolean is not a number"),
+    ]:
+        path = suite_of(text, tmp_path)
+        assert main(["list", str(path), *argv]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith(f"error: {path}") and fragment in err, err
+    # Boolean keys still take booleans, and a number's hash is what it always was.
+    cells = expand(load_suite(suite_of("name: t\ntrain: {cuda_graphs: false}\nmodel: {hidden: 8}\n", tmp_path)))
+    assert cells[0].config.hidden == 8 and cells[0].config.cuda_graphs is False
+    assert CellConfig(hidden=8).config_hash() == "1ce8797f3f0d"  # as before booleans were refused
 
 
 def test_no_traceback_from_a_real_process(tmp_path):

@@ -96,6 +96,21 @@ class Outcome:
                 "likelier to be undecided")
 
     @property
+    def too_few_runs(self) -> str:
+        """What a verdict of "too few runs" needs, or "": more runs (a cell and seed each), or a run's two
+        rounds. The number is the t-interval's fewest values, whatever alpha."""
+        short = [c for c in self.cells if c.decision.verdict == "too few runs"]
+        if not short and self.pooled.verdict != "too few runs":
+            return ""
+        where = (f"{min(c.decision.n for c in short)} per cell" if short else "") + (
+            f"{', ' if short else ''}{self.pooled.n} in all" if self.pooled.verdict == "too few runs" else "")
+        if self.rounds < 2:
+            return (f"too few runs: {where}; a run's value needs at least 2 rounds (a unit of two): "
+                    "use --rounds 2 or more")
+        return (f"too few runs: {where}, at least {stats.MIN_RUNS} needed for an interval; a run is a cell and "
+                "seed: give the suite more seeds (e.g. matrix: {seed: [0, 1, 2]})")
+
+    @property
     def exit_code(self) -> int:
         return stats.exit_code([c.decision.verdict for c in self.cells] + [self.pooled.verdict])
 

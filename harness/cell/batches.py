@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from harness.cell.corpus import Vocab, clean_lines, read_corpus_lines, resolve_corpus, tokenize_chars
+from harness.cell.corpus import Vocab, read_clean_text, resolve_corpus
 from harness.errors import HarnessError
 
 
@@ -61,12 +61,15 @@ def load_corpus(
     train_text: str = "first",
 ) -> Corpus:
     path = resolve_corpus(name_or_path)
-    raw = path.read_bytes()
-    tokens = tokenize_chars(clean_lines(read_corpus_lines(path, strip_boilerplate)))
-    if not tokens:
-        raise HarnessError(f"corpus {path}: no letters A-Z in it (empty, or not text the cleaning keeps)")
-    vocab = Vocab(tokens)
-    encoded = torch.tensor(vocab.encode(tokens), dtype=torch.long)
+    sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
+    text = read_clean_text(path, strip_boilerplate)
+    if not text:
+        raise HarnessError(f"corpus {path}: no letters A-Z in it: the cleaning keeps only the letters A-Z "
+                           "(lower-cased) and spaces, so an empty text or one in another script keeps nothing")
+    vocab = Vocab(text)
+    # One byte per token, then int64 in one copy: no Python list of the text's tokens.
+    encoded = torch.frombuffer(vocab.encode_ascii(text), dtype=torch.uint8).long()
+    del text
     held_out = val_tokens + select_tokens
     if max_tokens + held_out > len(encoded):
         names = "max_tokens + val_tokens" + (" + select_tokens" if select_tokens else "")
@@ -78,7 +81,7 @@ def load_corpus(
         tokens=encoded,
         train=training_text(encoded, max_tokens, held_out, train_text),
         val=encoded[max_tokens : max_tokens + val_tokens],
-        sha256=hashlib.sha256(raw).hexdigest(),
+        sha256=sha256,
         path=str(path),
         select=encoded[max_tokens + val_tokens : max_tokens + held_out] if select_tokens else None,
         chunk_tokens=max_tokens if train_text == "book" else 0,

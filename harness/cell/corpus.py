@@ -237,13 +237,38 @@ def tokenize_chars(lines: list[str]) -> list[str]:
     return [ch for line in lines for ch in line]
 
 
+# The same cleaning on the whole text at once, for training: lists of lines and of 1-character strings
+# cost some 25 times a large file's size. Within a line a run of non-letters is one space; a run that
+# holds a line end is nothing, since the seed strips each line and joins the lines without a separator.
+_NON_LETTERS = re.compile("[^A-Za-z\n]+")
+_LINE_BREAKS = re.compile(" ?\n[ \n]*")
+
+
+CLEAN_BLOCK = 1 << 20  # characters cleaned at once: re.sub holds a piece per word of its input
+
+
+def clean_text(text: str) -> str:
+    """``"".join(clean_lines(text.split("\n")))``, as one string: the tokens of the text, in order. The
+    text is cleaned in blocks of whole lines, which the seed's per-line cleaning makes exact."""
+    pieces, start = [], 0
+    while start < len(text):
+        stop = text.find("\n", start + CLEAN_BLOCK)
+        stop = len(text) if stop == -1 else stop + 1
+        block = _NON_LETTERS.sub(" ", text[start:stop])
+        pieces.append(_LINE_BREAKS.sub("", block).strip(" ").lower())
+        start = stop
+    return "".join(pieces)
+
+
 class Vocab:
     """Tokens by descending frequency, ties in alphabetical order; index 0 is ``<unk>``."""
 
     UNK = "<unk>"
 
-    def __init__(self, tokens: list[str]):
-        counts = collections.Counter(tokens)
+    def __init__(self, tokens: list[str] | str):
+        # A string of tokens is counted by str.count, one pass per distinct character, in C.
+        counts = ({t: tokens.count(t) for t in set(tokens)} if isinstance(tokens, str)
+                  else collections.Counter(tokens))
         ordered = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
         self.idx_to_token = [self.UNK] + [token for token, _ in ordered]
         self.token_to_idx = {token: i for i, token in enumerate(self.idx_to_token)}
@@ -255,19 +280,53 @@ class Vocab:
     def encode(self, tokens) -> list[int]:
         return [self.token_to_idx.get(t, 0) for t in tokens]
 
+    def encode_ascii(self, text: str) -> bytearray:
+        """``encode(text)`` as one byte per token (for a vocabulary of at most 256 entries), in C:
+        the cleaned text is ASCII, and its bytes are translated to their ids."""
+        if len(self) > 256 or not text.isascii():
+            raise ValueError("encode_ascii needs ASCII text and at most 256 tokens")
+        table = bytearray(256)  # 0: <unk>
+        for token, index in self.token_to_idx.items():
+            if len(token) == 1 and token.isascii():
+                table[ord(token)] = index
+        return bytearray(text, "ascii").translate(table)
+
     def decode(self, indices) -> str:
         return "".join(self.idx_to_token[i] for i in indices)
 
 
-def read_corpus_lines(path: Path, strip_boilerplate: bool) -> list[str]:
-    """The lines of a corpus file as training reads them (before cleaning): UTF-8, split as the seed's
-    readlines() splits, Gutenberg's header and footer left out when ``strip_boilerplate``."""
+def _read_text(path: Path) -> str:
+    """A corpus file's text with every line end as \\n: UTF-8, lines as the seed's readlines() splits them
+    (only \\n, \\r\\n and \\r end a line; str.splitlines also splits at form feeds and other separators,
+    which the seed's cleaning turns into a space inside a line instead)."""
     raw = Path(path).read_bytes()
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise HarnessError(f"corpus {path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    # The seed's readlines(): only \n, \r\n and \r end a line (str.splitlines also splits at form
-    # feeds and other separators, which the seed's cleaning turns into a space inside a line instead).
-    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    del raw
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def read_corpus_lines(path: Path, strip_boilerplate: bool) -> list[str]:
+    """The lines of a corpus file as training reads them (before cleaning): UTF-8, split as the seed's
+    readlines() splits, Gutenberg's header and footer left out when ``strip_boilerplate``."""
+    lines = _read_text(path).split("\n")
     return strip_gutenberg_boilerplate(lines) if strip_boilerplate else lines
+
+
+_START_LINE = re.compile("^\ufeff*" + _START.pattern[1:], re.IGNORECASE | re.MULTILINE)
+_END_LINE = re.compile(_END.pattern, re.IGNORECASE | re.MULTILINE)
+
+
+def read_clean_text(path: Path, strip_boilerplate: bool) -> str:
+    """``"".join(clean_lines(read_corpus_lines(path, strip_boilerplate)))`` without the lists: the text
+    is cut and cleaned whole, so that a large corpus costs a few times its size."""
+    text = _read_text(path)
+    start = _START_LINE.search(text) if strip_boilerplate else None
+    if start is not None:  # as strip_gutenberg_boilerplate: the lines after START, before the first END
+        end = _END_LINE.search(text)
+        body_start = text.find("\n", start.end())
+        body_end = end.start() if end is not None and end.start() > start.start() else len(text)
+        text = text[body_start:body_end] if body_start != -1 else ""
+    return clean_text(text)

@@ -31,7 +31,8 @@ def register(subparsers) -> None:
     parser.add_argument("--set-new", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override a default on the new side only (repeatable), e.g. model.hidden=272")
     parser.add_argument("--only", action="append", default=[], metavar="KEY=VALUE[,VALUE]",
-                        help="keep cells whose KEY has one of the values (repeatable)")
+                        help="keep cells whose KEY has one of the values in the suite itself, before either side's "
+                             "--set (repeatable): --only hidden=64 --set-new model.hidden=128 compares 64 with 128")
     parser.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS,
                         help=f"timed epochs per side and run, after one warm-up epoch (default {DEFAULT_ROUNDS})")
     parser.add_argument("--threshold", default=DEFAULT_THRESHOLD,

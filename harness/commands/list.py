@@ -55,4 +55,9 @@ def main(args) -> int:
     _, cells = select_cells(args)
     rates = parse_flop_rates(args.flop_rate, {cell.config.device for cell in cells})
     print_cells(cells, flop_rates=rates)
+    from harness.cell.precision import bf16_warning
+
+    warning = bf16_warning(cell.config for cell in cells)
+    if warning:
+        print(warning)
     return 0

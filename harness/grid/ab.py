@@ -39,7 +39,7 @@ from harness.errors import HarnessError
 from harness.host.malloc import KEEP_FREED_MEMORY, malloc_settings, worker_environment  # noqa: F401 - KEEP_FREED_MEMORY re-exported
 from harness.report.ab_text import progress_line
 from harness.results.run_folder import RunDir
-from harness.spec.suite import GridCell, expand, filter_cells, load_suite
+from harness.spec.suite import GridCell, expand, filter_cells, load_suite, with_settings
 
 WORKER_MODULE = "harness.ab_worker"
 WORKER_PATH = "harness/ab_worker.py"
@@ -323,20 +323,6 @@ def stop_workers(workers: list) -> None:
 # ------------------------------------------------------------------------------------------ the check
 
 
-def pair_cells(base: list[GridCell], new: list[GridCell], suite_path: str) -> list[tuple[GridCell, GridCell]]:
-    """The cells of the two sides' expansions, matched one to one by their grid position (the settings
-    of a side may change any key, but not the grid itself)."""
-    if len(base) != len(new):
-        raise HarnessError(f"{suite_path}: the two sides expand to {len(base)} and {len(new)} cells; "
-                           "--set-base/--set-new may change settings but not the grid")
-    for a, b in zip(base, new):
-        if {k: v for k, v in a.axes.items() if k != "seed"} != {k: v for k, v in b.axes.items() if k != "seed"} \
-                or a.config.seed != b.config.seed:
-            raise HarnessError(f"{suite_path}: cell {a.cell_id} has no counterpart on the new side ({b.cell_id}); "
-                               "--set-base/--set-new may change settings but not the grid")
-    return list(zip(base, new))
-
-
 def _run_info(suite, side: Side, cells: list[GridCell], argv: list[str], calibration: dict, other: Path,
               rounds: int, malloc: dict) -> dict:
     """run.json of one side, as ``run_suite`` writes it, plus what this A/B check was."""
@@ -390,9 +376,15 @@ def run_ab(request: AbRequest, argv: list[str] | None = None, stream=None) -> Ou
     if rounds < 1:
         raise HarnessError(f"--rounds {rounds}: must be at least 1")
     epochs = [f"train.epochs={rounds + 1}"]  # one warm-up epoch, then the timed rounds
-    suites = [load_suite(suite_path, list(sets) + epochs) for sets in (request.base_sets, request.new_sets)]
-    grids = [filter_cells(expand(s), list(request.only)) for s in suites]
-    matched = pair_cells(grids[0], grids[1], suite_path)
+    # --only chooses by the suite's own values, before either side's settings: `--only hidden=64
+    # --set-new model.hidden=128` compares 64 with 128 on the same cells.
+    plain = load_suite(suite_path, epochs)
+    chosen = filter_cells(expand(plain), list(request.only))
+    side_sets = (request.base_sets, request.new_sets)
+    suites = [load_suite(suite_path, list(sets) + epochs) for sets in side_sets]
+    grids = [with_settings(chosen, list(sets), plain, f"--set-{name} {' '.join(sets)}".rstrip())
+             for name, sets in zip(("base", "new"), side_sets)]
+    matched = list(zip(grids[0], grids[1]))
     name = suites[0].name
     out = (Path(request.out) if request.out
            else Path("results") / f"ab-{name}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}")

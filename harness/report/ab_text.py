@@ -46,6 +46,8 @@ def format_text(outcome: Outcome) -> str:
                                          "run SD", "verdict"], tablefmt="simple", disable_numparse=True))
     if outcome.not_compared:
         lines.append(f"not finished on both sides (not compared): {', '.join(outcome.not_compared)}")
+    if outcome.too_few_runs:
+        lines.append(outcome.too_few_runs)
     if outcome.busy:
         lines.append(f"!! {outcome.busy}")
     lines.append(f"wall time {outcome.wall_s:.0f} s")
@@ -70,6 +72,8 @@ def format_markdown(outcome: Outcome) -> str:
                             align="lrrrrl"), ""]
     if outcome.not_compared:
         lines += [f"Not finished on both sides (not compared): {', '.join(outcome.not_compared)}.", ""]
+    if outcome.too_few_runs:
+        lines += [outcome.too_few_runs[0].upper() + outcome.too_few_runs[1:] + ".", ""]
     if outcome.busy:
         lines += [f"> **Warning:** {outcome.busy}.", ""]
     lines += [summary(outcome), "",

@@ -9,7 +9,8 @@ import hashlib
 import json
 from typing import Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 
 class CellConfig(BaseModel):
@@ -54,6 +55,14 @@ class CellConfig(BaseModel):
     seed: int = Field(0, ge=0)
     threads: Optional[int] = Field(None, ge=1)  # None: torch's default
     timeout: float = Field(3600.0, gt=0)  # seconds, enforced by the grid runner
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_as_number(cls, value, info: ValidationInfo):
+        # pydantic's lax mode reads true as 1: `model.hidden=true` would train hidden 1 and record true.
+        if isinstance(value, bool) and info.field_name in NUMERIC_FIELDS:
+            raise PydanticCustomError("bool_not_number", "a boolean is not a number")
+        return value
 
     @field_validator("prefixes")
     @classmethod
@@ -107,6 +116,9 @@ SECTIONS: dict[str, dict[str, str]] = {
 }
 
 FIELDS = tuple(CellConfig.model_fields)
+# The keys that take a number (int, float or Optional of one): a boolean is refused for them.
+NUMERIC_FIELDS = frozenset(name for name, info in CellConfig.model_fields.items()
+                           if info.annotation in (int, float, Optional[int], Optional[float]))
 # The axes of the lesson's grid: they identify a cell in every table.
 GRID_KEYS = ("cell", "layers", "direction", "device", "seed")
 

@@ -310,6 +310,28 @@ def filter_cells(cells: list[GridCell], only: list[str]) -> list[GridCell]:
     return cells
 
 
+def with_settings(cells: list[GridCell], sets: list[str], suite: Suite, where: str) -> list[GridCell]:
+    """``cells`` of ``suite`` with the ``--set`` assignments ``sets`` applied to each, cell for cell (one
+    side of `harness ab`): a setting changes the cells that were chosen, even where it is a matrix axis of
+    the suite, so that both sides keep the same cells. Two cells that become one are an error."""
+    settings = Suite(name=suite.name, path=suite.path)
+    for assignment in sets:
+        apply_set(settings, assignment)
+    extra = suite.extra_axes()
+    changed, seen = [], {}
+    for cell in cells:
+        config = build_config({**cell.config.model_dump(), **settings.defaults},
+                              f"{suite.path}: cell {cell.cell_id} with {where}", FIELD_TO_SUITE_KEY)
+        cell_id = cell_id_for(config, extra)
+        if cell_id in seen:
+            raise HarnessError(f"{suite.path}: with {where}, cells {seen[cell_id]} and {cell.cell_id} both become "
+                               f"{cell_id}; --set-base/--set-new may change settings but not the grid: choose one "
+                               "with --only")
+        seen[cell_id] = cell.cell_id
+        changed.append(GridCell(cell_id, config, {k: getattr(config, k) for k in list(GRID_KEYS) + extra}))
+    return changed
+
+
 def recorded_suite(stored: dict, path: str) -> Suite:
     """The suite a run folder recorded (run.json's ``suite``, resolved), to expand again."""
     return Suite(name=str(stored.get("name")), path=path, defaults=dict(stored.get("defaults") or {}),
