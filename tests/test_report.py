@@ -266,8 +266,37 @@ def test_cells_only_in_json_records_are_read(tmp_path):
     assert not samples_table(data.samples, data.cells, None).empty
 
 
+def test_forest_plot_labels_lie_inside_the_figure_and_are_large_enough_to_read(tmp_path):
+    # Reported: "mn uni cpu" for "rnn uni cpu" (7-point labels at 80 dpi run "rn" together), and a long label
+    # must not be cut off at the figure's edge.
+    import dataclasses
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from harness.report.figures import FOREST_DPI, forest_figure
+
+    run_dir = make_run_folder(tmp_path, cells=("rnn", "gru"), devices=("cpu",), seeds=(0, 1))
+    data = load_run(run_dir)
+    specs, _ = claim_specs({"suite": {"claims": ["depth_helps"]}}, "x")
+    depth = evaluate_claims(data.cells, data.epochs, data.samples, specs)[0]
+    long_name = "a-cell-type-with-a-very-long-name-" * 3
+    for result in (depth, dataclasses.replace(depth, evidence=depth.evidence.assign(cell=long_name))):
+        fig = forest_figure(result)
+        FigureCanvasAgg(fig)
+        fig.set_dpi(FOREST_DPI)
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        labels = fig.axes[0].get_yticklabels()
+        assert any(label.get_text().startswith("rnn uni cpu" if result is depth else long_name) for label in labels)
+        for label in labels:
+            box = label.get_window_extent(renderer)
+            assert fig.bbox.x0 <= box.x0 and box.x1 <= fig.bbox.x1, (label.get_text(), box, fig.bbox)
+            assert fig.bbox.y0 <= box.y0 and box.y1 <= fig.bbox.y1, (label.get_text(), box, fig.bbox)
+            assert label.get_fontsize() * FOREST_DPI / 72 >= 11, label.get_fontsize()  # pixels
+
+
 def test_default_out_dir_is_named_after_the_run(tmp_path):
-    assert default_out_dir(tmp_path / "quick-20250101-000000/") == Path("report/quick-20250101-000000")
+    assert default_out_dir(tmp_path / "results" / "quick-20250101-000000/") == tmp_path / "report/quick-20250101-000000"
 
 
 def test_cli_exit_codes(tmp_path, capsys):
@@ -492,7 +521,7 @@ def test_a_failed_report_leaves_the_one_there_whole_and_a_new_one_drops_stale_fi
     build_report(run_dir, out)
     after = sorted(str(p.relative_to(out)) for p in out.rglob("*"))
     assert "figures/forest_0.png" in after and "figures/forest_2.png" not in after and "index.html" in after
-    assert not [name for name in after if name.startswith(".")]  # no staging folder left
+    assert not [name for name in after if name.startswith(".report-")]  # no staging folder left
 
 
 def test_a_file_given_as_the_results_folder_is_named_as_not_a_folder(tmp_path, capsys):

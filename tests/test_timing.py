@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from harness.cli import main as cli
-from harness.analysis.timing_trust import timing_warnings
+from harness.analysis.timing_trust import distinct_reasons, flagged_cells, timing_warnings
+from harness.report.build import build_report
 
 from fixtures import CALIBRATION, CPU_FLOPS_PER_SEC, make_run_folder
 
@@ -96,3 +97,38 @@ def test_show_flags_a_run_whose_machine_speed_moved(run, capsys):
     assert cli(["show", str(run_dir)]) == 0
     flagged = [line for line in capsys.readouterr().out.splitlines() if line.startswith("!! ")]
     assert len(flagged) == 1 and "machine speed moved" in flagged[0]
+
+
+def test_cells_flagged_for_overlapping_reasons_say_each_reason_once(tmp_path):
+    # Reported: "load average above 2.5; load average above 2.5": one cell busy and spread, one only busy,
+    # and their joined reasons said together.
+    info = {"machine": {"cpu_count": 2}}
+    cells = pd.DataFrame({"cell_id": ["a", "b", "b", "c"], "status": ["ok"] * 4,
+                          "sec_per_epoch": [1.0, 1.0, 1.0, 1.0], "sec_per_epoch_iqr": [0.5, 0.0, 0.0, 0.0],
+                          "load_start": [3.0, 3.0, 3.0, 1.0], "load_end": [1.0, 1.0, 1.0, 1.0]})
+    flagged = flagged_cells(info, cells)
+    # A cell listed twice (b) is flagged once for each reason.
+    assert flagged == {"a": "epoch-time spread above 20% of the median; load average above 2.5",
+                       "b": "load average above 2.5"}
+    assert distinct_reasons(flagged.values()) == ["epoch-time spread above 20% of the median",
+                                                  "load average above 2.5"]
+    assert distinct_reasons(["x; y", "y", "z; x"]) == ["x", "y", "z"]  # in the order first met
+
+    run_dir = make_run_folder(tmp_path, cells=("rnn",), layers=(1,), devices=("cpu",), seeds=(0, 1),
+                              claims=["bidirectional_slow"])
+    table = pd.read_csv(run_dir / "cells.csv")
+    table["load_start"], table["load_end"] = 1.0, 1.0
+    for cell, spread in (("rnn-l1-uni-cpu-s0", 0.5), ("rnn-l1-uni-cpu-s1", None), ("rnn-l1-bi-cpu-s0", 0.5)):
+        path = run_dir / "cells" / f"{cell}.json"
+        record = json.loads(path.read_text())
+        record["load_start"], record["load_end"] = 3.0, 1.0
+        if spread:
+            record["sec_per_epoch_iqr"] = record["sec_per_epoch"] * spread
+        path.write_text(json.dumps(record))
+        row = table.index[table["cell_id"] == cell][0]
+        table.loc[row, ["load_start", "sec_per_epoch_iqr"]] = 3.0, record["sec_per_epoch_iqr"]
+    table.to_csv(run_dir / "cells.csv", index=False)
+    markdown = (build_report(run_dir, tmp_path / "report") / "index.md").read_text()
+    said = [line for line in markdown.splitlines() if "unreliable" in line and "load average above 2.5" in line]
+    assert said and all(line.count("load average above 2.5") == 1 for line in said), said
+    assert any("(epoch-time spread above 20% of the median; load average above 2.5)" in line for line in said)

@@ -21,6 +21,8 @@ SPREAD_LIMIT = 0.20
 LOAD_MARGIN = 0.5
 # Share of CPU time taken by the hypervisor for other guests.
 STEAL_LIMIT = 0.05
+# Between the reasons of one cell in ``flagged_cells``' values.
+REASON_SEPARATOR = "; "
 
 
 def _machine_key(machine) -> str:
@@ -170,7 +172,9 @@ def flagged_cells(run_json: dict, cells) -> dict[str, str]:
 
     def flag(mask, text):
         for cell_id in ok.loc[mask[mask].index, "cell_id"].astype(str):
-            reasons.setdefault(cell_id, []).append(text)
+            found = reasons.setdefault(cell_id, [])
+            if text not in found:  # a cell listed twice (a row and its repair) is flagged once
+                found.append(text)
 
     sec, iqr = _column(ok, "sec_per_epoch"), _column(ok, "sec_per_epoch_iqr")
     if sec is not None and iqr is not None:
@@ -186,4 +190,16 @@ def flagged_cells(run_json: dict, cells) -> dict[str, str]:
     steal = _column(ok, "cpu_steal")
     if steal is not None:
         flag((steal > STEAL_LIMIT).fillna(False), f"CPU steal above {STEAL_LIMIT:.0%}")
-    return {cell_id: "; ".join(texts) for cell_id, texts in reasons.items()}
+    return {cell_id: REASON_SEPARATOR.join(texts) for cell_id, texts in reasons.items()}
+
+
+def distinct_reasons(reasons) -> list[str]:
+    """Each single reason in ``reasons`` (values of ``flagged_cells``: one or more reasons joined) once, in
+    the order first met. Cells flagged for overlapping reasons must not repeat one when their reasons are
+    said together."""
+    seen: dict[str, None] = {}
+    for joined in reasons:
+        for reason in str(joined).split(REASON_SEPARATOR):
+            if reason:
+                seen.setdefault(reason, None)
+    return list(seen)

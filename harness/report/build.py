@@ -13,18 +13,19 @@ document ``harness.report.document``'s and its two renderings ``harness.report.r
 
 from __future__ import annotations
 
-import os
-import shutil
 import tempfile
 from pathlib import Path
 
 from harness.analysis.claims import evaluate_claims, learning_status
 from harness.analysis.conditions import depth_profile, evaluate_conditions
 from harness.analysis.run_text import corpus_words, recorded_corpus, run_baselines, table_splits
+from harness.analysis.timing_trust import distinct_reasons
 from harness.report.conditions_section import suite_conditions
 from harness.report.document import ReportContext, build_blocks
 from harness.report.figures import condition_depth, forest_plot, make_figures
 from harness.report.loading import apply_timings, load_run, timing_flags_of
+from harness.report.publish import (STAGE_PREFIX, clear_stage, default_out_dir, owned_files, publish_report,
+                                    remove_created, report_writes)
 from harness.report.render import render_html, render_markdown
 from harness.results.atomic import write_text_atomic
 from harness.spec.claims import default_claims, parse_claims
@@ -40,69 +41,64 @@ def claim_specs(run: dict, where: str) -> tuple[list, str]:
                               "default parameters.")
 
 
-def default_out_dir(run_dir) -> Path:
-    """``report/<run folder name>/``: where a run's report goes unless told otherwise."""
-    return Path("report") / Path(run_dir).resolve().name
-
-
 def build_report(run_dir, out_dir=None, timing_notes: list[str] | None = None, timing_dirs=()) -> Path:
     """Write ``index.md``, ``index.html`` and ``figures/*.png`` for a results folder into ``out_dir``
-    (default ``report/<run folder name>/``) and return that folder. ``timing_dirs``: results folders of
-    quiet timing passes whose timings replace the run's own."""
+    (default: beside the run, ``harness.report.publish.default_out_dir``) and return that folder.
+    ``timing_dirs``: results folders of quiet timing passes whose timings replace the run's own. Only the
+    report's own files in ``out_dir`` are replaced (``harness.report.publish``)."""
+    out = Path(out_dir) if out_dir is not None else default_out_dir(run_dir)
+    owned_files(out)  # a folder holding files no report wrote is refused before any work
     data = load_run(run_dir)
     own_flags, own_cells = timing_flags_of(data)
     data, conditions, (timing_flags, timing_cells) = apply_timings(data, list(timing_dirs))
-    out = Path(out_dir) if out_dir is not None else default_out_dir(run_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    # Everything is drawn and written in a staging folder first, so that bad input or a crash leaves the
-    # report already there whole; only a finished report replaces it.
-    stage = Path(tempfile.mkdtemp(prefix=".report-", dir=out))
+    created = [p for p in (out, *out.parents) if not p.exists()]
+    stage = None
+    # Everything is drawn and written in a staging folder first, so that bad input, a full disk or a crash
+    # leaves the report already there whole; only a finished report replaces it.
     try:
-        figures_dir = stage / "figures"
-        figures_dir.mkdir()
-        specs, origin = claim_specs(data.run, f"{data.folder / 'run.json'}: suite")
-        condition_specs = suite_conditions(data.run, f"{data.folder / 'run.json'}: suite")
-        words, words_note = corpus_words(data.cells)
-        baselines, baselines_note = run_baselines(table_splits(data.cells), data.run.get("baselines"),
-                                                  recorded_corpus(data.cells)[2])
-        warnings = list(timing_notes or []) + (timing_flags if timing_dirs else own_flags)
-        flagged = timing_cells if timing_dirs else own_cells
-        results = evaluate_claims(data.cells, data.epochs, data.samples, specs, words, baselines, warnings, flagged)
-        ok = learning_status(data.cells, data.epochs, baselines)
-        figures = make_figures(data.cells, data.epochs, baselines, figures_dir)
-        for index, result in enumerate(results):
-            figures[f"forest_{index}"] = forest_plot(result, figures_dir / f"forest_{index}.png")
-        condition_results = evaluate_conditions(data.cells, data.epochs, data.samples, specs, condition_specs,
-                                                corpus_words=words, baselines=baselines, timing_warnings=warnings,
-                                                flagged_cells=flagged) if condition_specs else []
-        profile = None
-        if condition_results:
-            profile = depth_profile(data.cells, data.epochs, condition_specs, baselines)
-            figures["condition_depth"] = condition_depth(profile, baselines, figures_dir / "condition_depth.png")
-        notes = conditions + [f"Timings unreliable: {w}." for w in warnings]
-        if flagged:
-            notes.append(f"The timings of {len(flagged)} of {len(data.cells)} cells are unreliable "
-                         f"({'; '.join(sorted(set(flagged.values())))}) and left out of timing comparisons.")
-        blocks = build_blocks(ReportContext(
-            data=data, results=results, claims_origin=origin, figures=figures, ok=ok, words=words,
-            words_note=words_note, baselines=baselines, baselines_note=baselines_note, notes=notes,
-            conditions=condition_results, profile=profile))
-        write_text_atomic(stage / "index.md", render_markdown(blocks))
-        write_text_atomic(stage / "index.html", render_html(blocks, stage, blocks[0][1]))
-        publish_report(stage, out)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
+        with report_writes(out):
+            out.mkdir(parents=True, exist_ok=True)
+            stage = Path(tempfile.mkdtemp(prefix=STAGE_PREFIX, dir=out))
+        with report_writes(out, stage):
+            _write_report(data, stage, out, conditions, list(timing_notes or []) + (
+                timing_flags if timing_dirs else own_flags), timing_cells if timing_dirs else own_cells)
+    except BaseException:
+        clear_stage(stage)
+        remove_created(created)
+        raise
+    clear_stage(stage)
     return out
 
 
-def publish_report(stage: Path, out: Path) -> None:
-    """Put a finished report (``stage``: figures/, index.md, index.html) in place of the one in ``out``. The
-    old figures go as a whole (a figure this run cannot draw must not survive from an earlier report)."""
-    old = out / "figures"
-    if old.is_dir():
-        old.rename(stage / "figures.old")
-    elif old.exists():
-        old.unlink()
-    (stage / "figures").rename(old)
-    for name in ("index.md", "index.html"):
-        os.replace(stage / name, out / name)
+def _write_report(data, stage: Path, out: Path, conditions: list[str], warnings: list[str],
+                  flagged: dict[str, str]) -> None:
+    figures_dir = stage / "figures"
+    figures_dir.mkdir()
+    specs, origin = claim_specs(data.run, f"{data.folder / 'run.json'}: suite")
+    condition_specs = suite_conditions(data.run, f"{data.folder / 'run.json'}: suite")
+    words, words_note = corpus_words(data.cells)
+    baselines, baselines_note = run_baselines(table_splits(data.cells), data.run.get("baselines"),
+                                              recorded_corpus(data.cells)[2])
+    results = evaluate_claims(data.cells, data.epochs, data.samples, specs, words, baselines, warnings, flagged)
+    ok = learning_status(data.cells, data.epochs, baselines)
+    figures = make_figures(data.cells, data.epochs, baselines, figures_dir)
+    for index, result in enumerate(results):
+        figures[f"forest_{index}"] = forest_plot(result, figures_dir / f"forest_{index}.png")
+    condition_results = evaluate_conditions(data.cells, data.epochs, data.samples, specs, condition_specs,
+                                            corpus_words=words, baselines=baselines, timing_warnings=warnings,
+                                            flagged_cells=flagged) if condition_specs else []
+    profile = None
+    if condition_results:
+        profile = depth_profile(data.cells, data.epochs, condition_specs, baselines)
+        figures["condition_depth"] = condition_depth(profile, baselines, figures_dir / "condition_depth.png")
+    notes = conditions + [f"Timings unreliable: {w}." for w in warnings]
+    if flagged:
+        notes.append(f"The timings of {len(flagged)} of {len(data.cells)} cells are unreliable "
+                     f"({'; '.join(distinct_reasons(flagged.values()))}) and left out of timing comparisons.")
+    blocks = build_blocks(ReportContext(
+        data=data, results=results, claims_origin=origin, figures=figures, ok=ok, words=words,
+        words_note=words_note, baselines=baselines, baselines_note=baselines_note, notes=notes,
+        conditions=condition_results, profile=profile))
+    write_text_atomic(stage / "index.md", render_markdown(blocks))
+    write_text_atomic(stage / "index.html", render_html(blocks, stage, blocks[0][1]))
+    publish_report(stage, out)

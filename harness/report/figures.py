@@ -20,6 +20,7 @@ import pandas as pd
 from matplotlib import ticker
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.textpath import TextPath
 
 from harness.report.wording import measure_labels
 from harness.analysis.cell_frames import GRID_AXES, MACHINE, direction_pairs, ok_cells, training_curves
@@ -32,6 +33,10 @@ MEASURE_COLORS = {"training": "#029e73", "held-out causal": "#d55e00", "held-out
 BASELINE_STYLES = {"uniform": ":", "unigram": "--", "bigram": "-."}
 DPI = 90
 FOREST_DPI = 80  # one forest plot per claim: smaller, so that a report of many claims stays short
+# The forest plot's labels: 11 pixels at FOREST_DPI, the least at which "rnn" does not read as "mn".
+FOREST_POINTS = 10
+FOREST_WIDTH = 7.6  # inches, unless the labels need more
+FOREST_PLOT_WIDTH = 5.8  # inches beside the labels: the axes, their margins
 MIB = 1024 * 1024
 
 FIGURES = {
@@ -283,6 +288,12 @@ def seconds_per_epoch(cells: pd.DataFrame, path: Path) -> Path | None:
 def forest_plot(result: ClaimResult, path: Path) -> Path | None:
     """Each configuration's effect with its interval, the pooled effects, and the claim's no-effect and
     threshold lines, on a log axis."""
+    return _save(forest_figure(result), path, dpi=FOREST_DPI)
+
+
+def forest_figure(result: ClaimResult) -> Figure | None:
+    """The forest plot of ``result`` (``forest_plot``), to be saved at FOREST_DPI; None without a finite effect.
+    The figure is as wide as its longest label needs, so that no label is cut off."""
     rows = result.deciding
     if rows.empty or not np.isfinite(rows["ratio"]).any():
         return None
@@ -290,7 +301,7 @@ def forest_plot(result: ClaimResult, path: Path) -> Path | None:
     keys = [k for k in rows.columns if k in GRID_AXES or k == MACHINE or k in ("hidden", "precision", "threads")]
     pooled = result.pooled_table
     n = len(rows) + len(pooled) + 1
-    fig = Figure(figsize=(7.6, 0.2 * n + 1.4), layout="constrained")
+    fig = Figure(figsize=(FOREST_WIDTH, 0.2 * n + 1.4), layout="constrained")
     ax = fig.subplots()
     labels = []
     y = n - 1
@@ -322,13 +333,15 @@ def forest_plot(result: ClaimResult, path: Path) -> Path | None:
     shown = [v for v in [*rows["ci_low"], *rows["ci_high"], *rows["ratio"], *pooled["ci_low"], *pooled["ci_high"],
                          result.no_effect, result.threshold] if math.isfinite(v) and v > 0]
     ax.set_xlim(min(shown) / 1.15, max(shown) * 1.15)
-    ax.set_yticks([p for p, _ in labels], [t for _, t in labels], fontsize=7)
+    ax.set_yticks([p for p, _ in labels], [t for _, t in labels], fontsize=FOREST_POINTS)
+    widest = max(TextPath((0, 0), t, size=FOREST_POINTS).get_extents().width for _, t in labels) / 72
+    fig.set_size_inches(max(FOREST_WIDTH, FOREST_PLOT_WIDTH + widest), fig.get_size_inches()[1])
     ax.set_ylim(y + 0.5, n - 0.5)
     ax.set_xlabel(measure_labels(pooled)[0] + " (ratio, log scale)" if not pooled.empty else "ratio")
     ax.grid(axis="x", color="0.9")
-    fig.legend(loc="outside lower center", ncol=2, fontsize=7, frameon=False)
+    fig.legend(loc="outside lower center", ncol=2, fontsize=FOREST_POINTS, frameon=False)
     ax.set_title(result.title, fontsize=10)
-    return _save(fig, path, dpi=FOREST_DPI)
+    return fig
 
 
 def make_figures(cells: pd.DataFrame, epochs: pd.DataFrame, baselines: dict | None, folder: Path

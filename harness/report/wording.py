@@ -13,6 +13,7 @@ import pandas as pd
 
 from harness.spec.claims import BEST_METRIC, SELECTED_METRIC
 from harness.analysis.claims import BI_UNI, INCONCLUSIVE, ClaimResult, Note, Why
+from harness.analysis.timing_trust import distinct_reasons
 
 METRIC_LABELS = {
     "causal_ppl": "held-out causal perplexity",
@@ -133,7 +134,7 @@ def _timings_left_out(values: dict) -> str:
     cells = values["cells"]
     listed = ", ".join(cells[:6]) + (" ..." if len(cells) > 6 else "")
     return (f"{len(cells)} of {values['of']} cells left out for unreliable timings ({listed}): "
-            f"{'; '.join(values['reasons'])}.")
+            f"{'; '.join(distinct_reasons(values['reasons']))}.")
 
 
 NOTES = {
