@@ -12,7 +12,7 @@ import os
 import sys
 
 from harness import __version__
-from harness.errors import HarnessError, shorten
+from harness.errors import HarnessError, is_write_error, os_error_line, shorten
 
 MAX_MESSAGE = 1000
 COMMANDS = ("cell", "run", "list", "show", "report", "compare", "ab", "baseline", "profile")
@@ -55,3 +55,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:
+        # The last line of defence for a write outside results.atomic (a log, a copied figure): a full
+        # disk or a forbidden path is the user's to fix, not a bug. Any other OSError keeps its traceback.
+        if not is_write_error(exc):
+            raise
+        print(f"error: {shorten(os_error_line(exc), MAX_MESSAGE)}", file=sys.stderr)
+        return 2

@@ -4,9 +4,15 @@ tolerance; and one-line errors when the extension cannot be built."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shlex
 import shutil
+import subprocess
+import sys
+import types
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,6 +22,8 @@ from torch.nn import functional as F
 from harness.cell import fused_rnn
 from harness.errors import HarnessError
 from harness.cell.fused_rnn import FUSED_CLASSES, FusedGRU, FusedRNN, load_extension
+
+from conftest import REPO
 
 TORCH_CLASSES = {"gru": nn.GRU, "rnn": nn.RNN}
 CELLS = sorted(FUSED_CLASSES)
@@ -348,3 +356,89 @@ def test_a_run_that_cannot_build_it_stops_before_training(monkeypatch, tmp_path,
     assert code == 2 and err.endswith("(1 cell to train needs it; nothing was trained)")
     assert "could not be built: no C++ compiler found" in err
     assert not (tmp_path / "run" / "cells").exists() or not any((tmp_path / "run" / "cells").iterdir())
+
+
+# --- the cache on disk -----------------------------------------------------------------------------------
+
+
+def load_in_a_new_process(extensions_dir):
+    """load_extension() in a fresh interpreter (a damaged library can kill the process that loads it)."""
+    code = "from harness.cell.fused_rnn import load_extension; print(load_extension().__file__)"
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "HARNESS_EXTENSIONS_DIR": str(extensions_dir)})
+
+
+def test_a_damaged_cached_library_is_built_again(extension, tmp_path):
+    """The library cut short after it was built (a full disk, `truncate -s 1000`): ninja sees it newer than
+    its sources and would hand it to the loader, which dies of a bus error. It is built again instead; a
+    verified one is loaded as it is."""
+    built = Path(extension.__file__)
+    folder = tmp_path / "extensions" / built.parent.name
+    shutil.copytree(built.parent, folder)  # copy2: the times are kept, so ninja finds it up to date
+    library = folder / built.name
+    with open(library, "r+b") as f:
+        f.truncate(1000)
+    proc = load_in_a_new_process(tmp_path / "extensions")
+    assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
+    assert proc.stdout.strip() == str(library) and library.stat().st_size > 1000
+    record = json.loads((folder / fused_rnn.BUILD_RECORD).read_text())
+    assert record == {"library": built.name, "sha256": hashlib.sha256(library.read_bytes()).hexdigest()}
+
+    rebuilt = library.stat().st_mtime_ns
+    proc = load_in_a_new_process(tmp_path / "extensions")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert library.stat().st_mtime_ns == rebuilt  # verified: loaded, not built again
+
+
+def test_a_library_without_its_record_is_not_loaded(tmp_path, monkeypatch):
+    """No record, or another digest: the folder is emptied before torch sees it (no compiler needed)."""
+    from torch.utils import cpp_extension
+
+    monkeypatch.setenv("HARNESS_EXTENSIONS_DIR", str(tmp_path))
+    name = fused_rnn._extension_name(fused_rnn.SOURCE)
+    folder = tmp_path / name
+    folder.mkdir()
+    (folder / f"{name}.so").write_bytes(b"\x7fELF cut short")
+    (folder / "fused_rnn.o").write_bytes(b"")
+    seen = []
+
+    def build(**kwargs):  # what torch finds, then a library built
+        seen.append(sorted(os.listdir(folder)))
+        (folder / f"{name}.so").write_bytes(b"\x7fELF built")
+        return types.SimpleNamespace(__file__=str(folder / f"{name}.so"))
+
+    monkeypatch.setattr(cpp_extension, "load", build)
+    monkeypatch.setattr(cpp_extension, "is_ninja_available", lambda: True)
+    monkeypatch.setenv("CXX", shutil.which("sh") or "/bin/sh")
+    monkeypatch.setattr(fused_rnn, "_extension", None)
+    load_extension()
+    assert seen == [[]]
+    record = json.loads((folder / fused_rnn.BUILD_RECORD).read_text())
+    assert record["sha256"] == hashlib.sha256(b"\x7fELF built").hexdigest()
+    monkeypatch.setattr(fused_rnn, "_extension", None)
+    load_extension()  # verified: torch sees the folder as it was
+    assert seen[1] == sorted([f"{name}.so", fused_rnn.BUILD_RECORD])
+    (folder / f"{name}.so").write_bytes(b"\x7fELF changed")
+    monkeypatch.setattr(fused_rnn, "_extension", None)
+    load_extension()
+    assert seen[2] == []
+
+
+@pytest.mark.parametrize("where", ["a file", "under a file"])
+def test_a_bad_extensions_folder_is_one_line(tmp_path, where):
+    """HARNESS_EXTENSIONS_DIR naming a file (`/etc/hostname`), or a folder under one: the run stops before
+    training with one line naming the variable and the folder."""
+    plain = tmp_path / "hostname"
+    plain.write_text("host\n")
+    folder = plain if where == "a file" else plain / "extensions"
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "harness", "run", str(REPO / "suites" / "smoke.yaml"),
+                           "--only", "cell=gru", "--only", "direction=uni", "--set", "model.impl=fused",
+                           "--out", str(out), "--no-report"],
+                          capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "HARNESS_EXTENSIONS_DIR": str(folder)}, cwd=tmp_path)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and len(errors) == 1, proc.stderr
+    assert f"HARNESS_EXTENSIONS_DIR={folder}: cannot write {folder}/" in errors[0], errors[0]
+    assert "Not a directory" in errors[0] and errors[0].endswith("nothing was trained)"), errors[0]
+    assert not (out / "cells").exists() or not any((out / "cells").iterdir())

@@ -16,17 +16,22 @@ The extension is compiled on the first fused forward or ``load_extension()`` cal
 compiler and ninja) and cached on disk: in torch's extensions directory (``TORCH_EXTENSIONS_DIR``, by
 default ~/.cache/torch_extensions), or under ``HARNESS_EXTENSIONS_DIR`` when that is set. If it cannot be
 built, ``HarnessError`` says why in one line; there is no silent fallback to the slower implementation.
+A cached library is loaded only when its SHA-256 is the one recorded when it was built
+(``harness-build.json`` beside it); any other is removed and built again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import os
 import platform
 import re
 import shlex
 import shutil
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
@@ -97,6 +102,8 @@ def _build():
     source = SOURCE
     if not source.is_file():
         raise _fail(f"its source {source} is missing (is harness/cell/csrc/*.cpp installed with the package?)")
+    name = _extension_name(source)
+    build_directory = _build_directory(name)  # first: a bad folder is found wrong without a compiler
     compiler = os.environ.get("CXX", "c++")
     words = shlex.split(compiler) or ["c++"]
     if shutil.which(words[0]) is None:
@@ -105,21 +112,83 @@ def _build():
 
     if not cpp_extension.is_ninja_available():
         raise _fail("ninja is not installed (pip install ninja)")
-    name = _extension_name(source)
-    build_directory = None
-    if os.environ.get(EXTENSIONS_DIR_ENV):
-        build_directory = Path(os.environ[EXTENSIONS_DIR_ENV]).expanduser() / name
-        build_directory.mkdir(parents=True, exist_ok=True)
-        build_directory = str(build_directory)
+    _clear_unless_verified(build_directory, name)
     cflags, ldflags = _build_flags()
     try:
-        return cpp_extension.load(name=name, sources=[str(source)], extra_cflags=cflags, extra_ldflags=ldflags,
-                                  build_directory=build_directory, verbose=False)
+        module = cpp_extension.load(name=name, sources=[str(source)], extra_cflags=cflags, extra_ldflags=ldflags,
+                                    build_directory=str(build_directory), verbose=False)
     except Exception as exc:  # a compiler error, a linker error, a library that does not load
         message = str(exc)
         # torch prefixes the build log with "Error building extension '<name>':".
         message = re.sub(r"^Error building extension '[^']*':?\s*", "", message)
         raise _fail(_first_error_line(message)) from None
+    _record_build(build_directory, Path(module.__file__))
+    return module
+
+
+# Beside the library in its build directory: its file name and SHA-256, written once it is built and loaded.
+BUILD_RECORD = "harness-build.json"
+
+
+def _build_directory(name: str) -> Path:
+    """The extension's own build directory, created and writable, or HarnessError naming the variable that
+    chose it and the folder."""
+    from torch.utils import cpp_extension
+
+    if os.environ.get(EXTENSIONS_DIR_ENV):
+        variable, root = EXTENSIONS_DIR_ENV, Path(os.environ[EXTENSIONS_DIR_ENV]).expanduser()
+    else:
+        variable, root = "TORCH_EXTENSIONS_DIR", Path(cpp_extension.get_default_build_root())
+    folder = root / name
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):  # read-only file systems, permissions
+            pass
+    except OSError as exc:
+        raise _fail(f"{variable}={root}: cannot write {folder} ({exc.strerror or exc}); set {EXTENSIONS_DIR_ENV} "
+                    "to a folder this process can write to") from None
+    return folder
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _clear_unless_verified(folder: Path, name: str) -> None:
+    """Empty ``folder`` when it holds a library that is not the one recorded when it was built (cut short by
+    a full disk or a killed build, changed since, or built without a record): loading such a file can kill
+    the process with a bus error, and ninja, seeing it newer than its sources, would not rebuild it. The
+    build that follows starts from nothing."""
+    library = folder / f"{name}.so"
+    if not library.exists():
+        return
+    try:
+        record = json.loads((folder / BUILD_RECORD).read_text())
+        if isinstance(record, dict) and record.get("library") == library.name and record.get("sha256") == _sha256(library):
+            return
+    except (OSError, ValueError):
+        pass
+    try:
+        for path in folder.iterdir():
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+    except OSError as exc:
+        raise _fail(f"its cached library {library} is damaged and cannot be removed ({exc.strerror or exc}); "
+                    "delete that folder") from None
+
+
+def _record_build(folder: Path, library: Path) -> None:
+    from harness.results.atomic import write_json_atomic
+
+    # Without the record the next process rebuilds it: a cost, never a risk.
+    with contextlib.suppress(OSError):
+        write_json_atomic(folder / BUILD_RECORD, {"library": library.name, "sha256": _sha256(library)})
 
 
 def load_extension():

@@ -13,6 +13,7 @@ import math
 from pathlib import Path
 
 from harness.errors import HarnessError
+from harness.results.run_folder import cell_file_name
 
 TAGS = (
     ("perplexity/train", "train_ppl"),
@@ -43,7 +44,7 @@ class TensorBoardLog:
             # What this process logs from its first step on supersedes what an earlier process logged there
             # (a resumed cell replays its saved epochs; a cell trained again starts over), instead of
             # TensorBoard drawing both.
-            self._writers[cell_id] = self._writer_class(log_dir=str(self.root / cell_id), purge_step=first_step)
+            self._writers[cell_id] = self._writer_class(log_dir=str(self.root / cell_file_name(cell_id)), purge_step=first_step)
         return self._writers[cell_id]
 
     def epoch(self, cell_id: str, row: dict) -> None:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
 from pathlib import Path
+
+from harness.errors import HarnessError, WriteError, is_write_error
 
 
 def _current_umask() -> int:
@@ -18,10 +21,25 @@ _UMASK = _current_umask()
 
 
 def write_bytes_atomic(path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over ``path``."""
+    """Write to a temporary file in the same folder, fsync, then rename over ``path``. A full disk, a
+    read-only or forbidden folder, a name too long (``WRITE_ERRNOS``) raise WriteError, a one-line
+    HarnessError naming the path; ``path`` is then as it was."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        _write(path, data)
+    except OSError as exc:
+        if is_write_error(exc) and not isinstance(exc, WriteError):
+            raise WriteError(path, exc) from None
+        raise
+
+
+def _write(path: Path, data: bytes) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError as exc:  # a file where a folder of the path should be: say so
+        raise OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), exc.filename) from None
+    # The temporary name is short whatever ``path`` is: a name that fits must not fail for its prefix.
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:40]}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -55,8 +73,6 @@ def writable_folder(path, flag: str) -> Path:
     """``path`` if this process can create it (or write into it), or HarnessError (one line, naming
     ``flag``). Checked before any work, so that a bad output path costs nothing; the check leaves no
     folder behind, so a run refused later for another reason writes nothing either."""
-    from harness.errors import HarnessError
-
     if path is None or str(path).strip() == "":
         raise HarnessError(f"{flag} '': an empty path names no folder")
     path = Path(path)
@@ -83,8 +99,6 @@ def writable_file(path, flag: str, keep_out_of=()) -> Path:
     in a folder this process can write to, and not inside or over any of ``keep_out_of`` (the command's
     inputs: a run folder or a file it reads must not be overwritten by what it writes). Checked before
     any work."""
-    from harness.errors import HarnessError
-
     if path is None or str(path).strip() == "":
         raise HarnessError(f"{flag} '': an empty path names no file")
     path = Path(path)

@@ -3,12 +3,14 @@
 A run folder (docs/results-format.md)::
 
     run.json          the suite, provenance, calibration (one JSON object)
-    cells/<id>.json   one record per finished cell, written atomically: the source of truth
+    cells/<name>.json one record per finished cell, written atomically: the source of truth
     cells.csv         one row per cell        } derived from the records (appended as cells finish,
     epochs.csv        one row per cell epoch  }  rebuilt at the end of a run)
     samples.csv       one row per sample      }
-    logs/<id>.log     what each cell's process printed
+    logs/<name>.log   what each cell's process printed
     .checkpoints/     the state of cells in training (harness.cell.checkpoint), deleted as each is stored
+
+``<name>`` is the cell id, or for a long one a prefix of it and a hash (``cell_file_name``).
 
 Everything that reads a run folder (runner, ``show``, report, ``compare``, baselines) goes through this
 module, so that a damaged file is handled the same way everywhere: a record or run.json that cannot be
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import socket
@@ -111,9 +114,27 @@ def check_record(record) -> str | None:
     return None
 
 
+# A cell id up to this long names its files as it is; a longer one (a long matrix value, two long corpus
+# file names) would pass the file system's limit on a name (255 bytes), so it is cut and a hash added.
+CELL_NAME_MAX = 100
+CELL_NAME_PREFIX = 80
+
+
+def cell_file_name(cell_id: str) -> str:
+    """The name (without suffix) of a cell's files in a run folder: its id when that is short, else the
+    id's first ``CELL_NAME_PREFIX`` characters, "-" and 12 hex digits of the id's SHA-256. Readable and
+    distinct, and what every existing run folder already uses for its short ids."""
+    if len(cell_id.encode("utf-8")) <= CELL_NAME_MAX:
+        return cell_id
+    prefix = cell_id.encode("utf-8")[:CELL_NAME_PREFIX].decode("utf-8", errors="ignore")
+    return f"{prefix}-{hashlib.sha256(cell_id.encode('utf-8')).hexdigest()[:12]}"
+
+
 def read_records(folder) -> tuple[dict[str, dict], dict[str, str]]:
-    """The cell records of a run folder by cell id (the file's name), and the damaged ones: cell id ->
-    one line naming the file and what is wrong with it."""
+    """The cell records of a run folder by cell id, and the damaged ones: cell id -> one line naming the
+    file and what is wrong with it. The id is the record's ``cell_id`` where the file is the one that id
+    names (a long id's file name is shortened), else the file's name (a record without the field, or a
+    damaged one)."""
     records, damaged = {}, {}
     for path in sorted((Path(folder) / "cells").glob("*.json")):
         try:
@@ -124,8 +145,10 @@ def read_records(folder) -> tuple[dict[str, dict], dict[str, str]]:
         problem = check_record(record)
         if problem:
             damaged[path.stem] = f"{path}: {problem}"
-        else:
-            records[path.stem] = record
+            continue
+        stored_id = record.get("cell_id")
+        cell_id = stored_id if stored_id and cell_file_name(stored_id) == path.stem else path.stem
+        records[cell_id] = record
     return records, damaged
 
 
@@ -157,36 +180,59 @@ class RunDir:
         return self.path / "run.json"
 
     def log_path(self, cell_id: str) -> Path:
-        return self.path / "logs" / f"{cell_id}.log"
+        return self.path / "logs" / f"{cell_file_name(cell_id)}.log"
 
     def cell_path(self, cell_id: str) -> Path:
-        return self.path / "cells" / f"{cell_id}.json"
+        return self.path / "cells" / f"{cell_file_name(cell_id)}.json"
 
     def checkpoint_path(self, cell_id: str) -> Path:
         """Where a cell in training keeps its state (``harness.cell.checkpoint``) until its record is stored."""
-        return self.path / CHECKPOINTS / f"{cell_id}.pt"
+        return self.path / CHECKPOINTS / f"{cell_file_name(cell_id)}.pt"
 
     def lock(self) -> None:
         """One writer at a time: a second run into the same folder refuses. The kernel drops the lock
-        when the process dies, even by SIGKILL."""
+        when the process dies, even by SIGKILL.
+
+        Two locks: one on a file named after the folder's absolute path in a lock folder outside it, so that a
+        folder deleted under its writer (and made again by another run) is still refused; and the folder's
+        own ``.lock``, which other machines sharing the folder see."""
+        import hashlib
+        import tempfile
+
+        def take(handle) -> None:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                for held in (handle, self._path_lock):
+                    if held is not None:
+                        held.close()  # closing drops the lock
+                raise HarnessError(f"{self.path}: another run is writing into this folder ({holder}); "
+                                   "wait for it or choose another --out") from None
+            handle.truncate(0)
+            handle.write(f"pid {os.getpid()}")
+            handle.flush()
+
+        try:
+            locks = Path(tempfile.gettempdir()) / f"harness-locks-{os.getuid()}"
+            locks.mkdir(mode=0o700, exist_ok=True)
+            key = hashlib.sha256(str(self.path.resolve()).encode()).hexdigest()[:32]
+            self._path_lock = open(locks / f"{key}.lock", "a+")
+        except OSError:
+            self._path_lock = None  # no lock folder on this machine: the folder's own lock still stands
+        if self._path_lock is not None:
+            take(self._path_lock)
         try:
             for folder in (self.path, self.path / "logs", self.path / "cells"):
                 folder.mkdir(parents=True, exist_ok=True)
             self._lock_file = open(self.path / ".lock", "a+")
         except OSError as exc:
+            if self._path_lock is not None:
+                self._path_lock.close()
             raise HarnessError(f"{self.path}: cannot write the results folder there "
                                f"({exc.strerror or exc}); choose another --out") from None
-        try:
-            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._lock_file.seek(0)
-            holder = self._lock_file.read().strip() or "another process"
-            self._lock_file.close()
-            raise HarnessError(f"{self.path}: another run is writing into this folder ({holder}); "
-                               "wait for it or choose another --out") from None
-        self._lock_file.truncate(0)
-        self._lock_file.write(f"pid {os.getpid()}")
-        self._lock_file.flush()
+        take(self._lock_file)
 
     def read(self, tables=TABLES, *, text=("samples.csv",), required: dict | None = None, run_json: bool = False,
              described: bool = False, missing_ok: bool = True, from_records: bool = False) -> RunContents:
@@ -272,7 +318,11 @@ class RunDir:
     def checkpoints(self) -> dict[str, dict]:
         """The cells with a checkpoint (in training, or interrupted and to go on from it): their summaries
         (``read_checkpoint_summary``; {} where there is none)."""
-        return {path.stem: read_checkpoint_summary(path) for path in sorted((self.path / CHECKPOINTS).glob("*.pt"))}
+        ids = {}
+        with contextlib.suppress(HarnessError):  # a damaged run.json: the files' names are the ids
+            ids = {cell_file_name(c): c for c in (read_run_json(self.path) or {}).get("cells") or []}
+        return {ids.get(path.stem, path.stem): read_checkpoint_summary(path)
+                for path in sorted((self.path / CHECKPOINTS).glob("*.pt"))}
 
     def rebuild_tables(self, order: list[str] | None = None) -> None:
         rebuild_tables(self.path, self.finished_records(), order)
