@@ -15,8 +15,8 @@ from harness.errors import HarnessError
 from harness.results.atomic import writable_folder
 from harness.cell.cost import cell_flops, estimate_seconds
 from harness.report.numbers import format_duration
-from harness.grid.runner import (RETRAINABLE, RunOptions, default_out_dir, iter_cells_table, latest_run_dir,
-                                 run_suite)
+from harness.grid.runner import (RETRAINABLE, HarnessDrained, RunOptions, default_out_dir, iter_cells_table,
+                                 latest_run_dir, run_suite)
 from harness.spec.suite import expand, filter_cells, load_suite
 
 
@@ -37,7 +37,9 @@ def register(subparsers) -> None:
                         help="when resuming, also train again the stored cells that ended with this status: "
                              "timeout (e.g. a machine busy with other work), diverged (failed cells always are)")
     parser.add_argument("--dry-run", action="store_true", help="list the cells and estimated times, train nothing")
-    parser.add_argument("--no-report", action="store_true", help="do not render report/<run>/ at the end")
+    parser.add_argument("--no-report", action="store_true",
+                        help="do not render the report at the end (it goes beside the results folder: "
+                             "report/NAME/ for results/NAME, else OUT-report/)")
     parser.add_argument("--tensorboard", metavar="DIR",
                         help="also log each cell's perplexities and seconds per epoch, live, as TensorBoard "
                              "scalars under DIR/<results folder name>/<cell_id> (needs the tensorboard extra)")
@@ -150,6 +152,9 @@ def make_executor(args):
 def main(args) -> int:
     # First: a signal that arrives while the suite loads must not kill the run without its message.
     signal.signal(signal.SIGTERM, _raise_interrupt)
+    # Python leaves SIGINT ignored when it started so (a shell's background job): Ctrl-C or kill -INT must
+    # stop a run however it was started.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     drain = threading.Event()
     if hasattr(signal, "SIGUSR1"):
         signal.signal(signal.SIGUSR1, lambda signum, frame: _start_draining(drain))
@@ -165,8 +170,8 @@ def main(args) -> int:
         raise HarnessError("--resume DIR and --out DIR name different folders")
     if args.resume:
         out = Path(args.out) if args.out else (latest_run_dir(suite) if args.resume == "latest" else Path(args.resume))
-        if not (out / "run.json").exists():
-            raise HarnessError(f"--resume {out}: not a run folder (no run.json)")
+        if not is_run_folder(out):
+            raise HarnessError(f"--resume {out}: not a run folder (no run.json, no stored cells)")
     else:
         out = Path(args.out) if args.out else default_out_dir(suite)
     writable_folder(out, "--out" if args.out or not args.resume else "--resume")
@@ -178,13 +183,24 @@ def main(args) -> int:
     executor = make_executor(args)
     options = RunOptions(executor=executor, tensorboard=tensorboard, system_malloc=args.system_malloc,
                          drain=drain, retrain=retrain)
-    code, run_dir = run_suite(suite, cells, out, argv=[*prog_name().split(), *sys.argv[1:]], options=options)
+    try:
+        code, run_dir = run_suite(suite, cells, out, argv=[*prog_name().split(), *sys.argv[1:]], options=options)
+    except HarnessDrained as stopped:
+        # Not an error: the run stopped where it was asked to (SIGUSR1); the exit code says it is not done.
+        print(stopped, file=sys.stderr)
+        return stopped.exit_code
     print(f"results: {run_dir}", file=sys.stderr)
     if not args.no_report:
         report_dir = _render_report(run_dir)
         if report_dir:
             print(f"report: {report_dir}", file=sys.stderr)
     return code
+
+
+def is_run_folder(path: Path) -> bool:
+    """Whether ``--resume`` may continue ``path``: what ``--out`` would go on with, a folder with run.json
+    or one whose run.json was lost (stopped while it calibrated, deleted), its cells folder or lock left."""
+    return any((path / name).exists() for name in ("run.json", "cells", ".lock"))
 
 
 def retrain_statuses(values: list[str]) -> frozenset[str]:

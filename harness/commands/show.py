@@ -10,6 +10,7 @@ from harness.cli import prog_name
 from harness.errors import HarnessError
 from harness.results.run_folder import RunDir
 from harness.analysis.timing_trust import timing_warnings
+from harness.grid.progress import resume_command
 
 
 def register(subparsers) -> None:
@@ -64,8 +65,9 @@ def main(args) -> int:
     print(", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
     if counts.get("timeout") and not lost:
         # A timeout on a machine busy with other work says nothing of the cell: say how to train it again.
-        print(f"timed-out cells are kept by a resume; to train them again: {prog_name()} run "
-              f"{info['suite'].get('file') or 'SUITE'} --resume {run_dir.path} --retrain timeout")
+        # The run's own command line (its --set and --only flags), so that the command works as printed.
+        print("timed-out cells are kept by a resume; to train them again: "
+              + resume_command(info, run_dir.path, retrain=("timeout",), prog=prog_name()))
     for problem in damaged.values():
         print(f"!! {problem}")
     for note in contents.notes[len(damaged):]:  # the damaged records are named above

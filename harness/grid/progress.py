@@ -3,11 +3,14 @@ cell) and an ETA that weighs each cell by its a-priori cost and settles as cells
 
 from __future__ import annotations
 
+import shlex
 import sys
 import time
+from pathlib import Path
 from typing import Callable
 
 from harness.cell.cost import estimate_seconds
+from harness.cell.precision import bf16_warning
 from harness.report.numbers import format_duration
 from harness.spec.suite import GridCell, Suite
 
@@ -150,4 +153,37 @@ def plan_text(suite: Suite, pending: list[GridCell], estimates: dict[str, float]
              "corrected by the ETA as cells finish)"]
     if will_skip:
         lines.append(f"{len(will_skip)} CUDA cells will be skipped: CUDA is not available on this machine")
+    lines += [warning for warning in [bf16_warning(c.config for c in pending)] if warning]
     return "\n".join(lines)
+
+
+# Flags of `run` that take a value (``--resume``'s is optional); the others stand alone.
+_VALUE_FLAGS = ("--out", "--retrain", "--only", "--set", "--tensorboard", "--executor", "--address", "--cells-per-gpu")
+_PART_FLAGS = ("--out", "--resume", "--retrain", "--dry-run")  # where and what this part trained: the hint's own
+
+
+def resume_command(info: dict, path, retrain=(), prog: str | None = None) -> str | None:
+    """The shell command that resumes the run of run.json ``info`` in ``path``: its latest part's command line
+    (the suite and every flag that shapes the cells, ``--set`` and ``--only`` included, so that the cells
+    still match) with ``--resume PATH`` and ``--retrain`` instead of its own. ``prog``: how to call the
+    harness where no `run` command line was recorded (None: then there is no command to give)."""
+    parts = info.get("resumes") or []
+    argv = [str(a) for a in ((parts[-1].get("command") if parts else None) or info.get("command") or [])]
+    if "run" not in argv and prog is None:
+        return None  # started from code, not from the command line
+    at = argv.index("run") if "run" in argv else len(argv)
+    words = argv[:at] if "run" in argv else prog.split()
+    suite, kept, rest, i = None, [], argv[at + 1:], 0
+    while i < len(rest):
+        token = rest[i]
+        name, inline = token.split("=", 1)[0], "=" in token
+        takes = name in _VALUE_FLAGS or (name == "--resume" and i + 1 < len(rest) and not rest[i + 1].startswith("-"))
+        group = rest[i:i + (2 if takes and not inline and token.startswith("--") else 1)]
+        i += len(group)
+        if not token.startswith("-"):
+            suite = suite or token
+        elif name not in _PART_FLAGS:
+            kept += group
+    suite = suite or (info.get("suite") or {}).get("file") or "SUITE"
+    tail = ["--retrain", ",".join(retrain)] if retrain else []
+    return shlex.join([*words, "run", str(suite), "--resume", str(Path(path)), *tail, *kept])

@@ -26,7 +26,7 @@ from harness.results.atomic import write_json_atomic
 from harness.spec.suite import GridCell, Suite, cell_changes
 from harness.analysis.run_text import run_baselines
 from harness.grid.cell_process import LocalExecutor
-from harness.grid.progress import Progress, plan_text, remaining_estimates
+from harness.grid.progress import Progress, plan_text, remaining_estimates, resume_command
 
 if TYPE_CHECKING:
     from harness.grid.tensorboard import TensorBoardLog
@@ -150,7 +150,8 @@ def open_run(suite: Suite, cells: list[GridCell], run_dir: RunDir, argv: list[st
     """Check ``run_dir`` against this suite and the cells to train, then lock it, write run.json for the part
     of the run that starts now (a new run's, or a resume's beside the earlier parts), and find the cells
     this part trains: those not stored, and those whose stored outcome is one to train again."""
-    existing, records = stored_run(suite, cells, run_dir, stream)
+    corpora = corpus_hashes(cells)
+    existing, records = stored_run(suite, cells, run_dir, stream, corpora=corpora, retrain=options.retrain)
     malloc = _run_malloc_setting(existing, options.system_malloc, run_dir.path)
     run_records = records if existing is not None else {}
     to_check = [c for c in cells if run_records.get(c.cell_id, {}).get("status", "failed") in options.trained_again]
@@ -160,6 +161,7 @@ def open_run(suite: Suite, cells: list[GridCell], run_dir: RunDir, argv: list[st
         preflight(to_check, will_skip)
     run_dir.lock()
     info = start_part(suite, cells, existing, argv, executor_name, malloc, options.calibrate)
+    info["corpora"] = {**(info.get("corpora") or {}), **corpora}
     write_json_atomic(run_dir.run_json, info)
     done = run_dir.finished_records()
     retry = {c.cell_id for c in cells if done.get(c.cell_id, {}).get("status") in options.trained_again}
@@ -167,15 +169,21 @@ def open_run(suite: Suite, cells: list[GridCell], run_dir: RunDir, argv: list[st
     return OpenRun(run_dir, info, existing is not None, malloc, will_skip, done, retry, pending)
 
 
-def stored_run(suite: Suite, cells: list[GridCell], run_dir: RunDir, stream) -> tuple[dict | None, dict[str, dict]]:
+def stored_run(suite: Suite, cells: list[GridCell], run_dir: RunDir, stream, corpora: dict[str, str] | None = None,
+               retrain: frozenset[str] = frozenset()) -> tuple[dict | None, dict[str, dict]]:
     """What ``run_dir`` holds already: its run.json (None for a new run; rebuilt from this suite's stored
     cells when it was lost) and its stored records. HarnessError where going on would mix runs: the
-    suite's cells changed, or a stored cell was trained with another configuration."""
+    suite's cells changed, a stored cell was trained with another configuration, or on another text than
+    the corpus files hold now (``corpora``, ``corpus_hashes``). ``retrain``: the outcomes trained again; with
+    ``timeout``, a new run.timeout is no change (that is what training timed-out cells again is for)."""
     existing = run_dir.read_run_json() if run_dir.run_json.exists() else None
+    loose = frozenset({"timeout"}) if "timeout" in retrain else frozenset()
     if existing is not None and existing.get("config_hash") != suite.config_hash():
-        changed = cell_changes(existing["suite"], suite)
+        changed = "" if loose and not _cells_differ(existing["suite"], suite, loose) else cell_changes(existing["suite"], suite)
         if changed:
-            raise HarnessError(f"{run_dir.path}: refusing to resume: the suite's cells changed ({changed}); "
+            hint = ("; a new run.timeout is taken with --retrain timeout"
+                    if not loose and not _cells_differ(existing["suite"], suite, {"timeout"}) else "")
+            raise HarnessError(f"{run_dir.path}: refusing to resume: the suite's cells changed ({changed}){hint}; "
                                "use another --out")
         # The same cells: the edit (description, claims) applies to the run from now on.
         existing.update(suite={**suite.resolved(), "file": suite.path}, config_hash=suite.config_hash())
@@ -185,10 +193,11 @@ def stored_run(suite: Suite, cells: list[GridCell], run_dir: RunDir, stream) -> 
     for problem in damaged.values():
         # Cannot happen with atomic writes unless something else wrote there; such a cell is trained again.
         print(f"warning: {problem}; the cell is trained again", file=stream)
-    foreign = foreign_records(records, cells)
+    foreign = foreign_records(records, cells, ignore=loose)
     if foreign:
         raise HarnessError(f"{run_dir.path}: {len(foreign)} stored cell(s) were trained with another configuration "
                            f"than this suite's, e.g. {foreign[0]}; use another --out")
+    _check_corpora(run_dir.path, existing, records, corpus_hashes(cells) if corpora is None else corpora)
     ours = {c.cell_id: records[c.cell_id] for c in cells if c.cell_id in records}
     if existing is None and ours:
         # run.json is gone but cells of this suite are stored: the run goes on as the one they belong to,
@@ -242,8 +251,6 @@ def start_progress(suite: Suite, cells: list[GridCell], run: OpenRun, executor_n
     started_epochs = {cid: summary["epoch"] for cid, summary in run.run_dir.checkpoints().items()
                       if isinstance(summary.get("epoch"), int)}
     estimates = remaining_estimates(pending, started_epochs, run.will_skip)
-    progress = Progress(len(cells), len(cells) - len(pending), stream=stream, estimates=estimates,
-                        started_epochs=started_epochs)
     going_on = sorted(set(started_epochs) & {c.cell_id for c in pending})
     if len(pending) < len(cells) or retry or going_on:
         print(f"resuming {run.run_dir.path}: {len(cells) - len(pending)} of {len(cells)} cells already stored"
@@ -251,9 +258,11 @@ def start_progress(suite: Suite, cells: list[GridCell], run: OpenRun, executor_n
                  if retry else "")
               + (f"; {len(going_on)} going on from their checkpoints (epochs "
                  f"{', '.join(str(started_epochs[cid]) for cid in going_on)})" if going_on else ""),
-              file=progress.stream)
-    print(plan_text(suite, pending, estimates, run.will_skip, executor_name), file=progress.stream, flush=True)
-    return progress
+              file=stream)
+    print(plan_text(suite, pending, estimates, run.will_skip, executor_name), file=stream, flush=True)
+    # Only now: on a terminal the bar draws itself at once, and a line printed after it would be overwritten.
+    return Progress(len(cells), len(cells) - len(pending), stream=stream, estimates=estimates,
+                    started_epochs=started_epochs)
 
 
 def train_and_store(run: OpenRun, progress: Progress, executor, options: RunOptions) -> list[str]:
@@ -269,7 +278,7 @@ def train_and_store(run: OpenRun, progress: Progress, executor, options: RunOpti
     drain = options.drain or threading.Event()
     if drain.is_set():  # asked during the set-up: start nothing
         progress.close()
-        raise HarnessDrained(run_dir.path, len(pending))
+        raise HarnessDrained(run_dir.path, len(pending), resume_command(info, run_dir.path))
     statuses = []
     try:
         for cell, record in executor.execute(pending, run_dir, progress, stop, drain):
@@ -282,13 +291,13 @@ def train_and_store(run: OpenRun, progress: Progress, executor, options: RunOpti
     except KeyboardInterrupt:
         stop.set()
         progress.close()
-        raise HarnessInterrupted(run_dir.path, len(run_dir.checkpoints())) from None
+        raise HarnessInterrupted(run_dir.path, len(run_dir.checkpoints()), resume_command(info, run_dir.path)) from None
     finally:
         progress.close()
         if tensorboard is not None:
             tensorboard.close()
     if drain.is_set() and len(statuses) < len(pending):
-        raise HarnessDrained(run_dir.path, len(pending) - len(statuses))
+        raise HarnessDrained(run_dir.path, len(pending) - len(statuses), resume_command(info, run_dir.path))
     return statuses
 
 
@@ -358,9 +367,55 @@ def _recovered_run_json(suite: Suite, records: dict[str, dict], path: Path, stre
     return info
 
 
-def foreign_records(records: dict[str, dict], cells: list[GridCell]) -> list[str]:
+def corpus_hashes(cells: list[GridCell]) -> dict[str, str]:
+    """The SHA-256 of each corpus file the cells use, by the corpus as the suite names it. A corpus not on
+    this machine yet (to download) is left out: its cells record the hash of what they fetch."""
+    import hashlib
+
+    from harness.cell.corpus import resolve_corpus
+
+    hashes = {}
+    for name in sorted({c.config.corpus for c in cells}):
+        try:
+            hashes[name] = hashlib.sha256(resolve_corpus(name, offline=True).read_bytes()).hexdigest()
+        except (HarnessError, OSError):
+            continue  # missing or unreadable: preflight or the cell says so
+    return hashes
+
+
+def _check_corpora(path: Path, existing: dict | None, records: dict[str, dict], corpora: dict[str, str]) -> None:
+    """A run folder holds one text per corpus: HarnessError when a corpus file changed since the run recorded
+    it (run.json's ``corpora``) or since a stored cell was trained on it (its ``corpus_sha256``), whatever
+    cells this part selects; otherwise the run's claims would compare cells of different texts."""
+    from harness.cell.corpus import resolve_corpus
+
+    before = [(name, digest) for name, digest in ((existing or {}).get("corpora") or {}).items()]
+    before += [((r.get("config") or {}).get("corpus"), r.get("corpus_sha256")) for r in records.values()]
+    for name, digest in before:
+        if name in corpora and digest and digest != corpora[name]:
+            raise HarnessError(f"{path}: refusing to go on: corpus file {resolve_corpus(name, offline=True)} changed "
+                               f"since the run's cells were trained on it (SHA-256 {digest[:12]}... -> "
+                               f"{corpora[name][:12]}...); a run folder holds one text; use another --out")
+
+
+def _cells_differ(stored: dict, suite: Suite, ignore) -> bool:
+    """Whether ``suite`` expands to other cells than the recorded suite (run.json's ``suite``), leaving the
+    configuration keys in ``ignore`` out of the comparison."""
+    from harness.spec.suite import expand, recorded_suite
+
+    def hashes(of: Suite) -> dict[str, str]:
+        return {c.cell_id: c.config.model_copy(update=dict.fromkeys(ignore)).config_hash() for c in expand(of)}
+
+    try:
+        return hashes(recorded_suite(stored, f"{suite.path} (as recorded)")) != hashes(suite)
+    except (HarnessError, AttributeError, TypeError, ValueError):
+        return True
+
+
+def foreign_records(records: dict[str, dict], cells: list[GridCell], ignore=frozenset()) -> list[str]:
     """The stored records of ``cells`` whose recorded configuration is not the cell's, each as
-    ``cell_id (key old -> new)``. A key the record predates counts as its default value then."""
+    ``cell_id (key old -> new)``; the keys in ``ignore`` may differ. A key the record predates counts as its
+    default value then."""
     from harness.errors import quote
     from harness.spec.suite import FIELD_TO_SUITE_KEY
 
@@ -376,7 +431,7 @@ def foreign_records(records: dict[str, dict], cells: list[GridCell]) -> list[str
             continue
         old = {**defaults, **{k: v for k, v in config.items() if k in FIELDS}}
         new = cell.config.model_dump(mode="json")
-        key = next((k for k in FIELDS if old.get(k) != new.get(k)), None)
+        key = next((k for k in FIELDS if k not in ignore and old.get(k) != new.get(k)), None)
         if key is not None:
             found.append(f"{cell.cell_id} ({FIELD_TO_SUITE_KEY.get(key, key)} {quote(old.get(key), 40)} -> "
                          f"{quote(new.get(key), 40)})")
@@ -445,11 +500,12 @@ def _warn_if_changed(info: dict, now: dict) -> None:
 class HarnessInterrupted(HarnessError):
     exit_code = 130
 
-    def __init__(self, path, started: int = 0):
+    def __init__(self, path, started: int = 0, command: str | None = None):
         # Checkpoints of this part and of earlier ones alike: unfinished cells, not necessarily in flight.
         kept = ("; 1 unfinished cell will go on from its checkpoint" if started == 1 else
                 f"; {started} unfinished cells will go on from their checkpoints" if started else "")
-        super().__init__(f"interrupted; finished cells are stored in {path}{kept}; continue with --resume {path}")
+        super().__init__(f"interrupted; finished cells are stored in {path}{kept}; continue with --resume {path}"
+                         + (f": {command}" if command else ""))
 
 
 class HarnessDrained(HarnessError):
@@ -457,9 +513,10 @@ class HarnessDrained(HarnessError):
 
     exit_code = 130
 
-    def __init__(self, path, left: int):
-        super().__init__(f"stopped after the cells in flight; {left} cell{'s' if left != 1 else ''} not trained; "
-                         f"finished cells are stored in {path}; continue with --resume {path}")
+    def __init__(self, path, left: int, command: str | None = None):
+        super().__init__(f"as asked, stopped after the cells in flight; {left} cell{'s' if left != 1 else ''} not "
+                         f"trained; finished cells are stored in {path}; continue with: "
+                         + (command or f"--resume {path}"))
 
 
 def calibrate_cells(cells: list[GridCell]) -> dict:
