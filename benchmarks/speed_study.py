@@ -38,7 +38,8 @@ from harness.host.machine import describe  # noqa: E402
 from harness.cell.model import CharRNN, detach_state, training_flops  # noqa: E402
 from harness.cell.evaluation import heldout_ppl  # noqa: E402
 from harness.cell.precision import cpu_has_native_bf16  # noqa: E402
-from harness.cell.train import ForeachSGD, Trainer, synchronize  # noqa: E402
+from harness.cell.optimizers import ForeachSGD  # noqa: E402
+from harness.cell.train import Trainer, synchronize  # noqa: E402
 
 
 def parse_args(argv=None):

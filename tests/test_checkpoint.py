@@ -84,6 +84,21 @@ def test_a_cell_stopped_part_way_goes_on_to_the_numbers_of_an_unbroken_run(book,
     assert [r["epoch"] for r in resumed["epoch_log"] if r["warmup"]] == [1, 5]
 
 
+@pytest.mark.parametrize("settings", [
+    dict(cell="lstm", optimizer="adam", lr=0.01, forget_bias=1.0, dropout=0.2, schedule="cosine", lr_warmup_epochs=2),
+    dict(cell="gru", optimizer="sgd", lr=1.0, momentum=0.9, weight_decay=0.001),
+], ids=["adam-cosine-dropout", "sgd-momentum"])
+def test_an_optimiser_with_state_and_a_schedule_go_on_from_a_checkpoint(book, tmp_path, settings):
+    # Adam's moments, SGD's momentum, the epoch's learning rate and dropout's random draws are all restored.
+    cfg = tiny(book, **settings)
+    unbroken = run_cell(cfg)
+    path = tmp_path / "cell.pt"
+    stopped_after(cfg, path, epoch=5)
+    resumed = run_cell(cfg, checkpoint=path)
+    assert measured(resumed) == measured(unbroken)
+    assert resumed["causal_ppl"] == unbroken["causal_ppl"]
+
+
 def test_a_cell_stopped_twice_goes_on_each_time(book, tmp_path):
     cfg = tiny(book)
     path = tmp_path / "cell.pt"

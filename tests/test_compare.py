@@ -222,7 +222,7 @@ def write_run(folder, cells, machine=MACHINE, tokens=1120, cpu_rate=100e9):
         cfg = CellConfig(**c["config"])
         cell_id = cfg.cell_id + c["suffix"]
         values = cfg.model_dump()
-        row = {k: ("|".join(v) if k == "prefixes" else "" if v is None else v) for k, v in values.items()
+        row = {k: ("|".join(map(str, v)) if isinstance(v, (list, tuple)) else "" if v is None else v) for k, v in values.items()
                if k in config_columns}
         timed = sorted(c["sec"][1:])
         ran_on = c["ran_on"] or machine

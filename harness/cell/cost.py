@@ -12,7 +12,7 @@ runner's ETA corrects as cells finish.
 
 from __future__ import annotations
 
-from harness.cell.flops import STREAM_SEGMENT, training_flops
+from harness.cell.flops import STREAM_SEGMENT, model_hidden, training_flops
 
 VOCAB = 28  # a-z, space and the unknown token
 CPU_FLOPS_PER_SEC = 235e9  # effective, two threads
@@ -36,7 +36,7 @@ CUDA_FLOPS_PER_SEC, CUDA_STEP_SEC = 20e12, 0.6e-3  # a guess: no CUDA run has be
 
 def _forward_flops(config, positions: int) -> float:
     """Forward matrix-product FLOPs of ``positions`` time steps of ``config``'s model."""
-    return training_flops(VOCAB, config.cell, config.layers, config.direction == "bi", config.hidden, positions) / 3
+    return training_flops(VOCAB, config.cell, config.layers, config.direction == "bi", model_hidden(config, VOCAB), positions) / 3
 
 
 def _thread_scale(config) -> float:
@@ -48,13 +48,13 @@ def _epoch_parts(config) -> tuple[float, float]:
     window = config.batch_size * config.num_steps
     tokens = (config.max_tokens // window) * window
     directions = 2 if config.direction == "bi" else 1
-    flops = training_flops(VOCAB, config.cell, config.layers, config.direction == "bi", config.hidden, tokens)
+    flops = training_flops(VOCAB, config.cell, config.layers, config.direction == "bi", model_hidden(config, VOCAB), tokens)
     if config.device == "cuda":
         return flops / CUDA_FLOPS_PER_SEC, (tokens // window) * config.layers * CUDA_STEP_SEC
     fixed, per_256 = CPU_STEP_SEC[config.cell]
     steps = (tokens // window) * config.num_steps * config.layers * directions
     scale = _thread_scale(config) * (FUSED_FACTOR if config.impl == "fused" and config.cell != "lstm" else 1.0)
-    return scale * flops / CPU_FLOPS_PER_SEC, scale * steps * (fixed + per_256 * config.hidden / 256)
+    return scale * flops / CPU_FLOPS_PER_SEC, scale * steps * (fixed + per_256 * model_hidden(config, VOCAB) / 256)
 
 
 def epoch_seconds(config) -> float:

@@ -25,6 +25,17 @@ def recurrent_class(cell: str, impl: str = "torch") -> type[nn.Module]:
     return RNN_CLASSES[cell]
 
 
+@torch.no_grad()
+def set_forget_bias(lstm: nn.LSTM, value: float) -> None:
+    """Every layer's and direction's forget gate starts with bias ``value``: the input bias's forget part (the
+    second quarter: PyTorch orders the gates i, f, g, o) is set to it and the recurrent bias's to 0, so that the
+    gate's total bias is ``value``."""
+    hidden = lstm.hidden_size
+    for name, bias in lstm.named_parameters():
+        if name.startswith("bias_"):
+            bias[hidden:2 * hidden] = value if name.startswith("bias_ih") else 0.0
+
+
 class CharRNN(nn.Module):
     """nn.RNN (tanh) / nn.GRU / nn.LSTM over one-hot characters, then a linear head over all directions.
 
@@ -35,12 +46,17 @@ class CharRNN(nn.Module):
     """
 
     def __init__(self, vocab_size: int, cell: str = "lstm", layers: int = 2, bidirectional: bool = False,
-                 hidden: int = 256, impl: str = "torch"):
+                 hidden: int = 256, impl: str = "torch", forget_bias: float = 0.0, dropout: float = 0.0):
         super().__init__()
         self.vocab_size = vocab_size
         self.cell = cell
         self.num_directions = 2 if bidirectional else 1
-        self.rnn = recurrent_class(cell, impl)(vocab_size, hidden, layers, bidirectional=bidirectional)
+        # Between layers only where there are two (nn.RNN warns otherwise); the output's dropout covers the last.
+        between = {"dropout": dropout} if dropout and layers > 1 else {}
+        self.rnn = recurrent_class(cell, impl)(vocab_size, hidden, layers, bidirectional=bidirectional, **between)
+        if cell == "lstm" and forget_bias:
+            set_forget_bias(self.rnn, forget_bias)
+        self.output_dropout = nn.Dropout(dropout) if dropout else None
         self.head = nn.Linear(hidden * self.num_directions, vocab_size)
         self.register_buffer("identity", torch.eye(vocab_size), persistent=False)
 
@@ -57,6 +73,8 @@ class CharRNN(nn.Module):
             y, state = self.rnn(x, state)
         else:
             y, state = self._recurrent_in(dtype, x, state)
+        if self.output_dropout is not None:
+            y = self.output_dropout(y)
         return self.head(y.reshape(-1, y.shape[-1])), state
 
     def _recurrent_in(self, dtype: torch.dtype, x: torch.Tensor, state):

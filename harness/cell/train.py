@@ -26,9 +26,11 @@ from harness.host.machine import PeakMemory, cpu_model, gpu_name
 from harness.host.malloc import this_process_malloc
 from harness.cell.evaluation import (SELECTION_COLUMNS, BestEpoch, exp_or_inf, heldout_ppl, predict,
                                     selection_ppl)
+from harness.cell.flops import model_hidden
 from harness.cell.model import CharRNN, count_params, detach_state, training_flops
 from harness.cell.precision import autocast, cpu_has_native_bf16
 from harness.results.tables import EXTRA_COLUMNS, RESULT_COLUMNS  # the columns of a record: the results format's
+from harness.cell.optimizers import epoch_lr, make_optimizer, scheduled, set_lr
 
 
 def synchronize(device: torch.device) -> None:
@@ -57,28 +59,6 @@ def untimed_phase(name: str):
     return _NOTHING
 
 
-class ForeachSGD:
-    """The recipe's optimiser, plain SGD (no momentum, no weight decay): ``p -= lr * p.grad`` for all
-    parameters in one foreach kernel, the update of ``torch.optim.SGD(params, lr)``.
-
-    Written out because constructing any ``torch.optim`` optimiser imports ``torch._dynamo``, about 2 s
-    of every cell process's start-up, which a suite of many short cells (a regression check) pays
-    over and over."""
-
-    def __init__(self, params: list[torch.Tensor], lr: float):
-        self.params = list(params)
-        self.lr = lr
-
-    def zero_grad(self) -> None:
-        for p in self.params:
-            p.grad = None
-
-    @torch.no_grad()
-    def step(self) -> None:
-        # Every parameter has a gradient here: the step's clipping has just scaled all of them.
-        torch._foreach_add_(self.params, [p.grad for p in self.params], alpha=-self.lr)
-
-
 class Trainer:
     """The optimisation step of the recipe: cross-entropy, backward, clip to global norm, SGD.
 
@@ -93,7 +73,7 @@ class Trainer:
         self.device = device
         self.phase = phase or untimed_phase
         self.params = [p for p in model.parameters() if p.requires_grad]
-        self.optimizer = ForeachSGD(self.params, cfg.lr)
+        self.optimizer = make_optimizer(self.params, cfg)
         self.notes: list[str] = []
         # CUDA graphs replay the step captured on fixed buffers; on a CPU there are no kernel launches
         # to save, so the setting is ignored there and the record says so.
@@ -262,7 +242,9 @@ def prepare_cell(cfg: CellConfig, corpus: Corpus | None = None, phase=None) -> P
                                    cfg.select_tokens, cfg.train_text)
     torch.manual_seed(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
-    model = CharRNN(len(corpus.vocab), cfg.cell, cfg.layers, cfg.bidirectional, cfg.hidden, effective_impl(cfg)).to(device)
+    hidden = model_hidden(cfg, len(corpus.vocab))
+    model = CharRNN(len(corpus.vocab), cfg.cell, cfg.layers, cfg.bidirectional, hidden, effective_impl(cfg),
+                    forget_bias=cfg.forget_bias, dropout=cfg.dropout).to(device)
     trainer = Trainer(model, cfg, device, phase=phase)
     if effective_impl(cfg) != cfg.impl:
         trainer.notes.append(f"impl fused ignored: it runs on the CPU in float32 only (device {cfg.device}, "
@@ -329,6 +311,9 @@ def resume_from_checkpoint(cell: PreparedCell, saver: Checkpointer, selection: B
     if saved is None:
         return None
     cell.model.load_state_dict(saved["model"])
+    # Adam's moments and SGD's momentum go on where they were; checkpoints of plain SGD hold none.
+    if "optimizer" in saved:
+        cell.trainer.optimizer.load_state_dict(saved["optimizer"])
     cell.generator.set_state(saved["generator"])
     torch.set_rng_state(saved["torch_rng"])
     selection.restore(saved["selection"], cell.device)
@@ -344,6 +329,8 @@ def train_epochs(cell: PreparedCell, training: Training, on_epoch: Callable[[dic
         if on_epoch:
             on_epoch(row)
     for epoch in range(training.first_epoch, cfg.epochs + 1):
+        if scheduled(cfg):
+            set_lr(cell.trainer.optimizer, epoch_lr(cfg, epoch))
         row, mean_loss = timed_epoch(cell, training.memory, epoch, warmup=epoch == training.first_epoch)
         # A finite loss above ~709 nats still overflows the perplexity: that run has diverged too.
         if not math.isfinite(row["train_ppl"]):
@@ -359,6 +346,7 @@ def train_epochs(cell: PreparedCell, training: Training, on_epoch: Callable[[dic
         if training.saver.due():  # never after the last epoch: what remains then is short
             training.saver.save({"epoch": epoch, "model": model.state_dict(), "generator": cell.generator.get_state(),
                                  "torch_rng": torch.get_rng_state(), "selection": training.selection.state(),
+                                 "optimizer": cell.trainer.optimizer.state_dict(),
                                  "memory": training.memory.carried_state(), "epoch_log": training.epoch_log,
                                  "resumes": training.resumes})
 
@@ -416,11 +404,13 @@ def cell_record(cell: PreparedCell, training: Training) -> dict:
     tokens_per_epoch = statistics.median(r["tokens"] for r in epoch_log)
     sec_per_epoch = statistics.median(timed)
     quartiles = statistics.quantiles(timed, n=4) if len(timed) >= 2 else [timed[0]] * 3
-    flops_per_epoch = training_flops(len(corpus.vocab), cfg.cell, cfg.layers, cfg.bidirectional, cfg.hidden,
+    hidden = model.rnn.hidden_size  # model.hidden, or the size chosen for model.params
+    flops_per_epoch = training_flops(len(corpus.vocab), cfg.cell, cfg.layers, cfg.bidirectional, hidden,
                                      int(tokens_per_epoch))
     last_eval = next((r for r in reversed(epoch_log) if r["val_ppl"] is not None), {})
     record = cfg.model_dump(include=set(RESULT_COLUMNS) | {"precision", "corpus"})
     record.update(
+        hidden=hidden,
         status=status,
         reason=training.reason,
         train_ppl=epoch_log[-1]["train_ppl"],

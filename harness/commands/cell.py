@@ -13,6 +13,8 @@ HELP = {
     "device": "cpu or cuda", "seed": "seed of weights and data order", "epochs": "training epochs",
     "hidden": "hidden units per layer and direction", "corpus": "gutenberg-35, d2l, or a file path",
     "threads": "CPU threads for torch", "prefixes": "comma-separated generation prefixes",
+    "target_params": "parameter count to match by choosing the hidden size (model.params)",
+    "betas": "comma-separated Adam betas",
 }
 
 
@@ -39,7 +41,7 @@ def add_config_arguments(parser, defaults: dict | None = None) -> None:
 
 
 def _show(value):
-    return ",".join(value) if isinstance(value, tuple) else value
+    return ",".join(map(str, value)) if isinstance(value, tuple) else value
 
 
 def config_from_args(args, defaults: dict | None = None) -> CellConfig:
@@ -50,7 +52,7 @@ def config_from_args(args, defaults: dict | None = None) -> CellConfig:
     for name in CellConfig.model_fields:
         value = getattr(args, name, None)
         if value is not None:
-            values[name] = value.split(",") if name == "prefixes" else value
+            values[name] = value.split(",") if name in ("prefixes", "betas") else value
     names = {n: f"--{n.replace('_', '-')}" for n in CellConfig.model_fields}
     return build_config(values, "command line", names)
 

@@ -14,7 +14,7 @@ from harness.errors import HarnessError, quote
 from harness.host.malloc import run_malloc
 from harness.results.calibration import device_rates
 from harness.results.run_folder import RunDir
-from harness.spec.config import FIELDS, build_config
+from harness.spec.config import FIELDS, CellConfig, build_config
 
 # What each cell's own record (cells.csv) must agree on: the cells of a Ray run ran on several nodes,
 # whatever machine run.json names (the driver's).
@@ -72,10 +72,11 @@ def _config_from_csv_row(row: dict, where: str) -> dict:
         if key not in row:
             continue
         text = row[key]
-        if key == "prefixes":
+        default = CellConfig.model_fields[key].default
+        if isinstance(default, tuple):  # written joined with '|' (harness.results.tables)
             values[key] = [p for p in text.split("|") if p] if text else []
         elif text == "":
-            values[key] = None if key == "threads" else text
+            values[key] = None if default is None else text
         else:
             values[key] = text
     return canonical_config(values, where)

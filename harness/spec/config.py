@@ -32,6 +32,14 @@ class CellConfig(BaseModel):
     layers: int = Field(2, ge=1, le=8)
     direction: Literal["uni", "bi"] = "uni"
     hidden: int = Field(256, ge=1)
+    # model.params: the parameter count to match; the hidden size is then chosen per cell type, depth and
+    # direction (the one whose count is closest) and recorded with the count, in place of model.hidden.
+    target_params: Optional[int] = Field(None, ge=1)
+    # LSTM only: the forget gate's bias at initialisation (bias_ih's forget part; bias_hh's is zeroed), so that
+    # a deep network starts by remembering; 0 keeps PyTorch's initialisation.
+    forget_bias: float = Field(0.0, allow_inf_nan=False)
+    # Dropout between recurrent layers and on the last layer's output (training only); 0: none.
+    dropout: float = Field(0.0, ge=0, lt=1)
     # torch: nn.RNN/nn.GRU/nn.LSTM; fused: harness.cell.fused_rnn's one-call-per-layer GRU and tanh RNN (CPU, fp32)
     impl: Literal["torch", "fused"] = "torch"
     # train
@@ -40,6 +48,15 @@ class CellConfig(BaseModel):
     num_steps: int = Field(35, ge=1)
     lr: float = Field(1.0, gt=0, allow_inf_nan=False)
     clip: float = Field(1.0, gt=0, allow_inf_nan=False)
+    # sgd without momentum or weight decay is the recipe's update; the others are torch.optim's.
+    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
+    betas: tuple[float, float] = (0.9, 0.999)  # adam, adamw
+    weight_decay: float = Field(0.0, ge=0, allow_inf_nan=False)
+    momentum: float = Field(0.0, ge=0, lt=1)  # sgd
+    # The learning rate per epoch: constant, or a half cosine from lr to 0 over the epochs after the warm-up;
+    # train.warmup_epochs: a linear rise to lr over the first epochs.
+    schedule: Literal["constant", "cosine"] = "constant"
+    lr_warmup_epochs: int = Field(0, ge=0)
     sampling: Literal["sequential", "random"] = "sequential"
     precision: Literal["fp32", "bf16"] = "fp32"
     cuda_graphs: bool = False
@@ -81,6 +98,26 @@ class CellConfig(BaseModel):
                              f"batch_size x num_steps; need at least {needed}")
         return self
 
+    @field_validator("betas")
+    @classmethod
+    def _betas_are_averages(cls, value):
+        if not all(0 <= beta < 1 for beta in value):
+            raise ValueError(f"betas {list(value)} must each be at least 0 and below 1")
+        return value
+
+    @model_validator(mode="after")
+    def _settings_apply(self):
+        if self.momentum and self.optimizer != "sgd":
+            raise ValueError(f"train.momentum = {self.momentum} applies to optimizer sgd, not {self.optimizer} "
+                             "(adam and adamw have train.betas)")
+        if self.betas != (0.9, 0.999) and self.optimizer == "sgd":
+            raise ValueError(f"train.betas = {list(self.betas)} applies to optimizer adam or adamw, not sgd")
+        if self.lr_warmup_epochs > self.epochs:
+            raise ValueError(f"train.warmup_epochs = {self.lr_warmup_epochs} is more than train.epochs = {self.epochs}")
+        if self.dropout and self.impl == "fused":
+            raise ValueError(f"model.dropout = {self.dropout} needs model.impl torch: the fused kernels have no dropout")
+        return self
+
     @model_validator(mode="after")
     def _selection_needs_text(self):
         if self.select_every and not self.select_tokens:
@@ -98,18 +135,28 @@ class CellConfig(BaseModel):
         return f"{self.cell}-l{self.layers}-{self.direction}-{self.device}-s{self.seed}"
 
     def config_hash(self) -> str:
-        payload = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        # A key added after results were stored counts only where it is set, so that the hash of every
+        # configuration that leaves it at its default, and so every stored cell and checkpoint, stays the same.
+        values = {k: v for k, v in self.model_dump(mode="json").items()
+                  if k not in LATER_KEYS or v != LATER_KEYS[k]}
+        payload = json.dumps(values, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
+
+# Keys added after the first stored results, with their defaults (``config_hash``).
+LATER_KEYS = {"target_params": None, "forget_bias": 0.0, "dropout": 0.0, "optimizer": "sgd", "betas": [0.9, 0.999], "weight_decay": 0.0,
+              "momentum": 0.0, "schedule": "constant", "lr_warmup_epochs": 0}
 
 # Suite sections: section -> {key as written in the suite: CellConfig field}
 SECTIONS: dict[str, dict[str, str]] = {
     "data": {"corpus": "corpus", "strip_boilerplate": "strip_boilerplate", "max_tokens": "max_tokens",
              "val_tokens": "val_tokens", "select_tokens": "select_tokens", "train_text": "train_text"},
-    "model": {"cell": "cell", "layers": "layers", "direction": "direction", "hidden": "hidden", "impl": "impl"},
+    "model": {"cell": "cell", "layers": "layers", "direction": "direction", "hidden": "hidden", "impl": "impl",
+              "params": "target_params", "forget_bias": "forget_bias", "dropout": "dropout"},
     "train": {"epochs": "epochs", "batch_size": "batch_size", "num_steps": "num_steps", "lr": "lr",
               "clip": "clip", "sampling": "sampling", "precision": "precision", "cuda_graphs": "cuda_graphs",
-              "patience": "patience"},
+              "patience": "patience", "optimizer": "optimizer", "betas": "betas", "weight_decay": "weight_decay",
+              "momentum": "momentum", "schedule": "schedule", "warmup_epochs": "lr_warmup_epochs"},
     "eval": {"every": "eval_every", "prefixes": "prefixes", "sample_chars": "sample_chars",
              "select_every": "select_every"},
     "run": {"device": "device", "seed": "seed", "threads": "threads", "timeout": "timeout"},
