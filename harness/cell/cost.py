@@ -34,9 +34,15 @@ STREAMED_EPOCH_SHARE = 0.12
 CUDA_FLOPS_PER_SEC, CUDA_STEP_SEC = 20e12, 0.6e-3  # a guess: no CUDA run has been timed with this model
 
 
+def estimated_cell(config) -> str:
+    """The cell type whose cost stands for this cell's: its own, or for a user's module (``model.cell:
+    package.module:factory``), whose work is unknown beforehand, a GRU's of the same size."""
+    return config.cell if config.cell in CPU_STEP_SEC else "gru"
+
+
 def _forward_flops(config, positions: int) -> float:
     """Forward matrix-product FLOPs of ``positions`` time steps of ``config``'s model."""
-    return training_flops(VOCAB, config.cell, config.layers, config.direction == "bi", model_hidden(config, VOCAB), positions) / 3
+    return training_flops(VOCAB, estimated_cell(config), config.layers, config.direction == "bi", model_hidden(config, VOCAB), positions) / 3
 
 
 def _thread_scale(config) -> float:
@@ -48,10 +54,10 @@ def _epoch_parts(config) -> tuple[float, float]:
     window = config.batch_size * config.num_steps
     tokens = (config.max_tokens // window) * window
     directions = 2 if config.direction == "bi" else 1
-    flops = training_flops(VOCAB, config.cell, config.layers, config.direction == "bi", model_hidden(config, VOCAB), tokens)
+    flops = training_flops(VOCAB, estimated_cell(config), config.layers, config.direction == "bi", model_hidden(config, VOCAB), tokens)
     if config.device == "cuda":
         return flops / CUDA_FLOPS_PER_SEC, (tokens // window) * config.layers * CUDA_STEP_SEC
-    fixed, per_256 = CPU_STEP_SEC[config.cell]
+    fixed, per_256 = CPU_STEP_SEC[estimated_cell(config)]
     steps = (tokens // window) * config.num_steps * config.layers * directions
     scale = _thread_scale(config) * (FUSED_FACTOR if config.impl == "fused" and config.cell != "lstm" else 1.0)
     return scale * flops / CPU_FLOPS_PER_SEC, scale * steps * (fixed + per_256 * model_hidden(config, VOCAB) / 256)

@@ -69,7 +69,7 @@ def hidden_for_params(target: int, vocab_size: int, cell: str, layers: int, bidi
 def model_hidden(config, vocab_size: int) -> int:
     """The hidden size a cell trains with: ``model.hidden``, or the one closest to ``model.params`` parameters
     for its cell type, depth and direction."""
-    if config.target_params is None:
+    if config.target_params is None or config.cell not in GATES:
         return config.hidden
     return hidden_for_params(config.target_params, vocab_size, config.cell, config.layers,
                              config.direction == "bi")

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from harness.cell.plugin import build_module, is_plugin
 from harness.cell.flops import GATES, forward_flops_per_token, training_flops  # noqa: F401 - re-exported
 
 RNN_CLASSES = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
@@ -53,7 +54,10 @@ class CharRNN(nn.Module):
         self.num_directions = 2 if bidirectional else 1
         # Between layers only where there are two (nn.RNN warns otherwise); the output's dropout covers the last.
         between = {"dropout": dropout} if dropout and layers > 1 else {}
-        self.rnn = recurrent_class(cell, impl)(vocab_size, hidden, layers, bidirectional=bidirectional, **between)
+        if is_plugin(cell):
+            self.rnn = build_module(cell, vocab_size, hidden, layers, bidirectional)
+        else:
+            self.rnn = recurrent_class(cell, impl)(vocab_size, hidden, layers, bidirectional=bidirectional, **between)
         if cell == "lstm" and forget_bias:
             set_forget_bias(self.rnn, forget_bias)
         self.output_dropout = nn.Dropout(dropout) if dropout else None

@@ -27,6 +27,7 @@ from harness.host.malloc import this_process_malloc
 from harness.cell.evaluation import (SELECTION_COLUMNS, BestEpoch, exp_or_inf, heldout_ppl, predict,
                                     selection_ppl)
 from harness.cell.flops import model_hidden
+from harness.cell.plugin import is_plugin, source_sha256
 from harness.cell.model import CharRNN, count_params, detach_state, training_flops
 from harness.cell.precision import autocast, cpu_has_native_bf16
 from harness.results.tables import EXTRA_COLUMNS, RESULT_COLUMNS  # the columns of a record: the results format's
@@ -405,8 +406,9 @@ def cell_record(cell: PreparedCell, training: Training) -> dict:
     sec_per_epoch = statistics.median(timed)
     quartiles = statistics.quantiles(timed, n=4) if len(timed) >= 2 else [timed[0]] * 3
     hidden = model.rnn.hidden_size  # model.hidden, or the size chosen for model.params
-    flops_per_epoch = training_flops(len(corpus.vocab), cfg.cell, cfg.layers, cfg.bidirectional, hidden,
-                                     int(tokens_per_epoch))
+    # A user's module does work the harness cannot count: its FLOPs stay unknown.
+    flops_per_epoch = None if is_plugin(cfg.cell) else training_flops(
+        len(corpus.vocab), cfg.cell, cfg.layers, cfg.bidirectional, hidden, int(tokens_per_epoch))
     last_eval = next((r for r in reversed(epoch_log) if r["val_ppl"] is not None), {})
     record = cfg.model_dump(include=set(RESULT_COLUMNS) | {"precision", "corpus"})
     record.update(
@@ -421,7 +423,7 @@ def cell_record(cell: PreparedCell, training: Training) -> dict:
         peak_mem_bytes=memory.increase,
         params=count_params(model),
         flops_per_epoch=flops_per_epoch,
-        flops_per_sec=flops_per_epoch / sec_per_epoch,
+        flops_per_sec=None if flops_per_epoch is None else flops_per_epoch / sec_per_epoch,
         sample=samples[0]["text"] if samples else "",
         cell_id=cfg.cell_id,
         config_hash=cfg.config_hash(),
@@ -450,4 +452,6 @@ def cell_record(cell: PreparedCell, training: Training) -> dict:
     )
     if resumes:
         record["prior_sec"] = training.saver.prior_sec
+    if is_plugin(cfg.cell):
+        record["cell_module_sha256"] = source_sha256(cfg.cell)
     return record

@@ -454,6 +454,10 @@ def preflight(cells: list[GridCell], will_skip: set[str]) -> None:
     from harness.cell.batches import load_corpus
 
     runnable = [c for c in cells if c.cell_id not in will_skip]
+    from harness.cell.plugin import is_plugin, load_factory
+
+    for spec in dict.fromkeys(c.config.cell for c in runnable if is_plugin(c.config.cell)):
+        load_factory(spec)  # a module or factory that is not there fails every cell of it: say so once, now
     errors: dict[tuple, str | None] = {}
     for cell in runnable:
         cfg = cell.config

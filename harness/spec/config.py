@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
@@ -28,7 +29,8 @@ class CellConfig(BaseModel):
     # held-out and selection text, max_tokens tokens per epoch in turn (the same tokens per epoch, more text).
     train_text: Literal["first", "book"] = "first"
     # model
-    cell: Literal["rnn", "gru", "lstm"] = "lstm"
+    # rnn, gru, lstm, or a user's recurrent module as "package.module:factory" (harness.cell.plugin)
+    cell: str = "lstm"
     layers: int = Field(2, ge=1, le=8)
     direction: Literal["uni", "bi"] = "uni"
     hidden: int = Field(256, ge=1)
@@ -98,6 +100,13 @@ class CellConfig(BaseModel):
                              f"batch_size x num_steps; need at least {needed}")
         return self
 
+    @field_validator("cell")
+    @classmethod
+    def _a_known_cell_or_a_factory(cls, value):
+        if value not in ("rnn", "gru", "lstm") and not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*", value):
+            raise ValueError(f"{value!r} is neither rnn, gru, lstm nor a module's factory as package.module:factory")
+        return value
+
     @field_validator("betas")
     @classmethod
     def _betas_are_averages(cls, value):
@@ -114,6 +123,9 @@ class CellConfig(BaseModel):
             raise ValueError(f"train.betas = {list(self.betas)} applies to optimizer adam or adamw, not sgd")
         if self.lr_warmup_epochs > self.epochs:
             raise ValueError(f"train.warmup_epochs = {self.lr_warmup_epochs} is more than train.epochs = {self.epochs}")
+        if self.cell not in ("rnn", "gru", "lstm") and (self.impl == "fused" or self.target_params is not None):
+            key = "model.impl = fused" if self.impl == "fused" else "model.params"
+            raise ValueError(f"{key} needs cell rnn, gru or lstm, not the module {self.cell}")
         if self.dropout and self.impl == "fused":
             raise ValueError(f"model.dropout = {self.dropout} needs model.impl torch: the fused kernels have no dropout")
         return self
