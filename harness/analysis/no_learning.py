@@ -43,5 +43,19 @@ def corpus_baselines(path, strip_boilerplate: bool, max_tokens: int, val_tokens:
     """The baselines for a corpus file cleaned and split as training does it."""
     from harness.cell.corpus import clean_lines, read_corpus_lines, tokenize_chars
 
+    from harness.analysis.ngram import ngram_baselines
+
     tokens = tokenize_chars(clean_lines(read_corpus_lines(path, strip_boilerplate)))
-    return no_learning_baselines(tokens, max_tokens, val_tokens, len(set(tokens)) + 1)
+    baselines = no_learning_baselines(tokens, max_tokens, val_tokens, len(set(tokens)) + 1)
+    # The vocabulary a cell's model has: the text's characters and <unk> (harness.cell.corpus.Vocab).
+    vocabulary = sorted(set(tokens)) + ["<unk>"]
+    return {**baselines, **ngram_baselines(tokens, max_tokens, val_tokens, vocabulary),
+            "ngram_smoothing": "interpolated Kneser-Ney"}
+
+
+def best_ngram(baselines: dict | None) -> tuple[str, float] | None:
+    """The character n-gram model (``N-gram`` entries) with the lowest held-out perplexity, or None."""
+    found = [(name, float(value)) for name, value in (baselines or {}).items()
+             if name.endswith("-gram") and isinstance(value, (int, float)) and not isinstance(value, bool)
+             and math.isfinite(value)]
+    return min(found, key=lambda item: item[1]) if found else None

@@ -22,6 +22,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.textpath import TextPath
 
+from harness.analysis.no_learning import best_ngram
 from harness.report.wording import measure_labels
 from harness.analysis.cell_frames import GRID_AXES, MACHINE, direction_pairs, ok_cells, training_curves
 from harness.analysis.claims import ClaimResult
@@ -94,8 +95,11 @@ def _geomean(values) -> float:
 
 
 def _baselines(ax, baselines: dict | None, label: bool) -> None:
-    for name, style in BASELINE_STYLES.items():
-        value = (baselines or {}).get(name)
+    lines = [(name, style, (baselines or {}).get(name)) for name, style in BASELINE_STYLES.items()]
+    best = best_ngram(baselines)
+    if best is not None:  # the strongest simple model of the same text (Kneser-Ney)
+        lines.append((f"best n-gram ({best[0]})", (0, (1, 1)), best[1]))
+    for name, style, value in lines:
         if isinstance(value, (int, float)) and math.isfinite(value):
             ax.axhline(value, color="0.45", lw=0.9, ls=style, zorder=1)
             if label:

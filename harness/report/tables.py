@@ -16,6 +16,7 @@ from harness.analysis.claims import ClaimResult
 from harness.analysis.stats import log_interval
 from harness.report import wording as claim_wording
 from harness.report.figures import MIB
+from harness.analysis.no_learning import best_ngram
 from harness.report.numbers import fmt, sig
 from harness.spec.claims import ClaimSpec
 
@@ -92,6 +93,10 @@ def learning_sentence(ok: pd.DataFrame, baselines: dict | None, note: str) -> st
     text = (f"No-learning baselines of the held-out text ({fmt(baselines.get('tokens'))} characters; counted on "
             f"the training split, add-one smoothed): uniform {fmt(baselines['uniform'], 3)}, unigram (letter "
             f"frequencies) {fmt(baselines['unigram'], 3)}, bigram {fmt(baselines['bigram'], 3)}. ")
+    best = best_ngram(baselines)
+    if best is not None:
+        text += (f"The best character n-gram model of the same training text (interpolated Kneser-Ney, orders "
+                 f"1-6) is the {best[0]}, at {fmt(best[1], 3)}. ")
     if ok.empty or "learned" not in ok:
         return text
     bad = ok[ok["learned"] == False]  # noqa: E712
