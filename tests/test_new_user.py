@@ -71,3 +71,17 @@ def test_harness_list_warns_before_a_bf16_run_on_such_a_cpu(tmp_path, capsys, mo
         monkeypatch.setattr(precision, "cpu_flags_have_bf16", lambda: answer)
         assert main(["list", str(suite)]) == 0
         assert "bf16" not in capsys.readouterr().out.splitlines()[-1]
+
+
+def test_the_samples_table_speaks_of_the_training_text_not_of_a_book():
+    # A run on one's own text (a licence, a manual) is not a book: the share of generated words found in the
+    # training text is named for the text.
+    import pandas as pd
+
+    from harness.report.tables import samples_table
+
+    cells = pd.DataFrame({"cell_id": ["gru-l1-uni-cpu-s0"], "status": ["ok"], "cell": ["gru"], "layers": [1],
+                          "direction": ["uni"], "device": ["cpu"], "seed": [0]})
+    samples = pd.DataFrame({"cell_id": ["gru-l1-uni-cpu-s0"], "prefix": ["the "], "text": ["the licence grants"]})
+    table = samples_table(samples, cells, {"the", "licence"})
+    assert "words in text" in table.columns and not any("book" in c for c in table.columns)

@@ -119,7 +119,7 @@ def generated_text_section(context: ReportContext) -> list[tuple]:
         blocks.append(("p", "No generated samples in this run."))
     else:
         blocks.append(("p", "Greedy generation of each configuration's lowest finished seed, after the prompt. "
-                            "Words in book: share of generated words (the cut-off last one left out) found in the "
+                            "Words in text: share of generated words (the cut-off last one left out) found in the "
                             "training text" + ("" if context.words else f" (unavailable: {context.words_note})")
                             + "; distinct words: distinct over all; compression: deflate bytes per character "
                             "(repetition at any period compresses well); longest repeat: longest substring "

@@ -198,7 +198,7 @@ def samples_table(samples: pd.DataFrame, cells: pd.DataFrame, words: set[str] | 
         generated = text_measures.generated_part(row.text if isinstance(row.text, str) else "", prefix)
         m = text_measures.measure(generated, words)
         rows.append({"cell": str(row.cell_id), "prefix": prefix, "generated": visible_spaces(generated),
-                     "words in book": f"{m['word_share']:.0%}" if math.isfinite(m["word_share"]) else "n/a",
+                     "words in text": f"{m['word_share']:.0%}" if math.isfinite(m["word_share"]) else "n/a",
                      "distinct words": f"{m['distinct_share']:.0%}", "compression": f"{m['compression']:.2f}",
                      "longest repeat": fmt(m["longest_repeat"]),
                      "degenerate": "yes" if m["degenerate"] else "no"})
