@@ -13,18 +13,16 @@ from __future__ import annotations
 import hashlib
 import importlib
 import inspect
-import re
 import sys
 
 from harness.errors import HarnessError
+from harness.spec.config import BUILT_IN_CELLS
 
-BUILT_IN = ("rnn", "gru", "lstm")
-SPEC = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
 INTERFACE = "factory(input_size, hidden_size, num_layers, bidirectional=False)"
 
 
 def is_plugin(cell: str) -> bool:
-    return cell not in BUILT_IN
+    return cell not in BUILT_IN_CELLS
 
 
 def load_factory(spec: str):

@@ -18,7 +18,7 @@ import re
 import shutil
 from pathlib import Path
 
-from harness.errors import HarnessError
+from harness.errors import WRITE_ERRNOS, HarnessError
 from harness.report.figures import FIGURES
 from harness.results.atomic import write_text_atomic
 
@@ -29,9 +29,9 @@ REPORT_FILE = re.compile(r"index\.(md|html)|figures/[A-Za-z0-9_][A-Za-z0-9_.-]*\
 # The files of a report written before the marker existed, recognised by name.
 UNMARKED_FILE = re.compile(r"index\.(md|html)|figures/(forest_\d+|" + "|".join(FIGURES) + r")\.png")
 UNMARKED_TITLE = "# Report: "
-# Failures of the file system (full, read-only, refused, a bad path) rather than of the program.
-WRITE_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.ENAMETOOLONG, errno.EROFS, errno.ENOTDIR,
-                          errno.EACCES, errno.EPERM, errno.EISDIR, errno.EEXIST})
+# Failures of the file system (full, read-only, refused, a bad path) rather than of the program: those of
+# every write, and a file or folder in the way of the report's own when it is moved into place.
+WRITE_ERRORS = WRITE_ERRNOS | {errno.EISDIR, errno.EEXIST}
 
 
 def default_out_dir(run_dir) -> Path:

@@ -14,6 +14,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from pydantic_core import PydanticCustomError
 
 
+BUILT_IN_CELLS = ("rnn", "gru", "lstm")
+# A user's recurrent module as a cell type (harness.cell.plugin).
+CELL_FACTORY = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
+
+
 class CellConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -103,7 +108,7 @@ class CellConfig(BaseModel):
     @field_validator("cell")
     @classmethod
     def _a_known_cell_or_a_factory(cls, value):
-        if value not in ("rnn", "gru", "lstm") and not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*", value):
+        if value not in BUILT_IN_CELLS and not CELL_FACTORY.fullmatch(value):
             raise ValueError(f"{value!r} is neither rnn, gru, lstm nor a module's factory as package.module:factory")
         return value
 
@@ -123,7 +128,7 @@ class CellConfig(BaseModel):
             raise ValueError(f"train.betas = {list(self.betas)} applies to optimizer adam or adamw, not sgd")
         if self.lr_warmup_epochs > self.epochs:
             raise ValueError(f"train.warmup_epochs = {self.lr_warmup_epochs} is more than train.epochs = {self.epochs}")
-        if self.cell not in ("rnn", "gru", "lstm") and (self.impl == "fused" or self.target_params is not None):
+        if self.cell not in BUILT_IN_CELLS and (self.impl == "fused" or self.target_params is not None):
             key = "model.impl = fused" if self.impl == "fused" else "model.params"
             raise ValueError(f"{key} needs cell rnn, gru or lstm, not the module {self.cell}")
         if self.dropout and self.impl == "fused":
