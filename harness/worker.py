@@ -38,6 +38,7 @@ def main(argv: list[str]) -> int:
     from harness.spec.config import CellConfig
     from harness.errors import HarnessError
     from harness.results.atomic import write_json_atomic
+    from harness.results.losses import LOSSES_BESIDE_RESULT, write_losses
     from harness.cell.train import run_cell
 
     with open(config_path) as f:
@@ -48,10 +49,16 @@ def main(argv: list[str]) -> int:
 
     try:
         record = run_cell(config, on_epoch=report, checkpoint=saving[0] if saving else None,
-                          checkpoint_every=float(saving[1]) if len(saving) > 1 else CHECKPOINT_SEC)
+                          checkpoint_every=float(saving[1]) if len(saving) > 1 else CHECKPOINT_SEC,
+                          with_losses=True)
     except HarnessError as exc:
         print(f"error: {exc}", flush=True)
         return exc.exit_code
+    losses = record.pop("losses", None)
+    if losses:  # written first: a result file means the cell is complete
+        from pathlib import Path
+
+        write_losses(Path(result_path).with_name(LOSSES_BESIDE_RESULT), losses)
     write_json_atomic(result_path, record)
     return 0
 

@@ -36,15 +36,25 @@ def causal_logits(model: CharRNN, windows: torch.Tensor, chunk: int = 1024) -> t
 @torch.no_grad()
 def heldout_ppl(model: CharRNN, corpus_tokens: torch.Tensor, start: int, count: int, cfg: CellConfig,
                 device) -> tuple[float, float]:
-    """Teacher-forced and causal perplexity of tokens[start:start+count] on one set of windows.
+    """Teacher-forced and causal perplexity of tokens[start:start+count] (``heldout_losses``)."""
+    forced_ppl, causal_ppl, _ = heldout_losses(model, corpus_tokens, start, count, cfg, device)
+    return forced_ppl, causal_ppl
+
+
+@torch.no_grad()
+def heldout_losses(model: CharRNN, corpus_tokens: torch.Tensor, start: int, count: int, cfg: CellConfig,
+                   device) -> tuple[float, float, torch.Tensor | None]:
+    """Teacher-forced and causal perplexity of tokens[start:start+count] on one set of windows, and the
+    causal loss (nats, on the CPU) of each of those positions.
 
     Every target t is predicted by the output at the position that has read the ``num_steps`` characters
     before it. Causal: the window is exactly those characters. Teacher-forced: the window also holds the
     target itself, as in training, where a bidirectional layer's backward half reads the characters it is
     asked to predict. Same targets, same context: their ratio is the leak alone (1 for a unidirectional
-    model, whose output there cannot depend on a later input, so one pass serves both)."""
+    model, whose output there cannot depend on a later input, so one pass serves both). The per-position
+    losses let an analysis resample the held-out text itself (its sampling error)."""
     if count == 0:
-        return float("nan"), float("nan")
+        return float("nan"), float("nan"), None
     lo = start - cfg.num_steps
     targets = corpus_tokens[start : start + count]
     with_target = corpus_tokens[lo : start + count].unfold(0, cfg.num_steps + 1, 1)
@@ -53,7 +63,8 @@ def heldout_ppl(model: CharRNN, corpus_tokens: torch.Tensor, start: int, count: 
         causal = causal_logits(model, with_target[:, :-1]) if model.num_directions == 2 else forced
     forced_ppl = exp_or_inf(float(F.cross_entropy(forced.float(), targets)))
     causal_ppl = exp_or_inf(float(F.cross_entropy(causal.float(), targets)))
-    return forced_ppl, causal_ppl
+    causal_losses = F.cross_entropy(causal.float(), targets, reduction="none").cpu()
+    return forced_ppl, causal_ppl, causal_losses
 
 
 @torch.no_grad()
@@ -146,15 +157,16 @@ class BestEpoch:
         return bool(self.patience) and self.epoch is not None and epoch - self.epoch >= self.patience
 
     def measure(self, model: CharRNN, all_tokens: torch.Tensor, cfg: CellConfig, device) -> dict:
-        """The held-out perplexities at the chosen epoch (the model is left with those weights)."""
+        """The held-out perplexities at the chosen epoch and, under ``losses``, the per-position causal
+        losses (the model is left with those weights)."""
         if self.weights is None:
             return {}
         model.load_state_dict(self.weights)
         model.eval()
-        val, causal = heldout_ppl(model, all_tokens, cfg.max_tokens, cfg.val_tokens, cfg, device) \
-            if cfg.val_tokens else (None, None)
+        val, causal, losses = heldout_losses(model, all_tokens, cfg.max_tokens, cfg.val_tokens, cfg, device) \
+            if cfg.val_tokens else (None, None, None)
         return {"selected_epoch": self.epoch, "selected_select_ppl": self.ppl, "selected_val_ppl": val,
-                "selected_causal_ppl": causal}
+                "selected_causal_ppl": causal, "losses": losses}
 
 
 def exp_or_inf(x: float) -> float:

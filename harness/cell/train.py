@@ -24,12 +24,13 @@ from harness.spec.config import CellConfig
 from harness.cell.batches import BATCHERS, Corpus, load_corpus
 from harness.host.machine import PeakMemory, cpu_model, gpu_name
 from harness.host.malloc import this_process_malloc
-from harness.cell.evaluation import (SELECTION_COLUMNS, BestEpoch, exp_or_inf, heldout_ppl, predict,
+from harness.cell.evaluation import (SELECTION_COLUMNS, BestEpoch, exp_or_inf, heldout_losses, predict,
                                     selection_ppl)
 from harness.cell.flops import model_hidden
 from harness.cell.plugin import is_plugin, source_sha256
 from harness.cell.model import CharRNN, count_params, detach_state, training_flops
 from harness.cell.precision import autocast, cpu_has_native_bf16
+from harness.results.losses import PositionLosses
 from harness.results.tables import EXTRA_COLUMNS, RESULT_COLUMNS  # the columns of a record: the results format's
 from harness.cell.optimizers import epoch_lr, make_optimizer, scheduled, set_lr
 
@@ -256,14 +257,16 @@ def prepare_cell(cfg: CellConfig, corpus: Corpus | None = None, phase=None) -> P
 
 def run_cell(cfg: CellConfig, on_epoch: Callable[[dict], None] | None = None,
              corpus: Corpus | None = None, checkpoint: str | Path | None = None,
-             checkpoint_every: float = CHECKPOINT_SEC) -> dict:
+             checkpoint_every: float = CHECKPOINT_SEC, with_losses: bool = False) -> dict:
     """Train one cell and measure it. Returns a flat record (``RESULT_COLUMNS`` + ``EXTRA_COLUMNS``) with
     ``epoch_log`` (one dict per epoch) and ``samples`` (prefix, text) attached.
 
     ``checkpoint``: a file (``harness.cell.checkpoint``) that the cell's state is saved to every
     ``checkpoint_every`` seconds and, when it holds this configuration's state, goes on from. The record
     then has ``prior_sec``, the training time of the earlier processes up to their last checkpoint;
-    ``on_epoch`` gets the saved epochs' rows again first."""
+    ``on_epoch`` gets the saved epochs' rows again first. ``with_losses``: the record also has ``losses``,
+    the per-position held-out losses of its last, best and selected evaluations
+    (``harness.results.losses.PositionLosses`` by name), which the caller stores apart from the record."""
     if cfg.device == "cuda":
         reason = cuda_unavailable_reason()
         if reason:
@@ -272,7 +275,11 @@ def run_cell(cfg: CellConfig, on_epoch: Callable[[dict], None] | None = None,
     identity = {"config_hash": cfg.config_hash(), "corpus_sha256": cell.corpus.sha256}  # what a checkpoint must match
     training = start_training(cell, Checkpointer(checkpoint, identity, checkpoint_every))
     train_epochs(cell, training, on_epoch)
-    return cell_record(cell, training)
+    record = cell_record(cell, training)
+    losses = record.pop("losses", {})
+    if with_losses and losses:
+        record["losses"] = losses
+    return record
 
 
 @dataclass
@@ -287,6 +294,9 @@ class Training:
     resumes: list[int] = field(default_factory=list)  # the epochs after which earlier processes stopped
     status: str = "ok"
     reason: str = ""
+    # The held-out evaluations whose per-position losses are kept: "last" and "best" (lowest causal
+    # perplexity so far), each {"epoch", "ppl", "nats": float16 tensor on the CPU}.
+    losses: dict = field(default_factory=dict)
 
 
 def start_training(cell: PreparedCell, saver: Checkpointer) -> Training:
@@ -301,7 +311,8 @@ def start_training(cell: PreparedCell, saver: Checkpointer) -> Training:
     if resumed is None:
         return Training(selection, saver, memory, epoch_log=[])
     memory.carry_over(**resumed["memory"])
-    return Training(selection, saver, memory, resumed["epoch_log"], resumed["first_epoch"], resumed["resumes"])
+    return Training(selection, saver, memory, resumed["epoch_log"], resumed["first_epoch"], resumed["resumes"],
+                    losses=resumed["losses"])
 
 
 def resume_from_checkpoint(cell: PreparedCell, saver: Checkpointer, selection: BestEpoch) -> dict | None:
@@ -319,7 +330,8 @@ def resume_from_checkpoint(cell: PreparedCell, saver: Checkpointer, selection: B
     torch.set_rng_state(saved["torch_rng"])
     selection.restore(saved["selection"], cell.device)
     return {"epoch_log": list(saved["epoch_log"]), "first_epoch": saved["epoch"] + 1,
-            "resumes": list(saved["resumes"]) + [saved["epoch"]], "memory": saved["memory"]}
+            "resumes": list(saved["resumes"]) + [saved["epoch"]], "memory": saved["memory"],
+            "losses": saved.get("losses", {})}
 
 
 def train_epochs(cell: PreparedCell, training: Training, on_epoch: Callable[[dict], None] | None) -> None:
@@ -349,7 +361,7 @@ def train_epochs(cell: PreparedCell, training: Training, on_epoch: Callable[[dic
                                  "torch_rng": torch.get_rng_state(), "selection": training.selection.state(),
                                  "optimizer": cell.trainer.optimizer.state_dict(),
                                  "memory": training.memory.carried_state(), "epoch_log": training.epoch_log,
-                                 "resumes": training.resumes})
+                                 "resumes": training.resumes, "losses": training.losses})
 
 
 def timed_epoch(cell: PreparedCell, memory: PeakMemory, epoch: int, warmup: bool) -> tuple[dict, float]:
@@ -383,10 +395,28 @@ def evaluate_epoch(cell: PreparedCell, training: Training, row: dict) -> bool:
     # val_tokens 0: no held-out evaluation at all; val_ppl and causal_ppl stay None (not NaN).
     if cfg.val_tokens and (last or (cfg.eval_every and epoch % cfg.eval_every == 0)):
         model.eval()
-        row["val_ppl"], row["causal_ppl"] = heldout_ppl(model, cell.all_tokens, cfg.max_tokens, cfg.val_tokens,
-                                                        cfg, cell.device)
+        row["val_ppl"], row["causal_ppl"], nats = heldout_losses(model, cell.all_tokens, cfg.max_tokens,
+                                                                 cfg.val_tokens, cfg, cell.device)
+        keep_losses(training.losses, epoch, row["causal_ppl"], nats)
         training.memory.release()
     return last
+
+
+def keep_losses(kept: dict, epoch: int, ppl: float, nats: torch.Tensor) -> None:
+    """Keep an evaluation's per-position losses as the last one and, when its perplexity is the lowest so
+    far (the first of equals, as the best evaluation is read from the epochs), as the best one."""
+    item = {"epoch": epoch, "ppl": ppl, "nats": nats.to(torch.float16)}
+    kept["last"] = item
+    if "best" not in kept or ppl < kept["best"]["ppl"]:
+        kept["best"] = item
+
+
+def recorded_losses(kept: dict, selected: dict) -> dict[str, PositionLosses]:
+    """The cell's per-position losses by evaluation (``harness.results.losses``), as numpy float16."""
+    losses = {name: PositionLosses(item["epoch"], item["nats"].numpy()) for name, item in kept.items()}
+    if selected.get("losses") is not None:
+        losses["selected"] = PositionLosses(selected["selected_epoch"], selected["losses"].to(torch.float16).numpy())
+    return losses
 
 
 def cell_record(cell: PreparedCell, training: Training) -> dict:
@@ -450,6 +480,8 @@ def cell_record(cell: PreparedCell, training: Training) -> dict:
         malloc=this_process_malloc(),
         **{key: selected.get(key) for key in SELECTION_COLUMNS},
     )
+    if status == "ok":
+        record["losses"] = recorded_losses(training.losses, selected)
     if resumes:
         record["prior_sec"] = training.saver.prior_sec
     if is_plugin(cfg.cell):

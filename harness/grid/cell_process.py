@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
+from harness.results.losses import LOSSES_BESIDE_RESULT, read_losses
 from harness.results.run_folder import RunDir, checkpoint_prior_sec
 from harness.results.tables import EXTRA_COLUMNS, RESULT_COLUMNS
 from harness.spec.suite import GridCell
@@ -114,6 +115,9 @@ def run_cell_process(cell: GridCell, log, on_epoch: Callable[[dict], None] | Non
                                     epoch_log)
         elif own_record:
             record = json.loads(result_path.read_text())
+            losses_path = result_path.with_name(LOSSES_BESIDE_RESULT)
+            if losses_path.exists():
+                record["losses"] = read_losses(losses_path)
         else:
             if returncode < 0:
                 cause = f"killed by signal {signal.Signals(-returncode).name}"

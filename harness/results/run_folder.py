@@ -8,6 +8,7 @@ A run folder (docs/results-format.md)::
     epochs.csv        one row per cell epoch  }  rebuilt at the end of a run)
     samples.csv       one row per sample      }
     logs/<name>.log   what each cell's process printed
+    losses/<name>.npz per-position held-out losses of the cell's evaluations (harness.results.losses)
     .checkpoints/     the state of cells in training (harness.cell.checkpoint), deleted as each is stored
 
 ``<name>`` is the cell id, or for a long one a prefix of it and a hash (``cell_file_name``).
@@ -34,6 +35,7 @@ from pathlib import Path
 from harness.errors import HarnessError, quote
 from harness.results.calibration import flops_utilization
 from harness.results.atomic import write_json_atomic
+from harness.results.losses import PositionLosses, read_losses, write_losses
 from harness.results.tables import TABLES, append_tables, frames_from_records, read_checked_table, rebuild_tables
 
 # --- JSON files ----------------------------------------------------------------------------------------
@@ -185,6 +187,16 @@ class RunDir:
     def cell_path(self, cell_id: str) -> Path:
         return self.path / "cells" / f"{cell_file_name(cell_id)}.json"
 
+    def losses_path(self, cell_id: str) -> Path:
+        return self.path / "losses" / f"{cell_file_name(cell_id)}.npz"
+
+    def read_losses(self, cell_id: str) -> dict[str, PositionLosses]:
+        """The cell's per-position held-out losses by evaluation; {} for a cell stored without them."""
+        try:
+            return read_losses(self.losses_path(cell_id))
+        except FileNotFoundError:
+            return {}
+
     def checkpoint_path(self, cell_id: str) -> Path:
         """Where a cell in training keeps its state (``harness.cell.checkpoint``) until its record is stored."""
         return self.path / CHECKPOINTS / f"{cell_file_name(cell_id)}.pt"
@@ -283,6 +295,12 @@ class RunDir:
         the cell, kept in every record so that a run folder whose run.json is lost can get them back
         (``run_facts_from_records``)."""
         record = dict(record)
+        losses = record.pop("losses", None)
+        # Before the record, which says the cell is done; a cell stored again without losses drops old ones.
+        if losses:
+            write_losses(self.losses_path(cell.cell_id), losses)
+        else:
+            self.losses_path(cell.cell_id).unlink(missing_ok=True)
         record["cell_id"] = cell.cell_id
         record["axes"] = cell.axes
         record["config"] = cell.config.model_dump(mode="json")
