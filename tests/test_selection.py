@@ -131,3 +131,18 @@ def test_impl_fused_is_recorded_as_ignored_off_the_cpu_float32_path(book):  # no
     assert effective_impl(tiny(book, cell="gru", impl="fused", device="cuda")) == "torch"
     record = run_cell(tiny(book, cell="gru", impl="fused", precision="bf16", epochs=1))
     assert any(note.startswith("impl fused ignored") for note in record["notes"])
+
+
+def test_without_the_last_evaluation_the_held_out_text_is_read_once_at_the_chosen_epoch(book):  # noqa: F811
+    cfg = tiny(book, epochs=4, eval_every=0, select_tokens=200, select_every=1).model_copy(update={"eval_last": False})
+    record = run_cell(cfg, with_losses=True)
+    assert all(row["causal_ppl"] is None for row in record["epoch_log"])
+    assert record["causal_ppl"] is None and record["selected_causal_ppl"] > 1
+    assert set(record["losses"]) == {"selected"}
+
+
+def test_no_last_evaluation_needs_a_selection_text():
+    with pytest.raises(HarnessError) as info:
+        build_config({"eval_last": False}, "suite.yaml")
+    assert str(info.value) == ("suite.yaml: eval.last = false needs selection evaluations (eval.select_every): else "
+                               "the held-out text is evaluated only every eval.every epochs, never at the end")

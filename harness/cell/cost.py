@@ -69,13 +69,14 @@ def epoch_seconds(config) -> float:
 
 
 def evaluations(config) -> int:
-    """How many held-out evaluations a cell runs: every ``eval_every`` epochs and after the last, and one
-    more at the epoch chosen on selection text (``select_every``)."""
+    """How many held-out evaluations a cell runs: every ``eval_every`` epochs and after the last (unless
+    ``eval_last`` is false), and one more at the epoch chosen on selection text (``select_every``)."""
     if not config.val_tokens:
         return 0
     every = config.eval_every
     chosen = 1 if config.select_every and config.select_tokens else 0
-    return (config.epochs // every if every else 0) + (1 if not every or config.epochs % every else 0) + chosen
+    at_end = 1 if config.eval_last and (not every or config.epochs % every) else 0
+    return (config.epochs // every if every else 0) + at_end + chosen
 
 
 def evaluation_seconds(config) -> float:

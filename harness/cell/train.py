@@ -393,7 +393,7 @@ def evaluate_epoch(cell: PreparedCell, training: Training, row: dict) -> bool:
     # Patience is checked where the selection text was evaluated: between evaluations nothing is known.
     last = epoch == cfg.epochs or (row["select_ppl"] is not None and training.selection.patience_spent(epoch))
     # val_tokens 0: no held-out evaluation at all; val_ppl and causal_ppl stay None (not NaN).
-    if cfg.val_tokens and (last or (cfg.eval_every and epoch % cfg.eval_every == 0)):
+    if cfg.val_tokens and ((last and cfg.eval_last) or (cfg.eval_every and epoch % cfg.eval_every == 0)):
         model.eval()
         row["val_ppl"], row["causal_ppl"], nats = heldout_losses(model, cell.all_tokens, cfg.max_tokens,
                                                                  cfg.val_tokens, cfg, cell.device)
