@@ -1,5 +1,5 @@
 """The claims engine on literal tables with known answers: pooled effects decide, comparisons where
-neither side learned do not count, no interval has zero width, and the text measures catch degenerate
+a side that did not learn do not count, no interval has zero width, and the text measures catch degenerate
 samples."""
 
 from __future__ import annotations
@@ -125,11 +125,37 @@ def test_comparisons_where_neither_side_learned_are_shown_but_not_counted():
     assert flat.verdict == INCONCLUSIVE and "did not learn" in wording.reason(flat)
 
 
-def test_one_side_learning_counts_as_an_effect():
-    # 1-layer cells learned, 2-layer cells stayed at the plateau: depth hurt at this budget, and that counts.
+def test_a_comparison_with_a_side_that_did_not_learn_is_shown_not_pooled():
+    # 1-layer cells learned, 2-layer cells stayed at the plateau: the ratio would measure the plateau.
     cells = grid(layers=(1, 2), causal=lambda c, n, d, s: (8.0 if n == 1 else 17.5) * (1.01 if s else 1.0))
     result = run(cells, default_claim("depth_helps"))
-    assert result.verdict == NOT_SUPPORTED and result.deciding["counted"].all()
+    assert result.verdict == INCONCLUSIVE and "did not learn" in wording.reason(result)
+    assert not result.deciding["counted"].any() and set(result.deciding["outcome"]) == {"compared_not_learned"}
+    assert any("3 compared side did not learn" in note for note in wording.notes(result))
+
+
+def test_one_seed_on_the_plateau_keeps_its_configuration_out_of_the_pool():
+    # RNN 1 -> 2 layers: seed 1 of the 2-layer RNN never left the plateau; every other step learned.
+    def causal(cell, n, direction, seed):
+        return 17.0 if (cell, n, seed) == ("rnn", 2, 1) else 8.0 * (0.95 if n == 2 else 1.0) * (1.01 if seed else 1.0)
+
+    result = run(grid(layers=(1, 2), causal=causal), default_claim("depth_helps"))
+    not_counted = result.deciding[~result.deciding["counted"]]
+    assert list(not_counted["cell"]) == ["rnn"] and result.pooled.k == 2 and result.verdict == SUPPORTED
+
+
+def test_a_cell_just_below_the_letter_frequencies_has_not_learned():
+    # 16.8 is below the unigram baseline (16.9) but within 5% of it: still the plateau.
+    cells = grid(cells=("gru",), layers=(1,), causal=lambda c, n, d, s: 16.8 if d == "bi" else 7.0)
+    (result,) = evaluate_claims(cells, pd.DataFrame(), pd.DataFrame(), [default_claim("bidirectional_useless")],
+                                None, BASELINES)
+    assert set(result.deciding["outcome"]) == {"compared_not_learned"}
+    learned = claims.learning_status(cells, pd.DataFrame(), BASELINES).set_index("direction")["learned"]
+    assert learned["uni"].all() and not learned["bi"].any()
+    # At exactly 0.95 x the unigram baseline a cell has learned.
+    edge = claims.learning_status(grid(cells=("gru",), layers=(1,), causal=lambda *k: 0.95 * 16.9),
+                                  pd.DataFrame(), BASELINES)
+    assert edge["learned"].all()
 
 
 def test_agreeing_seeds_never_give_a_zero_width_interval():
@@ -258,7 +284,7 @@ def test_notes_are_data_and_a_flagged_timing_keeps_the_verdict_it_would_have_had
     # Comparisons where neither side learned: counted in the note, coded in the evidence.
     plateau = run(grid(causal=lambda c, n, d, s: 16.9 + 0.01 * s if c != "rnn" else 7.0 * (1.4 if d == "bi" else 1)
                        * (1.01 if s else 1.0)), default_claim("bidirectional_useless"))
-    assert Note("not_counted", {"comparisons": 8, "of": 12}) in plateau.notes
+    assert Note("not_counted", {"comparisons": 8, "of": 12, "by_side": {"neither_learned": 8}}) in plateau.notes
     outcomes = set(plateau.deciding.loc[plateau.deciding["bearing"] == NOT_COUNTED, "outcome"])
     assert outcomes == {"neither_learned"} and wording.outcome_text("neither_learned", 1) == "neither side learned"
 

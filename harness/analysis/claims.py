@@ -15,10 +15,10 @@ the claim's verdict follows from where that interval lies against the claim's th
 - bidirectional_useless (bi / uni held-out causal perplexity): supported when the whole interval lies
   above 1 - margin (bi no better), not supported when it lies below.
 
-A cell "did not learn" when its best held-out causal perplexity is not below the unigram baseline (the
-perplexity of letter frequencies, ``harness.analysis.no_learning``). A perplexity comparison in which neither side
-learned is shown but not pooled; one in which only one side learned counts (a real effect of depth or
-direction at that budget). Everything here is pure: tables in, verdicts and evidence out, as data (why a
+A cell has learned when its best held-out causal perplexity is at most 0.95 x the unigram baseline (the
+perplexity of letter frequencies, ``harness.analysis.no_learning.learned_bound``): a cell on the letter-frequency
+plateau sits within 0.5% of it. A perplexity comparison in which a seed of either side did not learn is shown
+but not pooled: a ratio to a plateau measures the plateau, not the effect. Everything here is pure: tables in, verdicts and evidence out, as data (why a
 verdict is what it is, notes, the numbers a sentence quotes); ``harness.report.wording`` says them in words.
 The cells' grouping into configurations is ``harness.analysis.cell_frames``'s, the evidence rows and their
 pooling ``harness.analysis.evidence``'s.
@@ -37,6 +37,7 @@ from harness.spec.claims import (BEST_METRIC, CLAIM_NAMES, COST_METRICS, PPL_MET
 from harness.analysis.cell_frames import (MACHINE, best_causal, best_metrics, by_seed, context_keys, depth_steps,
                                           direction_pairs, ok_cells, training_curves, value_at_time, with_machine)
 from harness.analysis.evidence import NOT_COUNTED, Unit, evaluate_units, geomean, measure_key, pooled_rows
+from harness.analysis.no_learning import learned_bound
 from harness.analysis.sample_quality import cell_quality, quality_by_direction
 from harness.analysis.stats import EMPTY_POOL, RESOLUTION, Pooled, Replicates
 
@@ -68,7 +69,7 @@ class Why:
 
     - ``no_configurations``: nothing to compare;
     - ``no_finished_cells``, ``one_depth`` (``directions``): depth_helps has no two depths to compare;
-    - ``did_not_learn`` (``comparisons``): in every comparison neither side learned;
+    - ``did_not_learn`` (``comparisons``): in every comparison a side has a seed that did not learn;
     - ``too_few_seeds``: no comparison had the seeds to count;
     - ``one_seed_one_configuration``: one configuration of single seeds, so no interval;
     - ``interval_above``, ``interval_below``, ``interval_includes`` (``low``, ``high``, ``bound`` on the
@@ -88,7 +89,8 @@ class Note:
     - ``left_out`` (``by_status``: status -> number of cells, ``cells``: their total): cells that did not finish;
     - ``few_seeds`` (``most``, ``enough``): at most ``most`` seeds per configuration;
     - ``bounded`` (``configurations``, ``resolution``): intervals bounded by the resolution, not the seeds;
-    - ``not_counted`` (``comparisons``, ``of``): comparisons where neither side learned;
+    - ``not_counted`` (``comparisons``, ``of``, ``by_side``: outcome -> comparisons): comparisons in which a
+      seed of one side or both did not learn;
     - ``generated_text`` (``by_direction``: direction -> mean text measures) or ``no_samples``;
     - ``timings_left_out`` (``cells``, ``of``, ``reasons``): cells whose own timings are unreliable;
     - ``would_be`` (``verdict``): the verdict on timings flagged as unreliable.
@@ -174,13 +176,13 @@ def _verdict(pooled: Pooled, bound: float, direction: str, units_total: int, cou
     return INCONCLUSIVE, Why("interval_includes", where)
 
 
-def _learned_share(cells: pd.DataFrame, baseline: float | None) -> float:
-    """Share of ``cells`` whose best held-out causal perplexity is below ``baseline`` (NaN without one)."""
-    if baseline is None or not math.isfinite(baseline) or "best_causal_ppl" not in cells or cells.empty:
+def _learned_share(cells: pd.DataFrame, bound: float | None) -> float:
+    """Share of ``cells`` whose best held-out causal perplexity is at most ``bound`` (NaN without one)."""
+    if bound is None or not math.isfinite(bound) or "best_causal_ppl" not in cells or cells.empty:
         return math.nan
     values = pd.to_numeric(cells["best_causal_ppl"], errors="coerce")
     values = values[np.isfinite(values)]
-    return float((values < baseline).mean()) if len(values) else math.nan
+    return float((values <= bound).mean()) if len(values) else math.nan
 
 
 def _seed_note(rows: pd.DataFrame) -> list[Note]:
@@ -225,7 +227,9 @@ def _finish(spec: ClaimSpec, evidence: pd.DataFrame, measure: dict, bound: float
     verdict, why = _verdict(pooled, bound, direction, len(deciding), counted, not_counted)
     notes = notes + _seed_note(deciding) + _bounded_note(deciding)
     if not_counted:
-        notes.append(Note("not_counted", {"comparisons": not_counted, "of": len(deciding)}))
+        sides = deciding.loc[deciding["bearing"] == NOT_COUNTED, "outcome"].value_counts()
+        notes.append(Note("not_counted", {"comparisons": not_counted, "of": len(deciding),
+                                          "by_side": {str(k): int(v) for k, v in sides.items()}}))
     return ClaimResult(spec, verdict, why, pooled, evidence, pd.DataFrame(table), pd.DataFrame(context_rows),
                        notes, threshold=bound)
 
@@ -240,7 +244,7 @@ def _depth_helps(ok, cells, curves, spec: ClaimSpec, baselines, quality) -> Clai
     if ok.empty or "layers" not in ok or ok["layers"].nunique() < 2:
         kind = "one_depth" if not ok.empty and "layers" in ok else "no_finished_cells"
         return ClaimResult(spec, INCONCLUSIVE, Why(kind, {"directions": spec.directions}), notes=notes)
-    unigram = (baselines or {}).get("unigram")
+    unigram = learned_bound(baselines)
     units = []
     keys = context_keys(ok, "layers")
     metrics = (PPL_METRICS + best_metrics(ok)) if spec.basis == "epochs" else PPL_METRICS
@@ -322,7 +326,7 @@ def _bidirectional_slow(ok, cells, curves, spec: ClaimSpec, baselines, quality) 
 
 def _bidirectional_useless(ok, cells, curves, spec: ClaimSpec, baselines, quality) -> ClaimResult:
     notes = _left_out_note(cells)
-    unigram = (baselines or {}).get("unigram")
+    unigram = learned_bound(baselines)
     units = []
     for context, uni, bi in direction_pairs(ok):
         learned = (_learned_share(uni, unigram), _learned_share(bi, unigram))
@@ -368,14 +372,14 @@ EVALUATORS = {"depth_helps": _depth_helps, "bidirectional_slow": _bidirectional_
 
 
 def learning_status(cells: pd.DataFrame, epochs: pd.DataFrame, baselines: dict | None) -> pd.DataFrame:
-    """Finished cells with ``best_causal_ppl`` and ``learned`` (best held-out causal perplexity below the
-    unigram baseline; NaN without baselines)."""
+    """Finished cells with ``best_causal_ppl`` and ``learned`` (best held-out causal perplexity at most
+    ``learned_bound``: 0.95 x the unigram baseline; NaN without baselines)."""
     ok = ok_cells(cells)
     curves = training_curves(epochs)
     ok["best_causal_ppl"] = best_causal(ok, curves) if not ok.empty else pd.Series(dtype=float)
-    unigram = (baselines or {}).get("unigram")
-    if unigram is not None and math.isfinite(unigram):
-        ok["learned"] = ok["best_causal_ppl"] < unigram
+    bound = learned_bound(baselines)
+    if bound is not None:
+        ok["learned"] = ok["best_causal_ppl"] <= bound
     else:
         ok["learned"] = np.nan
     return ok

@@ -35,16 +35,23 @@ class Unit:
 
     @property
     def counts(self) -> bool:
-        # Neither side learned: a comparison of two plateaus at the letter frequencies says nothing.
-        return not (self.learned_a == 0 and self.learned_b == 0)
+        # A side with a seed on the letter-frequency plateau: the ratio would measure the plateau.
+        return not (self.learned_a < 1 or self.learned_b < 1)
+
+    @property
+    def unlearned(self) -> str:
+        """Which sides have a seed that did not learn: "", "neither", "reference" or "compared"."""
+        a, b = self.learned_a < 1, self.learned_b < 1
+        return "neither" if a and b else "reference" if a else "compared" if b else ""
 
 
-def _outcome(effect: Effect, lower_bound: float, direction: str, counts: bool) -> tuple[str, str]:
+def _outcome(effect: Effect, lower_bound: float, direction: str, unlearned: str) -> tuple[str, str]:
     """How one configuration's interval (ratio scale) lies against ``lower_bound``: ``direction`` "above"
     when the claim wants the ratio above it, "below" when below. (outcome, bearing); the outcome is one of
-    above, below, unclear, single_seed, no_values, neither_learned (and too_few_seeds, set by the caller)."""
-    if not counts:
-        return "neither_learned", NOT_COUNTED
+    above, below, unclear, single_seed, no_values, neither_learned, reference_not_learned,
+    compared_not_learned (and too_few_seeds, set by the caller)."""
+    if unlearned:
+        return ("neither_learned" if unlearned == "neither" else f"{unlearned}_not_learned"), NOT_COUNTED
     if not effect.has_interval:
         return ("single_seed" if effect.n else "no_values"), INSUFFICIENT
     low, high = math.exp(effect.low), math.exp(effect.high)
@@ -68,7 +75,7 @@ def evaluate_units(units: list[Unit], spec: ClaimSpec, kind_bound: float, direct
             effect = configuration_effect(unit.replicates, "ratio", spread, spec.confidence)
             enough = min(len(unit.replicates.a), len(unit.replicates.b)) >= spec.min_seeds
             counts = unit.counts and enough
-            outcome, bearing = _outcome(effect, kind_bound, direction, unit.counts)
+            outcome, bearing = _outcome(effect, kind_bound, direction, unit.unlearned)
             if unit.counts and not enough:
                 outcome, bearing = "too_few_seeds", INSUFFICIENT
             a = np.array(list(unit.replicates.a.values()), dtype=float)

@@ -71,7 +71,10 @@ def measure_labels(table: pd.DataFrame) -> list[str]:
     return [measure_label(r.metric, r.comparison, r.basis) for r in table.itertuples()]
 
 
-OUTCOMES = {"neither_learned": "neither side learned", "single_seed": "single seed", "no_values": "no values"}
+OUTCOMES = {"neither_learned": "neither side learned", "reference_not_learned": "reference side did not learn",
+            "compared_not_learned": "compared side did not learn", "single_seed": "single seed",
+            "no_values": "no values"}
+LEARNED_RULE = "best held-out causal perplexity at most 0.95 x the unigram baseline"
 
 
 def outcome_text(outcome: str, min_seeds: int) -> str:
@@ -93,8 +96,8 @@ REASONS = {
     "no_configurations": lambda v: "no configurations to compare",
     "no_finished_cells": lambda v: f"no finished {'/'.join(v['directions'])} cells",
     "one_depth": lambda v: f"only one depth among the finished {'/'.join(v['directions'])} cells",
-    "did_not_learn": lambda v: (f"did not learn: in all {v['comparisons']} comparisons neither side got below "
-                                "the unigram baseline"),
+    "did_not_learn": lambda v: (f"did not learn: in all {v['comparisons']} comparisons a side has a seed that did "
+                                f"not learn ({LEARNED_RULE})"),
     "too_few_seeds": lambda v: "too few seeds for an interval",
     "one_seed_one_configuration": lambda v: ("too few seeds for an interval (one seed per configuration and one "
                                              "configuration)"),
@@ -130,6 +133,10 @@ def _generated_text(values: dict) -> str:
     return "Generated text (greedy, after the prompt): " + "; ".join(parts) + "."
 
 
+def _by_side(by_side: dict) -> str:
+    return ", ".join(f"{n} {OUTCOMES.get(side, side)}" for side, n in by_side.items())
+
+
 def _timings_left_out(values: dict) -> str:
     cells = values["cells"]
     listed = ", ".join(cells[:6]) + (" ..." if len(cells) > 6 else "")
@@ -146,8 +153,9 @@ NOTES = {
     "bounded": lambda v: (f"In {v['configurations']} {_plural(v['configurations'], 'configuration')} the seeds "
                           f"agreed closer than the resolution ({v['resolution']:.1%}): the interval there (marked †) "
                           "is bounded by that resolution, not by the seeds."),
-    "not_counted": lambda v: (f"{v['comparisons']} of {v['of']} comparisons are shown but not counted: neither "
-                              "side learned (best held-out causal perplexity not below the unigram baseline)."),
+    "not_counted": lambda v: (f"{v['comparisons']} of {v['of']} comparisons are shown but not counted: a seed of "
+                              f"one side or both did not learn ({LEARNED_RULE})"
+                              + (f": {_by_side(v['by_side'])}" if v.get("by_side") else "") + "."),
     "generated_text": _generated_text,
     "no_samples": lambda v: "No generated samples.",
     "timings_left_out": _timings_left_out,
