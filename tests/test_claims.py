@@ -266,8 +266,11 @@ def test_why_a_verdict_is_data_with_the_interval_and_the_bound():
     values = result.why.values
     assert (values["low"], values["high"]) == pytest.approx(result.ratio[1:]) and values["low"] < 1.1 < values["high"]
     assert values["bound"] == 1.1 and values["pooled"] is True
-    assert wording.reason(result) == (f"too noisy: the pooled interval [{values['low']:.3g}, {values['high']:.3g}] "
-                                      "includes x1.1")
+    # Half the configurations 1.5x slower, half 1.5x faster, seeds within 3%: they disagree.
+    assert values["disagree"] is True and values["i2"] > 0.9
+    assert wording.reason(result) == (f"configurations disagree (I² {values['i2']:.0%}): the pooled interval "
+                                      f"[{values['low']:.3g}, {values['high']:.3g}] includes x1.1, and more seeds "
+                                      "would not narrow it")
 
 
 def test_notes_are_data_and_a_flagged_timing_keeps_the_verdict_it_would_have_had():
@@ -488,3 +491,36 @@ def test_best_held_out_perplexity_separates_memorising_from_not_learning():
     assert "each at its best evaluation" in wording.sentence(depth) and "same epochs" not in wording.sentence(depth)
     with pytest.raises(HarnessError, match="best_causal_ppl is compared after the same epochs only"):
         parse_claims([{"name": "depth_helps", "metric": "best_causal_ppl", "basis": "time"}], "x")
+
+
+def test_the_prediction_interval_holds_a_new_configuration_and_is_wider_than_the_confidence_interval():
+    # Twelve configurations whose true slowdowns spread from 1.5x to 2.6x, seeds within 1%.
+    slowdown = {(c, n): 1.5 + 0.1 * i for i, (c, n) in enumerate((c, n) for c in ("rnn", "gru", "lstm")
+                                                                  for n in (1, 2, 3, 4))}
+    cells = grid(sec=lambda c, n, d, s: 0.1 * n * (slowdown[(c, n)] if d == "bi" else 1.0) * (1.01 if s else 0.99))
+    result = run(cells, default_claim("bidirectional_slow"))
+    (ratio, low, high), (pi_low, pi_high) = result.ratio, result.prediction
+    assert pi_low < low < ratio < high < pi_high
+    assert pi_low < 1.5 and pi_high > 2.6 * 0.95  # the configurations themselves lie within it
+    assert wording.prediction_text(result).startswith("[")
+    # Two configurations: no prediction interval.
+    two = run(grid(cells=("gru",), layers=(1, 2), sec=lambda c, n, d, s: (2.0 if d == "bi" else 1.0) * (1.01 if s else 0.99)),
+              default_claim("bidirectional_slow"))
+    assert math.isnan(two.prediction[0]) and wording.prediction_text(two) == "-"
+
+
+def test_configurations_that_disagree_are_not_called_noisy():
+    # Seeds agree within 0.5%; configurations range from 0.8x to 1.25x: the interval includes 1.1 because
+    # the configurations differ, not because the seeds do.
+    factor = {1: 0.8, 2: 1.25, 3: 0.85, 4: 1.2}
+    cells = grid(sec=lambda c, n, d, s: 0.1 * n * (factor[n] if d == "bi" else 1.0) * (1.005 if s else 0.995))
+    result = run(cells, default_claim("bidirectional_slow"))
+    assert result.verdict == INCONCLUSIVE and result.pooled.configurations_disagree
+    assert wording.reason(result).startswith("configurations disagree (I² ")
+    assert "more seeds would not narrow it" in wording.reason(result)
+    # Seeds that scatter by ±30% around one shared slowdown of 1.1x: too noisy.
+    noisy = grid(sec=lambda c, n, d, s: 0.1 * n * (1.1 if d == "bi" else 1.0)
+                 * (1.3 if (s + n + (d == "bi")) % 2 else 0.7))
+    result = run(noisy, default_claim("bidirectional_slow"))
+    assert result.verdict == INCONCLUSIVE and not result.pooled.configurations_disagree
+    assert result.pooled.i2 == 0 and wording.reason(result).startswith("too noisy")

@@ -80,13 +80,17 @@ def test_the_answers_come_first(full_report):
     first_table = _table_rows(markdown)
     assert [r[0] for r in first_table] == ["Depth helps", "Bidirectional is slow (threshold = 1.5)",
                                            "Bidirectional is useless for next-character prediction"]
-    assert [r[1] for r in first_table] == ["inconclusive", "supported", "supported"]
+    # Bidirectional cells never left the letter frequencies: their comparisons are shown, not pooled.
+    assert [r[1] for r in first_table] == ["inconclusive", "supported", "inconclusive"]
     # The pooled effect with its interval, and a sentence with the number to remember.
     assert re.fullmatch(r"x1\.96\d* \[1\.9\d*, 1\.9\d*\]", first_table[1][2])
-    assert "took x1.96" in first_table[1][3] and "x2 the arithmetic" in first_table[1][3]
-    assert "the leak" in first_table[2][3]
-    # Depth: two configurations (rnn, lstm) pool with one degree of freedom: too noisy, and it says so.
-    assert "Inconclusive: too noisy" in first_table[0][3]
+    # Where a new configuration would land: four configurations give a prediction interval.
+    assert re.fullmatch(r"\[[\d.]+, [\d.]+\]", first_table[1][3])
+    assert "took x1.96" in first_table[1][4] and "x2 the arithmetic" in first_table[1][4]
+    assert "did not learn" in first_table[2][4]
+    # Depth: two configurations (rnn, lstm) whose effects differ beyond their seeds' spread: they disagree,
+    # and with two there is no prediction interval.
+    assert "Inconclusive: configurations disagree (I² " in first_table[0][4] and first_table[0][3] == "-"
     assert markdown.index("| claim") < markdown.index("- **machine**") < markdown.index("## Depth helps")
 
 
@@ -122,9 +126,10 @@ def test_baselines_and_cells_that_did_not_learn_are_named(full_report):
     assert "unigram (letter frequencies) 16.9" in learning and "bigram 9.9" in learning
     # Every bidirectional cell's causal perplexity (about 20) is above the unigram baseline.
     assert "11 of 22 finished cells did not learn" in learning and "lstm-l1-bi-cpu-s0" in learning
-    # Only one side (bi) failed to learn: those comparisons count.
+    # Only one side (bi) failed to learn: those comparisons are shown, not pooled.
     useless = _section(markdown, "## Bidirectional is useless for next-character prediction")
-    assert _table_rows(useless)[0][2] == "4 of 4"
+    assert _table_rows(useless)[0][2] == "0 of 4"
+    assert "4 of 4 comparisons are shown but not counted" in useless and "4 compared side did not learn" in useless
 
 
 def test_figures_are_real_pngs_and_referenced_once(full_report):
@@ -213,7 +218,7 @@ def test_partial_run_single_seed_single_depth_no_epochs_no_corpus(tmp_path):
     markdown = (out / "index.md").read_text()
     claims = _table_rows(markdown)
     assert [r[1] for r in claims] == ["inconclusive"] * 3
-    assert "only one depth" in claims[0][3] and "no configurations" in claims[1][3]
+    assert "only one depth" in claims[0][4] and "no configurations" in claims[1][4]
     assert "epochs.csv is missing" in markdown and "baselines unavailable" in markdown
     for link in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", markdown):
         _assert_real_png(out / link)
@@ -388,7 +393,7 @@ def test_moved_calibration_is_flagged_and_timing_claims_are_not_decided(tmp_path
     markdown = (build_report(run_dir, tmp_path / "out") / "index.md").read_text()
     summary = {r[0]: r for r in _table_rows(markdown)}
     slow = summary["Bidirectional is slow (threshold = 1.5)"]
-    assert slow[1] == "inconclusive" and "timings unreliable" in slow[3]
+    assert slow[1] == "inconclusive" and "timings unreliable" in slow[4]
     assert summary["Bidirectional is useless for next-character prediction"][1] == "supported"  # not a timing
     assert "Note: Timings unreliable:" in markdown.split("## Depth helps")[0]
 
@@ -428,7 +433,7 @@ def test_a_run_resumed_on_another_cpu_keeps_its_timings_apart(tmp_path):
     assert "**CPU models**: Fixture CPU, Other CPU" in markdown
     # Every bi cell was timed on the other CPU: no bi/uni timing pair is left.
     slow = {r[0]: r for r in _table_rows(markdown)}["Bidirectional is slow (threshold = 1.5)"]
-    assert slow[1] == "inconclusive" and "no configurations" in slow[3]
+    assert slow[1] == "inconclusive" and "no configurations" in slow[4]
 
 
 def test_a_cell_with_noisy_timings_is_left_out_not_the_whole_run(tmp_path):

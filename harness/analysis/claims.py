@@ -73,7 +73,9 @@ class Why:
     - ``too_few_seeds``: no comparison had the seeds to count;
     - ``one_seed_one_configuration``: one configuration of single seeds, so no interval;
     - ``interval_above``, ``interval_below``, ``interval_includes`` (``low``, ``high``, ``bound`` on the
-      ratio scale; ``pooled``: pooled over configurations rather than one configuration's);
+      ratio scale; ``pooled``: pooled over configurations rather than one configuration's); for
+      ``interval_includes`` also ``disagree`` (the configurations' effects differ more than their seeds
+      explain: more seeds would not help) and ``i2``;
     - ``timings_unreliable`` (``warnings``, ``would_be``: the verdict on these timings, ``interval``: the
       Why behind it).
     """
@@ -129,6 +131,12 @@ class ClaimResult:
         return tuple(math.exp(v) if math.isfinite(v) else math.nan for v in (p.estimate, p.low, p.high))
 
     @property
+    def prediction(self) -> tuple[float, float]:
+        """Where a new configuration's ratio would land (95% prediction interval); NaN when unknown."""
+        p = self.pooled
+        return tuple(math.exp(v) if math.isfinite(v) else math.nan for v in (p.pi_low, p.pi_high))
+
+    @property
     def deciding(self) -> pd.DataFrame:
         if self.evidence.empty:
             return self.evidence
@@ -173,7 +181,8 @@ def _verdict(pooled: Pooled, bound: float, direction: str, units_total: int, cou
             return SUPPORTED, below
         if low > bound:
             return NOT_SUPPORTED, above
-    return INCONCLUSIVE, Why("interval_includes", where)
+    return INCONCLUSIVE, Why("interval_includes", {**where, "disagree": pooled.configurations_disagree,
+                                                   "i2": pooled.i2})
 
 
 def _learned_share(cells: pd.DataFrame, bound: float | None) -> float:

@@ -128,5 +128,7 @@ def _pool_row(measure: dict, cells: str, rows: pd.DataFrame, pooled: Pooled) -> 
             "ratio": math.exp(pooled.estimate) if math.isfinite(pooled.estimate) else math.nan,
             "ci_low": math.exp(pooled.low) if math.isfinite(pooled.low) else math.nan,
             "ci_high": math.exp(pooled.high) if math.isfinite(pooled.high) else math.nan,
+            "pi_low": math.exp(pooled.pi_low) if math.isfinite(pooled.pi_low) else math.nan,
+            "pi_high": math.exp(pooled.pi_high) if math.isfinite(pooled.pi_high) else math.nan,
             "i2": pooled.i2, "tau_factor": math.exp(pooled.tau) if math.isfinite(pooled.tau) else math.nan,
             "sign_p": sign_test(estimates), "method": pooled.method}

@@ -190,12 +190,24 @@ class Pooled:
     tau: float  # SD of the true effects between configurations (analysis scale)
     q_pvalue: float  # Cochran's Q test that all configurations share one effect
     method: str
+    # Where a new configuration's effect would land (95% prediction interval; NaN with fewer than three
+    # configurations): the confidence interval says where the average is, this where a configuration is.
+    pi_low: float = math.nan
+    pi_high: float = math.nan
 
     @property
     def has_interval(self) -> bool:
         return math.isfinite(self.low) and math.isfinite(self.high)
 
+    @property
+    def configurations_disagree(self) -> bool:
+        """Heterogeneity dominates: most of the spread between configurations is real (I² at least 50%) and
+        Cochran's Q rejects one shared effect (p < 0.1). More seeds would not narrow the interval then."""
+        return self.k >= 2 and self.i2 >= DISAGREE_I2 and self.q_pvalue < DISAGREE_Q_P
 
+
+DISAGREE_I2 = 0.5
+DISAGREE_Q_P = 0.1
 EMPTY_POOL = Pooled(math.nan, math.nan, math.nan, 0, math.nan, math.nan, math.nan, "none")
 
 
@@ -220,7 +232,11 @@ def pool(effects: list[Effect], confidence: float = 0.95) -> Pooled:
     with_se = [e for e in usable if math.isfinite(e.se) and e.se > 0]
     if len(with_se) < k:
         mean, low, high = t_interval(estimates, confidence)
-        return Pooled(mean, low, high, k, math.nan, math.nan, math.nan, "configurations as units (t)")
+        pi_low = pi_high = math.nan
+        if k >= 3:  # a new configuration: the spread of one more draw, sd * sqrt(1 + 1/k)
+            half = float(stats.t.ppf(0.5 + confidence / 2, k - 1)) * float(np.std(estimates, ddof=1)) * math.sqrt(1 + 1 / k)
+            pi_low, pi_high = mean - half, mean + half
+        return Pooled(mean, low, high, k, math.nan, math.nan, math.nan, "configurations as units (t)", pi_low, pi_high)
     if k == 1:
         e = usable[0]
         return Pooled(e.estimate, e.low, e.high, 1, math.nan, math.nan, math.nan, "one configuration")
@@ -233,8 +249,16 @@ def pool(effects: list[Effect], confidence: float = 0.95) -> Pooled:
     se = max(float(result.sd_eff_w_re), float(result.sd_eff_w_re_hksj))
     half = float(stats.t.ppf(0.5 + confidence / 2, k - 1)) * se
     q_pvalue = float(stats.chi2.sf(result.q, k - 1))
-    return Pooled(estimate, estimate - half, estimate + half, k, min(1.0, max(0.0, float(result.i2))),
-                  math.sqrt(max(0.0, float(result.tau2))), q_pvalue, "random effects (Paule-Mandel, HKSJ)")
+    tau2 = max(0.0, float(result.tau2))
+    pi_low = pi_high = math.nan
+    if k >= 3:  # Higgins, Thompson & Spiegelhalter (2009): t with k - 2 degrees of freedom
+        spread = float(stats.t.ppf(0.5 + confidence / 2, k - 2)) * math.sqrt(tau2 + se**2)
+        pi_low, pi_high = estimate - spread, estimate + spread
+    # I² from Q itself: statsmodels' 1 - 1/H² blows up where Q rounds to zero or below (identical effects).
+    q = float(result.q)
+    i2 = (q - (k - 1)) / q if q > k - 1 else 0.0
+    return Pooled(estimate, estimate - half, estimate + half, k, i2,
+                  math.sqrt(tau2), q_pvalue, "random effects (Paule-Mandel, HKSJ)", pi_low, pi_high)
 
 
 def sign_test(estimates) -> float:

@@ -73,6 +73,7 @@ def conditions_table(conditions: list, claim_index: int, complete: bool = True,
             versus = "same" if result.verdict == first.verdict else f"changes ({first.verdict} -> {result.verdict})"
         rows.append({"condition": condition.spec.name, "cells": condition.cells, "configurations": compared(result),
                      "verdict": result.verdict, "pooled effect [95% CI]": claim_wording.effect_text(result),
+                     "a new configuration [95% PI]": claim_wording.prediction_text(result),
                      "verdict vs the first": versus})
     return pd.DataFrame(rows)
 

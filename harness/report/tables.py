@@ -114,6 +114,7 @@ def claims_summary(results: list[ClaimResult]) -> pd.DataFrame:
     """The answers: one row per claim with its verdict, pooled effect and a sentence."""
     return pd.DataFrame([{"claim": r.title, "verdict": r.verdict,
                           "pooled effect [95% CI]": claim_wording.effect_text(r),
+                          "a new configuration [95% PI]": claim_wording.prediction_text(r),
                           "in one sentence": claim_wording.summary_sentence(r)} for r in results])
 
 
@@ -126,6 +127,9 @@ def pooled_table(table: pd.DataFrame, confidence: float) -> pd.DataFrame:
         "configurations": [f"{k} of {n}" for k, n in zip(table["pooled_configurations"], table["configurations"])],
         f"ratio [{confidence:.0%} CI]": [claim_wording.ratio_text(r, lo, hi) for r, lo, hi
                                           in zip(table["ratio"], table["ci_low"], table["ci_high"])],
+        "a new configuration [95% PI]": [f"[{lo:.3g}, {hi:.3g}]" if math.isfinite(lo) and math.isfinite(hi) else "-"
+                                          for lo, hi in zip(table.get("pi_low", math.nan * table["ratio"]),
+                                                            table.get("pi_high", math.nan * table["ratio"]))],
         "I²": [f"{v:.0%}" if math.isfinite(v) else "-" for v in table["i2"]],
         "spread between configurations": [f"x{v:.3g}" if math.isfinite(v) else "-" for v in table["tau_factor"]],
         "sign test p": [fmt(v, 2) for v in table["sign_p"]],

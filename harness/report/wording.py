@@ -50,6 +50,12 @@ def effect_text(result: ClaimResult) -> str:
     return ratio_text(*result.ratio)
 
 
+def prediction_text(result: ClaimResult) -> str:
+    """Where a new configuration would land, "[0.64, 1.87]", or "-" with fewer than three configurations."""
+    low, high = result.prediction
+    return f"[{low:.3g}, {high:.3g}]" if math.isfinite(low) and math.isfinite(high) else "-"
+
+
 # --- tables ---------------------------------------------------------------------------------------------
 
 
@@ -103,7 +109,9 @@ REASONS = {
                                              "configuration)"),
     "interval_above": lambda v: f"{_where(v)} lies above x{v['bound']:.3g}",
     "interval_below": lambda v: f"{_where(v)} lies below x{v['bound']:.3g}",
-    "interval_includes": lambda v: f"too noisy: {_where(v)} includes x{v['bound']:.3g}",
+    "interval_includes": lambda v: (
+        f"configurations disagree (I² {v['i2']:.0%}): {_where(v)} includes x{v['bound']:.3g}, and more seeds "
+        "would not narrow it" if v.get("disagree") else f"too noisy: {_where(v)} includes x{v['bound']:.3g}"),
     "timings_unreliable": lambda v: "timings unreliable: " + "; ".join(v["warnings"]),
 }
 
