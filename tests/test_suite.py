@@ -44,6 +44,27 @@ def test_matrix_product_with_exclude_and_include(tmp_path):
     assert all(c.config.hidden == 8 for c in cells)
 
 
+def test_an_include_entry_with_lists_adds_every_combination_of_them(tmp_path):
+    path = suite_of("""
+        name: t
+        model: {hidden: 8}
+        matrix: {cell: [gru], layers: [1, 2]}
+        include:
+          - {optimizer: sgd, cell: [gru, lstm], layers: [1, 4], seed: [0, 1], betas: [0.9, 0.999]}
+          - {optimizer: adam, cell: gru, betas: [[0.9, 0.99], [0.8, 0.9]]}
+    """, tmp_path)
+    cells = expand(load_suite(path))
+    sgd = [c for c in cells if c.config.optimizer == "sgd" and c.cell_id not in
+           ("gru-l1-uni-cpu-s0-optimizersgd-betas0.9+0.999", "gru-l2-uni-cpu-s0-optimizersgd-betas0.9+0.999")]
+    # 2 cells x 2 depths x 2 seeds, one of which (gru, 1 layer, seed 0) the matrix already has.
+    assert len(sgd) == 7 and {(c.config.cell, c.config.layers, c.config.seed) for c in sgd} == {
+        (cell, n, seed) for cell in ("gru", "lstm") for n in (1, 4) for seed in (0, 1)} - {("gru", 1, 0)}
+    assert all(c.config.betas == (0.9, 0.999) for c in sgd)  # a list of numbers is betas' value
+    adam = [c.config.betas for c in cells if c.config.optimizer == "adam"]
+    assert adam == [(0.9, 0.99), (0.8, 0.9)]  # a list of lists: its alternatives
+    assert len(cells) == 2 + 7 + 2
+
+
 def test_defaults_from_sections_and_extra_axes_in_ids(tmp_path):
     path = suite_of("""
         name: t

@@ -190,6 +190,9 @@ FIELDS = tuple(CellConfig.model_fields)
 # The keys that take a number (int, float or Optional of one): a boolean is refused for them.
 NUMERIC_FIELDS = frozenset(name for name, info in CellConfig.model_fields.items()
                            if info.annotation in (int, float, Optional[int], Optional[float]))
+# The keys whose value is a list (``include`` reads a list of lists as their alternatives).
+SEQUENCE_FIELDS = frozenset(name for name, info in CellConfig.model_fields.items()
+                            if getattr(info.annotation, "__origin__", None) is tuple)
 # The axes of the lesson's grid: they identify a cell in every table.
 GRID_KEYS = ("cell", "layers", "direction", "device", "seed")
 

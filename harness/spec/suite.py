@@ -244,22 +244,40 @@ def cell_id_for(config: CellConfig, extra_axes: list[str]) -> str:
     parts = [config.cell_id]
     for key in extra_axes:
         value = getattr(config, key)
-        value = "+".join(value) if isinstance(value, tuple) else value
+        value = "+".join(map(str, value)) if isinstance(value, tuple) else value
         parts.append(f"{key}{value}")
     return re.sub(r"[^A-Za-z0-9_.+-]", "", "-".join(str(p) for p in parts))
+
+
+def include_combinations(entry: dict) -> list[dict]:
+    """The cells an ``include`` entry adds: one, or one per combination of the values of its keys given as
+    lists (``{cell: [gru, lstm], seed: [0, 1]}``: four). For a key whose value is itself a list (``betas``,
+    ``prefixes``), a list is that value, and a list of lists its alternatives."""
+    from harness.spec.config import SEQUENCE_FIELDS
+
+    def alternatives(key, value):
+        if not isinstance(value, list):
+            return [value]
+        if key in SEQUENCE_FIELDS and not all(isinstance(v, list) for v in value):
+            return [value]
+        return value
+
+    keys = list(entry)
+    return [dict(zip(keys, values)) for values in itertools.product(*(alternatives(k, entry[k]) for k in keys))]
 
 
 def expand(suite: Suite) -> list[GridCell]:
     size = 1
     for values in suite.matrix.values():
         size *= len(values)
-    if size + len(suite.include) > MAX_CELLS:
-        raise HarnessError(f"{suite.path}: the matrix expands to {size + len(suite.include):,} cells, more than "
+    included = [combo for entry in suite.include for combo in include_combinations(entry)]
+    if size + len(included) > MAX_CELLS:
+        raise HarnessError(f"{suite.path}: the matrix expands to {size + len(included):,} cells, more than "
                            f"{MAX_CELLS:,}; split the suite")
     keys = list(suite.matrix)
     combos = [dict(zip(keys, values)) for values in itertools.product(*suite.matrix.values())]
     combos = [c for c in combos if not any(_matches(c, e) for e in suite.exclude)]
-    for entry in suite.include:
+    for entry in included:
         if not any(_matches(c, entry) and set(entry) <= set(c) for c in combos):
             combos.append(dict(entry))
     extra = suite.extra_axes()
