@@ -16,7 +16,7 @@ import pytest
 from harness.results.speed_baselines import list_baselines, load_baseline, read_baseline_file, save_baseline
 from harness.cli import main as cli
 from harness.analysis.speed_compare import (Threshold, compare_measurements, compare_runs, compare_samples, match_cells, METRICS,
-                                            provenance_differences)
+                                            package_differences, provenance_differences)
 from harness.results.speed_measurements import read_run
 from harness.spec.config import CellConfig
 from harness.errors import HarnessError
@@ -195,6 +195,14 @@ def test_provenance_differences():
     assert diff == ["cpu_model: 'Test CPU 9000' -> 'Other CPU'", "torch: '2.13.0' -> '2.14.0'"]
     assert provenance_differences(MACHINE, dict(MACHINE, hostname="twin")) == []  # same model: comparable
     assert provenance_differences(MACHINE, {}) != []
+
+
+def test_dependency_versions_that_differ_are_said_not_refused():
+    base = dict(MACHINE, packages={"numpy": "2.4.6", "pandas": "3.1.1", "ray": None})
+    new = dict(MACHINE, packages={"numpy": "2.5.0", "pandas": "3.1.1", "ray": "2.60.0"})
+    assert package_differences(base, new) == ["numpy: '2.4.6' -> '2.5.0'", "ray: None -> '2.60.0'"]
+    assert provenance_differences(base, new) == []  # comparable: the machine and torch are the same
+    assert package_differences(MACHINE, new) == []  # a run.json from before versions were recorded
 
 
 # ----------------------------------------------------------------------------------- fixture run folders

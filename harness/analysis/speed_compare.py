@@ -364,6 +364,16 @@ def provenance_differences(base_machine: dict, new_machine: dict) -> list[str]:
             if base_machine.get(key) != new_machine.get(key)]
 
 
+def package_differences(base_machine: dict, new_machine: dict) -> list[str]:
+    """The dependencies whose versions differ between two run.json ``machine`` entries (recorded from this
+    version on: a side without them says nothing)."""
+    base, new = base_machine.get("packages"), new_machine.get("packages")
+    if not isinstance(base, dict) or not isinstance(new, dict):
+        return []
+    return [f"{name}: {base.get(name)!r} -> {new.get(name)!r}" for name in sorted(set(base) | set(new), key=str.lower)
+            if base.get(name) != new.get(name)]
+
+
 # --------------------------------------------------------------------------------------------- report
 
 
@@ -459,6 +469,8 @@ def compare_measurements(base: Measurements, new: Measurements, threshold="10%",
     if differences and not allow_different_machine:
         raise HarnessError(f"{base.source} and {new.source} were measured on different machines or versions "
                            f"({'; '.join(differences)}); pass --allow-different-machine to compare anyway")
+    # Other dependencies' versions are said, not refused: an upgrade is what a comparison may be about.
+    differences += tuple(package_differences(base.machine or {}, new.machine or {}))
     if base.malloc != new.malloc:
         raise HarnessError(f"{base.source} and {new.source} were measured with different malloc settings "
                            f"({base.malloc} -> {new.malloc}), which change an epoch's time; compare runs of the "

@@ -43,6 +43,34 @@ def versions() -> dict:
     }
 
 
+# The runtime dependencies (pyproject.toml's) and the optional ones that change how a run goes, for a
+# checkout that is not installed; an installed project lists its own requirements.
+DEPENDENCIES = ("numpy", "pandas", "matplotlib", "seaborn", "tabulate", "requests", "PyYAML", "pydantic",
+                "scipy", "statsmodels", "tqdm", "psutil")
+OPTIONAL_DEPENDENCIES = ("ray", "tensorboard", "ninja")
+
+
+def package_versions() -> dict[str, str | None]:
+    """The installed version of every runtime dependency and of the optional ones (None: not installed)."""
+    import importlib.metadata as metadata
+    import re
+
+    names = list(DEPENDENCIES)
+    try:
+        required = metadata.requires("rnn-harness") or []
+        names = [re.match(r"[A-Za-z0-9_.-]+", r).group(0) for r in required if "extra ==" not in r]
+        names = [n for n in names if n.lower() != "torch"]  # recorded on its own, with cuda and cudnn
+    except metadata.PackageNotFoundError:
+        pass
+    versions = {}
+    for name in sorted(set(names) | set(OPTIONAL_DEPENDENCIES), key=str.lower):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
 def describe() -> dict:
     """Host, processor, accelerator and versions, as plain JSON-able values."""
     return {
@@ -54,6 +82,7 @@ def describe() -> dict:
         "gpu_name": gpu_name(),
         "executable": sys.executable,
         **versions(),
+        "packages": package_versions(),
     }
 
 
