@@ -176,9 +176,11 @@ def test_depth_helps_supported_on_held_out_and_training_perplexity():
     cells = grid(causal=lambda c, n, d, s: 9.0 * 0.9 ** (n - 1) * (1.01 if s else 0.99))
     result = run(cells, default_claim("depth_helps"))
     assert result.verdict == SUPPORTED
-    assert result.pooled.k == 9  # three depth steps for each of three uni cell types
-    assert 0.88 < result.ratio[0] < 0.92
-    assert "lower" in wording.sentence(result) and "x0.9" in wording.sentence(result)
+    # One comparison per uni cell type, 4 layers against 1: the steps share cells and are not units.
+    assert result.pooled.k == 3 and set(result.deciding["comparison"]) == {"1 -> 4 layers"}
+    assert 0.9**3 * 0.98 < result.ratio[0] < 0.9**3 * 1.02
+    assert "lower" in wording.sentence(result) and "x0.729" in wording.sentence(result)
+    assert "(1 -> 4 layers)" in wording.sentence(result)
 
 
 def test_depth_at_equal_time_needs_curves_and_can_reverse_the_verdict():

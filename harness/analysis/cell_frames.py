@@ -111,11 +111,14 @@ def direction_pairs(ok: pd.DataFrame, timing: bool = False):
             yield dict(zip(keys, key)), uni, bi
 
 
-def depth_steps(ok: pd.DataFrame, keys: list[str]):
-    """(context, "lo -> hi layers", shallower cells, deeper cells) for each pair of adjacent depths."""
+def depth_extremes(ok: pd.DataFrame, keys: list[str]):
+    """(context, "lo -> hi layers", shallowest cells, deepest cells): one comparison per configuration, its
+    deepest network against its shallowest. Adjacent steps (1 -> 2, 2 -> 3, 3 -> 4) share their middle
+    network, so they are not independent units, and their mean is the extremes' ratio anyway."""
     for key, group in groups(ok, keys):
         depths = sorted(group["layers"].dropna().unique())
-        for lo, hi in zip(depths, depths[1:]):
+        if len(depths) >= 2:
+            lo, hi = depths[0], depths[-1]
             yield (dict(zip(keys, key)), f"{int(lo)} -> {int(hi)} layers", group[group["layers"] == lo],
                    group[group["layers"] == hi])
 

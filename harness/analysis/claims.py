@@ -8,8 +8,8 @@ computed on the log scale over seeds, with an interval whose spread is pooled ov
 interval (random effects: configurations differ in their true effects, and the interval says so), and
 the claim's verdict follows from where that interval lies against the claim's threshold:
 
-- depth_helps (deeper / shallower perplexity, each step to the next depth): supported when the whole
-  interval lies below 1 - margin, not supported when it lies wholly above it;
+- depth_helps (deepest / shallowest perplexity, one comparison per configuration): supported when the
+  whole interval lies below 1 - margin, not supported when it lies wholly above it;
 - bidirectional_slow (bi / uni seconds per epoch or peak memory): supported above ``threshold``, not
   supported below it;
 - bidirectional_useless (bi / uni held-out causal perplexity): supported when the whole interval lies
@@ -34,7 +34,7 @@ import pandas as pd
 
 from harness.spec.claims import (BEST_METRIC, CLAIM_NAMES, COST_METRICS, PPL_METRICS, ClaimSpec, default_claim,
                                  default_claims, parse_claims)
-from harness.analysis.cell_frames import (MACHINE, best_causal, best_metrics, by_seed, context_keys, depth_steps,
+from harness.analysis.cell_frames import (MACHINE, best_causal, best_metrics, by_seed, context_keys, depth_extremes,
                                           direction_pairs, ok_cells, training_curves, value_at_time, with_machine)
 from harness.analysis.evidence import NOT_COUNTED, Unit, evaluate_units, geomean, measure_key, pooled_rows
 from harness.analysis.no_learning import learned_bound
@@ -47,8 +47,8 @@ __all__ = ["CLAIM_NAMES", "ClaimSpec", "ClaimResult", "Note", "Why", "default_cl
 SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE = "supported", "not supported", "inconclusive"
 
 # What a comparison divides (compared / reference): the ``comparison`` column of the evidence and pooled
-# tables. A depth configuration names its step ("1 -> 2 layers"); its pooled rows pool every step.
-DEEPER = "deeper / shallower"
+# tables. A depth configuration names its span ("1 -> 4 layers"): its deepest against its shallowest network.
+DEEPER = "deepest / shallowest"
 BI_UNI = "bi / uni"
 
 
@@ -258,7 +258,7 @@ def _depth_helps(ok, cells, curves, spec: ClaimSpec, baselines, quality) -> Clai
     keys = context_keys(ok, "layers")
     metrics = (PPL_METRICS + best_metrics(ok)) if spec.basis == "epochs" else PPL_METRICS
     if spec.basis == "epochs":
-        for context, step, a, b in depth_steps(ok, keys):
+        for context, step, a, b in depth_extremes(ok, keys):
             learned = (_learned_share(a, unigram), _learned_share(b, unigram))
             for metric in metrics:
                 role = "deciding" if metric == spec.metric else "context"
@@ -267,7 +267,7 @@ def _depth_helps(ok, cells, curves, spec: ClaimSpec, baselines, quality) -> Clai
     else:
         # At equal training time the seconds count, so only cells timed on the same machine are compared.
         timed, machine = with_machine(ok)
-        for context, step, a, b in depth_steps(timed, keys + machine):
+        for context, step, a, b in depth_extremes(timed, keys + machine):
             learned = (_learned_share(a, unigram), _learned_share(b, unigram))
             a_time = {int(s): curves[c]["elapsed"].iloc[-1] for s, c in zip(a["seed"], a["cell_id"]) if c in curves}
             fallback = float(np.median(list(a_time.values()))) if a_time else math.nan
@@ -289,6 +289,8 @@ def _depth_helps(ok, cells, curves, spec: ClaimSpec, baselines, quality) -> Clai
     # held-out one, held-out causal beside training.
     contrast = "train_ppl" if spec.metric != "train_ppl" else "causal_ppl"
     result.facts["contrast"] = _pooled_row(result.context_table, metric=contrast)
+    if not result.deciding.empty:  # the depths compared, as most configurations span them
+        result.facts["span"] = str(result.deciding["comparison"].mode().iloc[0])
     return result
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from harness.spec.claims import BEST_METRIC, SELECTED_METRIC, ConditionSpec
-from harness.analysis.cell_frames import configuration_keys, context_keys, depth_steps, direction_pairs
+from harness.analysis.cell_frames import configuration_keys, context_keys, depth_extremes, direction_pairs
 from harness.analysis.claims import ClaimResult, evaluate_claims, learning_status
 
 SELECTION_SCORE = "selected_select_ppl"
@@ -129,7 +129,7 @@ def can_compare(planned: pd.DataFrame, spec: ConditionSpec, claim) -> bool:
     if claim.name == "depth_helps":
         if "direction" in subset:
             subset = subset[subset["direction"].isin(claim.directions)]
-        sides = [(a, b) for _, _, a, b in depth_steps(subset, context_keys(subset, "layers"))] \
+        sides = [(a, b) for _, _, a, b in depth_extremes(subset, context_keys(subset, "layers"))] \
             if "layers" in subset else []
     else:
         sides = [(uni, bi) for _, uni, bi in direction_pairs(subset)]

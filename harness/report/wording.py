@@ -188,8 +188,10 @@ def _depth_helps(result: ClaimResult, r: float, low: float, high: float) -> str:
           "each at its best evaluation" if spec.metric == BEST_METRIC else
           "each at the epoch chosen on selection text" if spec.metric == SELECTED_METRIC else "after the same epochs")
     change = "lower" if r < 1 else "higher"
-    text = (f"Each added layer left {SHORT_LABELS[spec.metric]} {ratio_text(r, low, high)} of the shallower "
-            f"network's ({abs(1 - r):.0%} {change}) {at}")
+    span = result.facts.get("span", "")
+    depths = f" ({span})" if span else ""
+    text = (f"The deepest network left {SHORT_LABELS[spec.metric]} {ratio_text(r, low, high)} of the shallowest's"
+            f"{depths}, {abs(1 - r):.0%} {change}, {at}")
     row = result.facts.get("contrast")
     if row is not None and math.isfinite(row["ratio"]):
         text += f"; {SHORT_LABELS[row['metric']]} {ratio_text(row['ratio'], row['ci_low'], row['ci_high'])}"
