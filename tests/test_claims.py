@@ -131,7 +131,7 @@ def test_a_comparison_with_a_side_that_did_not_learn_is_shown_not_pooled():
     result = run(cells, default_claim("depth_helps"))
     assert result.verdict == INCONCLUSIVE and "did not learn" in wording.reason(result)
     assert not result.deciding["counted"].any() and set(result.deciding["outcome"]) == {"compared_not_learned"}
-    assert any("3 compared side did not learn" in note for note in wording.notes(result))
+    assert any("in 3 the compared side did not learn" in note for note in wording.notes(result))
 
 
 def test_one_seed_on_the_plateau_keeps_its_configuration_out_of_the_pool():

@@ -65,3 +65,30 @@ def test_the_recorded_baselines_name_each_order_and_the_best():
 def test_no_training_or_held_out_text_is_an_error():
     with pytest.raises(ValueError):
         ngram_baselines(list("abab"), 4, 3, VOCAB)
+
+
+def test_a_run_recorded_before_the_ngram_models_gets_them_beside_its_own_baselines():
+    from harness.analysis.run_text import run_baselines
+
+    recorded = {"uniform": 28.0, "unigram": 17.0, "bigram": 10.1, "tokens": 5000}
+    baselines, note = run_baselines([("gutenberg-35", True, 10_000, 5_000)], recorded)
+    assert baselines["unigram"] == 17.0 and baselines["bigram"] == 10.1  # its own, as recorded
+    assert baselines["1-gram"] > baselines["3-gram"] > baselines["6-gram"] > 1
+    assert "n-gram models computed from the corpus file" in note
+    complete = {**recorded, **{k: v for k, v in baselines.items() if k.endswith("-gram")}}
+    assert run_baselines([("gutenberg-35", True, 10_000, 5_000)], complete) == (complete, "recorded in run.json")
+
+
+def test_the_first_screen_places_the_best_network_against_the_best_ngram():
+    import pandas as pd
+
+    from harness.report.tables import baseline_sentence
+
+    ok = pd.DataFrame({"cell_id": ["gru-a", "gru-b", "lstm-c"], "best_causal_ppl": [7.2, 5.0, 17.0],
+                       "learned": [True, True, False]})
+    baselines = {"unigram": 17.0, "bigram": 10.0, "5-gram": 5.5, "6-gram": 5.4}
+    text = baseline_sentence(ok, baselines)
+    assert text.startswith("The best network, gru-b, reached a held-out causal perplexity of 5;")
+    assert "the 6-gram (Kneser-Ney), 5.4: 1 of 3 finished cells is below it." in text
+    assert "1 of 3 finished cells did not learn (best held-out causal perplexity above 16.1" in text
+    assert "n-gram" not in baseline_sentence(ok, {"unigram": 17.0, "bigram": 10.0})

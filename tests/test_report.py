@@ -129,7 +129,7 @@ def test_baselines_and_cells_that_did_not_learn_are_named(full_report):
     # Only one side (bi) failed to learn: those comparisons are shown, not pooled.
     useless = _section(markdown, "## Bidirectional is useless for next-character prediction")
     assert _table_rows(useless)[0][2] == "0 of 4"
-    assert "4 of 4 comparisons are shown but not counted" in useless and "4 compared side did not learn" in useless
+    assert "4 of 4 comparisons are shown but not counted" in useless and "in 4 the compared side did not learn" in useless
 
 
 def test_figures_are_real_pngs_and_referenced_once(full_report):

@@ -88,21 +88,27 @@ def usable_baselines(recorded) -> bool:
 
 def run_baselines(splits: Iterable[Split], recorded=None, sha256s: Iterable[str] = ()) -> tuple[dict | None, str]:
     """The no-learning baselines of a run's held-out text: ``recorded`` (run.json's) when usable, else computed
-    from the corpus file for the split most cells use; (None, why not) when there is none."""
-    if usable_baselines(recorded):
-        return recorded, "recorded in run.json"
-    from harness.analysis.no_learning import corpus_baselines
+    from the corpus file for the split most cells use; (None, why not) when there is none. A run recorded
+    before the n-gram models existed gets them computed from the corpus file, beside its own."""
+    from harness.analysis.no_learning import best_ngram, corpus_baselines
 
+    if usable_baselines(recorded) and best_ngram(recorded) is not None:
+        return recorded, "recorded in run.json"
     counted = collections.Counter(splits)
+    fallback = (recorded, "recorded in run.json") if usable_baselines(recorded) else None
     if not counted:
-        return None, "no corpus recorded"
+        return fallback or (None, "no corpus recorded")
     corpus, strip, max_tokens, val_tokens = counted.most_common(1)[0][0]
     if not val_tokens:
-        return None, "no held-out text"
+        return fallback or (None, "no held-out text")
     path, note = find_corpus(corpus, sha256s)
     if path is None:
-        return None, note
+        return fallback or (None, note)
     try:
-        return corpus_baselines(path, strip, max_tokens, val_tokens), "computed from the corpus file"
+        computed = corpus_baselines(path, strip, max_tokens, val_tokens)
     except (HarnessError, OSError, ValueError) as exc:
-        return None, f"no baselines ({exc})"
+        return fallback or (None, f"no baselines ({exc})")
+    if fallback:
+        ngrams = {k: v for k, v in computed.items() if k.endswith("-gram") or k == "ngram_smoothing"}
+        return {**recorded, **ngrams}, "recorded in run.json; the n-gram models computed from the corpus file"
+    return computed, "computed from the corpus file"

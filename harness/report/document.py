@@ -17,7 +17,7 @@ from harness.report.figures import FIGURES
 from harness.report.loading import RunData
 from harness.report.numbers import fmt, fmt_duration, gib, sig
 from harness.report.render import slug
-from harness.report.tables import (claims_summary, configuration_table, learning_sentence, learning_table,
+from harness.report.tables import (baseline_sentence, claims_summary, configuration_table, learning_sentence, learning_table,
                                    machine_label, run_machines, samples_table, status_counts, status_table,
                                    timings_by_machine)
 from harness.results.calibration import device_rates
@@ -62,6 +62,9 @@ def opening_section(context: ReportContext) -> list[tuple]:
                             f"cells have finished and {missing} are still to train; the verdicts rest on the "
                             "finished ones and may change when the run is complete."))
     blocks.append(("summary", claims_summary(context.results)))
+    facts = baseline_sentence(context.ok, context.baselines)
+    if facts:
+        blocks.append(("p", facts))
     blocks.append(("facts", provenance(data, context.baselines_note)))
     for note in data.notes + context.notes:
         blocks.append(("p", f"Note: {note}"))

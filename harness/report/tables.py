@@ -110,6 +110,33 @@ def learning_sentence(ok: pd.DataFrame, baselines: dict | None, note: str) -> st
                    f"within 0.5% of it): {names}. Comparisons with such a cell are shown, not pooled.")
 
 
+def baseline_sentence(ok: pd.DataFrame, baselines: dict | None) -> str:
+    """The first screen's facts beside the verdicts: the best network against the best n-gram model of the
+    same training text, and how many finished cells did not learn (their comparisons are not pooled)."""
+    if ok.empty or "best_causal_ppl" not in ok:
+        return ""
+    values = pd.to_numeric(ok["best_causal_ppl"], errors="coerce")
+    if not values.notna().any():
+        return ""
+    best = ok.loc[values.idxmin()]
+    text = f"The best network, {best['cell_id']}, reached a held-out causal perplexity of {fmt(values.min(), 3)}"
+    found = best_ngram(baselines)
+    if found is not None:
+        name, value = found
+        below = int((values < value).sum())
+        text += (f"; the best character n-gram model of the same training text, the {name} (Kneser-Ney), "
+                 f"{fmt(value, 3)}: {below} of {int(values.notna().sum())} finished cells "
+                 f"{'is' if below == 1 else 'are'} below it")
+    text += "."
+    if "learned" in ok:
+        bad = int((ok["learned"] == False).sum())  # noqa: E712 - NaN (no baseline) is neither
+        if bad:
+            text += (f" {bad} of {len(ok)} finished cells did not learn (best held-out causal perplexity above "
+                     f"{fmt(learned_bound(baselines), 3)}, 0.95 x the letter frequencies'): comparisons with them "
+                     "are shown, not pooled.")
+    return text
+
+
 def claims_summary(results: list[ClaimResult]) -> pd.DataFrame:
     """The answers: one row per claim with its verdict, pooled effect and a sentence."""
     return pd.DataFrame([{"claim": r.title, "verdict": r.verdict,

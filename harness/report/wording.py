@@ -141,8 +141,12 @@ def _generated_text(values: dict) -> str:
     return "Generated text (greedy, after the prompt): " + "; ".join(parts) + "."
 
 
+SIDES = {"neither_learned": "neither side learned", "reference_not_learned": "the reference side did not learn",
+         "compared_not_learned": "the compared side did not learn"}
+
+
 def _by_side(by_side: dict) -> str:
-    return ", ".join(f"{n} {OUTCOMES.get(side, side)}" for side, n in by_side.items())
+    return ", ".join(f"in {n} {SIDES.get(side, side)}" for side, n in by_side.items())
 
 
 def _timings_left_out(values: dict) -> str:
