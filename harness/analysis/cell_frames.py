@@ -180,3 +180,57 @@ def best_metrics(ok: pd.DataFrame) -> tuple[str, ...]:
     selected = SELECTED_METRIC in ok and pd.to_numeric(ok[SELECTED_METRIC], errors="coerce").notna().any()
     return (BEST_METRIC, SELECTED_METRIC) if selected else (BEST_METRIC,)
 
+
+
+def matches_value(column: pd.Series, value) -> pd.Series:
+    """Where ``column`` holds ``value``: as numbers when both are numbers (1 and 1.0 alike), else as text
+    (a table read back from CSV holds "adam", 0.003, True ...)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return column.astype(str).str.lower() == str(value).lower()
+    numbers = pd.to_numeric(column, errors="coerce")
+    return np.isclose(numbers, float(value), rtol=1e-9, atol=0.0) & numbers.notna()
+
+
+def axis_context_keys(ok: pd.DataFrame, axis: str) -> tuple[list[str], list[str]]:
+    """The keys that make a configuration when ``axis`` is compared, and the keys that move with the axis
+    (one value per level of it, different between levels, such as an arm's own learning rate and epochs):
+    those are part of what is compared, not of the configuration."""
+    keys, moving = [], []
+    for key in context_keys(ok, axis):
+        per_level = ok.groupby(ok[axis].astype(str), dropna=False)[key].nunique(dropna=False)
+        varies = ok[key].nunique(dropna=False) > 1
+        (moving if varies and (per_level <= 1).all() else keys).append(key)
+    return keys, moving
+
+
+def _label(value) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def axis_pairs(ok: pd.DataFrame, keys: list[str], axis: str, base=None):
+    """(context, "AXIS b / a", reference cells, compared cells) per configuration: against ``base`` each
+    other level of the axis, or without one the last level against the first (numeric order)."""
+    for key, group in groups(ok, keys):
+        context = dict(zip(keys, key))
+        values = list(dict.fromkeys(group[axis].dropna().tolist()))
+        if base is not None:
+            reference = group[matches_value(group[axis], base)]
+            if reference.empty:
+                continue
+            others = [v for v in values if not matches_value(pd.Series([v]), base).iloc[0]]
+            for value in sorted(others, key=_order):
+                yield (context, f"{axis} {_label(value)} / {_label(base)}", reference,
+                       group[matches_value(group[axis], value)])
+        else:
+            ordered = sorted(values, key=_order)
+            if len(ordered) >= 2:
+                lo, hi = ordered[0], ordered[-1]
+                yield (context, f"{axis} {_label(hi)} / {_label(lo)}", group[matches_value(group[axis], lo)],
+                       group[matches_value(group[axis], hi)])
+
+
+def _order(value):
+    number = pd.to_numeric(pd.Series([value]), errors="coerce").iloc[0]
+    return (0, float(number), "") if pd.notna(number) else (1, 0.0, str(value))

@@ -32,9 +32,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from harness.spec.claims import (BEST_METRIC, CLAIM_NAMES, COST_METRICS, PPL_METRICS, ClaimSpec, default_claim,
-                                 default_claims, parse_claims)
-from harness.analysis.cell_frames import (MACHINE, best_causal, best_metrics, by_seed, context_keys, depth_extremes,
+from harness.spec.claims import (AXIS, BEST_METRIC, CLAIM_NAMES, COST_METRICS, PPL_METRICS, SELECTED_METRIC, ClaimSpec,
+                                 default_claim, default_claims, parse_claims)
+from harness.analysis.cell_frames import (MACHINE, axis_context_keys, axis_pairs, best_causal, matches_value, best_metrics, by_seed, context_keys, depth_extremes,
                                           direction_pairs, ok_cells, training_curves, value_at_time, with_machine)
 from harness.analysis.evidence import NOT_COUNTED, Unit, evaluate_units, geomean, measure_key, pooled_rows
 from harness.analysis.no_learning import learned_bound
@@ -68,6 +68,9 @@ class Why:
     """Why a verdict is what it is. ``kind`` and its ``values``:
 
     - ``no_configurations``: nothing to compare;
+    - ``one_level`` (``axis``): an axis claim's cells take one value of its axis;
+    - ``levels_differ`` (``verdicts``: comparison -> verdict): an axis claim's levels, each against the
+      base, reach different verdicts;
     - ``no_finished_cells``, ``one_depth`` (``directions``): depth_helps has no two depths to compare;
     - ``did_not_learn`` (``comparisons``): in every comparison a side has a seed that did not learn;
     - ``too_few_seeds``: no comparison had the seeds to count;
@@ -375,11 +378,80 @@ def _quality_note(ok: pd.DataFrame, quality: pd.DataFrame) -> Note:
     return Note("generated_text", {"by_direction": by_direction})
 
 
+# --- a claim on any axis ---------------------------------------------------------------------------------
+
+
+def in_subset(cells: pd.DataFrame, where: tuple) -> pd.DataFrame:
+    """The cells whose keys each hold one of the given values (``where``: (key, values) pairs); a key the
+    table lacks matches no cell unless a value is None (a key not recorded is at its default)."""
+    if cells.empty or not where:
+        return cells
+    mask = pd.Series(True, index=cells.index)
+    for key, values in where:
+        if key not in cells:
+            mask &= any(v is None for v in values)
+            continue
+        column = cells[key]
+        hit = pd.Series(False, index=cells.index)
+        for value in values:
+            hit |= column.isna() if value is None else matches_value(column, value)
+        mask &= hit
+    return cells[mask]
+
+
+def _axis_claim(ok, cells, curves, spec: ClaimSpec, baselines, quality) -> ClaimResult:
+    """A claim on ``spec.axis``: per configuration (every other key that varies, but the keys that move with
+    the axis), each level against ``spec.base``, or the last level against the first; a perplexity is held
+    to the learned gate as the lesson's claims are. Several levels against one base share its cells, so each
+    level is pooled on its own, and the claim's verdict is theirs when they agree."""
+    ok, cells = in_subset(ok, spec.where), in_subset(cells, spec.where)
+    notes = _left_out_note(cells)
+    bound, direction = spec.bound, ("below" if spec.expect == "lower" else "above")
+    if ok.empty or spec.axis not in ok or ok[spec.axis].astype(str).nunique() < 2:
+        return ClaimResult(spec, INCONCLUSIVE, Why("one_level", {"axis": spec.axis}), notes=notes, threshold=bound)
+    keys, moving = axis_context_keys(ok, spec.axis)
+    gate = learned_bound(baselines) if spec.metric in PPL_METRICS + (BEST_METRIC, SELECTED_METRIC) else None
+    units = []
+    for context, comparison, a, b in axis_pairs(ok, keys, spec.axis, spec.base):
+        learned = (_learned_share(a, gate), _learned_share(b, gate)) if gate is not None else (math.nan, math.nan)
+        units.append(Unit(context, comparison, spec.metric, "epochs",
+                          Replicates(by_seed(a, spec.metric), by_seed(b, spec.metric)), *learned))
+    evidence = evaluate_units(units, spec, bound, direction)
+    if evidence.empty:
+        return ClaimResult(spec, INCONCLUSIVE, Why("no_configurations"), notes=notes, threshold=bound)
+    comparisons = list(dict.fromkeys(evidence["comparison"]))
+    parts = {c: _finish(spec, evidence[evidence["comparison"] == c], measure_key(spec.metric, c), bound, direction,
+                        [], list(notes)) for c in comparisons}
+    result = parts[comparisons[-1]]  # the last level: the farthest from the base, in the axis's order
+    result.evidence = evidence
+    if len(parts) > 1:
+        result.pooled_table = pd.concat([r.pooled_table for r in parts.values()], ignore_index=True)
+        verdicts = {c: r.verdict for c, r in parts.items()}
+        if len(set(verdicts.values())) > 1:
+            result.verdict, result.why = INCONCLUSIVE, Why("levels_differ", {"verdicts": verdicts})
+        result.facts["levels"] = {c: {"verdict": r.verdict, "ratio": r.ratio} for c, r in parts.items()}
+    result.facts["moves_with"] = moving
+    result.facts["levels_table"] = _level_means(ok, keys, spec)
+    return result
+
+
+def _level_means(ok: pd.DataFrame, keys: list[str], spec: ClaimSpec) -> pd.DataFrame:
+    """The per-level curve behind the verdict: the metric's geometric mean over seeds per configuration and
+    level of the axis."""
+    if spec.metric not in ok:
+        return pd.DataFrame()
+    values = pd.to_numeric(ok[spec.metric], errors="coerce")
+    frame = ok.assign(_value=np.log(values.where(values > 0)))
+    table = frame.groupby(keys + [spec.axis], dropna=False)["_value"].agg(["mean", "count"]).reset_index()
+    table[spec.metric] = np.exp(table.pop("mean"))
+    return table.rename(columns={"count": "seeds"})
+
+
 # --- entry point --------------------------------------------------------------------------------------
 
 
 EVALUATORS = {"depth_helps": _depth_helps, "bidirectional_slow": _bidirectional_slow,
-              "bidirectional_useless": _bidirectional_useless}
+              "bidirectional_useless": _bidirectional_useless, AXIS: _axis_claim}
 
 
 def learning_status(cells: pd.DataFrame, epochs: pd.DataFrame, baselines: dict | None) -> pd.DataFrame:

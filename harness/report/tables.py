@@ -154,7 +154,7 @@ def pooled_table(table: pd.DataFrame, confidence: float) -> pd.DataFrame:
         "configurations": [f"{k} of {n}" for k, n in zip(table["pooled_configurations"], table["configurations"])],
         f"ratio [{confidence:.0%} CI]": [claim_wording.ratio_text(r, lo, hi) for r, lo, hi
                                           in zip(table["ratio"], table["ci_low"], table["ci_high"])],
-        "a new configuration [95% PI]": [f"[{lo:.3g}, {hi:.3g}]" if math.isfinite(lo) and math.isfinite(hi) else "-"
+        "a new configuration [95% PI]": [claim_wording.interval_text(lo, hi)
                                           for lo, hi in zip(table.get("pi_low", math.nan * table["ratio"]),
                                                             table.get("pi_high", math.nan * table["ratio"]))],
         "I²": [f"{v:.0%}" if math.isfinite(v) else "-" for v in table["i2"]],

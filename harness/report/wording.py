@@ -24,12 +24,14 @@ METRIC_LABELS = {
     "sec_per_epoch": "seconds per epoch",
     "peak_mem_bytes": "peak memory",
     "sec_per_flop": "seconds per FLOP",
+    "tokens_per_sec": "training tokens per second",
     "leak": "causal / teacher-forced held-out perplexity",
 }
 SHORT_LABELS = {"causal_ppl": "held-out causal ppl", BEST_METRIC: "best held-out causal ppl",
                 SELECTED_METRIC: "held-out causal ppl at the selected epoch",
                 "val_ppl": "teacher-forced ppl", "train_ppl": "training ppl", "sec_per_epoch": "s/epoch",
-                "peak_mem_bytes": "peak memory", "sec_per_flop": "s/FLOP", "leak": "causal / teacher-forced"}
+                "peak_mem_bytes": "peak memory", "sec_per_flop": "s/FLOP", "leak": "causal / teacher-forced",
+                "tokens_per_sec": "tokens/s"}
 
 
 def ratio_text(estimate: float, low: float, high: float) -> str:
@@ -50,10 +52,16 @@ def effect_text(result: ClaimResult) -> str:
     return ratio_text(*result.ratio)
 
 
+def interval_text(low: float, high: float) -> str:
+    """[0.64, 1.87], with as many digits as keep its ends apart, or "-"."""
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return "-"
+    return ratio_text(math.sqrt(low * high), low, high).split(" ", 1)[1]
+
+
 def prediction_text(result: ClaimResult) -> str:
     """Where a new configuration would land, "[0.64, 1.87]", or "-" with fewer than three configurations."""
-    low, high = result.prediction
-    return f"[{low:.3g}, {high:.3g}]" if math.isfinite(low) and math.isfinite(high) else "-"
+    return interval_text(*result.prediction)
 
 
 # --- tables ---------------------------------------------------------------------------------------------
@@ -105,6 +113,9 @@ REASONS = {
     "did_not_learn": lambda v: (f"did not learn: in all {v['comparisons']} comparisons a side has a seed that did "
                                 f"not learn ({LEARNED_RULE})"),
     "too_few_seeds": lambda v: "too few seeds for an interval",
+    "one_level": lambda v: f"the cells take one value of {v['axis']}: nothing to compare",
+    "levels_differ": lambda v: "the levels reach different verdicts (" + "; ".join(
+        f"{c}: {verdict}" for c, verdict in v["verdicts"].items()) + ")",
     "one_seed_one_configuration": lambda v: ("too few seeds for an interval (one seed per configuration and one "
                                              "configuration)"),
     "interval_above": lambda v: f"{_where(v)} lies above x{v['bound']:.3g}",
@@ -229,8 +240,23 @@ def _bidirectional_useless(result: ClaimResult, r: float, low: float, high: floa
     return text + "."
 
 
+def _axis_claim(result: ClaimResult, r: float, low: float, high: float) -> str:
+    spec = result.spec
+    comparison = str(result.deciding["comparison"].iloc[-1]) if not result.deciding.empty else spec.axis
+    change = "lower" if r < 1 else "higher"
+    text = (f"{comparison}: {SHORT_LABELS.get(spec.metric, spec.metric)} {ratio_text(r, low, high)}, "
+            f"{abs(1 - r):.0%} {change} (the claim expects it {spec.expect})")
+    levels = result.facts.get("levels")
+    if levels:
+        text += "; " + "; ".join(f"{c}: {v['verdict']}" for c, v in levels.items())
+    moving = result.facts.get("moves_with")
+    if moving:
+        text += f"; with the {spec.axis}, {', '.join(moving)} changed too"
+    return text + "."
+
+
 SENTENCES = {"depth_helps": _depth_helps, "bidirectional_slow": _bidirectional_slow,
-             "bidirectional_useless": _bidirectional_useless}
+             "bidirectional_useless": _bidirectional_useless, "axis": _axis_claim}
 
 
 def sentence(result: ClaimResult) -> str:

@@ -44,6 +44,9 @@ BEST_METRIC = "best_causal_ppl"
 # eval.select_every epochs): early stopping without choosing on the text that reports.
 SELECTED_METRIC = "selected_causal_ppl"
 COST_METRICS = ("sec_per_epoch", "peak_mem_bytes")
+# What a claim on any axis may compare: perplexities (held to the learned gate) and costs.
+AXIS_METRICS = PPL_METRICS + (BEST_METRIC, SELECTED_METRIC) + COST_METRICS + ("tokens_per_sec",)
+AXIS = "axis"  # the kind of a claim declared with an axis, beside the lesson's three shorthands
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,12 @@ class ClaimSpec:
     - ``threshold``: bidirectional_slow: the bi/uni ratio above which bidirectional counts as slow.
     - ``directions``: depth_helps: the directions whose depth is studied (bidirectional cells' causal
       perplexity is dominated by the leak, which bidirectional_useless covers).
+
+    A claim on any axis (``name`` is ``AXIS``) also has ``label`` (its name as the suite gives it), ``axis``
+    (the configuration key it varies), ``expect`` (lower or higher: the direction of the claimed effect on
+    ``metric``), ``base`` (each other level against it; None: the axis's last level against its first) and
+    ``where`` (the cells it is about: (key, values) pairs). Its ``threshold`` (NaN: 1 -/+ ``margin``) is the
+    ratio the pooled interval is held against.
     """
 
     name: str
@@ -70,22 +79,43 @@ class ClaimSpec:
     margin: float = 0.01
     threshold: float = 1.1
     directions: tuple[str, ...] = ("uni",)
+    label: str = ""
+    axis: str = ""
+    expect: str = ""
+    base: object = None
+    where: tuple = ()
 
     @property
     def title(self) -> str:
         """The claim's title, with the parameters that differ from the defaults."""
         default = default_claim(self.name).to_dict()
-        changed = [f"{k} = {'/'.join(v) if isinstance(v, list) else v}" for k, v in self.to_dict().items()
-                   if v != default[k]]
-        return CLAIM_TITLES[self.name] + (f" ({', '.join(changed)})" if changed else "")
+        named = ("name", "axis", "expect", "base", "where", "metric") if self.name == AXIS else ()
+        changed = [f"{k} = {'/'.join(map(str, v)) if isinstance(v, list) else v}" for k, v in self.to_dict().items()
+                   if k not in named and not _same_value(v, default.get(k))]
+        title = self.label if self.name == AXIS else CLAIM_TITLES[self.name]
+        return title + (f" ({', '.join(changed)})" if changed else "")
+
+    @property
+    def bound(self) -> float:
+        """An axis claim's threshold: given, or 1 - margin (expect lower) / 1 + margin (expect higher)."""
+        if not math.isnan(self.threshold):
+            return self.threshold
+        return 1 - self.margin if self.expect == "lower" else 1 + self.margin
 
     def to_dict(self) -> dict:
         """The parameters that apply to this claim, as a suite would write them."""
-        out = {"name": self.name}
+        out = {"name": self.label if self.name == AXIS else self.name}
         for key in _PARAMETERS[self.name]:
             value = getattr(self, key)
+            if key == "where":
+                value = {k: list(v) if len(v) > 1 else v[0] for k, v in value}
             out[key] = list(value) if isinstance(value, tuple) else value
         return out
+
+
+def _same_value(a, b) -> bool:
+    both_nan = isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b)
+    return both_nan or a == b
 
 
 def _int_at_least(low):
@@ -135,11 +165,16 @@ _PARAMETERS = {
     "bidirectional_useless": {**_COMMON, "margin": _number_between(0, 1, low_open=False),
                               "metric": _one_of("causal_ppl", BEST_METRIC, SELECTED_METRIC)},
 }
+_PARAMETERS[AXIS] = {**_COMMON, "axis": None, "metric": _one_of(*AXIS_METRICS), "expect": _one_of("lower", "higher"),
+                     "base": None, "where": None, "margin": _number_between(0, 1, low_open=False),
+                     "threshold": _number_between(0, math.inf)}
 _DEFAULT_METRIC = {"depth_helps": "causal_ppl", "bidirectional_slow": "sec_per_epoch",
-                   "bidirectional_useless": "causal_ppl"}
+                   "bidirectional_useless": "causal_ppl", AXIS: "causal_ppl"}
 
 
 def default_claim(name: str) -> ClaimSpec:
+    if name == AXIS:
+        return ClaimSpec(name=AXIS, metric=_DEFAULT_METRIC[AXIS], threshold=math.nan)
     return ClaimSpec(name=name, metric=_DEFAULT_METRIC[name])
 
 
@@ -154,9 +189,12 @@ def _unknown(kind: str, value, known) -> str:
     return f"unknown {kind} {quote(value)}{hint}"
 
 
-def parse_claims(raw, where: str) -> list[ClaimSpec]:
+def parse_claims(raw, where: str, field_for=None) -> list[ClaimSpec]:
     """Validate a suite's ``claims`` list. ``None`` gives no claims. Raises HarnessError naming ``where``,
-    the item and the key at fault."""
+    the item and the key at fault. ``field_for(key, where)`` turns a key as written (``lr``, ``train.lr``)
+    into its field name (default: the suite's own rule)."""
+    if field_for is None:
+        from harness.spec.config import field_for_axis as field_for
     if raw is None:
         return []
     # The caller may already name the key ("suite.yaml: claims").
@@ -175,6 +213,13 @@ def parse_claims(raw, where: str) -> list[ClaimSpec]:
             name = params.pop("name")
         else:
             raise HarnessError(f"{here} = {item!r}: expected a claim name or a mapping with 'name'")
+        if isinstance(item, dict) and "axis" in item:
+            spec = _axis_claim(name, params, here, field_for)
+            if spec in seen:
+                raise HarnessError(f"{here}: claim {name!r} is listed twice with the same parameters")
+            seen.add(spec)
+            specs.append(spec)
+            continue
         if not isinstance(name, str) or name not in CLAIM_TITLES:
             raise HarnessError(f"{here}: {_unknown('claim', name, CLAIM_NAMES)}")
         allowed = _PARAMETERS[name]
@@ -195,6 +240,51 @@ def parse_claims(raw, where: str) -> list[ClaimSpec]:
         seen.add(spec)
         specs.append(spec)
     return specs
+
+
+def _axis_claim(name, params: dict, here: str, field_for) -> ClaimSpec:
+    """A claim on any axis: ``{name, axis, metric, expect[, base, where, margin, threshold, confidence,
+    min_seeds]}``."""
+    if not isinstance(name, str) or not name.strip():
+        raise HarnessError(f"{here}: name = {name!r}: expected a non-empty text")
+    if name in CLAIM_TITLES:
+        raise HarnessError(f"{here}: {name} is a shorthand of the lesson's claim and takes no axis; give a claim "
+                           "with an axis its own name")
+    allowed = _PARAMETERS[AXIS]
+    for key in ("metric", "expect"):
+        if key not in params:
+            raise HarnessError(f"{here}: {name}: {key} is required with an axis "
+                               f"({'one of ' + ', '.join(AXIS_METRICS) if key == 'metric' else 'lower or higher'})")
+    values = {"label": name.strip()}
+    for key, value in params.items():
+        if key not in allowed:
+            raise HarnessError(f"{here}: {name}: {_unknown('parameter', key, allowed)}")
+        if key == "axis":
+            if not isinstance(value, str):
+                raise HarnessError(f"{here}: {name}.axis = {value!r}: expected a configuration key, e.g. lr")
+            values["axis"] = field_for(value, f"{here}: {name}.axis")
+            if values["axis"] == "seed":
+                raise HarnessError(f"{here}: {name}.axis = seed: seeds are the replicates, not an axis to compare")
+        elif key == "base":
+            if isinstance(value, (list, dict)):
+                raise HarnessError(f"{here}: {name}.base = {value!r}: expected one value of the axis")
+            values["base"] = value
+        elif key == "where":
+            if not isinstance(value, dict):
+                raise HarnessError(f"{here}: {name}.where = {value!r}: expected a mapping of keys to a value or a list")
+            pairs = []
+            for k, v in value.items():
+                items = tuple(v) if isinstance(v, list) else (v,)
+                if not items:
+                    raise HarnessError(f"{here}: {name}.where.{k}: an empty list matches no cell")
+                pairs.append((field_for(k, f"{here}: {name}.where"), items))
+            values["where"] = tuple(pairs)
+        else:
+            try:
+                values[key] = allowed[key](value)
+            except ValueError as exc:
+                raise HarnessError(f"{here}: {name}.{key} = {value!r}: {exc}") from None
+    return replace(default_claim(AXIS), **values)
 
 
 def claims_needing_curves(specs: list[ClaimSpec]) -> list[ClaimSpec]:

@@ -231,3 +231,33 @@ def build_config(values: dict, where: str, names: dict[str, str] | None = None) 
         return CellConfig(**values)
     except ValidationError as exc:
         raise HarnessError(format_validation_error(exc, where, names)) from None
+
+
+# The suite key of each field, as a user writes it (``train.lr``).
+FIELD_TO_SUITE_KEY = {fld: f"{sec}.{key}" for sec, keys in SECTIONS.items() for key, fld in keys.items()}
+
+
+def suggest(key: str, candidates) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(key, list(candidates), n=1, cutoff=0.5)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def field_for_axis(key, where: str) -> str:
+    """A matrix/exclude/include/--only key: a flat field name or `section.key`."""
+    from harness.errors import HarnessError, quote
+
+    if not isinstance(key, str):
+        raise HarnessError(f"{where}: key {quote(key)} must be a string")
+    if key in FIELDS:
+        return key
+    if "." in key:
+        section, _, sub = key.partition(".")
+        if section in SECTIONS and sub in SECTIONS[section]:
+            return SECTIONS[section][sub]
+    for keys in SECTIONS.values():
+        if key in keys:
+            return keys[key]
+    valid = list(FIELDS) + list(FIELD_TO_SUITE_KEY.values())
+    raise HarnessError(f"{where}: unknown key {quote(key)}{suggest(key, valid)}")

@@ -8,7 +8,6 @@ unless the grid already has it.
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import itertools
 import json
@@ -18,13 +17,13 @@ from pathlib import Path
 
 import yaml
 
-from harness.spec.config import FIELDS, GRID_KEYS, SECTIONS, CellConfig, build_config
+from harness.spec.config import (FIELD_TO_SUITE_KEY, FIELDS, GRID_KEYS, SECTIONS, CellConfig, build_config,
+                                 field_for_axis, suggest)
 from harness.errors import HarnessError, quote, shorten
 
 TOP_KEYS = ("name", "description", "data", "model", "train", "eval", "run", "matrix", "exclude", "include",
             "claims", "conditions")
 # How a field is written in a suite, for messages: eval_every -> eval.every
-FIELD_TO_SUITE_KEY = {fld: f"{sec}.{key}" for sec, keys in SECTIONS.items() for key, fld in keys.items()}
 # YAML aliases let a few hundred bytes name billions of values: bound what a suite may expand to.
 MAX_VALUES = 100_000  # nodes of the parsed file, each alias counted as often as it is used
 MAX_CELLS = 10_000
@@ -75,28 +74,6 @@ class GridCell:
     axes: dict  # the matrix axes' values of this cell (grid keys + extra axes)
 
 
-def _suggest(key: str, candidates) -> str:
-    close = difflib.get_close_matches(key, list(candidates), n=1, cutoff=0.5)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def field_for_axis(key, where: str) -> str:
-    """A matrix/exclude/include/--only key: a flat field name or `section.key`."""
-    if not isinstance(key, str):
-        raise HarnessError(f"{where}: key {quote(key)} must be a string")
-    if key in FIELDS:
-        return key
-    if "." in key:
-        section, _, sub = key.partition(".")
-        if section in SECTIONS and sub in SECTIONS[section]:
-            return SECTIONS[section][sub]
-    for keys in SECTIONS.values():
-        if key in keys:
-            return keys[key]
-    valid = list(FIELDS) + list(FIELD_TO_SUITE_KEY.values())
-    raise HarnessError(f"{where}: unknown key {quote(key)}{_suggest(key, valid)}")
-
-
 def load_suite(path, sets: list[str] | None = None) -> Suite:
     path = Path(path)
     where = str(path)
@@ -144,7 +121,7 @@ def parse_suite(raw, where: str, sets: list[str] | None = None) -> Suite:
                            f"{type(raw).__name__})")
     for key in raw:
         if key not in TOP_KEYS:
-            raise HarnessError(f"{where}: unknown top-level key {quote(key)}{_suggest(shorten(str(key)), TOP_KEYS)}")
+            raise HarnessError(f"{where}: unknown top-level key {quote(key)}{suggest(shorten(str(key)), TOP_KEYS)}")
     name = raw.get("name")
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
         raise HarnessError(f"{where}: name = {quote(name)}: required, letters, digits, '.', '_' or '-' only")
@@ -162,7 +139,7 @@ def parse_suite(raw, where: str, sets: list[str] | None = None) -> Suite:
         for key, value in values.items():
             if key not in keys:
                 other = next((s for s, k in SECTIONS.items() if key in k), None)
-                hint = f" (it belongs in {other!r})" if other else _suggest(shorten(str(key)), keys)
+                hint = f" (it belongs in {other!r})" if other else suggest(shorten(str(key)), keys)
                 raise HarnessError(f"{where}: unknown key {section}.{shorten(str(key))}{hint}")
             defaults[keys[key]] = value
 
@@ -212,11 +189,32 @@ def parse_suite(raw, where: str, sets: list[str] | None = None) -> Suite:
     for assignment in sets or []:
         apply_set(suite, assignment)
     cells = expand(suite)  # validates every cell now, before anything runs
+    _check_axis_claims(specs, cells, f"{where}: claims")
     needing = claims_needing_curves(specs)
     if needing and any(cell.config.eval_every == 0 for cell in cells):
         raise HarnessError(f"{where}: claims: {needing[0].title} compares held-out perplexity at equal "
                            f"training time, which needs eval.every > 0 (held-out perplexity during training)")
     return suite
+
+
+def _check_axis_claims(specs, cells: list[GridCell], where: str) -> None:
+    """A claim's axis must vary among the suite's cells, and its base be one of the values it takes."""
+    from harness.spec.claims import AXIS
+
+    for index, spec in enumerate(specs):
+        if spec.name != AXIS:
+            continue
+        here = f"{where}[{index}]: {spec.label}"
+        values = list(dict.fromkeys(getattr(c.config, spec.axis) for c in cells))
+        if len(values) < 2:
+            raise HarnessError(f"{here}: axis {spec.axis} takes one value in this suite ({values[0]!r}): nothing to "
+                               "compare; make it a matrix axis")
+        if spec.base is not None and not any(_same(spec.base, v) for v in values):
+            raise HarnessError(f"{here}: base {spec.base!r} is not one of the values of {spec.axis} "
+                               f"({shorten(', '.join(map(str, values)), 200)})")
+        if spec.base is None and not all(isinstance(v, (int, float)) for v in values):
+            raise HarnessError(f"{here}: the values of {spec.axis} are not numbers, so which is the reference is not "
+                               f"clear: give a base ({shorten(', '.join(map(str, values)), 200)})")
 
 
 def _parse_value(text: str):
