@@ -273,3 +273,13 @@ def test_a_claims_other_metrics_are_folded_under_each_condition():
     assert len(folded) == 1 and folded[0][2][0][0] == "table" and len(folded[0][2][0][1]) == 2
     markdown = render_markdown(blocks)
     assert markdown.index(f"### {DEPTH.title}, by condition") < markdown.index(f"### Appendix: {train.title}, by condition")
+
+
+def test_null_in_a_subset_matches_a_key_left_unset():
+    from harness.analysis.conditions import in_condition
+
+    cells = pd.DataFrame({"target_params": [None, 621596, None], "lr": [0.003, 0.003, 1.0]})
+    unset = ConditionSpec("hidden given", (("target_params", (None,)), ("lr", (0.003,))))
+    assert list(in_condition(cells, unset)) == [True, False, False]
+    matched = ConditionSpec("equal parameters", (("target_params", (621596, 826396)),))
+    assert list(in_condition(cells, matched)) == [False, True, False]

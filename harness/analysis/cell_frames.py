@@ -191,6 +191,15 @@ def matches_value(column: pd.Series, value) -> pd.Series:
     return np.isclose(numbers, float(value), rtol=1e-9, atol=0.0) & numbers.notna()
 
 
+def matches_values(column: pd.Series, values) -> pd.Series:
+    """Where ``column`` holds one of ``values`` (``matches_value``); None matches an empty cell (a key not
+    set, such as ``target_params`` of a cell with its hidden size given)."""
+    hit = pd.Series(False, index=column.index)
+    for value in values:
+        hit |= column.isna() if value is None else pd.Series(np.asarray(matches_value(column, value)), index=column.index)
+    return hit
+
+
 def axis_context_keys(ok: pd.DataFrame, axis: str) -> tuple[list[str], list[str]]:
     """The keys that make a configuration when ``axis`` is compared, and the keys that move with the axis
     (one value per level of it, different between levels, such as an arm's own learning rate and epochs):

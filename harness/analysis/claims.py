@@ -34,7 +34,7 @@ import pandas as pd
 
 from harness.spec.claims import (AXIS, BEST_METRIC, CLAIM_NAMES, COST_METRICS, PPL_METRICS, SELECTED_METRIC, ClaimSpec,
                                  default_claim, default_claims, parse_claims)
-from harness.analysis.cell_frames import (MACHINE, axis_context_keys, axis_pairs, best_causal, matches_value, best_metrics, by_seed, context_keys, depth_extremes,
+from harness.analysis.cell_frames import (MACHINE, axis_context_keys, axis_pairs, best_causal, matches_values, best_metrics, by_seed, context_keys, depth_extremes,
                                           direction_pairs, ok_cells, training_curves, value_at_time, with_machine)
 from harness.analysis.evidence import NOT_COUNTED, Unit, evaluate_units, geomean, measure_key, pooled_rows
 from harness.analysis.no_learning import learned_bound
@@ -388,14 +388,7 @@ def in_subset(cells: pd.DataFrame, where: tuple) -> pd.DataFrame:
         return cells
     mask = pd.Series(True, index=cells.index)
     for key, values in where:
-        if key not in cells:
-            mask &= any(v is None for v in values)
-            continue
-        column = cells[key]
-        hit = pd.Series(False, index=cells.index)
-        for value in values:
-            hit |= column.isna() if value is None else matches_value(column, value)
-        mask &= hit
+        mask &= matches_values(cells[key], values) if key in cells else any(v is None for v in values)
     return cells[mask]
 
 

@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 
 from harness.spec.claims import BEST_METRIC, SELECTED_METRIC, ConditionSpec
-from harness.analysis.cell_frames import configuration_keys, context_keys, depth_extremes, direction_pairs
+from harness.analysis.cell_frames import (configuration_keys, context_keys, depth_extremes, direction_pairs,
+                                          matches_values)
 from harness.analysis.claims import ClaimResult, evaluate_claims, learning_status
 
 SELECTION_SCORE = "selected_select_ppl"
@@ -34,24 +35,11 @@ class ConditionResult:
     chosen_on: str = ""  # "selection text" or "held-out text" (choose only)
 
 
-def _matches(column: pd.Series, values: tuple) -> pd.Series:
-    """Where ``column`` holds one of ``values``: numbers compared as numbers (1 matches 1.0), the rest as
-    text (True matches "True")."""
-    numbers = pd.to_numeric(column, errors="coerce")
-    hit = pd.Series(False, index=column.index)
-    for value in values:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            hit |= np.isclose(numbers.to_numpy(float), float(value), rtol=1e-9, atol=0) & numbers.notna().to_numpy()
-        else:
-            hit |= column.astype(str).str.lower() == str(value).lower()
-    return hit
-
-
 def in_condition(cells: pd.DataFrame, spec: ConditionSpec) -> pd.Series:
     """Which of ``cells`` belong to the condition's subset (before any choice)."""
     mask = pd.Series(True, index=cells.index)
     for key, values in spec.where:
-        mask &= _matches(cells[key], values) if key in cells else False
+        mask &= matches_values(cells[key], values) if key in cells else any(v is None for v in values)
     return mask
 
 
