@@ -54,6 +54,18 @@ def by_seed(group: pd.DataFrame, column: str) -> dict:
     return {int(s): float(v) for s, v in values.groupby(level=0).mean().items()}
 
 
+def ids_by_seed(group: pd.DataFrame) -> dict:
+    """The cell id of each seed of a group of cells ({seed: cell_id}; the first where a seed repeats)."""
+    if "cell_id" not in group or "seed" not in group:
+        return {}
+    seeds = pd.to_numeric(group["seed"], errors="coerce")
+    out = {}
+    for seed, cell_id in zip(seeds, group["cell_id"]):
+        if pd.notna(seed):
+            out.setdefault(int(seed), str(cell_id))
+    return out
+
+
 def groups(frame: pd.DataFrame, keys: list[str]):
     """(values of ``keys``, its cells) for each combination of ``keys`` in ``frame``; all of it when none."""
     if frame.empty:

@@ -34,10 +34,13 @@ import pandas as pd
 
 from harness.spec.claims import (AXIS, BEST_METRIC, CLAIM_NAMES, COST_METRICS, PPL_METRICS, SELECTED_METRIC, ClaimSpec,
                                  default_claim, default_claims, parse_claims)
-from harness.analysis.cell_frames import (MACHINE, axis_context_keys, axis_pairs, best_causal, matches_values, best_metrics, by_seed, context_keys, depth_extremes,
+from harness.analysis.cell_frames import (MACHINE, axis_context_keys, axis_pairs, best_causal, ids_by_seed,
+                                          matches_values, best_metrics, by_seed, context_keys, depth_extremes,
                                           direction_pairs, ok_cells, training_curves, value_at_time, with_machine)
-from harness.analysis.evidence import NOT_COUNTED, Unit, evaluate_units, geomean, measure_key, pooled_rows
+from harness.analysis.evidence import (NOT_COUNTED, Unit, add_text_error, evaluate_units, geomean, measure_key,
+                                      pooled_rows)
 from harness.analysis.no_learning import learned_bound
+from harness.analysis.text_error import EVALUATION_OF
 from harness.analysis.sample_quality import cell_quality, quality_by_direction
 from harness.analysis.stats import EMPTY_POOL, RESOLUTION, Pooled, Replicates
 
@@ -98,7 +101,9 @@ class Note:
       seed of one side or both did not learn;
     - ``generated_text`` (``by_direction``: direction -> mean text measures) or ``no_samples``;
     - ``timings_left_out`` (``cells``, ``of``, ``reasons``): cells whose own timings are unreliable;
-    - ``would_be`` (``verdict``): the verdict on timings flagged as unreliable.
+    - ``would_be`` (``verdict``): the verdict on timings flagged as unreliable;
+    - ``text_error`` (``share``): the held-out text's share of the pooled interval's variance, or
+      ``no_text_error``: the cells stored no per-position losses, so the intervals leave the text out.
     """
 
     kind: str
@@ -204,6 +209,16 @@ def _seed_note(rows: pd.DataFrame) -> list[Note]:
     return [Note("few_seeds", {"most": most, "enough": ENOUGH_SEEDS})] if most < ENOUGH_SEEDS else []
 
 
+def _text_note(rows: pd.DataFrame, table: list[dict], metric: str) -> list[Note]:
+    """How much of the pooled interval the held-out text's error makes, or that it is left out."""
+    if metric not in EVALUATION_OF or rows.empty:
+        return []
+    share = table[0].get("text_share", math.nan) if table else math.nan
+    if math.isfinite(share):
+        return [Note("text_error", {"share": share})]
+    return [Note("no_text_error")]
+
+
 def _bounded_note(rows: pd.DataFrame) -> list[Note]:
     if rows.empty or not rows["bounded"].any():
         return []
@@ -229,7 +244,13 @@ def _finish(spec: ClaimSpec, evidence: pd.DataFrame, measure: dict, bound: float
     if deciding.empty:
         return ClaimResult(spec, INCONCLUSIVE, Why("no_configurations"), EMPTY_POOL, evidence, notes=notes,
                            threshold=bound)
-    pooled, table = pooled_rows(deciding, spec.confidence, measure)
+    pooled, table = pooled_rows(deciding, spec.confidence, measure, bound, direction)
+    widened = add_text_error(deciding, pooled, spec.confidence, bound, direction)[0]
+    if widened is not deciding:  # the configurations' own intervals with the text's error
+        columns = ["text_sd", "ci_low", "ci_high", "outcome", "bearing"]
+        evidence = evidence.copy()
+        evidence.loc[widened.index, columns] = widened[columns]
+        deciding = widened
     context_rows = []
     for context_measure, rows in context:
         if not rows.empty:
@@ -237,7 +258,7 @@ def _finish(spec: ClaimSpec, evidence: pd.DataFrame, measure: dict, bound: float
     counted = int(deciding["counted"].sum())
     not_counted = int((deciding["bearing"] == NOT_COUNTED).sum())
     verdict, why = _verdict(pooled, bound, direction, len(deciding), counted, not_counted)
-    notes = notes + _seed_note(deciding) + _bounded_note(deciding)
+    notes = notes + _seed_note(deciding) + _bounded_note(deciding) + _text_note(deciding, table, spec.metric)
     if not_counted:
         sides = deciding.loc[deciding["bearing"] == NOT_COUNTED, "outcome"].value_counts()
         notes.append(Note("not_counted", {"comparisons": not_counted, "of": len(deciding),
@@ -249,7 +270,7 @@ def _finish(spec: ClaimSpec, evidence: pd.DataFrame, measure: dict, bound: float
 # --- depth helps -----------------------------------------------------------------------------------------
 
 
-def _depth_helps(ok, cells, curves, spec: ClaimSpec, baselines, quality) -> ClaimResult:
+def _depth_helps(ok, cells, curves, spec: ClaimSpec, baselines, quality, losses=None) -> ClaimResult:
     notes = _left_out_note(cells, (lambda c: c["direction"].isin(spec.directions)) if "direction" in cells else None)
     if "direction" in ok:
         ok = ok[ok["direction"].isin(spec.directions)]
@@ -266,7 +287,8 @@ def _depth_helps(ok, cells, curves, spec: ClaimSpec, baselines, quality) -> Clai
             for metric in metrics:
                 role = "deciding" if metric == spec.metric else "context"
                 units.append(Unit(context, step, metric, "epochs",
-                                  Replicates(by_seed(a, metric), by_seed(b, metric)), *learned, role=role))
+                                  Replicates(by_seed(a, metric), by_seed(b, metric)), *learned, role=role,
+                                  ids_a=ids_by_seed(a), ids_b=ids_by_seed(b)))
     else:
         # At equal training time the seconds count, so only cells timed on the same machine are compared.
         timed, machine = with_machine(ok)
@@ -284,7 +306,7 @@ def _depth_helps(ok, cells, curves, spec: ClaimSpec, baselines, quality) -> Clai
                                              {k: v for k, v in bt.items() if math.isfinite(v)}),
                                   *learned, role="deciding" if metric == spec.metric else "context"))
     bound = 1 - spec.margin
-    evidence = evaluate_units(units, spec, bound, "below")
+    evidence = evaluate_units(units, spec, bound, "below", losses)
     context = [(measure_key(m, DEEPER, spec.basis), evidence[(evidence["metric"] == m) & (evidence["role"] == "context")])
                for m in metrics if m != spec.metric] if not evidence.empty else []
     result = _finish(spec, evidence, measure_key(spec.metric, DEEPER, spec.basis), bound, "below", context, notes)
@@ -300,7 +322,7 @@ def _depth_helps(ok, cells, curves, spec: ClaimSpec, baselines, quality) -> Clai
 # --- bidirectional is slow -------------------------------------------------------------------------------
 
 
-def _bidirectional_slow(ok, cells, curves, spec: ClaimSpec, baselines, quality) -> ClaimResult:
+def _bidirectional_slow(ok, cells, curves, spec: ClaimSpec, baselines, quality, losses=None) -> ClaimResult:
     notes = _left_out_note(cells)
     units = []
     for context, uni, bi in direction_pairs(ok, timing=True):
@@ -338,7 +360,7 @@ def _bidirectional_slow(ok, cells, curves, spec: ClaimSpec, baselines, quality) 
 # --- bidirectional is useless -----------------------------------------------------------------------------
 
 
-def _bidirectional_useless(ok, cells, curves, spec: ClaimSpec, baselines, quality) -> ClaimResult:
+def _bidirectional_useless(ok, cells, curves, spec: ClaimSpec, baselines, quality, losses=None) -> ClaimResult:
     notes = _left_out_note(cells)
     unigram = learned_bound(baselines)
     units = []
@@ -347,13 +369,14 @@ def _bidirectional_useless(ok, cells, curves, spec: ClaimSpec, baselines, qualit
         for metric in ("causal_ppl",) + best_metrics(ok):
             units.append(Unit(context, "bi / uni", metric, "epochs",
                               Replicates(by_seed(uni, metric), by_seed(bi, metric)), *learned,
-                              role="deciding" if metric == spec.metric else "context"))
+                              role="deciding" if metric == spec.metric else "context",
+                              ids_a=ids_by_seed(uni), ids_b=ids_by_seed(bi)))
         for direction, group in (("bi", bi), ("uni", uni)):
             units.append(Unit(context, leak_comparison(direction), "leak", "epochs",
                               Replicates(by_seed(group, "val_ppl"), by_seed(group, "causal_ppl")),
                               role="context"))
     bound = 1 - spec.margin
-    evidence = evaluate_units(units, spec, bound, "above")
+    evidence = evaluate_units(units, spec, bound, "above", losses)
     context = []
     if not evidence.empty:
         other = BEST_METRIC if spec.metric == "causal_ppl" else "causal_ppl"
@@ -392,7 +415,7 @@ def in_subset(cells: pd.DataFrame, where: tuple) -> pd.DataFrame:
     return cells[mask]
 
 
-def _axis_claim(ok, cells, curves, spec: ClaimSpec, baselines, quality) -> ClaimResult:
+def _axis_claim(ok, cells, curves, spec: ClaimSpec, baselines, quality, losses=None) -> ClaimResult:
     """A claim on ``spec.axis``: per configuration (every other key that varies, but the keys that move with
     the axis), each level against ``spec.base``, or the last level against the first; a perplexity is held
     to the learned gate as the lesson's claims are. Several levels against one base share its cells, so each
@@ -408,8 +431,9 @@ def _axis_claim(ok, cells, curves, spec: ClaimSpec, baselines, quality) -> Claim
     for context, comparison, a, b in axis_pairs(ok, keys, spec.axis, spec.base):
         learned = (_learned_share(a, gate), _learned_share(b, gate)) if gate is not None else (math.nan, math.nan)
         units.append(Unit(context, comparison, spec.metric, "epochs",
-                          Replicates(by_seed(a, spec.metric), by_seed(b, spec.metric)), *learned))
-    evidence = evaluate_units(units, spec, bound, direction)
+                          Replicates(by_seed(a, spec.metric), by_seed(b, spec.metric)), *learned,
+                          ids_a=ids_by_seed(a), ids_b=ids_by_seed(b)))
+    evidence = evaluate_units(units, spec, bound, direction, losses)
     if evidence.empty:
         return ClaimResult(spec, INCONCLUSIVE, Why("no_configurations"), notes=notes, threshold=bound)
     comparisons = list(dict.fromkeys(evidence["comparison"]))
@@ -464,13 +488,15 @@ def learning_status(cells: pd.DataFrame, epochs: pd.DataFrame, baselines: dict |
 def evaluate_claims(cells: pd.DataFrame, epochs: pd.DataFrame, samples: pd.DataFrame, specs,
                     corpus_words: set[str] | None = None, baselines: dict | None = None,
                     timing_warnings: list[str] | None = None,
-                    flagged_cells: dict[str, str] | None = None) -> list[ClaimResult]:
+                    flagged_cells: dict[str, str] | None = None, losses: dict | None = None) -> list[ClaimResult]:
     """Evaluate each claim of ``specs`` (default: the lesson's three) on a run's tables.
 
     ``baselines``: the no-learning perplexities (``harness.analysis.no_learning``); without them every comparison
     counts. ``timing_warnings``: reasons the whole run's timings are unreliable; claims on timings are then
     not decided. ``flagged_cells``: cell id -> why that cell's own timings are unreliable; its timings are
-    left out of timing comparisons (its perplexities still count)."""
+    left out of timing comparisons (its perplexities still count). ``losses``: cell id -> its stored
+    per-position held-out losses (``RunDir.read_losses``); with them the held-out text's own error is part
+    of every perplexity interval (``harness.analysis.text_error``)."""
     specs = list(specs) if specs else default_claims()
     cells = cells if cells is not None else pd.DataFrame()
     epochs = epochs if epochs is not None else pd.DataFrame()
@@ -485,7 +511,7 @@ def evaluate_claims(cells: pd.DataFrame, epochs: pd.DataFrame, samples: pd.DataF
         cells_in = ok.copy()
         if timed and flagged:
             cells_in = cells_in[~cells_in["cell_id"].isin(set(flagged))]
-        result = EVALUATORS[spec.name](cells_in, cells, curves, spec, baselines, quality)
+        result = EVALUATORS[spec.name](cells_in, cells, curves, spec, baselines, quality, losses)
         if timed and flagged:
             result.notes.append(Note("timings_left_out", {"cells": sorted(flagged), "of": len(ok),
                                                           "reasons": sorted(set(flagged.values()))}))

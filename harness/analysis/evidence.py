@@ -6,12 +6,13 @@ pooled table). The verdict itself is ``harness.analysis.claims``'s."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
 
 from harness.spec.claims import ClaimSpec
+from harness.analysis.text_error import EVALUATION_OF, combined, configuration_blocks, text_error
 from harness.analysis.stats import (EMPTY_POOL, Effect, Pooled, Replicates, configuration_effect, pool, pooled_spread,
                                     sign_test)
 
@@ -32,6 +33,8 @@ class Unit:
     learned_a: float = math.nan  # share of the reference side's seeds that learned (NaN: not applicable)
     learned_b: float = math.nan
     role: str = "deciding"
+    ids_a: dict = field(default_factory=dict)  # seed -> cell id, to find the cells' per-position losses
+    ids_b: dict = field(default_factory=dict)
 
     @property
     def counts(self) -> bool:
@@ -62,8 +65,29 @@ def _outcome(effect: Effect, lower_bound: float, direction: str, unlearned: str)
             else ("unclear", UNCLEAR))
 
 
-def evaluate_units(units: list[Unit], spec: ClaimSpec, kind_bound: float, direction: str) -> pd.DataFrame:
-    """Evidence rows for ``units``: each measure's spread is pooled over its own configurations."""
+def _text_blocks(unit: Unit, losses: dict | None):
+    """The unit's per-block mean log ratio from its cells' stored losses (``harness.analysis.text_error``),
+    or None where the metric has no stored evaluation or a cell has none."""
+    evaluation = EVALUATION_OF.get(unit.metric)
+    if not losses or evaluation is None or not unit.ids_a or not unit.ids_b:
+        return None
+    sides = []
+    for ids in (unit.ids_a, unit.ids_b):
+        side = {}
+        for seed, cell_id in ids.items():
+            item = (losses.get(cell_id) or {}).get(evaluation)
+            if item is None:
+                return None
+            side[seed] = item.nats
+        sides.append(side)
+    return configuration_blocks(*sides)
+
+
+def evaluate_units(units: list[Unit], spec: ClaimSpec, kind_bound: float, direction: str,
+                   losses: dict | None = None) -> pd.DataFrame:
+    """Evidence rows for ``units``: each measure's spread is pooled over its own configurations. With
+    ``losses`` (cell id -> its stored per-position losses), each row also carries its text blocks, from
+    which ``add_text_error`` adds the held-out text's error."""
     rows = []
     by_measure: dict[tuple, list[Unit]] = {}
     for unit in units:
@@ -90,8 +114,57 @@ def evaluate_units(units: list[Unit], spec: ClaimSpec, kind_bound: float, direct
                 "log_effect": effect.estimate, "log_se": effect.se, "bounded": effect.bounded,
                 "learned_reference": unit.learned_a, "learned_compared": unit.learned_b,
                 "counted": counts and math.isfinite(effect.estimate), "outcome": outcome, "bearing": bearing,
+                "dof": effect.dof, "text_blocks": _text_blocks(unit, losses), "text_sd": math.nan,
             })
     return pd.DataFrame(rows)
+
+
+def add_text_error(rows: pd.DataFrame, pooled: Pooled, confidence: float, bound: float,
+                   direction: str) -> tuple[pd.DataFrame, Pooled, float]:
+    """The counted ``rows`` and their ``pooled`` effect with the held-out text's error added where every
+    counted row has its text blocks: each configuration's interval, and the pooled interval and prediction
+    interval (the text's error is common to all configurations, so it is added once, after pooling, not
+    averaged away). Returns the rows, the pooled effect and the text's share of the pooled variance (NaN
+    when the text's error is unknown)."""
+    from scipy import stats
+
+    counted = rows[rows["counted"]] if not rows.empty else rows
+    if counted.empty or "text_blocks" not in counted or counted["text_blocks"].isna().any() or pooled.k == 0:
+        return rows, pooled, math.nan
+    tau2 = pooled.tau**2 if math.isfinite(pooled.tau) else 0.0
+    weights = [1 / (se**2 + tau2) if math.isfinite(se) and se > 0 else 1.0 for se in counted["log_se"]]
+    error = text_error(list(counted["text_blocks"]), weights)
+    if error is None:
+        return rows, pooled, math.nan
+    rows = rows.copy()
+    for index, text_sd in zip(counted.index, error.per_configuration):
+        row = rows.loc[index]
+        se = combined(row["log_se"], text_sd)
+        dof = row["dof"] if row["dof"] and math.isfinite(row["dof"]) else math.inf
+        half = float(stats.t.ppf(0.5 + confidence / 2, dof)) * se
+        rows.loc[index, ["text_sd", "ci_low", "ci_high"]] = [text_sd, math.exp(row["log_effect"] - half),
+                                                              math.exp(row["log_effect"] + half)]
+        rows.loc[index, ["outcome", "bearing"]] = _outcome_of(row["log_effect"], half, bound, direction)
+    k = pooled.k
+    t = float(stats.t.ppf(0.5 + confidence / 2, max(k - 1, 1)))
+    se_pooled = (pooled.high - pooled.low) / 2 / t if pooled.has_interval else math.nan
+    total = combined(se_pooled, error.pooled)
+    half = t * total
+    pi_low = pi_high = math.nan
+    if k >= 3:
+        spread = float(stats.t.ppf(0.5 + confidence / 2, k - 2)) * math.sqrt(tau2 + total**2)
+        pi_low, pi_high = pooled.estimate - spread, pooled.estimate + spread
+    share = error.pooled**2 / total**2 if total > 0 else math.nan
+    widened = replace(pooled, low=pooled.estimate - half, high=pooled.estimate + half, pi_low=pi_low,
+                      pi_high=pi_high, method=pooled.method + "; held-out text resampled in blocks")
+    return rows, widened, share
+
+
+def _outcome_of(log_effect: float, half: float, bound: float, direction: str) -> list[str]:
+    low, high = math.exp(log_effect - half), math.exp(log_effect + half)
+    if direction == "above":
+        return ["above", SUPPORTS] if low > bound else ["below", CONTRADICTS] if high < bound else ["unclear", UNCLEAR]
+    return ["below", SUPPORTS] if high < bound else ["above", CONTRADICTS] if low > bound else ["unclear", UNCLEAR]
 
 
 def geomean(values: np.ndarray) -> float:
@@ -106,14 +179,25 @@ def _effects(rows: pd.DataFrame) -> list[Effect]:
             for r in rows.itertuples() if r.counted]
 
 
-def pooled_rows(rows: pd.DataFrame, confidence: float, measure: dict) -> tuple[Pooled, list[dict]]:
+def pooled_rows(rows: pd.DataFrame, confidence: float, measure: dict, bound: float | None = None,
+                direction: str = "") -> tuple[Pooled, list[dict]]:
     """The pooled effect of the counted ``rows``, overall and per cell type: (overall, table rows). Each
-    row starts with ``measure``: the metric, comparison and basis pooled."""
-    overall = pool(_effects(rows), confidence) if not rows.empty else EMPTY_POOL
-    table = [_pool_row(measure, "all", rows, overall)]
+    row starts with ``measure``: the metric, comparison and basis pooled. With ``bound`` and ``direction``
+    (the deciding measure), the held-out text's error is added where the rows carry it
+    (``add_text_error``), and each row says its share of the variance (``text_share``)."""
+
+    def pooled(group):
+        result = pool(_effects(group), confidence) if not group.empty else EMPTY_POOL
+        if bound is None:
+            return result, math.nan
+        return add_text_error(group, result, confidence, bound, direction)[1:]
+
+    overall, share = pooled(rows)
+    table = [{**_pool_row(measure, "all", rows, overall), "text_share": share}]
     if "cell" in rows and rows["cell"].nunique() > 1:
         for cell, group in rows.groupby("cell", sort=True):
-            table.append(_pool_row(measure, str(cell), group, pool(_effects(group), confidence)))
+            result, cell_share = pooled(group)
+            table.append({**_pool_row(measure, str(cell), group, result), "text_share": cell_share})
     return overall, table
 
 

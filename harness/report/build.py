@@ -79,14 +79,15 @@ def _write_report(data, stage: Path, out: Path, conditions: list[str], warnings:
     words, words_note = corpus_words(data.cells)
     baselines, baselines_note = run_baselines(table_splits(data.cells), data.run.get("baselines"),
                                               recorded_corpus(data.cells)[2])
-    results = evaluate_claims(data.cells, data.epochs, data.samples, specs, words, baselines, warnings, flagged)
+    results = evaluate_claims(data.cells, data.epochs, data.samples, specs, words, baselines, warnings, flagged,
+                              data.losses)
     ok = learning_status(data.cells, data.epochs, baselines)
     figures = make_figures(data.cells, data.epochs, baselines, figures_dir)
     for index, result in enumerate(results):
         figures[f"forest_{index}"] = forest_plot(result, figures_dir / f"forest_{index}.png")
     condition_results = evaluate_conditions(data.cells, data.epochs, data.samples, specs, condition_specs,
                                             corpus_words=words, baselines=baselines, timing_warnings=warnings,
-                                            flagged_cells=flagged) if condition_specs else []
+                                            flagged_cells=flagged, losses=data.losses) if condition_specs else []
     profile = None
     if condition_results:
         profile = depth_profile(data.cells, data.epochs, condition_specs, baselines)

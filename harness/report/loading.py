@@ -28,6 +28,7 @@ class RunData:
     samples: pd.DataFrame
     notes: list[str] = field(default_factory=list)  # what was missing or repaired while loading
     trained: pd.DataFrame | None = None  # the cells where they trained, when a timing pass replaced their timings
+    losses: dict = field(default_factory=dict)  # cell id -> its per-position held-out losses (losses/), if stored
 
 
 def load_run(run_dir) -> RunData:
@@ -59,8 +60,19 @@ def load_run(run_dir) -> RunData:
     missing = [c for c in ("cell_id", "status") + GRID_KEYS if c not in cells]
     if missing:
         raise HarnessError(f"{folder / 'cells.csv'}: missing columns {', '.join(missing)}")
+    losses = {}
+    if (folder / "losses").is_dir():
+        run_dir = RunDir(folder)
+        for cell_id in cells.loc[cells["status"] == "ok", "cell_id"].astype(str):
+            try:
+                stored = run_dir.read_losses(cell_id)
+            except HarnessError as exc:
+                notes.append(f"{exc}: the cell's held-out text error is left out")
+                continue
+            if stored:
+                losses[cell_id] = stored
     return RunData(folder, run, cells, epochs if epochs is not None else pd.DataFrame(),
-                   samples if samples is not None else pd.DataFrame(), notes)
+                   samples if samples is not None else pd.DataFrame(), notes, losses=losses)
 
 
 def fill_flops_utilization(cells: pd.DataFrame, calibration, hostname: str | None = None) -> pd.DataFrame:

@@ -157,6 +157,7 @@ def pooled_table(table: pd.DataFrame, confidence: float) -> pd.DataFrame:
         "a new configuration [95% PI]": [claim_wording.interval_text(lo, hi)
                                           for lo, hi in zip(table.get("pi_low", math.nan * table["ratio"]),
                                                             table.get("pi_high", math.nan * table["ratio"]))],
+        "from the text": [f"{v:.0%}" if math.isfinite(v) else "-" for v in table.get("text_share", math.nan * table["ratio"])],
         "I²": [f"{v:.0%}" if math.isfinite(v) else "-" for v in table["i2"]],
         "spread between configurations": [f"x{v:.3g}" if math.isfinite(v) else "-" for v in table["tau_factor"]],
         "sign test p": [fmt(v, 2) for v in table["sign_p"]],
@@ -170,6 +171,7 @@ def evidence_table(evidence: pd.DataFrame, spec: ClaimSpec) -> pd.DataFrame:
         return pd.DataFrame()
     base = {"comparison", "metric", "basis", "role", "seeds", "pairing", "reference", "compared", "ratio",
             "ci_low", "ci_high", "log_effect", "log_se", "bounded", "learned_reference", "learned_compared",
+            "dof", "text_blocks", "text_sd",
             "counted", "outcome", "bearing", "flops_ratio"}
     context = [c for c in evidence.columns if c not in base]
     rows = []

@@ -12,6 +12,7 @@ import math
 import pandas as pd
 
 from harness.spec.claims import BEST_METRIC, SELECTED_METRIC
+from harness.analysis.text_error import BLOCK as TEXT_BLOCK
 from harness.analysis.claims import BI_UNI, INCONCLUSIVE, ClaimResult, Note, Why
 from harness.analysis.timing_trust import distinct_reasons
 
@@ -183,6 +184,11 @@ NOTES = {
     "no_samples": lambda v: "No generated samples.",
     "timings_left_out": _timings_left_out,
     "would_be": lambda v: f"Would be {v['verdict']} on these timings, which are flagged as unreliable.",
+    "text_error": lambda v: (f"The intervals include the held-out text's own sampling error (blocks of "
+                             f"{TEXT_BLOCK} characters resampled, the same for every cell): {v['share']:.0%} of the "
+                             "pooled interval's variance comes from the text."),
+    "no_text_error": lambda v: ("The cells stored no per-position held-out losses, so the intervals leave the "
+                                "held-out text's own sampling error out (seeds and configurations only)."),
 }
 
 
