@@ -173,7 +173,21 @@ def test_the_report_decides_a_declared_claim_like_the_lessons(tmp_path):
         elif rows:
             break
     # The fixture's bf16 epochs take 0.4 x the time and add 0.5 to the perplexity.
-    assert rows["bf16 is faster"][1] == "supported" and rows["bf16 is faster"][2].startswith("x0.4")
+    faster = rows["bf16 is faster (metric = sec_per_epoch)"]
+    assert faster[1] == "supported" and faster[2].startswith("x0.4")
     assert rows["bf16 keeps the perplexity"][1] == "not supported"
     assert rows["Bidirectional is slow"][1] == "supported"
-    assert "## bf16 is faster" in markdown
+    assert "## bf16 is faster (metric = sec_per_epoch)" in markdown
+
+
+def test_the_first_screen_has_one_row_per_claim_and_folds_the_other_readings():
+    from harness.report.tables import first_declarations
+
+    specs = parse_claims(["depth_helps", {"name": "depth_helps", "metric": "train_ppl"}, "bidirectional_slow",
+                          {"name": "wider", "axis": "hidden", "metric": "causal_ppl", "expect": "lower"},
+                          {"name": "wider", "axis": "hidden", "metric": "train_ppl", "expect": "lower"}], "s.yaml")
+    rows = [("gru", 1, hidden, 1.0, seed, 8.0, 1.0) for hidden in (8, 64) for seed in (0, 1)]
+    results = evaluate_claims(frame(rows), pd.DataFrame(), pd.DataFrame(), specs, None, BASELINES)
+    first, rest = first_declarations(results)
+    assert [r.title for r in first] == ["Depth helps", "Bidirectional is slow", "wider"]
+    assert [r.title for r in rest] == ["Depth helps (metric = train_ppl)", "wider (metric = train_ppl)"]

@@ -15,15 +15,24 @@ ROOT = Path(__file__).resolve().parent.parent
 STUDIES = [p.parent.name for p in sorted(ROOT.glob("report/*/index.md")) if (ROOT / "results" / p.parent.name).is_dir()]
 
 
-def summary(markdown: str) -> dict[str, list[str]]:
-    """The answers table at the top of a report: claim -> its row."""
+def _first_table(text: str) -> dict[str, list[str]]:
     rows = []
-    for line in markdown.splitlines():
+    for line in text.splitlines():
         if line.startswith("|"):
             rows.append([c.strip() for c in line.strip("|").split("|")])
         elif rows:
             break
     return {row[0]: row for row in rows[2:]}
+
+
+def summary(markdown: str) -> dict[str, list[str]]:
+    """The answers table at the top of a report, and the other readings of the same claims folded into the
+    appendix: claim -> its row."""
+    rows = _first_table(markdown)
+    heading = "### Appendix: Other readings of the same claims"
+    if heading in markdown:
+        rows.update(_first_table(markdown[markdown.index(heading):]))
+    return rows
 
 
 def condition_verdicts(markdown: str) -> dict[tuple[str, str], str]:

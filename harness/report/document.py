@@ -17,7 +17,7 @@ from harness.report.figures import FIGURES
 from harness.report.loading import RunData
 from harness.report.numbers import fmt, fmt_duration, gib, sig
 from harness.report.render import slug
-from harness.report.tables import (baseline_sentence, claims_summary, configuration_table, learning_sentence, learning_table,
+from harness.report.tables import (baseline_sentence, claims_summary, configuration_table, first_declarations, learning_sentence, learning_table,
                                    machine_label, run_machines, samples_table, status_counts, status_table,
                                    timings_by_machine)
 from harness.results.calibration import device_rates
@@ -61,7 +61,11 @@ def opening_section(context: ReportContext) -> list[tuple]:
         blocks.append(("p", f"Preliminary: {planned_cells(data.run) - missing} of the run's {planned_cells(data.run)} "
                             f"cells have finished and {missing} are still to train; the verdicts rest on the "
                             "finished ones and may change when the run is complete."))
-    blocks.append(("summary", claims_summary(context.results)))
+    first, variants = first_declarations(context.results)
+    blocks.append(("summary", claims_summary(first)))
+    if variants:
+        blocks.append(("details", "Other readings of the same claims",
+                       [("table", claims_summary(variants))]))
     facts = baseline_sentence(context.ok, context.baselines)
     if facts:
         blocks.append(("p", facts))

@@ -18,7 +18,7 @@ from harness.report import wording as claim_wording
 from harness.report.figures import MIB
 from harness.analysis.no_learning import best_ngram, learned_bound
 from harness.report.numbers import fmt, sig
-from harness.spec.claims import ClaimSpec
+from harness.spec.claims import AXIS, ClaimSpec
 
 STATUSES = ("ok", "skipped", "diverged", "failed", "timeout")
 
@@ -135,6 +135,17 @@ def baseline_sentence(ok: pd.DataFrame, baselines: dict | None) -> str:
                      f"{fmt(learned_bound(baselines), 3)}, 0.95 x the letter frequencies'): comparisons with them "
                      "are shown, not pooled.")
     return text
+
+
+def first_declarations(results: list[ClaimResult]) -> tuple[list[ClaimResult], list[ClaimResult]]:
+    """The first declaration of each claim (by name, or by its own title for a claim on any axis), and the
+    other readings of the same claims (another metric, basis, threshold ...), in the suite's order."""
+    first, rest, seen = [], [], set()
+    for result in results:
+        key = result.spec.label if result.spec.name == AXIS else result.spec.name
+        (rest if key in seen else first).append(result)
+        seen.add(key)
+    return first, rest
 
 
 def claims_summary(results: list[ClaimResult]) -> pd.DataFrame:

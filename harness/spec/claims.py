@@ -89,7 +89,7 @@ class ClaimSpec:
     def title(self) -> str:
         """The claim's title, with the parameters that differ from the defaults."""
         default = default_claim(self.name).to_dict()
-        named = ("name", "axis", "expect", "base", "where", "metric") if self.name == AXIS else ()
+        named = ("name", "axis", "expect", "base", "where") if self.name == AXIS else ()
         changed = [f"{k} = {'/'.join(map(str, v)) if isinstance(v, list) else v}" for k, v in self.to_dict().items()
                    if k not in named and not _same_value(v, default.get(k))]
         title = self.label if self.name == AXIS else CLAIM_TITLES[self.name]
