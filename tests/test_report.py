@@ -535,3 +535,16 @@ def test_a_file_given_as_the_results_folder_is_named_as_not_a_folder(tmp_path, c
     assert capsys.readouterr().err == f"error: {tmp_path / 'a-file'}: not a folder\n"
     assert cli.main(["report", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out")]) == 2
     assert capsys.readouterr().err == f"error: {tmp_path / 'nowhere'}: no such results folder\n"
+
+
+def test_a_suite_without_claims_gets_only_the_lessons_claims_on_the_axes_it_varies(tmp_path):
+    run_dir = make_run_folder(tmp_path / "a", cells=("gru",), layers=(1,), directions=("uni",), devices=("cpu",),
+                              precisions=("fp32", "bf16"))
+    markdown = (build_report(run_dir, tmp_path / "report-a") / "index.md").read_text()
+    assert "varies neither depth nor direction, so none of the lesson's claims applies" in markdown
+    assert "## Depth helps" not in markdown and "## Bidirectional" not in markdown
+    # Depth varies, direction does not: depth alone.
+    data = load_run(make_run_folder(tmp_path / "b", cells=("gru",), layers=(1, 2), directions=("uni",),
+                                    devices=("cpu",)))
+    specs, origin = claim_specs(data.run, "run.json", data.cells)
+    assert [s.name for s in specs] == ["depth_helps"] and "on the axes it varies" in origin

@@ -497,7 +497,7 @@ def evaluate_claims(cells: pd.DataFrame, epochs: pd.DataFrame, samples: pd.DataF
     left out of timing comparisons (its perplexities still count). ``losses``: cell id -> its stored
     per-position held-out losses (``RunDir.read_losses``); with them the held-out text's own error is part
     of every perplexity interval (``harness.analysis.text_error``)."""
-    specs = list(specs) if specs else default_claims()
+    specs = default_claims() if specs is None else list(specs)
     cells = cells if cells is not None else pd.DataFrame()
     epochs = epochs if epochs is not None else pd.DataFrame()
     curves = training_curves(epochs)

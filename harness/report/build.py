@@ -31,14 +31,25 @@ from harness.results.atomic import write_text_atomic
 from harness.spec.claims import default_claims, parse_claims
 
 
-def claim_specs(run: dict, where: str) -> tuple[list, str]:
-    """The claims the suite declared, or the lesson's three when it declared none."""
+# The axis each of the lesson's claims varies: tested by default only where the run varies it.
+LESSON_AXES = {"depth_helps": "layers", "bidirectional_slow": "direction", "bidirectional_useless": "direction"}
+
+
+def claim_specs(run: dict, where: str, cells=None) -> tuple[list, str]:
+    """The claims the suite declared; when it declared none, those of the lesson's three whose axis varies
+    among ``cells`` (all three without a table to tell)."""
     raw = (run.get("suite") or {}).get("claims") if isinstance(run.get("suite"), dict) else None
     specs = parse_claims(raw, where) if raw else []
     if specs:
         return specs, "The claims are those the suite declares."
-    return default_claims(), ("The suite declares no claims, so the lesson's three are tested with "
-                              "default parameters.")
+    lesson = default_claims()
+    if cells is not None:
+        lesson = [s for s in lesson if LESSON_AXES[s.name] in cells and cells[LESSON_AXES[s.name]].nunique() > 1]
+    if not lesson:
+        return [], ("The suite declares no claims and varies neither depth nor direction, so none of the lesson's "
+                    "claims applies; declare a claim on the axes it varies (docs/claims.md).")
+    return lesson, ("The suite declares no claims, so the lesson's claims on the axes it varies are tested with "
+                    "default parameters.")
 
 
 def build_report(run_dir, out_dir=None, timing_notes: list[str] | None = None, timing_dirs=()) -> Path:
@@ -74,7 +85,7 @@ def _write_report(data, stage: Path, out: Path, conditions: list[str], warnings:
                   flagged: dict[str, str]) -> None:
     figures_dir = stage / "figures"
     figures_dir.mkdir()
-    specs, origin = claim_specs(data.run, f"{data.folder / 'run.json'}: suite")
+    specs, origin = claim_specs(data.run, f"{data.folder / 'run.json'}: suite", data.cells)
     condition_specs = suite_conditions(data.run, f"{data.folder / 'run.json'}: suite")
     words, words_note = corpus_words(data.cells)
     baselines, baselines_note = run_baselines(table_splits(data.cells), data.run.get("baselines"),
