@@ -217,8 +217,9 @@ def test_partial_run_single_seed_single_depth_no_epochs_no_corpus(tmp_path):
     out = build_report(run_dir, tmp_path / "out")
     markdown = (out / "index.md").read_text()
     claims = _table_rows(markdown)
-    assert [r[1] for r in claims] == ["inconclusive"] * 3
-    assert "only one depth" in claims[0][4] and "no configurations" in claims[1][4]
+    # One depth planned: depth is no claim of this run; the bidirectional side failed: nothing to compare.
+    assert [r[0] for r in claims] == ["Bidirectional is slow", "Bidirectional is useless for next-character prediction"]
+    assert [r[1] for r in claims] == ["inconclusive"] * 2 and "no configurations" in claims[0][4]
     assert "epochs.csv is missing" in markdown and "baselines unavailable" in markdown
     for link in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", markdown):
         _assert_real_png(out / link)
@@ -548,3 +549,18 @@ def test_a_suite_without_claims_gets_only_the_lessons_claims_on_the_axes_it_vari
                                     devices=("cpu",)))
     specs, origin = claim_specs(data.run, "run.json", data.cells)
     assert [s.name for s in specs] == ["depth_helps"] and "on the axes it varies" in origin
+
+
+def test_a_swept_key_is_drawn_apart_never_averaged(tmp_path):
+    from harness.report.figures import variants
+
+    run_dir = make_run_folder(tmp_path, cells=("gru",), devices=("cpu",), precisions=("fp32", "bf16"))
+    data = load_run(run_dir)
+    keys, combos = variants(data.cells[data.cells["status"] == "ok"])
+    assert keys == ["precision"] and combos == [("bf16",), ("fp32",)]
+    out = build_report(run_dir, tmp_path / "report")
+    with Image.open(out / "figures" / "heldout_curves.png") as image:
+        tall = image.height
+    plain = build_report(make_run_folder(tmp_path / "plain", cells=("gru",), devices=("cpu",)), tmp_path / "r2")
+    with Image.open(plain / "figures" / "heldout_curves.png") as image:
+        assert tall >= image.height  # one row per precision, in place of the epochs and time rows

@@ -24,7 +24,7 @@ from matplotlib.textpath import TextPath
 
 from harness.analysis.no_learning import best_ngram
 from harness.report.wording import measure_labels
-from harness.analysis.cell_frames import GRID_AXES, MACHINE, direction_pairs, ok_cells, training_curves
+from harness.analysis.cell_frames import GRID_AXES, MACHINE, direction_pairs, extra_keys, ok_cells, training_curves
 from harness.analysis.claims import ClaimResult
 
 DIRECTION_COLORS = {"uni": "#0173b2", "bi": "#de8f05"}
@@ -118,13 +118,38 @@ def _style_legend(fig, directions, depths, cells, extra=()) -> None:
     fig.legend(handles=handles, loc="outside lower center", ncol=columns, fontsize=8, frameon=False)
 
 
+MAX_VARIANTS = 8  # rows of panels for the other swept keys; more are left out, and the title says so
+
+
+def variants(ok: pd.DataFrame) -> tuple[list[str], list[tuple]]:
+    """The configuration keys a suite sweeps beyond the grid (hidden, lr, train_text ...) and their
+    combinations among ``ok``: a figure draws each combination apart, never averaged into one line."""
+    keys = extra_keys(ok) if not ok.empty else []
+    if not keys:
+        return [], [()]
+    combos = list(dict.fromkeys(tuple(row) for row in ok[keys].astype(str).itertuples(index=False)))
+    return keys, sorted(combos)
+
+
+def variant_label(keys: list[str], combo: tuple) -> str:
+    return ", ".join(f"{k} {v}" for k, v in zip(keys, combo))
+
+
+def in_variant(frame: pd.DataFrame, keys: list[str], combo: tuple) -> pd.DataFrame:
+    mask = pd.Series(True, index=frame.index)
+    for key, value in zip(keys, combo):
+        mask &= frame[key].astype(str) == value
+    return frame[mask]
+
+
 def _curve_frame(cells: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame:
-    """Every finished cell's epochs with ``elapsed`` seconds and its grid keys."""
+    """Every finished cell's epochs with ``elapsed`` seconds, its grid keys and the other swept keys."""
     curves = training_curves(epochs)
     ok = ok_cells(cells)
     if not curves or ok.empty:
         return pd.DataFrame()
-    keys = ok.set_index("cell_id")[[k for k in ("cell", "layers", "direction", "device", "seed") if k in ok]]
+    keys = ok.set_index("cell_id")[[k for k in ("cell", "layers", "direction", "device", "seed") if k in ok]
+                                   + variants(ok)[0]]
     frames = []
     for cell_id, curve in curves.items():
         if cell_id in keys.index:
@@ -141,12 +166,21 @@ def heldout_curves(cells, epochs, baselines, path: Path) -> Path | None:
     if frame.empty:
         return None
     cell_types = [c for c in CELL_MARKERS if c in set(frame["cell"])] or sorted(frame["cell"].unique())
-    fig = Figure(figsize=(4.2 * len(cell_types) + 0.5, 7.4), layout="constrained")
-    axes = fig.subplots(2, len(cell_types), squeeze=False, sharey=True)
+    keys, combos = variants(ok_cells(cells))
+    shown = combos[:MAX_VARIANTS]
+    # One row per swept combination (against epochs), or the epochs and training-time rows when there is none.
+    rows = [(combo, "epoch") for combo in shown] if keys else [((), "epoch"), ((), "elapsed")]
+    fig = Figure(figsize=(4.2 * len(cell_types) + 0.5, 3.7 * len(rows)), layout="constrained")
+    axes = fig.subplots(len(rows), len(cell_types), squeeze=False, sharey=True)
+    if len(combos) > len(shown):
+        fig.suptitle(f"the first {len(shown)} of {len(combos)} combinations of {', '.join(keys)}", fontsize=9)
     for j, cell in enumerate(cell_types):
-        data = frame[frame["cell"] == cell]
-        for i, x in enumerate(("epoch", "elapsed")):
+        for i, (combo, x) in enumerate(rows):
+            data = in_variant(frame[frame["cell"] == cell], keys, combo)
             ax = axes[i, j]
+            if data.empty:
+                ax.set_visible(False)
+                continue
             for (direction, layers), group in data.groupby(["direction", "layers"]):
                 color, style = DIRECTION_COLORS.get(direction, "0.3"), depth_style(layers)
                 for _, seed in group.groupby("cell_id"):
@@ -157,8 +191,10 @@ def heldout_curves(cells, epochs, baselines, path: Path) -> Path | None:
             _log_axis(ax)
             if x == "elapsed" and data["elapsed"].max() > 20 * max(data["elapsed"].min(), 1e-9):
                 _log_axis(ax, "x")
-            ax.set_title(f"{cell}" + (", against epochs" if i == 0 else ", against training time"), fontsize=10)
-            ax.set_xlabel("epoch" if i == 0 else "training seconds")
+            where = f", {variant_label(keys, combo)}" if keys else (", against epochs" if x == "epoch"
+                                                                     else ", against training time")
+            ax.set_title(f"{cell}{where}", fontsize=10)
+            ax.set_xlabel("epoch" if x == "epoch" else "training seconds")
             ax.set_ylabel("held-out causal perplexity" if j == 0 else "")
     _style_legend(fig, [d for d in DIRECTION_COLORS if d in set(frame["direction"])],
                   sorted(frame["layers"].unique()), [])
@@ -171,13 +207,20 @@ def train_vs_heldout(cells, epochs, baselines, path: Path) -> Path | None:
         return None
     cell_types = [c for c in CELL_MARKERS if c in set(frame["cell"])] or sorted(frame["cell"].unique())
     directions = [d for d in DIRECTION_COLORS if d in set(frame["direction"])]
-    fig = Figure(figsize=(4.2 * len(cell_types) + 0.5, 3.4 * len(directions) + 0.8), layout="constrained")
-    axes = fig.subplots(len(directions), len(cell_types), squeeze=False, sharey=True, sharex=True)
+    keys, combos = variants(ok_cells(cells))
+    rows = [(d, combo) for combo in combos[:MAX_VARIANTS] for d in directions]
+    fig = Figure(figsize=(4.2 * len(cell_types) + 0.5, 3.4 * len(rows) + 0.8), layout="constrained")
+    axes = fig.subplots(len(rows), len(cell_types), squeeze=False, sharey=True, sharex=True)
+    if len(combos) > MAX_VARIANTS:
+        fig.suptitle(f"the first {MAX_VARIANTS} of {len(combos)} combinations of {', '.join(keys)}", fontsize=9)
     measures = {"training": "train_ppl", "held-out causal": "causal_ppl"}
-    for i, direction in enumerate(directions):
+    for i, (direction, combo) in enumerate(rows):
         for j, cell in enumerate(cell_types):
             ax = axes[i, j]
-            data = frame[(frame["cell"] == cell) & (frame["direction"] == direction)]
+            data = in_variant(frame[(frame["cell"] == cell) & (frame["direction"] == direction)], keys, combo)
+            if data.empty:
+                ax.set_visible(False)
+                continue
             for layers, group in data.groupby("layers"):
                 for name, column in measures.items():
                     if column not in group:
@@ -188,8 +231,9 @@ def train_vs_heldout(cells, epochs, baselines, path: Path) -> Path | None:
                             lw=1.5)
             _baselines(ax, baselines, label=j == len(cell_types) - 1)
             _log_axis(ax)
-            ax.set_title(f"{cell}, {direction}", fontsize=10, color=DIRECTION_COLORS.get(direction, "black"))
-            ax.set_xlabel("epoch" if i == len(directions) - 1 else "")
+            where = f", {variant_label(keys, combo)}" if keys else ""
+            ax.set_title(f"{cell}, {direction}{where}", fontsize=10, color=DIRECTION_COLORS.get(direction, "black"))
+            ax.set_xlabel("epoch" if i == len(rows) - 1 else "")
             ax.set_ylabel("perplexity" if j == 0 else "")
     extra = [Line2D([], [], color=MEASURE_COLORS[n], lw=2, label=n) for n in measures]
     _style_legend(fig, [], sorted(frame["layers"].unique()), [], extra)
