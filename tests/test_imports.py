@@ -39,6 +39,10 @@ def test_help_imports_no_torch_scipy_or_seaborn(args):
     assert loaded_by(args) == []
 
 
+def test_schema_imports_no_torch_scipy_or_seaborn():
+    assert loaded_by(["schema"]) == []
+
+
 def test_list_imports_no_torch_scipy_or_seaborn():
     # Claims are parsed by the light claim_specs module; evaluating them (pandas, scipy) is the report's job.
     assert loaded_by(["list", "suites/smoke.yaml"]) == []
