@@ -38,7 +38,7 @@ def harness_epochs(epochs: int, bidirectional: bool, threads: int) -> tuple[list
     with_result = REPO / "results" / ".seed_vs_harness.json"
     command = [sys.executable, "-m", "harness", "cell", "--cell", "lstm", "--layers", "2", "--direction",
                "bi" if bidirectional else "uni", "--epochs", str(epochs + 1), "--eval-every", "0",
-               "--strip-boilerplate", "false", "--threads", str(threads), "--json",
+               "--no-strip-boilerplate", "--threads", str(threads), "--json",
                "--result-file", str(with_result)]
     subprocess.run(command, capture_output=True, text=True, check=True, cwd=REPO)
     record = json.loads(with_result.read_text())

@@ -365,3 +365,17 @@ def test_cell_command_summary_and_result_file(book, tmp_path, capsys):
     saved = json.loads(result_file.read_text())
     assert saved["status"] == "ok" and len(saved["epoch_log"]) == 2
     assert set(RESULT_COLUMNS) <= set(saved)
+
+
+def test_cell_flags_show_their_choices_and_booleans_are_switches():
+    from harness.cli import build_parser
+    from harness.commands.cell import config_from_args
+
+    parser = build_parser()
+    help_text = next(a for a in parser._actions if a.dest == "command").choices["cell"].format_help()
+    assert "--direction {uni,bi}" in help_text and "--cell {rnn,gru,lstm}|PACKAGE.MODULE:FACTORY" in help_text
+    assert "--strip-boilerplate, --no-strip-boilerplate" in help_text
+    args = parser.parse_args(["cell", "--no-strip-boilerplate", "--cuda-graphs", "--direction", "bi"])
+    config = config_from_args(args)
+    assert config.strip_boilerplate is False and config.cuda_graphs is True and config.direction == "bi"
+    assert config_from_args(parser.parse_args(["cell"])).strip_boilerplate is True

@@ -30,13 +30,27 @@ def register(subparsers) -> None:
 def add_config_arguments(parser, defaults: dict | None = None) -> None:
     """One ``--key`` flag per CellConfig key (not ``timeout``, which only the grid runner enforces) and
     ``--config-json``. ``defaults`` overrides CellConfig's defaults for this command (shown in --help)."""
+    import argparse
+    from typing import Literal, get_args, get_origin
+
+    from harness.spec.config import BUILT_IN_CELLS
+
     defaults = defaults or {}
     for name, field in CellConfig.model_fields.items():
         if name == "timeout":
             continue
         default = defaults.get(name, field.default)
-        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, default=None, metavar=name.upper(),
-                            help=f"{HELP.get(name, name.replace('_', ' '))} (default: {_show(default)})")
+        flag, text = f"--{name.replace('_', '-')}", f"{HELP.get(name, name.replace('_', ' '))} (default: {_show(default)})"
+        if field.annotation is bool:  # --flag / --no-flag, not a value to spell
+            parser.add_argument(flag, dest=name, default=None, action=argparse.BooleanOptionalAction, help=text)
+        elif get_origin(field.annotation) is Literal:  # the choices shown; a wrong one is the config's one-line error
+            parser.add_argument(flag, dest=name, default=None, help=text,
+                                metavar="{" + ",".join(get_args(field.annotation)) + "}")
+        elif name == "cell":  # a built-in cell, or a module's factory: listed, not enforced
+            parser.add_argument(flag, dest=name, default=None, help=text,
+                                metavar="{" + ",".join(BUILT_IN_CELLS) + "}|PACKAGE.MODULE:FACTORY")
+        else:
+            parser.add_argument(flag, dest=name, default=None, metavar=name.upper(), help=text)
     parser.add_argument("--config-json", help="read the whole configuration from this JSON file")
 
 
