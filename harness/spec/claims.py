@@ -270,21 +270,27 @@ def _axis_claim(name, params: dict, here: str, field_for) -> ClaimSpec:
                 raise HarnessError(f"{here}: {name}.base = {value!r}: expected one value of the axis")
             values["base"] = value
         elif key == "where":
-            if not isinstance(value, dict):
-                raise HarnessError(f"{here}: {name}.where = {value!r}: expected a mapping of keys to a value or a list")
-            pairs = []
-            for k, v in value.items():
-                items = tuple(v) if isinstance(v, list) else (v,)
-                if not items:
-                    raise HarnessError(f"{here}: {name}.where.{k}: an empty list matches no cell")
-                pairs.append((field_for(k, f"{here}: {name}.where"), items))
-            values["where"] = tuple(pairs)
+            values["where"] = subset_pairs(value, f"{here}: {name}.where", field_for)
         else:
             try:
                 values[key] = allowed[key](value)
             except ValueError as exc:
                 raise HarnessError(f"{here}: {name}.{key} = {value!r}: {exc}") from None
     return replace(default_claim(AXIS), **values)
+
+
+def subset_pairs(subset, where: str, field_for) -> tuple[tuple[str, tuple], ...]:
+    """A ``where`` mapping (key: a value or a list of them) as (field, values) pairs; HarnessError naming
+    ``where`` for what is not a mapping or an empty list."""
+    if not isinstance(subset, dict):
+        raise HarnessError(f"{where} = {subset!r}: expected a mapping of keys to a value or a list")
+    pairs = []
+    for key, value in subset.items():
+        values = tuple(value) if isinstance(value, list) else (value,)
+        if not values:
+            raise HarnessError(f"{where}.{key}: an empty list matches no cell")
+        pairs.append((field_for(key, where), values))
+    return tuple(pairs)
 
 
 def claims_needing_curves(specs: list[ClaimSpec]) -> list[ClaimSpec]:
@@ -332,15 +338,7 @@ def parse_conditions(raw, where: str, field_for) -> list[ConditionSpec]:
         if name in names:
             raise HarnessError(f"{here}: name {name!r} is used twice")
         names.add(name)
-        subset = item.get("where") or {}
-        if not isinstance(subset, dict):
-            raise HarnessError(f"{here}: where = {subset!r}: expected a mapping of keys to a value or a list")
-        pairs = []
-        for k, v in subset.items():
-            values = tuple(v) if isinstance(v, list) else (v,)
-            if not values:
-                raise HarnessError(f"{here}: where.{k}: an empty list matches no cell")
-            pairs.append((field_for(k, f"{here}: where"), values))
+        pairs = list(subset_pairs(item.get("where") or {}, f"{here}: where", field_for))
         choose = item.get("choose") or ""
         if choose:
             choose = field_for(choose, f"{here}: choose")
