@@ -92,9 +92,11 @@ def learning_section(context: ReportContext) -> list[tuple]:
     figures = context.figures
     blocks: list[tuple] = [("h2", "Learning")]
     blocks.append(("p", learning_sentence(context.ok, context.baselines, context.baselines_note)))
-    for name in ("heldout_curves", "train_vs_heldout"):
-        if figures.get(name) is not None:
-            blocks.append(("figure", f"figures/{figures[name].name}", FIGURES[name]))
+    if figures.get("heldout_curves") is not None:
+        blocks.append(("figure", f"figures/{figures['heldout_curves'].name}", FIGURES["heldout_curves"]))
+    if figures.get("train_vs_heldout") is not None:  # a panel per direction and swept setting: folded
+        blocks.append(("details", "Training against held-out perplexity, by epoch",
+                       [("figure", f"figures/{figures['train_vs_heldout'].name}", FIGURES["train_vs_heldout"])]))
     not_learned = learning_table(context.ok, context.baselines)
     if not not_learned.empty:
         blocks.append(("details", "Cells that did not learn", [("table", not_learned)]))
