@@ -212,6 +212,15 @@ def matches_values(column: pd.Series, values) -> pd.Series:
     return hit
 
 
+def subset_mask(cells: pd.DataFrame, where) -> pd.Series:
+    """Which cells hold, for each (key, values) pair of ``where``, one of the values (``matches_values``); a
+    key the table lacks matches only None (a key not recorded is at its default)."""
+    mask = pd.Series(True, index=cells.index)
+    for key, values in where:
+        mask &= matches_values(cells[key], values) if key in cells else any(v is None for v in values)
+    return mask
+
+
 def axis_context_keys(ok: pd.DataFrame, axis: str) -> tuple[list[str], list[str]]:
     """The keys that make a configuration when ``axis`` is compared, and the keys that move with the axis
     (one value per level of it, different between levels, such as an arm's own learning rate and epochs):

@@ -35,10 +35,9 @@ import pandas as pd
 from harness.spec.claims import (AXIS, BEST_METRIC, CLAIM_NAMES, COST_METRICS, PPL_METRICS, SELECTED_METRIC, ClaimSpec,
                                  default_claim, default_claims, parse_claims)
 from harness.analysis.cell_frames import (MACHINE, axis_context_keys, axis_pairs, best_causal, ids_by_seed,
-                                          matches_values, best_metrics, by_seed, context_keys, depth_extremes,
+                                          subset_mask, best_metrics, by_seed, context_keys, depth_extremes,
                                           direction_pairs, ok_cells, training_curves, value_at_time, with_machine)
-from harness.analysis.evidence import (NOT_COUNTED, Unit, add_text_error, evaluate_units, geomean, measure_key,
-                                      pooled_rows)
+from harness.analysis.evidence import NOT_COUNTED, Unit, evaluate_units, geomean, measure_key, pooled_rows
 from harness.analysis.no_learning import learned_bound
 from harness.analysis.text_error import EVALUATION_OF
 from harness.analysis.sample_quality import cell_quality, quality_by_direction
@@ -244,8 +243,7 @@ def _finish(spec: ClaimSpec, evidence: pd.DataFrame, measure: dict, bound: float
     if deciding.empty:
         return ClaimResult(spec, INCONCLUSIVE, Why("no_configurations"), EMPTY_POOL, evidence, notes=notes,
                            threshold=bound)
-    pooled, table = pooled_rows(deciding, spec.confidence, measure, bound, direction)
-    widened = add_text_error(deciding, pooled, spec.confidence, bound, direction)[0]
+    pooled, table, widened = pooled_rows(deciding, spec.confidence, measure, bound, direction)
     if widened is not deciding:  # the configurations' own intervals with the text's error
         columns = ["text_sd", "ci_low", "ci_high", "outcome", "bearing"]
         evidence = evidence.copy()
@@ -409,10 +407,7 @@ def in_subset(cells: pd.DataFrame, where: tuple) -> pd.DataFrame:
     table lacks matches no cell unless a value is None (a key not recorded is at its default)."""
     if cells.empty or not where:
         return cells
-    mask = pd.Series(True, index=cells.index)
-    for key, values in where:
-        mask &= matches_values(cells[key], values) if key in cells else any(v is None for v in values)
-    return cells[mask]
+    return cells[subset_mask(cells, where)]
 
 
 def _axis_claim(ok, cells, curves, spec: ClaimSpec, baselines, quality, losses=None) -> ClaimResult:

@@ -18,7 +18,7 @@ import pandas as pd
 
 from harness.spec.claims import BEST_METRIC, SELECTED_METRIC, ConditionSpec
 from harness.analysis.cell_frames import (configuration_keys, context_keys, depth_extremes, direction_pairs,
-                                          matches_values)
+                                          subset_mask)
 from harness.analysis.claims import ClaimResult, evaluate_claims, learning_status
 
 SELECTION_SCORE = "selected_select_ppl"
@@ -37,10 +37,7 @@ class ConditionResult:
 
 def in_condition(cells: pd.DataFrame, spec: ConditionSpec) -> pd.Series:
     """Which of ``cells`` belong to the condition's subset (before any choice)."""
-    mask = pd.Series(True, index=cells.index)
-    for key, values in spec.where:
-        mask &= matches_values(cells[key], values) if key in cells else any(v is None for v in values)
-    return mask
+    return subset_mask(cells, spec.where)
 
 
 def _geomean(values) -> float:

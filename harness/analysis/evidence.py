@@ -144,7 +144,8 @@ def add_text_error(rows: pd.DataFrame, pooled: Pooled, confidence: float, bound:
         half = float(stats.t.ppf(0.5 + confidence / 2, dof)) * se
         rows.loc[index, ["text_sd", "ci_low", "ci_high"]] = [text_sd, math.exp(row["log_effect"] - half),
                                                               math.exp(row["log_effect"] + half)]
-        rows.loc[index, ["outcome", "bearing"]] = _outcome_of(row["log_effect"], half, bound, direction)
+        widened = Effect(row["log_effect"], se, dof, row["log_effect"] - half, row["log_effect"] + half, 1, "")
+        rows.loc[index, ["outcome", "bearing"]] = list(_outcome(widened, bound, direction, ""))
     k = pooled.k
     t = float(stats.t.ppf(0.5 + confidence / 2, max(k - 1, 1)))
     se_pooled = (pooled.high - pooled.low) / 2 / t if pooled.has_interval else math.nan
@@ -160,12 +161,6 @@ def add_text_error(rows: pd.DataFrame, pooled: Pooled, confidence: float, bound:
     return rows, widened, share
 
 
-def _outcome_of(log_effect: float, half: float, bound: float, direction: str) -> list[str]:
-    low, high = math.exp(log_effect - half), math.exp(log_effect + half)
-    if direction == "above":
-        return ["above", SUPPORTS] if low > bound else ["below", CONTRADICTS] if high < bound else ["unclear", UNCLEAR]
-    return ["below", SUPPORTS] if high < bound else ["above", CONTRADICTS] if low > bound else ["unclear", UNCLEAR]
-
 
 def geomean(values: np.ndarray) -> float:
     """The geometric mean of the finite, positive ``values`` (NaN when there are none)."""
@@ -180,25 +175,26 @@ def _effects(rows: pd.DataFrame) -> list[Effect]:
 
 
 def pooled_rows(rows: pd.DataFrame, confidence: float, measure: dict, bound: float | None = None,
-                direction: str = "") -> tuple[Pooled, list[dict]]:
+                direction: str = "") -> tuple[Pooled, list[dict], pd.DataFrame]:
     """The pooled effect of the counted ``rows``, overall and per cell type: (overall, table rows). Each
     row starts with ``measure``: the metric, comparison and basis pooled. With ``bound`` and ``direction``
     (the deciding measure), the held-out text's error is added where the rows carry it
-    (``add_text_error``), and each row says its share of the variance (``text_share``)."""
+    (``add_text_error``), and each row says its share of the variance (``text_share``). Also returns
+    ``rows`` with the text's error in each configuration's interval."""
 
     def pooled(group):
         result = pool(_effects(group), confidence) if not group.empty else EMPTY_POOL
         if bound is None:
-            return result, math.nan
-        return add_text_error(group, result, confidence, bound, direction)[1:]
+            return group, result, math.nan
+        return add_text_error(group, result, confidence, bound, direction)
 
-    overall, share = pooled(rows)
+    widened, overall, share = pooled(rows)
     table = [{**_pool_row(measure, "all", rows, overall), "text_share": share}]
     if "cell" in rows and rows["cell"].nunique() > 1:
         for cell, group in rows.groupby("cell", sort=True):
-            result, cell_share = pooled(group)
+            _, result, cell_share = pooled(group)
             table.append({**_pool_row(measure, str(cell), group, result), "text_share": cell_share})
-    return overall, table
+    return overall, table, widened
 
 
 def measure_key(metric: str, comparison: str, basis: str = "epochs") -> dict:
