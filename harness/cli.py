@@ -25,20 +25,23 @@ def prog_name(argv0: str | None = None) -> str:
     return name if name.startswith("harness") and not name.endswith(".py") else "python -m harness"
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser of every command, or, given the arguments of one command, of that command alone: each
+    command module imports what its options need, and a command need not pay for the others'."""
     parser = argparse.ArgumentParser(
         prog=prog_name(),
         description="Train, measure and compare character-level RNN language models.",
     )
     parser.add_argument("--version", action="version", version=f"rnn-harness {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in COMMANDS:
+    named = argv[0] if argv and argv[0] in COMMANDS else None
+    for name in (named,) if named else COMMANDS:
         importlib.import_module(f".commands.{name}", __package__).register(subparsers)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     try:
         code = int(args.func(args) or 0)

@@ -299,6 +299,12 @@ def test_forest_plot_labels_lie_inside_the_figure_and_are_large_enough_to_read(t
             assert fig.bbox.x0 <= box.x0 and box.x1 <= fig.bbox.x1, (label.get_text(), box, fig.bbox)
             assert fig.bbox.y0 <= box.y0 and box.y1 <= fig.bbox.y1, (label.get_text(), box, fig.bbox)
             assert label.get_fontsize() * FOREST_DPI / 72 >= 11, label.get_fontsize()  # pixels
+        # Laid out by hand: the title above the axes, the legend below the axis label, all inside the figure.
+        ax = fig.axes[0]
+        title, xlabel = ax.title.get_window_extent(renderer), ax.xaxis.label.get_window_extent(renderer)
+        legend = fig.legends[0].get_window_extent(renderer)
+        assert ax.bbox.y1 <= title.y0 and title.y1 <= fig.bbox.y1
+        assert fig.bbox.y0 <= legend.y0 and legend.y1 <= xlabel.y0 and xlabel.y1 <= ax.bbox.y0
 
 
 def test_default_out_dir_is_named_after_the_run(tmp_path):

@@ -22,7 +22,8 @@ from harness.analysis.run_text import corpus_words, recorded_corpus, run_baselin
 from harness.analysis.timing_trust import distinct_reasons
 from harness.report.conditions_section import suite_conditions
 from harness.report.document import ReportContext, build_blocks
-from harness.report.figures import condition_depth, forest_plot, make_figures
+from harness.report.drawing import FigureDrawer
+from harness.report.figures import condition_depth, figure_tasks, forest_plot
 from harness.report.loading import apply_timings, load_run, timing_flags_of
 from harness.report.publish import (STAGE_PREFIX, clear_stage, default_out_dir, owned_files, publish_report,
                                     remove_created, report_writes)
@@ -90,19 +91,24 @@ def _write_report(data, stage: Path, out: Path, conditions: list[str], warnings:
     words, words_note = corpus_words(data.cells)
     baselines, baselines_note = run_baselines(table_splits(data.cells), data.run.get("baselines"),
                                               recorded_corpus(data.cells)[2])
-    results = evaluate_claims(data.cells, data.epochs, data.samples, specs, words, baselines, warnings, flagged,
-                              data.losses)
-    ok = learning_status(data.cells, data.epochs, baselines)
-    figures = make_figures(data.cells, data.epochs, baselines, figures_dir)
-    for index, result in enumerate(results):
-        figures[f"forest_{index}"] = forest_plot(result, figures_dir / f"forest_{index}.png")
-    condition_results = evaluate_conditions(data.cells, data.epochs, data.samples, specs, condition_specs,
-                                            corpus_words=words, baselines=baselines, timing_warnings=warnings,
-                                            flagged_cells=flagged, losses=data.losses) if condition_specs else []
-    profile = None
-    if condition_results:
-        profile = depth_profile(data.cells, data.epochs, condition_specs, baselines)
-        figures["condition_depth"] = condition_depth(profile, baselines, figures_dir / "condition_depth.png")
+    with FigureDrawer() as drawer:
+        # The figures of the tables are drawn while the claims are evaluated, those of the claims after.
+        for name, function, args in figure_tasks(data.cells, data.epochs, baselines, figures_dir):
+            drawer.draw(name, function, *args)
+        results = evaluate_claims(data.cells, data.epochs, data.samples, specs, words, baselines, warnings,
+                                  flagged, data.losses)
+        for index, result in enumerate(results):
+            drawer.draw(f"forest_{index}", forest_plot, result, figures_dir / f"forest_{index}.png")
+        ok = learning_status(data.cells, data.epochs, baselines)
+        condition_results = evaluate_conditions(
+            data.cells, data.epochs, data.samples, specs, condition_specs, corpus_words=words,
+            baselines=baselines, timing_warnings=warnings, flagged_cells=flagged,
+            losses=data.losses) if condition_specs else []
+        profile = None
+        if condition_results:
+            profile = depth_profile(data.cells, data.epochs, condition_specs, baselines)
+            drawer.draw("condition_depth", condition_depth, profile, baselines, figures_dir / "condition_depth.png")
+        figures = drawer.paths()
     notes = conditions + [f"Timings unreliable: {w}." for w in warnings]
     if flagged:
         notes.append(f"The timings of {len(flagged)} of {len(data.cells)} cells are unreliable "

@@ -38,6 +38,10 @@ FOREST_DPI = 80  # one forest plot per claim: smaller, so that a report of many 
 FOREST_POINTS = 10
 FOREST_WIDTH = 7.6  # inches, unless the labels need more
 FOREST_PLOT_WIDTH = 5.8  # inches beside the labels: the axes, their margins
+# The forest plot's margins in inches, laid out by hand (constrained layout doubled its cost): above, the
+# title; below, the tick labels, the axis label and the legend; left of the axes, the widest label.
+FOREST_TOP, FOREST_BOTTOM, FOREST_RIGHT, FOREST_LABEL_PAD = 0.32, 0.84, 0.2, 0.16
+FOREST_LABEL_SCALE = 1.1  # rasterised text runs wider than its outline (TextPath) by up to a few percent
 MIB = 1024 * 1024
 
 FIGURES = {
@@ -349,7 +353,7 @@ def forest_figure(result: ClaimResult) -> Figure | None:
     keys = [k for k in rows.columns if k in GRID_AXES or k == MACHINE or k in ("hidden", "precision", "threads")]
     pooled = result.pooled_table
     n = len(rows) + len(pooled) + 1
-    fig = Figure(figsize=(FOREST_WIDTH, 0.2 * n + 1.4), layout="constrained")
+    fig = Figure(figsize=(FOREST_WIDTH, 0.2 * n + 1.4))
     ax = fig.subplots()
     labels = []
     y = n - 1
@@ -383,26 +387,32 @@ def forest_figure(result: ClaimResult) -> Figure | None:
     ax.set_xlim(min(shown) / 1.15, max(shown) * 1.15)
     ax.set_yticks([p for p, _ in labels], [t for _, t in labels], fontsize=FOREST_POINTS)
     widest = max(TextPath((0, 0), t, size=FOREST_POINTS).get_extents().width for _, t in labels) / 72
-    fig.set_size_inches(max(FOREST_WIDTH, FOREST_PLOT_WIDTH + widest), fig.get_size_inches()[1])
+    width, height = max(FOREST_WIDTH, FOREST_PLOT_WIDTH + FOREST_LABEL_SCALE * widest), fig.get_size_inches()[1]
+    fig.set_size_inches(width, height)
+    fig.subplots_adjust(left=(FOREST_LABEL_SCALE * widest + FOREST_LABEL_PAD) / width, right=1 - FOREST_RIGHT / width,
+                        top=1 - FOREST_TOP / height, bottom=FOREST_BOTTOM / height)
     ax.set_ylim(y + 0.5, n - 0.5)
     ax.set_xlabel(measure_labels(pooled)[0] + " (ratio, log scale)" if not pooled.empty else "ratio")
     ax.grid(axis="x", color="0.9")
-    fig.legend(loc="outside lower center", ncol=2, fontsize=FOREST_POINTS, frameon=False)
+    fig.legend(loc="lower center", ncol=2, fontsize=FOREST_POINTS, frameon=False, borderaxespad=0.3)
     ax.set_title(result.title, fontsize=10)
     return fig
 
 
+def figure_tasks(cells: pd.DataFrame, epochs: pd.DataFrame, baselines: dict | None, folder: Path) -> list[tuple]:
+    """The run's figures as (name, function, arguments) to draw into ``folder``; each function returns
+    the PNG's path, or None where the run has no data for it (``harness.report.drawing`` draws them)."""
+    png = {name: Path(folder) / f"{name}.png" for name in FIGURES}
+    return [("heldout_curves", heldout_curves, (cells, epochs, baselines, png["heldout_curves"])),
+            ("train_vs_heldout", train_vs_heldout, (cells, epochs, baselines, png["train_vs_heldout"])),
+            ("slowdown_heatmap", slowdown_heatmap, (cells, png["slowdown_heatmap"])),
+            ("seconds_per_epoch", seconds_per_epoch, (cells, png["seconds_per_epoch"]))]
+
+
 def make_figures(cells: pd.DataFrame, epochs: pd.DataFrame, baselines: dict | None, folder: Path
                  ) -> dict[str, Path | None]:
-    """Draw the run's figures into ``folder``; name -> path, or None where the run has no data for it."""
-    folder = Path(folder)
-    png = {name: folder / f"{name}.png" for name in FIGURES}
-    return {
-        "heldout_curves": heldout_curves(cells, epochs, baselines, png["heldout_curves"]),
-        "train_vs_heldout": train_vs_heldout(cells, epochs, baselines, png["train_vs_heldout"]),
-        "slowdown_heatmap": slowdown_heatmap(cells, png["slowdown_heatmap"]),
-        "seconds_per_epoch": seconds_per_epoch(cells, png["seconds_per_epoch"]),
-    }
+    """Draw the run's figures into ``folder`` here; name -> path, or None where the run has no data for it."""
+    return {name: function(*args) for name, function, args in figure_tasks(cells, epochs, baselines, folder)}
 
 
 def condition_depth(profile: pd.DataFrame, baselines: dict | None, path: Path) -> Path | None:

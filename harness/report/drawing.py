@@ -1,0 +1,57 @@
+"""The report's figures drawn beside its analysis: in forked worker processes while the main process
+evaluates the claims, so that a report costs about the longer of the two rather than their sum.
+
+Drawing is CPU-bound matplotlib work (layout, tick labels, rasterising) that shares nothing with the claims'
+statistics, and a fork inherits the imported modules and the loaded tables, so a worker starts at once.
+Where ``fork`` does not exist (Windows) or one CPU is all there is, figures are drawn in the main process,
+in the order they were asked for. A worker's exception (a full disk while saving a PNG) is raised in the
+main process when the figures are collected, as if it had been drawn there.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from concurrent.futures import Future, ProcessPoolExecutor
+from pathlib import Path
+from typing import Callable
+
+# More workers than this only wait for one another: a report has four to a dozen figures.
+MAX_WORKERS = 4
+
+
+def drawing_workers() -> int:
+    """Worker processes for figures: one per CPU this process may use, at most ``MAX_WORKERS`` (the claims'
+    evaluation takes a CPU only for the first part of the drawing); 0 on one CPU or where a worker cannot
+    be forked, and figures are then drawn in the main process."""
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return 0
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return 0 if cpus < 2 else min(MAX_WORKERS, cpus)
+
+
+class FigureDrawer:
+    """Draws figures asked for by name, in worker processes where it can; ``paths()`` waits for them.
+
+    Use as a context manager: leaving it (also on an error) stops the workers."""
+
+    def __init__(self, workers: int | None = None):
+        workers = drawing_workers() if workers is None else workers
+        self._pool = (ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+                      if workers > 0 else None)
+        self._drawn: dict[str, Future | Path | None] = {}
+
+    def draw(self, name: str, function: Callable[..., Path | None], *args) -> None:
+        """Draw ``function(*args)`` (which saves a PNG and returns its path, or None without data) as ``name``."""
+        self._drawn[name] = self._pool.submit(function, *args) if self._pool else function(*args)
+
+    def paths(self) -> dict[str, Path | None]:
+        """Name -> the figure's path, or None where the run had no data for it, in the order asked for."""
+        return {name: drawn.result() if isinstance(drawn, Future) else drawn for name, drawn in self._drawn.items()}
+
+    def __enter__(self) -> FigureDrawer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)

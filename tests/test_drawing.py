@@ -1,0 +1,65 @@
+"""Figures drawn in forked workers beside the claims' evaluation: the same files as drawn in place, and a
+worker's error raised where the figures are collected."""
+
+from __future__ import annotations
+
+import errno
+from pathlib import Path
+
+import pytest
+
+from harness.report.drawing import FigureDrawer, drawing_workers
+
+
+def square(path: Path, side: float) -> Path:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(side, side))
+    fig.subplots().plot([0, 1, 2], [0, 1, 4])
+    fig.savefig(path, dpi=50)
+    return path
+
+
+def nothing(path: Path) -> None:
+    return None
+
+
+def full_disk(path: Path) -> Path:
+    raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_figures_come_back_by_name_in_the_order_asked(tmp_path, workers):
+    with FigureDrawer(workers) as drawer:
+        drawer.draw("b", square, tmp_path / "b.png", 2.0)
+        drawer.draw("none", nothing, tmp_path / "none.png")
+        drawer.draw("a", square, tmp_path / "a.png", 3.0)
+        paths = drawer.paths()
+    assert list(paths) == ["b", "none", "a"]
+    assert paths == {"b": tmp_path / "b.png", "none": None, "a": tmp_path / "a.png"}
+    assert (tmp_path / "a.png").stat().st_size > (tmp_path / "b.png").stat().st_size > 0
+
+
+def test_a_worker_draws_what_the_main_process_draws(tmp_path):
+    for workers in (0, 2):
+        with FigureDrawer(workers) as drawer:
+            drawer.draw("a", square, tmp_path / f"{workers}.png", 2.0)
+            drawer.paths()
+    assert (tmp_path / "0.png").read_bytes() == (tmp_path / "2.png").read_bytes()
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_workers_error_is_raised_when_figures_are_collected(tmp_path, workers):
+    with pytest.raises(OSError) as caught, FigureDrawer(workers) as drawer:
+        drawer.draw("a", full_disk, tmp_path / "a.png")
+        drawer.paths()
+    assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(tmp_path / "a.png")
+
+
+def test_workers_follow_the_cpus_this_process_may_use(monkeypatch):
+    import os
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    assert drawing_workers() == 0  # one CPU: drawn in place
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
+    assert drawing_workers() == 4
