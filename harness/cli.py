@@ -15,7 +15,7 @@ from harness import __version__
 from harness.errors import HarnessError, is_write_error, os_error_line, shorten
 
 MAX_MESSAGE = 1000
-COMMANDS = ("cell", "run", "list", "show", "report", "compare", "ab", "baseline", "profile", "schema")
+COMMANDS = ("cell", "run", "list", "show", "report", "compare", "ab", "history", "bisect", "baseline", "profile", "schema")
 
 
 def prog_name(argv0: str | None = None) -> str:

@@ -34,7 +34,8 @@ def loaded_by(args: list[str]) -> list[str]:
 
 
 @pytest.mark.parametrize("args", [["--help"], ["show", "--help"], ["compare", "--help"], ["run", "--help"],
-                                  ["baseline", "--help"]])
+                                  ["baseline", "--help"], ["history", "--help"], ["bisect", "--help"],
+                                  ["ab", "--help"]])
 def test_help_imports_no_torch_scipy_or_seaborn(args):
     assert loaded_by(args) == []
 

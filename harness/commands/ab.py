@@ -30,6 +30,16 @@ def register(subparsers) -> None:
                         help="override a default on the base side only (repeatable)")
     parser.add_argument("--set-new", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override a default on the new side only (repeatable), e.g. model.hidden=272")
+    add_check_arguments(parser)
+    parser.add_argument("--out", metavar="DIR",
+                        help="folder for the two run folders OUT/base and OUT/new (default results/ab-<suite>-<time>)")
+    parser.add_argument("--json", metavar="FILE", help="also write the result as JSON")
+    parser.add_argument("--markdown", metavar="FILE", help="also write the result as Markdown (a PR comment)")
+    parser.set_defaults(func=main)
+
+
+def add_check_arguments(parser) -> None:
+    """The flags of one interleaved check, shared by ab, history and bisect."""
     parser.add_argument("--only", action="append", default=[], metavar="KEY=VALUE[,VALUE]",
                         help="keep cells whose KEY has one of the values in the suite itself, before either side's "
                              "--set (repeatable): --only hidden=64 --set-new model.hidden=128 compares 64 with 128")
@@ -45,13 +55,16 @@ def register(subparsers) -> None:
     parser.add_argument("--system-malloc", action="store_true",
                         help="leave glibc's malloc at its defaults in the workers (by default they keep the memory an "
                              "epoch frees, so that page faults do not add noise; see docs/regression.md)")
-    parser.add_argument("--out", metavar="DIR",
-                        help="folder for the two run folders OUT/base and OUT/new (default results/ab-<suite>-<time>)")
-    parser.add_argument("--json", metavar="FILE", help="also write the result as JSON")
-    parser.add_argument("--markdown", metavar="FILE", help="also write the result as Markdown (a PR comment)")
     parser.add_argument("--repo", metavar="DIR", help="git repository of the revisions (default: the one holding "
                                                       "this harness)")
-    parser.set_defaults(func=main)
+
+
+def check_settings(args):
+    """The check's settings from the shared flags (``harness.grid.history.CheckSettings``)."""
+    from harness.grid.history import CheckSettings
+
+    return CheckSettings(suite=args.suite, rounds=args.rounds, threshold=args.threshold, alpha=args.alpha,
+                         only=tuple(args.only), rule=args.rule, system_malloc=args.system_malloc)
 
 
 def main(args) -> int:
