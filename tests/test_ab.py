@@ -417,3 +417,19 @@ def test_a_busy_machine_is_warned_of_but_not_a_check_at_its_own_load(tmp_path, m
     outcome.load = (3.4, 2.9)
     assert "load average 3.4 -> 2.9 on 2 CPUs" in outcome.busy
     assert "(threshold 5%, alpha 0.01, rule estimate)" in ab_text.summary(outcome)  # a ratio of means, not medians
+
+
+def test_a_worker_receives_only_what_differs_from_the_recipe(tmp_path):
+    # A revision older than a setting refuses a configuration naming it (its CellConfig forbids extra keys);
+    # left at its default, the setting is not sent, and the configuration reads back the same.
+    from harness.spec.config import CellConfig
+    from harness.spec.suite import expand, load_suite
+
+    suite = write_suite(tmp_path, "matrix: {cell: [lstm]}\n")
+    config = expand(load_suite(str(suite)))[0].config
+    sent = ab.worker_config(config)
+    assert "optimizer" not in sent and "dropout" not in sent and "forget_bias" not in sent
+    assert sent["hidden"] == 8 and sent["cell"] == "lstm" and sent["layers"] == 1  # always sent
+    changed = ab.worker_config(config.model_copy(update={"optimizer": "adam", "dropout": 0.1}))
+    assert changed["optimizer"] == "adam" and changed["dropout"] == 0.1
+    assert CellConfig(**sent) == config

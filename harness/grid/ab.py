@@ -244,6 +244,21 @@ def _hello(worker: Worker) -> None:
                            f"not from {expected}")
 
 
+# The settings every revision with an ab worker knows: always sent, whatever their value.
+FIRST_SETTINGS = ("corpus", "strip_boilerplate", "max_tokens", "val_tokens", "cell", "layers", "direction", "hidden",
+                  "epochs", "batch_size", "num_steps", "lr", "clip", "sampling", "precision", "eval_every",
+                  "prefixes", "sample_chars", "device", "seed", "threads", "timeout")
+
+
+def worker_config(config) -> dict:
+    """The cell's configuration as a worker receives it: the first settings, and any later one only where it
+    differs from its default (the lesson's recipe, which no revision changes), so that a revision older than
+    a setting still trains a cell that leaves it at its default (history and bisect measure such revisions)."""
+    full = config.model_dump(mode="json")
+    changed = config.model_dump(mode="json", exclude_defaults=True)
+    return {k: v for k, v in full.items() if k in FIRST_SETTINGS or k in changed}
+
+
 def run_pair(cells: tuple[GridCell, GridCell], sides: tuple[Side, Side], logs, first: int = 0,
              system_malloc: bool = False) -> PairResult:
     """Train one cell on both sides, epoch by epoch in turn (A B B A ...). Returns each side's record
@@ -270,7 +285,7 @@ def run_pair(cells: tuple[GridCell, GridCell], sides: tuple[Side, Side], logs, f
         for i in starting:
             _hello(workers[i])
         for w, cell, log in zip(workers, cells, logs):
-            w.send(cmd="start", config=cell.config.model_dump(mode="json"), log=getattr(log, "name", None))
+            w.send(cmd="start", config=worker_config(cell.config), log=getattr(log, "name", None))
         epochs = cells[0].config.epochs
         for k in range(epochs + 1):  # the extra round lets each side finish (final evaluation, samples)
             order = starting if k % 2 == 0 else starting[::-1]
