@@ -47,3 +47,21 @@ def test_schema_writes_a_file(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "harness", "schema", "--out", str(out)], capture_output=True,
                           text=True, cwd=REPO)
     assert proc.returncode == 0 and json.loads(out.read_text())["title"] == "rnn-harness suite"
+
+
+def test_the_schema_and_the_loader_share_one_model_of_a_suites_shape(schema):
+    from harness.errors import HarnessError
+    from harness.spec.config import SECTIONS
+    from harness.spec.suite import parse_suite
+
+    for section, keys in SECTIONS.items():
+        assert set(schema["properties"][section]["properties"]) == set(keys)
+    # What the model refuses, the loader refuses in one line naming the key, and the schema flags too.
+    for suite, message in (({"name": "s", "trian": {}}, "unknown top-level key 'trian' (did you mean 'train'?)"),
+                           ({"name": "s", "train": {"every": 2}}, "unknown key train.every (it belongs in 'eval')"),
+                           ({"name": "s", "matrix": {"hidden": 64}}, "matrix.hidden = 64: must be a non-empty list"),
+                           ({"name": "s", "include": [{}]}, "include must be a list of non-empty mappings")):
+        with pytest.raises(HarnessError) as caught:
+            parse_suite(suite, "s.yaml")
+        assert str(caught.value).startswith("s.yaml: ") and message in str(caught.value)
+        assert list(jsonschema.Draft202012Validator(schema).iter_errors(suite))

@@ -20,9 +20,8 @@ import yaml
 from harness.spec.config import (FIELD_TO_SUITE_KEY, FIELDS, GRID_KEYS, SECTIONS, CellConfig, build_config,
                                  field_for_axis, suggest)
 from harness.errors import HarnessError, quote, shorten
+from harness.spec.suite_file import check_shape
 
-TOP_KEYS = ("name", "description", "data", "model", "train", "eval", "run", "matrix", "exclude", "include",
-            "claims", "conditions")
 # How a field is written in a suite, for messages: eval_every -> eval.every
 # YAML aliases let a few hundred bytes name billions of values: bound what a suite may expand to.
 MAX_VALUES = 100_000  # nodes of the parsed file, each alias counted as often as it is used
@@ -119,50 +118,26 @@ def parse_suite(raw, where: str, sets: list[str] | None = None) -> Suite:
     if not isinstance(raw, dict):
         raise HarnessError(f"{where}: a suite must be a mapping with keys such as name, matrix (got "
                            f"{type(raw).__name__})")
-    for key in raw:
-        if key not in TOP_KEYS:
-            raise HarnessError(f"{where}: unknown top-level key {quote(key)}{suggest(shorten(str(key)), TOP_KEYS)}")
-    name = raw.get("name")
-    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
-        raise HarnessError(f"{where}: name = {quote(name)}: required, letters, digits, '.', '_' or '-' only")
+    check_shape(raw, where)  # keys, mappings and lists (harness.spec.suite_file); values are CellConfig's to check
+    name = raw["name"]
     description = raw.get("description") or ""
-    if not isinstance(description, str):
-        raise HarnessError(f"{where}: description must be text")
-
     defaults: dict = {}
     for section, keys in SECTIONS.items():
-        values = raw.get(section)
-        if values is None:
-            continue
-        if not isinstance(values, dict):
-            raise HarnessError(f"{where}: {section} must be a mapping of keys to values")
-        for key, value in values.items():
-            if key not in keys:
-                other = next((s for s, k in SECTIONS.items() if key in k), None)
-                hint = f" (it belongs in {other!r})" if other else suggest(shorten(str(key)), keys)
-                raise HarnessError(f"{where}: unknown key {section}.{shorten(str(key))}{hint}")
+        for key, value in (raw.get(section) or {}).items():
             defaults[keys[key]] = value
 
-    matrix_raw = raw.get("matrix") or {}
-    if not isinstance(matrix_raw, dict):
-        raise HarnessError(f"{where}: matrix must be a mapping of axis to a list of values")
     matrix: dict = {}
-    for key, values in matrix_raw.items():
+    for key, values in (raw.get("matrix") or {}).items():
         fld = field_for_axis(key, f"{where}: matrix")
         if fld in matrix:
             raise HarnessError(f"{where}: matrix.{key}: the axis {fld} is given twice (as {quote(str(key))} and "
                                f"another spelling); give it once")
-        if not isinstance(values, list) or not values:
-            raise HarnessError(f"{where}: matrix.{key} = {quote(values)}: must be a non-empty list")
         if len(set(map(repr, values))) != len(values):
             raise HarnessError(f"{where}: matrix.{key} = {quote(values)}: values repeat")
         matrix[fld] = values
 
     def entries(kind):
-        value = raw.get(kind) or []
-        if not isinstance(value, list) or not all(isinstance(e, dict) and e for e in value):
-            raise HarnessError(f"{where}: {kind} must be a list of non-empty mappings of axis to value")
-        return [{field_for_axis(k, f"{where}: {kind}"): v for k, v in e.items()} for e in value]
+        return [{field_for_axis(k, f"{where}: {kind}"): v for k, v in e.items()} for e in raw.get(kind) or []]
 
     exclude = entries("exclude")
     for index, entry in enumerate(exclude):  # an entry that can match no cell is a typo, not a choice
@@ -175,8 +150,6 @@ def parse_suite(raw, where: str, sets: list[str] | None = None) -> Suite:
                                    f"values ({shorten(', '.join(map(str, matrix[fld])), 200)})")
 
     claims = raw.get("claims") or []
-    if not isinstance(claims, list):
-        raise HarnessError(f"{where}: claims must be a list")
     from harness.spec.claims import claims_needing_curves, parse_claims, parse_conditions
 
     specs = parse_claims(claims, f"{where}: claims")
