@@ -255,3 +255,15 @@ def test_a_reader_that_goes_away_stops_show_quietly(tmp_path):
     proc.stdout.close()  # as `| head -0` would: the reader is gone before the first line is written
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 141 and "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+def test_the_recorded_command_names_paths_inside_a_repository_relative_to_it(tmp_path):
+    from harness.grid.runner import portable_command
+
+    (tmp_path / "repo" / ".git").mkdir(parents=True)
+    out = tmp_path / "repo" / "results" / "study"
+    elsewhere = tmp_path / "scratch"
+    assert portable_command(["python", "-m", "harness", "run", "suites/s.yaml", "--out", str(out),
+                             f"--resume={out}", "--timings", str(elsewhere), "--set", "train.lr=0.5"]) == [
+        "python", "-m", "harness", "run", "suites/s.yaml", "--out", "results/study", "--resume=results/study",
+        "--timings", str(elsewhere), "--set", "train.lr=0.5"]

@@ -206,6 +206,23 @@ def stored_run(suite: Suite, cells: list[GridCell], run_dir: RunDir, stream, cor
     return existing, records
 
 
+def portable_command(argv: list[str]) -> list[str]:
+    """The command line as recorded in run.json: an absolute path inside a git repository is written
+    relative to that repository's root (``results/NAME``), so that a committed run names no machine's
+    folders; anything else as given."""
+    def portable(text: str) -> str:
+        path = Path(text)
+        root = next((folder for folder in (path, *path.parents) if (folder / ".git").exists()), None) \
+            if path.is_absolute() else None
+        return str(path.relative_to(root)) if root is not None and path != root else text
+
+    out = []
+    for arg in argv:
+        flag, equals, value = arg.partition("=")
+        out.append(f"{flag}={portable(value)}" if arg.startswith("--") and equals else portable(arg))
+    return out
+
+
 def start_part(suite: Suite, cells: list[GridCell], existing: dict | None, argv: list[str], executor_name: str,
                malloc: str, calibrate: bool) -> dict:
     """run.json as the part of the run that starts now has it: ``existing`` (an earlier part's) or a new
@@ -217,7 +234,7 @@ def start_part(suite: Suite, cells: list[GridCell], existing: dict | None, argv:
         "config_hash": suite.config_hash(),
         "started": now_iso(),
     }
-    provenance = {"command": argv, "git": git_info(), "machine": describe(), "executor": executor_name}
+    provenance = {"command": portable_command(argv), "git": git_info(), "machine": describe(), "executor": executor_name}
     if existing is None:
         info.update(provenance)
     else:
