@@ -51,3 +51,20 @@ def test_the_named_corpora_are_package_data():
     assert "corpora/*.txt" in _project()["tool"]["setuptools"]["package-data"]["harness"]
     for source in CORPORA.values():
         assert (EMBEDDED_DIR / source.filename).is_file() and source.embedded and source.sha256
+
+
+def test_ci_tests_every_runtime_dependency_at_its_floor():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, str(REPO / ".ci" / "floors.py")], capture_output=True, text=True, check=True)
+    floors = {canonicalize_name(Requirement(line).name): Requirement(line) for line in out.stdout.split()}
+    for req in (Requirement(r) for r in _project()["project"]["dependencies"]):
+        name = canonicalize_name(req.name)
+        if name == "torch":  # tested at CI's pin
+            assert name not in floors
+            continue
+        floor = [spec.version for spec in req.specifier if spec.operator == ">="]
+        assert floor, f"{req} has no floor"
+        assert str(floors[name].specifier) == f"=={floor[0]}"
+    assert "floors.py" in (REPO / ".ci" / "run").read_text()
