@@ -14,6 +14,8 @@ from harness.report.numbers import fixed
 from harness.report.render import render_html, render_markdown
 from harness.results.atomic import write_text_atomic
 
+SUBJECT_WIDTH = 72  # characters of a commit's subject in the table
+
 
 def points_table(points: dict[str, dict]) -> pd.DataFrame:
     """The points in the range's order."""
@@ -72,8 +74,15 @@ def history_blocks(header: dict, table: pd.DataFrame, steps: list[Step], figure:
     else:
         blocks.append(("p", f"No step larger than the threshold ({threshold}) among the {len(measured)} measured "
                             "commits."))
+    if not measured.empty:
+        ratios = measured["ratio"].astype(float)
+        inside = sum(lo <= 1 <= hi for lo, hi in zip(measured["low"].astype(float), measured["high"].astype(float)))
+        blocks.append(("p", f"Ratios from {ratios.min():.3f} to {ratios.max():.3f}; the "
+                            f"{1 - settings['alpha']:.0%} interval of {inside} of {len(measured)} commits contains 1 "
+                            f"(at this level about {settings['alpha'] * len(measured):.1f} of {len(measured)} "
+                            "unchanged commits would miss it by chance)."))
     blocks.append(("p", f"Each point is one `harness ab` check of the commit against the reference commit "
-                        f"`{reference['commit'][:10]}` ({reference['subject']}), interleaved epoch by epoch, so the "
+                        f"`{reference['commit'][:10]}` ({reference['subject'][:SUBJECT_WIDTH]}), interleaved epoch by epoch, so the "
                         f"machine's drift between checks cancels: the geometric-mean ratio of seconds per epoch "
                         f"(commit / reference) over the runs of `{settings['suite']}`, with its "
                         f"{1 - settings['alpha']:.0%} interval; {settings['rounds']} timed rounds per run. Steps: "
@@ -90,6 +99,9 @@ def history_blocks(header: dict, table: pd.DataFrame, steps: list[Step], figure:
                   for lo, hi in zip(table["low"], table["high"])],
         verdict=[v if s == "ok" else f"not measured: {r}" for v, s, r in zip(table["verdict"], table["status"],
                                                                                table["reason"])])
+    shown["subject"] = [text if len(text) <= SUBJECT_WIDTH else text[:SUBJECT_WIDTH - 3].rstrip() + "..."
+                        for text in shown["subject"]]
+    shown["date"] = [str(d)[:10] for d in shown["date"]]
     blocks.append(("table", shown[["short", "date", "subject", "ratio", "interval", "verdict"]].rename(
         columns={"short": "commit"})))
     return blocks
