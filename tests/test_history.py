@@ -250,3 +250,13 @@ def test_bisect_and_history_find_the_slower_commit_with_ab(slowed_repo, tmp_path
     assert points[0]["ratio"] < 2 < points[1]["ratio"] and points[2]["ratio"] > 2
     assert all(len(p["check"]["cells"][0]["pairs"]) == 4 * 3 for p in points)  # the raw pairs are kept
     assert f"from {slower[:7]} (slower)" in (page / "index.md").read_text()
+
+
+def test_the_committed_timeline_is_its_points_rendered(tmp_path):
+    # report/history/ is what results/history/ renders to: the page says the same as its stored points.
+    from harness.grid.history import History
+
+    history = History(REPO / "results" / "history")
+    page = write_history_report(history.header(), history.points(), tmp_path / "page")
+    assert (page / "index.md").read_text() == (REPO / "report" / "history" / "index.md").read_text()
+    assert len(history.points()) >= 10 and all(p["status"] == "ok" for p in history.points().values())
