@@ -49,9 +49,13 @@ def by_seed(group: pd.DataFrame, column: str) -> dict:
     """``column`` of a group of cells as {seed: value} (several rows of one seed are averaged)."""
     if column not in group or "seed" not in group:
         return {}
-    values = pd.Series(pd.to_numeric(group[column], errors="coerce").to_numpy(), index=group["seed"].to_numpy())
-    values = values[np.isfinite(values)]
-    return {int(s): float(v) for s, v in values.groupby(level=0).mean().items()}
+    values = pd.to_numeric(group[column], errors="coerce").to_numpy(dtype=float)
+    sums: dict = {}
+    for seed, value in zip(group["seed"].tolist(), values.tolist()):
+        if math.isfinite(value) and pd.notna(seed):  # a row without a seed is no seed's (as groupby drops it)
+            total, count = sums.get(seed, (0.0, 0))
+            sums[seed] = (total + value, count + 1)
+    return {int(seed): total / count for seed, (total, count) in sorted(sums.items())}
 
 
 def ids_by_seed(group: pd.DataFrame) -> dict:
@@ -138,11 +142,30 @@ def depth_extremes(ok: pd.DataFrame, keys: list[str]):
 # --- curves ----------------------------------------------------------------------------------------------
 
 
+_CURVES: dict[int, tuple] = {}  # id of an epochs table -> (a weak reference to it, its curves)
+
+
 def training_curves(epochs: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """Per cell_id: its epochs in order with ``elapsed`` (cumulative training seconds).
 
     A warm-up epoch (one-time allocation and thread start-up, left out of ``sec_per_epoch`` for the same
-    reason) counts at the cell's median steady epoch time, so that it does not decide a comparison."""
+    reason) counts at the cell's median steady epoch time, so that it does not decide a comparison. The
+    curves of the table last asked for are kept (claims and learning status ask for the same table); the
+    tables a run is read into are not changed after loading."""
+    import weakref
+
+    if epochs is None:
+        return {}
+    kept = _CURVES.get(id(epochs))
+    if kept is not None and kept[0]() is epochs:
+        return kept[1]
+    curves = _training_curves(epochs)
+    _CURVES.clear()
+    _CURVES[id(epochs)] = (weakref.ref(epochs), curves)
+    return curves
+
+
+def _training_curves(epochs: pd.DataFrame) -> dict[str, pd.DataFrame]:
     if epochs is None or epochs.empty or not {"cell_id", "epoch", "sec"} <= set(epochs.columns):
         return {}
     frame = epochs.copy()

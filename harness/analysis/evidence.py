@@ -169,9 +169,13 @@ def geomean(values: np.ndarray) -> float:
 
 
 def _effects(rows: pd.DataFrame) -> list[Effect]:
-    return [Effect(r.log_effect, r.log_se, 0, math.log(r.ci_low) if r.ci_low > 0 else math.nan,
-                   math.log(r.ci_high) if r.ci_high > 0 else math.nan, int(r.seeds), r.pairing)
-            for r in rows.itertuples() if r.counted]
+    if rows.empty:
+        return []
+    # Columns read once (itertuples over a wide table cost more than the pooling itself).
+    columns = {c: rows[c].tolist() for c in ("counted", "log_effect", "log_se", "ci_low", "ci_high", "seeds", "pairing")}
+    return [Effect(effect, se, 0, math.log(low) if low > 0 else math.nan, math.log(high) if high > 0 else math.nan,
+                   int(seeds), pairing)
+            for counted, effect, se, low, high, seeds, pairing in zip(*columns.values()) if counted]
 
 
 def pooled_rows(rows: pd.DataFrame, confidence: float, measure: dict, bound: float | None = None,
