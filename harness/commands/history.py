@@ -4,10 +4,9 @@ interleaved against one reference commit, stored and rendered as a timeline with
 from __future__ import annotations
 
 import signal
-import sys
 from pathlib import Path
 
-from harness.commands.ab import DEFAULT_ROUNDS, DEFAULT_THRESHOLD, add_check_arguments
+from harness.commands.ab import add_check_arguments
 
 
 def register(subparsers) -> None:

@@ -23,7 +23,7 @@ from harness.analysis.timing_trust import distinct_reasons
 from harness.report.conditions_section import suite_conditions
 from harness.report.document import ReportContext, build_blocks
 from harness.report.drawing import FigureDrawer
-from harness.report.figures import condition_depth, figure_tasks, forest_plot
+from harness.report.captions import FIGURES_MODULE, figure_tasks
 from harness.report.loading import apply_timings, load_run, timing_flags_of
 from harness.report.publish import (STAGE_PREFIX, clear_stage, default_out_dir, owned_files, publish_report,
                                     remove_created, report_writes)
@@ -98,7 +98,7 @@ def _write_report(data, stage: Path, out: Path, conditions: list[str], warnings:
         results = evaluate_claims(data.cells, data.epochs, data.samples, specs, words, baselines, warnings,
                                   flagged, data.losses)
         for index, result in enumerate(results):
-            drawer.draw(f"forest_{index}", forest_plot, result, figures_dir / f"forest_{index}.png")
+            drawer.draw(f"forest_{index}", f"{FIGURES_MODULE}:forest_plot", result, figures_dir / f"forest_{index}.png")
         ok = learning_status(data.cells, data.epochs, baselines)
         condition_results = evaluate_conditions(
             data.cells, data.epochs, data.samples, specs, condition_specs, corpus_words=words,
@@ -107,7 +107,7 @@ def _write_report(data, stage: Path, out: Path, conditions: list[str], warnings:
         profile = None
         if condition_results:
             profile = depth_profile(data.cells, data.epochs, condition_specs, baselines)
-            drawer.draw("condition_depth", condition_depth, profile, baselines, figures_dir / "condition_depth.png")
+            drawer.draw("condition_depth", f"{FIGURES_MODULE}:condition_depth", profile, baselines, figures_dir / "condition_depth.png")
         figures = drawer.paths()
     notes = conditions + [f"Timings unreliable: {w}." for w in warnings]
     if flagged:

@@ -12,7 +12,7 @@ from harness.analysis.conditions import can_compare
 from harness.errors import HarnessError
 from harness.report import wording as claim_wording
 from harness.report.claim_sections import repeated_claims
-from harness.report.figures import CELL_MARKERS, FIGURES
+from harness.report.captions import CELL_MARKERS, FIGURES
 from harness.report.numbers import fmt
 from harness.results.tables import config_row
 from harness.spec.claims import BEST_METRIC, SELECTED_METRIC, parse_conditions

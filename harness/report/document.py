@@ -13,7 +13,7 @@ import pandas as pd
 from harness.analysis.claims import ClaimResult
 from harness.report.claim_sections import claim_sections
 from harness.report.conditions_section import condition_blocks, planned_frame
-from harness.report.figures import FIGURES
+from harness.report.captions import FIGURES
 from harness.report.loading import RunData
 from harness.report.numbers import fmt, fmt_duration, gib, sig
 from harness.report.render import slug

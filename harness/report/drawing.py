@@ -30,6 +30,21 @@ def drawing_workers() -> int:
     return 0 if cpus < 2 else min(MAX_WORKERS, cpus)
 
 
+def resolve(target: str | Callable) -> Callable:
+    """A drawing function given as "module:function" (imported where it is called: a worker imports
+    matplotlib, the main process need not), or the function itself."""
+    if callable(target):
+        return target
+    import importlib
+
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def draw_target(target: str | Callable, *args) -> Path | None:
+    return resolve(target)(*args)
+
+
 class FigureDrawer:
     """Draws figures asked for by name, in worker processes where it can; ``paths()`` waits for them.
 
@@ -41,9 +56,10 @@ class FigureDrawer:
                       if workers > 0 else None)
         self._drawn: dict[str, Future | Path | None] = {}
 
-    def draw(self, name: str, function: Callable[..., Path | None], *args) -> None:
-        """Draw ``function(*args)`` (which saves a PNG and returns its path, or None without data) as ``name``."""
-        self._drawn[name] = self._pool.submit(function, *args) if self._pool else function(*args)
+    def draw(self, name: str, target: str | Callable[..., Path | None], *args) -> None:
+        """Draw ``target(*args)`` as ``name``: a function, or "module:function" imported by the process that
+        draws; it saves a PNG and returns its path, or None without data."""
+        self._drawn[name] = self._pool.submit(draw_target, target, *args) if self._pool else draw_target(target, *args)
 
     def paths(self) -> dict[str, Path | None]:
         """Name -> the figure's path, or None where the run had no data for it, in the order asked for."""

@@ -23,12 +23,12 @@ from matplotlib.lines import Line2D
 from matplotlib.textpath import TextPath
 
 from harness.analysis.no_learning import best_ngram
+from harness.report.captions import CELL_MARKERS, FIGURES  # noqa: F401 - FIGURES: the captions of these figures
 from harness.report.wording import measure_labels
 from harness.analysis.cell_frames import GRID_AXES, MACHINE, direction_pairs, extra_keys, ok_cells, training_curves
 from harness.analysis.claims import ClaimResult
 
 DIRECTION_COLORS = {"uni": "#0173b2", "bi": "#de8f05"}
-CELL_MARKERS = {"rnn": "o", "gru": "s", "lstm": "^"}
 DEPTH_STYLES = {1: "-", 2: "--", 3: "-.", 4: ":"}
 MEASURE_COLORS = {"training": "#029e73", "held-out causal": "#d55e00", "held-out teacher-forced": "#cc78bc"}
 BASELINE_STYLES = {"uniform": ":", "unigram": "--", "bigram": "-."}
@@ -42,26 +42,7 @@ FOREST_PLOT_WIDTH = 5.8  # inches beside the labels: the axes, their margins
 # title; below, the tick labels, the axis label and the legend; left of the axes, the widest label.
 FOREST_TOP, FOREST_BOTTOM, FOREST_RIGHT, FOREST_LABEL_PAD = 0.32, 0.84, 0.2, 0.16
 FOREST_LABEL_SCALE = 1.1  # rasterised text runs wider than its outline (TextPath) by up to a few percent
-MIB = 1024 * 1024
 
-FIGURES = {
-    "heldout_curves": "Held-out causal perplexity against epochs (top) and against training seconds (bottom), "
-                      "one panel per cell type: thin lines are seeds, thick lines their geometric mean; colour is "
-                      "the direction, line style the depth; grey lines are the no-learning baselines.",
-    "train_vs_heldout": "Training (green) and held-out causal (red) perplexity by epoch, geometric mean over "
-                        "seeds, one panel per cell type and direction; line style is the depth. A gap where "
-                        "training perplexity is far below held-out is memorisation or, for bidirectional cells, "
-                        "the leak.",
-    "slowdown_heatmap": "Bidirectional slowdown: geometric-mean bi/uni seconds per epoch by cell type and depth, "
-                        "with the bi/uni ratio of FLOPs per epoch below each value.",
-    "seconds_per_epoch": "Seconds per epoch against depth: dots are seeds, bars the geometric mean with its 95% "
-                         "interval (log scale).",
-    "condition_depth": "Best held-out causal perplexity of the unidirectional cells against depth, one line per cell "
-                       "type (line style and marker) and condition (colour): geometric mean over seeds, whiskers from "
-                       "the lowest to the highest seed; at the epoch chosen on selection text where the cells had "
-                       "selection text, else at the best held-out evaluation. Grey lines are the no-learning "
-                       "baselines.",
-}
 CONDITION_COLORS = ("#0173b2", "#de8f05", "#029e73", "#d55e00", "#cc78bc", "#ca9161", "#fbafe4", "#949494",
                     "#ece133", "#56b4e9")
 CELL_STYLES = {"rnn": ":", "gru": "-", "lstm": "--"}
@@ -399,20 +380,13 @@ def forest_figure(result: ClaimResult) -> Figure | None:
     return fig
 
 
-def figure_tasks(cells: pd.DataFrame, epochs: pd.DataFrame, baselines: dict | None, folder: Path) -> list[tuple]:
-    """The run's figures as (name, function, arguments) to draw into ``folder``; each function returns
-    the PNG's path, or None where the run has no data for it (``harness.report.drawing`` draws them)."""
-    png = {name: Path(folder) / f"{name}.png" for name in FIGURES}
-    return [("heldout_curves", heldout_curves, (cells, epochs, baselines, png["heldout_curves"])),
-            ("train_vs_heldout", train_vs_heldout, (cells, epochs, baselines, png["train_vs_heldout"])),
-            ("slowdown_heatmap", slowdown_heatmap, (cells, png["slowdown_heatmap"])),
-            ("seconds_per_epoch", seconds_per_epoch, (cells, png["seconds_per_epoch"]))]
-
-
 def make_figures(cells: pd.DataFrame, epochs: pd.DataFrame, baselines: dict | None, folder: Path
                  ) -> dict[str, Path | None]:
     """Draw the run's figures into ``folder`` here; name -> path, or None where the run has no data for it."""
-    return {name: function(*args) for name, function, args in figure_tasks(cells, epochs, baselines, folder)}
+    from harness.report.captions import figure_tasks
+    from harness.report.drawing import resolve
+
+    return {name: resolve(target)(*args) for name, target, args in figure_tasks(cells, epochs, baselines, folder)}
 
 
 def condition_depth(profile: pd.DataFrame, baselines: dict | None, path: Path) -> Path | None:

@@ -19,7 +19,7 @@ import shutil
 from pathlib import Path
 
 from harness.errors import WRITE_ERRNOS, HarnessError
-from harness.report.figures import FIGURES
+from harness.report.captions import FIGURES
 from harness.results.atomic import write_text_atomic
 
 MARKER = ".harness-report"

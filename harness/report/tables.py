@@ -15,7 +15,7 @@ from harness.analysis.cell_frames import configuration_keys, ok_cells, text_colu
 from harness.analysis.claims import ClaimResult
 from harness.analysis.stats import log_interval
 from harness.report import wording as claim_wording
-from harness.report.figures import MIB
+from harness.report.captions import MIB
 from harness.analysis.no_learning import best_ngram, learned_bound
 from harness.report.numbers import fmt, sig
 from harness.spec.claims import AXIS, ClaimSpec

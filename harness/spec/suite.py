@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 
 from harness.spec.config import (FIELD_TO_SUITE_KEY, FIELDS, GRID_KEYS, SECTIONS, CellConfig, build_config,
-                                 field_for_axis, suggest)
+                                 field_for_axis)
 from harness.errors import HarnessError, quote, shorten
 from harness.spec.suite_file import check_shape
 
