@@ -25,8 +25,8 @@ print("LOADED", ",".join(m for m in {heavy!r} if m in sys.modules))
 """
 
 
-def loaded_by(args: list[str]) -> list[str]:
-    out = subprocess.run([sys.executable, "-c", PROBE.format(heavy=HEAVY), *args], cwd=REPO,
+def loaded_by(args: list[str], heavy=HEAVY) -> list[str]:
+    out = subprocess.run([sys.executable, "-c", PROBE.format(heavy=heavy), *args], cwd=REPO,
                          capture_output=True, text=True, timeout=120)
     line = [ln for ln in out.stdout.splitlines() if ln.startswith("LOADED")]
     assert line, out.stdout + out.stderr
@@ -197,7 +197,12 @@ def test_read_only_commands_import_no_torch(args):
 
 def test_report_renders_without_torch(tmp_path):
     out = tmp_path / "report"
-    assert "torch" not in loaded_by(["report", "results/example", "--out", str(out)])
+    loaded = loaded_by(["report", "results/example", "--out", str(out)])
+    assert "torch" not in loaded
+    from harness.report.drawing import drawing_workers
+
+    if drawing_workers():  # the figures were drawn in workers: the main process never imported matplotlib
+        assert loaded_by(["report", "results/example", "--out", str(out)], heavy=("matplotlib",)) == []
     assert (out / "index.md").is_file()  # it did render, rather than stop early
 
 
