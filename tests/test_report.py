@@ -570,3 +570,49 @@ def test_a_swept_key_is_drawn_apart_never_averaged(tmp_path):
     plain = build_report(make_run_folder(tmp_path / "plain", cells=("gru",), devices=("cpu",)), tmp_path / "r2")
     with Image.open(plain / "figures" / "heldout_curves.png") as image:
         assert tall >= image.height  # one row per precision, in place of the epochs and time rows
+
+
+@pytest.mark.parametrize("figure", ["heldout_curves", "train_vs_heldout"])
+def test_the_panel_figures_laid_out_by_hand_keep_every_text_inside_and_the_legend_below(tmp_path, monkeypatch,
+                                                                                          figure):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from harness.report import figures
+
+    run_dir = make_run_folder(tmp_path, cells=("rnn", "gru"), devices=("cpu",), seeds=(0, 1))
+    data = load_run(run_dir)
+    drawn = []
+    monkeypatch.setattr(figures, "_save", lambda fig, path, dpi=figures.DPI: drawn.append(fig) or path)
+    getattr(figures, figure)(data.cells, data.epochs, None, tmp_path / "f.png")
+    fig = drawn[0]
+    FigureCanvasAgg(fig)
+    fig.set_dpi(figures.DPI)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    def drawn_ticks(ax):  # tick labels outside the view limits exist but are not drawn
+        for label in ax.get_xticklabels():
+            middle = (label.get_window_extent(renderer).x0 + label.get_window_extent(renderer).x1) / 2
+            if ax.bbox.x0 - 1 <= middle <= ax.bbox.x1 + 1:
+                yield label
+        for label in ax.get_yticklabels():
+            middle = (label.get_window_extent(renderer).y0 + label.get_window_extent(renderer).y1) / 2
+            if ax.bbox.y0 - 1 <= middle <= ax.bbox.y1 + 1:
+                yield label
+
+    texts = [t for ax in fig.axes if ax.get_visible()
+             for t in (ax.title, ax.xaxis.label, ax.yaxis.label, *drawn_ticks(ax))
+             if t.get_visible() and t.get_text()]
+    assert texts
+    for text in texts:
+        box = text.get_window_extent(renderer)
+        assert fig.bbox.x0 <= box.x0 and box.x1 <= fig.bbox.x1 and fig.bbox.y0 <= box.y0 and box.y1 <= fig.bbox.y1, \
+            (text.get_text(), box)
+    legend = fig.legends[0].get_window_extent(renderer)
+    lowest = min(t.get_window_extent(renderer).y0 for t in texts)
+    assert fig.bbox.y0 <= legend.y0 and legend.y1 <= lowest + 1  # below every panel's text
+    # A title does not run into the panel above it.
+    panels = [ax for ax in fig.axes if ax.get_visible()]
+    for ax in panels:
+        title = ax.title.get_window_extent(renderer)
+        above = [other for other in panels if other.bbox.y0 > ax.bbox.y1]
+        assert all(title.y1 <= other.bbox.y0 for other in above)

@@ -92,15 +92,45 @@ def _baselines(ax, baselines: dict | None, label: bool) -> None:
                             xytext=(-2, 2), textcoords="offset points", ha="right", fontsize=7, color="0.35")
 
 
-def _style_legend(fig, directions, depths, cells, extra=()) -> None:
+def _style_handles(directions, depths, cells, extra=()) -> list:
     handles = [Line2D([], [], color=DIRECTION_COLORS[d], lw=2, label=d) for d in directions]
     handles += [Line2D([], [], color="0.3", lw=1.3, ls=depth_style(n), label=f"{int(n)} layer{'s' if n > 1 else ''}")
                 for n in depths]
     handles += [Line2D([], [], color="0.3", marker=CELL_MARKERS.get(c, "o"), ls="none", label=c) for c in cells]
-    handles += list(extra)
+    return handles + list(extra)
+
+
+def _legend_columns(fig, handles) -> int:
     # As many columns as the figure is wide for: a narrow figure's legend wraps instead of being cut.
-    columns = max(1, min(len(handles), int(fig.get_figwidth() // 1.15)))
-    fig.legend(handles=handles, loc="outside lower center", ncol=columns, fontsize=8, frameon=False)
+    return max(1, min(len(handles), int(fig.get_figwidth() // 1.15)))
+
+
+def _style_legend(fig, directions, depths, cells, extra=()) -> None:
+    handles = _style_handles(directions, depths, cells, extra)
+    fig.legend(handles=handles, loc="outside lower center", ncol=_legend_columns(fig, handles), fontsize=8,
+               frameon=False)
+
+
+# A grid of panels laid out by hand, in inches (constrained layout was half of these figures' cost): left of
+# the panels their y label and tick labels, above each its title, below each its tick labels and x label,
+# and below the grid the legend, LEGEND_ROW per row of it.
+PANEL_LEFT, PANEL_RIGHT, PANEL_TITLE, PANEL_XAXIS, PANEL_GAP, SUPTITLE, LEGEND_ROW = 0.78, 0.15, 0.32, 0.5, 0.15, 0.3, 0.24
+
+
+def _panel_grid(fig, rows: int, cols: int, handles: list, x_labels_each_row: bool, suptitle: bool) -> None:
+    """Place a ``rows`` x ``cols`` grid of panels and the figure's legend (``handles``) by hand."""
+    columns = _legend_columns(fig, handles)
+    legend_rows = -(-len(handles) // columns) if handles else 0
+    width, height = fig.get_size_inches()
+    bottom = PANEL_XAXIS + legend_rows * LEGEND_ROW + 0.1
+    top = PANEL_TITLE + (SUPTITLE if suptitle else 0.0)
+    row_gap = PANEL_TITLE + (PANEL_XAXIS if x_labels_each_row else 0.12)
+    panel_w = (width - PANEL_LEFT - PANEL_RIGHT - (cols - 1) * PANEL_GAP) / cols
+    panel_h = (height - top - bottom - (rows - 1) * row_gap) / rows
+    fig.subplots_adjust(left=PANEL_LEFT / width, right=1 - PANEL_RIGHT / width, top=1 - top / height,
+                        bottom=bottom / height, wspace=PANEL_GAP / panel_w, hspace=row_gap / panel_h)
+    if handles:
+        fig.legend(handles=handles, loc="lower center", ncol=columns, fontsize=8, frameon=False, borderaxespad=0.3)
 
 
 MAX_VARIANTS = 8  # rows of panels for the other swept keys; more are left out, and the title says so
@@ -155,7 +185,7 @@ def heldout_curves(cells, epochs, baselines, path: Path) -> Path | None:
     shown = combos[:MAX_VARIANTS]
     # One row per swept combination (against epochs), or the epochs and training-time rows when there is none.
     rows = [(combo, "epoch") for combo in shown] if keys else [((), "epoch"), ((), "elapsed")]
-    fig = Figure(figsize=(4.2 * len(cell_types) + 0.5, 3.7 * len(rows)), layout="constrained")
+    fig = Figure(figsize=(4.2 * len(cell_types) + 0.5, 3.7 * len(rows)))
     axes = fig.subplots(len(rows), len(cell_types), squeeze=False, sharey=True)
     if len(combos) > len(shown):
         fig.suptitle(f"the first {len(shown)} of {len(combos)} combinations of {', '.join(keys)}", fontsize=9)
@@ -181,8 +211,9 @@ def heldout_curves(cells, epochs, baselines, path: Path) -> Path | None:
             ax.set_title(f"{cell}{where}", fontsize=10)
             ax.set_xlabel("epoch" if x == "epoch" else "training seconds")
             ax.set_ylabel("held-out causal perplexity" if j == 0 else "")
-    _style_legend(fig, [d for d in DIRECTION_COLORS if d in set(frame["direction"])],
-                  sorted(frame["layers"].unique()), [])
+    handles = _style_handles([d for d in DIRECTION_COLORS if d in set(frame["direction"])],
+                             sorted(frame["layers"].unique()), [])
+    _panel_grid(fig, len(rows), len(cell_types), handles, x_labels_each_row=True, suptitle=len(combos) > len(shown))
     return _save(fig, path)
 
 
@@ -194,7 +225,7 @@ def train_vs_heldout(cells, epochs, baselines, path: Path) -> Path | None:
     directions = [d for d in DIRECTION_COLORS if d in set(frame["direction"])]
     keys, combos = variants(ok_cells(cells))
     rows = [(d, combo) for combo in combos[:MAX_VARIANTS] for d in directions]
-    fig = Figure(figsize=(4.2 * len(cell_types) + 0.5, 3.4 * len(rows) + 0.8), layout="constrained")
+    fig = Figure(figsize=(4.2 * len(cell_types) + 0.5, 3.4 * len(rows) + 0.8))
     axes = fig.subplots(len(rows), len(cell_types), squeeze=False, sharey=True, sharex=True)
     if len(combos) > MAX_VARIANTS:
         fig.suptitle(f"the first {MAX_VARIANTS} of {len(combos)} combinations of {', '.join(keys)}", fontsize=9)
@@ -221,7 +252,8 @@ def train_vs_heldout(cells, epochs, baselines, path: Path) -> Path | None:
             ax.set_xlabel("epoch" if i == len(rows) - 1 else "")
             ax.set_ylabel("perplexity" if j == 0 else "")
     extra = [Line2D([], [], color=MEASURE_COLORS[n], lw=2, label=n) for n in measures]
-    _style_legend(fig, [], sorted(frame["layers"].unique()), [], extra)
+    handles = _style_handles([], sorted(frame["layers"].unique()), [], extra)
+    _panel_grid(fig, len(rows), len(cell_types), handles, x_labels_each_row=False, suptitle=len(combos) > MAX_VARIANTS)
     return _save(fig, path)
 
 
