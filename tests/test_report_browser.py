@@ -18,7 +18,8 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # Without the background-networking flags Chromium keeps trying hosts that a closed network refuses.
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
          "--disable-component-update", "--disable-sync"]
-COMMITTED = sorted(ROOT.glob("report/*/index.html"))
+# The committed reports of runs; report/history/ is a speed timeline, a page without claims (checked apart).
+COMMITTED = sorted(p for p in ROOT.glob("report/*/index.html") if p.parent.name != "history")
 
 
 @pytest.fixture(scope="module")
@@ -70,16 +71,23 @@ def measure(browser, page_path: Path, width: int, height: int) -> dict:
         page.close()
 
 
-def check(browser, path: Path) -> None:
+def check_page(browser, path: Path) -> dict:
+    """What every page of the harness must do in a browser: its images load and have alt text, it sets a
+    viewport, and a narrow window needs no sideways scrolling."""
     wide = measure(browser, path, 1280, 900)
+    assert wide["images"] > 0 and wide["broken"] == 0 and wide["missingAlt"] == 0, wide
+    assert wide["viewport"]
+    narrow = measure(browser, path, 500, 900)
+    assert narrow["scrollWidth"] <= narrow["innerWidth"], narrow
+    return wide
+
+
+def check(browser, path: Path) -> None:
+    wide = check_page(browser, path)
     assert wide["summaryTop"] is not None, "no claims summary table"
     assert wide["summaryTop"] < 900, wide
     assert wide["height"] <= 10_000, wide
-    assert wide["images"] > 0 and wide["broken"] == 0 and wide["missingAlt"] == 0, wide
-    assert wide["viewport"]
     assert wide["anchors"] and set(wide["anchors"]) <= set(wide["ids"]), wide["anchors"]
-    narrow = measure(browser, path, 500, 900)
-    assert narrow["scrollWidth"] <= narrow["innerWidth"], narrow
 
 
 def test_fixture_report_reads_in_a_browser(browser, fixture_report):
@@ -89,3 +97,7 @@ def test_fixture_report_reads_in_a_browser(browser, fixture_report):
 @pytest.mark.parametrize("path", COMMITTED, ids=[p.parent.name for p in COMMITTED])
 def test_committed_reports_read_in_a_browser(browser, path):
     check(browser, path)
+
+
+def test_the_committed_speed_timeline_reads_in_a_browser(browser):
+    check_page(browser, ROOT / "report" / "history" / "index.html")
