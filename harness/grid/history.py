@@ -100,8 +100,9 @@ def check(settings: CheckSettings, repo: Path, base: str, new: str, stream=None)
             return {"status": "failed", "reason": str(exc)}
     result = outcome.as_dict()
     result.pop("out", None)
-    for side in ("base", "new"):
+    for side in ("base", "new"):  # the temporary worktree and run folder: gone when the check ends
         result[side].pop("run_dir", None)
+        result[side].pop("code", None)
     pooled = result["pooled"]
     if pooled.get("ratio") is None:
         return {"status": "failed", "reason": f"nothing could be compared ({'; '.join(outcome.not_compared) or outcome.word.lower()})",
@@ -145,13 +146,13 @@ class History:
         return found
 
 
-def open_history(folder: Path, reference: Commit, settings: CheckSettings, repo: Path) -> History:
+def open_history(folder: Path, reference: Commit, settings: CheckSettings) -> History:
     """The history folder, created for ``reference`` and ``settings``; one made for another reference or
     other settings is refused (its points would not compare with new ones)."""
     history = History(folder)
     wanted = {"format": FORMAT, "reference": {"commit": reference.sha, "date": reference.date,
                                               "subject": reference.subject},
-              "settings": settings.as_dict(), "repo": repo.name}
+              "settings": settings.as_dict()}
     header = history.header()
     if header is not None:
         for key in ("reference", "settings"):
@@ -190,7 +191,7 @@ def run_history(settings: CheckSettings, revs: str, reference_rev: str | None, o
     repo = find_repo(Path(repo_dir)) if repo_dir else this_project_root()
     commits = commits_in(repo, revs, paths)
     reference = commit_info(repo, reference_rev, "--reference") if reference_rev else commits[0]
-    history = open_history(Path(out), reference, settings, repo)
+    history = open_history(Path(out), reference, settings)
     done = history.points()
     run = HistoryRun(history)
     judge = judge or (lambda commit: check(settings, repo, reference.sha, commit.sha, stream))
