@@ -6,12 +6,20 @@ import ipaddress
 import os
 import shutil
 import socket
+import subprocess
 import tempfile
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def git(repo, *args) -> str:
+    """A git command in ``repo`` with a test identity; its output, stripped."""
+    out = subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.com", *args],
+                         capture_output=True, text=True, check=True)
+    return out.stdout.strip()
 # Set before any test or cell process starts, so that cells trained in subprocesses see the same.
 os.environ.pop("HARNESS_DATA_DIR", None)
 os.environ["HARNESS_CACHE_DIR"] = tempfile.mkdtemp(prefix="harness-test-cache-")

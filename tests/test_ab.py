@@ -23,7 +23,7 @@ from harness.cli import main as cli
 from harness.results.speed_measurements import read_run
 from harness.errors import HarnessError
 
-from conftest import REPO, TINY
+from conftest import REPO, TINY, git
 
 # Paired epoch times (seconds) of the base side: the machine drifts by a factor of two over the rounds,
 # as a busy machine does; what a pair shares cancels in its ratio. Six runs of four rounds.
@@ -154,12 +154,6 @@ def test_bad_arguments_are_refused():
 
 
 # ------------------------------------------------------------------------------------------ revisions
-
-
-def git(repo, *args) -> str:
-    out = subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.com", *args],
-                         capture_output=True, text=True, check=True)
-    return out.stdout.strip()
 
 
 @pytest.fixture

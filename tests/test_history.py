@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import subprocess
 import textwrap
 
 import pytest
@@ -18,7 +17,7 @@ from harness.errors import HarnessError
 from harness.grid.history import CheckSettings, run_history
 from harness.report.history_page import write_history_report
 
-from conftest import REPO, TINY
+from conftest import REPO, TINY, git
 
 
 # --- change points ------------------------------------------------------------------------------------
@@ -96,12 +95,6 @@ def test_bisect_with_a_bad_end_that_is_not_slower_finds_nothing():
 
 
 # --- the timeline's storage, with a stand-in judge -----------------------------------------------------
-
-
-def git(repo, *args) -> str:
-    out = subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.com", *args],
-                         capture_output=True, text=True, check=True)
-    return out.stdout.strip()
 
 
 @pytest.fixture

@@ -75,7 +75,7 @@ def main(args) -> int:
     for flag, path in (("--json", args.json), ("--markdown", args.markdown)):
         if path is not None:  # checked before the rounds: a bad path must not cost a whole A/B run
             writable_file(path, flag, keep_out_of=[args.out] if args.out else [])
-    signal.signal(signal.SIGTERM, _raise_interrupt)  # a stopped CI job still removes its worktrees
+    signal.signal(signal.SIGTERM, raise_interrupt)  # a stopped CI job still removes its worktrees
     request = AbRequest(suite=args.suite, base_rev=args.base, new_rev=args.new, base_sets=tuple(args.set_base),
                         new_sets=tuple(args.set_new), only=tuple(args.only), rounds=args.rounds,
                         threshold=args.threshold, alpha=args.alpha, rule=args.rule, out=args.out, repo=args.repo,
@@ -89,5 +89,6 @@ def main(args) -> int:
     return outcome.exit_code
 
 
-def _raise_interrupt(signum, frame):
+def raise_interrupt(signum, frame):
+    """SIGTERM as Ctrl-C, so that a stopped job still removes its worktrees (ab, history, bisect)."""
     raise KeyboardInterrupt

@@ -25,12 +25,12 @@ def register(subparsers) -> None:
 
 
 def main(args) -> int:
-    from harness.commands.ab import check_settings
+    from harness.commands.ab import check_settings, raise_interrupt
     from harness.grid.history import run_bisect
     from harness.spec.suite import load_suite
 
     load_suite(args.suite)  # a bad suite is refused before any checkout
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGTERM, raise_interrupt)
     result, commits, outcomes = run_bisect(check_settings(args), args.good, args.bad, args.repo)
     if not result.bad_is_slower:
         verdict = next(iter(outcomes.values()), {})
@@ -49,6 +49,3 @@ def main(args) -> int:
           + ", ".join(f"{commits[c].short} ({commits[c].subject[:40]})" for c in result.candidates))
     return 2
 
-
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt

@@ -35,7 +35,7 @@ def register(subparsers) -> None:
 
 
 def main(args) -> int:
-    from harness.commands.ab import check_settings
+    from harness.commands.ab import check_settings, raise_interrupt
     from harness.grid.history import run_history
     from harness.report.history_page import write_history_report
     from harness.results.atomic import writable_folder
@@ -46,7 +46,7 @@ def main(args) -> int:
     report = Path(args.report) if args.report else Path("report") / "history" / name
     writable_folder(str(out), "--out")
     writable_folder(str(report), "--report")
-    signal.signal(signal.SIGTERM, _raise_interrupt)  # a stopped job still removes its worktrees
+    signal.signal(signal.SIGTERM, raise_interrupt)  # a stopped job still removes its worktrees
     run = run_history(check_settings(args), args.revs, args.reference, out, tuple(args.path), args.repo)
     points = run.history.points()
     header = run.history.header()
@@ -56,6 +56,3 @@ def main(args) -> int:
                  default=None)
     return 1 if newest is not None and newest.get("check", {}).get("exit_code") == 1 else 0
 
-
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
