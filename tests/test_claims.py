@@ -18,7 +18,8 @@ from harness.analysis.claims import (DEEPER, INCONCLUSIVE, NOT_SUPPORTED, SUPPOR
                                      evaluate_claims, leak_comparison, parse_claims)
 from harness.analysis.evidence import NOT_COUNTED
 from harness.errors import HarnessError
-from harness.analysis.stats import Effect, Replicates, configuration_effect, log_interval, pool, pooled_spread, t_interval
+from harness.analysis.stats import (Effect, Replicates, configuration_effect, log_interval, pool, pooled_spread,
+                                   random_effects, sign_test, t_interval, t_quantile)
 from harness.analysis.text_measures import compression, distinct_share, is_degenerate, longest_repeat, measure, word_share
 
 COLUMNS = ["cell", "layers", "direction", "seed", "causal_ppl", "val_ppl", "train_ppl", "sec_per_epoch",
@@ -409,6 +410,37 @@ def test_pool_of_equal_effects_is_their_common_value_with_no_heterogeneity():
     effects = [Effect(0.7, 0.05, 4, 0.6, 0.8, 2, "paired") for _ in range(5)]
     pooled = pool(effects)
     assert pooled.estimate == pytest.approx(0.7) and pooled.i2 == 0 and pooled.low < 0.7 < pooled.high
+
+
+@pytest.mark.parametrize("estimates, variances", [
+    ([0.10, 0.30, 0.25], [0.01, 0.02, 0.015]),              # heterogeneous: tau2 > 0 after a few iterations
+    ([0.70, 0.70, 0.70, 0.70], [0.0025] * 4),              # identical: Q = 0, tau2 = 0
+    ([0.2, 0.21], [0.04, 0.05]),                           # two configurations, less spread than the noise
+    ([-0.5, 0.1, 0.9, 0.4, -0.2], [0.001, 0.003, 0.002, 0.01, 0.0005]),  # strongly heterogeneous
+])
+def test_random_effects_equals_statsmodels_combine_effects(estimates, variances):
+    meta = pytest.importorskip("statsmodels.stats.meta_analysis")
+    import numpy as np
+
+    expected = meta.combine_effects(np.array(estimates), np.array(variances), method_re="iterated", use_t=True)
+    got = random_effects(estimates, variances)
+    assert got.mean == pytest.approx(float(expected.mean_effect_re), rel=1e-12, abs=1e-15)
+    assert got.se == pytest.approx(float(expected.sd_eff_w_re), rel=1e-12)
+    assert got.se_hksj == pytest.approx(float(expected.sd_eff_w_re_hksj), rel=1e-12, abs=1e-15)
+    assert got.q == pytest.approx(float(expected.q), rel=1e-9, abs=1e-12)
+    assert got.tau2 == pytest.approx(max(0.0, float(expected.tau2)), rel=1e-12, abs=1e-15)
+
+
+def test_t_quantile_and_sign_test_equal_scipy_stats():
+    from scipy import stats
+
+    for dof in (1, 2, 3.5, 30, math.inf):
+        assert t_quantile(0.975, dof) == pytest.approx(float(stats.t.ppf(0.975, dof)), rel=1e-12)
+    for effects in ([0.1, 0.2, -0.3], [0.1] * 7, [-1.0] * 5, [0.1, -0.1, 0.2, -0.2], [1, 2, 3, -1, 0, 4, 5, 6, -2]):
+        nonzero = [e for e in effects if e != 0]
+        expected = stats.binomtest(sum(e > 0 for e in nonzero), len(nonzero)).pvalue
+        assert sign_test(effects) == pytest.approx(expected, rel=1e-12)
+    assert math.isnan(sign_test([0.0, math.nan]))
 
 
 def test_value_at_time_takes_the_last_value_reached():

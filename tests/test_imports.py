@@ -204,6 +204,8 @@ def test_report_renders_without_torch(tmp_path):
     if drawing_workers():  # the figures were drawn in workers: the main process never imported matplotlib
         assert loaded_by(["report", "results/example", "--out", str(out)], heavy=("matplotlib",)) == []
     assert (out / "index.md").is_file()  # it did render, rather than stop early
+    # Most of a second of the report's analysis: its statistics use scipy.special and numpy instead.
+    assert loaded_by(["report", "results/example", "--out", str(out)], heavy=("scipy.stats", "statsmodels")) == []
 
 
 @pytest.mark.parametrize("package", ["spec", "results", "analysis", "report"])

@@ -47,7 +47,7 @@ def test_smoke_suite_end_to_end(tmp_path):
     assert info["finished"] and info["suite"]["name"] == "smoke" and info["machine"]["torch"]
     # Every runtime dependency's version, beside python and torch.
     packages = info["machine"]["packages"]
-    assert {"numpy", "pandas", "scipy", "statsmodels", "pydantic", "matplotlib"} <= set(packages)
+    assert {"numpy", "pandas", "scipy", "pydantic", "matplotlib"} <= set(packages)
     assert all(packages[name] for name in ("numpy", "pandas", "scipy"))
     assert info["git"].keys() == {"commit", "dirty"} and info["command"][:3] == ["python", "-m", "harness"]
     assert len(info["corpus_sha256"]) == 1 and len(info["corpus_sha256"][0]) == 64

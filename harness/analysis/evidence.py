@@ -14,7 +14,7 @@ import pandas as pd
 from harness.spec.claims import ClaimSpec
 from harness.analysis.text_error import EVALUATION_OF, combined, configuration_blocks, text_error
 from harness.analysis.stats import (EMPTY_POOL, Effect, Pooled, Replicates, configuration_effect, pool, pooled_spread,
-                                    sign_test)
+                                    sign_test, t_quantile)
 
 # How one configuration's interval bears on the claim: the ``bearing`` column of the evidence table.
 SUPPORTS, CONTRADICTS, UNCLEAR, INSUFFICIENT, NOT_COUNTED = (
@@ -126,8 +126,6 @@ def add_text_error(rows: pd.DataFrame, pooled: Pooled, confidence: float, bound:
     interval (the text's error is common to all configurations, so it is added once, after pooling, not
     averaged away). Returns the rows, the pooled effect and the text's share of the pooled variance (NaN
     when the text's error is unknown)."""
-    from scipy import stats
-
     counted = rows[rows["counted"]] if not rows.empty else rows
     if counted.empty or "text_blocks" not in counted or counted["text_blocks"].isna().any() or pooled.k == 0:
         return rows, pooled, math.nan
@@ -141,19 +139,19 @@ def add_text_error(rows: pd.DataFrame, pooled: Pooled, confidence: float, bound:
         row = rows.loc[index]
         se = combined(row["log_se"], text_sd)
         dof = row["dof"] if row["dof"] and math.isfinite(row["dof"]) else math.inf
-        half = float(stats.t.ppf(0.5 + confidence / 2, dof)) * se
+        half = t_quantile(0.5 + confidence / 2, dof) * se
         rows.loc[index, ["text_sd", "ci_low", "ci_high"]] = [text_sd, math.exp(row["log_effect"] - half),
                                                               math.exp(row["log_effect"] + half)]
         widened = Effect(row["log_effect"], se, dof, row["log_effect"] - half, row["log_effect"] + half, 1, "")
         rows.loc[index, ["outcome", "bearing"]] = list(_outcome(widened, bound, direction, ""))
     k = pooled.k
-    t = float(stats.t.ppf(0.5 + confidence / 2, max(k - 1, 1)))
+    t = t_quantile(0.5 + confidence / 2, max(k - 1, 1))
     se_pooled = (pooled.high - pooled.low) / 2 / t if pooled.has_interval else math.nan
     total = combined(se_pooled, error.pooled)
     half = t * total
     pi_low = pi_high = math.nan
     if k >= 3:
-        spread = float(stats.t.ppf(0.5 + confidence / 2, k - 2)) * math.sqrt(tau2 + total**2)
+        spread = t_quantile(0.5 + confidence / 2, k - 2) * math.sqrt(tau2 + total**2)
         pi_low, pi_high = pooled.estimate - spread, pooled.estimate + spread
     share = error.pooled**2 / total**2 if total > 0 else math.nan
     widened = replace(pooled, low=pooled.estimate - half, high=pooled.estimate + half, pi_low=pi_low,

@@ -27,7 +27,9 @@ class KneserNey:
     """An interpolated Kneser-Ney model of order ``order`` over ``vocabulary``, counted on ``tokens``;
     ``discount``: the same discount at every order in place of each order's estimate."""
 
-    def __init__(self, tokens: Sequence, order: int, vocabulary, discount: float | None = None):
+    def __init__(self, tokens: Sequence, order: int, vocabulary, discount: float | None = None,
+                 grams: dict[int, collections.Counter] | None = None):
+        """``grams``: ``gram_counts(tokens, n)`` for some n >= ``order``, shared by models of several orders."""
         if order < 1:
             raise ValueError("order must be at least 1")
         self.order = order
@@ -36,8 +38,7 @@ class KneserNey:
             raise ValueError("the training tokens hold tokens outside the vocabulary")
         # counts[k][context][token], k = 1..order: raw counts at the top order, continuation counts below.
         self.counts: dict[int, dict[tuple, collections.Counter]] = {}
-        grams = {k: collections.Counter(tuple(tokens[i:i + k]) for i in range(len(tokens) - k + 1))
-                 for k in range(1, order + 1)}
+        grams = grams if grams is not None else gram_counts(tokens, order)
         for k in range(1, order + 1):
             table: dict[tuple, collections.Counter] = collections.defaultdict(collections.Counter)
             if k == order:
@@ -85,6 +86,11 @@ class KneserNey:
         return math.exp(nll / len(held_out))
 
 
+def gram_counts(tokens: Sequence, order: int) -> dict[int, collections.Counter]:
+    """{k: Counter of the k-grams of ``tokens`` (tuples)} for k = 1..order."""
+    return {k: collections.Counter(zip(*(tokens[i:] for i in range(k)))) for k in range(1, order + 1)}
+
+
 def ngram_baselines(tokens: Sequence, max_tokens: int, val_tokens: int, vocabulary,
                     orders=range(1, 7)) -> dict[str, float]:
     """Held-out perplexity of Kneser-Ney models of each order in ``orders``, counted on tokens[:max_tokens]
@@ -92,4 +98,5 @@ def ngram_baselines(tokens: Sequence, max_tokens: int, val_tokens: int, vocabula
     train, held_out = list(tokens[:max_tokens]), list(tokens[max_tokens:max_tokens + val_tokens])
     if not train or not held_out:
         raise ValueError("no held-out or no training tokens")
-    return {f"{n}-gram": KneserNey(train, n, vocabulary).perplexity(train, held_out) for n in orders}
+    grams = gram_counts(train, max(orders))
+    return {f"{n}-gram": KneserNey(train, n, vocabulary, grams=grams).perplexity(train, held_out) for n in orders}

@@ -3,7 +3,8 @@
 Effects are computed on an analysis scale where they add up: log ratios for ratios (timings, memory,
 perplexities), plain differences otherwise. A claim's evidence is a set of *configurations* (cell type,
 depth, device, ...), each with a few seeds as replicates; the claim is decided by one *pooled* effect
-across configurations (a random-effects combination, statsmodels' ``combine_effects``), not by a vote.
+across configurations (a random-effects combination, ``random_effects``: statsmodels' ``combine_effects``
+arithmetic, which the tests check it against), not by a vote.
 
 The speed checks (``harness compare``, last section) summarise each run by its median and compare two
 sides by a bootstrap interval of the ratio of medians and a Mann-Whitney U test on the run medians.
@@ -12,7 +13,6 @@ sides by a bootstrap interval of the ratio of medians and a Mann-Whitney U test 
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterable, Sequence
 
@@ -28,12 +28,17 @@ if TYPE_CHECKING:
 RESOLUTION = {"ratio": 1e-3, "difference": 1e-3}
 
 
+def t_quantile(probability: float, dof: float) -> float:
+    """Student's t quantile (``scipy.stats.t.ppf``; normal where ``dof`` is infinite). From scipy.special:
+    importing scipy.stats costs a report's main process most of a second, a third of its analysis."""
+    from scipy.special import stdtrit
+
+    return float(stdtrit(dof, probability))
+
+
 def t_interval(values, confidence: float = 0.95) -> tuple[float, float, float]:
     """Mean of ``values`` and its Student-t confidence interval; the bounds are NaN below two values."""
     import numpy as np
-    # scipy.stats.t.ppf is this function; scipy.special imports in a quarter of scipy.stats' time, which a
-    # figure drawn in its own process (harness.report.drawing) would otherwise pay.
-    from scipy.special import stdtrit
 
     x = np.asarray([v for v in values if np.isfinite(v)], dtype=float)
     if len(x) == 0:
@@ -44,7 +49,7 @@ def t_interval(values, confidence: float = 0.95) -> tuple[float, float, float]:
     se = float(x.std(ddof=1)) / math.sqrt(len(x))
     if se == 0:
         return mean, mean, mean
-    half = float(stdtrit(len(x) - 1, 0.5 + confidence / 2)) * se
+    half = t_quantile(0.5 + confidence / 2, len(x) - 1) * se
     return mean, mean - half, mean + half
 
 
@@ -157,7 +162,6 @@ def configuration_effect(group: Replicates, kind: str, spread: tuple[float, floa
     seeds give a usable interval (t with the pooled degrees of freedom, not 1), and never below the
     resolution floor. With no within-configuration spread anywhere (one seed each) there is no interval."""
     import numpy as np
-    from scipy import stats
 
     a, b = _clean(group.a, kind), _clean(group.b, kind)
     paired = sorted(set(a) & set(b))
@@ -176,7 +180,7 @@ def configuration_effect(group: Replicates, kind: str, spread: tuple[float, floa
     floor = RESOLUTION[kind]
     bounded = se < floor
     se = max(se, floor)
-    half = float(stats.t.ppf(0.5 + confidence / 2, dof)) * se
+    half = t_quantile(0.5 + confidence / 2, dof) * se
     return Effect(estimate, se, dof, estimate - half, estimate + half, n, pairing, bounded)
 
 
@@ -217,14 +221,13 @@ def pool(effects: list[Effect], confidence: float = 0.95) -> Pooled:
     """Combine configuration effects into one with a ``confidence`` interval.
 
     With standard errors: a random-effects model (Paule-Mandel between-configuration variance, as
-    statsmodels' ``combine_effects(method_re="iterated")``), whose interval is the wider of the plain
+    statsmodels' ``combine_effects(method_re="iterated")``, ``random_effects``), whose interval is the wider of the plain
     random-effects t-interval and the Hartung-Knapp-Sidik-Jonkman one, with k - 1 degrees of freedom
     (k configurations): with few configurations the plain normal interval is too narrow. Without standard
     errors (one seed per configuration), the configurations are the units: a t-interval over their effects.
     """
     import numpy as np
-    from scipy import stats
-    from statsmodels.stats.meta_analysis import combine_effects
+    from scipy.special import chdtrc
 
     usable = [e for e in effects if math.isfinite(e.estimate)]
     k = len(usable)
@@ -236,42 +239,78 @@ def pool(effects: list[Effect], confidence: float = 0.95) -> Pooled:
         mean, low, high = t_interval(estimates, confidence)
         pi_low = pi_high = math.nan
         if k >= 3:  # a new configuration: the spread of one more draw, sd * sqrt(1 + 1/k)
-            half = float(stats.t.ppf(0.5 + confidence / 2, k - 1)) * float(np.std(estimates, ddof=1)) * math.sqrt(1 + 1 / k)
+            half = t_quantile(0.5 + confidence / 2, k - 1) * float(np.std(estimates, ddof=1)) * math.sqrt(1 + 1 / k)
             pi_low, pi_high = mean - half, mean + half
         return Pooled(mean, low, high, k, math.nan, math.nan, math.nan, "configurations as units (t)", pi_low, pi_high)
     if k == 1:
         e = usable[0]
         return Pooled(e.estimate, e.low, e.high, 1, math.nan, math.nan, math.nan, "one configuration")
-    variances = np.array([e.se**2 for e in usable])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        result = combine_effects(estimates, variances, method_re="iterated", use_t=True,
-                                 alpha=1 - confidence)
-    estimate = float(result.mean_effect_re)
-    se = max(float(result.sd_eff_w_re), float(result.sd_eff_w_re_hksj))
-    half = float(stats.t.ppf(0.5 + confidence / 2, k - 1)) * se
-    q_pvalue = float(stats.chi2.sf(result.q, k - 1))
-    tau2 = max(0.0, float(result.tau2))
+    result = random_effects(estimates, np.array([e.se**2 for e in usable]))
+    estimate = result.mean
+    se = max(result.se, result.se_hksj)
+    half = t_quantile(0.5 + confidence / 2, k - 1) * se
+    q = result.q
+    q_pvalue = float(chdtrc(k - 1, q))
+    tau2 = max(0.0, result.tau2)
     pi_low = pi_high = math.nan
     if k >= 3:  # Higgins, Thompson & Spiegelhalter (2009): t with k - 2 degrees of freedom
-        spread = float(stats.t.ppf(0.5 + confidence / 2, k - 2)) * math.sqrt(tau2 + se**2)
+        spread = t_quantile(0.5 + confidence / 2, k - 2) * math.sqrt(tau2 + se**2)
         pi_low, pi_high = estimate - spread, estimate + spread
     # I² from Q itself: statsmodels' 1 - 1/H² blows up where Q rounds to zero or below (identical effects).
-    q = float(result.q)
     i2 = (q - (k - 1)) / q if q > k - 1 else 0.0
     return Pooled(estimate, estimate - half, estimate + half, k, i2,
                   math.sqrt(tau2), q_pvalue, "random effects (Paule-Mandel, HKSJ)", pi_low, pi_high)
 
 
-def sign_test(estimates) -> float:
-    """Two-sided exact sign test of configuration effects against zero (ties dropped)."""
-    import numpy as np
-    from scipy import stats
+@dataclass(frozen=True)
+class RandomEffects:
+    """``random_effects``' result, named as statsmodels' ``CombineResults`` attributes it equals."""
 
-    x = np.asarray([e for e in estimates if math.isfinite(e) and e != 0])
-    if len(x) == 0:
+    mean: float  # mean_effect_re
+    se: float  # sd_eff_w_re
+    se_hksj: float  # sd_eff_w_re_hksj
+    q: float  # Cochran's Q, with fixed-effect weights
+    tau2: float  # Paule-Mandel between-configuration variance
+
+
+def random_effects(estimates, variances, atol: float = 1e-5, max_iterations: int = 50) -> RandomEffects:
+    """statsmodels' ``combine_effects(estimates, variances, method_re="iterated")`` (Paule-Mandel, iterated
+    as DerSimonian & Kacker 2007, appendix 8) for the statistics ``pool`` uses, computed with numpy:
+    statsmodels' meta-analysis module imports scipy.stats, most of a second of a report
+    (tests/test_stats.py checks the two agree)."""
+    import numpy as np
+
+    effect, variance = np.asarray(estimates, dtype=float), np.asarray(variances, dtype=float)
+    k = len(effect)
+    weights = 1 / variance
+    q = float((weights * effect**2).sum() - (weights * effect).sum() ** 2 / weights.sum())
+    tau2 = 0.0
+    for _ in range(max_iterations):
+        w = 1 / (variance + tau2)
+        residual_sq = (effect - w.dot(effect) / w.sum()) ** 2
+        excess = w.dot(residual_sq) - (k - 1)  # the estimating equation
+        if excess < 0:
+            tau2 = 0.0
+            break
+        if abs(excess) <= atol:
+            break
+        tau2 += excess / (w**2).dot(residual_sq)
+    w = 1 / (variance + tau2)
+    mean = float(w.dot(effect) / w.sum())
+    hksj = float(((w / w.sum()) * (effect - mean) ** 2).sum() / (k - 1))
+    return RandomEffects(mean, float(math.sqrt(1 / w.sum())), math.sqrt(hksj), q, float(tau2))
+
+
+def sign_test(estimates) -> float:
+    """Two-sided exact sign test of configuration effects against zero (ties dropped): scipy's
+    ``binomtest(positives, n).pvalue`` at p = 1/2, in integers (the null is symmetric, so the p-value is
+    twice the smaller tail)."""
+    signs = [e > 0 for e in estimates if math.isfinite(e) and e != 0]
+    if not signs:
         return math.nan
-    return float(stats.binomtest(int((x > 0).sum()), len(x)).pvalue)
+    n, positives = len(signs), sum(signs)
+    tail = sum(math.comb(n, i) for i in range(min(positives, n - positives) + 1))
+    return min(1.0, 2 * tail / 2**n)
 
 
 # --- speed checks (`harness compare`): runs summarised by their medians --------------------------------

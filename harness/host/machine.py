@@ -46,7 +46,7 @@ def versions() -> dict:
 # The runtime dependencies (pyproject.toml's) and the optional ones that change how a run goes, for a
 # checkout that is not installed; an installed project lists its own requirements.
 DEPENDENCIES = ("numpy", "pandas", "matplotlib", "seaborn", "tabulate", "requests", "PyYAML", "pydantic",
-                "scipy", "statsmodels", "tqdm", "psutil", "ruptures")
+                "scipy", "tqdm", "psutil", "ruptures")
 OPTIONAL_DEPENDENCIES = ("ray", "tensorboard", "ninja")
 
 
