@@ -91,6 +91,10 @@ def _write_report(data, stage: Path, out: Path, conditions: list[str], warnings:
     words, words_note = corpus_words(data.cells)
     baselines, baselines_note = run_baselines(table_splits(data.cells), data.run.get("baselines"),
                                               recorded_corpus(data.cells)[2])
+    # Imported before the drawing workers are forked, so that they inherit it: the claims' statistics and the
+    # figures' intervals both need it (a quarter of a second to import in each process otherwise).
+    import scipy.special  # noqa: F401
+
     with FigureDrawer() as drawer:
         # The figures of the tables are drawn while the claims are evaluated, those of the claims after.
         for name, function, args in figure_tasks(data.cells, data.epochs, baselines, figures_dir):
