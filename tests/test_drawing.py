@@ -56,6 +56,26 @@ def test_a_workers_error_is_raised_when_figures_are_collected(tmp_path, workers)
     assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(tmp_path / "a.png")
 
 
+def loaded(path: Path, module: str) -> bool:
+    import sys
+
+    return module in sys.modules
+
+
+def test_workers_import_the_preloaded_modules_as_they_start(tmp_path):
+    import sys
+
+    if "wave" in sys.modules:
+        pytest.skip("the module that shows the preload is imported here already")
+    with FigureDrawer(2, preload=("wave",)) as drawer:
+        drawer.draw("wave", loaded, tmp_path, "wave")
+        assert drawer.paths() == {"wave": True}
+    with FigureDrawer(2) as drawer:
+        drawer.draw("wave", loaded, tmp_path, "wave")
+        assert drawer.paths() == {"wave": False}  # without the preload, nothing imports it
+    assert "wave" not in sys.modules  # the workers imported it, not this process
+
+
 def test_workers_follow_the_cpus_this_process_may_use(monkeypatch):
     import os
 

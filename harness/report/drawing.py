@@ -45,15 +45,28 @@ def draw_target(target: str | Callable, *args) -> Path | None:
     return resolve(target)(*args)
 
 
+def _preload(modules: tuple[str, ...]) -> None:
+    import importlib
+
+    for module in modules:
+        importlib.import_module(module)
+
+
 class FigureDrawer:
     """Draws figures asked for by name, in worker processes where it can; ``paths()`` waits for them.
 
     Use as a context manager: leaving it (also on an error) stops the workers."""
 
-    def __init__(self, workers: int | None = None):
+    def __init__(self, workers: int | None = None, preload: tuple[str, ...] = ()):
+        """``preload``: modules each worker imports as it starts (the drawing code, matplotlib), so that they
+        are imported while the main process is still reading the run rather than when the first figure is
+        asked for; the workers start at once."""
         workers = drawing_workers() if workers is None else workers
-        self._pool = (ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+        self._pool = (ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
+                                          initializer=_preload, initargs=(tuple(preload),))
                       if workers > 0 else None)
+        if self._pool is not None and preload:
+            self._pool.submit(int)  # a fork pool starts all its workers at the first task
         self._drawn: dict[str, Future | Path | None] = {}
 
     def draw(self, name: str, target: str | Callable[..., Path | None], *args) -> None:
