@@ -159,6 +159,15 @@ def test_a_cell_just_below_the_letter_frequencies_has_not_learned():
     assert edge["learned"].all()
 
 
+def test_a_cell_read_on_held_out_text_only_at_its_selected_epoch_is_judged_by_that_reading():
+    # eval.every: 0 and eval.last: false: no curve and no last held-out value, only the selected epoch's.
+    cells = grid(cells=("gru",), layers=(1,), causal=lambda c, n, d, s: 16.95 if d == "bi" else 9.0)
+    cells = cells.assign(selected_causal_ppl=cells["causal_ppl"], causal_ppl=float("nan"))
+    status = claims.learning_status(cells, pd.DataFrame(), BASELINES).set_index("direction")
+    assert list(status.loc["uni", "best_causal_ppl"]) == [9.0, 9.0] and status.loc["uni", "learned"].all()
+    assert not status.loc["bi", "learned"].any()  # the plateau, read at the selected epoch
+
+
 def test_agreeing_seeds_never_give_a_zero_width_interval():
     cells = grid(sec=lambda c, n, d, s: 0.1 * n * (2.0 if d == "bi" else 1.0))  # seeds agree exactly
     result = run(cells, default_claim("bidirectional_slow"))

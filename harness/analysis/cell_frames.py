@@ -194,10 +194,13 @@ def value_at_time(curve: pd.DataFrame, seconds: float, metric: str) -> float:
 
 
 def best_causal(cells: pd.DataFrame, curves: dict) -> pd.Series:
-    """Per cell row: the lowest held-out causal perplexity it reached at any evaluation (its last one
-    when there are no curves)."""
-    last = pd.to_numeric(cells["causal_ppl"], errors="coerce") if "causal_ppl" in cells \
-        else pd.Series(np.nan, index=cells.index)
+    """Per cell row: the lowest held-out causal perplexity it reached at any evaluation: those along its
+    curve, its last one, and the one at the epoch chosen on selection text (a cell evaluated on held-out
+    text only there, ``eval.every: 0`` and ``eval.last: false``, has no other)."""
+    def column(name: str) -> pd.Series:
+        return pd.to_numeric(cells[name], errors="coerce") if name in cells else pd.Series(np.nan, index=cells.index)
+
+    last = np.fmin(column("causal_ppl"), column(SELECTED_METRIC))
     if "cell_id" not in cells:
         return last
     best = []
