@@ -438,6 +438,11 @@ def test_random_effects_equals_statsmodels_combine_effects(estimates, variances)
     assert got.se_hksj == pytest.approx(float(expected.sd_eff_w_re_hksj), rel=1e-12, abs=1e-15)
     assert got.q == pytest.approx(float(expected.q), rel=1e-9, abs=1e-12)
     assert got.tau2 == pytest.approx(max(0.0, float(expected.tau2)), rel=1e-12, abs=1e-15)
+    from scipy import stats
+
+    effects = [Effect(e, math.sqrt(v), 4, math.nan, math.nan, 2, "paired") for e, v in zip(estimates, variances)]
+    q_pvalue = pool(effects).q_pvalue  # scipy.stats' chi2 survival, Q of identical effects at zero
+    assert q_pvalue == pytest.approx(float(stats.chi2.sf(max(float(expected.q), 0.0), len(estimates) - 1)), rel=1e-9)
 
 
 def test_t_quantile_and_sign_test_equal_scipy_stats():

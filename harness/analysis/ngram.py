@@ -95,8 +95,9 @@ def ngram_baselines(tokens: Sequence, max_tokens: int, val_tokens: int, vocabula
                     orders=range(1, 7)) -> dict[str, float]:
     """Held-out perplexity of Kneser-Ney models of each order in ``orders``, counted on tokens[:max_tokens]
     and scored on the ``val_tokens`` after them: ``{"1-gram": ..., ..., "6-gram": ...}``."""
+    orders = list(orders)
     train, held_out = list(tokens[:max_tokens]), list(tokens[max_tokens:max_tokens + val_tokens])
     if not train or not held_out:
         raise ValueError("no held-out or no training tokens")
-    grams = gram_counts(train, max(orders))
+    grams = gram_counts(train, max(orders, default=0))
     return {f"{n}-gram": KneserNey(train, n, vocabulary, grams=grams).perplexity(train, held_out) for n in orders}

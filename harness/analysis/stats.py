@@ -250,7 +250,7 @@ def pool(effects: list[Effect], confidence: float = 0.95) -> Pooled:
     se = max(result.se, result.se_hksj)
     half = t_quantile(0.5 + confidence / 2, k - 1) * se
     q = result.q
-    q_pvalue = float(chdtrc(k - 1, q))
+    q_pvalue = float(chdtrc(k - 1, max(q, 0.0)))  # Q of identical effects may round below zero
     tau2 = max(0.0, result.tau2)
     pi_low = pi_high = math.nan
     if k >= 3:  # Higgins, Thompson & Spiegelhalter (2009): t with k - 2 degrees of freedom
@@ -277,7 +277,7 @@ def random_effects(estimates, variances, atol: float = 1e-5, max_iterations: int
     """statsmodels' ``combine_effects(estimates, variances, method_re="iterated")`` (Paule-Mandel, iterated
     as DerSimonian & Kacker 2007, appendix 8) for the statistics ``pool`` uses, computed with numpy:
     statsmodels' meta-analysis module imports scipy.stats, most of a second of a report
-    (tests/test_stats.py checks the two agree)."""
+    (tests/test_claims.py checks the two agree)."""
     import numpy as np
 
     effect, variance = np.asarray(estimates, dtype=float), np.asarray(variances, dtype=float)

@@ -60,8 +60,8 @@ def build_report(run_dir, out_dir=None, timing_notes: list[str] | None = None, t
     report's own files in ``out_dir`` are replaced (``harness.report.publish``)."""
     out = Path(out_dir) if out_dir is not None else default_out_dir(run_dir)
     owned_files(out)  # a folder holding files no report wrote is refused before any work
-    # The drawing workers start now and import matplotlib and the figures on the second CPU while this
-    # process reads the run and computes its baselines (a fifth of a report's time, on one CPU).
+    # The drawing workers start now and import matplotlib and the figures while this process reads the run and
+    # computes its baselines, which use one CPU only.
     with FigureDrawer(preload=(FIGURES_MODULE, "scipy.special")) as drawer:
         return _build_report(drawer, run_dir, out, timing_notes, timing_dirs)
 

@@ -2,7 +2,8 @@
 evaluates the claims, so that a report costs about the longer of the two rather than their sum.
 
 Drawing is CPU-bound matplotlib work (layout, tick labels, rasterising) that shares nothing with the claims'
-statistics, and a fork inherits the imported modules and the loaded tables, so a worker starts at once.
+statistics. The workers are forked when the report starts and import matplotlib and the drawing code while the
+main process reads the run; each figure's tables travel to its worker with the request.
 Where ``fork`` does not exist (Windows) or one CPU is all there is, figures are drawn in the main process,
 in the order they were asked for. A worker's exception (a full disk while saving a PNG) is raised in the
 main process when the figures are collected, as if it had been drawn there.
@@ -49,7 +50,10 @@ def _preload(modules: tuple[str, ...]) -> None:
     import importlib
 
     for module in modules:
-        importlib.import_module(module)
+        try:
+            importlib.import_module(module)
+        except Exception:  # noqa: BLE001 - a worker that died here would break the pool; the figure's own import
+            pass  # raises the same error where it belongs, returned by paths()
 
 
 class FigureDrawer:
@@ -66,7 +70,11 @@ class FigureDrawer:
                                           initializer=_preload, initargs=(tuple(preload),))
                       if workers > 0 else None)
         if self._pool is not None and preload:
-            self._pool.submit(int)  # a fork pool starts all its workers at the first task
+            try:
+                self._pool.submit(int)  # a fork pool starts all its workers at the first task
+            except BaseException:
+                self._pool.shutdown(wait=False, cancel_futures=True)
+                raise
         self._drawn: dict[str, Future | Path | None] = {}
 
     def draw(self, name: str, target: str | Callable[..., Path | None], *args) -> None:
