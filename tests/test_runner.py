@@ -267,3 +267,18 @@ def test_the_recorded_command_names_paths_inside_a_repository_relative_to_it(tmp
                              f"--resume={out}", "--timings", str(elsewhere), "--set", "train.lr=0.5"]) == [
         "python", "-m", "harness", "run", "suites/s.yaml", "--out", "results/study", "--resume=results/study",
         "--timings", str(elsewhere), "--set", "train.lr=0.5"]
+
+
+def test_a_run_on_two_training_texts_records_the_baselines_of_each(tmp_path):
+    suite = write_suite(tmp_path, """
+        matrix: {cell: [gru], train_text: [first, book]}
+    """)
+    out = tmp_path / "run"
+    proc = harness("run", suite, "--out", out, "--no-report", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads((out / "run.json").read_text())
+    first, (book,) = info["baselines"], info["text_baselines"]
+    assert book["train_text"] == "book" and book["max_tokens"] == 1500 and book["val_tokens"] == 200
+    # Scored on the same held-out characters; the book's n-gram models know far more text.
+    assert book["baselines"]["tokens"] == first["tokens"] == 200
+    assert book["baselines"]["6-gram"] < first["6-gram"]

@@ -38,7 +38,7 @@ from harness.analysis.cell_frames import (MACHINE, axis_context_keys, axis_pairs
                                           subset_mask, best_metrics, by_seed, context_keys, depth_extremes,
                                           direction_pairs, ok_cells, training_curves, value_at_time, with_machine)
 from harness.analysis.evidence import NOT_COUNTED, Unit, evaluate_units, geomean, measure_key, pooled_rows
-from harness.analysis.no_learning import learned_bound
+from harness.analysis.no_learning import LEARNED_SHARE_OF_UNIGRAM, learned_bound
 from harness.analysis.text_error import EVALUATION_OF
 from harness.analysis.sample_quality import cell_quality, quality_by_direction
 from harness.analysis.stats import EMPTY_POOL, RESOLUTION, Pooled, Replicates
@@ -192,13 +192,15 @@ def _verdict(pooled: Pooled, bound: float, direction: str, units_total: int, cou
                                                    "i2": pooled.i2})
 
 
-def _learned_share(cells: pd.DataFrame, bound: float | None) -> float:
-    """Share of ``cells`` whose best held-out causal perplexity is at most ``bound`` (NaN without one)."""
-    if bound is None or not math.isfinite(bound) or "best_causal_ppl" not in cells or cells.empty:
+def _learned_share(cells: pd.DataFrame, gated: bool = True) -> float:
+    """Share of ``cells`` that learned (``learning_status``), among those with a best held-out perplexity and
+    a bound to hold it to; NaN when there are none or the comparison is not ``gated``."""
+    if not gated or "learned_bound" not in cells or "best_causal_ppl" not in cells or cells.empty:
         return math.nan
     values = pd.to_numeric(cells["best_causal_ppl"], errors="coerce")
-    values = values[np.isfinite(values)]
-    return float((values <= bound).mean()) if len(values) else math.nan
+    bounds = pd.to_numeric(cells["learned_bound"], errors="coerce")
+    known = np.isfinite(values) & np.isfinite(bounds)
+    return float((values[known] <= bounds[known]).mean()) if known.any() else math.nan
 
 
 def _seed_note(rows: pd.DataFrame) -> list[Note]:
@@ -275,13 +277,12 @@ def _depth_helps(ok, cells, curves, spec: ClaimSpec, baselines, quality, losses=
     if ok.empty or "layers" not in ok or ok["layers"].nunique() < 2:
         kind = "one_depth" if not ok.empty and "layers" in ok else "no_finished_cells"
         return ClaimResult(spec, INCONCLUSIVE, Why(kind, {"directions": spec.directions}), notes=notes)
-    unigram = learned_bound(baselines)
     units = []
     keys = context_keys(ok, "layers")
     metrics = (PPL_METRICS + best_metrics(ok)) if spec.basis == "epochs" else PPL_METRICS
     if spec.basis == "epochs":
         for context, step, a, b in depth_extremes(ok, keys):
-            learned = (_learned_share(a, unigram), _learned_share(b, unigram))
+            learned = (_learned_share(a), _learned_share(b))
             for metric in metrics:
                 role = "deciding" if metric == spec.metric else "context"
                 units.append(Unit(context, step, metric, "epochs",
@@ -291,7 +292,7 @@ def _depth_helps(ok, cells, curves, spec: ClaimSpec, baselines, quality, losses=
         # At equal training time the seconds count, so only cells timed on the same machine are compared.
         timed, machine = with_machine(ok)
         for context, step, a, b in depth_extremes(timed, keys + machine):
-            learned = (_learned_share(a, unigram), _learned_share(b, unigram))
+            learned = (_learned_share(a), _learned_share(b))
             a_time = {int(s): curves[c]["elapsed"].iloc[-1] for s, c in zip(a["seed"], a["cell_id"]) if c in curves}
             fallback = float(np.median(list(a_time.values()))) if a_time else math.nan
             for metric in PPL_METRICS:
@@ -360,10 +361,9 @@ def _bidirectional_slow(ok, cells, curves, spec: ClaimSpec, baselines, quality, 
 
 def _bidirectional_useless(ok, cells, curves, spec: ClaimSpec, baselines, quality, losses=None) -> ClaimResult:
     notes = _left_out_note(cells)
-    unigram = learned_bound(baselines)
     units = []
     for context, uni, bi in direction_pairs(ok):
-        learned = (_learned_share(uni, unigram), _learned_share(bi, unigram))
+        learned = (_learned_share(uni), _learned_share(bi))
         for metric in ("causal_ppl",) + best_metrics(ok):
             units.append(Unit(context, "bi / uni", metric, "epochs",
                               Replicates(by_seed(uni, metric), by_seed(bi, metric)), *learned,
@@ -421,10 +421,10 @@ def _axis_claim(ok, cells, curves, spec: ClaimSpec, baselines, quality, losses=N
     if ok.empty or spec.axis not in ok or ok[spec.axis].astype(str).nunique() < 2:
         return ClaimResult(spec, INCONCLUSIVE, Why("one_level", {"axis": spec.axis}), notes=notes, threshold=bound)
     keys, moving = axis_context_keys(ok, spec.axis)
-    gate = learned_bound(baselines) if spec.metric in PPL_METRICS + (BEST_METRIC, SELECTED_METRIC) else None
+    gated = spec.metric in PPL_METRICS + (BEST_METRIC, SELECTED_METRIC)
     units = []
     for context, comparison, a, b in axis_pairs(ok, keys, spec.axis, spec.base):
-        learned = (_learned_share(a, gate), _learned_share(b, gate)) if gate is not None else (math.nan, math.nan)
+        learned = (_learned_share(a, gated), _learned_share(b, gated))
         units.append(Unit(context, comparison, spec.metric, "epochs",
                           Replicates(by_seed(a, spec.metric), by_seed(b, spec.metric)), *learned,
                           ids_a=ids_by_seed(a), ids_b=ids_by_seed(b)))
@@ -467,16 +467,22 @@ EVALUATORS = {"depth_helps": _depth_helps, "bidirectional_slow": _bidirectional_
 
 
 def learning_status(cells: pd.DataFrame, epochs: pd.DataFrame, baselines: dict | None) -> pd.DataFrame:
-    """Finished cells with ``best_causal_ppl`` and ``learned`` (best held-out causal perplexity at most
-    ``learned_bound``: 0.95 x the unigram baseline; NaN without baselines)."""
+    """Finished cells with ``best_causal_ppl``, ``learned_bound`` (0.95 x the unigram baseline of the cell's
+    own training text: its ``unigram_baseline`` column, ``harness.analysis.run_text.cell_baselines``, else
+    that of ``baselines``) and ``learned`` (best held-out causal perplexity at most the bound; NaN without
+    one)."""
     ok = ok_cells(cells)
     curves = training_curves(epochs)
     ok["best_causal_ppl"] = best_causal(ok, curves) if not ok.empty else pd.Series(dtype=float)
     bound = learned_bound(baselines)
-    if bound is not None:
-        ok["learned"] = ok["best_causal_ppl"] <= bound
+    if "unigram_baseline" in ok:
+        ok["learned_bound"] = LEARNED_SHARE_OF_UNIGRAM * pd.to_numeric(ok["unigram_baseline"], errors="coerce")
     else:
-        ok["learned"] = np.nan
+        ok["learned_bound"] = bound if bound is not None else np.nan
+    # A cell with no held-out reading has not learned; one with no bound to hold it to is neither.
+    known = ok["learned_bound"].notna()
+    learned = ok["best_causal_ppl"] <= ok["learned_bound"]
+    ok["learned"] = learned if known.all() else learned.astype(object).where(known, np.nan)
     return ok
 
 

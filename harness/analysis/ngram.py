@@ -91,13 +91,33 @@ def gram_counts(tokens: Sequence, order: int) -> dict[int, collections.Counter]:
     return {k: collections.Counter(zip(*(tokens[i:] for i in range(k)))) for k in range(1, order + 1)}
 
 
+def pieces_gram_counts(pieces: Sequence[Sequence], order: int) -> dict[int, collections.Counter]:
+    """``gram_counts`` of several pieces of text that do not follow one another: no k-gram straddles two."""
+    counts = {k: collections.Counter() for k in range(1, order + 1)}
+    for piece in pieces:
+        for k, counter in gram_counts(piece, order).items():
+            counts[k].update(counter)
+    return counts
+
+
 def ngram_baselines(tokens: Sequence, max_tokens: int, val_tokens: int, vocabulary,
                     orders=range(1, 7)) -> dict[str, float]:
     """Held-out perplexity of Kneser-Ney models of each order in ``orders``, counted on tokens[:max_tokens]
     and scored on the ``val_tokens`` after them: ``{"1-gram": ..., ..., "6-gram": ...}``."""
+    train = list(tokens[:max_tokens])
+    return ngram_baselines_of([train], train, list(tokens[max_tokens:max_tokens + val_tokens]), vocabulary, orders)
+
+
+def ngram_baselines_of(pieces: Sequence[Sequence], before: Sequence, held_out: Sequence, vocabulary,
+                       orders=range(1, 7)) -> dict[str, float]:
+    """``ngram_baselines`` counted on the training text ``pieces`` (see ``pieces_gram_counts``) and scored on
+    ``held_out``, the first tokens predicted from the end of ``before`` (the text just before them)."""
     orders = list(orders)
-    train, held_out = list(tokens[:max_tokens]), list(tokens[max_tokens:max_tokens + val_tokens])
-    if not train or not held_out:
+    pieces = [list(piece) for piece in pieces if len(piece)]
+    held_out = list(held_out)
+    if not pieces or not held_out:
         raise ValueError("no held-out or no training tokens")
-    grams = gram_counts(train, max(orders, default=0))
-    return {f"{n}-gram": KneserNey(train, n, vocabulary, grams=grams).perplexity(train, held_out) for n in orders}
+    grams = pieces_gram_counts(pieces, max(orders, default=0))
+    seen = [token for piece in pieces for token in dict.fromkeys(piece)]
+    history = list(before[-max(orders, default=1):])
+    return {f"{n}-gram": KneserNey(seen, n, vocabulary, grams=grams).perplexity(history, held_out) for n in orders}

@@ -17,40 +17,70 @@ def no_learning_baselines(tokens: list, max_tokens: int, val_tokens: int, vocab_
     """Held-out perplexity of the uniform, unigram and bigram predictors for tokens[max_tokens :
     max_tokens + val_tokens], counted on tokens[:max_tokens]. ``vocab_size`` counts every token the model
     can emit (the harness's vocabulary has ``<unk>`` besides the text's characters)."""
-    train = tokens[:max_tokens]
-    held_out = tokens[max_tokens : max_tokens + val_tokens]
-    if not held_out or not train:
+    return text_baselines([tokens[:max_tokens]], tokens[max_tokens : max_tokens + val_tokens], vocab_size,
+                          before=tokens[max_tokens - 1 : max_tokens])
+
+
+def text_baselines(pieces: list[list], held_out: list, vocab_size: int, before: list) -> dict:
+    """The uniform, unigram and bigram predictors counted on the training text ``pieces`` (pieces of the
+    corpus that do not follow one another there, so no bigram straddles two) and scored on ``held_out``;
+    ``before``: the text just before the held-out tokens (its last token is the first target's context)."""
+    pieces = [list(piece) for piece in pieces if len(piece)]
+    if not held_out or not pieces:
         raise ValueError("no held-out or no training tokens")
-    vocab_size = max(vocab_size, len(set(train) | set(held_out)))
-    unigrams = collections.Counter(train)
-    bigrams = collections.Counter(zip(train, train[1:]))
-    # The bigram predictor conditions on the token before each target; the first held-out target's
-    # predecessor is the last training token.
-    previous = [train[-1]] + held_out[:-1]
+    seen = set().union(*map(set, pieces))
+    vocab_size = max(vocab_size, len(seen | set(held_out)))
+    unigrams = collections.Counter(token for piece in pieces for token in piece)
+    bigrams = collections.Counter(pair for piece in pieces for pair in zip(piece, piece[1:]))
+    contexts = collections.Counter(token for piece in pieces for token in piece[:-1])  # tokens with a successor
+    trained = sum(unigrams.values())
+    previous = [before[-1] if len(before) else None] + list(held_out[:-1])
     unigram_nll = bigram_nll = 0.0
-    for before, target in zip(previous, held_out):
-        unigram_nll -= math.log((unigrams[target] + 1) / (len(train) + vocab_size))
-        # The context's count as a bigram's first token (the last training token has no successor).
-        context = unigrams[before] - (1 if before == train[-1] else 0)
-        bigram_nll -= math.log((bigrams[(before, target)] + 1) / (context + vocab_size))
+    for context, target in zip(previous, held_out):
+        unigram = (unigrams[target] + 1) / (trained + vocab_size)
+        unigram_nll -= math.log(unigram)
+        # No text before the held-out tokens: the first is predicted from letter frequencies alone.
+        bigram_nll -= math.log(unigram if context is None else
+                               (bigrams[(context, target)] + 1) / (contexts[context] + vocab_size))
     count = len(held_out)
+    counted_on = (f"the first {trained} tokens (training split)" if len(pieces) == 1 else
+                  f"the {trained} training tokens ({' + '.join(str(len(p)) for p in pieces)}, "
+                  "the held-out and selection text left out)")
     return {"uniform": float(vocab_size), "unigram": math.exp(unigram_nll / count),
             "bigram": math.exp(bigram_nll / count), "tokens": count, "vocab_size": vocab_size,
-            "smoothing": "add-one", "counted_on": f"the first {len(train)} tokens (training split)"}
+            "smoothing": "add-one", "counted_on": counted_on}
 
 
-def corpus_baselines(path, strip_boilerplate: bool, max_tokens: int, val_tokens: int) -> dict:
-    """The baselines for a corpus file cleaned and split as training does it."""
+def training_pieces(tokens: list, max_tokens: int, val_tokens: int, train_text: str = "first",
+                    select_tokens: int = 0) -> list[list]:
+    """The training text of a split as pieces of ``tokens`` (``harness.cell.batches.training_text``, which
+    trains on their concatenation): first, the first ``max_tokens``; book, those and the whole ``max_tokens``
+    chunks after the held-out and selection text."""
+    pieces = [tokens[:max_tokens]]
+    if train_text == "book":
+        rest = tokens[max_tokens + val_tokens + select_tokens :]
+        pieces.append(rest[: (len(rest) // max_tokens) * max_tokens])
+    return [piece for piece in pieces if len(piece)]
+
+
+def corpus_baselines(path, strip_boilerplate: bool, max_tokens: int, val_tokens: int, train_text: str = "first",
+                     select_tokens: int = 0) -> dict:
+    """The baselines for a corpus file cleaned and split as training does it, counted on the training text
+    of ``train_text`` (first or book) and scored on the held-out tokens after the first ``max_tokens``."""
     from harness.cell.corpus import clean_lines, read_corpus_lines, tokenize_chars
 
-    from harness.analysis.ngram import ngram_baselines
+    from harness.analysis.ngram import ngram_baselines_of
 
     tokens = tokenize_chars(clean_lines(read_corpus_lines(path, strip_boilerplate)))
-    baselines = no_learning_baselines(tokens, max_tokens, val_tokens, len(set(tokens)) + 1)
+    if max_tokens + val_tokens + select_tokens > len(tokens):
+        raise ValueError(f"{max_tokens + val_tokens + select_tokens} tokens asked of a text of {len(tokens)}")
+    pieces = training_pieces(tokens, max_tokens, val_tokens, train_text, select_tokens)
+    held_out, before = tokens[max_tokens : max_tokens + val_tokens], tokens[:max_tokens]
+    baselines = text_baselines(pieces, held_out, len(set(tokens)) + 1, before)
     # The vocabulary a cell's model has: the text's characters and <unk> (harness.cell.corpus.Vocab).
     vocabulary = sorted(set(tokens)) + ["<unk>"]
-    return {**baselines, **ngram_baselines(tokens, max_tokens, val_tokens, vocabulary),
-            "ngram_smoothing": "interpolated Kneser-Ney"}
+    return {**baselines, **ngram_baselines_of(pieces, before, held_out, vocabulary),
+            "ngram_smoothing": "interpolated Kneser-Ney", "train_text": train_text}
 
 
 # A cell has learned when its best held-out causal perplexity is at most this share of the unigram

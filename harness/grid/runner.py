@@ -24,7 +24,7 @@ from harness.errors import HarnessError
 from harness.results.run_folder import RunDir, machine_from_records, read_json_object, run_facts_from_records
 from harness.results.atomic import write_json_atomic
 from harness.spec.suite import GridCell, Suite, cell_changes
-from harness.analysis.run_text import run_baselines
+from harness.analysis.run_text import other_text_baselines, run_baselines
 from harness.grid.cell_process import LocalExecutor
 from harness.grid.progress import Progress, plan_text, remaining_estimates, resume_command
 
@@ -253,11 +253,16 @@ def start_part(suite: Suite, cells: list[GridCell], existing: dict | None, argv:
             info["calibration"] = calibrate_cells(cells)
         elif existing is not None:
             info["resumes"][-1]["calibration"] = calibrate_cells(cells)
+    splits = [(c.config.corpus, c.config.strip_boilerplate, c.config.max_tokens, c.config.val_tokens,
+               c.config.train_text, c.config.select_tokens) for c in cells]
     if "baselines" not in info:
-        baselines = run_baselines((c.config.corpus, c.config.strip_boilerplate, c.config.max_tokens,
-                                   c.config.val_tokens) for c in cells)[0]
+        baselines = run_baselines(splits)[0]
         if baselines:
             info["baselines"] = baselines
+    # The cells trained on another text (the whole book) are placed against baselines counted on their own.
+    others = other_text_baselines(splits, info.get("text_baselines"))
+    if others:
+        info["text_baselines"] = others
     return info
 
 

@@ -14,11 +14,13 @@ document ``harness.report.document``'s and its two renderings ``harness.report.r
 from __future__ import annotations
 
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 from harness.analysis.claims import evaluate_claims, learning_status
 from harness.analysis.conditions import depth_profile, evaluate_conditions
-from harness.analysis.run_text import corpus_words, recorded_corpus, run_baselines, table_splits
+from harness.analysis.run_text import (cell_baselines, corpus_words, other_text_baselines, recorded_corpus,
+                                      run_baselines, table_splits)
 from harness.analysis.timing_trust import distinct_reasons
 from harness.report.conditions_section import suite_conditions
 from harness.report.document import ReportContext, build_blocks
@@ -96,8 +98,11 @@ def _write_report(drawer: FigureDrawer, data, stage: Path, out: Path, conditions
     specs, origin = claim_specs(data.run, f"{data.folder / 'run.json'}: suite", data.cells)
     condition_specs = suite_conditions(data.run, f"{data.folder / 'run.json'}: suite")
     words, words_note = corpus_words(data.cells)
-    baselines, baselines_note = run_baselines(table_splits(data.cells), data.run.get("baselines"),
-                                              recorded_corpus(data.cells)[2])
+    splits, sha256s = table_splits(data.cells), recorded_corpus(data.cells)[2]
+    baselines, baselines_note = run_baselines(splits, data.run.get("baselines"), sha256s)
+    # Each cell is held to the baselines of the text it trained on (the book's, for cells trained on it).
+    others = other_text_baselines(splits, data.run.get("text_baselines"), sha256s)
+    data = replace(data, cells=data.cells.assign(**cell_baselines(data.cells, baselines, others)))
     # The figures of the tables are drawn while the claims are evaluated, those of the claims after.
     for name, function, args in figure_tasks(data.cells, data.epochs, baselines, figures_dir):
         drawer.draw(name, function, *args)
@@ -122,7 +127,7 @@ def _write_report(drawer: FigureDrawer, data, stage: Path, out: Path, conditions
     blocks = build_blocks(ReportContext(
         data=data, results=results, claims_origin=origin, figures=figures, ok=ok, words=words,
         words_note=words_note, baselines=baselines, baselines_note=baselines_note, notes=notes,
-        conditions=condition_results, profile=profile))
+        conditions=condition_results, profile=profile, text_baselines=others))
     write_text_atomic(stage / "index.md", render_markdown(blocks))
     write_text_atomic(stage / "index.html", render_html(blocks, stage, blocks[0][1]))
     publish_report(stage, out)

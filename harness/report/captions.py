@@ -26,7 +26,8 @@ FIGURES = {
                        "type (line style and marker) and condition (colour): geometric mean over seeds, whiskers from "
                        "the lowest to the highest seed; at the epoch chosen on selection text where the cells had "
                        "selection text, else at the best held-out evaluation. Grey lines are the no-learning "
-                       "baselines.",
+                       "baselines; a dotted line in a condition's colour is the best n-gram model of that "
+                       "condition's own training text, where it differs (the whole book).",
 }
 
 

@@ -39,6 +39,7 @@ class ReportContext:
     notes: list[str] = field(default_factory=list)  # on the timings: where they come from, which are unreliable
     conditions: list = field(default_factory=list)  # the claims' results under each of the suite's conditions
     profile: pd.DataFrame | None = None  # the depth figure's points, under each condition
+    text_baselines: list = field(default_factory=list)  # the baselines of the other training texts (run_text)
 
 
 def build_blocks(context: ReportContext) -> list[tuple]:
@@ -66,7 +67,7 @@ def opening_section(context: ReportContext) -> list[tuple]:
     if variants:
         blocks.append(("details", "Other readings of the same claims",
                        [("table", claims_summary(variants))]))
-    facts = baseline_sentence(context.ok, context.baselines)
+    facts = baseline_sentence(context.ok, context.baselines, context.text_baselines)
     if facts:
         blocks.append(("p", facts))
     blocks.append(("facts", provenance(data, context.baselines_note)))
@@ -91,7 +92,7 @@ def learning_section(context: ReportContext) -> list[tuple]:
     """Whether the cells learned: the baselines, the learning curves and the cells that did not."""
     figures = context.figures
     blocks: list[tuple] = [("h2", "Learning")]
-    blocks.append(("p", learning_sentence(context.ok, context.baselines, context.baselines_note)))
+    blocks.append(("p", learning_sentence(context.ok, context.baselines, context.baselines_note, context.text_baselines)))
     if figures.get("heldout_curves") is not None:
         blocks.append(("figure", f"figures/{figures['heldout_curves'].name}", FIGURES["heldout_curves"]))
     if figures.get("train_vs_heldout") is not None:  # a panel per direction and swept setting: folded

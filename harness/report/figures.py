@@ -454,6 +454,23 @@ def make_figures(cells: pd.DataFrame, epochs: pd.DataFrame, baselines: dict | No
     return {name: resolve(target)(*args) for name, target, args in figure_tasks(cells, epochs, baselines, folder)}
 
 
+def _own_text_ngrams(ax, profile: pd.DataFrame, conditions: list[str], baselines: dict | None) -> None:
+    """A condition whose cells trained on another text (the whole book) has its own best n-gram model: a
+    line in the condition's colour where it differs from the run's."""
+    if "ngram" not in profile:
+        return
+    main = best_ngram(baselines)
+    for i, condition in enumerate(conditions):
+        values = profile.loc[profile["condition"] == condition, "ngram"].dropna()
+        if values.empty or (main is not None and math.isclose(values.median(), main[1], rel_tol=1e-3)):
+            continue
+        value = float(values.median())
+        color = CONDITION_COLORS[i % len(CONDITION_COLORS)]
+        ax.axhline(value, color=color, lw=0.9, ls=(0, (1, 1)), zorder=1)
+        ax.annotate(f"best n-gram of its text {value:.3g}", (0.0, value), xycoords=("axes fraction", "data"),
+                    xytext=(2, 2), textcoords="offset points", ha="left", fontsize=7, color=color)
+
+
 def condition_depth(profile: pd.DataFrame, baselines: dict | None, path: Path) -> Path | None:
     """``harness.analysis.conditions.depth_profile``'s table: perplexity against depth per condition and cell type."""
     if profile is None or profile.empty:
@@ -477,6 +494,7 @@ def condition_depth(profile: pd.DataFrame, baselines: dict | None, path: Path) -
                         color=color, ls=CELL_STYLES.get(cell, "-"), marker=CELL_MARKERS.get(cell, "o"), ms=4,
                         lw=1.2, elinewidth=0.7, capsize=2)
     _baselines(ax, baselines, label=True)
+    _own_text_ngrams(ax, profile, conditions, baselines)
     _log_axis(ax)
     depths = sorted(set(profile["layers"]))
     ax.set_xticks(depths, [str(d) for d in depths])

@@ -86,8 +86,23 @@ def learning_table(ok: pd.DataFrame, baselines: dict | None) -> pd.DataFrame:
                          "final training ppl": [fmt(v) for v in bad["train_ppl"]]})
 
 
-def learning_sentence(ok: pd.DataFrame, baselines: dict | None, note: str) -> str:
-    """The no-learning baselines in a sentence, and which finished cells did not learn."""
+def text_description(entry: dict) -> str:
+    """A training text of ``harness.analysis.run_text.other_text_baselines`` in words."""
+    if entry.get("train_text") == "book":
+        return (f"the whole book (the first {fmt(entry.get('max_tokens'))} characters and every whole "
+                f"{fmt(entry.get('max_tokens'))}-character chunk after the held-out and selection text)")
+    return f"the first {fmt(entry.get('max_tokens'))} characters"
+
+
+def _bound_words(baselines: dict | None, others: list[dict]) -> str:
+    if others:
+        return "0.95 x the unigram baseline of the cell's own training text"
+    return f"{fmt(learned_bound(baselines), 3)}, 0.95 x the unigram baseline"
+
+
+def learning_sentence(ok: pd.DataFrame, baselines: dict | None, note: str, others: list[dict] = ()) -> str:
+    """The no-learning baselines in a sentence (those of each training text), and which finished cells did
+    not learn."""
     if baselines is None:
         return f"No-learning baselines unavailable ({note}): every comparison counts."
     text = (f"No-learning baselines of the held-out text ({fmt(baselines.get('tokens'))} characters; counted on "
@@ -97,22 +112,30 @@ def learning_sentence(ok: pd.DataFrame, baselines: dict | None, note: str) -> st
     if best is not None:
         text += (f"The best character n-gram model of the same training text (interpolated Kneser-Ney, orders "
                  f"1-6) is the {best[0]}, at {fmt(best[1], 3)}. ")
+    for entry in others:
+        other = entry["baselines"]
+        found = best_ngram(other)
+        text += (f"Cells trained on {text_description(entry)} are held to the baselines of that text, scored on "
+                 f"the same held-out characters: unigram {fmt(other['unigram'], 3)}, bigram "
+                 f"{fmt(other['bigram'], 3)}" + (f", best n-gram model the {found[0]} at {fmt(found[1], 3)}"
+                                                 if found else "") + ". ")
     if ok.empty or "learned" not in ok:
         return text
     bad = ok[ok["learned"] == False]  # noqa: E712
-    bound = learned_bound(baselines)
+    bound = _bound_words(baselines, others)
     if bad.empty:
         return text + (f"Every one of the {len(ok)} finished cells learned (best held-out causal perplexity at "
-                       f"most {fmt(bound, 3)}, 0.95 x the unigram baseline).")
+                       f"most {bound}).")
     names = ", ".join(bad["cell_id"].astype(str).head(12)) + (" ..." if len(bad) > 12 else "")
     return text + (f"{len(bad)} of {len(ok)} finished cells did not learn (best held-out causal perplexity above "
-                   f"{fmt(bound, 3)}, 0.95 x the unigram baseline; a cell on the letter-frequency plateau sits "
-                   f"within 0.5% of it): {names}. Comparisons with such a cell are shown, not pooled.")
+                   f"{bound}; a cell on the letter-frequency plateau sits within 0.5% of it): {names}. "
+                   "Comparisons with such a cell are shown, not pooled.")
 
 
-def baseline_sentence(ok: pd.DataFrame, baselines: dict | None) -> str:
+def baseline_sentence(ok: pd.DataFrame, baselines: dict | None, others: list[dict] = ()) -> str:
     """The first screen's facts beside the verdicts: the best network against the best n-gram model of the
-    same training text, and how many finished cells did not learn (their comparisons are not pooled)."""
+    same training text, and how many finished cells did not learn (their comparisons are not pooled). With
+    cells trained on several texts each is held to the n-gram model of its own (``ngram_baseline``)."""
     if ok.empty or "best_causal_ppl" not in ok:
         return ""
     values = pd.to_numeric(ok["best_causal_ppl"], errors="coerce")
@@ -121,7 +144,15 @@ def baseline_sentence(ok: pd.DataFrame, baselines: dict | None) -> str:
     best = ok.loc[values.idxmin()]
     text = f"The best network, {best['cell_id']}, reached a held-out causal perplexity of {fmt(values.min(), 3)}"
     found = best_ngram(baselines)
-    if found is not None:
+    if others and "ngram_baseline" in ok:
+        own = pd.to_numeric(ok["ngram_baseline"], errors="coerce")
+        below, known = int((values < own).sum()), int((values.notna() & own.notna()).sum())
+        order = best.get("ngram_baseline_order")
+        if own.notna().any() and order:
+            text += (f"; the best character n-gram model of its own training text, the {order} (Kneser-Ney), "
+                     f"{fmt(own.loc[values.idxmin()], 3)}: {below} of {known} finished cells "
+                     f"{'is' if below == 1 else 'are'} below the n-gram model of their own training text")
+    elif found is not None:
         name, value = found
         below = int((values < value).sum())
         text += (f"; the best character n-gram model of the same training text, the {name} (Kneser-Ney), "
@@ -131,9 +162,10 @@ def baseline_sentence(ok: pd.DataFrame, baselines: dict | None) -> str:
     if "learned" in ok:
         bad = int((ok["learned"] == False).sum())  # noqa: E712 - NaN (no baseline) is neither
         if bad:
+            bound = ("0.95 x the letter frequencies of their own training text" if others else
+                     f"{fmt(learned_bound(baselines), 3)}, 0.95 x the letter frequencies'")
             text += (f" {bad} of {len(ok)} finished cells did not learn (best held-out causal perplexity above "
-                     f"{fmt(learned_bound(baselines), 3)}, 0.95 x the letter frequencies'): comparisons with them "
-                     "are shown, not pooled.")
+                     f"{bound}): comparisons with them are shown, not pooled.")
     return text
 
 

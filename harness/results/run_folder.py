@@ -80,7 +80,7 @@ def read_run_json(path, required: bool = False) -> dict | None:
 
 # The parts of run.json that readers rely on, and the JSON type each must have when present.
 RUN_JSON_TYPES = {"suite": dict, "cells": list, "git": dict, "machine": dict, "calibration": dict,
-                  "baselines": dict, "resumes": list}
+                  "baselines": dict, "text_baselines": list, "resumes": list}
 
 
 def check_run_json(info: dict) -> str | None:
