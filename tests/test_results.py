@@ -2,6 +2,7 @@
 checked against the cell records, which are the source of truth (a row cut short, dropped or changed is
 read from its record, and `compare`, `report` and `show` say so)."""
 
+import io
 import json
 import subprocess
 import sys
@@ -282,3 +283,61 @@ def test_a_repaired_row_of_a_table_written_before_a_column_existed_keeps_the_tab
     records, _ = read_records(b)
     frame, _ = read_checked_table(b, "cells.csv", records, text=True)
     assert "select_tokens" not in frame and list(frame["status"]) == ["ok"] * 5
+
+
+def test_a_large_table_is_stored_compressed_and_read_as_the_plain_one(tmp_path, monkeypatch):
+    import gzip
+
+    from harness.results import tables
+
+    run = make_run(tmp_path / "run")
+    records, _ = read_records(run)
+    plain = {name: read_checked_table(run, name, records)[0] for name in tables.TABLES}
+    text = (run / "epochs.csv").read_bytes()
+    sizes = {name: (run / name).stat().st_size for name in tables.TABLES}
+    monkeypatch.setattr(tables, "COMPRESS_ABOVE", len(text) - 1)
+    rebuild_tables(run, records, list(records))
+    for name, size in sizes.items():  # those above the size compressed, the others plain
+        assert (run / name).exists() == (size < len(text)) and (run / f"{name}.gz").exists() == (size >= len(text))
+    assert gzip.decompress((run / "epochs.csv.gz").read_bytes()) == text
+    for name in tables.TABLES:
+        frame, notes = read_checked_table(run, name, records)
+        assert notes == []
+        pd.testing.assert_frame_equal(frame, plain[name])
+    assert load_run(run).notes == [] and len(load_run(run).epochs) == 25
+    # Rebuilt again below the size, the table is plain once more and the compressed one gone.
+    monkeypatch.setattr(tables, "COMPRESS_ABOVE", len(text) + 1)
+    rebuild_tables(run, records, list(records))
+    assert (run / "epochs.csv").read_bytes() == text and not (run / "epochs.csv.gz").exists()
+
+
+def test_a_cell_stored_beside_a_compressed_table_rebuilds_it(tmp_path, monkeypatch):
+    import gzip
+
+    from harness.results import tables
+
+    run = make_run(tmp_path / "run", secs=SECS[:4])
+    monkeypatch.setattr(tables, "COMPRESS_ABOVE", 200)
+    records, _ = read_records(run)
+    rebuild_tables(run, records, list(records))
+    assert (run / "epochs.csv.gz").exists()
+    full = make_run(tmp_path / "full")  # the same run with a fifth seed
+    last = sorted(read_records(full)[0].items())[-1]
+    (run / "cells" / f"{last[0]}.json").write_text(json.dumps(last[1]))
+    assert not tables.append_tables(run, *last)  # no plain epochs.csv to append to: rebuilt instead
+    rebuild_tables(run, read_records(run)[0], None)
+    epochs = pd.read_csv(io.BytesIO(gzip.decompress((run / "epochs.csv.gz").read_bytes())))
+    assert sorted(epochs.groupby("cell_id").size()) == [5] * 5
+
+
+def test_a_damaged_compressed_table_is_one_line_naming_it(tmp_path, monkeypatch, capsys):
+    from harness.results import tables
+
+    run = make_run(tmp_path / "run")
+    monkeypatch.setattr(tables, "COMPRESS_ABOVE", 200)
+    rebuild_tables(run, read_records(run)[0], None)
+    packed = run / "epochs.csv.gz"
+    packed.write_bytes(packed.read_bytes()[:40])
+    assert cli.main(["report", str(run), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {packed}: unreadable CSV") and "\n" not in err

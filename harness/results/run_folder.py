@@ -6,7 +6,7 @@ A run folder (docs/results-format.md)::
     cells/<name>.json one record per finished cell, written atomically: the source of truth
     cells.csv         one row per cell        } derived from the records (appended as cells finish,
     epochs.csv        one row per cell epoch  }  rebuilt at the end of a run)
-    samples.csv       one row per sample      }
+    samples.csv       one row per sample      }  a large one as <table>.gz (harness.results.tables)
     logs/<name>.log   what each cell's process printed
     losses/<name>.npz per-position held-out losses of the cell's evaluations (harness.results.losses)
     .checkpoints/     the state of cells in training (harness.cell.checkpoint), deleted as each is stored

@@ -1,12 +1,15 @@
 """The run folder's tables (cells.csv, epochs.csv, samples.csv): their columns, how they are derived from the
 cell records (appended as cells finish, rebuilt at the end of a run), and how they are read back checked
 against the records: a row that is cut short, differs from its cell's record or is missing is read from the
-record instead, and said so. pandas only inside the functions that build frames.
+record instead, and said so. A table rebuilt above ``COMPRESS_ABOVE`` bytes is stored gzip-compressed
+(``epochs.csv.gz``: the same CSV), so that a large study's folder stays small; cells append to the plain
+file only, and a compressed table is rebuilt whole instead. pandas only inside the functions that build frames.
 """
 
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import math
 import os
@@ -14,7 +17,7 @@ import warnings
 from pathlib import Path
 
 from harness.errors import HarnessError
-from harness.results.atomic import write_text_atomic
+from harness.results.atomic import write_bytes_atomic
 from harness.spec.config import FIELDS, GRID_KEYS
 
 # --- the column schema ----------------------------------------------------------------------------------
@@ -37,6 +40,23 @@ LOAD_COLUMNS = ("load_start", "load_end", "cpu_steal")
 EPOCH_COLUMNS = ("epoch", "train_ppl", "sec", "tokens_per_sec", "warmup", "val_ppl", "causal_ppl", "select_ppl")
 SAMPLE_COLUMNS = ("prefix", "text")
 TABLES = ("cells.csv", "epochs.csv", "samples.csv")
+# A table whose CSV is larger than this is stored compressed (a study of a few hundred cells' epochs.csv).
+COMPRESS_ABOVE = 4 * 2**20
+GZIP = ".gz"
+
+
+def table_file(folder, name: str) -> Path:
+    """Where table ``name`` of a run folder is: ``name``, else ``name.gz`` when only that exists (the plain
+    file wins: cells append to it after a compressed rebuild left both)."""
+    plain = Path(folder) / name
+    packed = plain.with_name(name + GZIP)
+    return packed if not plain.exists() and packed.is_file() else plain
+
+
+def table_bytes(path: Path) -> bytes:
+    """The CSV text of a table file, decompressed when it is a ``.gz`` one."""
+    content = Path(path).read_bytes()
+    return gzip.decompress(content) if Path(path).suffix == GZIP else content
 
 
 # --- writing the tables --------------------------------------------------------------------------------
@@ -130,9 +150,20 @@ def tables_text(records: dict[str, dict], order: list[str] | None = None) -> dic
 
 
 def rebuild_tables(path: Path, records: dict[str, dict], order: list[str] | None = None) -> None:
-    """Write cells.csv, epochs.csv and samples.csv from the per-cell records (atomically each)."""
+    """Write cells.csv, epochs.csv and samples.csv from the per-cell records (atomically each); a table above
+    ``COMPRESS_ABOVE`` bytes as ``name.gz``, the other spelling of each table removed once the new one is
+    whole."""
     for name, text in tables_text(records, order).items():
-        write_text_atomic(Path(path) / name, text)
+        plain = Path(path) / name
+        packed = plain.with_name(name + GZIP)
+        data = text.encode("utf-8")
+        if len(data) > COMPRESS_ABOVE:
+            # mtime 0: the same table compresses to the same bytes.
+            write_bytes_atomic(packed, gzip.compress(data, compresslevel=9, mtime=0))
+            plain.unlink(missing_ok=True)
+        else:
+            write_bytes_atomic(plain, data)
+            packed.unlink(missing_ok=True)
 
 
 # --- reading the tables, checked against the records ---------------------------------------------------
@@ -152,11 +183,16 @@ def read_csv_table(path, required=(), *, text: bool = False, missing_ok: bool = 
             return None
         raise HarnessError(f"{path}: missing (not a run folder?)")
     try:
+        if path.suffix == GZIP:
+            path_or_text = io.BytesIO(table_bytes(path))
+        else:
+            path_or_text = path
         with warnings.catch_warnings():
             # A row longer than the header would otherwise be read with its first field as an index (or,
             # with index_col=False, cut short with a warning): either way every column shifts silently.
             warnings.simplefilter("error", pd.errors.ParserWarning)
-            frame = pd.read_csv(path, dtype=str if text else None, keep_default_na=not text, index_col=False)
+            frame = pd.read_csv(path_or_text, dtype=str if text else None, keep_default_na=not text,
+                                index_col=False)
     except pd.errors.EmptyDataError:
         frame = pd.DataFrame()
     except Exception as exc:  # pandas raises several parser, decoding and OS errors
@@ -229,8 +265,8 @@ def _without_cut_last_line(path: Path, required, text: bool):
     import pandas as pd
 
     try:
-        content = path.read_bytes()
-    except OSError:
+        content = table_bytes(path)
+    except (OSError, EOFError, gzip.BadGzipFile):
         return None, None
     end = content.rfind(b"\n")
     if content.endswith(b"\n") or end < 0:
@@ -254,7 +290,7 @@ def read_checked_table(folder, name: str, records: dict[str, dict], *, required=
     record to restore it is left out. Without records, only rows cut short can be found."""
     import pandas as pd
 
-    path = Path(folder) / name
+    path = table_file(folder, name)
     tail = None
     try:
         frame = read_csv_table(path, required, text=text, missing_ok=missing_ok)
@@ -266,7 +302,7 @@ def read_checked_table(folder, name: str, records: dict[str, dict], *, required=
             raise
     if frame is None:
         return None, []
-    content = path.read_bytes()
+    content = table_bytes(path)
     if tail is not None:
         content = content[: content.rfind(b"\n") + 1]
     raw = _raw_rows(content)
