@@ -248,6 +248,14 @@ def test_no_cells_gives_inconclusive_claims_not_errors():
     assert all(r.verdict == INCONCLUSIVE and wording.reason(r) for r in results)
 
 
+def test_each_claim_is_handed_on_as_soon_as_it_is_decided():
+    seen = []
+    results = evaluate_claims(grid(layers=(1, 2)), pd.DataFrame(), pd.DataFrame(), None, None,
+                              on_result=lambda index, result: seen.append((index, result, len(seen))))
+    assert [(i, r) for i, r, _ in seen] == list(enumerate(results)) and len(results) == 3
+    assert [count for _, _, count in seen] == [0, 1, 2]  # one call per claim, in order
+
+
 def test_cells_that_did_not_finish_are_left_out_and_named():
     cells = grid(layers=(1, 2), sec=lambda c, n, d, s: 0.1 * n * (2.0 if d == "bi" else 1.0) * (1.02 if s else 0.99))
     cells.loc[0, "status"] = "failed"

@@ -489,7 +489,8 @@ def learning_status(cells: pd.DataFrame, epochs: pd.DataFrame, baselines: dict |
 def evaluate_claims(cells: pd.DataFrame, epochs: pd.DataFrame, samples: pd.DataFrame, specs,
                     corpus_words: set[str] | None = None, baselines: dict | None = None,
                     timing_warnings: list[str] | None = None,
-                    flagged_cells: dict[str, str] | None = None, losses: dict | None = None) -> list[ClaimResult]:
+                    flagged_cells: dict[str, str] | None = None, losses: dict | None = None,
+                    on_result=None) -> list[ClaimResult]:
     """Evaluate each claim of ``specs`` (default: the lesson's three) on a run's tables.
 
     ``baselines``: the no-learning perplexities (``harness.analysis.no_learning``); without them every comparison
@@ -497,7 +498,8 @@ def evaluate_claims(cells: pd.DataFrame, epochs: pd.DataFrame, samples: pd.DataF
     not decided. ``flagged_cells``: cell id -> why that cell's own timings are unreliable; its timings are
     left out of timing comparisons (its perplexities still count). ``losses``: cell id -> its stored
     per-position held-out losses (``RunDir.read_losses``); with them the held-out text's own error is part
-    of every perplexity interval (``harness.analysis.text_error``)."""
+    of every perplexity interval (``harness.analysis.text_error``). ``on_result(index, result)``: called as
+    each claim is decided (the report draws its figure meanwhile)."""
     specs = default_claims() if specs is None else list(specs)
     cells = cells if cells is not None else pd.DataFrame()
     epochs = epochs if epochs is not None else pd.DataFrame()
@@ -522,4 +524,6 @@ def evaluate_claims(cells: pd.DataFrame, epochs: pd.DataFrame, samples: pd.DataF
                                                     "interval": result.why})
             result.verdict = INCONCLUSIVE
         results.append(result)
+        if on_result is not None:
+            on_result(len(results) - 1, result)
     return results
