@@ -580,3 +580,15 @@ def test_configurations_that_disagree_are_not_called_noisy():
     result = run(noisy, default_claim("bidirectional_slow"))
     assert result.verdict == INCONCLUSIVE and not result.pooled.configurations_disagree
     assert result.pooled.i2 == 0 and wording.reason(result).startswith("too noisy")
+
+
+def test_a_missing_value_is_the_keys_default_when_configurations_are_told_apart():
+    from harness.analysis.cell_frames import extra_keys
+
+    frame = pd.DataFrame({"cell": ["gru"] * 4, "target_params": [None, None, 621596.0, 621596.0],
+                          "dropout": [float("nan"), 0.0, float("nan"), 0.0], "lr": [1.0, 1.0, 1.0, 1.0],
+                          "optimizer": [None, "sgd", None, "sgd"]})
+    # No parameter target beside one: two configurations. A row stored before dropout and optimizer existed
+    # is at their defaults (0, sgd): one value each.
+    assert extra_keys(frame) == ["target_params"]
+    assert extra_keys(frame.assign(dropout=[float("nan"), 0.3, float("nan"), 0.3])) == ["target_params", "dropout"]

@@ -616,3 +616,52 @@ def test_the_panel_figures_laid_out_by_hand_keep_every_text_inside_and_the_legen
         title = ax.title.get_window_extent(renderer)
         above = [other for other in panels if other.bbox.y0 > ax.bbox.y1]
         assert all(title.y1 <= other.bbox.y0 for other in above)
+
+
+def test_figure_panels_split_by_the_keys_that_make_a_configuration_not_by_those_that_follow():
+    from harness.report.figures import panel_title, variant_label, variants
+
+    rows = []
+    for cell, hidden_at in (("gru", {1: 436, 2: 256}), ("lstm", {1: 380, 2: 256})):
+        for layers in (1, 2):
+            rows.append({"cell": cell, "layers": layers, "direction": "uni", "seed": 0, "lr": 0.003,
+                         "hidden": 256, "target_params": None, "optimizer": "adam", "dropout": 0.3})
+            rows.append({"cell": cell, "layers": layers, "direction": "uni", "seed": 0, "lr": 0.003,
+                         "hidden": hidden_at[layers], "target_params": 621596.0, "optimizer": "adam", "dropout": 0.3})
+            rows.append({"cell": cell, "layers": layers, "direction": "uni", "seed": 0, "lr": 1.0,
+                         "hidden": 256, "target_params": None, "optimizer": "sgd", "dropout": 0.0})
+    keys, combos = variants(pd.DataFrame(rows))
+    # hidden follows the parameter target; lr, optimizer and dropout follow one another: one of them is kept.
+    assert keys[0] == "target_params" and len(keys) == 2 and keys[1] in ("lr", "optimizer", "dropout")
+    assert [combo[0] for combo in combos] == ["621596.0", "none", "none"] and len(set(combos)) == 3
+    keys, combos = variants(pd.DataFrame([r for r in rows if r["lr"] == 0.003]))
+    assert keys == ["target_params"] and combos == [("621596.0",), ("none",)]
+    assert variant_label(["target_params", "lr"], ("621596.0", "0.003")) == "target_params 621596, lr 0.003"
+    # Only what differs among the combinations shown: target_params is none in both.
+    assert variant_label(["target_params", "lr"], ("none", "1.0"), [("none", "1.0"), ("none", "0.003")]) == "lr 1"
+    assert panel_title("gru, uni", "lr 1") == "gru, uni, lr 1"
+    long = panel_title("gru, uni", "train_text first, target_params 621596, lr 0.003, optimizer adam")
+    assert long.startswith("gru, uni,\ntrain_text first") and all(len(line) <= 52 for line in long.splitlines())
+
+
+def test_the_slowdown_rows_name_only_the_keys_that_differ_among_them():
+    cells = pd.DataFrame([{"cell_id": f"{c}-{d}-{s}", "cell": c, "layers": 2, "direction": d, "device": "cpu",
+                           "seed": s, "status": "ok", "sec_per_epoch": (2.0 if d == "bi" else 1.0) * (1 + s / 100),
+                           "flops_per_epoch": 2.0 if d == "bi" else 1.0, "lr": 0.003, "optimizer": "adam",
+                           "hidden": 256 if c == "gru" else 128}
+                          for c in ("gru", "lstm") for d in ("uni", "bi") for s in (0, 1)])
+    time, _ = slowdown_table(cells)
+    # hidden differs between the rows and is named; lr and optimizer are the same in every row.
+    assert sorted(time.index) == ["gru, cpu, hidden=256", "lstm, cpu, hidden=128"]
+
+
+def test_a_panel_of_cells_trained_on_the_book_is_drawn_against_the_books_baselines():
+    from harness.report.figures import text_baselines
+
+    main = {"uniform": 28.0, "unigram": 17.3, "bigram": 10.9, "5-gram": 7.4, "6-gram": 7.31}
+    cells = pd.DataFrame({"cell_id": ["a", "b", "c"], "unigram_baseline": [17.3, 17.2, 17.2],
+                          "bigram_baseline": [10.9, 10.2, 10.2], "ngram_baseline": [7.31, 4.58, 4.58],
+                          "ngram_baseline_order": ["6-gram", "6-gram", "6-gram"]})
+    assert text_baselines(main, cells, ["b", "c"]) == {"uniform": 28.0, "unigram": 17.2, "bigram": 10.2, "6-gram": 4.58}
+    assert text_baselines(main, cells, ["a"]) is main  # the run's own text
+    assert text_baselines(main, cells, ["a", "b"]) is main  # two texts in one panel: the run's lines

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from harness.spec.claims import BEST_METRIC, SELECTED_METRIC, COST_METRICS, PPL_METRICS
-from harness.spec.config import FIELDS, GRID_KEYS
+from harness.spec.config import FIELDS, GRID_KEYS, CellConfig
 
 GRID_AXES = tuple(k for k in GRID_KEYS if k != "seed")  # seeds are the replicates, not an axis
 MACHINE = "machine"
@@ -33,7 +33,27 @@ def ok_cells(cells: pd.DataFrame) -> pd.DataFrame:
 def extra_keys(cells: pd.DataFrame) -> list[str]:
     """Configuration keys beyond the grid axes that take more than one value in ``cells`` (precision,
     hidden, threads ...): cells that differ in one are different configurations."""
-    return [k for k in FIELDS if k in cells and k not in GRID_KEYS and cells[k].nunique() > 1]
+    return [k for k in FIELDS if k in cells and k not in GRID_KEYS and _varies(cells[k], k)]
+
+
+def _varies(column: pd.Series, key: str) -> bool:
+    """Whether ``column`` holds more than one value of ``key``. A missing value is the key's default: a value
+    of its own where that is None (no parameter target beside a target), the default's value otherwise (a row
+    stored before the key existed)."""
+    default = CellConfig.model_fields[key].default
+    if default is None:
+        return column.nunique(dropna=False) > 1
+    if column.isna().any() and isinstance(default, (int, float, str)) and not isinstance(default, bool):
+        return len({_canonical(v) for v in column.astype(object).where(column.notna(), default)}) > 1
+    return column.nunique() > 1
+
+
+def _canonical(value):
+    """A value as one thing whether read as a number or as text (0, 0.0 and "0" alike)."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return str(value)
 
 
 def configuration_keys(cells: pd.DataFrame) -> list[str]:

@@ -179,7 +179,7 @@ def other_text_baselines(splits: Iterable, recorded=None, sha256s: Iterable[str]
 
 def cell_baselines(cells, main: dict | None, others: list[dict]) -> dict[str, list]:
     """Per row of a cells table, the baselines of its own training text: ``unigram_baseline``,
-    ``ngram_baseline`` (the best n-gram model's perplexity) and ``ngram_baseline_order`` (its name), from
+    ``bigram_baseline``, ``ngram_baseline`` (the best n-gram model's perplexity) and ``ngram_baseline_order`` (its name), from
     ``main`` (run.json's ``baselines``, for the main split and for a row without a split) or the entry of
     ``others`` (``other_text_baselines``) for the row's split; NaN / None where there are none."""
     from harness.analysis.no_learning import best_ngram
@@ -193,13 +193,16 @@ def cell_baselines(cells, main: dict | None, others: list[dict]) -> dict[str, li
     splits = table_splits(cells)
     splits = splits if len(splits) == len(cells) else [None] * len(cells)
     main_text = main_split(splits)
-    columns: dict[str, list] = {"unigram_baseline": [], "ngram_baseline": [], "ngram_baseline_order": []}
+    columns: dict[str, list] = {"unigram_baseline": [], "bigram_baseline": [], "ngram_baseline": [],
+                                "ngram_baseline_order": []}
     for split in splits:
         # A row of another training text whose baselines are unknown has none: never the main text's.
         baselines = main if split is None or split == main_text else by_split.get(split)
         unigram = (baselines or {}).get("unigram") if usable_baselines(baselines) else None
         best = best_ngram(baselines)
         columns["unigram_baseline"].append(float(unigram) if unigram is not None else float("nan"))
+        bigram = (baselines or {}).get("bigram") if usable_baselines(baselines) else None
+        columns["bigram_baseline"].append(float(bigram) if bigram is not None else float("nan"))
         columns["ngram_baseline"].append(best[1] if best else float("nan"))
         columns["ngram_baseline_order"].append(best[0] if best else None)
     return columns

@@ -13,6 +13,7 @@ it (the report then says so instead of showing an empty plot).
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -109,6 +110,25 @@ def _baselines(ax, baselines: dict | None, label: bool) -> None:
                             xytext=(-2, 2), textcoords="offset points", ha="right", fontsize=7, color="0.35")
 
 
+def text_baselines(baselines: dict | None, cells: pd.DataFrame, cell_ids) -> dict | None:
+    """The baselines a panel of ``cell_ids`` is drawn against: those of the text its cells trained on
+    (``harness.analysis.run_text.cell_baselines``' columns) where they all share one that is not the run's
+    main text (the whole book), else ``baselines``."""
+    columns = ("unigram_baseline", "bigram_baseline", "ngram_baseline", "ngram_baseline_order")
+    if any(c not in cells for c in columns):
+        return baselines
+    rows = cells[cells["cell_id"].isin(set(cell_ids))]
+    values = {c: pd.to_numeric(rows[c], errors="coerce").dropna().unique() for c in columns[:3]}
+    orders = rows["ngram_baseline_order"].dropna().unique()
+    main = best_ngram(baselines)
+    if any(len(v) != 1 for v in values.values()) or len(orders) != 1 or (
+            main is not None and math.isclose(values["ngram_baseline"][0], main[1], rel_tol=1e-9)):
+        return baselines
+    own = {k: v for k, v in (baselines or {}).items() if not k.endswith("-gram")}
+    return {**own, "unigram": float(values["unigram_baseline"][0]), "bigram": float(values["bigram_baseline"][0]),
+            str(orders[0]): float(values["ngram_baseline"][0])}
+
+
 def _style_handles(directions, depths, cells, extra=()) -> list:
     handles = [Line2D([], [], color=DIRECTION_COLORS[d], lw=2, label=d) for d in directions]
     handles += [Line2D([], [], color="0.3", lw=1.3, ls=depth_style(n), label=f"{int(n)} layer{'s' if n > 1 else ''}")
@@ -134,14 +154,17 @@ def _style_legend(fig, directions, depths, cells, extra=()) -> None:
 PANEL_LEFT, PANEL_RIGHT, PANEL_TITLE, PANEL_XAXIS, PANEL_GAP, SUPTITLE, LEGEND_ROW = 0.78, 0.15, 0.32, 0.5, 0.15, 0.3, 0.24
 
 
-def _panel_grid(fig, rows: int, cols: int, handles: list, x_labels_each_row: bool, suptitle: bool) -> None:
-    """Place a ``rows`` x ``cols`` grid of panels and the figure's legend (``handles``) by hand."""
+def _panel_grid(fig, rows: int, cols: int, handles: list, x_labels_each_row: bool, suptitle: bool,
+                title_lines: int = 1) -> None:
+    """Place a ``rows`` x ``cols`` grid of panels and the figure's legend (``handles``) by hand;
+    ``title_lines``: lines of the longest panel title."""
     columns = _legend_columns(fig, handles)
     legend_rows = -(-len(handles) // columns) if handles else 0
     width, height = fig.get_size_inches()
     bottom = PANEL_XAXIS + legend_rows * LEGEND_ROW + 0.1
-    top = PANEL_TITLE + (SUPTITLE if suptitle else 0.0)
-    row_gap = PANEL_TITLE + (PANEL_XAXIS if x_labels_each_row else 0.12)
+    title = PANEL_TITLE + (title_lines - 1) * TITLE_LINE
+    top = title + (SUPTITLE if suptitle else 0.0)
+    row_gap = title + (PANEL_XAXIS if x_labels_each_row else 0.12)
     panel_w = (width - PANEL_LEFT - PANEL_RIGHT - (cols - 1) * PANEL_GAP) / cols
     panel_h = (height - top - bottom - (rows - 1) * row_gap) / rows
     fig.subplots_adjust(left=PANEL_LEFT / width, right=1 - PANEL_RIGHT / width, top=1 - top / height,
@@ -159,18 +182,64 @@ def variants(ok: pd.DataFrame) -> tuple[list[str], list[tuple]]:
     keys = extra_keys(ok) if not ok.empty else []
     if not keys:
         return [], [()]
-    combos = list(dict.fromkeys(tuple(row) for row in ok[keys].astype(str).itertuples(index=False)))
+    # A key that moves with the others (hidden with the parameter count, the settings that make up a suite's
+    # arm) splits no configuration they do not split already: left out, the keys of most values first (hidden
+    # before the parameter count it follows), then the last.
+    grid = [k for k in GRID_AXES if k in ok]
+
+    def configurations(names: list[str]) -> int:
+        return len(ok[grid + names].astype(str).drop_duplicates())
+
+    full = configurations(keys)
+    order = sorted(range(len(keys)), key=lambda i: (-ok[keys[i]].astype(str).nunique(), -i))
+    for key in [keys[i] for i in order]:
+        rest = [k for k in keys if k != key]
+        if rest and configurations(rest) == full:
+            keys = rest
+    combos = list(dict.fromkeys(tuple(row) for row in _as_text(ok[keys]).itertuples(index=False)))
     return keys, sorted(combos)
 
 
-def variant_label(keys: list[str], combo: tuple) -> str:
-    return ", ".join(f"{k} {v}" for k, v in zip(keys, combo))
+def _as_text(values):
+    """Values as the text a combination holds: a missing one (no parameter target) is "none", never NaN,
+    which neither sorts nor compares with text."""
+    return values.astype(object).where(values.notna(), "none").astype(str)
+
+
+def panel_title(head: str, label: str) -> str:
+    """A panel's title: ``head`` (cell type, direction) and the combination's ``label`` on one line when
+    they fit, else the label wrapped on the lines below."""
+    if not label:
+        return head
+    one = f"{head}, {label}"
+    return one if len(one) <= TITLE_CHARS else f"{head},\n" + textwrap.fill(label, TITLE_CHARS)
+
+
+def variant_label(keys: list[str], combo: tuple, shown: list[tuple] | None = None) -> str:
+    """``combo`` in words; with ``shown`` (the combinations drawn), only the keys whose value differs among
+    them."""
+    differ = [i for i in range(len(keys)) if shown is None or len({c[i] for c in shown}) > 1] or range(len(keys))
+    return ", ".join(f"{keys[i]} {_plain(combo[i])}" for i in differ)
+
+
+def _plain(value: str) -> str:
+    """A value as a table of cells spells it, with an integral float written as an integer (621596.0)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return str(int(number)) if number.is_integer() and "." in str(value) else str(value)
+
+
+# Characters of a panel title's line: a 4.2-inch panel at font size 10.
+TITLE_CHARS = 52
+TITLE_LINE = 0.16  # inches per line of a panel title beyond the first
 
 
 def in_variant(frame: pd.DataFrame, keys: list[str], combo: tuple) -> pd.DataFrame:
     mask = pd.Series(True, index=frame.index)
     for key, value in zip(keys, combo):
-        mask &= frame[key].astype(str) == value
+        mask &= _as_text(frame[key]) == value
     return frame[mask]
 
 
@@ -218,7 +287,11 @@ def heldout_curves(cells, epochs, baselines, path: Path) -> Path | None:
     shown = combos[:MAX_VARIANTS]
     # One row per swept combination (against epochs), or the epochs and training-time rows when there is none.
     rows = [(combo, "epoch") for combo in shown] if keys else [((), "epoch"), ((), "elapsed")]
-    fig = Figure(figsize=(4.2 * len(cell_types) + 0.5, 3.7 * len(rows)))
+    titles = {(cell, combo): panel_title(cell, variant_label(keys, combo, shown) if keys else
+                                         ("against epochs" if x == "epoch" else "against training time"))
+              for cell in cell_types for combo, x in rows}
+    lines = max(title.count("\n") + 1 for title in titles.values())
+    fig = Figure(figsize=(4.2 * len(cell_types) + 0.5, (3.7 + (lines - 1) * TITLE_LINE) * len(rows)))
     axes = fig.subplots(len(rows), len(cell_types), squeeze=False, sharey=True)
     if len(combos) > len(shown):
         fig.suptitle(f"the first {len(shown)} of {len(combos)} combinations of {', '.join(keys)}", fontsize=9)
@@ -235,18 +308,18 @@ def heldout_curves(cells, epochs, baselines, path: Path) -> Path | None:
                     ax.plot(seed[x], seed["causal_ppl"], color=color, ls=style, lw=0.6, alpha=0.3)
                 mean = _epoch_means(group, x, "causal_ppl")
                 ax.plot(mean[x], mean["causal_ppl"], color=color, ls=style, lw=1.8)
-            _baselines(ax, baselines, label=j == len(cell_types) - 1)
+            _baselines(ax, text_baselines(baselines, cells, data["cell_id"]), label=j == len(cell_types) - 1)
             _log_axis(ax)
             if x == "elapsed" and data["elapsed"].max() > 20 * max(data["elapsed"].min(), 1e-9):
                 _log_axis(ax, "x")
-            where = f", {variant_label(keys, combo)}" if keys else (", against epochs" if x == "epoch"
-                                                                     else ", against training time")
-            ax.set_title(f"{cell}{where}", fontsize=10, y=TITLE_Y)
+            ax.set_title(titles[(cell, combo)] if keys else panel_title(
+                cell, "against epochs" if x == "epoch" else "against training time"), fontsize=10, y=TITLE_Y)
             ax.set_xlabel("epoch" if x == "epoch" else "training seconds")
             ax.set_ylabel("held-out causal perplexity" if j == 0 else "")
     handles = _style_handles([d for d in DIRECTION_COLORS if d in set(frame["direction"])],
                              sorted(frame["layers"].unique()), [])
-    _panel_grid(fig, len(rows), len(cell_types), handles, x_labels_each_row=True, suptitle=len(combos) > len(shown))
+    _panel_grid(fig, len(rows), len(cell_types), handles, x_labels_each_row=True, suptitle=len(combos) > len(shown),
+                title_lines=lines)
     return _save(fig, path)
 
 
@@ -257,8 +330,14 @@ def train_vs_heldout(cells, epochs, baselines, path: Path) -> Path | None:
     cell_types = [c for c in CELL_MARKERS if c in set(frame["cell"])] or sorted(frame["cell"].unique())
     directions = [d for d in DIRECTION_COLORS if d in set(frame["direction"])]
     keys, combos = variants(ok_cells(cells))
-    rows = [(d, combo) for combo in combos[:MAX_VARIANTS] for d in directions]
-    fig = Figure(figsize=(4.2 * len(cell_types) + 0.5, 3.4 * len(rows) + 0.8))
+    shown = combos[:MAX_VARIANTS]
+    # A row per direction and combination that has cells: a suite's arms need not have both directions.
+    rows = [(d, combo) for combo in shown for d in directions
+            if not in_variant(frame[frame["direction"] == d], keys, combo).empty]
+    titles = {(cell, d, combo): panel_title(f"{cell}, {d}", variant_label(keys, combo, shown) if keys else "")
+              for cell in cell_types for d, combo in rows}
+    lines = max((title.count("\n") + 1 for title in titles.values()), default=1)
+    fig = Figure(figsize=(4.2 * len(cell_types) + 0.5, (3.4 + (lines - 1) * TITLE_LINE) * len(rows) + 0.8))
     axes = fig.subplots(len(rows), len(cell_types), squeeze=False, sharey=True, sharex=True)
     if len(combos) > MAX_VARIANTS:
         fig.suptitle(f"the first {MAX_VARIANTS} of {len(combos)} combinations of {', '.join(keys)}", fontsize=9)
@@ -276,15 +355,16 @@ def train_vs_heldout(cells, epochs, baselines, path: Path) -> Path | None:
                         continue
                     mean = _epoch_means(group, "epoch", column)
                     ax.plot(mean["epoch"], mean[column], color=MEASURE_COLORS[name], ls=depth_style(layers), lw=1.5)
-            _baselines(ax, baselines, label=j == len(cell_types) - 1)
+            _baselines(ax, text_baselines(baselines, cells, data["cell_id"]), label=j == len(cell_types) - 1)
             _log_axis(ax)
-            where = f", {variant_label(keys, combo)}" if keys else ""
-            ax.set_title(f"{cell}, {direction}{where}", fontsize=10, y=TITLE_Y, color=DIRECTION_COLORS.get(direction, "black"))
+            ax.set_title(titles[(cell, direction, combo)], fontsize=10, y=TITLE_Y,
+                         color=DIRECTION_COLORS.get(direction, "black"))
             ax.set_xlabel("epoch" if i == len(rows) - 1 else "")
             ax.set_ylabel("perplexity" if j == 0 else "")
     extra = [Line2D([], [], color=MEASURE_COLORS[n], lw=2, label=n) for n in measures]
     handles = _style_handles([], sorted(frame["layers"].unique()), [], extra)
-    _panel_grid(fig, len(rows), len(cell_types), handles, x_labels_each_row=False, suptitle=len(combos) > MAX_VARIANTS)
+    _panel_grid(fig, len(rows), len(cell_types), handles, x_labels_each_row=False, suptitle=len(combos) > MAX_VARIANTS,
+                title_lines=lines)
     return _save(fig, path)
 
 
@@ -292,10 +372,15 @@ def slowdown_table(cells: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Geometric-mean bi/uni seconds per epoch and FLOPs per epoch, rows (cell type, device, other keys,
     machine) by depth columns."""
     records = []
-    for context, uni, bi in direction_pairs(ok_cells(cells), timing=True):
+    pairs = list(direction_pairs(ok_cells(cells), timing=True))
+    # The keys beyond the grid whose value differs among the rows (a suite's arms move several keys together).
+    differ = {k for k in {k for context, _, _ in pairs for k in context}
+              if len({str(context.get(k)) for context, _, _ in pairs}) > 1}
+    for context, uni, bi in pairs:
         grid = [str(v) for k, v in context.items() if k in GRID_AXES and k != "layers"]
-        others = [f"{k}={v}" for k, v in context.items() if k not in GRID_AXES and k != MACHINE]
-        label = ", ".join(grid + others + ([str(context[MACHINE])] if MACHINE in context else []))
+        others = [f"{k}={_plain(str(v))}" for k, v in context.items()
+                  if k not in GRID_AXES and k != MACHINE and k in differ]
+        label = textwrap.fill(", ".join(grid + others + ([str(context[MACHINE])] if MACHINE in context else [])), 40)
 
         def ratio(column):
             if column not in uni:
@@ -319,7 +404,9 @@ def slowdown_heatmap(cells: pd.DataFrame, path: Path) -> Path | None:
     if time.empty or not np.isfinite(time.to_numpy(dtype=float)).any():
         return None
     values = time.to_numpy(dtype=float)
-    fig = Figure(figsize=(1.3 * time.shape[1] + 4.0, 0.7 * time.shape[0] + 1.6), layout="constrained")
+    lines = max(str(label).count("\n") + 1 for label in time.index)
+    fig = Figure(figsize=(1.3 * time.shape[1] + 4.0 + (1.2 if lines > 1 else 0.0),
+                          (0.7 + 0.15 * (lines - 1)) * time.shape[0] + 1.6), layout="constrained")
     ax = fig.subplots()
     # Anchored at 1 (no slowdown) so that colours compare across runs; log scale as for every ratio.
     high = max(2.0, float(np.nanmax(values)))
