@@ -665,3 +665,19 @@ def test_a_panel_of_cells_trained_on_the_book_is_drawn_against_the_books_baselin
     assert text_baselines(main, cells, ["b", "c"]) == {"uniform": 28.0, "unigram": 17.2, "bigram": 10.2, "6-gram": 4.58}
     assert text_baselines(main, cells, ["a"]) is main  # the run's own text
     assert text_baselines(main, cells, ["a", "b"]) is main  # two texts in one panel: the run's lines
+
+
+def test_the_training_figure_names_only_the_measures_it_draws(tmp_path, monkeypatch):
+    from harness.report import figures
+
+    drawn = []
+    monkeypatch.setattr(figures, "_save", lambda fig, path: drawn.append(fig) or path)
+    cells = pd.DataFrame([{"cell_id": f"gru-{s}", "cell": "gru", "layers": 1, "direction": "uni", "device": "cpu",
+                           "seed": s, "status": "ok"} for s in (0, 1)])
+    epochs = pd.DataFrame([{"cell_id": f"gru-{s}", "epoch": e, "train_ppl": 20.0 / e, "sec": 1.0,
+                            "causal_ppl": None} for s in (0, 1) for e in (1, 2, 3)])
+    figures.train_vs_heldout(cells, epochs, None, tmp_path / "f.png")
+    labels = [t.get_text() for legend in drawn[0].legends for t in legend.get_texts()]
+    assert "training" in labels and "held-out causal" not in labels
+    figures.train_vs_heldout(cells, epochs.assign(causal_ppl=9.0), None, tmp_path / "f.png")
+    assert "held-out causal" in [t.get_text() for legend in drawn[1].legends for t in legend.get_texts()]

@@ -361,7 +361,10 @@ def train_vs_heldout(cells, epochs, baselines, path: Path) -> Path | None:
                          color=DIRECTION_COLORS.get(direction, "black"))
             ax.set_xlabel("epoch" if i == len(rows) - 1 else "")
             ax.set_ylabel("perplexity" if j == 0 else "")
-    extra = [Line2D([], [], color=MEASURE_COLORS[n], lw=2, label=n) for n in measures]
+    # Only the measures drawn: cells read on held-out text once (at the selected epoch) have no curve of it.
+    drawn = [n for n, column in measures.items()
+             if column in frame and np.isfinite(pd.to_numeric(frame[column], errors="coerce")).any()]
+    extra = [Line2D([], [], color=MEASURE_COLORS[n], lw=2, label=n) for n in drawn]
     handles = _style_handles([], sorted(frame["layers"].unique()), [], extra)
     _panel_grid(fig, len(rows), len(cell_types), handles, x_labels_each_row=False, suptitle=len(combos) > MAX_VARIANTS,
                 title_lines=lines)
