@@ -59,9 +59,11 @@ def opening_section(context: ReportContext) -> list[tuple]:
                         "section)."))
     missing = unfinished_cells(data.run, data.cells)
     if missing:
-        blocks.append(("p", f"Preliminary: {planned_cells(data.run) - missing} of the run's {planned_cells(data.run)} "
-                            f"cells have finished and {missing} are still to train; the verdicts rest on the "
-                            "finished ones and may change when the run is complete."))
+        done = planned_cells(data.run) - missing
+        blocks.append(("p", f"Preliminary: {done} of the run's {planned_cells(data.run)} cells "
+                            f"{'has' if done == 1 else 'have'} finished and {missing} "
+                            f"{'is' if missing == 1 else 'are'} still to train; the verdicts rest on the finished "
+                            "ones and may change when the run is complete."))
     first, variants = first_declarations(context.results)
     blocks.append(("summary", claims_summary(first)))
     if variants:
