@@ -113,7 +113,7 @@ def test_baselines_of_a_text_in_pieces_count_no_gram_across_the_gap():
 
 
 def test_the_book_text_baselines_are_counted_on_the_book_and_scored_on_the_same_held_out_text(tmp_path):
-    from harness.analysis.no_learning import training_pieces
+    from harness.cell.corpus import training_pieces
 
     tokens = list(range(100))
     first = training_pieces(tokens, 10, 20)

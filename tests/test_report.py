@@ -656,15 +656,15 @@ def test_the_slowdown_rows_name_only_the_keys_that_differ_among_them():
 
 
 def test_a_panel_of_cells_trained_on_the_book_is_drawn_against_the_books_baselines():
-    from harness.report.figures import text_baselines
+    from harness.report.figures import panel_baselines
 
     main = {"uniform": 28.0, "unigram": 17.3, "bigram": 10.9, "5-gram": 7.4, "6-gram": 7.31}
     cells = pd.DataFrame({"cell_id": ["a", "b", "c"], "unigram_baseline": [17.3, 17.2, 17.2],
                           "bigram_baseline": [10.9, 10.2, 10.2], "ngram_baseline": [7.31, 4.58, 4.58],
                           "ngram_baseline_order": ["6-gram", "6-gram", "6-gram"]})
-    assert text_baselines(main, cells, ["b", "c"]) == {"uniform": 28.0, "unigram": 17.2, "bigram": 10.2, "6-gram": 4.58}
-    assert text_baselines(main, cells, ["a"]) is main  # the run's own text
-    assert text_baselines(main, cells, ["a", "b"]) is main  # two texts in one panel: the run's lines
+    assert panel_baselines(main, cells, ["b", "c"]) == {"uniform": 28.0, "unigram": 17.2, "bigram": 10.2, "6-gram": 4.58}
+    assert panel_baselines(main, cells, ["a"]) is main  # the run's own text
+    assert panel_baselines(main, cells, ["a", "b"]) is main  # two texts in one panel: the run's lines
 
 
 def test_the_training_figure_names_only_the_measures_it_draws(tmp_path, monkeypatch):

@@ -474,10 +474,10 @@ def learning_status(cells: pd.DataFrame, epochs: pd.DataFrame, baselines: dict |
     ok = ok_cells(cells)
     curves = training_curves(epochs)
     ok["best_causal_ppl"] = best_causal(ok, curves) if not ok.empty else pd.Series(dtype=float)
-    bound = learned_bound(baselines)
     if "unigram_baseline" in ok:
         ok["learned_bound"] = LEARNED_SHARE_OF_UNIGRAM * pd.to_numeric(ok["unigram_baseline"], errors="coerce")
     else:
+        bound = learned_bound(baselines)
         ok["learned_bound"] = bound if bound is not None else np.nan
     # A cell with no held-out reading has not learned; one with no bound to hold it to is neither.
     known = ok["learned_bound"].notna()

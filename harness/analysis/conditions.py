@@ -156,8 +156,7 @@ def depth_profile(cells: pd.DataFrame, epochs: pd.DataFrame, conditions: list[Co
             if values.empty:
                 continue
             # The best n-gram model of the text these cells trained on (run_text.cell_baselines), for its line.
-            ngram = pd.to_numeric(group["ngram_baseline"], errors="coerce").dropna() if "ngram_baseline" in group \
-                else pd.Series(dtype=float)
+            ngram = pd.to_numeric(group.get("ngram_baseline", pd.Series(dtype=float)), errors="coerce").dropna()
             rows.append({"condition": spec.name, "cell": cell, "layers": int(layers), "metric": metric,
                          "ppl": _geomean(values), "low": float(values.min()), "high": float(values.max()),
                          "seeds": int(group.loc[values.index, "seed"].nunique()),

@@ -51,23 +51,11 @@ def text_baselines(pieces: list[list], held_out: list, vocab_size: int, before: 
             "smoothing": "add-one", "counted_on": counted_on}
 
 
-def training_pieces(tokens: list, max_tokens: int, val_tokens: int, train_text: str = "first",
-                    select_tokens: int = 0) -> list[list]:
-    """The training text of a split as pieces of ``tokens`` (``harness.cell.batches.training_text``, which
-    trains on their concatenation): first, the first ``max_tokens``; book, those and the whole ``max_tokens``
-    chunks after the held-out and selection text."""
-    pieces = [tokens[:max_tokens]]
-    if train_text == "book":
-        rest = tokens[max_tokens + val_tokens + select_tokens :]
-        pieces.append(rest[: (len(rest) // max_tokens) * max_tokens])
-    return [piece for piece in pieces if len(piece)]
-
-
 def corpus_baselines(path, strip_boilerplate: bool, max_tokens: int, val_tokens: int, train_text: str = "first",
                      select_tokens: int = 0) -> dict:
     """The baselines for a corpus file cleaned and split as training does it, counted on the training text
     of ``train_text`` (first or book) and scored on the held-out tokens after the first ``max_tokens``."""
-    from harness.cell.corpus import clean_lines, read_corpus_lines, tokenize_chars
+    from harness.cell.corpus import clean_lines, read_corpus_lines, tokenize_chars, training_pieces
 
     from harness.analysis.ngram import ngram_baselines_of
 

@@ -161,14 +161,7 @@ def other_text_baselines(splits: Iterable, recorded=None, sha256s: Iterable[str]
     is left out)."""
     splits = [Split(*s).text() for s in splits if s is not None]
     main = main_split(splits)
-    kept = {}
-    for entry in recorded if isinstance(recorded, list) else ():
-        try:
-            split = Split.from_record(entry).text()
-        except (KeyError, TypeError, ValueError):
-            continue
-        if usable_baselines(entry.get("baselines")):
-            kept[split] = entry
+    kept = _entries_by_split(recorded)
     for split in dict.fromkeys(splits):
         if split != main and split not in kept:
             computed, _ = _computed(split, sha256s)
@@ -184,12 +177,7 @@ def cell_baselines(cells, main: dict | None, others: list[dict]) -> dict[str, li
     ``others`` (``other_text_baselines``) for the row's split; NaN / None where there are none."""
     from harness.analysis.no_learning import best_ngram
 
-    by_split = {}
-    for entry in others:
-        try:
-            by_split[Split.from_record(entry).text()] = entry["baselines"]
-        except (KeyError, TypeError, ValueError):
-            continue
+    by_split = {split: entry["baselines"] for split, entry in _entries_by_split(others).items()}
     splits = table_splits(cells)
     splits = splits if len(splits) == len(cells) else [None] * len(cells)
     main_text = main_split(splits)
@@ -198,11 +186,23 @@ def cell_baselines(cells, main: dict | None, others: list[dict]) -> dict[str, li
     for split in splits:
         # A row of another training text whose baselines are unknown has none: never the main text's.
         baselines = main if split is None or split == main_text else by_split.get(split)
-        unigram = (baselines or {}).get("unigram") if usable_baselines(baselines) else None
+        usable = usable_baselines(baselines)
         best = best_ngram(baselines)
-        columns["unigram_baseline"].append(float(unigram) if unigram is not None else float("nan"))
-        bigram = (baselines or {}).get("bigram") if usable_baselines(baselines) else None
-        columns["bigram_baseline"].append(float(bigram) if bigram is not None else float("nan"))
+        columns["unigram_baseline"].append(float(baselines["unigram"]) if usable else float("nan"))
+        columns["bigram_baseline"].append(float(baselines["bigram"]) if usable else float("nan"))
         columns["ngram_baseline"].append(best[1] if best else float("nan"))
         columns["ngram_baseline_order"].append(best[0] if best else None)
     return columns
+
+
+def _entries_by_split(entries) -> dict[Split, dict]:
+    """run.json's ``text_baselines`` entries with usable baselines, by the split they were counted for."""
+    found = {}
+    for entry in entries if isinstance(entries, list) else ():
+        try:
+            split = Split.from_record(entry).text()
+        except (KeyError, TypeError, ValueError, AttributeError):
+            continue
+        if usable_baselines(entry.get("baselines")):
+            found[split] = entry
+    return found

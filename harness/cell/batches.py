@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from harness.cell.corpus import Vocab, read_clean_text, resolve_corpus
+from harness.cell.corpus import Vocab, read_clean_text, resolve_corpus, training_pieces
 from harness.errors import HarnessError
 
 
@@ -43,13 +43,10 @@ class Corpus:
 
 def training_text(encoded: torch.Tensor, max_tokens: int, held_out: int, train_text: str) -> torch.Tensor:
     """first: the first ``max_tokens`` tokens (the recipe). book: those, then everything after the
-    ``held_out`` tokens that follow them (held-out and selection text), so that training never reads them;
-    a chunk of ``max_tokens`` never straddles the gap, and the remainder shorter than a chunk is left out."""
-    if train_text == "first":
-        return encoded[:max_tokens]
-    rest = encoded[max_tokens + held_out :]
-    rest = rest[: (len(rest) // max_tokens) * max_tokens]
-    return torch.cat([encoded[:max_tokens], rest])
+    ``held_out`` tokens that follow them (held-out and selection text), in whole chunks of ``max_tokens``
+    (``harness.cell.corpus.training_pieces``)."""
+    pieces = training_pieces(encoded, max_tokens, held_out, train_text)
+    return pieces[0] if len(pieces) == 1 else torch.cat(pieces)
 
 
 def load_corpus(

@@ -330,3 +330,16 @@ def read_clean_text(path: Path, strip_boilerplate: bool) -> str:
         body_end = end.start() if end is not None and end.start() > start.start() else len(text)
         text = text[body_start:body_end] if body_start != -1 else ""
     return clean_text(text)
+
+
+def training_pieces(tokens: list, max_tokens: int, val_tokens: int, train_text: str = "first",
+                    select_tokens: int = 0) -> list[list]:
+    """The training text of a split as pieces of ``tokens`` (a list or a tensor; training reads their
+    concatenation, the no-learning baselines count each apart): first, the first ``max_tokens``; book, those
+    and the whole ``max_tokens`` chunks after the held-out and selection text, so that training never reads
+    them; the remainder shorter than a chunk is left out."""
+    pieces = [tokens[:max_tokens]]
+    if train_text == "book":
+        rest = tokens[max_tokens + val_tokens + select_tokens :]
+        pieces.append(rest[: (len(rest) // max_tokens) * max_tokens])
+    return [piece for piece in pieces if len(piece)]

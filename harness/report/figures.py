@@ -110,7 +110,7 @@ def _baselines(ax, baselines: dict | None, label: bool) -> None:
                             xytext=(-2, 2), textcoords="offset points", ha="right", fontsize=7, color="0.35")
 
 
-def text_baselines(baselines: dict | None, cells: pd.DataFrame, cell_ids) -> dict | None:
+def panel_baselines(baselines: dict | None, cells: pd.DataFrame, cell_ids) -> dict | None:
     """The baselines a panel of ``cell_ids`` is drawn against: those of the text its cells trained on
     (``harness.analysis.run_text.cell_baselines``' columns) where they all share one that is not the run's
     main text (the whole book), else ``baselines``."""
@@ -287,8 +287,8 @@ def heldout_curves(cells, epochs, baselines, path: Path) -> Path | None:
     shown = combos[:MAX_VARIANTS]
     # One row per swept combination (against epochs), or the epochs and training-time rows when there is none.
     rows = [(combo, "epoch") for combo in shown] if keys else [((), "epoch"), ((), "elapsed")]
-    titles = {(cell, combo): panel_title(cell, variant_label(keys, combo, shown) if keys else
-                                         ("against epochs" if x == "epoch" else "against training time"))
+    titles = {(cell, combo, x): panel_title(cell, variant_label(keys, combo, shown) if keys else
+                                            ("against epochs" if x == "epoch" else "against training time"))
               for cell in cell_types for combo, x in rows}
     lines = max(title.count("\n") + 1 for title in titles.values())
     fig = Figure(figsize=(4.2 * len(cell_types) + 0.5, (3.7 + (lines - 1) * TITLE_LINE) * len(rows)))
@@ -308,12 +308,11 @@ def heldout_curves(cells, epochs, baselines, path: Path) -> Path | None:
                     ax.plot(seed[x], seed["causal_ppl"], color=color, ls=style, lw=0.6, alpha=0.3)
                 mean = _epoch_means(group, x, "causal_ppl")
                 ax.plot(mean[x], mean["causal_ppl"], color=color, ls=style, lw=1.8)
-            _baselines(ax, text_baselines(baselines, cells, data["cell_id"]), label=j == len(cell_types) - 1)
+            _baselines(ax, panel_baselines(baselines, cells, data["cell_id"]), label=j == len(cell_types) - 1)
             _log_axis(ax)
             if x == "elapsed" and data["elapsed"].max() > 20 * max(data["elapsed"].min(), 1e-9):
                 _log_axis(ax, "x")
-            ax.set_title(titles[(cell, combo)] if keys else panel_title(
-                cell, "against epochs" if x == "epoch" else "against training time"), fontsize=10, y=TITLE_Y)
+            ax.set_title(titles[(cell, combo, x)], fontsize=10, y=TITLE_Y)
             ax.set_xlabel("epoch" if x == "epoch" else "training seconds")
             ax.set_ylabel("held-out causal perplexity" if j == 0 else "")
     handles = _style_handles([d for d in DIRECTION_COLORS if d in set(frame["direction"])],
@@ -355,7 +354,7 @@ def train_vs_heldout(cells, epochs, baselines, path: Path) -> Path | None:
                         continue
                     mean = _epoch_means(group, "epoch", column)
                     ax.plot(mean["epoch"], mean[column], color=MEASURE_COLORS[name], ls=depth_style(layers), lw=1.5)
-            _baselines(ax, text_baselines(baselines, cells, data["cell_id"]), label=j == len(cell_types) - 1)
+            _baselines(ax, panel_baselines(baselines, cells, data["cell_id"]), label=j == len(cell_types) - 1)
             _log_axis(ax)
             ax.set_title(titles[(cell, direction, combo)], fontsize=10, y=TITLE_Y,
                          color=DIRECTION_COLORS.get(direction, "black"))

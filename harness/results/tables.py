@@ -183,16 +183,12 @@ def read_csv_table(path, required=(), *, text: bool = False, missing_ok: bool = 
             return None
         raise HarnessError(f"{path}: missing (not a run folder?)")
     try:
-        if path.suffix == GZIP:
-            path_or_text = io.BytesIO(table_bytes(path))
-        else:
-            path_or_text = path
         with warnings.catch_warnings():
             # A row longer than the header would otherwise be read with its first field as an index (or,
             # with index_col=False, cut short with a warning): either way every column shifts silently.
             warnings.simplefilter("error", pd.errors.ParserWarning)
-            frame = pd.read_csv(path_or_text, dtype=str if text else None, keep_default_na=not text,
-                                index_col=False)
+            # pandas reads a .gz table as the plain one (compression inferred from the name).
+            frame = pd.read_csv(path, dtype=str if text else None, keep_default_na=not text, index_col=False)
     except pd.errors.EmptyDataError:
         frame = pd.DataFrame()
     except Exception as exc:  # pandas raises several parser, decoding and OS errors
