@@ -343,7 +343,8 @@ def _bidirectional_slow(ok, cells, curves, spec: ClaimSpec, baselines, quality, 
         for context, uni, bi in direction_pairs(ok, timing=True):
             fu, fb = geomean(uni["flops_per_epoch"].to_numpy(float)), geomean(bi["flops_per_epoch"].to_numpy(float))
             flops[tuple(context.values())] = fb / fu if fu > 0 else math.nan
-        keys = [k for k in evidence.columns if k in context_keys(ok, "direction") + [MACHINE]]
+        compared = context_keys(ok, "direction") + [MACHINE]
+        keys = [k for k in evidence.columns if k in compared]
         evidence["flops_ratio"] = [flops.get(tuple(row[k] for k in keys), math.nan) for _, row in evidence.iterrows()]
     context = [(measure_key(m, BI_UNI), evidence[(evidence["metric"] == m) & (evidence["role"] == "context")])
                for m in ("peak_mem_bytes", "sec_per_epoch", "sec_per_flop") if m != spec.metric] \

@@ -13,6 +13,7 @@ document ``harness.report.document``'s and its two renderings ``harness.report.r
 
 from __future__ import annotations
 
+import gc
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -67,8 +68,14 @@ def build_report(run_dir, out_dir=None, timing_notes: list[str] | None = None, t
     # figure's intervals, a third of a second to import) is imported first, so that the workers share it.
     import scipy.special  # noqa: F401
 
-    with FigureDrawer(preload=(FIGURES_MODULE,)) as drawer:
-        return _build_report(drawer, run_dir, out, timing_notes, timing_dirs)
+    # What exists now outlives the report: the collector need not walk it at each collection while the report's
+    # tables come and go, here or in the workers forked from here. Handed back to it when the report is done.
+    gc.freeze()
+    try:
+        with FigureDrawer(preload=(FIGURES_MODULE,)) as drawer:
+            return _build_report(drawer, run_dir, out, timing_notes, timing_dirs)
+    finally:
+        gc.unfreeze()
 
 
 def _build_report(drawer: FigureDrawer, run_dir, out: Path, timing_notes, timing_dirs) -> Path:
@@ -106,12 +113,18 @@ def _write_report(drawer: FigureDrawer, data, stage: Path, out: Path, conditions
     # Each cell is held to the baselines of the text it trained on (the book's, for cells trained on it).
     others = other_text_baselines(splits, data.run.get("text_baselines"), sha256s)
     data = replace(data, cells=data.cells.assign(**cell_baselines(data.cells, baselines, others)))
+    planned: dict[str, Path] = {}  # figure name -> the file it is being drawn into
+
+    def draw(name: str, function: str, *args) -> None:  # every drawing function's last argument is its file
+        planned[name] = args[-1]
+        drawer.draw(name, function, *args)
+
     # The figures of the tables are drawn while the claims are evaluated, those of the claims after.
     for name, function, args in figure_tasks(data.cells, data.epochs, baselines, figures_dir):
-        drawer.draw(name, function, *args)
+        draw(name, function, *args)
     # Each claim's figure is drawn as soon as the claim is decided, while the next ones are evaluated.
     results = evaluate_claims(data.cells, data.epochs, data.samples, specs, words, baselines, warnings,
-                              flagged, data.losses, on_result=lambda index, result: drawer.draw(
+                              flagged, data.losses, on_result=lambda index, result: draw(
                                   f"forest_{index}", f"{FIGURES_MODULE}:forest_plot", result,
                                   figures_dir / f"forest_{index}.png"))
     ok = learning_status(data.cells, data.epochs, baselines)
@@ -122,16 +135,26 @@ def _write_report(drawer: FigureDrawer, data, stage: Path, out: Path, conditions
     profile = None
     if condition_results:
         profile = depth_profile(data.cells, data.epochs, condition_specs, baselines)
-        drawer.draw("condition_depth", f"{FIGURES_MODULE}:condition_depth", profile, baselines, figures_dir / "condition_depth.png")
-    figures = drawer.paths()
+        draw("condition_depth", f"{FIGURES_MODULE}:condition_depth", profile, baselines, figures_dir / "condition_depth.png")
     notes = conditions + [f"Timings unreliable: {w}." for w in warnings]
     if flagged:
         notes.append(f"The timings of {len(flagged)} of {len(data.cells)} cells are unreliable "
                      f"({'; '.join(distinct_reasons(flagged.values()))}) and left out of timing comparisons.")
-    blocks = build_blocks(ReportContext(
-        data=data, results=results, claims_origin=origin, figures=figures, ok=ok, words=words,
-        words_note=words_note, baselines=baselines, baselines_note=baselines_note, notes=notes,
-        conditions=condition_results, profile=profile, text_baselines=others))
-    write_text_atomic(stage / "index.md", render_markdown(blocks))
+
+    def document(figures: dict) -> list[tuple]:
+        return build_blocks(ReportContext(
+            data=data, results=results, claims_origin=origin, figures=figures, ok=ok, words=words,
+            words_note=words_note, baselines=baselines, baselines_note=baselines_note, notes=notes,
+            conditions=condition_results, profile=profile, text_baselines=others))
+
+    # The document is written while the last figures are drawn, as if each had data; it is written again
+    # in the rare case that one had none (its place then says so).
+    blocks = document(planned)
+    markdown = render_markdown(blocks)
+    figures = drawer.paths()
+    if figures != planned:
+        blocks = document(figures)
+        markdown = render_markdown(blocks)
+    write_text_atomic(stage / "index.md", markdown)
     write_text_atomic(stage / "index.html", render_html(blocks, stage, blocks[0][1]))
     publish_report(stage, out)
