@@ -475,6 +475,24 @@ def test_value_at_time_takes_the_last_value_reached():
     assert math.isnan(value_at_time(curve, 1.5, "causal_ppl"))
 
 
+def test_training_curves_cut_an_interleaved_table_per_cell_in_order():
+    # Rows of three cells interleaved and out of epoch order, one row without a cell; "b" has only a warm-up epoch.
+    epochs = pd.DataFrame({"cell_id": ["c", "a", "c", None, "a", "b", "a", "c"],
+                           "epoch": [2, 3, 1, 1, 1, 1, 2, 3],
+                           "sec": [2.0, 5.0, 9.0, 1.0, 7.0, 4.0, None, 4.0],
+                           "warmup": ["False", False, "True", False, True, True, False, "false"]})
+    curves = training_curves(epochs)
+    assert list(curves) == ["c", "a", "b"]  # as they first appear
+    assert list(curves["c"]["epoch"]) == [1, 2, 3] and list(curves["a"]["epoch"]) == [1, 2, 3]
+    # c's warm-up counts at the median of its steady epochs (2, 4): 3; a's at the median of (0 for the
+    # missing time, 5): 2.5; b has no steady epoch, so its warm-up counts as measured.
+    assert list(curves["c"]["elapsed"]) == [3.0, 5.0, 9.0]
+    assert list(curves["a"]["elapsed"]) == [2.5, 2.5, 7.5]
+    assert list(curves["b"]["elapsed"]) == [4.0]
+    assert list(curves["a"].index) == [4, 6, 1]  # the table's own rows, in epoch order
+    assert training_curves(epochs.iloc[0:0]) == {} and training_curves(epochs[epochs["cell_id"].isna()]) == {}
+
+
 # --- baselines ---------------------------------------------------------------------------------------------
 
 

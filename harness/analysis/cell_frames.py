@@ -188,21 +188,28 @@ def training_curves(epochs: pd.DataFrame) -> dict[str, pd.DataFrame]:
 def _training_curves(epochs: pd.DataFrame) -> dict[str, pd.DataFrame]:
     if epochs is None or epochs.empty or not {"cell_id", "epoch", "sec"} <= set(epochs.columns):
         return {}
-    frame = epochs.copy()
+    frame = epochs[epochs["cell_id"].notna()].copy()
+    if frame.empty:
+        return {}
     for column in ("epoch", "sec") + PPL_METRICS:
         if column in frame:
             frame[column] = pd.to_numeric(frame[column], errors="coerce")
-    curves = {}
-    for cell_id, group in frame.groupby("cell_id", sort=False):
-        group = group.sort_values("epoch").copy()
-        seconds = group["sec"].fillna(0)
-        if "warmup" in group:
-            warmup = group["warmup"].astype(str).str.lower().isin(("true", "1", "1.0"))
-            if warmup.any() and (~warmup).any():
-                seconds = seconds.where(~warmup, float(seconds[~warmup].median()))
-        group["elapsed"] = seconds.cumsum()
-        curves[cell_id] = group
-    return curves
+    # The whole table at once, then cut per cell: cells in the order they first appear, epochs in order.
+    first_seen = pd.Series(pd.factorize(frame["cell_id"])[0], index=frame.index)
+    frame = frame.assign(_cell=first_seen).sort_values(["_cell", "epoch"], kind="stable")
+    seconds = frame["sec"].fillna(0)
+    if "warmup" in frame:
+        warmup = frame["warmup"].astype(str).str.lower().isin(("true", "1", "1.0"))
+        steady = seconds[~warmup].groupby(frame["_cell"][~warmup]).median()
+        replace = warmup & frame["_cell"].isin(steady.index)  # a cell with steady epochs to stand in
+        seconds = seconds.where(~replace, frame["_cell"].map(steady))
+    frame["elapsed"] = seconds.groupby(frame["_cell"]).cumsum()
+    cells = frame.pop("_cell").to_numpy()
+    ends = np.flatnonzero(np.diff(cells)) + 1
+    starts = np.concatenate(([0], ends))
+    stops = np.concatenate((ends, [len(frame)]))
+    ids = frame["cell_id"].to_numpy()
+    return {ids[start]: frame.iloc[start:stop].copy() for start, stop in zip(starts, stops)}
 
 
 def value_at_time(curve: pd.DataFrame, seconds: float, metric: str) -> float:

@@ -251,12 +251,11 @@ def _curve_frame(cells: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame()
     keys = ok.set_index("cell_id")[[k for k in ("cell", "layers", "direction", "device", "seed") if k in ok]
                                    + variants(ok)[0]]
-    frames = []
-    for cell_id, curve in curves.items():
-        if cell_id in keys.index:
-            frames.append(curve.drop(columns=[c for c in keys.columns if c in curve]).assign(
-                **keys.loc[cell_id].to_dict(), cell_id=cell_id))
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    frames = [curve for cell_id, curve in curves.items() if cell_id in keys.index]
+    if not frames:
+        return pd.DataFrame()
+    frame = pd.concat(frames, ignore_index=True)
+    return frame.drop(columns=[c for c in keys.columns if c in frame]).join(keys, on="cell_id")
 
 
 def _epoch_means(frame: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
