@@ -83,3 +83,69 @@ def test_workers_follow_the_cpus_this_process_may_use(monkeypatch):
     assert drawing_workers() == 0  # one CPU: drawn in place
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
     assert drawing_workers() == 4
+
+
+def crash(path: Path) -> Path:
+    import os
+    import signal
+
+    os.kill(os.getpid(), signal.SIGKILL)
+    return path
+
+
+def test_a_worker_that_dies_is_an_error_not_a_wait(tmp_path):
+    with pytest.raises(RuntimeError, match="exit code -9"), FigureDrawer(2) as drawer:
+        drawer.draw("a", square, tmp_path / "a.png", 2.0)
+        drawer.draw("crash", crash, tmp_path / "crash.png")
+        drawer.paths()
+
+
+def test_the_workers_end_with_the_process_that_asked_for_the_figures(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    # A process that starts the drawing and is killed without leaving the drawer: its workers must not stay.
+    script = ("import os, sys, time\n"
+              "from harness.report.drawing import FigureDrawer\n"
+              "drawer = FigureDrawer(2).__enter__()\n"
+              "print(drawer._host.pid, flush=True)\n"
+              "time.sleep(60)\n")
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    host = int(child.stdout.readline())
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    for _ in range(200):
+        if not _living_in_group(host):
+            break
+        time.sleep(0.05)
+    assert not _living_in_group(host)
+
+
+def test_an_error_as_the_drawing_starts_stops_it_at_once():
+    # Bad input is found before any figure is asked for, while the drawing process may not have started yet.
+    for _ in range(5):
+        with pytest.raises(KeyError), FigureDrawer(2) as drawer:
+            host = drawer._host.pid
+            raise KeyError("bad input")
+        assert not _living_in_group(host)
+
+
+def _living_in_group(group: int) -> list[int]:
+    """The processes of a process group that have not ended (a zombie has; its reaping is not ours to wait for)."""
+    from pathlib import Path
+
+    if not Path("/proc/self/stat").exists():
+        pytest.skip("no /proc to read process groups from")
+    living = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        state, pgrp = fields[0], int(fields[2])
+        if pgrp == group and state not in ("Z", "X"):
+            living.append(int(stat.parent.name))
+    return living
