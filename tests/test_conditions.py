@@ -67,6 +67,21 @@ def test_a_verdict_can_change_with_the_condition():
     assert len(tuned.chosen) == 6 and tuned.chosen_on == "selection text" and fixed.chosen.empty
 
 
+def test_a_claim_at_a_fixed_value_is_asked_at_the_chosen_value_under_a_condition_that_chooses_it():
+    # The claim fixes lr 1 (where depth hurts, x1.21); under "lr per depth" it is asked at each depth's
+    # chosen rate (x0.81) instead of finding no cell at lr 1 among the chosen ones.
+    cells = cells_frame(per_depth)
+    claim = parse_claims([{"name": "Depth helps at lr 1", "axis": "layers", "metric": "selected_causal_ppl",
+                           "expect": "lower", "where": {"lr": 1.0, "direction": "uni"}}], "t")[0]
+    conditions = [ConditionSpec("all", ()), ConditionSpec("lr per depth", (), "lr")]
+    fixed, tuned = evaluate_conditions(cells, pd.DataFrame(), pd.DataFrame(), [claim], conditions,
+                                       baselines=BASELINES)
+    assert fixed.results[0].verdict == NOT_SUPPORTED and fixed.results[0].ratio[0] == pytest.approx(1.21, rel=0.02)
+    assert tuned.results[0].pooled.k == 2  # one configuration per cell type
+    assert tuned.results[0].verdict == SUPPORTED and tuned.results[0].ratio[0] == pytest.approx(0.81, rel=0.02)
+    assert tuned.results[0].spec.where == (("direction", ("uni",)),) and claim.where[0][0] == "lr"
+
+
 def test_the_choice_is_made_on_selection_text_not_on_the_text_that_reports():
     # On the held-out text lr 0.5 looks best everywhere, on the selection text lr 2: the choice follows the
     # selection text, so the reported perplexities are those of lr 2.
@@ -233,6 +248,15 @@ def test_nothing_to_compare_is_final_where_the_suite_plans_no_cells_for_one_side
     assert not can_compare(planned, lr1, parse_claims([{"name": "bidirectional_useless", "min_seeds": 2}], "t")[0])
     bi_depth = parse_claims([{"name": "depth_helps", "directions": ["bi"]}], "t")[0]
     assert can_compare(planned, lr1, bi_depth) and not can_compare(planned, lr2, bi_depth)  # bi: lr 1 only
+    # A claim on any axis: its own subset within the condition's (here bidirectional at lr 1 only), with the
+    # condition's chosen key in place of the value the claim fixes.
+    axis_bi = parse_claims([{"name": "bi", "axis": "direction", "base": "uni", "metric": "selected_causal_ppl",
+                             "expect": "higher", "where": {"lr": 2}}], "t")[0]
+    assert not can_compare(planned, lr1, axis_bi) and not can_compare(planned, lr2, axis_bi)
+    assert can_compare(planned, chosen, axis_bi)
+    axis_depth = parse_claims([{"name": "deep", "axis": "layers", "metric": "selected_causal_ppl",
+                                "expect": "lower", "where": {"lr": 2}}], "t")[0]
+    assert can_compare(planned, lr2, axis_depth) and not can_compare(planned, lr1, axis_depth)
     # A list-valued key matches as cells.csv writes it ('|'-joined).
     assert can_compare(planned, ConditionSpec("prefixes", (("prefixes", ("time traveller|traveller",)),)), DEPTH)
 

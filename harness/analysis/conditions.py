@@ -11,15 +11,15 @@ best held-out perplexity instead, and ``chosen_on`` says so.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
 
-from harness.spec.claims import BEST_METRIC, SELECTED_METRIC, ConditionSpec
-from harness.analysis.cell_frames import (configuration_keys, context_keys, depth_extremes, direction_pairs,
-                                          subset_mask)
-from harness.analysis.claims import ClaimResult, evaluate_claims, learning_status
+from harness.spec.claims import AXIS, BEST_METRIC, SELECTED_METRIC, ConditionSpec
+from harness.analysis.cell_frames import (axis_context_keys, axis_pairs, configuration_keys, context_keys,
+                                          depth_extremes, direction_pairs, subset_mask)
+from harness.analysis.claims import ClaimResult, evaluate_claims, in_subset, learning_status
 
 SELECTION_SCORE = "selected_select_ppl"
 CHOSEN = "chosen"  # the value a chosen key takes in the condition's cells: configurations do not split on it
@@ -103,7 +103,7 @@ def can_compare(planned: pd.DataFrame, spec: ConditionSpec, claim) -> bool:
     both sides of ``claim`` in one configuration, with the claim's ``min_seeds`` on each side, paired as the
     claim pairs them. When it does not, training the rest of the run will not give the condition anything to
     compare. A claim this does not know is assumed comparable."""
-    if claim.name not in ("depth_helps", "bidirectional_slow", "bidirectional_useless"):
+    if claim.name not in ("depth_helps", "bidirectional_slow", "bidirectional_useless", AXIS):
         return True
     cells = with_defaults(planned, [k for k, _ in spec.where] + ([spec.choose] if spec.choose else []))
     subset = cells[in_condition(cells, spec)].copy() if not cells.empty else cells
@@ -111,7 +111,14 @@ def can_compare(planned: pd.DataFrame, spec: ConditionSpec, claim) -> bool:
         return False
     if spec.choose and spec.choose in subset:
         subset[spec.choose] = CHOSEN  # one value per configuration is kept: it does not split configurations
-    if claim.name == "depth_helps":
+    if claim.name == AXIS:
+        (claim,) = yielding_to_choice([claim], spec.choose)
+        subset = in_subset(subset, claim.where)
+        if claim.axis not in subset:
+            return False
+        keys, _ = axis_context_keys(subset, claim.axis)
+        sides = [(a, b) for _, _, a, b in axis_pairs(subset, keys, claim.axis, claim.base)]
+    elif claim.name == "depth_helps":
         if "direction" in subset:
             subset = subset[subset["direction"].isin(claim.directions)]
         sides = [(a, b) for _, _, a, b in depth_extremes(subset, context_keys(subset, "layers"))] \
@@ -119,6 +126,16 @@ def can_compare(planned: pd.DataFrame, spec: ConditionSpec, claim) -> bool:
     else:
         sides = [(uni, bi) for _, uni, bi in direction_pairs(subset)]
     return any(min(a["seed"].nunique(), b["seed"].nunique()) >= claim.min_seeds for a, b in sides)
+
+
+def yielding_to_choice(claims, key: str | None) -> list:
+    """``claims`` with ``key`` left out of their ``where``: under a condition that chooses ``key`` per
+    configuration, the chosen value takes the place of a value the claim fixes (a claim at lr 0.003 is asked,
+    under "lr chosen per configuration", at each configuration's chosen rate)."""
+    if not key:
+        return list(claims)
+    return [replace(c, where=tuple((k, v) for k, v in c.where if k != key))
+            if any(k == key for k, _ in getattr(c, "where", ())) else c for c in claims]
 
 
 def evaluate_conditions(cells: pd.DataFrame, epochs: pd.DataFrame, samples: pd.DataFrame, specs,
@@ -134,7 +151,8 @@ def evaluate_conditions(cells: pd.DataFrame, epochs: pd.DataFrame, samples: pd.D
         sub_samples = samples[samples["cell_id"].isin(ids)] if "cell_id" in samples else samples
         if spec.choose and "cell_id" in sub_epochs and spec.choose in sub_epochs:
             sub_epochs = sub_epochs.assign(**{spec.choose: CHOSEN})
-        results = evaluate_claims(subset, sub_epochs, sub_samples, specs, **claim_options)
+        results = evaluate_claims(subset, sub_epochs, sub_samples, yielding_to_choice(specs, spec.choose),
+                                  **claim_options)
         out.append(ConditionResult(spec, len(subset), results, chosen, on))
     return out
 

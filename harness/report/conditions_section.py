@@ -139,7 +139,8 @@ def condition_blocks(conditions: list, figures: dict, complete: bool = True,
     blocks.append(("p", "Every claim again on the subsets of the cells the suite declares as conditions; the first "
                         "condition is the reference, and each other one says whether its verdict is the same. A "
                         "chosen setting is chosen per configuration on the selection text (never on the held-out "
-                        "text that decides the claims) unless the cells had none."))
+                        "text that decides the claims) unless the cells had none; a claim that fixes that setting "
+                        "is asked there at the chosen value."))
     blocks.append(("table", pd.DataFrame([{"condition": c.spec.name, "subset": condition_description(c.spec),
                                             "cells trained": c.cells} for c in conditions])))
     if figures.get("condition_depth") is not None:
