@@ -142,6 +142,14 @@ def test_the_depth_figures_numbers_in_a_table():
     folded = [b for b in blocks if b[0] == "details" and b[1] == "The depth figure's numbers"]
     assert len(folded) == 1 and "at the epoch chosen on selection text" in folded[0][2][0][1]
     assert depth_profile_table(pd.DataFrame()).empty
+    # Where the cells know the best n-gram model of their training text, it stands beside them.
+    with_ngram = cells.assign(ngram_baseline=cells["lr"].map({1.0: 6.0, 2.0: 5.25, 0.5: 7.0}))
+    table = depth_profile_table(depth_profile(with_ngram, pd.DataFrame(), conditions, BASELINES))
+    assert list(table["best n-gram of its text"]) == ["6.00", "6.00", "5.25", "5.25"]
+    blocks = condition_blocks(evaluate_conditions(with_ngram, pd.DataFrame(), pd.DataFrame(), [DEPTH], conditions,
+                                                  baselines=BASELINES), {},
+                              profile=depth_profile(with_ngram, pd.DataFrame(), conditions, BASELINES))
+    assert any(b[0] == "details" and "beside them the best n-gram model" in b[2][0][1] for b in blocks)
     # A seed without the metric is not counted among the seeds averaged.
     cells.loc[(cells["cell"] == "gru") & (cells["layers"] == 1) & (cells["lr"] == 1.0) & (cells["seed"] == 2),
               "selected_causal_ppl"] = float("nan")

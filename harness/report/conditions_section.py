@@ -99,7 +99,8 @@ def chosen_table(condition) -> pd.DataFrame:
 
 def depth_profile_table(profile: pd.DataFrame) -> pd.DataFrame:
     """The condition figure's numbers: per condition and cell type (in the figure's order), each depth's
-    geometric mean over seeds with the lowest and highest seed and the number of seeds."""
+    geometric mean over seeds with the lowest and highest seed and the number of seeds, and the best n-gram
+    model of the cells' training text where it is known."""
     if profile is None or profile.empty:
         return pd.DataFrame()
     depths = sorted(int(n) for n in profile["layers"].unique())
@@ -124,6 +125,9 @@ def depth_profile_table(profile: pd.DataFrame) -> pd.DataFrame:
         for n in depths:
             point = group[group["layers"] == n]
             row[f"{n} layer{'s' if n != 1 else ''}"] = shown(point.iloc[0]) if not point.empty else "-"
+        ngram = pd.to_numeric(group.get("ngram", pd.Series(dtype=float)), errors="coerce").dropna()
+        if len(ngram):  # the networks beside the best n-gram model of the text they trained on
+            row["best n-gram of its text"] = ppl(float(ngram.median()))
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -154,7 +158,10 @@ def condition_blocks(conditions: list, figures: dict, complete: bool = True,
             f"{selected} (in conditions whose cells had no selection text: {best})"
         blocks.append(("details", "The depth figure's numbers",
                        [("p", f"The unidirectional cells' held-out causal perplexity {when}: geometric mean over "
-                              "seeds (lowest to highest seed, number of seeds)."), ("table", numbers)]))
+                              "seeds (lowest to highest seed, number of seeds)"
+                              + ("; beside them the best n-gram model of the text the cells trained on, on the "
+                                 "same held-out text." if "best n-gram of its text" in numbers else "."),
+                              ), ("table", numbers)]))
     results = conditions[0].results
     for index, (result, repeated) in enumerate(zip(results, repeated_claims(results))):
         table = ("table", conditions_table(conditions, index, complete, planned))
