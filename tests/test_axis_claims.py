@@ -191,6 +191,16 @@ def test_the_first_screen_has_one_row_per_claim_and_folds_the_other_readings():
     first, rest = first_declarations(results)
     assert [r.title for r in first] == ["Depth helps", "Bidirectional is slow", "wider"]
     assert [r.title for r in rest] == ["Depth helps (metric = train_ppl)", "wider (metric = train_ppl)"]
+    # The same readings are folded in the claims' sections (figure, by-condition table); claims on an axis
+    # with their own names are not readings of one another.
+    from harness.report.claim_sections import repeated_claims
+
+    assert repeated_claims(results) == [False, True, False, False, True]
+    deeper = parse_claims([{"name": "deeper, lr 1", "axis": "layers", "metric": "causal_ppl", "expect": "lower"},
+                           {"name": "deeper, lr 2", "axis": "layers", "metric": "causal_ppl", "expect": "lower"}],
+                          "s.yaml")
+    assert repeated_claims(evaluate_claims(frame(rows), pd.DataFrame(), pd.DataFrame(), deeper, None,
+                                           BASELINES)) == [False, False]
 
 
 def test_a_suite_with_a_claim_on_hidden_runs_and_its_report_decides_it(tmp_path):

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from harness.analysis.claims import ClaimResult
 from harness.report import wording as claim_wording
-from harness.report.tables import evidence_table, pooled_table
+from harness.report.tables import claim_key, evidence_table, pooled_table
 
 
 def repeated_claims(results: list) -> list[bool]:
     """Per claim result, whether an earlier one checked the same claim (on another metric). Those draw the
     same configurations again: their figure and by-condition table are folded, so the page stays readable."""
-    names = [result.spec.name for result in results]
-    return [name in names[:index] for index, name in enumerate(names)]
+    claims = [claim_key(result.spec) for result in results]
+    return [claim in claims[:index] for index, claim in enumerate(claims)]
 
 
 def claim_section(result: ClaimResult, index: int, repeated: bool, figures: dict) -> list[tuple]:

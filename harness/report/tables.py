@@ -174,10 +174,15 @@ def first_declarations(results: list[ClaimResult]) -> tuple[list[ClaimResult], l
     other readings of the same claims (another metric, basis, threshold ...), in the suite's order."""
     first, rest, seen = [], [], set()
     for result in results:
-        key = result.spec.label if result.spec.name == AXIS else result.spec.name
+        key = claim_key(result.spec)
         (rest if key in seen else first).append(result)
         seen.add(key)
     return first, rest
+
+
+def claim_key(spec) -> str:
+    """What makes two declarations one claim: the lesson's claim by name, a claim on any axis by its label."""
+    return spec.label if spec.name == AXIS else spec.name
 
 
 def claims_summary(results: list[ClaimResult]) -> pd.DataFrame:
