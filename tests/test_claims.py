@@ -133,6 +133,8 @@ def test_a_comparison_with_a_side_that_did_not_learn_is_shown_not_pooled():
     assert result.verdict == INCONCLUSIVE and "did not learn" in wording.reason(result)
     assert not result.deciding["counted"].any() and set(result.deciding["outcome"]) == {"compared_not_learned"}
     assert any("in 3 the compared side did not learn" in note for note in wording.notes(result))
+    # The rule is stated as what not learning means (the 2-layer cells sit above it).
+    assert "did not learn (best held-out causal perplexity above 0.95 x the unigram baseline)" in wording.reason(result)
 
 
 def test_one_seed_on_the_plateau_keeps_its_configuration_out_of_the_pool():

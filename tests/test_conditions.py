@@ -208,8 +208,10 @@ def test_a_run_with_conditions_reports_each_claim_under_each(tmp_path):
     proc = harness("report", out, "--out", report, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     text = (report / "index.md").read_text()
-    assert "## Under each condition" in text and "### Depth helps (metric = selected_causal_ppl), by condition" in text
-    section = text.split("### Depth helps (metric = selected_causal_ppl), by condition")[1]
+    # Its table stands in the section where two conditions compare, else it is folded into the appendix (these
+    # tiny cells may not learn).
+    assert "## Under each condition" in text and "Depth helps (metric = selected_causal_ppl), by condition\n" in text
+    section = text.split("Depth helps (metric = selected_causal_ppl), by condition\n")[-1]
     assert "| lr 0.5 " in section and "| reference " in section and "| lr per depth " in section
     assert "Appendix: lr per depth: the lr chosen per configuration" in text
     assert (report / "figures" / "condition_depth.png").stat().st_size > 0
@@ -315,3 +317,18 @@ def test_null_in_a_subset_matches_a_key_left_unset():
     assert list(in_condition(cells, unset)) == [True, False, False]
     matched = ConditionSpec("equal parameters", (("target_params", (621596, 826396)),))
     assert list(in_condition(cells, matched)) == [False, True, False]
+
+
+def test_a_claim_that_only_one_condition_can_compare_has_its_table_folded():
+    from harness.report.conditions_section import condition_blocks
+
+    cells = cells_frame(per_depth)
+    both = [ConditionSpec("lr 1", (("lr", (1,)),)), ConditionSpec("lr per depth", (), "lr")]
+    one = [ConditionSpec("lr 1", (("lr", (1,)),)), ConditionSpec("lr 9", (("lr", (9,)),))]  # no cell at lr 9
+
+    def placed(conditions):
+        blocks = condition_blocks(evaluate_conditions(cells, pd.DataFrame(), pd.DataFrame(), [DEPTH], conditions,
+                                                      baselines=BASELINES), {})
+        return [b[0] for b in blocks if b[0] in ("h3", "details") and b[1].startswith("Depth helps (metric")]
+
+    assert placed(both) == ["h3"] and placed(one) == ["details"]

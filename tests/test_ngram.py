@@ -92,6 +92,16 @@ def test_the_first_screen_places_the_best_network_against_the_best_ngram():
     assert "the 6-gram (Kneser-Ney), 5.4: 1 of 3 finished cells is below it." in text
     assert "1 of 3 finished cells did not learn (best held-out causal perplexity above 16.1" in text
     assert "n-gram" not in baseline_sentence(ok, {"unigram": 17.0, "bigram": 10.0})
+    # With selection text the network is held at the epoch chosen there, not at its best held-out evaluation
+    # (which would choose the epoch on the text that reports it).
+    ok["selected_causal_ppl"] = [7.3, 5.6, 17.1]
+    text = baseline_sentence(ok, baselines)
+    assert text.startswith("The best network, gru-b, reached a held-out causal perplexity of 5.6 at the epoch "
+                           "chosen on selection text;")
+    assert "5.4: 0 of 3 finished cells are below it." in text
+    ok.loc[1, "selected_causal_ppl"] = float("nan")  # gru-b had no selection text: its best evaluation, 5
+    text = baseline_sentence(ok, baselines)
+    assert "of 5 at the epoch chosen on selection text (cells without selection text: at their best" in text
 
 
 def test_baselines_of_a_text_in_pieces_count_no_gram_across_the_gap():

@@ -201,6 +201,12 @@ def test_configuration_table_uses_log_scale_intervals():
     low = float(bounds.split(",")[0])
     assert float(mean) == pytest.approx(math.sqrt(45), rel=1e-3) and low > 0  # never below zero
     assert table.iloc[1]["causal ppl"] == "3"  # one seed: the value, no interval
+    # Perplexities no cell measured are left out; the held-out perplexity at the selected epoch is shown.
+    assert "teacher-forced ppl" not in table and "causal ppl, selected epoch" not in table
+    selected = configuration_table(cells.assign(causal_ppl=None, selected_causal_ppl=[2.0, 8.0, None, 5.0]))
+    assert "causal ppl" not in selected and list(selected["causal ppl, selected epoch"].str[:3]) == ["4 [", "5"]
+    # Timings stay out where the cells ran on several machines (compared within a machine only).
+    assert "s/epoch" in table and "s/epoch" not in configuration_table(cells, timings=False)
 
 
 def test_slowdown_table_carries_the_flops_ratio(tmp_path):
@@ -472,6 +478,8 @@ def test_an_unfinished_run_is_reported_as_preliminary(tmp_path):
     text = (build_report(run_dir, tmp_path / "unfinished") / "index.md").read_text()
     assert f"Preliminary: {len(stored)} of the run's {len(stored) + 2} cells have finished and 2 are still" in text
     assert f"**cells**: {len(stored)} of {len(stored) + 2} planned (ok {len(stored)})" in text
+    assert "Every cell trained so far finished; 2 planned cells are still to train." in text
+    assert "Every cell finished." in finished and "still to train" not in finished
 
 
 def test_a_claim_on_a_second_metric_folds_its_figure(tmp_path):

@@ -165,7 +165,10 @@ def condition_blocks(conditions: list, figures: dict, complete: bool = True,
     results = conditions[0].results
     for index, (result, repeated) in enumerate(zip(results, repeated_claims(results))):
         table = ("table", conditions_table(conditions, index, complete, planned))
-        if repeated:
+        # A claim that at most one condition can compare (its own subset lies within one) has nothing to set
+        # side by side: folded, as a repeated reading is.
+        compared = sum(c.results[index].pooled is not None and c.results[index].pooled.k > 0 for c in conditions)
+        if repeated or compared < 2:
             blocks.append(("details", f"{result.title}, by condition", [table]))
         else:
             blocks += [("h3", f"{result.title}, by condition"), table]

@@ -144,11 +144,19 @@ def appendix_section(context: ReportContext) -> list[tuple]:
     """Every configuration's numbers, the cells that did not finish, and the command that reproduces the run."""
     data = context.data
     blocks: list[tuple] = [("h2", "Appendix")]
+    several_machines = not timings_by_machine(data.cells).empty
     blocks.append(("details", "Every configuration (geometric mean over seeds [95% interval])",
-                   [("table", configuration_table(data.cells))]))
+                   ([("p", "The cells ran on several machines: their timings are in the table of each machine's "
+                           "(Cost).")] if several_machines else [])
+                   + [("table", configuration_table(data.cells, timings=not several_machines))]))
     status = status_table(data.cells)
-    blocks.append(("details", "Cells that did not finish",
-                   [("table", status) if not status.empty else ("p", "Every cell finished.")]))
+    missing = unfinished_cells(data.run, data.cells)
+    untrained = f"{missing} planned {'cell is' if missing == 1 else 'cells are'} still to train."
+    if status.empty:
+        shown = [("p", f"Every cell trained so far finished; {untrained}" if missing else "Every cell finished.")]
+    else:
+        shown = [("table", status)] + ([("p", untrained[0].upper() + untrained[1:])] if missing else [])
+    blocks.append(("details", "Cells that did not finish", shown))
     blocks.append(("p", "Reproduce:"))
     blocks.append(("code", reproduce_command(data.run)))
     return blocks

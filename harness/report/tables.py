@@ -18,7 +18,7 @@ from harness.report import wording as claim_wording
 from harness.report.captions import MIB
 from harness.analysis.no_learning import best_ngram, learned_bound
 from harness.report.numbers import fmt, sig
-from harness.spec.claims import AXIS, ClaimSpec
+from harness.spec.claims import AXIS, SELECTED_METRIC, ClaimSpec
 
 STATUSES = ("ok", "skipped", "diverged", "failed", "timeout")
 
@@ -46,11 +46,14 @@ def fmt_geo_ci(values, digits: int = 4) -> str:
     return f"{sig(mean, max(digits, shown))} [{sig(low, shown)}, {sig(high, shown)}]"
 
 
-def configuration_table(cells: pd.DataFrame) -> pd.DataFrame:
-    """One row per configuration: geometric mean over finished seeds [95% interval on the log scale]."""
+def configuration_table(cells: pd.DataFrame, timings: bool = True) -> pd.DataFrame:
+    """One row per configuration: geometric mean over finished seeds [95% interval on the log scale].
+    ``timings``: with the time per epoch and the FLOP utilisation (False where the cells ran on several
+    machines: those are compared within a machine only). A perplexity no cell measured (the final
+    evaluations of a run that evaluates at the epoch chosen on selection text) is left out."""
     keys = configuration_keys(cells)
-    numeric = ("params", "flops_per_epoch", "train_ppl", "val_ppl", "causal_ppl", "sec_per_epoch",
-               "flops_utilization", "peak_mem_bytes")
+    numeric = ("params", "flops_per_epoch", "train_ppl", "val_ppl", "causal_ppl", SELECTED_METRIC,
+               "sec_per_epoch", "flops_utilization", "peak_mem_bytes")
     frame = cells.copy()
     for column in numeric:
         frame[column] = pd.to_numeric(frame[column], errors="coerce") if column in frame else np.nan
@@ -67,12 +70,16 @@ def configuration_table(cells: pd.DataFrame) -> pd.DataFrame:
             "train ppl": fmt_geo_ci(finite["train_ppl"]),
             "teacher-forced ppl": fmt_geo_ci(finite["val_ppl"]),
             "causal ppl": fmt_geo_ci(finite["causal_ppl"]),
-            "s/epoch": fmt_geo_ci(finite["sec_per_epoch"], 3),
-            "FLOP util. (%)": fmt_geo_ci(finite["flops_utilization"] * 100, 3),
+            "causal ppl, selected epoch": fmt_geo_ci(finite[SELECTED_METRIC]),
+            **({"s/epoch": fmt_geo_ci(finite["sec_per_epoch"], 3),
+                "FLOP util. (%)": fmt_geo_ci(finite["flops_utilization"] * 100, 3)} if timings else {}),
             "peak mem (MiB)": fmt_geo_ci(finite["peak_mem_bytes"] / MIB, 3),
         })
         rows.append(row)
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    unmeasured = [c for c in ("teacher-forced ppl", "causal ppl", "causal ppl, selected epoch")
+                  if c in table and (table[c] == fmt(math.nan)).all()]
+    return table.drop(columns=unmeasured)
 
 
 def learning_table(ok: pd.DataFrame, baselines: dict | None) -> pd.DataFrame:
@@ -136,13 +143,21 @@ def baseline_sentence(ok: pd.DataFrame, baselines: dict | None, others: list[dic
     """The first screen's facts beside the verdicts: the best network against the best n-gram model of the
     same training text, and how many finished cells did not learn (their comparisons are not pooled). With
     cells trained on several texts each is held to the n-gram model of its own (``ngram_baseline``)."""
+    # At the epoch chosen on selection text where the cells had some: the lowest of the held-out evaluations
+    # would choose the epoch on the text that then reports it.
     if ok.empty or "best_causal_ppl" not in ok:
         return ""
     values = pd.to_numeric(ok["best_causal_ppl"], errors="coerce")
+    chosen = pd.to_numeric(ok.get(SELECTED_METRIC, pd.Series(index=ok.index, dtype=float)), errors="coerce")
+    when = ""
+    if chosen.notna().any():
+        values = chosen.where(chosen.notna(), values)
+        when = " at the epoch chosen on selection text" + (
+            "" if chosen.notna().all() else " (cells without selection text: at their best held-out evaluation)")
     if not values.notna().any():
         return ""
     best = ok.loc[values.idxmin()]
-    text = f"The best network, {best['cell_id']}, reached a held-out causal perplexity of {fmt(values.min(), 3)}"
+    text = f"The best network, {best['cell_id']}, reached a held-out causal perplexity of {fmt(values.min(), 3)}{when}"
     found = best_ngram(baselines)
     if others and "ngram_baseline" in ok:
         own = pd.to_numeric(ok["ngram_baseline"], errors="coerce")

@@ -89,7 +89,8 @@ def measure_labels(table: pd.DataFrame) -> list[str]:
 OUTCOMES = {"neither_learned": "neither side learned", "reference_not_learned": "reference side did not learn",
             "compared_not_learned": "compared side did not learn", "single_seed": "single seed",
             "no_values": "no values"}
-LEARNED_RULE = "best held-out causal perplexity at most 0.95 x the unigram baseline"
+# What "did not learn" means (analysis.no_learning): the rule as the sentences about such a cell state it.
+NOT_LEARNED_RULE = "best held-out causal perplexity above 0.95 x the unigram baseline"
 
 
 def outcome_text(outcome: str, min_seeds: int) -> str:
@@ -112,7 +113,7 @@ REASONS = {
     "no_finished_cells": lambda v: f"no finished {'/'.join(v['directions'])} cells",
     "one_depth": lambda v: f"only one depth among the finished {'/'.join(v['directions'])} cells",
     "did_not_learn": lambda v: (f"did not learn: in all {v['comparisons']} comparisons a side has a seed that did "
-                                f"not learn ({LEARNED_RULE})"),
+                                f"not learn ({NOT_LEARNED_RULE})"),
     "too_few_seeds": lambda v: "too few seeds for an interval",
     "one_level": lambda v: f"the cells take one value of {v['axis']}: nothing to compare",
     "levels_differ": lambda v: "the levels reach different verdicts (" + "; ".join(
@@ -178,7 +179,7 @@ NOTES = {
                           f"agreed closer than the resolution ({v['resolution']:.1%}): the interval there (marked †) "
                           "is bounded by that resolution, not by the seeds."),
     "not_counted": lambda v: (f"{v['comparisons']} of {v['of']} comparisons are shown but not counted: a seed of "
-                              f"one side or both did not learn ({LEARNED_RULE})"
+                              f"one side or both did not learn ({NOT_LEARNED_RULE})"
                               + (f": {_by_side(v['by_side'])}" if v.get("by_side") else "") + "."),
     "generated_text": _generated_text,
     "no_samples": lambda v: "No generated samples.",
