@@ -121,6 +121,7 @@ def test_comparisons_where_neither_side_learned_are_shown_but_not_counted():
     assert not not_counted["counted"].any()
     assert result.pooled.k == 4 and result.verdict == SUPPORTED
     assert any("neither side learned" in note for note in wording.notes(result))
+    assert "only one side learned" not in wording.summary_sentence(result)  # neither: not an outcome to name
     # All at the plateau: nothing to decide on.
     flat = run(grid(causal=lambda c, n, d, s: 17.0 + 0.01 * s), default_claim("bidirectional_useless"))
     assert flat.verdict == INCONCLUSIVE and "did not learn" in wording.reason(flat)
@@ -135,6 +136,11 @@ def test_a_comparison_with_a_side_that_did_not_learn_is_shown_not_pooled():
     assert any("in 3 the compared side did not learn" in note for note in wording.notes(result))
     # The rule is stated as what not learning means (the 2-layer cells sit above it).
     assert "did not learn (best held-out causal perplexity above 0.95 x the unigram baseline)" in wording.reason(result)
+    # The first screen names the configurations where only one side learned.
+    assert wording.summary_sentence(result).endswith(
+        "Not pooled, as only one side learned: gru uni cpu (1 -> 2 layers): only the reference side learned; "
+        "lstm uni cpu (1 -> 2 layers): only the reference side learned; rnn uni cpu (1 -> 2 layers): only the "
+        "reference side learned.")
 
 
 def test_one_seed_on_the_plateau_keeps_its_configuration_out_of_the_pool():

@@ -274,10 +274,30 @@ def sentence(result: ClaimResult) -> str:
     return SENTENCES[result.name](result, r, low, high)
 
 
+def one_side_learned(result: ClaimResult) -> str:
+    """The configurations left out of the pool because only one side learned, named: for a claim about
+    training, such a configuration is the plainest outcome there is, and the first screen should show it."""
+    deciding = result.deciding
+    if deciding is None or deciding.empty or "outcome" not in deciding:
+        return ""
+    sides = {"reference_not_learned": "compared", "compared_not_learned": "reference"}
+    rows = deciding[deciding["outcome"].isin(list(sides))]
+    if rows.empty:
+        return ""
+    columns = list(deciding.columns)
+    keys = columns[:columns.index("comparison")] if "comparison" in columns else []
+    named = [f"{' '.join(str(row[k]) for k in keys)} ({row.get('comparison', '')}): only the {sides[row['outcome']]} side "
+             "learned" for _, row in rows.iterrows()]
+    more = f"; and {len(named) - 4} more" if len(named) > 4 else ""
+    return f"Not pooled, as only one side learned: {'; '.join(named[:4])}{more}."
+
+
 def summary_sentence(result: ClaimResult) -> str:
-    """The sentence, and for an inconclusive claim with a number to show, why it is inconclusive."""
+    """The sentence, for an inconclusive claim with a number to show why it is inconclusive, and the
+    configurations where only one side learned."""
     text, why = sentence(result), reason(result)
     # Without a number the sentence already is the reason.
-    if result.verdict != INCONCLUSIVE or not why or not math.isfinite(result.ratio[0]):
-        return text
-    return f"{text} Inconclusive: {why}."
+    if result.verdict == INCONCLUSIVE and why and math.isfinite(result.ratio[0]):
+        text = f"{text} Inconclusive: {why}."
+    one_side = one_side_learned(result)
+    return f"{text} {one_side}" if one_side else text
