@@ -299,6 +299,12 @@ def test_why_a_verdict_is_data_with_the_interval_and_the_bound():
     assert wording.reason(result) == (f"configurations disagree (I² {values['i2']:.0%}): the pooled interval "
                                       f"[{values['low']:.3g}, {values['high']:.3g}] includes x1.1, and more seeds "
                                       "would not narrow it")
+    # On timings flagged as unreliable, that is the reason, though the interval alone leaves the claim open.
+    flagged = run(cells, default_claim("bidirectional_slow"), warnings=["calibration moved by 30%"])
+    assert flagged.verdict == INCONCLUSIVE and flagged.why.kind == "timings_unreliable"
+    assert flagged.why.values["would_be"] == INCONCLUSIVE and flagged.why.values["interval"].kind == "interval_includes"
+    assert "would_be" not in [n.kind for n in flagged.notes]
+    assert wording.reason(flagged) == "timings unreliable: calibration moved by 30%"
 
 
 def test_notes_are_data_and_a_flagged_timing_keeps_the_verdict_it_would_have_had():

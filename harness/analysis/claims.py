@@ -519,8 +519,10 @@ def evaluate_claims(cells: pd.DataFrame, epochs: pd.DataFrame, samples: pd.DataF
         if timed and flagged:
             result.notes.append(Note("timings_left_out", {"cells": sorted(flagged), "of": len(ok),
                                                           "reasons": sorted(set(flagged.values()))}))
-        if timed and timing_warnings and result.verdict != INCONCLUSIVE:
-            result.notes.append(Note("would_be", {"verdict": result.verdict}))
+        if timed and timing_warnings:
+            # Unreliable timings are the reason, also where the interval alone would leave the claim open.
+            if result.verdict != INCONCLUSIVE:
+                result.notes.append(Note("would_be", {"verdict": result.verdict}))
             result.why = Why("timings_unreliable", {"warnings": list(timing_warnings), "would_be": result.verdict,
                                                     "interval": result.why})
             result.verdict = INCONCLUSIVE
