@@ -63,6 +63,17 @@ def test_an_ordered_axis_compares_its_last_level_with_its_first_once_per_configu
     # The per-level curve behind it is kept as evidence.
     levels = result.facts["levels_table"]
     assert list(levels["lr"]) == [0.5, 1.0, 2.0] and list(levels["seeds"]) == [2, 2, 2]
+    # The report shows every level beside the comparison of the last with the first: here 8 x 0.97 in between.
+    from harness.report.claim_sections import claim_section, levels_table
+
+    shown = levels_table(result)
+    assert len(shown) == 1 and list(shown.columns[-3:]) == ["lr 0.5", "lr 1", "lr 2"]
+    assert list(shown.iloc[0, -3:]) == ["8.04 (2)", "7.799 (2)", "7.236 (2)"]
+    folded = [b for b in claim_section(result, 0, False, {}) if b[0] == "details"][0][2]
+    assert any(b[0] == "table" and b[1].equals(shown) for b in folded)
+    two_levels = decide(frame([r for r in rows if r[3] != 1.0]), claim(axis="lr", metric="causal_ppl",
+                                                                        expect="lower"))
+    assert levels_table(two_levels).empty  # two levels: the comparison says it all
 
 
 def test_each_level_against_a_base_is_pooled_on_its_own_and_disagreeing_levels_are_inconclusive():

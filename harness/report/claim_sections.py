@@ -40,9 +40,39 @@ def claim_section(result: ClaimResult, index: int, repeated: bool, figures: dict
         folded += [("p", f"{result.title}, other measures: pooled, then per configuration."),
                    ("table", pooled_table(result.context_table, result.spec.confidence)),
                    ("table", evidence_table(context, result.spec))]
+    levels = levels_table(result)
+    if not levels.empty:  # every level of the axis, where the claim compares only its last with its first
+        folded += [("p", f"{result.title}: each level of {result.spec.axis}, per configuration (geometric mean "
+                         "over finished seeds, number of seeds)."), ("table", levels)]
     if folded:
         blocks.append(("details", f"{result.title}: every configuration and other measures", folded))
     return blocks
+
+
+def levels_table(result: ClaimResult):
+    """A claim on an axis: its metric at each level of the axis, one row per configuration (the claim's
+    ``levels_table`` fact, pivoted); empty for other claims or fewer than three levels (the comparisons say
+    it all)."""
+    import pandas as pd
+
+    from harness.report.numbers import fmt
+
+    table = result.facts.get("levels_table")
+    axis, metric = result.spec.axis, result.spec.metric
+    if table is None or table.empty or axis not in table or table[axis].nunique() < 3:
+        return pd.DataFrame()
+    keys = [k for k in table.columns if k not in (axis, metric, "seeds")]
+    levels = sorted(table[axis].unique(), key=lambda v: (str(type(v)), v))
+    rows = []
+    for key, group in (table.groupby(keys, dropna=False, sort=True) if keys else [((), table)]):
+        key = key if isinstance(key, tuple) else (key,)
+        row = {k: fmt(v) for k, v in zip(keys, key)}
+        for level in levels:
+            point = group[group[axis] == level]
+            row[f"{axis} {fmt(level)}"] = (f"{fmt(point[metric].iloc[0], 4)} ({int(point['seeds'].iloc[0])})"
+                                           if not point.empty else "-")
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def claim_sections(results: list[ClaimResult], figures: dict) -> list[tuple]:
