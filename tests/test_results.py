@@ -330,6 +330,23 @@ def test_a_cell_stored_beside_a_compressed_table_rebuilds_it(tmp_path, monkeypat
     assert sorted(epochs.groupby("cell_id").size()) == [5] * 5
 
 
+def test_a_cell_that_would_grow_a_plain_table_past_the_size_rebuilds_it_compressed(tmp_path, monkeypatch):
+    # A run stopped before its end (SIGUSR1, Ctrl-C) is not rebuilt at the end: its tables must not have grown
+    # past the size by appends.
+    from harness.results import tables
+
+    run = make_run(tmp_path / "run", secs=SECS[:4])
+    records, _ = read_records(run)
+    rebuild_tables(run, records, list(records))
+    full = make_run(tmp_path / "full")  # the same run with a fifth seed
+    last = sorted(read_records(full)[0].items())[-1]
+    size = (run / "epochs.csv").stat().st_size
+    monkeypatch.setattr(tables, "COMPRESS_ABOVE", size + 10)  # one more cell's epochs cross it
+    assert not tables.append_tables(run, *last) and (run / "epochs.csv").stat().st_size == size  # nothing written
+    monkeypatch.setattr(tables, "COMPRESS_ABOVE", size * 2)
+    assert tables.append_tables(run, *last)
+
+
 def test_a_damaged_compressed_table_is_one_line_naming_it(tmp_path, monkeypatch, capsys):
     from harness.results import tables
 

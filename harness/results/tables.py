@@ -101,8 +101,9 @@ def table_rows(cell_id: str, rec: dict) -> tuple[dict, list[dict], list[dict]]:
 
 def append_tables(path: Path, cell_id: str, rec: dict) -> bool:
     """Append one cell's rows to the tables. False, having written nothing, when a table is missing, does
-    not end with a whole line (a crash mid-append) or has other columns than these rows (the first cell
-    run on a Ray node, an empty table): then the caller rebuilds them."""
+    not end with a whole line (a crash mid-append), has other columns than these rows (the first cell
+    run on a Ray node, an empty table) or would grow past ``COMPRESS_ABOVE`` (a run stopped before its end
+    would leave it uncompressed): then the caller rebuilds them."""
     import pandas as pd
 
     row, epochs, samples = table_rows(cell_id, rec)
@@ -118,7 +119,7 @@ def append_tables(path: Path, cell_id: str, rec: dict) -> bool:
                 whole = f.read(1) == b"\n"
         except (OSError, UnicodeDecodeError):
             return False
-        if first != header or not whole:
+        if first != header or not whole or (path / name).stat().st_size + len(body.encode("utf-8")) > COMPRESS_ABOVE:
             return False
         pieces[name] = body
     for name, body in pieces.items():
