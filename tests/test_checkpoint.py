@@ -211,6 +211,7 @@ def test_an_interrupted_cell_process_goes_on_from_its_checkpoint_in_the_run_fold
     run_dir.store(cell, record, calibration=None)
     assert run_dir.checkpoints() == {} and not checkpoint_summary_path(checkpoint).exists()  # stored: both go
     (checkpoint.parent / f".{checkpoint.name}.123.partial").write_bytes(b"a save cut short")
+    (checkpoint.parent / f".{checkpoint.stem}.json.k2j4.tmp").write_bytes(b"{")  # a summary cut short
     run_dir.tidy_checkpoints()  # the run's end
     assert not checkpoint.parent.exists()
 

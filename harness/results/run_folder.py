@@ -321,13 +321,15 @@ class RunDir:
             checkpoint_summary_path(checkpoint).unlink(missing_ok=True)
 
     def tidy_checkpoints(self) -> None:
-        """At the end of a run (no cell in flight): remove what interrupted saves left (partial files,
-        summaries without their checkpoint), and the folder once empty."""
+        """At the end of a run (no cell in flight): remove what interrupted saves left (partial checkpoints,
+        the temporary files of summaries written atomically by a cell process stopped mid-write, summaries
+        without their checkpoint), and the folder once empty."""
         folder = self.path / CHECKPOINTS
         if not folder.is_dir():
             return
         for path in folder.iterdir():
-            stray = path.name.endswith(".partial") or (path.suffix == ".json" and not path.with_suffix(".pt").exists())
+            stray = (path.name.endswith(".partial") or (path.name.startswith(".") and path.suffix == ".tmp")
+                     or (path.suffix == ".json" and not path.with_suffix(".pt").exists()))
             if stray:
                 path.unlink(missing_ok=True)
         with contextlib.suppress(OSError):  # only once empty
