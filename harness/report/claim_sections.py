@@ -3,8 +3,11 @@ claim's parameters, with every configuration's evidence and the claim's other me
 
 from __future__ import annotations
 
+import pandas as pd
+
 from harness.analysis.claims import ClaimResult
 from harness.report import wording as claim_wording
+from harness.report.numbers import fmt
 from harness.report.tables import claim_key, evidence_table, pooled_table
 
 
@@ -53,10 +56,6 @@ def levels_table(result: ClaimResult):
     """A claim on an axis: its metric at each level of the axis, one row per configuration (the claim's
     ``levels_table`` fact, pivoted); empty for other claims or fewer than three levels (the comparisons say
     it all)."""
-    import pandas as pd
-
-    from harness.report.numbers import fmt
-
     table = result.facts.get("levels_table")
     axis, metric = result.spec.axis, result.spec.metric
     if table is None or table.empty or axis not in table or table[axis].nunique() < 3:

@@ -44,15 +44,17 @@ def planned_frame(run: dict) -> pd.DataFrame | None:
     return pd.DataFrame(rows) if rows and len(rows) == len(wanted) else None
 
 
+def compared(result) -> int:
+    """How many configurations a claim's pooled ratio rests on (0: nothing compared)."""
+    return result.pooled.k if result.pooled is not None else 0
+
+
 def conditions_table(conditions: list, claim_index: int, complete: bool = True,
                      planned: pd.DataFrame | None = None) -> pd.DataFrame:
     """One claim under each condition: its verdict and pooled effect, and whether the verdict is the
     first condition's (the reference). ``complete``: the run has trained every planned cell. A condition with
     nothing to compare in an unfinished run may still get something ("yet") unless ``planned`` (the run's
     planned cells) shows the suite plans no cells for one side of the claim there."""
-    def compared(result) -> int:
-        return result.pooled.k if result.pooled is not None else 0
-
     claim = conditions[0].results[claim_index].spec if conditions else None
     # The reference's side once for all conditions: when it can never compare, nothing is still to come.
     reference_can = planned is not None and claim is not None and can_compare(planned, conditions[0].spec, claim)
@@ -167,8 +169,7 @@ def condition_blocks(conditions: list, figures: dict, complete: bool = True,
         table = ("table", conditions_table(conditions, index, complete, planned))
         # A claim that at most one condition can compare (its own subset lies within one) has nothing to set
         # side by side: folded, as a repeated reading is.
-        compared = sum(c.results[index].pooled is not None and c.results[index].pooled.k > 0 for c in conditions)
-        if repeated or compared < 2:
+        if repeated or sum(compared(c.results[index]) > 0 for c in conditions) < 2:
             blocks.append(("details", f"{result.title}, by condition", [table]))
         else:
             blocks += [("h3", f"{result.title}, by condition"), table]
